@@ -1,0 +1,366 @@
+//! `crossfold dataset check`: everything wrong with a data set, all at once.
+
+use super::paths::{contained_in, normalise};
+use super::{available_threads, parallel_map, DatasetError};
+use crate::label::Label;
+use crate::manifest::{check_rows, read_raw, RawRow};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueKind {
+    /// A field's value is wrong (unknown label, empty patient id, bad age).
+    BadValue,
+    MissingFile,
+    /// The file exists but does not decode as PNG, JPEG or DICOM.
+    Undecodable,
+    /// A zero-byte file or an image with no pixels.
+    EmptyImage,
+    DuplicatePath,
+    /// One patient has images with different labels.
+    ConflictingLabels,
+    PathEscape,
+    /// Warning: every pixel has the same value.
+    BlankImage,
+}
+
+/// One finding, naming the manifest line, the row's path and the bad value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Issue {
+    pub kind: IssueKind,
+    pub line: u64,
+    pub path: String,
+    pub field: Option<String>,
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}: ", self.line, self.path)?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}")?;
+            if let Some(v) = &self.value {
+                write!(f, " = {v:?}")?;
+            }
+            write!(f, ": ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub manifest: PathBuf,
+    pub data_root: PathBuf,
+    pub rows: usize,
+    /// Images per label, for the rows whose label is known.
+    pub counts: BTreeMap<String, usize>,
+    pub patients: usize,
+    pub errors: Vec<Issue>,
+    pub warnings: Vec<Issue>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+fn issue(
+    kind: IssueKind,
+    row: &RawRow,
+    field: Option<&str>,
+    value: Option<&str>,
+    message: String,
+) -> Issue {
+    Issue {
+        kind,
+        line: row.line,
+        path: row.path.clone(),
+        field: field.map(str::to_string),
+        value: value.map(str::to_string),
+        message,
+    }
+}
+
+/// Check a manifest and its files. `data_root` defaults to the manifest's
+/// directory; no path may leave it. Fails only when the manifest itself
+/// cannot be read or has a bad header; everything else is a finding.
+pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, DatasetError> {
+    let rows = read_raw(manifest)?;
+    let base = crate::manifest::manifest_root(manifest);
+    let root = data_root
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| base.clone());
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+
+    let (_, problems) = check_rows(&rows);
+    for p in problems {
+        errors.push(Issue {
+            kind: IssueKind::BadValue,
+            line: p.line,
+            path: p.path,
+            field: Some(p.field.to_string()),
+            value: Some(p.value),
+            message: p.message,
+        });
+    }
+
+    // Duplicate paths (after folding `./` and `a/../`).
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for row in rows.iter().filter(|r| !r.path.is_empty()) {
+        let key = normalise(&row.path);
+        match seen.get(&key) {
+            Some(first) => errors.push(issue(
+                IssueKind::DuplicatePath,
+                row,
+                Some("path"),
+                Some(&row.path),
+                format!("same file as line {first}"),
+            )),
+            None => {
+                seen.insert(key, row.line);
+            }
+        }
+    }
+
+    // Patients with conflicting labels.
+    let mut by_patient: BTreeMap<&str, Vec<(&RawRow, Label)>> = BTreeMap::new();
+    for row in &rows {
+        if let (false, Ok(label)) = (row.patient_id.is_empty(), row.label.parse::<Label>()) {
+            by_patient
+                .entry(&row.patient_id)
+                .or_default()
+                .push((row, label));
+        }
+    }
+    for (patient, images) in &by_patient {
+        let first = images[0];
+        for (row, label) in &images[1..] {
+            if *label != first.1 {
+                errors.push(issue(
+                    IssueKind::ConflictingLabels,
+                    row,
+                    Some("label"),
+                    Some(label.as_str()),
+                    format!(
+                        "patient {patient:?} is {} on line {} ({})",
+                        first.1, first.0.line, first.0.path
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Files: containment, existence, decoding.
+    let file_rows: Vec<&RawRow> = rows.iter().filter(|r| !r.path.is_empty()).collect();
+    let findings = parallel_map(&file_rows, available_threads(), |row| {
+        check_file(&base, &root, row)
+    });
+    for (errs, warns) in findings {
+        errors.extend(errs);
+        warnings.extend(warns);
+    }
+
+    errors.sort_by_key(|i| (i.line, i.kind));
+    warnings.sort_by_key(|i| (i.line, i.kind));
+    let mut counts = BTreeMap::new();
+    for row in &rows {
+        if let Ok(l) = row.label.parse::<Label>() {
+            *counts.entry(l.to_string()).or_insert(0) += 1;
+        }
+    }
+    Ok(CheckReport {
+        manifest: manifest.to_path_buf(),
+        data_root: root,
+        rows: rows.len(),
+        counts,
+        patients: by_patient.len(),
+        errors,
+        warnings,
+    })
+}
+
+fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    // The path is relative to the manifest; it must stay under the data root.
+    let full = match contained_in(root, base, &row.path) {
+        Ok(full) => full,
+        Err(reason) => {
+            errors.push(issue(
+                IssueKind::PathEscape,
+                row,
+                Some("path"),
+                Some(&row.path),
+                format!("escapes the data root {}: {reason}", root.display()),
+            ));
+            return (errors, warnings);
+        }
+    };
+    match std::fs::metadata(&full) {
+        Err(e) => {
+            errors.push(issue(
+                IssueKind::MissingFile,
+                row,
+                None,
+                None,
+                format!("cannot open {}: {e}", full.display()),
+            ));
+        }
+        Ok(m) if m.len() == 0 => {
+            errors.push(issue(
+                IssueKind::EmptyImage,
+                row,
+                None,
+                None,
+                "empty file (0 bytes)".into(),
+            ));
+        }
+        Ok(_) => match probe_image(&full) {
+            Ok(Probe::Pixels {
+                width,
+                height,
+                blank,
+            }) => {
+                if width == 0 || height == 0 {
+                    errors.push(issue(
+                        IssueKind::EmptyImage,
+                        row,
+                        None,
+                        None,
+                        format!("image has no pixels ({width}x{height})"),
+                    ));
+                } else if blank {
+                    warnings.push(issue(
+                        IssueKind::BlankImage,
+                        row,
+                        None,
+                        None,
+                        "every pixel has the same value".into(),
+                    ));
+                }
+            }
+            Ok(Probe::Dicom) => {}
+            Err(message) => {
+                errors.push(issue(IssueKind::Undecodable, row, None, None, message));
+            }
+        },
+    }
+    (errors, warnings)
+}
+
+enum Probe {
+    Pixels {
+        width: u32,
+        height: u32,
+        blank: bool,
+    },
+    /// A DICOM file (recognised by its preamble; pixel data is decoded by the worker).
+    Dicom,
+}
+
+fn probe_image(path: &Path) -> Result<Probe, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() > 132 && &bytes[128..132] == b"DICM" {
+        return Ok(Probe::Dicom);
+    }
+    let img = image::load_from_memory(&bytes).map_err(|e| format!("cannot decode image: {e}"))?;
+    let gray = img.to_luma16();
+    let blank = match gray.as_raw().first() {
+        Some(first) => gray.as_raw().iter().all(|v| v == first),
+        None => false,
+    };
+    Ok(Probe::Pixels {
+        width: img.width(),
+        height: img.height(),
+        blank,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma};
+
+    fn write_png(path: &Path, v: u8, gradient: bool) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let img = GrayImage::from_fn(8, 8, |x, _| {
+            Luma([if gradient {
+                v.wrapping_add(x as u8 * 9)
+            } else {
+                v
+            }])
+        });
+        img.save(path).unwrap();
+    }
+
+    #[test]
+    fn reports_every_kind_of_problem_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        write_png(&d.join("a.png"), 10, true);
+        write_png(&d.join("b.png"), 20, true);
+        write_png(&d.join("blank.png"), 7, false);
+        std::fs::write(d.join("empty.png"), b"").unwrap();
+        std::fs::write(d.join("junk.png"), b"this is not a png").unwrap();
+        std::fs::write(dir.path().join("outside.png"), b"x").unwrap();
+        let manifest = d.join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\n\
+             a.png,normal,p1\n\
+             b.png,Tumor,p2\n\
+             ./a.png,normal,p3\n\
+             missing.png,benign,p4\n\
+             empty.png,benign,p5\n\
+             junk.png,malignant,p6\n\
+             ../outside.png,normal,p7\n\
+             /etc/hosts,normal,p8\n\
+             blank.png,benign,p1\n",
+        )
+        .unwrap();
+        let report = check(&manifest, None).unwrap();
+        assert!(!report.ok());
+        let kinds: Vec<(u64, IssueKind)> = report.errors.iter().map(|i| (i.line, i.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (3, IssueKind::BadValue),
+                (4, IssueKind::DuplicatePath),
+                (5, IssueKind::MissingFile),
+                (6, IssueKind::EmptyImage),
+                (7, IssueKind::Undecodable),
+                (8, IssueKind::PathEscape),
+                (9, IssueKind::PathEscape),
+                (10, IssueKind::ConflictingLabels),
+            ]
+        );
+        assert_eq!(report.warnings.len(), 1);
+        assert_eq!(report.warnings[0].kind, IssueKind::BlankImage);
+        assert!(report.errors[0].to_string().contains("\"Tumor\""));
+        assert!(report.errors[7].to_string().contains("\"p1\""));
+    }
+
+    #[test]
+    fn a_clean_data_set_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        write_png(&dir.path().join("img/a.png"), 1, true);
+        write_png(&dir.path().join("img/b.png"), 2, true);
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\nimg/a.png,normal,p1\nimg/b.png,malignant,p2\n",
+        )
+        .unwrap();
+        let report = check(&manifest, None).unwrap();
+        assert!(report.ok(), "{:?}", report.errors);
+        assert_eq!(report.rows, 2);
+        assert_eq!(report.patients, 2);
+    }
+}

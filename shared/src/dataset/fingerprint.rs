@@ -1,0 +1,105 @@
+//! The data-set fingerprint: one SHA-256 that changes when any image, label,
+//! patient or path changes, and not when rows are reordered.
+//!
+//! Definition: every row gives the line `path \t label \t patient_id \t
+//! sha256(file) \n` (path as written, label in lower case); the lines are
+//! sorted bytewise and the fingerprint is the SHA-256 of their
+//! concatenation.
+
+use super::{available_threads, contained_in, parallel_map, DatasetError};
+use crate::hash::{sha256_file, sha256_hex};
+use crate::manifest::Manifest;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fingerprint {
+    pub sha256: String,
+    /// SHA-256 of each file, by manifest path.
+    pub files: BTreeMap<String, String>,
+}
+
+pub fn fingerprint(manifest: &Manifest) -> Result<Fingerprint, DatasetError> {
+    let hashes = parallel_map(&manifest.entries, available_threads(), |e| {
+        let path = contained_in(&manifest.root, &manifest.root, &e.path).map_err(|reason| {
+            DatasetError::Escape {
+                path: e.path.clone(),
+                root: manifest.root.clone(),
+                reason,
+            }
+        })?;
+        sha256_file(&path).map_err(|source| DatasetError::Io { path, source })
+    });
+    let mut lines = Vec::with_capacity(hashes.len());
+    let mut files = BTreeMap::new();
+    for (e, h) in manifest.entries.iter().zip(hashes) {
+        let h = h?;
+        lines.push(format!(
+            "{}\t{}\t{}\t{}\n",
+            e.path, e.label, e.patient_id, h
+        ));
+        files.insert(e.path.clone(), h);
+    }
+    lines.sort();
+    Ok(Fingerprint {
+        sha256: sha256_hex(lines.concat().as_bytes()),
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::label::Label;
+    use crate::manifest::Entry;
+
+    fn setup() -> (tempfile::TempDir, Manifest) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"aaa").unwrap();
+        std::fs::write(dir.path().join("b.png"), b"bbb").unwrap();
+        let m = Manifest {
+            root: dir.path().to_path_buf(),
+            entries: vec![
+                Entry::new("a.png", Label::Normal, "p1"),
+                Entry::new("b.png", Label::Benign, "p2"),
+            ],
+        };
+        (dir, m)
+    }
+
+    #[test]
+    fn matches_the_documented_definition() {
+        let (_dir, m) = setup();
+        let fp = fingerprint(&m).unwrap();
+        let expected = sha256_hex(
+            format!(
+                "a.png\tnormal\tp1\t{}\nb.png\tbenign\tp2\t{}\n",
+                sha256_hex(b"aaa"),
+                sha256_hex(b"bbb")
+            )
+            .as_bytes(),
+        );
+        assert_eq!(fp.sha256, expected);
+    }
+
+    #[test]
+    fn order_independent_but_content_sensitive() {
+        let (dir, mut m) = setup();
+        let fp = fingerprint(&m).unwrap().sha256;
+        m.entries.reverse();
+        assert_eq!(fingerprint(&m).unwrap().sha256, fp);
+        m.entries[0].label = Label::Malignant;
+        assert_ne!(fingerprint(&m).unwrap().sha256, fp);
+        m.entries[0].label = Label::Benign;
+        std::fs::write(dir.path().join("a.png"), b"aab").unwrap();
+        assert_ne!(fingerprint(&m).unwrap().sha256, fp);
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let (_dir, mut m) = setup();
+        m.entries.push(Entry::new("c.png", Label::Normal, "p3"));
+        let err = fingerprint(&m).unwrap_err();
+        assert!(err.to_string().contains("c.png"), "{err}");
+    }
+}

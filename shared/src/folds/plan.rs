@@ -1,0 +1,382 @@
+//! The split plan: groups, and per task the rounds' train and test images.
+
+use super::{assign_groups, FoldsError};
+use crate::hash::sha256_hex;
+use crate::label::Task;
+use crate::manifest::Manifest;
+use crate::spec::{ProtocolKind, ProtocolSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub const PLAN_VERSION: u32 = 1;
+
+/// One train/test round of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round {
+    /// 1-based, unique within the task.
+    pub round: u32,
+    /// 1-based repetition this round belongs to.
+    pub repeat: u32,
+    /// 0-based indices of the groups that form the test set.
+    pub test_groups: Vec<usize>,
+    /// Manifest paths, in manifest order.
+    pub train: Vec<String>,
+    pub test: Vec<String>,
+}
+
+/// The groups of one repetition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repeat {
+    pub repeat: u32,
+    pub seed: u64,
+    pub groups: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitPlan {
+    pub plan_sha256: String,
+    pub version: u32,
+    pub protocol: ProtocolSpec,
+    /// Groups of the first repetition (manifest paths, in manifest order).
+    pub groups: Vec<Vec<String>>,
+    /// Every repetition's groups (the first equals `groups`).
+    pub repeats: Vec<Repeat>,
+    pub tasks: BTreeMap<Task, Vec<Round>>,
+}
+
+#[derive(Serialize)]
+struct HashedPart<'a> {
+    version: u32,
+    protocol: &'a ProtocolSpec,
+    groups: &'a Vec<Vec<String>>,
+    repeats: &'a Vec<Repeat>,
+    tasks: &'a BTreeMap<Task, Vec<Round>>,
+}
+
+impl SplitPlan {
+    /// SHA-256 (hex) of the compact JSON of every field but `plan_sha256`.
+    pub fn compute_hash(&self) -> String {
+        let part = HashedPart {
+            version: self.version,
+            protocol: &self.protocol,
+            groups: &self.groups,
+            repeats: &self.repeats,
+            tasks: &self.tasks,
+        };
+        sha256_hex(&serde_json::to_vec(&part).unwrap_or_default())
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Read a plan document and check its hash and that no patient is on both
+    /// sides of any round.
+    pub fn from_json(text: &str, manifest: &Manifest) -> Result<SplitPlan, FoldsError> {
+        let plan: SplitPlan =
+            serde_json::from_str(text).map_err(|e| FoldsError::Json(e.to_string()))?;
+        if plan.version != PLAN_VERSION {
+            return Err(FoldsError::Version(plan.version));
+        }
+        let actual = plan.compute_hash();
+        if actual != plan.plan_sha256 {
+            return Err(FoldsError::HashMismatch {
+                stated: plan.plan_sha256.clone(),
+                actual,
+            });
+        }
+        plan.verify(manifest)?;
+        Ok(plan)
+    }
+
+    /// Refuse a plan that names images missing from the manifest or puts one
+    /// patient on both sides of a round.
+    pub fn verify(&self, manifest: &Manifest) -> Result<(), FoldsError> {
+        let patient: HashMap<&str, &str> = manifest
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.patient_id.as_str()))
+            .collect();
+        for (task, rounds) in &self.tasks {
+            for r in rounds {
+                let lookup = |path: &String| {
+                    patient
+                        .get(path.as_str())
+                        .copied()
+                        .ok_or_else(|| FoldsError::UnknownImage {
+                            task: task.to_string(),
+                            round: r.round,
+                            path: path.clone(),
+                        })
+                };
+                let train: BTreeSet<&str> = r.train.iter().map(lookup).collect::<Result<_, _>>()?;
+                for path in &r.test {
+                    let p = lookup(path)?;
+                    if train.contains(p) {
+                        return Err(FoldsError::Leak {
+                            task: task.to_string(),
+                            round: r.round,
+                            patient: p.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rounds of a task, or an empty slice.
+    pub fn rounds(&self, task: Task) -> &[Round] {
+        self.tasks.get(&task).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Every choice of `p` of `0..k`, in lexicographic order.
+pub fn combinations(k: usize, p: usize) -> Vec<Vec<usize>> {
+    fn rec(start: usize, k: usize, p: usize, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if cur.len() == p {
+            out.push(cur.clone());
+            return;
+        }
+        for i in start..k {
+            cur.push(i);
+            rec(i + 1, k, p, cur, out);
+            cur.pop();
+        }
+    }
+    let mut out = Vec::new();
+    if p <= k {
+        rec(0, k, p, &mut Vec::with_capacity(p), &mut out);
+    }
+    out
+}
+
+/// Build the split plan of a protocol on a manifest.
+pub fn make_plan(manifest: &Manifest, protocol: &ProtocolSpec) -> Result<SplitPlan, FoldsError> {
+    let k = protocol.groups;
+    let mut repeats = Vec::new();
+    let mut tasks: BTreeMap<Task, Vec<Round>> = BTreeMap::new();
+    for r in 0..protocol.repeats.max(1) {
+        let seed = protocol.seed.wrapping_add(r as u64);
+        let assignment = assign_groups(&manifest.entries, k, seed)?;
+        let mut groups = vec![Vec::new(); k];
+        for (e, &g) in manifest.entries.iter().zip(&assignment) {
+            groups[g].push(e.path.clone());
+        }
+        for &task in &protocol.tasks {
+            let test_sets = match (protocol.kind, task) {
+                (ProtocolKind::Kfold, _) | (ProtocolKind::Paper, Task::Screening) => {
+                    combinations(k, 1)
+                }
+                (ProtocolKind::LeavePGroupsOut, _) | (ProtocolKind::Paper, Task::Malignancy) => {
+                    combinations(k, protocol.test_groups)
+                }
+            };
+            let rounds = tasks.entry(task).or_default();
+            for test_groups in test_sets {
+                let number = rounds.len() as u32 + 1;
+                let (mut train, mut test) = (Vec::new(), Vec::new());
+                for (e, g) in manifest.entries.iter().zip(&assignment) {
+                    if task.includes(e.label) {
+                        if test_groups.contains(g) {
+                            test.push(e.path.clone());
+                        } else {
+                            train.push(e.path.clone());
+                        }
+                    }
+                }
+                for (side, set) in [("training", &train), ("test", &test)] {
+                    if set.is_empty() {
+                        return Err(FoldsError::EmptySide {
+                            task: task.to_string(),
+                            round: number,
+                            side,
+                            groups: k,
+                        });
+                    }
+                }
+                rounds.push(Round {
+                    round: number,
+                    repeat: r as u32 + 1,
+                    test_groups,
+                    train,
+                    test,
+                });
+            }
+        }
+        repeats.push(Repeat {
+            repeat: r as u32 + 1,
+            seed,
+            groups,
+        });
+    }
+    let mut plan = SplitPlan {
+        plan_sha256: String::new(),
+        version: PLAN_VERSION,
+        protocol: protocol.clone(),
+        groups: repeats
+            .first()
+            .map(|r| r.groups.clone())
+            .unwrap_or_default(),
+        repeats,
+        tasks,
+    };
+    plan.verify(manifest)?;
+    plan.plan_sha256 = plan.compute_hash();
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::label::Label;
+    use crate::manifest::Entry;
+    use std::path::PathBuf;
+
+    fn paper_cohort() -> Manifest {
+        let mut entries = Vec::new();
+        for (label, n) in [
+            (Label::Normal, 260),
+            (Label::Malignant, 180),
+            (Label::Benign, 80),
+        ] {
+            for i in 0..n {
+                entries.push(Entry::new(
+                    format!("{label}/{i}.png"),
+                    label,
+                    format!("{label}{i}"),
+                ));
+            }
+        }
+        Manifest {
+            root: PathBuf::from("."),
+            entries,
+        }
+    }
+
+    #[test]
+    fn combinations_are_lexicographic() {
+        let c = combinations(5, 2);
+        assert_eq!(c.len(), 10);
+        assert_eq!(c[0], vec![0, 1]);
+        assert_eq!(c[4], vec![1, 2]);
+        assert_eq!(c[9], vec![3, 4]);
+        assert_eq!(combinations(4, 1), vec![vec![0], vec![1], vec![2], vec![3]]);
+    }
+
+    #[test]
+    fn paper_protocol_matches_the_papers_split() {
+        let m = paper_cohort();
+        let plan = make_plan(&m, &ProtocolSpec::default()).unwrap();
+        let screening = plan.rounds(Task::Screening);
+        assert_eq!(screening.len(), 5);
+        for r in screening {
+            assert_eq!((r.train.len(), r.test.len()), (416, 104));
+        }
+        let malignancy = plan.rounds(Task::Malignancy);
+        assert_eq!(malignancy.len(), 10);
+        let label = |p: &String| m.entries.iter().find(|e| &e.path == p).unwrap().label;
+        for r in malignancy {
+            assert_eq!((r.train.len(), r.test.len()), (156, 104));
+            let malignant = r
+                .test
+                .iter()
+                .filter(|p| label(p) == Label::Malignant)
+                .count();
+            assert_eq!((malignant, r.test.len() - malignant), (72, 32));
+            assert!(r
+                .train
+                .iter()
+                .chain(&r.test)
+                .all(|p| label(p) != Label::Normal));
+        }
+        // Every tumour image is tested in exactly 4 of the 10 rounds.
+        let mut tested: BTreeMap<&String, usize> = BTreeMap::new();
+        for r in malignancy {
+            for p in &r.test {
+                *tested.entry(p).or_default() += 1;
+            }
+        }
+        assert_eq!(tested.len(), 260);
+        assert!(tested.values().all(|&n| n == 4));
+        // Every image is tested exactly once in screening.
+        let all: BTreeSet<&String> = screening.iter().flat_map(|r| &r.test).collect();
+        assert_eq!(all.len(), 520);
+    }
+
+    #[test]
+    fn plan_hash_is_stable_and_checked() {
+        let m = paper_cohort();
+        let plan = make_plan(&m, &ProtocolSpec::default()).unwrap();
+        assert_eq!(
+            plan.plan_sha256,
+            make_plan(&m, &ProtocolSpec::default()).unwrap().plan_sha256
+        );
+        let json = plan.to_json_pretty();
+        let back = SplitPlan::from_json(&json, &m).unwrap();
+        assert_eq!(back, plan);
+        let tampered = json.replacen("\"round\": 1", "\"round\": 99", 1);
+        assert!(matches!(
+            SplitPlan::from_json(&tampered, &m),
+            Err(FoldsError::HashMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_plan_with_a_patient_on_both_sides_is_refused() {
+        let m = paper_cohort();
+        let mut plan = make_plan(&m, &ProtocolSpec::default()).unwrap();
+        let moved = plan.tasks.get(&Task::Screening).unwrap()[0].test[0].clone();
+        plan.tasks.get_mut(&Task::Screening).unwrap()[0]
+            .train
+            .push(moved.clone());
+        plan.plan_sha256 = plan.compute_hash();
+        let err = SplitPlan::from_json(&plan.to_json_pretty(), &m).unwrap_err();
+        assert!(matches!(err, FoldsError::Leak { round: 1, .. }), "{err}");
+        // A second image of the same patient counts as the same patient.
+        let mut m2 = m.clone();
+        let mut twin = m2.entries[0].clone();
+        twin.path = "normal/twin.png".into();
+        m2.entries.push(twin);
+        let plan = make_plan(&m2, &ProtocolSpec::default()).unwrap();
+        for r in plan.rounds(Task::Screening) {
+            let a = r.test.contains(&"normal/0.png".to_string());
+            let b = r.test.contains(&"normal/twin.png".to_string());
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn general_protocols_and_repeats() {
+        let m = paper_cohort();
+        let mut p = ProtocolSpec {
+            kind: ProtocolKind::LeavePGroupsOut,
+            groups: 6,
+            test_groups: 3,
+            repeats: 2,
+            seed: 9,
+            tasks: vec![Task::Screening],
+        };
+        let plan = make_plan(&m, &p).unwrap();
+        assert_eq!(plan.rounds(Task::Screening).len(), 2 * 20);
+        assert_eq!(plan.repeats.len(), 2);
+        assert_eq!(plan.repeats[1].seed, 10);
+        assert_eq!(plan.rounds(Task::Screening)[20].repeat, 2);
+        assert_ne!(plan.repeats[0].groups, plan.repeats[1].groups);
+        p.kind = ProtocolKind::Kfold;
+        p.repeats = 1;
+        p.tasks = vec![Task::Malignancy];
+        let plan = make_plan(&m, &p).unwrap();
+        assert_eq!(plan.rounds(Task::Malignancy).len(), 6);
+        assert!(plan.rounds(Task::Screening).is_empty());
+    }
+
+    #[test]
+    fn cohorts_too_small_for_a_task_are_refused() {
+        let mut m = paper_cohort();
+        m.entries
+            .retain(|e| e.label == Label::Normal || e.path == "benign/0.png");
+        let err = make_plan(&m, &ProtocolSpec::default()).unwrap_err();
+        assert!(matches!(err, FoldsError::EmptySide { .. }), "{err}");
+    }
+}

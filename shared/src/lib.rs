@@ -1,0 +1,22 @@
+//! crossfold's common library.
+//!
+//! Everything here is pure Rust and builds without libtorch, so the CLI and
+//! the coordinator can use it on machines with no GPU stack.
+//!
+//! - [`label`]: the three-way image label and the two classification tasks.
+//! - [`spec`]: the versioned TOML experiment spec, its validation and `--set` overrides.
+//! - [`manifest`]: the data-set manifest CSV.
+//! - [`dataset`]: checking a data set, importing a folder tree, fingerprinting.
+//! - [`folds`]: split protocols and the split plan.
+//! - [`metrics`]: per-round statistics, ROC/AUC with confidence intervals, summaries.
+//! - [`synth`]: the synthetic knee-radiograph cohort.
+//! - [`hash`]: SHA-256 helpers shared by the modules above.
+
+pub mod dataset;
+pub mod folds;
+pub mod hash;
+pub mod label;
+pub mod manifest;
+pub mod metrics;
+pub mod spec;
+pub mod synth;

@@ -1,0 +1,266 @@
+//! Reading a spec: TOML parsing, `--set key=value` overrides, and collecting
+//! every problem before giving up.
+//!
+//! Structural checks work key by key: each key of each section is
+//! deserialised alone into its section's type (every field has a default), so
+//! one wrong key does not hide the next. Semantic checks (ranges, combinations)
+//! follow in [`super::validate`].
+
+use super::Spec;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::path::Path;
+use toml::{Table, Value};
+
+/// One problem in a spec, naming the field (dotted path) and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    pub field: String,
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl SpecProblem {
+    pub fn new(
+        field: impl Into<String>,
+        value: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        SpecProblem {
+            field: field.into(),
+            value,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{} = {}: {}", self.field, v, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read spec {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{source_name}: not valid TOML: {message}")]
+    Syntax {
+        source_name: String,
+        message: String,
+    },
+    #[error("--set {0:?}: expected key=value, e.g. --set train.epochs=5")]
+    BadOverride(String),
+    #[error("{source_name}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        source_name: String,
+        problems: Vec<SpecProblem>,
+    },
+}
+
+impl SpecError {
+    /// The problems, when the spec parsed but was invalid.
+    pub fn problems(&self) -> &[SpecProblem] {
+        match self {
+            SpecError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+/// A `--set key=value` override. The value is read as a TOML value when it
+/// parses as one (`5`, `1e-4`, `true`, `["screening"]`), else as a string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub key: String,
+    pub value: Value,
+}
+
+impl std::str::FromStr for Override {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let (key, raw) = s
+            .split_once('=')
+            .ok_or_else(|| SpecError::BadOverride(s.to_string()))?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(SpecError::BadOverride(s.to_string()));
+        }
+        let raw = raw.trim();
+        let value = toml::from_str::<Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(raw.to_string()));
+        Ok(Override {
+            key: key.to_string(),
+            value,
+        })
+    }
+}
+
+impl Spec {
+    /// Read a spec file, apply overrides, and check it. Relative paths in the
+    /// spec are resolved against the file's directory.
+    pub fn load(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut spec = Spec::parse(&text, &path.display().to_string(), overrides)?;
+        spec.base_dir = crate::manifest::manifest_root(path);
+        Ok(spec)
+    }
+
+    /// Parse spec text; `source_name` names it in messages.
+    pub fn parse(text: &str, source_name: &str, overrides: &[Override]) -> Result<Spec, SpecError> {
+        let mut table: Table = toml::from_str(text).map_err(|e| SpecError::Syntax {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut problems = Vec::new();
+        for o in overrides {
+            if let Err(p) = apply_override(&mut table, o) {
+                problems.push(p);
+            }
+        }
+        let structural = structural_problems(&table);
+        // Drop the keys that failed so the rest can still be range-checked:
+        // one run reports every problem.
+        for p in &structural {
+            remove_key(&mut table, &p.field);
+        }
+        problems.extend(structural);
+        let invalid = |problems| SpecError::Invalid {
+            source_name: source_name.to_string(),
+            problems,
+        };
+        let spec: Spec = match Value::Table(table).try_into() {
+            Ok(spec) => spec,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                problems.push(SpecProblem::new("(spec)", None, e.message().to_string()));
+                return Err(invalid(problems));
+            }
+        };
+        problems.extend(super::validate::problems(&spec));
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        Ok(spec)
+    }
+}
+
+fn remove_key(table: &mut Table, dotted: &str) {
+    match dotted.split_once('.') {
+        None => {
+            table.remove(dotted);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Table(t)) = table.get_mut(head) {
+                remove_key(t, rest);
+            }
+        }
+    }
+}
+
+fn apply_override(table: &mut Table, o: &Override) -> Result<(), SpecProblem> {
+    let parts: Vec<&str> = o.key.split('.').collect();
+    let mut cur = table;
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            cur.insert(part.to_string(), o.value.clone());
+            return Ok(());
+        }
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        cur = match entry {
+            Value::Table(t) => t,
+            other => {
+                return Err(SpecProblem::new(
+                    parts[..=i].join("."),
+                    Some(other.to_string()),
+                    format!("is not a table, so --set {} cannot apply", o.key),
+                ))
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Check every key alone against its section's type.
+fn structural_problems(table: &Table) -> Vec<SpecProblem> {
+    let mut problems = Vec::new();
+    for (key, value) in table {
+        let nested: Option<fn(&Table, &str) -> Vec<SpecProblem>> = match key.as_str() {
+            "dataset" => Some(check_section::<super::DatasetSpec>),
+            "protocol" => Some(check_section::<super::ProtocolSpec>),
+            "train" => Some(check_section::<super::TrainSpec>),
+            "resources" => Some(check_section::<super::ResourcesSpec>),
+            "retry" => Some(check_section::<super::RetrySpec>),
+            _ => None,
+        };
+        match (nested, value) {
+            (Some(check), Value::Table(t)) => problems.extend(check(t, key)),
+            _ => problems.extend(check_key::<Spec>(key, value, "")),
+        }
+    }
+    problems
+}
+
+fn check_section<T: DeserializeOwned>(table: &Table, prefix: &str) -> Vec<SpecProblem> {
+    let mut problems = Vec::new();
+    for (key, value) in table {
+        let nested: Option<fn(&Table, &str) -> Vec<SpecProblem>> = match (prefix, key.as_str()) {
+            ("train", "augment") => Some(check_section::<super::AugmentSpec>),
+            ("dataset", "synthetic") => Some(check_section::<super::SyntheticSpec>),
+            _ => None,
+        };
+        match (nested, value) {
+            (Some(check), Value::Table(t)) => {
+                // The section itself must accept the key before its members are checked.
+                problems.extend(check(t, &format!("{prefix}.{key}")))
+            }
+            _ => problems.extend(check_key::<T>(key, value, prefix)),
+        }
+    }
+    problems
+}
+
+fn check_key<T: DeserializeOwned>(key: &str, value: &Value, prefix: &str) -> Option<SpecProblem> {
+    let mut single = Table::new();
+    single.insert(key.to_string(), value.clone());
+    let field = if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    };
+    match Value::Table(single).try_into::<T>() {
+        Ok(_) => None,
+        Err(e) => {
+            let message = e.message().replace("unknown field", "unknown key");
+            let message = message
+                .split(", expected")
+                .next()
+                .filter(|_| message.starts_with("unknown key"))
+                .map(|m| {
+                    format!(
+                        "{m} (not a key of [{}])",
+                        if prefix.is_empty() {
+                            "top level"
+                        } else {
+                            prefix
+                        }
+                    )
+                })
+                .unwrap_or(message);
+            Some(SpecProblem::new(field, Some(value.to_string()), message))
+        }
+    }
+}

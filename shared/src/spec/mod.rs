@@ -1,0 +1,374 @@
+//! The experiment spec: a versioned TOML document.
+//!
+//! ```toml
+//! version = 1
+//! name = "paper"
+//! [dataset]
+//! manifest = "data/manifest.csv"   # relative to the spec file
+//! [protocol]
+//! kind = "paper"                    # paper | kfold | leave-p-groups-out
+//! seed = 2021
+//! [train]
+//! arch = "resnet34"
+//! ```
+//!
+//! Every key has a default that reproduces the paper's design (ResNet34, five
+//! label-stratified groups, five screening rounds and ten C(5,2) malignancy
+//! rounds); only `name` and `dataset.manifest` must be given. Unknown keys are
+//! refused. [`Spec::load`] and [`Spec::parse`] collect every problem (unknown
+//! keys, wrong types, values out of range) and name each field and value.
+
+mod load;
+mod validate;
+
+pub use load::{Override, SpecError, SpecProblem};
+
+use crate::label::Task;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The spec format version this build reads and writes.
+pub const SPEC_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Spec {
+    pub version: u32,
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub dataset: DatasetSpec,
+    pub protocol: ProtocolSpec,
+    pub train: TrainSpec,
+    pub resources: ResourcesSpec,
+    pub retry: RetrySpec,
+    /// Directory the spec was read from; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            version: SPEC_VERSION,
+            name: String::new(),
+            description: String::new(),
+            dataset: DatasetSpec::default(),
+            protocol: ProtocolSpec::default(),
+            train: TrainSpec::default(),
+            resources: ResourcesSpec::default(),
+            retry: RetrySpec::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// Manifest CSV, relative to the spec file's directory.
+    pub manifest: String,
+    /// When set and the manifest does not exist yet, the synthetic cohort is
+    /// generated there with these settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticSpec>,
+}
+
+/// Settings of the built-in synthetic cohort (see `crossfold dataset synth`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticSpec {
+    pub normal: usize,
+    pub benign: usize,
+    pub malignant: usize,
+    pub size: u32,
+    pub seed: u64,
+}
+
+impl Default for SyntheticSpec {
+    fn default() -> Self {
+        SyntheticSpec {
+            normal: 260,
+            benign: 80,
+            malignant: 180,
+            size: 256,
+            seed: 2021,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolKind {
+    /// Screening: k-fold over the groups; malignancy: every C(k, p) choice of
+    /// test groups among the tumour images (the paper: k = 5, p = 2).
+    Paper,
+    /// Every task: k rounds, one group tests.
+    Kfold,
+    /// Every task: one round for every choice of p of the k groups as test set.
+    LeavePGroupsOut,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolSpec {
+    pub kind: ProtocolKind,
+    /// Number of groups (k).
+    pub groups: usize,
+    /// Groups per test set (p) for `leave-p-groups-out`, and for the
+    /// malignancy task of `paper`.
+    pub test_groups: usize,
+    /// Repetitions with seeds `seed`, `seed + 1`, ...
+    pub repeats: usize,
+    pub seed: u64,
+    pub tasks: Vec<Task>,
+}
+
+impl Default for ProtocolSpec {
+    fn default() -> Self {
+        ProtocolSpec {
+            kind: ProtocolKind::Paper,
+            groups: 5,
+            test_groups: 2,
+            repeats: 1,
+            seed: 2021,
+            tasks: vec![Task::Screening, Task::Malignancy],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    Cosine,
+    Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resize {
+    /// Keep the aspect ratio and pad to a square.
+    Pad,
+    /// Stretch to a square.
+    Stretch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeighting {
+    None,
+    /// Loss weights inversely proportional to class frequency.
+    Balanced,
+    /// Balanced sampling of training batches.
+    Sampler,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 autocast on CUDA, fp32 on CPU.
+    Auto,
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentSpec {
+    pub enabled: bool,
+    pub hflip: bool,
+    pub rotate_degrees: f64,
+    pub scale: f64,
+    pub translate: f64,
+    pub brightness: f64,
+    pub contrast: f64,
+    pub gamma: f64,
+}
+
+impl Default for AugmentSpec {
+    fn default() -> Self {
+        AugmentSpec {
+            enabled: true,
+            hflip: true,
+            rotate_degrees: 10.0,
+            scale: 0.1,
+            translate: 0.05,
+            brightness: 0.1,
+            contrast: 0.1,
+            gamma: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSpec {
+    pub arch: Arch,
+    pub image_size: u32,
+    pub resize: Resize,
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    pub warmup_epochs: u32,
+    /// For `schedule = "step"`: epochs between decays, and the decay factor.
+    pub step_epochs: u32,
+    pub step_gamma: f64,
+    pub augment: AugmentSpec,
+    pub class_weighting: ClassWeighting,
+    pub label_smoothing: f64,
+    /// Share of the training groups' patients held out for early stopping
+    /// and threshold choice.
+    pub validation_fraction: f64,
+    /// Stop after this many epochs without a better validation AUC (0 = never).
+    pub early_stopping_patience: u32,
+    /// Optional pretrained weights (`.safetensors` or `.ot`), relative to the spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
+    pub precision: Precision,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Decision threshold on the positive class's probability.
+    pub threshold: f64,
+    /// Seed of weight initialisation, augmentation and batch order.
+    pub seed: u64,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            arch: Arch::Resnet34,
+            image_size: 224,
+            resize: Resize::Pad,
+            epochs: 30,
+            batch_size: 32,
+            optimizer: Optimizer::Adamw,
+            lr: 3e-4,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            schedule: Schedule::Cosine,
+            warmup_epochs: 1,
+            step_epochs: 10,
+            step_gamma: 0.1,
+            augment: AugmentSpec::default(),
+            class_weighting: ClassWeighting::Balanced,
+            label_smoothing: 0.0,
+            validation_fraction: 0.1,
+            early_stopping_patience: 10,
+            pretrained: None,
+            precision: Precision::Auto,
+            device: "auto".to_string(),
+            threshold: 0.5,
+            seed: 2021,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourcesSpec {
+    pub devices_per_job: u32,
+}
+
+impl Default for ResourcesSpec {
+    fn default() -> Self {
+        ResourcesSpec { devices_per_job: 1 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySpec {
+    pub max_attempts: u32,
+    pub backoff_seconds: f64,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            max_attempts: 3,
+            backoff_seconds: 10.0,
+        }
+    }
+}
+
+/// A compute device named in a spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Auto,
+    Cpu,
+    Cuda(Option<usize>),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(None)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Device::Cuda(Some(n))),
+                _ => Err("expected auto, cpu, cuda or cuda:N".to_string()),
+            },
+        }
+    }
+}
+
+impl Spec {
+    /// The manifest path, resolved against the spec's directory.
+    pub fn manifest_path(&self) -> PathBuf {
+        resolve(&self.base_dir, &self.dataset.manifest)
+    }
+
+    /// The pretrained-weights path, if any, resolved against the spec's directory.
+    pub fn pretrained_path(&self) -> Option<PathBuf> {
+        self.train
+            .pretrained
+            .as_deref()
+            .map(|p| resolve(&self.base_dir, p))
+    }
+
+    /// The device named by `train.device` (validated at load).
+    pub fn device(&self) -> Device {
+        self.train.device.parse().unwrap_or(Device::Auto)
+    }
+
+    /// The resolved spec as TOML, to be saved next to results.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+use super::*;
+
+const MINIMAL: &str = "name = \"t\"\n[dataset]\nmanifest = \"m.csv\"\n";
+
+fn parse(text: &str, sets: &[&str]) -> Result<Spec, SpecError> {
+    let overrides: Vec<Override> = sets.iter().map(|s| s.parse().unwrap()).collect();
+    Spec::parse(text, "t.toml", &overrides)
+}
+
+#[test]
+fn defaults_reproduce_the_papers_design() {
+    let spec = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(spec.train.arch, Arch::Resnet34);
+    assert_eq!(spec.protocol.kind, ProtocolKind::Paper);
+    assert_eq!(spec.protocol.groups, 5);
+    assert_eq!(spec.protocol.test_groups, 2);
+    assert_eq!(spec.protocol.tasks, vec![Task::Screening, Task::Malignancy]);
+    assert_eq!(spec.train.threshold, 0.5);
+}
+
+#[test]
+fn example_paper_spec_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/paper.toml");
+    let spec = Spec::load(&path, &[]).unwrap();
+    assert_eq!(spec.protocol.kind, ProtocolKind::Paper);
+    assert!(spec.manifest_path().ends_with("manifest.csv"));
+}
+
+#[test]
+fn every_problem_is_collected_with_field_and_value() {
+    let text = r#"
+name = ""
+colour = "red"
+[dataset]
+manifest = "m.csv"
+[protocol]
+kind = "bootstrap"
+groups = 1
+[train]
+arch = "resnet35"
+lr = -1.0
+epochs = "many"
+lerning_rate = 0.1
+device = "tpu"
+"#;
+    let err = parse(text, &[]).unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    for f in [
+        "colour",
+        "protocol.kind",
+        "train.arch",
+        "train.epochs",
+        "train.lerning_rate",
+        "train.lr",
+        "protocol.groups",
+        "train.device",
+        "name",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {fields:?}\n{err}");
+    }
+    let text = err.to_string();
+    assert!(text.contains("\"resnet35\""), "{text}");
+    assert!(text.contains("\"bootstrap\""), "{text}");
+}
+
+#[test]
+fn semantic_problems_are_all_reported() {
+    let err = parse(
+        MINIMAL,
+        &[
+            "train.lr=-1",
+            "protocol.groups=1",
+            "train.device=tpu",
+            "name=\"\"",
+        ],
+    )
+    .unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    for f in ["train.lr", "protocol.groups", "train.device", "name"] {
+        assert!(fields.contains(&f), "{f} missing from {fields:?}");
+    }
+    assert!(err.to_string().contains("train.lr = -1"), "{err}");
+}
+
+#[test]
+fn overrides_are_applied_and_validated_like_the_file() {
+    let spec = parse(
+        MINIMAL,
+        &[
+            "train.epochs=2",
+            "train.arch=resnet18",
+            "protocol.tasks=[\"screening\"]",
+        ],
+    )
+    .unwrap();
+    assert_eq!(spec.train.epochs, 2);
+    assert_eq!(spec.train.arch, Arch::Resnet18);
+    assert_eq!(spec.protocol.tasks, vec![Task::Screening]);
+
+    let err = parse(MINIMAL, &["train.epoch=2"]).unwrap_err();
+    assert_eq!(err.problems()[0].field, "train.epoch");
+    let err = parse(MINIMAL, &["train.lr=fast"]).unwrap_err();
+    assert_eq!(err.problems()[0].field, "train.lr");
+    assert!("novalue".parse::<Override>().is_err());
+    assert!("=3".parse::<Override>().is_err());
+}
+
+#[test]
+fn syntax_errors_name_the_source() {
+    let err = parse("name = \n", &[]).unwrap_err();
+    assert!(matches!(err, SpecError::Syntax { .. }));
+    assert!(err.to_string().starts_with("t.toml"), "{err}");
+}
+
+#[test]
+fn resolved_spec_round_trips_through_toml() {
+    let spec = parse(MINIMAL, &["train.pretrained=w.safetensors"]).unwrap();
+    let again = parse(&spec.to_toml(), &[]).unwrap();
+    assert_eq!(spec, again);
+}
+
+#[test]
+fn devices_parse() {
+    assert_eq!("cuda:1".parse::<Device>(), Ok(Device::Cuda(Some(1))));
+    assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(None)));
+    assert!("cuda:x".parse::<Device>().is_err());
+}

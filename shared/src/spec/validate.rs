@@ -1,0 +1,208 @@
+//! Semantic checks of a spec that parsed: ranges and combinations.
+
+use super::{Device, ProtocolKind, Spec, SpecProblem, SPEC_VERSION};
+
+/// Every semantic problem of the spec, each naming its field and value.
+pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, value: String, message: &str| {
+        out.push(SpecProblem::new(field, Some(value), message))
+    };
+    if spec.version != SPEC_VERSION {
+        bad(
+            "version",
+            spec.version.to_string(),
+            &format!("this build reads spec version {SPEC_VERSION}"),
+        );
+    }
+    if spec.name.trim().is_empty() {
+        bad(
+            "name",
+            format!("{:?}", spec.name),
+            "required: a name for the experiment",
+        );
+    }
+    if spec.dataset.manifest.trim().is_empty() {
+        bad(
+            "dataset.manifest",
+            format!("{:?}", spec.dataset.manifest),
+            "required: path of the manifest CSV",
+        );
+    }
+    if let Some(s) = &spec.dataset.synthetic {
+        if s.normal + s.benign + s.malignant == 0 {
+            bad(
+                "dataset.synthetic",
+                "0 images".into(),
+                "needs at least one image",
+            );
+        }
+        if !(32..=4096).contains(&s.size) {
+            bad(
+                "dataset.synthetic.size",
+                s.size.to_string(),
+                "must be 32..4096 pixels",
+            );
+        }
+    }
+
+    let p = &spec.protocol;
+    if p.groups < 2 {
+        bad(
+            "protocol.groups",
+            p.groups.to_string(),
+            "must be at least 2",
+        );
+    }
+    let uses_p = matches!(p.kind, ProtocolKind::LeavePGroupsOut | ProtocolKind::Paper);
+    if uses_p && (p.test_groups < 1 || p.test_groups >= p.groups) {
+        bad(
+            "protocol.test_groups",
+            p.test_groups.to_string(),
+            &format!(
+                "must be 1..{} (fewer than protocol.groups)",
+                p.groups.max(2) - 1
+            ),
+        );
+    }
+    if p.repeats < 1 || p.repeats > 100 {
+        bad("protocol.repeats", p.repeats.to_string(), "must be 1..100");
+    }
+    if p.tasks.is_empty() {
+        bad("protocol.tasks", "[]".into(), "name at least one task");
+    }
+    for (i, t) in p.tasks.iter().enumerate() {
+        if p.tasks[..i].contains(t) {
+            bad("protocol.tasks", t.to_string(), "listed twice");
+        }
+    }
+
+    let t = &spec.train;
+    if !(32..=2048).contains(&t.image_size) {
+        bad(
+            "train.image_size",
+            t.image_size.to_string(),
+            "must be 32..2048 pixels",
+        );
+    }
+    if t.epochs < 1 || t.epochs > 10_000 {
+        bad("train.epochs", t.epochs.to_string(), "must be 1..10000");
+    }
+    if t.batch_size < 1 || t.batch_size > 4096 {
+        bad(
+            "train.batch_size",
+            t.batch_size.to_string(),
+            "must be 1..4096",
+        );
+    }
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    let fraction = |v: f64| v.is_finite() && (0.0..1.0).contains(&v);
+    if !positive(t.lr) || t.lr > 10.0 {
+        bad(
+            "train.lr",
+            t.lr.to_string(),
+            "must be a positive number up to 10",
+        );
+    }
+    if !fraction(t.momentum) {
+        bad(
+            "train.momentum",
+            t.momentum.to_string(),
+            "must be in [0, 1)",
+        );
+    }
+    if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+        bad(
+            "train.weight_decay",
+            t.weight_decay.to_string(),
+            "must be >= 0",
+        );
+    }
+    if t.warmup_epochs >= t.epochs.max(1) && t.warmup_epochs > 0 {
+        bad(
+            "train.warmup_epochs",
+            t.warmup_epochs.to_string(),
+            "must be fewer than train.epochs",
+        );
+    }
+    if t.step_epochs < 1 {
+        bad(
+            "train.step_epochs",
+            t.step_epochs.to_string(),
+            "must be at least 1",
+        );
+    }
+    if !(t.step_gamma.is_finite() && t.step_gamma > 0.0 && t.step_gamma <= 1.0) {
+        bad(
+            "train.step_gamma",
+            t.step_gamma.to_string(),
+            "must be in (0, 1]",
+        );
+    }
+    if !(t.label_smoothing.is_finite() && (0.0..0.5).contains(&t.label_smoothing)) {
+        bad(
+            "train.label_smoothing",
+            t.label_smoothing.to_string(),
+            "must be in [0, 0.5)",
+        );
+    }
+    if !(t.validation_fraction.is_finite() && (0.0..=0.5).contains(&t.validation_fraction)) {
+        bad(
+            "train.validation_fraction",
+            t.validation_fraction.to_string(),
+            "must be in [0, 0.5]",
+        );
+    }
+    if !(t.threshold.is_finite() && t.threshold > 0.0 && t.threshold < 1.0) {
+        bad(
+            "train.threshold",
+            t.threshold.to_string(),
+            "must be in (0, 1)",
+        );
+    }
+    if let Err(e) = t.device.parse::<Device>() {
+        bad("train.device", format!("{:?}", t.device), &e);
+    }
+    if let Some(pre) = &t.pretrained {
+        let lower = pre.to_ascii_lowercase();
+        if !(lower.ends_with(".safetensors") || lower.ends_with(".ot")) {
+            bad(
+                "train.pretrained",
+                format!("{pre:?}"),
+                "must be a .safetensors or .ot file",
+            );
+        }
+    }
+    let a = &t.augment;
+    for (field, v, max) in [
+        ("train.augment.rotate_degrees", a.rotate_degrees, 45.0),
+        ("train.augment.scale", a.scale, 0.5),
+        ("train.augment.translate", a.translate, 0.5),
+        ("train.augment.brightness", a.brightness, 1.0),
+        ("train.augment.contrast", a.contrast, 1.0),
+        ("train.augment.gamma", a.gamma, 1.0),
+    ] {
+        if !(v.is_finite() && (0.0..=max).contains(&v)) {
+            bad(field, v.to_string(), &format!("must be in [0, {max}]"));
+        }
+    }
+    if spec.resources.devices_per_job < 1 || spec.resources.devices_per_job > 64 {
+        bad(
+            "resources.devices_per_job",
+            spec.resources.devices_per_job.to_string(),
+            "must be 1..64",
+        );
+    }
+    if spec.retry.max_attempts < 1 || spec.retry.max_attempts > 100 {
+        bad(
+            "retry.max_attempts",
+            spec.retry.max_attempts.to_string(),
+            "must be 1..100",
+        );
+    }
+    let b = spec.retry.backoff_seconds;
+    if !(b.is_finite() && (0.0..=86_400.0).contains(&b)) {
+        bad("retry.backoff_seconds", b.to_string(), "must be 0..86400");
+    }
+    out
+}

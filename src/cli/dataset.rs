@@ -1,0 +1,170 @@
+//! `crossfold dataset synth|import|check|fingerprint`.
+
+use super::{table, Format};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use crossfold_shared::dataset::{self, CheckReport};
+use crossfold_shared::manifest::Manifest;
+use crossfold_shared::synth::{self, SynthConfig};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum DatasetCommand {
+    /// Generate the synthetic knee-radiograph cohort (default: the paper's
+    /// Table 1, 260 normal + 80 benign + 180 malignant) as PNGs and a manifest.
+    Synth(SynthArgs),
+    /// Make a manifest from a folder tree ROOT/{normal,benign,malignant}/...
+    Import(ImportArgs),
+    /// Check a manifest and its images; exits non-zero on any error.
+    Check(CheckArgs),
+    /// Print the data set's SHA-256 fingerprint.
+    Fingerprint { manifest: PathBuf },
+}
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Output directory (gets manifest.csv and images/).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 260)]
+    normal: usize,
+    #[arg(long, default_value_t = 80)]
+    benign: usize,
+    #[arg(long, default_value_t = 180)]
+    malignant: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 256)]
+    size: u32,
+    #[arg(long, default_value_t = 2021)]
+    seed: u64,
+    /// Views per patient (ap, lat, ...).
+    #[arg(long, default_value_t = 1)]
+    views: u32,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Root folder holding normal/, benign/ and malignant/.
+    root: PathBuf,
+    /// Where to write the manifest (must lie in ROOT; default ROOT/manifest.csv).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    manifest: PathBuf,
+    /// No image may lie outside this folder (default: the manifest's folder).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub fn run(cmd: DatasetCommand) -> Result<ExitCode> {
+    match cmd {
+        DatasetCommand::Synth(a) => synth(a),
+        DatasetCommand::Import(a) => import(a),
+        DatasetCommand::Check(a) => check(a),
+        DatasetCommand::Fingerprint { manifest } => {
+            let m = Manifest::load(&manifest)?;
+            let fp = dataset::fingerprint(&m)?;
+            println!("{}", fp.sha256);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn synth_config(a: &SynthArgs) -> SynthConfig {
+    SynthConfig {
+        normal: a.normal,
+        benign: a.benign,
+        malignant: a.malignant,
+        size: a.size,
+        seed: a.seed,
+        views_per_patient: a.views,
+    }
+}
+
+fn synth(a: SynthArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let manifest = synth::generate(&synth_config(&a), &a.out)?;
+    let [n, b, m] = manifest.counts();
+    eprintln!(
+        "wrote {} images ({n} normal, {b} benign, {m} malignant) in {:.1} s",
+        manifest.entries.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", a.out.join("manifest.csv").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(a: ImportArgs) -> Result<ExitCode> {
+    let (manifest, summary) = dataset::import_tree(&a.root)?;
+    let out = a.out.unwrap_or_else(|| a.root.join("manifest.csv"));
+    let out_dir = crossfold_shared::manifest::manifest_root(&out);
+    let same = |p: &Path| p.canonicalize().ok();
+    if same(&out_dir) != same(&a.root) {
+        bail!(
+            "--out {}: the manifest must be written in the import root {} (paths in it are relative to its folder)",
+            out.display(),
+            a.root.display()
+        );
+    }
+    manifest.write(&out)?;
+    let [n, b, m] = manifest.counts();
+    eprintln!(
+        "{} images ({n} normal, {b} benign, {m} malignant); {} other file(s) skipped",
+        summary.images,
+        summary.skipped_files.len()
+    );
+    for f in summary.skipped_files.iter().take(10) {
+        eprintln!("  skipped {}", f.display());
+    }
+    println!("{}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(a: CheckArgs) -> Result<ExitCode> {
+    let report = dataset::check(&a.manifest, a.data_root.as_deref())
+        .with_context(|| format!("checking {}", a.manifest.display()))?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", check_text(&report)),
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn check_text(r: &CheckReport) -> String {
+    let mut out = format!(
+        "{}: {} rows, {} patients, data root {}\n",
+        r.manifest.display(),
+        r.rows,
+        r.patients,
+        r.data_root.display()
+    );
+    let rows: Vec<Vec<String>> = r
+        .counts
+        .iter()
+        .map(|(l, n)| vec![l.clone(), n.to_string()])
+        .collect();
+    out.push_str(&table::render(&["label", "images"], &rows));
+    for w in &r.warnings {
+        out.push_str(&format!("warning: {}: {w}\n", r.manifest.display()));
+    }
+    for e in &r.errors {
+        out.push_str(&format!("error: {}: {e}\n", r.manifest.display()));
+    }
+    if r.ok() {
+        out.push_str("ok: no errors\n");
+    } else {
+        out.push_str(&format!("{} error(s)\n", r.errors.len()));
+    }
+    out
+}

@@ -1,0 +1,211 @@
+//! `crossfold folds`: the split plan of a protocol on a manifest.
+
+use super::{load_spec, table, write_file, Format};
+use anyhow::{bail, Result};
+use clap::Args;
+use crossfold_shared::folds::{make_plan, SplitPlan};
+use crossfold_shared::label::{Label, Task};
+use crossfold_shared::manifest::Manifest;
+use crossfold_shared::spec::{ProtocolKind, ProtocolSpec};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct FoldsArgs {
+    /// The manifest CSV (or give --spec).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Take the manifest and protocol from a spec.
+    #[arg(long, conflicts_with = "manifest")]
+    spec: Option<PathBuf>,
+    /// Spec overrides, e.g. --set protocol.seed=7.
+    #[arg(long = "set", requires = "spec")]
+    sets: Vec<String>,
+    #[arg(long, value_enum)]
+    protocol: Option<ProtocolArg>,
+    /// Number of groups k.
+    #[arg(long)]
+    groups: Option<usize>,
+    /// Groups per test set p (leave-p-groups-out; paper's malignancy task).
+    #[arg(long)]
+    test_groups: Option<usize>,
+    #[arg(long)]
+    repeats: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Tasks, comma separated (screening,malignancy).
+    #[arg(long, value_delimiter = ',')]
+    tasks: Option<Vec<String>>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// Also write the plan (JSON) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Check an existing plan file against the manifest instead of making one.
+    #[arg(long)]
+    verify: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProtocolArg {
+    Paper,
+    Kfold,
+    LeavePGroupsOut,
+}
+
+pub fn run(a: FoldsArgs) -> Result<ExitCode> {
+    let (manifest_path, mut protocol) = match (&a.spec, &a.manifest) {
+        (Some(spec), _) => {
+            let spec = load_spec(spec, &a.sets)?;
+            (spec.manifest_path(), spec.protocol)
+        }
+        (None, Some(m)) => (m.clone(), ProtocolSpec::default()),
+        (None, None) => bail!("give --manifest MANIFEST or --spec SPEC"),
+    };
+    if let Some(p) = a.protocol {
+        protocol.kind = match p {
+            ProtocolArg::Paper => ProtocolKind::Paper,
+            ProtocolArg::Kfold => ProtocolKind::Kfold,
+            ProtocolArg::LeavePGroupsOut => ProtocolKind::LeavePGroupsOut,
+        };
+    }
+    if let Some(v) = a.groups {
+        protocol.groups = v;
+    }
+    if let Some(v) = a.test_groups {
+        protocol.test_groups = v;
+    }
+    if let Some(v) = a.repeats {
+        protocol.repeats = v;
+    }
+    if let Some(v) = a.seed {
+        protocol.seed = v;
+    }
+    if let Some(ts) = &a.tasks {
+        protocol.tasks = ts
+            .iter()
+            .map(|t| {
+                t.parse::<Task>()
+                    .map_err(|e| anyhow::anyhow!("--tasks: {e}"))
+            })
+            .collect::<Result<_>>()?;
+    }
+    check_protocol(&protocol)?;
+    let manifest = Manifest::load(&manifest_path)?;
+    let plan = match &a.verify {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let plan = SplitPlan::from_json(&text, &manifest)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            eprintln!("{}: ok (plan_sha256 {})", path.display(), plan.plan_sha256);
+            plan
+        }
+        None => make_plan(&manifest, &protocol)?,
+    };
+    if let Some(out) = &a.out {
+        write_file(out, &plan.to_json_pretty())?;
+    }
+    match a.format {
+        Format::Json => println!("{}", plan.to_json_pretty()),
+        Format::Text => print!("{}", plan_text(&plan, &manifest)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_protocol(p: &ProtocolSpec) -> Result<()> {
+    if p.groups < 2 {
+        bail!("--groups {}: must be at least 2", p.groups);
+    }
+    if matches!(p.kind, ProtocolKind::Paper | ProtocolKind::LeavePGroupsOut)
+        && (p.test_groups < 1 || p.test_groups >= p.groups)
+    {
+        bail!(
+            "--test-groups {}: must be 1..{}",
+            p.test_groups,
+            p.groups - 1
+        );
+    }
+    if p.repeats < 1 {
+        bail!("--repeats {}: must be at least 1", p.repeats);
+    }
+    if p.tasks.is_empty() {
+        bail!("--tasks: name at least one task");
+    }
+    Ok(())
+}
+
+/// Groups and rounds as tables.
+pub fn plan_text(plan: &SplitPlan, manifest: &Manifest) -> String {
+    let label: HashMap<&str, Label> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.label))
+        .collect();
+    let count = |paths: &[String], l: Label| {
+        paths
+            .iter()
+            .filter(|p| label.get(p.as_str()) == Some(&l))
+            .count()
+            .to_string()
+    };
+    let mut out = format!(
+        "split plan {} ({:?} protocol, seed {})\n\n",
+        plan.plan_sha256, plan.protocol.kind, plan.protocol.seed
+    );
+    let rows: Vec<Vec<String>> = plan
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            vec![
+                i.to_string(),
+                count(g, Label::Normal),
+                count(g, Label::Benign),
+                count(g, Label::Malignant),
+                g.len().to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table::render(
+        &["group", "normal", "benign", "malignant", "images"],
+        &rows,
+    ));
+    for (task, rounds) in &plan.tasks {
+        let (neg, pos) = task.class_names();
+        out.push_str(&format!(
+            "\n{task}: {} rounds ({pos} vs {neg})\n",
+            rounds.len()
+        ));
+        let rows: Vec<Vec<String>> = rounds
+            .iter()
+            .map(|r| {
+                let test_pos = r
+                    .test
+                    .iter()
+                    .filter(|p| label.get(p.as_str()).is_some_and(|l| task.is_positive(*l)))
+                    .count();
+                vec![
+                    r.round.to_string(),
+                    r.test_groups
+                        .iter()
+                        .map(|g| g.to_string())
+                        .collect::<Vec<_>>()
+                        .join("+"),
+                    r.train.len().to_string(),
+                    r.test.len().to_string(),
+                    test_pos.to_string(),
+                    (r.test.len() - test_pos).to_string(),
+                ]
+            })
+            .collect();
+        let pos_h = format!("test {pos}");
+        let neg_h = format!("test {neg}");
+        out.push_str(&table::render(
+            &["round", "test groups", "train", "test", &pos_h, &neg_h],
+            &rows,
+        ));
+    }
+    out
+}

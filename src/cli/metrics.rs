@@ -1,0 +1,132 @@
+//! `crossfold metrics`: per-round statistics from a CSV of `label,score`.
+
+use super::{num, pct, table, Format};
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use crossfold_shared::metrics::{bootstrap_auc_ci, RoundStats};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct MetricsArgs {
+    /// CSV with columns `label` (0/1; 1 = positive class) and `score` (the
+    /// positive class's probability). Other columns are ignored.
+    file: PathBuf,
+    /// Decision threshold: predicted positive when score >= threshold.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f64,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+    /// Also give a stratified bootstrap 95% CI of the AUC with this many resamples.
+    #[arg(long)]
+    bootstrap: Option<usize>,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 2021)]
+    seed: u64,
+}
+
+/// Read `label,score` rows; errors name the file, line and field.
+pub fn read_scores(path: &Path) -> Result<(Vec<bool>, Vec<f64>)> {
+    let name = path.display();
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| anyhow!("{name}: {e}"))?
+        .clone();
+    let col = |c: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(c))
+    };
+    let (Some(li), Some(si)) = (col("label"), col("score")) else {
+        bail!(
+            "{name}: header must have columns label and score (found: {})",
+            headers.iter().collect::<Vec<_>>().join(",")
+        );
+    };
+    let (mut labels, mut scores) = (Vec::new(), Vec::new());
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| anyhow!("{name}: {e}"))?;
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let field = |i: usize| rec.get(i).unwrap_or("").trim();
+        labels.push(match field(li) {
+            "1" => true,
+            "0" => false,
+            v => bail!("{name}: line {line}: label = {v:?}: expected 0 or 1"),
+        });
+        let s = field(si);
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() => scores.push(v),
+            _ => bail!("{name}: line {line}: score = {s:?}: expected a finite number"),
+        }
+    }
+    if labels.is_empty() {
+        bail!("{name}: no rows");
+    }
+    Ok((labels, scores))
+}
+
+pub fn run(a: MetricsArgs) -> Result<ExitCode> {
+    let (labels, scores) = read_scores(&a.file)?;
+    let stats = RoundStats::compute(&labels, &scores, a.threshold)
+        .map_err(|e| anyhow!("{}: {e}", a.file.display()))?;
+    let boot = match a.bootstrap {
+        Some(n) => bootstrap_auc_ci(&labels, &scores, n, 0.95, a.seed)
+            .map_err(|e| anyhow!("--bootstrap {n}: {e}"))?,
+        None => None,
+    };
+    match a.format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&stats)?;
+            if let (Some(obj), Some(n)) = (v.as_object_mut(), a.bootstrap) {
+                obj.insert("bootstrap_resamples".into(), n.into());
+                obj.insert("bootstrap_ci_low".into(), boot.map(|b| b.0).into());
+                obj.insert("bootstrap_ci_high".into(), boot.map(|b| b.1).into());
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Text => {
+            let s = &stats;
+            let rows = vec![
+                vec![
+                    "positives / negatives".into(),
+                    format!("{} / {}", s.n_pos, s.n_neg),
+                ],
+                vec!["threshold".into(), format!("{}", s.threshold)],
+                vec![
+                    "TP / FP / TN / FN".into(),
+                    format!("{} / {} / {} / {}", s.tp, s.fp, s.tn, s.fn_),
+                ],
+                vec!["accuracy %".into(), pct(s.accuracy)],
+                vec!["sensitivity %".into(), pct(s.sensitivity)],
+                vec!["specificity %".into(), pct(s.specificity)],
+                vec!["PPV %".into(), pct(s.ppv)],
+                vec!["NPV %".into(), pct(s.npv)],
+                vec![
+                    "ROC AUC (95% CI, DeLong)".into(),
+                    format!(
+                        "{} ({}-{})",
+                        num(s.auc, 3),
+                        num(s.auc_ci_low, 3),
+                        num(s.auc_ci_high, 3)
+                    ),
+                ],
+            ];
+            let mut rows = rows;
+            if let Some(n) = a.bootstrap {
+                rows.push(vec![
+                    format!("AUC 95% CI, bootstrap ({n})"),
+                    format!(
+                        "{}-{}",
+                        num(boot.map(|b| b.0), 3),
+                        num(boot.map(|b| b.1), 3)
+                    ),
+                ]);
+            }
+            print!("{}", table::render(&["metric", "value"], &rows));
+            println!("'-' marks a value that is undefined for these counts.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! Command-line interface: one module per command group.
+
+mod dataset;
+mod folds;
+mod metrics;
+mod plan;
+mod summarize;
+mod table;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use crossfold_shared::spec::{Override, Spec};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "crossfold",
+    version,
+    about = "Cross-validation experiments on radiographs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make, import or check a data set.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
+    /// Print or write the split plan of a protocol on a manifest.
+    Folds(folds::FoldsArgs),
+    /// Per-round statistics from a CSV of `label,score` (label 0/1).
+    Metrics(metrics::MetricsArgs),
+    /// Mean, SD (n-1), min and max of each column of a CSV of per-round values.
+    Summarize(summarize::SummarizeArgs),
+    /// Check a spec and print the experiment's data set, split plan and jobs.
+    Plan(plan::PlanArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Dataset(c) => dataset::run(c),
+        Command::Folds(a) => folds::run(a),
+        Command::Metrics(a) => metrics::run(a),
+        Command::Summarize(a) => summarize::run(a),
+        Command::Plan(a) => plan::run(a),
+    }
+}
+
+/// Load a spec with `--set` overrides.
+pub fn load_spec(path: &Path, sets: &[String]) -> Result<Spec> {
+    let overrides: Vec<Override> = sets
+        .iter()
+        .map(|s| s.parse::<Override>())
+        .collect::<Result<_, _>>()?;
+    Ok(Spec::load(path, &overrides)?)
+}
+
+/// Write `text` to `path`, naming the file on failure.
+pub fn write_file(path: &PathBuf, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Format an optional fraction as a percentage with one decimal, or `-`.
+pub fn pct(v: Option<f64>) -> String {
+    v.map(|x| format!("{:.1}", 100.0 * x))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Format an optional number with `digits` decimals, or `-`.
+pub fn num(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}

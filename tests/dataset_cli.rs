@@ -1,0 +1,131 @@
+//! `crossfold dataset synth|import|check|fingerprint` end to end.
+
+mod common;
+use common::*;
+
+#[test]
+fn synth_then_check_passes_and_fingerprint_is_reproducible() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let ma = small_cohort(a.path());
+    let mb = small_cohort(b.path());
+    let check = crossfold(&["dataset", "check", ma.to_str().unwrap()]);
+    check.ok();
+    assert!(check.stdout.contains("ok: no errors"), "{}", check.stdout);
+    let json = crossfold(&["dataset", "check", ma.to_str().unwrap(), "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(json["rows"], 25);
+    assert_eq!(json["counts"]["normal"], 10);
+    assert_eq!(json["counts"]["benign"], 5);
+    assert_eq!(json["counts"]["malignant"], 10);
+    let fa = crossfold(&["dataset", "fingerprint", ma.to_str().unwrap()])
+        .ok()
+        .stdout
+        .clone();
+    let fb = crossfold(&["dataset", "fingerprint", mb.to_str().unwrap()])
+        .ok()
+        .stdout
+        .clone();
+    assert_eq!(fa, fb, "same seed must give the same data set");
+    assert_eq!(fa.trim().len(), 64);
+}
+
+#[test]
+fn check_names_every_bad_row_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = small_cohort(dir.path());
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    // Line 2: unknown label; line 3: missing file; line 4: escape.
+    lines[1] = lines[1].replacen(",normal,", ",tumour,", 1);
+    let l3: Vec<&str> = lines[2].splitn(2, ',').collect();
+    lines[2] = format!("images/nope.png,{}", l3[1]);
+    let l4: Vec<&str> = lines[3].splitn(2, ',').collect();
+    lines[3] = format!("../../etc/passwd,{}", l4[1]);
+    // A corrupt image.
+    let first_malignant = lines
+        .iter()
+        .skip(4)
+        .find(|l| l.contains(",malignant,"))
+        .unwrap()
+        .clone();
+    let path = first_malignant.split(',').next().unwrap().to_string();
+    std::fs::write(dir.path().join("cohort").join(&path), b"not an image").unwrap();
+    std::fs::write(&manifest, lines.join("\n") + "\n").unwrap();
+
+    let run = crossfold(&["dataset", "check", manifest.to_str().unwrap()]);
+    run.failed();
+    let out = &run.stdout;
+    assert!(
+        out.contains("line 2") && out.contains("\"tumour\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("line 3") && out.contains("images/nope.png"),
+        "{out}"
+    );
+    assert!(
+        out.contains("line 4") && out.contains("escapes the data root"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&path) && out.contains("cannot decode"),
+        "{out}"
+    );
+    assert!(out.contains("4 error(s)"), "{out}");
+}
+
+#[test]
+fn import_a_folder_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = small_cohort(dir.path());
+    // Re-arrange the synthetic images as a folder-per-class tree.
+    let tree = dir.path().join("tree");
+    for line in std::fs::read_to_string(&manifest).unwrap().lines().skip(1) {
+        let mut f = line.split(',');
+        let (path, label) = (f.next().unwrap(), f.next().unwrap());
+        let name = std::path::Path::new(path).file_name().unwrap();
+        std::fs::create_dir_all(tree.join(label)).unwrap();
+        std::fs::copy(
+            dir.path().join("cohort").join(path),
+            tree.join(label).join(name),
+        )
+        .unwrap();
+    }
+    let run = crossfold(&["dataset", "import", tree.to_str().unwrap()]);
+    run.ok();
+    let imported = tree.join("manifest.csv");
+    assert_eq!(run.stdout.trim(), imported.to_str().unwrap());
+    let json = crossfold(&[
+        "dataset",
+        "check",
+        imported.to_str().unwrap(),
+        "--format",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(json["rows"], 25);
+    assert_eq!(json["errors"].as_array().unwrap().len(), 0);
+    // A stray class folder is refused with its name.
+    std::fs::create_dir_all(tree.join("tumor")).unwrap();
+    let run = crossfold(&["dataset", "import", tree.to_str().unwrap()]);
+    run.failed();
+    assert!(run.stderr.contains("\"tumor\""), "{}", run.stderr);
+}
+
+#[test]
+fn synth_rejects_bad_settings_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = crossfold(&[
+        "dataset",
+        "synth",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--size",
+        "8",
+    ]);
+    run.failed();
+    assert!(run.stderr.contains("size"), "{}", run.stderr);
+}

@@ -1,0 +1,143 @@
+//! `crossfold folds`: the split-plan contract.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+
+#[test]
+fn paper_plan_json_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = small_cohort(dir.path());
+    let m = manifest.to_str().unwrap();
+    let plan = crossfold(&[
+        "folds",
+        "--manifest",
+        m,
+        "--protocol",
+        "paper",
+        "--seed",
+        "3",
+        "--format",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(plan["plan_sha256"].as_str().unwrap().len(), 64);
+    let groups = plan["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 5);
+    assert_eq!(
+        groups
+            .iter()
+            .map(|g| g.as_array().unwrap().len())
+            .sum::<usize>(),
+        25
+    );
+    let screening = plan["tasks"]["screening"].as_array().unwrap();
+    let malignancy = plan["tasks"]["malignancy"].as_array().unwrap();
+    assert_eq!(screening.len(), 5);
+    assert_eq!(malignancy.len(), 10);
+    assert_eq!(screening[0]["round"], 1);
+    assert_eq!(screening[0]["test_groups"], serde_json::json!([0]));
+    assert_eq!(malignancy[9]["test_groups"], serde_json::json!([3, 4]));
+    // Paths as written in the manifest; malignancy holds tumours only.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let normals: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.contains(",normal,"))
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    for r in malignancy {
+        for p in r["train"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(r["test"].as_array().unwrap())
+        {
+            assert!(!normals.contains(p.as_str().unwrap()));
+        }
+    }
+    // Same seed, same plan; another seed, another plan.
+    let again = crossfold(&[
+        "folds",
+        "--manifest",
+        m,
+        "--protocol",
+        "paper",
+        "--seed",
+        "3",
+        "--format",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(again["plan_sha256"], plan["plan_sha256"]);
+    let other = crossfold(&[
+        "folds",
+        "--manifest",
+        m,
+        "--protocol",
+        "paper",
+        "--seed",
+        "4",
+        "--format",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_ne!(other["plan_sha256"], plan["plan_sha256"]);
+}
+
+#[test]
+fn a_written_plan_verifies_and_a_leaky_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = small_cohort(dir.path());
+    let m = manifest.to_str().unwrap();
+    let out = dir.path().join("plan.json");
+    crossfold(&["folds", "--manifest", m, "--out", out.to_str().unwrap()]).ok();
+    crossfold(&["folds", "--manifest", m, "--verify", out.to_str().unwrap()]).ok();
+
+    // Move a test image into the same round's training set and re-hash: the
+    // hash is right, but the patient is on both sides.
+    let mut plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let img = plan["tasks"]["screening"][0]["test"][0].clone();
+    plan["tasks"]["screening"][0]["train"]
+        .as_array_mut()
+        .unwrap()
+        .push(img);
+    std::fs::write(&out, serde_json::to_string(&plan).unwrap()).unwrap();
+    let run = crossfold(&["folds", "--manifest", m, "--verify", out.to_str().unwrap()]);
+    run.failed();
+    assert!(run.stderr.contains("plan_sha256"), "{}", run.stderr);
+}
+
+#[test]
+fn general_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = small_cohort(dir.path());
+    let m = manifest.to_str().unwrap();
+    let plan = crossfold(&[
+        "folds",
+        "--manifest",
+        m,
+        "--protocol",
+        "leave-p-groups-out",
+        "--groups",
+        "4",
+        "--test-groups",
+        "2",
+        "--repeats",
+        "2",
+        "--tasks",
+        "screening",
+        "--format",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(plan["tasks"]["screening"].as_array().unwrap().len(), 12);
+    assert!(plan["tasks"].get("malignancy").is_none());
+    let run = crossfold(&["folds", "--manifest", m, "--groups", "1"]);
+    run.failed();
+    assert!(run.stderr.contains("--groups 1"), "{}", run.stderr);
+}

@@ -1,0 +1,147 @@
+//! `crossfold metrics` and `crossfold summarize`: the JSON contracts.
+
+mod common;
+use common::*;
+
+#[test]
+fn metrics_json_has_the_contract_keys_and_hand_checked_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("scores.csv");
+    // Positives 0.9, 0.8, 0.4; negatives 0.7, 0.3, 0.2, 0.1.
+    // At 0.5: TP 2, FN 1, FP 1, TN 3. AUC: pairs won = 4 + 4 + 3 = 11 of 12.
+    std::fs::write(
+        &f,
+        "label,score\n1,0.9\n1,0.8\n1,0.4\n0,0.7\n0,0.3\n0,0.2\n0,0.1\n",
+    )
+    .unwrap();
+    let j = crossfold(&["metrics", f.to_str().unwrap(), "--format", "json"])
+        .ok()
+        .json();
+    let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+    for k in [
+        "n_pos",
+        "n_neg",
+        "threshold",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "auc",
+        "auc_ci_low",
+        "auc_ci_high",
+        "auc_ci_method",
+    ] {
+        assert!(keys.contains(&k), "{k} missing: {keys:?}");
+    }
+    assert_eq!(
+        (
+            j["tp"].as_u64(),
+            j["fp"].as_u64(),
+            j["tn"].as_u64(),
+            j["fn"].as_u64()
+        ),
+        (Some(2), Some(1), Some(3), Some(1))
+    );
+    assert!((j["accuracy"].as_f64().unwrap() - 5.0 / 7.0).abs() < 1e-12);
+    assert!((j["ppv"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    assert!((j["auc"].as_f64().unwrap() - 11.0 / 12.0).abs() < 1e-12);
+    assert_eq!(j["auc_ci_method"], "delong");
+    assert!(j["auc_ci_low"].as_f64().unwrap() <= j["auc"].as_f64().unwrap());
+}
+
+#[test]
+fn undefined_metrics_are_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("scores.csv");
+    std::fs::write(&f, "label,score\n1,0.1\n1,0.2\n0,0.3\n0,0.4\n").unwrap();
+    let j = crossfold(&["metrics", f.to_str().unwrap(), "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(j["tp"], 0);
+    assert!(
+        j["ppv"].is_null(),
+        "no predicted positives: PPV undefined, not 0"
+    );
+    assert_eq!(j["auc"], 0.0);
+}
+
+#[test]
+fn metrics_errors_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.csv");
+    std::fs::write(&f, "label,score\n1,0.9\n2,0.3\n").unwrap();
+    let run = crossfold(&["metrics", f.to_str().unwrap()]);
+    run.failed();
+    assert!(
+        run.stderr.contains("bad.csv")
+            && run.stderr.contains("line 3")
+            && run.stderr.contains("label"),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&f, "label,score\n1,high\n").unwrap();
+    let run = crossfold(&["metrics", f.to_str().unwrap()]);
+    assert!(
+        run.stderr.contains("line 2") && run.stderr.contains("score = \"high\""),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&f, "label,prob\n1,0.3\n").unwrap();
+    let run = crossfold(&["metrics", f.to_str().unwrap()]);
+    assert!(run.stderr.contains("score"), "{}", run.stderr);
+}
+
+#[test]
+fn summarize_gives_sample_sd_of_the_papers_table_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("rounds.csv");
+    let sens = [100.0, 93.1, 98.6, 70.8, 94.4, 87.5, 97.2, 97.2, 90.3, 90.3];
+    let spec = [0.0, 21.9, 0.31, 65.5, 21.9, 31.3, 15.6, 15.6, 34.3, 34.4];
+    let mut text = String::from("task,round,sensitivity,specificity,auc\n");
+    for i in 0..10 {
+        let auc = if i == 0 { String::new() } else { "0.6".into() };
+        text.push_str(&format!(
+            "malignancy,{},{},{},{}\n",
+            i + 1,
+            sens[i],
+            spec[i],
+            auc
+        ));
+    }
+    std::fs::write(&f, text).unwrap();
+    let j = crossfold(&["summarize", f.to_str().unwrap(), "--format", "json"])
+        .ok()
+        .json();
+    assert!(j.get("task").is_none(), "text columns are skipped");
+    let sd = |c: &str| j[c]["sd"].as_f64().unwrap();
+    assert_eq!(format!("{:.1}", sd("sensitivity")), "8.5");
+    assert_eq!(format!("{:.1}", sd("specificity")), "19.1");
+    assert_eq!(j["sensitivity"]["n"], 10);
+    assert_eq!(j["auc"]["n"], 9, "empty cells are missing values");
+    assert_eq!(j["sensitivity"]["min"], 70.8);
+    assert_eq!(j["sensitivity"]["max"], 100.0);
+    let text = crossfold(&["summarize", f.to_str().unwrap()])
+        .ok()
+        .stdout
+        .clone();
+    assert!(text.contains("n - 1"), "{text}");
+}
+
+#[test]
+fn summarize_refuses_a_stray_text_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("rounds.csv");
+    std::fs::write(&f, "auc\n0.7\nn/a\n").unwrap();
+    let run = crossfold(&["summarize", f.to_str().unwrap()]);
+    run.failed();
+    assert!(
+        run.stderr.contains("line 3") && run.stderr.contains("auc = \"n/a\""),
+        "{}",
+        run.stderr
+    );
+}

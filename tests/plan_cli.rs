@@ -1,0 +1,77 @@
+//! `crossfold plan SPEC`: spec checking, the synthetic default data set, the
+//! split plan and the job list.
+
+mod common;
+use common::*;
+
+fn write_spec(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let spec = dir.join("exp.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"small\"\n[dataset]\nmanifest = \"data/manifest.csv\"\n\
+             [dataset.synthetic]\nnormal = 10\nbenign = 5\nmalignant = 10\nsize = 64\nseed = 1\n{extra}"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn plan_generates_the_data_and_lists_15_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "");
+    let out = dir.path().join("out");
+    let run = crossfold(&[
+        "plan",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    run.ok();
+    assert!(dir.path().join("data/manifest.csv").exists());
+    assert!(run.stdout.contains("15 jobs"), "{}", run.stdout);
+    let jobs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("jobs.json")).unwrap()).unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 15);
+    assert!(out.join("plan.json").exists());
+    let resolved = std::fs::read_to_string(out.join("spec.toml")).unwrap();
+    assert!(resolved.contains("arch = \"resnet34\""), "{resolved}");
+    // A second run reuses the data set.
+    let again = crossfold(&[
+        "plan",
+        spec.to_str().unwrap(),
+        "--set",
+        "protocol.tasks=[\"screening\"]",
+    ]);
+    again.ok();
+    assert!(again.stdout.contains("5 jobs"), "{}", again.stdout);
+    assert!(!again.stderr.contains("generating"), "{}", again.stderr);
+}
+
+#[test]
+fn a_bad_spec_names_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "[train]\narch = \"resnet35\"\nlr = -1.0\nepochs = 0\n",
+    );
+    let run = crossfold(&["plan", spec.to_str().unwrap(), "--set", "protocol.seeds=3"]);
+    run.failed();
+    // Structural problems (unknown keys, bad enum values) and range problems
+    // are reported together.
+    for needle in [
+        "train.arch",
+        "\"resnet35\"",
+        "protocol.seeds",
+        "exp.toml",
+        "train.lr = -1",
+        "train.epochs = 0",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "{needle} not in:\n{}",
+            run.stderr
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! Lets the worker's binaries find libtorch at run time without
+//! `LD_LIBRARY_PATH`: the directory holding `libtorch_cpu.so` (from `LIBTORCH`,
+//! as set by `scripts/env.sh`) goes into the binaries' RUNPATH, and is passed
+//! to the code as `CROSSFOLD_TORCH_LIB` so that `libtorch_cuda.so` can be
+//! loaded at start-up where CUDA is present (see `src/device.rs`).
+//!
+//! libtorch_cuda is deliberately not linked: torch-sys asks for it, but rustc
+//! links with `--as-needed` and drops it, and linking it for real would make
+//! the binary unable to start on CPU-only installs that lack the CUDA
+//! libraries. Loading it at start-up works on both.
+
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-changed=build.rs");
+    let lib_dir = std::env::var("LIBTORCH")
+        .map(|root| PathBuf::from(root).join("lib"))
+        .ok()
+        .filter(|dir| dir.join("libtorch_cpu.so").exists());
+    match lib_dir {
+        Some(dir) => {
+            let dir = dir.canonicalize().unwrap_or(dir);
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+            println!("cargo:rustc-env=CROSSFOLD_TORCH_LIB={}", dir.display());
+        }
+        None => {
+            println!(
+                "cargo:warning=LIBTORCH is not set to a libtorch with lib/libtorch_cpu.so; \
+                 the worker will need LD_LIBRARY_PATH at run time (run `make setup` and \
+                 `. scripts/env.sh`)"
+            );
+            println!("cargo:rustc-env=CROSSFOLD_TORCH_LIB=");
+        }
+    }
+}

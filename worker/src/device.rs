@@ -1,0 +1,168 @@
+//! Compute devices.
+//!
+//! torch-sys asks the linker for `libtorch_cuda.so`, but rustc links with
+//! `--as-needed`, so the library is dropped and CUDA never registers with
+//! libtorch (`tch::Cuda::is_available()` is false even on a GPU machine).
+//! [`init`] loads it with `dlopen` before any tensor work: where it loads
+//! (a full CUDA install), CUDA registers; where it does not (the light
+//! CPU-only install, whose CUDA libraries are absent), the worker runs on
+//! the CPU and says why.
+
+use crossfold_shared::spec::Device as SpecDevice;
+use serde::Serialize;
+use std::ffi::CString;
+use std::sync::OnceLock;
+
+/// How loading libtorch's CUDA backend went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CudaBackend {
+    Loaded { path: String },
+    Unavailable { reason: String },
+}
+
+static BACKEND: OnceLock<CudaBackend> = OnceLock::new();
+
+/// Load libtorch's CUDA backend once; later calls return the first outcome.
+pub fn init() -> &'static CudaBackend {
+    BACKEND.get_or_init(load_cuda_backend)
+}
+
+fn load_cuda_backend() -> CudaBackend {
+    let dir = option_env!("CROSSFOLD_TORCH_LIB").unwrap_or("");
+    let candidates: Vec<String> = [
+        std::env::var("CROSSFOLD_TORCH_LIB").ok(),
+        Some(dir.to_string()).filter(|d| !d.is_empty()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|d| format!("{d}/libtorch_cuda.so"))
+    .chain(std::iter::once("libtorch_cuda.so".to_string()))
+    .collect();
+    let mut last_error = String::from("libtorch_cuda.so not found");
+    for path in candidates {
+        let Ok(c_path) = CString::new(path.clone()) else {
+            continue;
+        };
+        // SAFETY: dlopen with a valid NUL-terminated path; the handle is kept
+        // for the life of the process (never closed), as libtorch requires.
+        let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if !handle.is_null() {
+            return CudaBackend::Loaded { path };
+        }
+        // SAFETY: dlerror returns a thread-local C string or null.
+        let err = unsafe { libc::dlerror() };
+        if !err.is_null() {
+            // SAFETY: non-null dlerror result is a valid C string.
+            last_error = unsafe { std::ffi::CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    CudaBackend::Unavailable { reason: last_error }
+}
+
+/// What this machine offers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    pub cuda_backend: CudaBackend,
+    pub cuda_devices: usize,
+    pub cudnn: bool,
+    pub cpu_threads: i32,
+}
+
+pub fn inventory() -> Inventory {
+    let cuda_backend = init().clone();
+    Inventory {
+        cuda_backend,
+        cuda_devices: tch::Cuda::device_count().max(0) as usize,
+        cudnn: tch::Cuda::cudnn_is_available(),
+        cpu_threads: tch::get_num_threads(),
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeviceError {
+    #[error("train.device = {asked:?} but CUDA is not available here ({reason})")]
+    NoCuda { asked: String, reason: String },
+    #[error("train.device = \"cuda:{index}\" but this machine has {count} CUDA device(s)")]
+    NoSuchGpu { index: usize, count: usize },
+}
+
+/// The tch device for what a spec asks: `auto` is the first GPU when CUDA
+/// works, else the CPU; `cuda`/`cuda:N` fail clearly when there is none.
+pub fn choose(asked: SpecDevice) -> Result<tch::Device, DeviceError> {
+    init();
+    let count = tch::Cuda::device_count().max(0) as usize;
+    let reason = || match init() {
+        CudaBackend::Loaded { .. } => "no CUDA device visible".to_string(),
+        CudaBackend::Unavailable { reason } => reason.clone(),
+    };
+    match asked {
+        SpecDevice::Cpu => Ok(tch::Device::Cpu),
+        SpecDevice::Auto if count > 0 => Ok(tch::Device::Cuda(0)),
+        SpecDevice::Auto => Ok(tch::Device::Cpu),
+        SpecDevice::Cuda(index) => {
+            let index = index.unwrap_or(0);
+            if count == 0 {
+                let asked = if index == 0 {
+                    "cuda".into()
+                } else {
+                    format!("cuda:{index}")
+                };
+                Err(DeviceError::NoCuda {
+                    asked,
+                    reason: reason(),
+                })
+            } else if index >= count {
+                Err(DeviceError::NoSuchGpu { index, count })
+            } else {
+                Ok(tch::Device::Cuda(index))
+            }
+        }
+    }
+}
+
+/// A small computation on `device` checked against the CPU, to prove the
+/// device really works (used by `crossfold-worker devices --check`).
+pub fn self_test(device: tch::Device) -> Result<f64, tch::TchError> {
+    let a = tch::Tensor::f_arange(64 * 64, (tch::Kind::Float, tch::Device::Cpu))?
+        .f_reshape([64, 64])?
+        .f_divide_scalar(4096.0)?;
+    let expected = a
+        .f_matmul(&a)?
+        .f_sum(tch::Kind::Double)?
+        .f_double_value(&[])?;
+    let on = a.f_to_device(device)?;
+    let got = on
+        .f_matmul(&on)?
+        .f_sum(tch::Kind::Double)?
+        .f_double_value(&[])?;
+    Ok((got - expected).abs() / expected.abs().max(1e-12))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_always_available_and_correct() {
+        assert_eq!(choose(SpecDevice::Cpu), Ok(tch::Device::Cpu));
+        let rel = self_test(tch::Device::Cpu).unwrap();
+        assert!(rel < 1e-6, "{rel}");
+    }
+
+    #[test]
+    fn asking_for_a_missing_gpu_is_a_clear_error() {
+        let count = tch::Cuda::device_count().max(0) as usize;
+        let err = choose(SpecDevice::Cuda(Some(count + 3))).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("cuda:{}", count + 3))
+                || err.to_string().contains("not available")
+        );
+        if count == 0 {
+            assert_eq!(choose(SpecDevice::Auto), Ok(tch::Device::Cpu));
+        } else {
+            assert_eq!(choose(SpecDevice::Auto), Ok(tch::Device::Cuda(0)));
+        }
+    }
+}
