@@ -18,6 +18,26 @@ fn main() {
         .map(|root| PathBuf::from(root).join("lib"))
         .ok()
         .filter(|dir| dir.join("libtorch_cpu.so").exists());
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=CROSSFOLD_GIT_COMMIT={commit}");
+    println!("cargo:rerun-if-changed=../.git/HEAD");
+    // libtorch's version, from the torch package's version.py when present.
+    let libtorch_version = std::env::var("LIBTORCH")
+        .ok()
+        .and_then(|root| std::fs::read_to_string(PathBuf::from(root).join("version.py")).ok())
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("__version__"))
+                .and_then(|l| l.split(['\'', '"']).nth(1).map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=CROSSFOLD_LIBTORCH_VERSION={libtorch_version}");
     match lib_dir {
         Some(dir) => {
             let dir = dir.canonicalize().unwrap_or(dir);

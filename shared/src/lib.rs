@@ -10,11 +10,15 @@
 //! - [`folds`]: split protocols and the split plan.
 //! - [`metrics`]: per-round statistics, ROC/AUC with confidence intervals, summaries.
 //! - [`synth`]: the synthetic knee-radiograph cohort.
+//! - [`experiment`]: getting a spec's data set and split plan ready.
+//! - [`imaging`]: decoding PNG, JPEG and DICOM to grayscale, resizing to the network's square input.
 //! - [`hash`]: SHA-256 helpers shared by the modules above.
 
 pub mod dataset;
+pub mod experiment;
 pub mod folds;
 pub mod hash;
+pub mod imaging;
 pub mod label;
 pub mod manifest;
 pub mod metrics;

@@ -4,14 +4,11 @@
 //! split plan and the jobs the coordinator would run.
 
 use super::{folds::plan_text, load_spec, write_file};
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 use crossfold_coordinator::jobs::plan_jobs;
-use crossfold_shared::dataset;
-use crossfold_shared::folds::make_plan;
-use crossfold_shared::manifest::{manifest_root, Manifest};
-use crossfold_shared::spec::Spec;
-use crossfold_shared::synth::{self, SynthConfig};
+use crossfold_shared::experiment::prepare;
+use crossfold_shared::manifest::manifest_root;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -27,66 +24,18 @@ pub struct PlanArgs {
     out: Option<PathBuf>,
 }
 
-/// Make sure the spec's data set exists (generating the synthetic cohort when
-/// the spec asks for it) and passes `dataset check`.
-pub fn ensure_dataset(spec: &Spec) -> Result<Manifest> {
-    let path = spec.manifest_path();
-    if !path.exists() {
-        match &spec.dataset.synthetic {
-            Some(s) => {
-                let dir = manifest_root(&path);
-                if path.file_name().is_some_and(|n| n != "manifest.csv") {
-                    bail!(
-                        "dataset.manifest = {:?}: a synthetic cohort's manifest must be named manifest.csv",
-                        spec.dataset.manifest
-                    );
-                }
-                eprintln!("generating the synthetic cohort in {} ...", dir.display());
-                let started = Instant::now();
-                synth::generate(
-                    &SynthConfig {
-                        normal: s.normal,
-                        benign: s.benign,
-                        malignant: s.malignant,
-                        size: s.size,
-                        seed: s.seed,
-                        views_per_patient: 1,
-                    },
-                    &dir,
-                )?;
-                eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
-            }
-            None => bail!(
-                "dataset.manifest = {:?}: {} does not exist",
-                spec.dataset.manifest,
-                path.display()
-            ),
-        }
-    }
-    let report = dataset::check(&path, None)?;
-    if !report.ok() {
-        let lines: Vec<String> = report
-            .errors
-            .iter()
-            .take(20)
-            .map(|e| format!("  {e}"))
-            .collect();
-        bail!(
-            "{}: {} error(s) (run `crossfold dataset check {}`):\n{}",
-            path.display(),
-            report.errors.len(),
-            path.display(),
-            lines.join("\n")
-        );
-    }
-    Ok(Manifest::load(&path)?)
-}
-
 pub fn run(a: PlanArgs) -> Result<ExitCode> {
     let spec = load_spec(&a.spec, &a.sets)?;
-    let manifest = ensure_dataset(&spec)?;
-    let fp = dataset::fingerprint(&manifest)?;
-    let plan = make_plan(&manifest, &spec.protocol).context("making the split plan")?;
+    let started = Instant::now();
+    let prepared = prepare(&spec)?;
+    if prepared.generated {
+        eprintln!(
+            "generated the synthetic cohort in {} ({:.1} s)",
+            manifest_root(&spec.manifest_path()).display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let (manifest, fp, plan) = (prepared.manifest, prepared.fingerprint, prepared.plan);
     let jobs = plan_jobs(&plan);
     let [n, b, m] = manifest.counts();
     println!("experiment {:?}: {}", spec.name, spec.description);

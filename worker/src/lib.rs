@@ -2,5 +2,19 @@
 //!
 //! - [`device`]: finding CUDA devices (loading libtorch's CUDA backend at
 //!   start-up) and choosing the device a spec asks for.
+//! - [`data`]: the data pipeline: images decoded once onto the device,
+//!   batches gathered and augmented there.
+//! - [`model`]: ResNet18/34/50 with a one-channel stem; pretrained weights.
+//! - [`train`]: the training loop, schedules, early stopping, progress.
+//! - [`evaluate`]: scoring images.
+//! - [`job`]: one round end to end; [`outputs`]: its files.
+//! - [`provenance`]: versions, device, seeds and hashes of a result.
 
+pub mod data;
 pub mod device;
+pub mod evaluate;
+pub mod job;
+pub mod model;
+pub mod outputs;
+pub mod provenance;
+pub mod train;

@@ -1,8 +1,15 @@
-//! `crossfold-worker`: the process that trains models on a GPU node.
+//! `crossfold-worker`: trains models on a GPU node (or a CPU).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use crossfold_shared::experiment::prepare;
+use crossfold_shared::label::Task;
+use crossfold_shared::spec::{Override, Spec};
 use crossfold_worker::device;
+use crossfold_worker::job::{predict, run_job, JobOptions};
+use crossfold_worker::train::{Control, Progress};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -26,17 +33,166 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train one round locally (no coordinator) and write its outputs.
+    Train {
+        #[arg(long)]
+        spec: PathBuf,
+        /// Spec overrides, e.g. --set train.epochs=5 (validated like the file).
+        #[arg(long = "set")]
+        sets: Vec<String>,
+        #[arg(long)]
+        task: Task,
+        #[arg(long)]
+        round: u32,
+        #[arg(long)]
+        out: PathBuf,
+        /// CPU threads for libtorch (default: all cores).
+        #[arg(long)]
+        threads: Option<i32>,
+    },
+    /// Score images with a trained checkpoint (JPEG, PNG or DICOM).
+    Predict {
+        /// model.safetensors written by `train` (model.json must be beside it).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices { check, json } => devices(check, json),
+        Command::Train {
+            spec,
+            sets,
+            task,
+            round,
+            out,
+            threads,
+        } => train_one(spec, sets, task, round, out, threads),
+        Command::Predict {
+            checkpoint,
+            images,
+            device: asked,
+        } => {
+            let d = device::choose(
+                asked
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--device {asked:?}: {e}"))?,
+            )?;
+            let (card, scores) = predict(&checkpoint, &images, d)?;
+            let (neg, pos) = card.task.class_names();
+            println!("image,score,predicted");
+            for (p, s) in images.iter().zip(scores) {
+                let class = if s >= card.threshold { pos } else { neg };
+                println!("{},{s:.6},{class}", p.display());
+            }
+            Ok(())
+        }
     }
+}
+
+fn train_one(
+    spec_path: PathBuf,
+    sets: Vec<String>,
+    task: Task,
+    round: u32,
+    out: PathBuf,
+    threads: Option<i32>,
+) -> Result<()> {
+    let overrides: Vec<Override> = sets.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let spec = Spec::load(&spec_path, &overrides)?;
+    if let Some(n) = threads {
+        anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
+        tch::set_num_threads(n);
+    }
+    let d = device::choose(spec.device())?;
+    let prepared = prepare(&spec)?;
+    tracing::info!(task = %task, round, device = ?d, plan = %prepared.plan.plan_sha256, "training one round");
+    let tty = std::io::stderr().is_terminal();
+    let mut last_epoch = 0;
+    let mut on_progress = |p: &Progress| {
+        if tty {
+            eprint!(
+                "\repoch {}/{} step {}/{}  loss {}  val AUC {}  {:.1} img/s  ETA {:.0} s   ",
+                p.epoch,
+                p.epochs,
+                p.step,
+                p.steps_per_epoch,
+                p.train_loss
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "-".into()),
+                p.validation_auc
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                p.images_per_second,
+                p.eta_seconds
+            );
+        } else if p.step == p.steps_per_epoch && p.epoch != last_epoch && p.train_loss.is_some() {
+            last_epoch = p.epoch;
+            eprintln!(
+                "epoch {}/{} loss {:.4} val AUC {} {:.1} img/s",
+                p.epoch,
+                p.epochs,
+                p.train_loss.unwrap_or(f64::NAN),
+                p.validation_auc
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                p.images_per_second
+            );
+        }
+        Control::Continue
+    };
+    let options = JobOptions {
+        device: d,
+        decode_threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        out: Some(&out),
+    };
+    let result = run_job(&spec, &prepared, task, round, &options, &mut on_progress)
+        .with_context(|| format!("task {task}, round {round}"))?;
+    if tty {
+        eprintln!();
+    }
+    let s = &result.stats;
+    println!(
+        "{task} round {round}: {} test images, AUC {} (95% CI {}-{}), accuracy {}, best epoch {}, {:.1} img/s, {:.1} s",
+        result.n_test,
+        fmt(s.auc, 3),
+        fmt(s.auc_ci_low, 3),
+        fmt(s.auc_ci_high, 3),
+        fmt(s.accuracy, 3),
+        result.best_epoch,
+        result.images_per_second,
+        result.timing.total
+    );
+    println!("wrote {}/{{predictions.csv,history.csv,metrics.json,result.json,model.safetensors,model.json}}", out.display());
+    Ok(())
+}
+
+fn fmt(v: Option<f64>, d: usize) -> String {
+    v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".into())
 }
 
 fn devices(check: bool, json: bool) -> Result<()> {

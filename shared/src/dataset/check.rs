@@ -2,6 +2,7 @@
 
 use super::paths::{contained_in, normalise};
 use super::{available_threads, parallel_map, DatasetError};
+use crate::imaging::{decode_file, ImagingError};
 use crate::label::Label;
 use crate::manifest::{check_rows, read_raw, RawRow};
 use serde::Serialize;
@@ -222,21 +223,10 @@ fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>
                 "empty file (0 bytes)".into(),
             ));
         }
-        Ok(_) => match probe_image(&full) {
-            Ok(Probe::Pixels {
-                width,
-                height,
-                blank,
-            }) => {
-                if width == 0 || height == 0 {
-                    errors.push(issue(
-                        IssueKind::EmptyImage,
-                        row,
-                        None,
-                        None,
-                        format!("image has no pixels ({width}x{height})"),
-                    ));
-                } else if blank {
+        // Decode the whole image, whatever its format (recognised by content).
+        Ok(_) => match decode_file(&full) {
+            Ok(img) => {
+                if img.is_blank() {
                     warnings.push(issue(
                         IssueKind::BlankImage,
                         row,
@@ -246,41 +236,21 @@ fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>
                     ));
                 }
             }
-            Ok(Probe::Dicom) => {}
-            Err(message) => {
-                errors.push(issue(IssueKind::Undecodable, row, None, None, message));
+            Err(ImagingError::Empty { .. }) => {
+                errors.push(issue(
+                    IssueKind::EmptyImage,
+                    row,
+                    None,
+                    None,
+                    "image has no pixels".into(),
+                ));
+            }
+            Err(e) => {
+                errors.push(issue(IssueKind::Undecodable, row, None, None, e.detail()));
             }
         },
     }
     (errors, warnings)
-}
-
-enum Probe {
-    Pixels {
-        width: u32,
-        height: u32,
-        blank: bool,
-    },
-    /// A DICOM file (recognised by its preamble; pixel data is decoded by the worker).
-    Dicom,
-}
-
-fn probe_image(path: &Path) -> Result<Probe, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() > 132 && &bytes[128..132] == b"DICM" {
-        return Ok(Probe::Dicom);
-    }
-    let img = image::load_from_memory(&bytes).map_err(|e| format!("cannot decode image: {e}"))?;
-    let gray = img.to_luma16();
-    let blank = match gray.as_raw().first() {
-        Some(first) => gray.as_raw().iter().all(|v| v == first),
-        None => false,
-    };
-    Ok(Probe::Pixels {
-        width: img.width(),
-        height: img.height(),
-        blank,
-    })
 }
 
 #[cfg(test)]
@@ -345,6 +315,44 @@ mod tests {
         assert_eq!(report.warnings[0].kind, IssueKind::BlankImage);
         assert!(report.errors[0].to_string().contains("\"Tumor\""));
         assert!(report.errors[7].to_string().contains("\"p1\""));
+    }
+
+    #[test]
+    fn dicom_files_are_decoded() {
+        use crate::imaging::tests::{write_dicom, Dcm};
+        let dir = tempfile::tempdir().unwrap();
+        write_dicom(
+            &dir.path().join("good.dcm"),
+            &Dcm::mono2(2, 2, &[0, 1, 2, 3]),
+        );
+        write_dicom(&dir.path().join("flat.dcm"), &Dcm::mono2(2, 2, &[5; 4]));
+        // Pixel data shorter than Rows x Columns says.
+        write_dicom(&dir.path().join("short.dcm"), &Dcm::mono2(64, 64, &[1, 2]));
+        let mut junk = vec![0u8; 128];
+        junk.extend_from_slice(b"DICMnot really a dicom file");
+        std::fs::write(dir.path().join("junk.dcm"), junk).unwrap();
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\n\
+             good.dcm,normal,p1\n\
+             flat.dcm,benign,p2\n\
+             short.dcm,benign,p3\n\
+             junk.dcm,malignant,p4\n",
+        )
+        .unwrap();
+        let report = check(&manifest, None).unwrap();
+        let kinds: Vec<(u64, IssueKind)> = report.errors.iter().map(|i| (i.line, i.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![(4, IssueKind::Undecodable), (5, IssueKind::Undecodable)]
+        );
+        assert!(!report.errors[1]
+            .message
+            .contains(dir.path().to_str().unwrap()));
+        let warnings: Vec<(u64, IssueKind)> =
+            report.warnings.iter().map(|i| (i.line, i.kind)).collect();
+        assert_eq!(warnings, vec![(3, IssueKind::BlankImage)]);
     }
 
     #[test]

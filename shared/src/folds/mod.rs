@@ -28,9 +28,11 @@
 
 mod assign;
 mod plan;
+mod validation;
 
 pub use assign::assign_groups;
 pub use plan::{make_plan, Repeat, Round, SplitPlan, PLAN_VERSION};
+pub use validation::carve_validation;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FoldsError {

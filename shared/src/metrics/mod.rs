@@ -54,9 +54,11 @@ mod bootstrap;
 mod confusion;
 mod delong;
 mod normal;
+mod pooled;
 mod roc;
 mod round;
 mod summary;
+mod youden;
 
 #[cfg(test)]
 mod tests;
@@ -65,9 +67,11 @@ pub use bootstrap::bootstrap_auc_ci;
 pub use confusion::Confusion;
 pub use delong::{delong, paired_delong, DelongAuc, PairedDelong};
 pub use normal::{normal_cdf, normal_quantile};
+pub use pooled::Pooled;
 pub use roc::{auc, roc_curve, RocPoint};
 pub use round::RoundStats;
 pub use summary::{summarize, summarize_optional, Summary};
+pub use youden::youden_threshold;
 
 /// Why a statistic could not be computed from its inputs.
 ///

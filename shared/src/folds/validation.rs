@@ -1,0 +1,134 @@
+//! A validation set carved out of a round's training images, for early
+//! stopping and threshold choice. Test images are never touched.
+//!
+//! Algorithm: the training images are gathered by patient; within each class
+//! of the task (negative, positive) the patients are ordered by
+//! `SHA-256("validation:<seed>:<patient_id>")` and taken in that order until
+//! the class's validation images reach `round(fraction × class images)`
+//! (at least one patient per class when the class has two or more patients
+//! and `fraction > 0`). So the split is patient-grouped, stratified on the
+//! task's label, and deterministic.
+
+use crate::hash::sha256_hex;
+use crate::label::Task;
+use crate::manifest::Entry;
+use std::collections::BTreeMap;
+
+/// Indices into `entries` for fitting and for validation, each ascending.
+pub fn carve_validation(
+    entries: &[&Entry],
+    task: Task,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut validation = Vec::new();
+    if fraction > 0.0 {
+        for positive in [false, true] {
+            let mut patients: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            let mut class_images = 0usize;
+            for (i, e) in entries.iter().enumerate() {
+                if task.is_positive(e.label) == positive {
+                    patients.entry(e.patient_id.as_str()).or_default().push(i);
+                    class_images += 1;
+                }
+            }
+            if patients.len() < 2 {
+                continue;
+            }
+            let want = ((fraction * class_images as f64).round() as usize).max(1);
+            let mut order: Vec<(String, &Vec<usize>)> = patients
+                .iter()
+                .map(|(p, imgs)| {
+                    (
+                        sha256_hex(format!("validation:{seed}:{p}").as_bytes()),
+                        imgs,
+                    )
+                })
+                .collect();
+            order.sort();
+            let mut taken = 0;
+            for (_, imgs) in order.iter().take(patients.len() - 1) {
+                if taken >= want {
+                    break;
+                }
+                validation.extend_from_slice(imgs);
+                taken += imgs.len();
+            }
+        }
+    }
+    validation.sort_unstable();
+    let mut is_val = vec![false; entries.len()];
+    for &i in &validation {
+        is_val[i] = true;
+    }
+    let fit = (0..entries.len()).filter(|&i| !is_val[i]).collect();
+    (fit, validation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::label::Label;
+
+    fn cohort() -> Vec<Entry> {
+        let mut v = Vec::new();
+        for i in 0..60 {
+            let label = [Label::Normal, Label::Benign, Label::Malignant][i % 3];
+            v.push(Entry::new(format!("{i}a.png"), label, format!("P{i}")));
+            if i % 4 == 0 {
+                v.push(Entry::new(format!("{i}b.png"), label, format!("P{i}")));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn stratified_patient_grouped_and_deterministic() {
+        let entries = cohort();
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let (fit, val) = carve_validation(&refs, Task::Screening, 0.2, 1);
+        assert_eq!(fit.len() + val.len(), refs.len());
+        let pos = |ix: &[usize]| {
+            ix.iter()
+                .filter(|&&i| Task::Screening.is_positive(refs[i].label))
+                .count()
+        };
+        // About 20% of each class.
+        let (vp, vn) = (pos(&val), val.len() - pos(&val));
+        assert!((8..=10).contains(&vp), "{vp}");
+        assert!((4..=6).contains(&vn), "{vn}");
+        // No patient on both sides.
+        for &v in &val {
+            assert!(fit
+                .iter()
+                .all(|&f| refs[f].patient_id != refs[v].patient_id));
+        }
+        assert_eq!(
+            carve_validation(&refs, Task::Screening, 0.2, 1),
+            (fit.clone(), val.clone())
+        );
+        assert_ne!(carve_validation(&refs, Task::Screening, 0.2, 2).1, val);
+    }
+
+    #[test]
+    fn zero_fraction_keeps_everything_for_fitting() {
+        let entries = cohort();
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let (fit, val) = carve_validation(&refs, Task::Malignancy, 0.0, 1);
+        assert!(val.is_empty());
+        assert_eq!(fit.len(), refs.len());
+    }
+
+    #[test]
+    fn tiny_classes_keep_at_least_one_patient_for_fitting() {
+        let entries = [
+            Entry::new("a", Label::Benign, "p1"),
+            Entry::new("b", Label::Malignant, "p2"),
+            Entry::new("c", Label::Malignant, "p3"),
+        ];
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let (fit, val) = carve_validation(&refs, Task::Malignancy, 0.5, 1);
+        assert_eq!(val.len(), 1);
+        assert_eq!(fit.len(), 2);
+    }
+}

@@ -1,0 +1,104 @@
+//! Format dispatch, and PNG/JPEG decoding through the `image` crate.
+
+use super::{dicom, error_chain, GrayImage, ImagingError};
+use image::{DynamicImage, ImageError, ImageFormat};
+use std::path::Path;
+
+/// Read and decode the image at `path`.
+///
+/// The format is recognised from the content (see [`decode_bytes`]), not from
+/// the extension.
+pub fn decode_file(path: &Path) -> Result<GrayImage, ImagingError> {
+    let bytes = std::fs::read(path).map_err(|source| ImagingError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode_bytes(&bytes, path)
+}
+
+/// Decode an image held in memory; `name` only labels errors.
+///
+/// A DICOM preamble (`DICM` at byte 128) selects the DICOM reader; otherwise
+/// the magic bytes must say PNG or JPEG. Zero bytes give
+/// [`ImagingError::Empty`]; another recognised format (TIFF, BMP, …) gives
+/// [`ImagingError::Unsupported`]; anything else [`ImagingError::Undecodable`].
+pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<GrayImage, ImagingError> {
+    if bytes.is_empty() {
+        return Err(ImagingError::Empty {
+            path: name.to_path_buf(),
+        });
+    }
+    if dicom::is_dicom(bytes) {
+        return dicom::decode(bytes, name);
+    }
+    let format = image::guess_format(bytes)
+        .map_err(|_| ImagingError::undecodable(name, "not a PNG, JPEG or DICOM file"))?;
+    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
+        return Err(ImagingError::unsupported(
+            name,
+            format!("{format:?} images (only PNG, JPEG and DICOM are read)"),
+        ));
+    }
+    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| match e {
+        ImageError::Unsupported(u) => ImagingError::unsupported(name, u.to_string()),
+        other => ImagingError::undecodable(name, error_chain(&other)),
+    })?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(ImagingError::Empty {
+            path: name.to_path_buf(),
+        });
+    }
+    Ok(to_gray(img))
+}
+
+/// BT.601 luma of an RGB triple, in the channels' own scale.
+#[inline]
+fn luma(r: f32, g: f32, b: f32) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
+/// Gray pixels of any `DynamicImage`: 8-bit values / 255, 16-bit / 65535,
+/// colour to BT.601 luma, alpha dropped.
+fn to_gray(img: DynamicImage) -> GrayImage {
+    let (width, height) = (img.width(), img.height());
+    const U8: f32 = 255.0;
+    const U16: f32 = 65535.0;
+    let pixels: Vec<f32> = match img {
+        DynamicImage::ImageLuma8(b) => b.as_raw().iter().map(|&v| f32::from(v) / U8).collect(),
+        DynamicImage::ImageLumaA8(b) => b
+            .as_raw()
+            .chunks_exact(2)
+            .map(|p| f32::from(p[0]) / U8)
+            .collect(),
+        DynamicImage::ImageLuma16(b) => b.as_raw().iter().map(|&v| f32::from(v) / U16).collect(),
+        DynamicImage::ImageLumaA16(b) => b
+            .as_raw()
+            .chunks_exact(2)
+            .map(|p| f32::from(p[0]) / U16)
+            .collect(),
+        DynamicImage::ImageRgb8(b) => rgb_luma(b.as_raw(), 3, U8),
+        DynamicImage::ImageRgba8(b) => rgb_luma(b.as_raw(), 4, U8),
+        DynamicImage::ImageRgb16(b) => rgb_luma(b.as_raw(), 3, U16),
+        DynamicImage::ImageRgba16(b) => rgb_luma(b.as_raw(), 4, U16),
+        DynamicImage::ImageRgb32F(b) => rgb_luma(b.as_raw(), 3, 1.0),
+        DynamicImage::ImageRgba32F(b) => rgb_luma(b.as_raw(), 4, 1.0),
+        // `DynamicImage` is non-exhaustive: go through 32-bit float RGB.
+        other => rgb_luma(other.to_rgb32f().as_raw(), 3, 1.0),
+    };
+    GrayImage {
+        width,
+        height,
+        pixels,
+    }
+}
+
+/// Luma of interleaved samples with `stride` channels (R, G, B first), each
+/// divided by `max`, clamped to `[0, 1]`.
+fn rgb_luma<T: Copy + Into<f64>>(raw: &[T], stride: usize, max: f32) -> Vec<f32> {
+    raw.chunks_exact(stride)
+        .map(|p| {
+            let [r, g, b] = [p[0], p[1], p[2]].map(|v| v.into() as f32);
+            (luma(r, g, b) / max).clamp(0.0, 1.0)
+        })
+        .collect()
+}

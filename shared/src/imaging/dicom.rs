@@ -1,0 +1,287 @@
+//! DICOM files: the first frame, through the modality LUT, the VOI window (or a
+//! min-max stretch) and MONOCHROME1 inversion, to `[0, 1]` grayscale.
+
+use super::{error_chain, GrayImage, ImagingError};
+use dicom_object::file::ReadPreamble;
+use dicom_object::{FileMetaTable, OpenFileOptions};
+use dicom_pixeldata::{
+    DecodedPixelData, PhotometricInterpretation, PixelDecoder, PixelRepresentation,
+    PlanarConfiguration, VoiLutFunction, WindowLevel,
+};
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+use std::path::Path;
+
+/// Length of the DICOM file preamble, after which `DICM` follows.
+const PREAMBLE: usize = 128;
+
+/// Whether `bytes` start like a DICOM file (Part 10): a 128-byte preamble and `DICM`.
+pub(crate) fn is_dicom(bytes: &[u8]) -> bool {
+    bytes.get(PREAMBLE..PREAMBLE + 4) == Some(b"DICM")
+}
+
+/// Decode the first frame of the DICOM file in `bytes` (`name` is for messages).
+pub(crate) fn decode(bytes: &[u8], name: &Path) -> Result<GrayImage, ImagingError> {
+    let undecodable = |what: &str, e: &dyn std::error::Error| {
+        ImagingError::undecodable(name, format!("{what}: {}", error_chain(e)))
+    };
+
+    // The transfer syntax first, so that one we cannot read is reported as such
+    // rather than as a parse failure further in.
+    let meta = FileMetaTable::from_reader(&bytes[PREAMBLE..])
+        .map_err(|e| undecodable("bad DICOM file meta information", &e))?;
+    let ts_uid = meta.transfer_syntax();
+    match TransferSyntaxRegistry.get(ts_uid) {
+        None => {
+            return Err(ImagingError::unsupported(
+                name,
+                format!("unknown DICOM transfer syntax {ts_uid}"),
+            ))
+        }
+        Some(ts) if !ts.can_decode_all() => {
+            return Err(ImagingError::unsupported(
+                name,
+                format!("DICOM transfer syntax {} ({ts_uid})", ts.name()),
+            ))
+        }
+        Some(_) => {}
+    }
+
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(bytes)
+        .map_err(|e| undecodable("bad DICOM data set", &e))?;
+    let px = obj
+        .decode_pixel_data_frame(0)
+        .map_err(|e| undecodable("cannot decode the pixel data", &e))?;
+
+    let (width, height) = (px.columns(), px.rows());
+    if width == 0 || height == 0 {
+        return Err(ImagingError::Empty {
+            path: name.to_path_buf(),
+        });
+    }
+    let pi = px.photometric_interpretation().clone();
+    let spp = px.samples_per_pixel();
+    let expected_spp = match pi {
+        PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2 => 1,
+        PhotometricInterpretation::Rgb | PhotometricInterpretation::YbrFull => 3,
+        other => {
+            return Err(ImagingError::unsupported(
+                name,
+                format!("DICOM photometric interpretation {other}"),
+            ))
+        }
+    };
+    if spp != expected_spp {
+        return Err(ImagingError::unsupported(
+            name,
+            format!("DICOM {pi} with {spp} samples per pixel"),
+        ));
+    }
+    let layout = Layout::of(&px).map_err(|what| ImagingError::unsupported(name, what))?;
+    let data = px
+        .frame_data(0)
+        .map_err(|e| undecodable("pixel data", &e))?;
+
+    let pixels = if spp == 1 {
+        monochrome(
+            &px,
+            &layout,
+            data,
+            pi == PhotometricInterpretation::Monochrome1,
+        )
+        .map_err(|e| undecodable("pixel attributes", &e))?
+    } else {
+        colour(&px, &layout, data, pi == PhotometricInterpretation::Rgb)
+    };
+    Ok(GrayImage {
+        width,
+        height,
+        pixels,
+    })
+}
+
+/// How stored samples are laid out: BitsAllocated, BitsStored, HighBit and
+/// PixelRepresentation.
+struct Layout {
+    allocated: u16,
+    shift: u32,
+    mask: u32,
+    sign_bit: u32,
+    stored: u32,
+    signed: bool,
+}
+
+impl Layout {
+    /// The layout of `px`'s samples; `Err` names what is unsupported.
+    fn of(px: &DecodedPixelData<'_>) -> Result<Self, String> {
+        let allocated = px.bits_allocated();
+        if !matches!(allocated, 1 | 8 | 16 | 32) {
+            return Err(format!("DICOM BitsAllocated = {allocated}"));
+        }
+        let stored = u32::from(px.bits_stored().clamp(1, allocated));
+        // Samples normally sit in the low bits (HighBit = BitsStored - 1).
+        let shift = (u32::from(px.high_bit()) + 1)
+            .saturating_sub(stored)
+            .min(u32::from(allocated) - stored);
+        Ok(Layout {
+            allocated,
+            shift,
+            mask: if stored >= 32 {
+                u32::MAX
+            } else {
+                (1u32 << stored) - 1
+            },
+            sign_bit: 1u32 << (stored - 1),
+            stored,
+            signed: px.pixel_representation() == PixelRepresentation::Signed,
+        })
+    }
+
+    /// The value of one raw sample word.
+    #[inline]
+    fn value(&self, raw: u32) -> f64 {
+        let v = (raw >> self.shift) & self.mask;
+        if self.signed && v & self.sign_bit != 0 {
+            (i64::from(v) - (1i64 << self.stored)) as f64
+        } else {
+            f64::from(v)
+        }
+    }
+
+    /// Call `f` with each sample's value, in order, without allocating.
+    fn for_each(&self, data: &[u8], mut f: impl FnMut(f64)) {
+        match self.allocated {
+            // dicom-pixeldata expands 1-bit samples to one byte each, 0 or 255.
+            1 => data.iter().for_each(|&b| f(self.value(u32::from(b != 0)))),
+            8 => data.iter().for_each(|&b| f(self.value(u32::from(b)))),
+            16 => data
+                .chunks_exact(2)
+                .for_each(|c| f(self.value(u32::from(u16::from_ne_bytes([c[0], c[1]]))))),
+            _ => data
+                .chunks_exact(4)
+                .for_each(|c| f(self.value(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))),
+        }
+    }
+
+    /// The largest value a sample can hold (for colour scaling).
+    fn max(&self) -> f64 {
+        self.mask as f64
+    }
+}
+
+/// Modality LUT, then VOI window or min-max, then MONOCHROME1 inversion.
+fn monochrome(
+    px: &DecodedPixelData<'_>,
+    layout: &Layout,
+    data: &[u8],
+    invert: bool,
+) -> Result<Vec<f32>, dicom_pixeldata::Error> {
+    let (slope, intercept) = match px.rescale()?.first() {
+        Some(r) if r.slope.is_finite() && r.intercept.is_finite() => (r.slope, r.intercept),
+        _ => (1.0, 0.0),
+    };
+    let modality = |s: f64| s * slope + intercept;
+    let window = px.window()?.and_then(|w| w.first().copied());
+    let function = px
+        .voi_lut_function()?
+        .and_then(|f| f.first().copied())
+        .unwrap_or_default();
+    let window = window.filter(|w| window_is_valid(w, function));
+
+    let mut out = Vec::with_capacity(px.rows() as usize * px.columns() as usize);
+    match window {
+        Some(w) => layout.for_each(data, |s| {
+            out.push(apply_window(modality(s), w, function) as f32);
+        }),
+        None => {
+            // Min-max over the rescaled values; a constant frame becomes 0.
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            layout.for_each(data, |s| {
+                let m = modality(s);
+                lo = lo.min(m);
+                hi = hi.max(m);
+            });
+            let span = hi - lo;
+            if span > 0.0 {
+                layout.for_each(data, |s| out.push(((modality(s) - lo) / span) as f32));
+            } else {
+                layout.for_each(data, |_| out.push(0.0));
+            }
+        }
+    }
+    if invert {
+        for v in &mut out {
+            *v = 1.0 - *v;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a window can be applied: finite, and wide enough for its function
+/// (LINEAR needs a width of at least 1, the others a positive width).
+fn window_is_valid(w: &WindowLevel, function: VoiLutFunction) -> bool {
+    w.center.is_finite()
+        && w.width.is_finite()
+        && match function {
+            VoiLutFunction::Linear => w.width >= 1.0,
+            VoiLutFunction::LinearExact | VoiLutFunction::Sigmoid => w.width > 0.0,
+        }
+}
+
+/// The VOI LUT functions of DICOM PS3.3 C.11.2.1.2, with output range `[0, 1]`.
+pub(crate) fn apply_window(x: f64, w: WindowLevel, function: VoiLutFunction) -> f64 {
+    let (c, width) = (w.center, w.width);
+    match function {
+        // C.11.2.1.2.1: LINEAR.
+        VoiLutFunction::Linear => {
+            if x <= c - 0.5 - (width - 1.0) / 2.0 {
+                0.0
+            } else if x > c - 0.5 + (width - 1.0) / 2.0 {
+                1.0
+            } else {
+                // Reached only when width > 1 (at width 1 the thresholds meet).
+                ((x - (c - 0.5)) / (width - 1.0) + 0.5).clamp(0.0, 1.0)
+            }
+        }
+        // C.11.2.1.3.2: LINEAR_EXACT.
+        VoiLutFunction::LinearExact => {
+            if x <= c - width / 2.0 {
+                0.0
+            } else if x > c + width / 2.0 {
+                1.0
+            } else {
+                ((x - c) / width + 0.5).clamp(0.0, 1.0)
+            }
+        }
+        // C.11.2.1.3.1: SIGMOID.
+        VoiLutFunction::Sigmoid => 1.0 / (1.0 + (-4.0 * (x - c) / width).exp()),
+    }
+}
+
+/// Three samples per pixel to luma: BT.601 from RGB; the Y plane of YBR_FULL
+/// (already BT.601 luma). Values are scaled by the largest storable value.
+fn colour(px: &DecodedPixelData<'_>, layout: &Layout, data: &[u8], rgb: bool) -> Vec<f32> {
+    let mut samples = Vec::with_capacity(data.len());
+    layout.for_each(data, |s| samples.push(s));
+    let max = layout.max();
+    let n = samples.len() / 3;
+    let planar = px.planar_configuration() == PlanarConfiguration::PixelFirst;
+    let sample = |i: usize, channel: usize| {
+        if planar {
+            samples[channel * n + i]
+        } else {
+            samples[3 * i + channel]
+        }
+    };
+    (0..n)
+        .map(|i| {
+            let y = if rgb {
+                0.299 * sample(i, 0) + 0.587 * sample(i, 1) + 0.114 * sample(i, 2)
+            } else {
+                sample(i, 0)
+            };
+            (y / max).clamp(0.0, 1.0) as f32
+        })
+        .collect()
+}

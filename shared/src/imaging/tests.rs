@@ -1,0 +1,774 @@
+//! Tests of decoding (PNG, JPEG, DICOM) and resizing, with files made here.
+
+use super::*;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use image::{ImageBuffer, Luma, Rgb, Rgba};
+use std::path::Path;
+
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const JPEG_2000: &str = "1.2.840.10008.1.2.4.90";
+const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+/// Digital X-Ray Image Storage - For Presentation.
+const DX_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.1.1";
+
+fn close(a: f32, b: f64, tol: f64) -> bool {
+    (f64::from(a) - b).abs() <= tol
+}
+
+fn assert_pixels(img: &GrayImage, expected: &[f64], tol: f64) {
+    assert_eq!(img.pixels.len(), expected.len());
+    for (i, (&got, &want)) in img.pixels.iter().zip(expected).enumerate() {
+        assert!(close(got, want, tol), "pixel {i}: got {got}, want {want}");
+    }
+}
+
+// ---------------------------------------------------------------- PNG / JPEG
+
+#[test]
+fn png_8bit_gray_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g8.png");
+    let src = ImageBuffer::from_fn(16, 16, |x, y| Luma([(x * 16 + y) as u8 ^ 0x5a]));
+    src.save(&path).unwrap();
+    let img = decode_file(&path).unwrap();
+    assert_eq!((img.width, img.height), (16, 16));
+    for (x, y, p) in src.enumerate_pixels() {
+        assert_eq!(img.get(x, y), f32::from(p[0]) / 255.0, "({x}, {y})");
+    }
+    // Same size: the bytes come back unchanged, in either mode.
+    for mode in [ResizeMode::Pad, ResizeMode::Stretch] {
+        assert_eq!(load_square(&path, 16, mode).unwrap(), src.as_raw().clone());
+    }
+}
+
+#[test]
+fn png_16bit_gray_keeps_full_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g16.png");
+    let values: [u16; 4] = [0, 200, 32768, 65535];
+    let src: ImageBuffer<Luma<u16>, Vec<u16>> =
+        ImageBuffer::from_fn(2, 2, |x, y| Luma([values[(y * 2 + x) as usize]]));
+    src.save(&path).unwrap();
+    let img = decode_file(&path).unwrap();
+    assert_eq!((img.width, img.height), (2, 2));
+    let expected: Vec<f64> = values.iter().map(|&v| f64::from(v) / 65535.0).collect();
+    assert_pixels(&img, &expected, 1e-7);
+    // 200/65535*255 = 0.778 rounds to 1, where truncating to 8 bits first
+    // (200 >> 8) would give 0; 32768 -> 127.502 -> 128.
+    assert_eq!(
+        resize_to_square(&img, 2, ResizeMode::Stretch),
+        vec![0, 1, 128, 255]
+    );
+}
+
+#[test]
+fn rgb_and_rgba_become_bt601_luma() {
+    let dir = tempfile::tempdir().unwrap();
+    let colours = [[255u8, 0, 0], [0, 255, 0], [0, 0, 255], [10, 200, 30]];
+    // By hand: 0.299*255, 0.587*255, 0.114*255, 0.299*10 + 0.587*200 + 0.114*30.
+    let luma_255 = [76.245, 149.685, 29.07, 123.81];
+    let expected: Vec<f64> = luma_255.iter().map(|v| v / 255.0).collect();
+    let bytes = vec![76u8, 150, 29, 124];
+
+    let rgb = dir.path().join("rgb.png");
+    ImageBuffer::from_fn(2, 2, |x, y| Rgb(colours[(y * 2 + x) as usize]))
+        .save(&rgb)
+        .unwrap();
+    let img = decode_file(&rgb).unwrap();
+    assert_pixels(&img, &expected, 1e-6);
+    assert_eq!(resize_to_square(&img, 2, ResizeMode::Stretch), bytes);
+
+    // Alpha is ignored, even fully transparent.
+    let rgba = dir.path().join("rgba.png");
+    ImageBuffer::from_fn(2, 2, |x, y| {
+        let [r, g, b] = colours[(y * 2 + x) as usize];
+        Rgba([r, g, b, (x * 100) as u8])
+    })
+    .save(&rgba)
+    .unwrap();
+    assert_pixels(&decode_file(&rgba).unwrap(), &expected, 1e-6);
+
+    // 16-bit RGB: 65535 * (1, 0.5, 0) -> 0.299 + 0.587 * 0.5.
+    let rgb16 = dir.path().join("rgb16.png");
+    let half = 32768u16;
+    ImageBuffer::<Rgb<u16>, Vec<u16>>::from_pixel(1, 1, Rgb([65535, half, 0]))
+        .save(&rgb16)
+        .unwrap();
+    let want = 0.299 + 0.587 * f64::from(half) / 65535.0;
+    assert_pixels(&decode_file(&rgb16).unwrap(), &[want], 1e-6);
+}
+
+/// Encode with image's JPEG encoder at quality 100.
+fn write_jpeg(path: &Path, img: image::DynamicImage) {
+    let file = std::fs::File::create(path).unwrap();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(file, 100);
+    img.write_with_encoder(enc).unwrap();
+}
+
+#[test]
+fn jpeg_decodes_to_about_the_right_values() {
+    let dir = tempfile::tempdir().unwrap();
+    // Constant 8x8 blocks survive JPEG almost exactly.
+    let gray = dir.path().join("g.jpg");
+    let src = ImageBuffer::from_fn(16, 16, |x, _| Luma([if x < 8 { 50u8 } else { 200 }]));
+    write_jpeg(&gray, src.into());
+    let img = decode_file(&gray).unwrap();
+    assert_eq!((img.width, img.height), (16, 16));
+    for y in 0..16 {
+        for x in 0..16 {
+            let want = if x < 8 { 50.0 } else { 200.0 } / 255.0;
+            assert!(close(img.get(x, y), want, 3.0 / 255.0), "({x}, {y})");
+        }
+    }
+
+    let colour = dir.path().join("c.jpg");
+    let src = ImageBuffer::from_pixel(16, 16, Rgb([200u8, 100, 50]));
+    write_jpeg(&colour, src.into());
+    let want = (0.299 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0) / 255.0;
+    let img = decode_file(&colour).unwrap();
+    assert!(img.pixels.iter().all(|&v| close(v, want, 4.0 / 255.0)));
+}
+
+#[test]
+fn format_comes_from_the_content_not_the_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let png_as_dcm = dir.path().join("really_png.dcm");
+    ImageBuffer::from_pixel(3, 2, Luma([255u8]))
+        .save_with_format(&png_as_dcm, image::ImageFormat::Png)
+        .unwrap();
+    let img = decode_file(&png_as_dcm).unwrap();
+    assert_eq!((img.width, img.height), (3, 2));
+    assert!(img.pixels.iter().all(|&v| v == 1.0));
+
+    let dcm_as_png = dir.path().join("really_dicom.png");
+    write_dicom(&dcm_as_png, &Dcm::mono2(2, 1, &[0, 10]));
+    assert_pixels(&decode_file(&dcm_as_png).unwrap(), &[0.0, 1.0], 0.0);
+}
+
+#[test]
+fn zero_byte_file_is_empty_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.png");
+    std::fs::write(&path, b"").unwrap();
+    let err = decode_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, ImagingError::Empty { path: p } if p == &path),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&path.display().to_string()));
+    assert_eq!(err.path(), path);
+    assert!(load_square(&path, 8, ResizeMode::Pad).is_err());
+}
+
+#[test]
+fn garbage_is_undecodable_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.jpg");
+    std::fs::write(&path, b"this is not an image at all").unwrap();
+    let err = decode_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, ImagingError::Undecodable { path: p, .. } if p == &path),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&path.display().to_string()));
+
+    // A PNG signature followed by rubbish.
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend_from_slice(&[7u8; 64]);
+    let name = Path::new("broken.png");
+    let err = decode_bytes(&bytes, name).unwrap_err();
+    assert!(matches!(&err, ImagingError::Undecodable { path, .. } if path == name));
+
+    // A truncated PNG.
+    let good = dir.path().join("good.png");
+    ImageBuffer::from_fn(32, 32, |x, y| Luma([(x ^ y) as u8]))
+        .save(&good)
+        .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let err = decode_bytes(&bytes[..bytes.len() / 2], &good).unwrap_err();
+    assert!(matches!(err, ImagingError::Undecodable { .. }), "{err:?}");
+}
+
+#[test]
+fn other_image_formats_are_unsupported() {
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&[0u8; 60]);
+    let name = Path::new("scan.bmp");
+    let err = decode_bytes(&bmp, name).unwrap_err();
+    assert!(
+        matches!(&err, ImagingError::Unsupported { path, .. } if path == name),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("scan.bmp"));
+}
+
+#[test]
+fn missing_file_is_io_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.png");
+    let err = decode_file(&path).unwrap_err();
+    match &err {
+        ImagingError::Io { path: p, source } => {
+            assert_eq!(p, &path);
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains(&path.display().to_string()));
+    assert!(err.detail().starts_with("cannot read"));
+}
+
+// ---------------------------------------------------------------- DICOM
+
+/// A small DICOM image to write; the fields are the attributes.
+pub(crate) struct Dcm {
+    pub rows: u16,
+    pub cols: u16,
+    pub frames: Option<u32>,
+    pub bits_allocated: u16,
+    pub bits_stored: u16,
+    pub signed: bool,
+    pub samples_per_pixel: u16,
+    pub photometric: &'static str,
+    pub rescale: Option<(&'static str, &'static str)>,
+    pub window: Option<(&'static str, &'static str)>,
+    pub voi_function: Option<&'static str>,
+    pub pixels: PrimitiveValue,
+    pub transfer_syntax: &'static str,
+}
+
+impl Dcm {
+    /// Unsigned 16-bit MONOCHROME2, all 16 bits stored, no rescale, no window.
+    pub(crate) fn mono2(cols: u16, rows: u16, pixels: &[u16]) -> Self {
+        Dcm {
+            rows,
+            cols,
+            frames: None,
+            bits_allocated: 16,
+            bits_stored: 16,
+            signed: false,
+            samples_per_pixel: 1,
+            photometric: "MONOCHROME2",
+            rescale: None,
+            window: None,
+            voi_function: None,
+            pixels: PrimitiveValue::U16(pixels.iter().copied().collect()),
+            transfer_syntax: EXPLICIT_VR_LE,
+        }
+    }
+}
+
+/// Write `d` as a DICOM file (preamble, meta group, explicit VR little endian).
+pub(crate) fn write_dicom(path: &Path, d: &Dcm) {
+    let mut obj = InMemDicomObject::new_empty();
+    let us = |obj: &mut InMemDicomObject, tag, v: u16| {
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    };
+    let text = |obj: &mut InMemDicomObject, tag, vr, v: &str| {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    };
+    text(&mut obj, tags::SOP_CLASS_UID, VR::UI, DX_STORAGE);
+    text(
+        &mut obj,
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        "1.2.826.0.1.3680043.2.1",
+    );
+    text(&mut obj, tags::MODALITY, VR::CS, "DX");
+    us(&mut obj, tags::ROWS, d.rows);
+    us(&mut obj, tags::COLUMNS, d.cols);
+    us(&mut obj, tags::BITS_ALLOCATED, d.bits_allocated);
+    us(&mut obj, tags::BITS_STORED, d.bits_stored);
+    us(&mut obj, tags::HIGH_BIT, d.bits_stored - 1);
+    us(&mut obj, tags::PIXEL_REPRESENTATION, u16::from(d.signed));
+    us(&mut obj, tags::SAMPLES_PER_PIXEL, d.samples_per_pixel);
+    if d.samples_per_pixel > 1 {
+        us(&mut obj, tags::PLANAR_CONFIGURATION, 0);
+    }
+    text(
+        &mut obj,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        d.photometric,
+    );
+    if let Some(n) = d.frames {
+        text(&mut obj, tags::NUMBER_OF_FRAMES, VR::IS, &n.to_string());
+    }
+    if let Some((slope, intercept)) = d.rescale {
+        text(&mut obj, tags::RESCALE_SLOPE, VR::DS, slope);
+        text(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, intercept);
+    }
+    if let Some((center, width)) = d.window {
+        text(&mut obj, tags::WINDOW_CENTER, VR::DS, center);
+        text(&mut obj, tags::WINDOW_WIDTH, VR::DS, width);
+    }
+    if let Some(f) = d.voi_function {
+        text(&mut obj, tags::VOILUT_FUNCTION, VR::CS, f);
+    }
+    if d.transfer_syntax == EXPLICIT_VR_LE {
+        let vr = if d.bits_allocated > 8 { VR::OW } else { VR::OB };
+        obj.put(DataElement::new(tags::PIXEL_DATA, vr, d.pixels.clone()));
+    } else {
+        // An encapsulated syntax: `pixels` holds the one frame's fragment.
+        let mut fragment = d.pixels.to_bytes().to_vec();
+        if fragment.is_empty() {
+            fragment = vec![0u8; 16];
+        }
+        if fragment.len() % 2 == 1 {
+            fragment.push(0);
+        }
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            dicom_core::value::Value::PixelSequence(dicom_core::value::PixelFragmentSequence::new(
+                Vec::<u32>::new(),
+                vec![fragment],
+            )),
+        ));
+    }
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(d.transfer_syntax))
+        .unwrap();
+    file.write_to_file(path).unwrap();
+}
+
+#[test]
+fn dicom_monochrome2_rescale_and_linear_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m2.dcm");
+    // 12 bits stored: the top nibble of the second pixel is junk to be masked.
+    let raw = [0u16, 0xF000 | 150, 200, 250, 300, 4095];
+    let d = Dcm {
+        bits_stored: 12,
+        rescale: Some(("2", "-100")),
+        window: Some(("300", "401")),
+        ..Dcm::mono2(3, 2, &raw)
+    };
+    write_dicom(&path, &d);
+    let img = decode_file(&path).unwrap();
+    assert_eq!((img.width, img.height), (3, 2));
+    // Modality values 2v - 100: -100, 200, 300, 400, 500, 8090.
+    // LINEAR, c = 300, w = 401: 0 at x <= 99.5, 1 at x > 499.5, else
+    // (x - 299.5) / 400 + 0.5.
+    let expected = [0.0, 0.25125, 0.50125, 0.75125, 1.0, 1.0];
+    assert_pixels(&img, &expected, 1e-6);
+    // Quantised: 0.25125 * 255 = 64.07, 0.50125 * 255 = 127.82, 0.75125 * 255 = 191.57.
+    assert_eq!(
+        resize_to_square(&img, 3, ResizeMode::Pad),
+        vec![0, 64, 128, 192, 255, 255, 0, 0, 0]
+    );
+}
+
+#[test]
+fn dicom_monochrome1_is_inverted() {
+    let dir = tempfile::tempdir().unwrap();
+    // With a window: c = 2048, w = 4096: 0 at x <= 0, 1 at x > 4095,
+    // else (x - 2047.5) / 4095 + 0.5; then 1 - v.
+    let path = dir.path().join("m1w.dcm");
+    let d = Dcm {
+        photometric: "MONOCHROME1",
+        bits_stored: 12,
+        window: Some(("2048", "4096")),
+        ..Dcm::mono2(4, 1, &[0, 1024, 2048, 4095])
+    };
+    write_dicom(&path, &d);
+    let lin = |x: f64| (x - 2047.5) / 4095.0 + 0.5;
+    let expected = [1.0, 1.0 - lin(1024.0), 1.0 - lin(2048.0), 1.0 - lin(4095.0)];
+    assert_pixels(&decode_file(&path).unwrap(), &expected, 1e-6);
+
+    // Without a window: min-max, then inverted, so the smallest value is white.
+    let path = dir.path().join("m1.dcm");
+    let d = Dcm {
+        photometric: "MONOCHROME1",
+        ..Dcm::mono2(4, 1, &[100, 200, 300, 500])
+    };
+    write_dicom(&path, &d);
+    assert_pixels(&decode_file(&path).unwrap(), &[1.0, 0.75, 0.5, 0.0], 1e-7);
+}
+
+#[test]
+fn dicom_without_window_is_min_max_after_rescale_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signed.dcm");
+    let values: [i16; 4] = [-1000, -500, 0, 1000];
+    let raw: Vec<u16> = values.iter().map(|&v| v as u16).collect();
+    let d = Dcm {
+        signed: true,
+        rescale: Some(("0.5", "24")),
+        ..Dcm::mono2(2, 2, &raw)
+    };
+    write_dicom(&path, &d);
+    // Modality: -476, -226, 24, 524; min-max over a range of 1000.
+    assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.25, 0.5, 1.0], 1e-7);
+}
+
+#[test]
+fn dicom_constant_frame_without_window_is_black() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flat.dcm");
+    write_dicom(&path, &Dcm::mono2(2, 2, &[7, 7, 7, 7]));
+    let img = decode_file(&path).unwrap();
+    assert_pixels(&img, &[0.0; 4], 0.0);
+    assert!(img.is_blank());
+}
+
+#[test]
+fn dicom_linear_exact_and_sigmoid_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exact.dcm");
+    // LINEAR_EXACT, c = 100, w = 200: (x - 100) / 200 + 0.5 between 0 and 200.
+    let d = Dcm {
+        window: Some(("100", "200")),
+        voi_function: Some("LINEAR_EXACT"),
+        ..Dcm::mono2(4, 1, &[0, 50, 150, 300])
+    };
+    write_dicom(&path, &d);
+    assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.25, 0.75, 1.0], 1e-7);
+
+    let path = dir.path().join("sigmoid.dcm");
+    let d = Dcm {
+        window: Some(("100", "200")),
+        voi_function: Some("SIGMOID"),
+        ..Dcm::mono2(3, 1, &[0, 100, 150])
+    };
+    write_dicom(&path, &d);
+    let sig = |x: f64| 1.0 / (1.0 + (-4.0 * (x - 100.0) / 200.0).exp());
+    assert_pixels(
+        &decode_file(&path).unwrap(),
+        &[sig(0.0), 0.5, sig(150.0)],
+        1e-6,
+    );
+}
+
+#[test]
+fn dicom_multi_frame_reads_the_first_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("frames.dcm");
+    let d = Dcm {
+        frames: Some(2),
+        ..Dcm::mono2(2, 2, &[0, 10, 20, 30, 1000, 0, 0, 0])
+    };
+    write_dicom(&path, &d);
+    let img = decode_file(&path).unwrap();
+    assert_eq!((img.width, img.height), (2, 2));
+    assert_pixels(&img, &[0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0], 1e-6);
+}
+
+#[test]
+fn dicom_8bit_rgb_becomes_luma() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rgb.dcm");
+    let bytes: Vec<u8> = vec![255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 200, 30];
+    let d = Dcm {
+        bits_allocated: 8,
+        bits_stored: 8,
+        samples_per_pixel: 3,
+        photometric: "RGB",
+        pixels: PrimitiveValue::U8(bytes.into_iter().collect()),
+        ..Dcm::mono2(2, 2, &[])
+    };
+    write_dicom(&path, &d);
+    let expected = [0.299, 0.587, 0.114, 123.81 / 255.0];
+    assert_pixels(&decode_file(&path).unwrap(), &expected, 1e-6);
+}
+
+#[test]
+fn dicom_8bit_monochrome() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g8.dcm");
+    let d = Dcm {
+        bits_allocated: 8,
+        bits_stored: 8,
+        window: Some(("128", "256")),
+        pixels: PrimitiveValue::U8([0u8, 64, 128, 255].into_iter().collect()),
+        ..Dcm::mono2(2, 2, &[])
+    };
+    write_dicom(&path, &d);
+    let lin = |x: f64| (x - 127.5) / 255.0 + 0.5;
+    let expected = [0.0, lin(64.0), lin(128.0), 1.0];
+    assert_pixels(&decode_file(&path).unwrap(), &expected, 1e-6);
+}
+
+#[test]
+fn dicom_unsupported_things_are_unsupported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j2k.dcm");
+    let d = Dcm {
+        transfer_syntax: JPEG_2000,
+        ..Dcm::mono2(4, 4, &[])
+    };
+    write_dicom(&path, &d);
+    let err = decode_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, ImagingError::Unsupported { path: p, what } if p == &path && what.contains(JPEG_2000)),
+        "{err:?}"
+    );
+
+    let path = dir.path().join("palette.dcm");
+    let d = Dcm {
+        photometric: "PALETTE COLOR",
+        ..Dcm::mono2(2, 1, &[0, 1])
+    };
+    write_dicom(&path, &d);
+    let err = decode_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, ImagingError::Unsupported { what, .. } if what.contains("PALETTE COLOR")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&path.display().to_string()));
+}
+
+#[test]
+fn dicom_jpeg_baseline_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let encode = |img: image::DynamicImage| {
+        let mut jpeg = Vec::new();
+        let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 100);
+        img.write_with_encoder(enc).unwrap();
+        PrimitiveValue::U8(jpeg.into_iter().collect())
+    };
+
+    // Gray: MONOCHROME2, 8 bits, min-max over the decoded values.
+    let path = dir.path().join("jpeg_gray.dcm");
+    let src = ImageBuffer::from_fn(16, 16, |x, _| Luma([if x < 8 { 40u8 } else { 220 }]));
+    let d = Dcm {
+        transfer_syntax: JPEG_BASELINE,
+        bits_allocated: 8,
+        bits_stored: 8,
+        pixels: encode(src.into()),
+        ..Dcm::mono2(16, 16, &[])
+    };
+    write_dicom(&path, &d);
+    let img = decode_file(&path).unwrap();
+    assert_eq!((img.width, img.height), (16, 16));
+    for y in 0..16 {
+        for x in 0..16 {
+            let want = if x < 8 { 0.0 } else { 1.0 };
+            assert!(close(img.get(x, y), want, 0.02), "({x}, {y})");
+        }
+    }
+
+    // Colour: stored as YCbCr, decoded to RGB, then BT.601 luma.
+    let path = dir.path().join("jpeg_rgb.dcm");
+    let src = ImageBuffer::from_pixel(16, 16, Rgb([200u8, 100, 50]));
+    let d = Dcm {
+        transfer_syntax: JPEG_BASELINE,
+        bits_allocated: 8,
+        bits_stored: 8,
+        samples_per_pixel: 3,
+        photometric: "YBR_FULL_422",
+        pixels: encode(src.into()),
+        ..Dcm::mono2(16, 16, &[])
+    };
+    write_dicom(&path, &d);
+    let want = (0.299 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0) / 255.0;
+    let img = decode_file(&path).unwrap();
+    assert!(img.pixels.iter().all(|&v| close(v, want, 4.0 / 255.0)));
+}
+
+#[test]
+fn broken_dicom_is_undecodable_naming_the_path() {
+    let mut bytes = vec![0u8; 128];
+    bytes.extend_from_slice(b"DICM");
+    bytes.extend_from_slice(b"\x02\x00\x10\x00garbage garbage garbage");
+    let name = Path::new("/data/broken.dcm");
+    let err = decode_bytes(&bytes, name).unwrap_err();
+    assert!(
+        matches!(&err, ImagingError::Undecodable { path, .. } if path == name),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with("/data/broken.dcm: "));
+
+    // A valid header whose pixel data is cut short.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.dcm");
+    write_dicom(&path, &Dcm::mono2(100, 100, &[1, 2, 3]));
+    let err = decode_file(&path).unwrap_err();
+    assert!(matches!(&err, ImagingError::Undecodable { .. }), "{err:?}");
+
+    // Zero rows and columns.
+    let path = dir.path().join("zero.dcm");
+    write_dicom(&path, &Dcm::mono2(0, 0, &[]));
+    let err = decode_file(&path).unwrap_err();
+    assert!(
+        matches!(&err, ImagingError::Empty { path: p } if p == &path),
+        "{err:?}"
+    );
+}
+
+// ---------------------------------------------------------------- resizing
+
+fn constant(width: u32, height: u32, v: f32) -> GrayImage {
+    GrayImage {
+        width,
+        height,
+        pixels: vec![v; (width * height) as usize],
+    }
+}
+
+#[test]
+fn pad_keeps_the_aspect_ratio() {
+    let out = resize_to_square(&constant(100, 50, 1.0), 64, ResizeMode::Pad);
+    assert_eq!(out.len(), 64 * 64);
+    for (y, row) in out.chunks(64).enumerate() {
+        let want = if (16..48).contains(&y) { 255 } else { 0 };
+        assert!(row.iter().all(|&v| v == want), "row {y}: {row:?}");
+    }
+    // Portrait: the left and right 16 columns are black.
+    let out = resize_to_square(&constant(50, 100, 1.0), 64, ResizeMode::Pad);
+    for row in out.chunks(64) {
+        for (x, &v) in row.iter().enumerate() {
+            assert_eq!(v, if (16..48).contains(&x) { 255 } else { 0 }, "column {x}");
+        }
+    }
+    // An odd leftover goes to the bottom: 3 x 2 -> 4 x 3 (2 * 4 / 3 = 2.67 -> 3).
+    let out = resize_to_square(&constant(3, 2, 1.0), 4, ResizeMode::Pad);
+    assert_eq!(&out[..4], &[255; 4]);
+    assert_eq!(&out[12..], &[0; 4]);
+}
+
+#[test]
+fn stretch_fills_the_square() {
+    let out = resize_to_square(&constant(100, 50, 1.0), 64, ResizeMode::Stretch);
+    assert_eq!(out.len(), 64 * 64);
+    assert!(out.iter().all(|&v| v == 255));
+    // A left-to-right split stays split at the middle.
+    let img = GrayImage {
+        width: 100,
+        height: 50,
+        pixels: (0..5000)
+            .map(|i| if i % 100 < 50 { 0.0 } else { 1.0 })
+            .collect(),
+    };
+    let out = resize_to_square(&img, 64, ResizeMode::Stretch);
+    for row in out.chunks(64) {
+        assert!(row[..32].iter().all(|&v| v == 0));
+        assert!(row[32..].iter().all(|&v| v == 255));
+    }
+}
+
+#[test]
+fn a_constant_image_stays_constant() {
+    let want = (0.4f32 * 255.0).round() as u8;
+    for (w, h, size) in [
+        (37, 91, 64),
+        (2000, 1500, 64),
+        (10, 10, 224),
+        (1, 1, 5),
+        (300, 7, 33),
+    ] {
+        let out = resize_to_square(&constant(w, h, 0.4), size, ResizeMode::Stretch);
+        assert!(out.iter().all(|&v| v == want), "{w}x{h} -> {size}");
+    }
+}
+
+#[test]
+fn large_reductions_average_instead_of_aliasing() {
+    // A one-pixel checkerboard and one-pixel stripes, 2000 -> 64: every output
+    // pixel averages 31.25 x 31.25 source pixels, so all come out mid-gray.
+    // Sampling a few source pixels per output would give 0s and 255s.
+    let checker = GrayImage {
+        width: 2000,
+        height: 2000,
+        pixels: (0..2000 * 2000)
+            .map(|i| ((i % 2000 + i / 2000) % 2) as f32)
+            .collect(),
+    };
+    let stripes = GrayImage {
+        pixels: (0..2000 * 2000).map(|i| ((i % 2000) % 2) as f32).collect(),
+        ..checker.clone()
+    };
+    for img in [checker, stripes] {
+        let out = resize_to_square(&img, 64, ResizeMode::Stretch);
+        let (lo, hi) = (out.iter().min().unwrap(), out.iter().max().unwrap());
+        // A footprint of 31.25 pixels holds 15.25 to 16 ones: 124.4 to 130.6.
+        assert!(*lo >= 124 && *hi <= 131, "{lo}..{hi}");
+    }
+}
+
+#[test]
+fn shrinking_averages_areas_and_enlarging_interpolates() {
+    // 4x4 of 2x2 blocks -> 2x2 block means.
+    let img = GrayImage {
+        width: 4,
+        height: 4,
+        pixels: vec![
+            0.0, 0.2, 1.0, 1.0, //
+            0.2, 0.4, 1.0, 1.0, //
+            0.6, 0.6, 0.2, 0.6, //
+            0.6, 0.6, 0.6, 0.2,
+        ],
+    };
+    assert_eq!(
+        resize_to_square(&img, 2, ResizeMode::Stretch),
+        vec![51, 255, 153, 102]
+    );
+    // Bilinear 2 -> 4: 0, 0.25, 0.75, 1 along each row.
+    let img = GrayImage {
+        width: 2,
+        height: 2,
+        pixels: vec![0.0, 1.0, 0.0, 1.0],
+    };
+    let out = resize_to_square(&img, 4, ResizeMode::Stretch);
+    for row in out.chunks(4) {
+        assert_eq!(row, &[0, 64, 191, 255]);
+    }
+}
+
+#[test]
+fn degenerate_inputs_give_black() {
+    assert!(resize_to_square(&constant(5, 5, 1.0), 0, ResizeMode::Pad).is_empty());
+    let empty = GrayImage {
+        width: 0,
+        height: 0,
+        pixels: vec![],
+    };
+    assert_eq!(resize_to_square(&empty, 3, ResizeMode::Pad), vec![0; 9]);
+    // Out-of-range values are clamped.
+    let img = GrayImage {
+        width: 2,
+        height: 1,
+        pixels: vec![-0.5, 1.5],
+    };
+    assert_eq!(
+        resize_to_square(&img, 2, ResizeMode::Pad),
+        vec![0, 255, 0, 0]
+    );
+}
+
+/// `cargo test --release -p crossfold-shared --lib imaging::tests::timing -- --ignored --nocapture`
+#[test]
+#[ignore = "timing; run in release"]
+fn timing_png_256_to_224() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.png");
+    ImageBuffer::from_fn(256, 256, |x, y| Luma([((x * 7 + y * 13) % 251) as u8]))
+        .save(&path)
+        .unwrap();
+    let n = 200;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(load_square(&path, 224, ResizeMode::Pad).unwrap());
+    }
+    let per = start.elapsed() / n;
+    println!("decode + resize 256x256 8-bit PNG -> 224: {per:?} per image");
+
+    let path = dir.path().join("t.dcm");
+    let raw: Vec<u16> = (0..2048u32 * 2048).map(|i| (i * 7 % 4096) as u16).collect();
+    let d = Dcm {
+        bits_stored: 12,
+        rescale: Some(("1", "-1024")),
+        window: Some(("500", "2000")),
+        ..Dcm::mono2(2048, 2048, &raw)
+    };
+    write_dicom(&path, &d);
+    let n = 10;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(load_square(&path, 224, ResizeMode::Pad).unwrap());
+    }
+    let per = start.elapsed() / n;
+    println!("decode + resize 2048x2048 16-bit DICOM -> 224: {per:?} per image");
+}

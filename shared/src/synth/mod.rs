@@ -1,0 +1,311 @@
+//! The synthetic knee-radiograph cohort: a stand-in for the study's 520
+//! antero-posterior knee radiographs, for testing the pipeline end to end
+//! without patient data.
+//!
+//! The model, one module per concept:
+//! - [`cohort`] and [`demographics`]: who the subjects are (label, subtype,
+//!   site, age, sex, center), matching Table 1 of the study.
+//! - [`anatomy`] (with `bones`): the knee (femur, patella, tibia, fibula,
+//!   soft tissue, growth plates, degeneration), drawn per subject.
+//! - [`lesion`] and [`lesion_render`]: the tumour's radiological features,
+//!   drawn with overlapping per-class probabilities, and how they change
+//!   the picture.
+//! - [`acquisition`]: positioning, exposure, noise, blur, collimation and
+//!   the L/R marker, independent of the label.
+//! - [`render`]: attenuation along each ray and the final pixels.
+//! - [`raster`] and [`font`]: drawing primitives and a tiny bitmap font.
+//!
+//! Determinism: the cohort comes from an RNG seeded by `(seed, cohort)`, a
+//! subject's anatomy and lesion from `(seed, subject index)`, and each image
+//! (textures, acquisition, noise) from `(seed, subject index, view)`, with
+//! the lesion's textures on a stream of their own; all ChaCha8. Images are
+//! rendered on all cores, but no draw depends on the thread or the order, so
+//! the same config gives byte-identical files.
+
+pub mod acquisition;
+pub mod anatomy;
+mod bones;
+pub mod cohort;
+pub mod demographics;
+pub mod font;
+pub mod lesion;
+pub mod lesion_render;
+pub mod raster;
+pub mod render;
+
+use crate::label::Label;
+use crate::manifest::{Entry, Manifest, ManifestError};
+use anatomy::Knee;
+use image::GrayImage;
+use lesion::LesionPlan;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+pub use cohort::{draw_cohort, Sex, Site, Subject, Subtype, CENTERS};
+pub use render::VIEWS;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynthConfig {
+    pub normal: usize,
+    pub benign: usize,
+    pub malignant: usize,
+    /// Width and height of every image in pixels (32..=4096).
+    pub size: u32,
+    pub seed: u64,
+    /// Views per patient (1..=4): ap, lat, oblique, ap2.
+    pub views_per_patient: u32,
+}
+
+impl Default for SynthConfig {
+    /// The study's cohort (Table 1): 260 normal, 80 benign, 180 malignant.
+    fn default() -> Self {
+        SynthConfig {
+            normal: 260,
+            benign: 80,
+            malignant: 180,
+            size: 256,
+            seed: 2021,
+            views_per_patient: 1,
+        }
+    }
+}
+
+impl SynthConfig {
+    /// Number of subjects with this label.
+    pub fn count(&self, label: Label) -> usize {
+        match label {
+            Label::Normal => self.normal,
+            Label::Benign => self.benign,
+            Label::Malignant => self.malignant,
+        }
+    }
+
+    /// Check the config; the error names the offending field and value.
+    pub fn validate(&self) -> Result<(), SynthError> {
+        let bad = |field: &'static str, value: String, reason: &'static str| {
+            Err(SynthError::InvalidConfig {
+                field,
+                value,
+                reason,
+            })
+        };
+        if !(32..=4096).contains(&self.size) {
+            return bad("size", self.size.to_string(), "must be 32..=4096 pixels");
+        }
+        if !(1..=VIEWS.len() as u32).contains(&self.views_per_patient) {
+            return bad(
+                "views_per_patient",
+                self.views_per_patient.to_string(),
+                "must be 1..=4",
+            );
+        }
+        let total = self.normal as u128 + self.benign as u128 + self.malignant as u128;
+        if total == 0 {
+            return bad(
+                "normal+benign+malignant",
+                "0".into(),
+                "no images to generate",
+            );
+        }
+        if total > 1_000_000 {
+            return bad(
+                "normal+benign+malignant",
+                total.to_string(),
+                "at most 1000000 subjects",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why a cohort could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum SynthError {
+    #[error("invalid synth config: {field} = {value}: {reason}")]
+    InvalidConfig {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("cannot create directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write image {}: {source}", path.display())]
+    WriteImage {
+        path: PathBuf,
+        source: image::ImageError,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("an image worker thread panicked")]
+    Worker,
+}
+
+pub(crate) const STREAM_COHORT: u64 = 1;
+const STREAM_SUBJECT: u64 = 2;
+const STREAM_IMAGE: u64 = 3;
+const STREAM_LESION_TEXTURE: u64 = 4;
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A ChaCha8 generator for one purpose, seeded from the config seed, a
+/// stream tag, the subject index and the view.
+pub(crate) fn seeded_rng(seed: u64, stream: u64, subject: u64, view: u64) -> ChaCha8Rng {
+    let mut state = seed;
+    for v in [stream, subject, view] {
+        state = splitmix(&mut state) ^ v;
+    }
+    let mut bytes = [0u8; 32];
+    for chunk in bytes.chunks_mut(8) {
+        chunk.copy_from_slice(&splitmix(&mut state).to_le_bytes());
+    }
+    ChaCha8Rng::from_seed(bytes)
+}
+
+/// A subject with the parts that are the same in every view.
+#[derive(Debug, Clone)]
+pub struct Patient {
+    pub subject: Subject,
+    pub knee: Knee,
+    pub lesion: Option<LesionPlan>,
+}
+
+impl Patient {
+    /// Anatomy and lesion of `subject`, from the subject's own RNG.
+    pub fn new(seed: u64, subject: Subject) -> Patient {
+        let mut rng = seeded_rng(seed, STREAM_SUBJECT, subject.index as u64, 0);
+        let knee = Knee::draw(&subject, &mut rng);
+        let lesion = LesionPlan::draw(&subject, &knee, &mut rng);
+        Patient {
+            subject,
+            knee,
+            lesion,
+        }
+    }
+
+    /// Render view `view` (index into [`VIEWS`]); `with_lesion = false`
+    /// renders the same image as if the knee were healthy.
+    pub fn render(&self, seed: u64, view: usize, size: u32, with_lesion: bool) -> GrayImage {
+        let (index, view64) = (self.subject.index as u64, view as u64);
+        let mut rng = seeded_rng(seed, STREAM_IMAGE, index, view64);
+        let mut lesion_rng = seeded_rng(seed, STREAM_LESION_TEXTURE, index, view64);
+        let lesion = self.lesion.as_ref().filter(|_| with_lesion);
+        render::render_view(
+            &self.knee,
+            lesion,
+            self.subject.center,
+            view,
+            size,
+            &mut rng,
+            &mut lesion_rng,
+        )
+    }
+
+    /// Manifest path of a view, relative to the output directory.
+    pub fn image_path(&self, view: usize) -> String {
+        format!(
+            "images/{}/{}_{}.png",
+            self.subject.label, self.subject.patient_id, VIEWS[view].0
+        )
+    }
+
+    fn entry(&self, view: usize) -> Entry {
+        let s = &self.subject;
+        let mut e = Entry::new(self.image_path(view), s.label, s.patient_id.clone());
+        e.site = s.site.map(|v| v.as_str().to_string());
+        e.subtype = s.subtype.map(|v| v.as_str().to_string());
+        e.age = Some(s.age);
+        e.sex = Some(s.sex.as_str().to_string());
+        e.view = Some(VIEWS[view].0.to_string());
+        e.center = Some(CENTERS[s.center].to_string());
+        e
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), SynthError> {
+    std::fs::create_dir_all(path).map_err(|source| SynthError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Generate the cohort into `out_dir`: PNGs under
+/// `images/<label>/<patient_id>_<view>.png` and `manifest.csv`, returning
+/// the manifest (root = `out_dir`). Uses every core; the output depends only
+/// on `cfg`.
+pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthError> {
+    cfg.validate()?;
+    for label in Label::ALL {
+        if cfg.count(label) > 0 {
+            create_dir(&out_dir.join("images").join(label.as_str()))?;
+        }
+    }
+    let patients: Vec<Patient> = draw_cohort(cfg)
+        .into_iter()
+        .map(|s| Patient::new(cfg.seed, s))
+        .collect();
+    let views = cfg.views_per_patient as usize;
+    let jobs: Vec<(usize, usize)> = (0..patients.len())
+        .flat_map(|p| (0..views).map(move |v| (p, v)))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 32)
+        .min(jobs.len());
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let errors: Mutex<Vec<(usize, SynthError)>> = Mutex::new(Vec::new());
+    let all_joined = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    if j >= jobs.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (p, v) = jobs[j];
+                    let patient = &patients[p];
+                    let img = patient.render(cfg.seed, v, cfg.size, true);
+                    let path = out_dir.join(patient.image_path(v));
+                    if let Err(source) = img.save_with_format(&path, image::ImageFormat::Png) {
+                        failed.store(true, Ordering::Relaxed);
+                        if let Ok(mut e) = errors.lock() {
+                            e.push((j, SynthError::WriteImage { path, source }));
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().all(|h| h.join().is_ok())
+    });
+    if !all_joined {
+        return Err(SynthError::Worker);
+    }
+    let mut errors = errors.into_inner().map_err(|_| SynthError::Worker)?;
+    errors.sort_by_key(|(j, _)| *j);
+    if let Some((_, e)) = errors.into_iter().next() {
+        return Err(e);
+    }
+    let manifest = Manifest {
+        root: out_dir.to_path_buf(),
+        entries: jobs.iter().map(|&(p, v)| patients[p].entry(v)).collect(),
+    };
+    manifest.write(&out_dir.join("manifest.csv"))?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! The data pipeline of one job: every image decoded once into one uint8
+//! tensor that lives on the training device, then batches are gathered,
+//! augmented and normalised there, so no epoch waits on the CPU.
+
+mod augment;
+
+pub use augment::Augmenter;
+
+use crossfold_shared::imaging::{load_square, ImagingError, ResizeMode};
+use crossfold_shared::manifest::{Entry, Manifest};
+use crossfold_shared::spec::Resize;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{0}")]
+    Image(#[from] ImagingError),
+    #[error("{0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Images of a job, `[N, 1, S, S]` uint8 on `device`, in the given order.
+pub struct ImageSet {
+    pub images: Tensor,
+    pub size: i64,
+}
+
+pub fn resize_mode(r: Resize) -> ResizeMode {
+    match r {
+        Resize::Pad => ResizeMode::Pad,
+        Resize::Stretch => ResizeMode::Stretch,
+    }
+}
+
+/// Decode and resize `entries` (on `threads` CPU threads), then move them to
+/// `device` in one transfer. Any unreadable image fails the job, naming it.
+pub fn load_images(
+    manifest: &Manifest,
+    entries: &[&Entry],
+    size: u32,
+    resize: Resize,
+    device: Device,
+    threads: usize,
+) -> Result<ImageSet, DataError> {
+    let mode = resize_mode(resize);
+    let per = (size as usize) * (size as usize);
+    let threads = threads.max(1).min(entries.len().max(1));
+    let chunk = entries.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Vec<u8>, ImagingError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|c| {
+                s.spawn(move || {
+                    let mut buf = Vec::with_capacity(c.len() * per);
+                    for e in c {
+                        buf.extend(load_square(&manifest.resolve(e), size, mode)?);
+                    }
+                    Ok(buf)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut all = Vec::with_capacity(entries.len() * per);
+    for r in results {
+        all.extend(r?);
+    }
+    let s = size as i64;
+    let images = Tensor::f_from_slice(&all)?
+        .f_reshape([entries.len() as i64, 1, s, s])?
+        .f_to_device(device)?;
+    Ok(ImageSet { images, size: s })
+}
+
+/// Gather `index` (int64 on the device) as float in [0, 1].
+pub fn gather(images: &Tensor, index: &Tensor) -> Result<Tensor, tch::TchError> {
+    images
+        .f_index_select(0, index)?
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(255.0)
+}
+
+/// Mean and standard deviation of the pixels of `index`'s images, computed
+/// on the device, for normalisation.
+pub fn pixel_stats(images: &Tensor, index: &Tensor) -> Result<(f64, f64), tch::TchError> {
+    let x = gather(images, index)?;
+    let mean = x.f_mean(Kind::Double)?.f_double_value(&[])?;
+    let std = x
+        .f_std(true)?
+        .f_to_kind(Kind::Double)?
+        .f_double_value(&[])?;
+    Ok((mean, std.max(1e-3)))
+}

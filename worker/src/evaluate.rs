@@ -1,0 +1,82 @@
+//! Scoring images with a trained network.
+
+use crate::data::gather;
+use tch::nn::ModuleT;
+use tch::{Kind, Tensor};
+
+/// Normalisation applied to every batch: (x - mean) / std.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Normalise {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Normalise {
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        x.f_sub_scalar(self.mean)?.f_div_scalar(self.std)
+    }
+}
+
+/// Probability of class 1 for the images at `index` (int64 on the device),
+/// in eval mode without gradients, `batch` images at a time. The scores stay
+/// on the device until the end (one transfer).
+pub fn score(
+    net: &impl ModuleT,
+    images: &Tensor,
+    index: &Tensor,
+    norm: Normalise,
+    batch: i64,
+) -> Result<Vec<f64>, tch::TchError> {
+    let n = index.size()[0];
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    tch::no_grad(|| {
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let len = batch.min(n - start);
+            let idx = index.f_narrow(0, start, len)?;
+            let x = norm.apply(&gather(images, &idx)?)?;
+            let logits = net.forward_t(&x, false).f_to_kind(Kind::Float)?;
+            parts.push(logits.f_softmax(1, Kind::Float)?.f_select(1, 1)?);
+            start += len;
+        }
+        let all = Tensor::f_cat(&parts, 0)?
+            .f_to_kind(Kind::Double)?
+            .f_to_device(tch::Device::Cpu)?;
+        Vec::<f64>::try_from(&all)
+    })
+}
+
+/// Mean cross-entropy of `scores` (probabilities of class 1) against labels.
+pub fn log_loss(labels: &[bool], scores: &[f64]) -> Option<f64> {
+    if labels.is_empty() {
+        return None;
+    }
+    let total: f64 = labels
+        .iter()
+        .zip(scores)
+        .map(|(&y, &p)| {
+            let p = p.clamp(1e-7, 1.0 - 1e-7);
+            if y {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
+        })
+        .sum();
+    Some(total / labels.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_loss_by_hand() {
+        let l = log_loss(&[true, false], &[0.8, 0.4]).unwrap();
+        assert!((l - (-(0.8f64).ln() - (0.6f64).ln()) / 2.0).abs() < 1e-12);
+        assert_eq!(log_loss(&[], &[]), None);
+    }
+}

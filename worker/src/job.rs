@@ -1,0 +1,368 @@
+//! One job: train on a round's training images and score its test images.
+//!
+//! Steps: carve a validation set from the training images (patient-grouped,
+//! stratified), decode every image of the round once onto the device, build
+//! the network (optionally from pretrained weights), train, pick a threshold
+//! on the validation set (Youden's J), score the test images, write the
+//! outputs. Test images are used only in the final scoring.
+
+use crate::data::load_images;
+use crate::evaluate::{score, Normalise};
+use crate::model::{load_pretrained, resnet, WeightsError};
+use crate::provenance::{self, Provenance};
+use crate::train::{train, Control, EpochRecord, Progress, TrainData, TrainError};
+use crossfold_shared::experiment::Prepared;
+use crossfold_shared::folds::carve_validation;
+use crossfold_shared::label::Task;
+use crossfold_shared::manifest::Entry;
+use crossfold_shared::metrics::{youden_threshold, RoundStats};
+use crossfold_shared::spec::{Precision, Spec};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("task {task} has no round {round} in the split plan (it has {available})")]
+    NoSuchRound {
+        task: Task,
+        round: u32,
+        available: usize,
+    },
+    #[error("split plan names {0:?}, which is not in the manifest")]
+    UnknownImage(String),
+    #[error("task {task}, round {round}: {source}")]
+    Train {
+        task: Task,
+        round: u32,
+        source: TrainError,
+    },
+    #[error("{0}")]
+    Data(#[from] crate::data::DataError),
+    #[error("{0}")]
+    Weights(#[from] WeightsError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Metrics(#[from] crossfold_shared::metrics::MetricsError),
+}
+
+impl JobError {
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            JobError::Train {
+                source: TrainError::Cancelled,
+                ..
+            }
+        )
+    }
+}
+
+/// One scored test image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub image: String,
+    pub patient: String,
+    pub label: String,
+    pub score: f64,
+    /// Predicted positive at threshold 0.5 (the spec's `train.threshold`).
+    pub predicted: bool,
+    /// Predicted positive at the validation-chosen (Youden) threshold.
+    pub predicted_youden: bool,
+}
+
+/// Seconds spent in each phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub startup: f64,
+    pub data_loading: f64,
+    pub training: f64,
+    pub evaluation: f64,
+    pub total: f64,
+}
+
+/// What the checkpoint's sidecar `model.json` holds: enough to score new images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub arch: crossfold_shared::spec::Arch,
+    pub image_size: u32,
+    pub resize: crossfold_shared::spec::Resize,
+    pub normalise: Normalise,
+    pub task: Task,
+    pub round: u32,
+    pub threshold: f64,
+    pub youden_threshold: Option<f64>,
+    pub best_epoch: u32,
+    pub spec_toml: String,
+    pub provenance: Provenance,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    pub task: Task,
+    pub round: u32,
+    pub n_fit: usize,
+    pub n_validation: usize,
+    pub n_test: usize,
+    pub predictions: Vec<Prediction>,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: u32,
+    pub stopped_early: bool,
+    pub youden_threshold: Option<f64>,
+    pub stats: RoundStats,
+    pub stats_youden: Option<RoundStats>,
+    pub images_per_second: f64,
+    pub timing: Timing,
+    pub provenance: Provenance,
+}
+
+/// Settings of one job run beyond the spec.
+pub struct JobOptions<'a> {
+    pub device: Device,
+    /// CPU threads for decoding images.
+    pub decode_threads: usize,
+    /// Where to write the outputs (created), or nowhere.
+    pub out: Option<&'a Path>,
+}
+
+/// Run one round. `on_progress` is called after every step and epoch;
+/// returning [`Control::Stop`] cancels the job within one step.
+pub fn run_job(
+    spec: &Spec,
+    prepared: &Prepared,
+    task: Task,
+    round: u32,
+    options: &JobOptions,
+    on_progress: &mut dyn FnMut(&Progress) -> Control,
+) -> Result<JobResult, JobError> {
+    let started = Instant::now();
+    let rounds = prepared.plan.rounds(task);
+    let r = rounds
+        .iter()
+        .find(|r| r.round == round)
+        .ok_or(JobError::NoSuchRound {
+            task,
+            round,
+            available: rounds.len(),
+        })?;
+    let by_path: HashMap<&str, &Entry> = prepared
+        .manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    let lookup = |p: &String| {
+        by_path
+            .get(p.as_str())
+            .copied()
+            .ok_or_else(|| JobError::UnknownImage(p.clone()))
+    };
+    let train_entries: Vec<&Entry> = r.train.iter().map(lookup).collect::<Result<_, _>>()?;
+    let test_entries: Vec<&Entry> = r.test.iter().map(lookup).collect::<Result<_, _>>()?;
+    let t = &spec.train;
+    let seed = t.seed.wrapping_add(round as u64);
+    let (fit, val) = carve_validation(&train_entries, task, t.validation_fraction, seed);
+
+    let device = options.device;
+    let cudnn_benchmark = device.is_cuda() && !matches!(t.precision, Precision::Fp32);
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(cudnn_benchmark);
+    }
+
+    // Images: the training images then the test images, in one tensor.
+    let data_started = Instant::now();
+    let all: Vec<&Entry> = train_entries.iter().chain(&test_entries).copied().collect();
+    let set = load_images(
+        &prepared.manifest,
+        &all,
+        t.image_size,
+        t.resize,
+        device,
+        options.decode_threads,
+    )?;
+    let positive: Vec<bool> = all.iter().map(|e| task.is_positive(e.label)).collect();
+    let labels = Tensor::f_from_slice(&positive.iter().map(|&p| p as i64).collect::<Vec<_>>())?
+        .f_to_device(device)?;
+    let data_loading = data_started.elapsed().as_secs_f64();
+
+    // Weight initialisation draws from libtorch's process-wide generator:
+    // seed it and build the network under a lock so concurrent jobs in one
+    // process cannot interleave their draws.
+    let (mut vs, net) = {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = resnet(&vs.root(), t.arch, 2);
+        (vs, net)
+    };
+    if let Some(path) = spec.pretrained_path() {
+        load_pretrained(&mut vs, t.arch, &path)?;
+    }
+    let startup = started.elapsed().as_secs_f64() - data_loading;
+
+    let data = TrainData {
+        seed,
+        images: &set.images,
+        labels: &labels,
+        fit: fit.iter().map(|&i| i as i64).collect(),
+        fit_labels: fit.iter().map(|&i| positive[i]).collect(),
+        validation: val.iter().map(|&i| i as i64).collect(),
+        validation_labels: val.iter().map(|&i| positive[i]).collect(),
+    };
+    let trained = train(&net, &vs, &data, t, on_progress).map_err(|source| JobError::Train {
+        task,
+        round,
+        source,
+    })?;
+
+    let eval_started = Instant::now();
+    let batch = (2 * t.batch_size) as i64;
+    let youden = if data.validation.is_empty() {
+        None
+    } else {
+        let idx = Tensor::f_from_slice(&data.validation)?.f_to_device(device)?;
+        let s = score(&net, &set.images, &idx, trained.normalise, batch)?;
+        youden_threshold(&data.validation_labels, &s)?
+    };
+    let n_train = train_entries.len();
+    let test_idx: Vec<i64> = (n_train..all.len()).map(|i| i as i64).collect();
+    let idx = Tensor::f_from_slice(&test_idx)?.f_to_device(device)?;
+    let scores = score(&net, &set.images, &idx, trained.normalise, batch)?;
+    let test_labels: Vec<bool> = positive[n_train..].to_vec();
+    let stats = RoundStats::compute(&test_labels, &scores, t.threshold)?;
+    let stats_youden = match youden {
+        Some(th) => Some(RoundStats::compute(
+            &test_labels,
+            &scores,
+            th.clamp(0.0, 1.0),
+        )?),
+        None => None,
+    };
+    let predictions: Vec<Prediction> = test_entries
+        .iter()
+        .zip(&scores)
+        .map(|(e, &s)| Prediction {
+            image: e.path.clone(),
+            patient: e.patient_id.clone(),
+            label: e.label.to_string(),
+            score: s,
+            predicted: s >= t.threshold,
+            predicted_youden: youden.is_some_and(|th| s >= th),
+        })
+        .collect();
+    let evaluation = eval_started.elapsed().as_secs_f64();
+    let provenance = provenance::collect(
+        device,
+        seed,
+        &prepared.fingerprint.sha256,
+        &prepared.plan.plan_sha256,
+        cudnn_benchmark,
+    );
+    let result = JobResult {
+        task,
+        round,
+        n_fit: fit.len(),
+        n_validation: val.len(),
+        n_test: test_entries.len(),
+        predictions,
+        history: trained.history.clone(),
+        best_epoch: trained.best_epoch,
+        stopped_early: trained.stopped_early,
+        youden_threshold: youden,
+        stats,
+        stats_youden,
+        images_per_second: trained.images_per_second,
+        timing: Timing {
+            startup,
+            data_loading,
+            training: trained.training_seconds,
+            evaluation,
+            total: started.elapsed().as_secs_f64(),
+        },
+        provenance: provenance.clone(),
+    };
+    if let Some(out) = options.out {
+        let card = ModelCard {
+            arch: t.arch,
+            image_size: t.image_size,
+            resize: t.resize,
+            normalise: trained.normalise,
+            task,
+            round,
+            threshold: t.threshold,
+            youden_threshold: youden,
+            best_epoch: trained.best_epoch,
+            spec_toml: spec.to_toml(),
+            provenance,
+        };
+        crate::outputs::write_all(out, &result, &card, &vs)?;
+    }
+    Ok(result)
+}
+
+/// Scores of new images with a saved checkpoint (`model.safetensors` with
+/// its `model.json` beside it).
+pub fn predict(
+    checkpoint: &Path,
+    images: &[PathBuf],
+    device: Device,
+) -> Result<(ModelCard, Vec<f64>), PredictError> {
+    let card_path = checkpoint.with_file_name("model.json");
+    let text = std::fs::read_to_string(&card_path).map_err(|source| PredictError::Io {
+        path: card_path.clone(),
+        source,
+    })?;
+    let card: ModelCard = serde_json::from_str(&text).map_err(|e| PredictError::Card {
+        path: card_path.clone(),
+        message: e.to_string(),
+    })?;
+    let mut vs = nn::VarStore::new(device);
+    let net = resnet(&vs.root(), card.arch, 2);
+    vs.load(checkpoint).map_err(|e| PredictError::Checkpoint {
+        path: checkpoint.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mode = crate::data::resize_mode(card.resize);
+    let size = card.image_size as i64;
+    let mut pixels = Vec::with_capacity(images.len() * (size * size) as usize);
+    for p in images {
+        pixels.extend(crossfold_shared::imaging::load_square(
+            p,
+            card.image_size,
+            mode,
+        )?);
+    }
+    let stack = Tensor::f_from_slice(&pixels)?
+        .f_reshape([images.len() as i64, 1, size, size])?
+        .f_to_device(device)?;
+    let idx = Tensor::f_arange(images.len() as i64, (Kind::Int64, device))?;
+    let scores = score(&net, &stack, &idx, card.normalise, 64)?;
+    Ok((card, scores))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error("{path}: {source} (a checkpoint needs its model.json beside it)")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a crossfold model card: {message}")]
+    Card { path: PathBuf, message: String },
+    #[error("{path}: cannot load the checkpoint: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{0}")]
+    Image(#[from] crossfold_shared::imaging::ImagingError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}

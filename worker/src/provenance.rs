@@ -1,0 +1,83 @@
+//! Where a result came from: versions, device, seeds and hashes.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub crossfold_version: String,
+    pub git_commit: String,
+    pub tch_version: String,
+    pub libtorch_version: String,
+    pub cuda_version: Option<String>,
+    pub cudnn_version: Option<String>,
+    pub device: String,
+    pub device_name: String,
+    pub cpu_threads: i32,
+    /// Whether cuDNN autotuning (non-deterministic) was on.
+    pub cudnn_benchmark: bool,
+    pub seed: u64,
+    pub dataset_sha256: String,
+    pub plan_sha256: String,
+}
+
+/// Provenance of a job run on `device`.
+pub fn collect(
+    device: tch::Device,
+    seed: u64,
+    dataset_sha256: &str,
+    plan_sha256: &str,
+    cudnn_benchmark: bool,
+) -> Provenance {
+    let on_cuda = device.is_cuda();
+    let version = |v: i64| (v > 0).then(|| format!("{}.{}", v / 1000, (v % 1000) / 10));
+    Provenance {
+        crossfold_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: env!("CROSSFOLD_GIT_COMMIT").to_string(),
+        tch_version: "0.24.0".to_string(),
+        libtorch_version: env!("CROSSFOLD_LIBTORCH_VERSION").to_string(),
+        cuda_version: if on_cuda {
+            version(tch::utils::version_cudart())
+        } else {
+            None
+        },
+        cudnn_version: if on_cuda {
+            Some(tch::utils::version_cudnn().to_string())
+        } else {
+            None
+        },
+        device: format!("{device:?}").to_lowercase(),
+        device_name: device_name(device),
+        cpu_threads: tch::get_num_threads(),
+        cudnn_benchmark,
+        seed,
+        dataset_sha256: dataset_sha256.to_string(),
+        plan_sha256: plan_sha256.to_string(),
+    }
+}
+
+/// The GPU's product name (from `nvidia-smi`) or the CPU's model name.
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cuda(i) => std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=name",
+                "--format=csv,noheader",
+                "-i",
+                &i.to_string(),
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| format!("cuda:{i}")),
+        _ => std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "cpu".to_string()),
+    }
+}

@@ -1,0 +1,334 @@
+//! The training loop: mini-batches gathered and augmented on the device,
+//! class-weighted (or class-balanced sampled) cross-entropy with optional
+//! label smoothing, warm-up + cosine/step schedule, validation AUC per epoch,
+//! early stopping and the best epoch's weights restored at the end.
+//!
+//! Nothing waits on the CPU per batch: the loss is summed on the device and
+//! read once per epoch. The progress callback is called after every step and
+//! every epoch; returning [`Control::Stop`] cancels within one step.
+
+mod schedule;
+
+pub use schedule::LrSchedule;
+
+use crate::data::{gather, Augmenter};
+use crate::evaluate::{log_loss, score, Normalise};
+use crossfold_shared::metrics::auc;
+use crossfold_shared::spec::{ClassWeighting, Optimizer as OptKind, TrainSpec};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Instant;
+use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::{Kind, Reduction, Tensor};
+
+/// Where training is, for progress bars and heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    pub epoch: u32,
+    pub epochs: u32,
+    pub step: u32,
+    pub steps_per_epoch: u32,
+    /// Mean training loss of the last finished epoch.
+    pub train_loss: Option<f64>,
+    pub validation_auc: Option<f64>,
+    pub images_per_second: f64,
+    pub eta_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// One epoch of history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRecord {
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub validation_loss: Option<f64>,
+    pub validation_auc: Option<f64>,
+    pub learning_rate: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the training set is empty")]
+    EmptyTraining,
+    #[error("the training set has only {0} images; at least 2 are needed")]
+    TooFewImages(usize),
+    #[error("the training set has no {0} images; both classes are needed")]
+    OneClass(&'static str),
+}
+
+/// What training needs: all images of the job on the device, their labels
+/// (int64 0/1 on the device, indexed like `images`), which images fit and
+/// which validate, and the seed of batch order and augmentation.
+pub struct TrainData<'a> {
+    pub seed: u64,
+    pub images: &'a Tensor,
+    pub labels: &'a Tensor,
+    pub fit: Vec<i64>,
+    pub fit_labels: Vec<bool>,
+    pub validation: Vec<i64>,
+    pub validation_labels: Vec<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Trained {
+    pub history: Vec<EpochRecord>,
+    /// 1-based epoch whose weights were kept.
+    pub best_epoch: u32,
+    pub stopped_early: bool,
+    pub normalise: Normalise,
+    /// Training throughput (fit images per second of optimisation steps).
+    pub images_per_second: f64,
+    pub training_seconds: f64,
+}
+
+fn optimizer(vs: &nn::VarStore, t: &TrainSpec) -> Result<nn::Optimizer, tch::TchError> {
+    match t.optimizer {
+        OptKind::Adam => nn::adam(0.9, 0.999, t.weight_decay).build(vs, t.lr),
+        OptKind::Adamw => nn::adamw(0.9, 0.999, t.weight_decay).build(vs, t.lr),
+        OptKind::Sgd => nn::sgd(t.momentum, 0.0, t.weight_decay, t.momentum > 0.0).build(vs, t.lr),
+    }
+}
+
+fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
+    tch::no_grad(|| {
+        vs.variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.copy()))
+            .collect()
+    })
+}
+
+fn restore(vs: &nn::VarStore, saved: &HashMap<String, Tensor>) {
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            if let Some(src) = saved.get(&name) {
+                var.copy_(src);
+            }
+        }
+    })
+}
+
+/// Train `net` (whose variables live in `vs`) and leave the best epoch's
+/// weights in `vs`.
+pub fn train(
+    net: &impl ModuleT,
+    vs: &nn::VarStore,
+    data: &TrainData,
+    t: &TrainSpec,
+    on_progress: &mut dyn FnMut(&Progress) -> Control,
+) -> Result<Trained, TrainError> {
+    let n_fit = data.fit.len();
+    if n_fit == 0 {
+        return Err(TrainError::EmptyTraining);
+    }
+    if n_fit < 2 {
+        return Err(TrainError::TooFewImages(n_fit));
+    }
+    let n_pos = data.fit_labels.iter().filter(|&&y| y).count();
+    if n_pos == 0 {
+        return Err(TrainError::OneClass("positive"));
+    }
+    if n_pos == n_fit {
+        return Err(TrainError::OneClass("negative"));
+    }
+    let device = data.images.device();
+    let fit = Tensor::f_from_slice(&data.fit)?.f_to_device(device)?;
+    let validation = Tensor::f_from_slice(&data.validation)?.f_to_device(device)?;
+    let (mean, std) = crate::data::pixel_stats(data.images, &fit)?;
+    let normalise = Normalise { mean, std };
+    let augmenter = Augmenter::new(&t.augment);
+
+    let batch = (t.batch_size as usize).min(n_fit);
+    // Drop a last batch of one image: batch norm cannot train on it.
+    let steps = if n_fit % batch == 1 {
+        n_fit / batch
+    } else {
+        n_fit.div_ceil(batch)
+    };
+    let schedule = LrSchedule::from_spec(t, steps);
+    let mut opt = optimizer(vs, t)?;
+
+    let n_neg = n_fit - n_pos;
+    let class_weight = match t.class_weighting {
+        ClassWeighting::Balanced => Some(
+            Tensor::f_from_slice(&[
+                n_fit as f32 / (2.0 * n_neg as f32),
+                n_fit as f32 / (2.0 * n_pos as f32),
+            ])?
+            .f_to_device(device)?,
+        ),
+        _ => None,
+    };
+    // All randomness of batch order and augmentation comes from the job's
+    // own generator, drawn on the CPU: jobs running side by side in one
+    // process cannot disturb each other, and CPU runs are reproducible.
+    let mut rng = ChaCha8Rng::seed_from_u64(data.seed);
+
+    let epochs = t.epochs;
+    let mut history = Vec::new();
+    let mut best: Option<(f64, u32)> = None;
+    let mut saved = None;
+    let mut stopped_early = false;
+    let mut train_seconds = 0.0;
+    let mut images_seen = 0usize;
+    let mut last_loss = None;
+    let mut last_auc = None;
+    let mut step_global = 0usize;
+    let started = Instant::now();
+    for epoch in 1..=epochs {
+        let epoch_start = Instant::now();
+        let order: Vec<i64> = match t.class_weighting {
+            // Balanced sampling: half the draws from each class, with replacement.
+            ClassWeighting::Sampler => (0..n_fit)
+                .map(|_| {
+                    let want = rng.random::<bool>();
+                    loop {
+                        let i = rng.random_range(0..n_fit);
+                        if data.fit_labels[i] == want {
+                            break data.fit[i];
+                        }
+                    }
+                })
+                .collect(),
+            _ => {
+                let mut o = data.fit.clone();
+                o.shuffle(&mut rng);
+                o
+            }
+        };
+        let order = Tensor::f_from_slice(&order)?.f_to_device(device)?;
+        let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
+        let mut lr = schedule.at(step_global);
+        for step in 0..steps {
+            let start = step * batch;
+            let len = batch.min(n_fit - start);
+            let idx = order.f_narrow(0, start as i64, len as i64)?;
+            let uniforms: Vec<f32> = if augmenter.enabled() {
+                (0..len * Augmenter::PARAMS)
+                    .map(|_| rng.random::<f32>())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let u = Tensor::f_from_slice(&uniforms)?
+                .f_view([
+                    len as i64,
+                    if augmenter.enabled() {
+                        Augmenter::PARAMS as i64
+                    } else {
+                        0
+                    },
+                ])?
+                .f_to_device(device)?;
+            let x = normalise.apply(&augmenter.apply(&gather(data.images, &idx)?, &u)?)?;
+            let y = data.labels.f_index_select(0, &idx)?;
+            let logits = net.forward_t(&x, true);
+            let loss = logits.f_cross_entropy_loss(
+                &y,
+                class_weight.as_ref(),
+                Reduction::Mean,
+                -100,
+                t.label_smoothing,
+            )?;
+            lr = schedule.at(step_global);
+            opt.set_lr(lr);
+            opt.backward_step(&loss);
+            loss_sum = loss_sum.f_add(&loss.f_detach()?)?;
+            step_global += 1;
+            images_seen += len;
+            let elapsed = train_seconds + epoch_start.elapsed().as_secs_f64();
+            let done = (epoch - 1) as f64 + (step + 1) as f64 / steps as f64;
+            let progress = Progress {
+                epoch,
+                epochs,
+                step: step as u32 + 1,
+                steps_per_epoch: steps as u32,
+                train_loss: last_loss,
+                validation_auc: last_auc,
+                images_per_second: images_seen as f64 / elapsed.max(1e-9),
+                eta_seconds: elapsed / done * (epochs as f64 - done),
+            };
+            if on_progress(&progress) == Control::Stop {
+                return Err(TrainError::Cancelled);
+            }
+        }
+        let train_loss = loss_sum.f_double_value(&[])? / steps as f64;
+        train_seconds += epoch_start.elapsed().as_secs_f64();
+        let (validation_loss, validation_auc) = if data.validation.is_empty() {
+            (None, None)
+        } else {
+            let s = score(net, data.images, &validation, normalise, (2 * batch) as i64)?;
+            (
+                log_loss(&data.validation_labels, &s),
+                auc(&data.validation_labels, &s).ok().flatten(),
+            )
+        };
+        last_loss = Some(train_loss);
+        last_auc = validation_auc;
+        history.push(EpochRecord {
+            epoch,
+            train_loss,
+            validation_loss,
+            validation_auc,
+            learning_rate: lr,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        });
+        if let Some(v) = validation_auc {
+            if best.is_none_or(|(b, _)| v > b + 1e-9) {
+                best = Some((v, epoch));
+                saved = Some(snapshot(vs));
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let progress = Progress {
+            epoch,
+            epochs,
+            step: steps as u32,
+            steps_per_epoch: steps as u32,
+            train_loss: last_loss,
+            validation_auc: last_auc,
+            images_per_second: images_seen as f64 / train_seconds.max(1e-9),
+            eta_seconds: elapsed / epoch as f64 * (epochs - epoch) as f64,
+        };
+        if on_progress(&progress) == Control::Stop {
+            return Err(TrainError::Cancelled);
+        }
+        if let Some((_, b)) = best {
+            if t.early_stopping_patience > 0
+                && epoch - b >= t.early_stopping_patience
+                && epoch < epochs
+            {
+                stopped_early = true;
+                break;
+            }
+        }
+    }
+    let best_epoch = match (best, saved) {
+        (Some((_, b)), Some(s)) => {
+            restore(vs, &s);
+            b
+        }
+        _ => history.len() as u32,
+    };
+    Ok(Trained {
+        history,
+        best_epoch,
+        stopped_early,
+        normalise,
+        images_per_second: images_seen as f64 / train_seconds.max(1e-9),
+        training_seconds: train_seconds,
+    })
+}
