@@ -130,7 +130,6 @@ fn train_one(
     let prepared = prepare(&spec)?;
     tracing::info!(task = %task, round, device = ?d, plan = %prepared.plan.plan_sha256, "training one round");
     let tty = std::io::stderr().is_terminal();
-    let mut last_epoch = 0;
     let mut on_progress = |p: &Progress| {
         if tty {
             eprint!(
@@ -148,8 +147,7 @@ fn train_one(
                 p.images_per_second,
                 p.eta_seconds
             );
-        } else if p.step == p.steps_per_epoch && p.epoch != last_epoch && p.train_loss.is_some() {
-            last_epoch = p.epoch;
+        } else if p.epoch_done {
             eprintln!(
                 "epoch {}/{} loss {:.4} val AUC {} {:.1} img/s",
                 p.epoch,

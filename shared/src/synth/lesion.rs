@@ -222,10 +222,13 @@ impl LesionPlan {
         let tilt = u(-0.9, 0.9);
         let outward = (side * tilt.cos(), tilt.sin());
         let subtle = u(0.0, 1.0) < 0.12;
+        // Primary bone tumours are usually large at diagnosis (the paper's
+        // screening AUC is 0.998), so most lesions are sizeable; the
+        // `subtle` ones stay small and faint.
         let mut along = if malignant {
-            u(0.07, 0.16)
+            u(0.12, 0.24)
         } else {
-            u(0.035, 0.1)
+            u(0.08, 0.16)
         } * s;
         let (mut across, offset) = match subtype {
             Subtype::GiantCellTumour => (u(0.3, 0.55), u(0.25, 0.5)),
@@ -251,7 +254,7 @@ impl LesionPlan {
             along *= 0.6;
             across *= 0.7;
         }
-        let conspicuity = if subtle { u(0.25, 0.45) } else { u(0.55, 1.0) };
+        let conspicuity = if subtle { u(0.25, 0.45) } else { u(0.8, 1.0) };
         let transition = if f_narrow {
             u(0.04, 0.12)
         } else {

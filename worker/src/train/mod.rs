@@ -36,6 +36,9 @@ pub struct Progress {
     pub validation_auc: Option<f64>,
     pub images_per_second: f64,
     pub eta_seconds: f64,
+    /// True for the report at the end of an epoch (after validation), when
+    /// `train_loss` and `validation_auc` are that epoch's.
+    pub epoch_done: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +182,8 @@ pub fn train(
 
     let epochs = t.epochs;
     let mut history = Vec::new();
-    let mut best: Option<(f64, u32)> = None;
+    // Best epoch so far: (validation AUC, validation loss, epoch).
+    let mut best: Option<(f64, f64, u32)> = None;
     let mut saved = None;
     let mut stopped_early = false;
     let mut train_seconds = 0.0;
@@ -260,6 +264,7 @@ pub fn train(
                 validation_auc: last_auc,
                 images_per_second: images_seen as f64 / elapsed.max(1e-9),
                 eta_seconds: elapsed / done * (epochs as f64 - done),
+                epoch_done: false,
             };
             if on_progress(&progress) == Control::Stop {
                 return Err(TrainError::Cancelled);
@@ -286,9 +291,14 @@ pub fn train(
             learning_rate: lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
         });
+        // A higher validation AUC wins; on a tie (e.g. both 1.0) the lower
+        // validation loss does.
         if let Some(v) = validation_auc {
-            if best.is_none_or(|(b, _)| v > b + 1e-9) {
-                best = Some((v, epoch));
+            let loss = validation_loss.unwrap_or(f64::INFINITY);
+            let better =
+                best.is_none_or(|(b, bl, _)| v > b + 1e-9 || ((v - b).abs() <= 1e-9 && loss < bl));
+            if better {
+                best = Some((v, loss, epoch));
                 saved = Some(snapshot(vs));
             }
         }
@@ -302,11 +312,12 @@ pub fn train(
             validation_auc: last_auc,
             images_per_second: images_seen as f64 / train_seconds.max(1e-9),
             eta_seconds: elapsed / epoch as f64 * (epochs - epoch) as f64,
+            epoch_done: true,
         };
         if on_progress(&progress) == Control::Stop {
             return Err(TrainError::Cancelled);
         }
-        if let Some((_, b)) = best {
+        if let Some((_, _, b)) = best {
             if t.early_stopping_patience > 0
                 && epoch - b >= t.early_stopping_patience
                 && epoch < epochs
@@ -317,7 +328,7 @@ pub fn train(
         }
     }
     let best_epoch = match (best, saved) {
-        (Some((_, b)), Some(s)) => {
+        (Some((_, _, b)), Some(s)) => {
             restore(vs, &s);
             b
         }
