@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENV := . scripts/env.sh &&
 
-.PHONY: demo test setup build lint fmt clean-data
+.PHONY: demo test setup build bench lint fmt clean-data
 
 ## Run the main job on the built-in default data (the synthetic cohort of the
 ## paper's Table 1): generate and check the data set, make the split plan and
@@ -24,6 +24,10 @@ setup:
 
 build: setup
 	$(ENV) $(CARGO) build --workspace
+
+## Training throughput of crossfold against the PyTorch reference (bench/README.md).
+bench: setup
+	bash bench/run.sh
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -38,6 +38,7 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=CROSSFOLD_LIBTORCH_VERSION={libtorch_version}");
+    compile_shim();
     match lib_dir {
         Some(dir) => {
             let dir = dir.canonicalize().unwrap_or(dir);
@@ -53,4 +54,26 @@ fn main() {
             println!("cargo:rustc-env=CROSSFOLD_TORCH_LIB=");
         }
     }
+}
+
+/// Compile shim/precision.cpp (bf16 autocast, TF32, channels-last) against
+/// libtorch's headers, with the flags torch-sys uses.
+fn compile_shim() {
+    println!("cargo:rerun-if-changed=shim/precision.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let Ok(root) = std::env::var("LIBTORCH") else {
+        panic!("LIBTORCH is not set: run `make setup` and `. scripts/env.sh` (see README)");
+    };
+    let root = PathBuf::from(root);
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    cc::Build::new()
+        .cpp(true)
+        .file("shim/precision.cpp")
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .warnings(false)
+        .compile("crossfold_shim");
 }

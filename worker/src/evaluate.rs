@@ -1,6 +1,7 @@
 //! Scoring images with a trained network.
 
 use crate::data::gather;
+use crate::precision::{Compute, ShimError};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
@@ -26,7 +27,8 @@ pub fn score(
     index: &Tensor,
     norm: Normalise,
     batch: i64,
-) -> Result<Vec<f64>, tch::TchError> {
+    compute: Compute,
+) -> Result<Vec<f64>, ScoreError> {
     let n = index.size()[0];
     if n == 0 {
         return Ok(Vec::new());
@@ -38,15 +40,23 @@ pub fn score(
             let len = batch.min(n - start);
             let idx = index.f_narrow(0, start, len)?;
             let x = norm.apply(&gather(images, &idx)?)?;
-            let logits = net.forward_t(&x, false).f_to_kind(Kind::Float)?;
+            let logits = compute.forward(net, &x, false)?;
             parts.push(logits.f_softmax(1, Kind::Float)?.f_select(1, 1)?);
             start += len;
         }
         let all = Tensor::f_cat(&parts, 0)?
             .f_to_kind(Kind::Double)?
             .f_to_device(tch::Device::Cpu)?;
-        Vec::<f64>::try_from(&all)
+        Ok(Vec::<f64>::try_from(&all)?)
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Precision(#[from] ShimError),
 }
 
 /// Mean cross-entropy of `scores` (probabilities of class 1) against labels.

@@ -7,8 +7,9 @@
 //! outputs. Test images are used only in the final scoring.
 
 use crate::data::load_images;
-use crate::evaluate::{score, Normalise};
+use crate::evaluate::{score, Normalise, ScoreError};
 use crate::model::{load_pretrained, resnet, WeightsError};
+use crate::precision::Compute;
 use crate::provenance::{self, Provenance};
 use crate::train::{train, Control, EpochRecord, Progress, TrainData, TrainError};
 use crossfold_shared::experiment::Prepared;
@@ -54,6 +55,8 @@ pub enum JobError {
     },
     #[error("{0}")]
     Metrics(#[from] crossfold_shared::metrics::MetricsError),
+    #[error("{0}")]
+    Score(#[from] ScoreError),
 }
 
 impl JobError {
@@ -103,6 +106,7 @@ pub struct ModelCard {
     pub threshold: f64,
     pub youden_threshold: Option<f64>,
     pub best_epoch: u32,
+    pub compute: Compute,
     pub spec_toml: String,
     pub provenance: Provenance,
 }
@@ -174,6 +178,7 @@ pub fn run_job(
     let (fit, val) = carve_validation(&train_entries, task, t.validation_fraction, seed);
 
     let device = options.device;
+    let compute = Compute::resolve(t, device);
     let cudnn_benchmark = device.is_cuda() && !matches!(t.precision, Precision::Fp32);
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(cudnn_benchmark);
@@ -212,6 +217,7 @@ pub fn run_job(
 
     let data = TrainData {
         seed,
+        compute,
         images: &set.images,
         labels: &labels,
         fit: fit.iter().map(|&i| i as i64).collect(),
@@ -231,13 +237,13 @@ pub fn run_job(
         None
     } else {
         let idx = Tensor::f_from_slice(&data.validation)?.f_to_device(device)?;
-        let s = score(&net, &set.images, &idx, trained.normalise, batch)?;
+        let s = score(&net, &set.images, &idx, trained.normalise, batch, compute)?;
         youden_threshold(&data.validation_labels, &s)?
     };
     let n_train = train_entries.len();
     let test_idx: Vec<i64> = (n_train..all.len()).map(|i| i as i64).collect();
     let idx = Tensor::f_from_slice(&test_idx)?.f_to_device(device)?;
-    let scores = score(&net, &set.images, &idx, trained.normalise, batch)?;
+    let scores = score(&net, &set.images, &idx, trained.normalise, batch, compute)?;
     let test_labels: Vec<bool> = positive[n_train..].to_vec();
     let stats = RoundStats::compute(&test_labels, &scores, t.threshold)?;
     let stats_youden = match youden {
@@ -302,6 +308,7 @@ pub fn run_job(
             threshold: t.threshold,
             youden_threshold: youden,
             best_epoch: trained.best_epoch,
+            compute,
             spec_toml: spec.to_toml(),
             provenance,
         };
@@ -346,7 +353,7 @@ pub fn predict(
         .f_reshape([images.len() as i64, 1, size, size])?
         .f_to_device(device)?;
     let idx = Tensor::f_arange(images.len() as i64, (Kind::Int64, device))?;
-    let scores = score(&net, &stack, &idx, card.normalise, 64)?;
+    let scores = score(&net, &stack, &idx, card.normalise, 64, card.compute)?;
     Ok((card, scores))
 }
 
@@ -365,4 +372,6 @@ pub enum PredictError {
     Image(#[from] crossfold_shared::imaging::ImagingError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Score(#[from] ScoreError),
 }

@@ -9,12 +9,16 @@
 //! - [`evaluate`]: scoring images.
 //! - [`job`]: one round end to end; [`outputs`]: its files.
 //! - [`provenance`]: versions, device, seeds and hashes of a result.
+//! - [`precision`]: bf16 autocast, TF32 and channels-last through a C++ shim.
+//! - [`bench`]: training throughput, against `bench/reference.py`.
 
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod evaluate;
 pub mod job;
 pub mod model;
 pub mod outputs;
+pub mod precision;
 pub mod provenance;
 pub mod train;

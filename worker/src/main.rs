@@ -50,6 +50,28 @@ enum Command {
         #[arg(long)]
         threads: Option<i32>,
     },
+    /// Measure training throughput (images/s) of crossfold's training loop;
+    /// prints one JSON line (see bench/README.md).
+    Bench {
+        #[arg(long, default_value = "resnet34")]
+        arch: String,
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        #[arg(long, default_value_t = 32)]
+        batch: u32,
+        #[arg(long, default_value_t = 20)]
+        steps: u32,
+        #[arg(long)]
+        threads: Option<i32>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// auto (bf16 autocast + TF32 on CUDA, fp32 on CPU), fp32 or bf16.
+        #[arg(long, default_value = "auto")]
+        precision: String,
+        /// auto (on for CUDA), on or off.
+        #[arg(long, default_value = "auto")]
+        channels_last: String,
+    },
     /// Score images with a trained checkpoint (JPEG, PNG or DICOM).
     Predict {
         /// model.safetensors written by `train` (model.json must be beside it).
@@ -90,6 +112,59 @@ fn run(cli: Cli) -> Result<()> {
             out,
             threads,
         } => train_one(spec, sets, task, round, out, threads),
+        Command::Bench {
+            arch,
+            size,
+            batch,
+            steps,
+            threads,
+            device: asked,
+            precision,
+            channels_last,
+        } => {
+            if let Some(n) = threads {
+                anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
+                tch::set_num_threads(n);
+            }
+            let arch: crossfold_shared::spec::Arch =
+                serde_json::from_value(serde_json::Value::String(arch.clone())).map_err(|_| {
+                    anyhow::anyhow!("--arch {arch:?}: expected resnet18, resnet34 or resnet50")
+                })?;
+            anyhow::ensure!(
+                (32..=1024).contains(&size),
+                "--size {size}: must be 32..1024"
+            );
+            anyhow::ensure!(
+                batch >= 2 && steps >= 1,
+                "--batch must be >= 2 and --steps >= 1"
+            );
+            let d = device::choose(
+                asked
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--device {asked:?}: {e}"))?,
+            )?;
+            let precision = serde_json::from_value(serde_json::Value::String(precision.clone()))
+                .map_err(|_| {
+                    anyhow::anyhow!("--precision {precision:?}: expected auto, fp32 or bf16")
+                })?;
+            let channels_last = serde_json::from_value(serde_json::Value::String(
+                channels_last.clone(),
+            ))
+            .map_err(|_| {
+                anyhow::anyhow!("--channels-last {channels_last:?}: expected auto, on or off")
+            })?;
+            let r = crossfold_worker::bench::run(
+                arch,
+                size,
+                batch,
+                steps,
+                d,
+                precision,
+                channels_last,
+            )?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
         Command::Predict {
             checkpoint,
             images,

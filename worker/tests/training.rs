@@ -8,6 +8,18 @@ use crossfold_worker::job::{predict, run_job, JobOptions};
 use crossfold_worker::train::{Control, Progress};
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+/// libtorch's CPU thread pool is shared by everything in a process; two jobs
+/// training at once can split reductions differently and so differ in the
+/// last bits. Bitwise determinism is promised per job with the pool to
+/// itself (one job per worker process on a CPU), so these tests, which all
+/// train, take turns. Their order does not matter.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn spec(dir: &Path, cohort: (usize, usize, usize), size: u32, sets: &[&str]) -> Spec {
     let text = format!(
@@ -44,6 +56,7 @@ const TINY: &[&str] = &[
 
 #[test]
 fn same_job_twice_gives_identical_predictions() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), (12, 6, 6), 64, TINY);
     let p = prepare(&s).unwrap();
@@ -65,6 +78,7 @@ fn same_job_twice_gives_identical_predictions() {
 
 #[test]
 fn outputs_and_predict_agree() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), (12, 6, 6), 64, TINY);
     let p = prepare(&s).unwrap();
@@ -110,6 +124,7 @@ fn outputs_and_predict_agree() {
 
 #[test]
 fn cancellation_stops_within_a_step() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let s = spec(
         dir.path(),
@@ -134,6 +149,7 @@ fn cancellation_stops_within_a_step() {
 
 #[test]
 fn bad_inputs_get_clear_errors() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), (12, 6, 6), 64, TINY);
     let p: Prepared = prepare(&s).unwrap();
@@ -180,6 +196,7 @@ fn bad_inputs_get_clear_errors() {
 /// CPU; other CPUs may differ slightly, hence the margin).
 #[test]
 fn training_learns_the_screening_task() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let s = spec(
         dir.path(),
@@ -212,6 +229,7 @@ fn training_learns_the_screening_task() {
 
 #[test]
 fn the_train_command_writes_predictions() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let _ = spec(dir.path(), (12, 6, 6), 64, &[]);
     let out = dir.path().join("round");

@@ -737,38 +737,3 @@ fn degenerate_inputs_give_black() {
         vec![0, 255, 0, 0]
     );
 }
-
-/// `cargo test --release -p crossfold-shared --lib imaging::tests::timing -- --ignored --nocapture`
-#[test]
-#[ignore = "timing; run in release"]
-fn timing_png_256_to_224() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.png");
-    ImageBuffer::from_fn(256, 256, |x, y| Luma([((x * 7 + y * 13) % 251) as u8]))
-        .save(&path)
-        .unwrap();
-    let n = 200;
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(load_square(&path, 224, ResizeMode::Pad).unwrap());
-    }
-    let per = start.elapsed() / n;
-    println!("decode + resize 256x256 8-bit PNG -> 224: {per:?} per image");
-
-    let path = dir.path().join("t.dcm");
-    let raw: Vec<u16> = (0..2048u32 * 2048).map(|i| (i * 7 % 4096) as u16).collect();
-    let d = Dcm {
-        bits_stored: 12,
-        rescale: Some(("1", "-1024")),
-        window: Some(("500", "2000")),
-        ..Dcm::mono2(2048, 2048, &raw)
-    };
-    write_dicom(&path, &d);
-    let n = 10;
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(load_square(&path, 224, ResizeMode::Pad).unwrap());
-    }
-    let per = start.elapsed() / n;
-    println!("decode + resize 2048x2048 16-bit DICOM -> 224: {per:?} per image");
-}

@@ -183,11 +183,22 @@ pub enum ClassWeighting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// bf16 autocast on CUDA, fp32 on CPU.
+    /// bf16 autocast (and TF32) on CUDA, fp32 on CPU.
     Auto,
+    /// Full fp32 everywhere (no TF32).
     Fp32,
+    /// bf16 autocast of the forward pass, also on the CPU. (fp16 is not
+    /// offered: it needs loss scaling, bf16 does not.)
     Bf16,
-    Fp16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    /// On for CUDA, off for the CPU.
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,6 +258,8 @@ pub struct TrainSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<String>,
     pub precision: Precision,
+    /// Channels-last (NHWC) memory layout for weights and batches.
+    pub channels_last: Toggle,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Decision threshold on the positive class's probability.
@@ -281,6 +294,7 @@ impl Default for TrainSpec {
             early_stopping_patience: 10,
             pretrained: None,
             precision: Precision::Auto,
+            channels_last: Toggle::Auto,
             device: "auto".to_string(),
             threshold: 0.5,
             seed: 2021,

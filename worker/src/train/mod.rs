@@ -13,6 +13,7 @@ pub use schedule::LrSchedule;
 
 use crate::data::{gather, Augmenter};
 use crate::evaluate::{log_loss, score, Normalise};
+use crate::precision::{Compute, ShimError};
 use crossfold_shared::metrics::auc;
 use crossfold_shared::spec::{ClassWeighting, Optimizer as OptKind, TrainSpec};
 use rand::seq::SliceRandom;
@@ -62,6 +63,10 @@ pub struct EpochRecord {
 pub enum TrainError {
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Precision(#[from] ShimError),
+    #[error("{0}")]
+    Score(#[from] crate::evaluate::ScoreError),
     #[error("cancelled")]
     Cancelled,
     #[error("the training set is empty")]
@@ -77,6 +82,7 @@ pub enum TrainError {
 /// which validate, and the seed of batch order and augmentation.
 pub struct TrainData<'a> {
     pub seed: u64,
+    pub compute: Compute,
     pub images: &'a Tensor,
     pub labels: &'a Tensor,
     pub fit: Vec<i64>,
@@ -154,6 +160,8 @@ pub fn train(
     let normalise = Normalise { mean, std };
     let augmenter = Augmenter::new(&t.augment);
 
+    data.compute.apply_globals()?;
+    data.compute.prepare_model(vs)?;
     let batch = (t.batch_size as usize).min(n_fit);
     // Drop a last batch of one image: batch norm cannot train on it.
     let steps = if n_fit % batch == 1 {
@@ -213,33 +221,34 @@ pub fn train(
                 o
             }
         };
+        // One upload per epoch (order and augmentation parameters): a
+        // host-to-device copy synchronises the stream, so none happens per batch.
         let order = Tensor::f_from_slice(&order)?.f_to_device(device)?;
+        let uniforms = if augmenter.enabled() {
+            let u: Vec<f32> = (0..n_fit * Augmenter::PARAMS)
+                .map(|_| rng.random::<f32>())
+                .collect();
+            Some(
+                Tensor::f_from_slice(&u)?
+                    .f_view([n_fit as i64, Augmenter::PARAMS as i64])?
+                    .f_to_device(device)?,
+            )
+        } else {
+            None
+        };
         let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
         let mut lr = schedule.at(step_global);
         for step in 0..steps {
             let start = step * batch;
             let len = batch.min(n_fit - start);
             let idx = order.f_narrow(0, start as i64, len as i64)?;
-            let uniforms: Vec<f32> = if augmenter.enabled() {
-                (0..len * Augmenter::PARAMS)
-                    .map(|_| rng.random::<f32>())
-                    .collect()
-            } else {
-                Vec::new()
+            let u = match &uniforms {
+                Some(all) => all.f_narrow(0, start as i64, len as i64)?,
+                None => Tensor::f_zeros([len as i64, 0], (Kind::Float, device))?,
             };
-            let u = Tensor::f_from_slice(&uniforms)?
-                .f_view([
-                    len as i64,
-                    if augmenter.enabled() {
-                        Augmenter::PARAMS as i64
-                    } else {
-                        0
-                    },
-                ])?
-                .f_to_device(device)?;
             let x = normalise.apply(&augmenter.apply(&gather(data.images, &idx)?, &u)?)?;
             let y = data.labels.f_index_select(0, &idx)?;
-            let logits = net.forward_t(&x, true);
+            let logits = data.compute.forward(net, &x, true)?;
             let loss = logits.f_cross_entropy_loss(
                 &y,
                 class_weight.as_ref(),
@@ -275,7 +284,14 @@ pub fn train(
         let (validation_loss, validation_auc) = if data.validation.is_empty() {
             (None, None)
         } else {
-            let s = score(net, data.images, &validation, normalise, (2 * batch) as i64)?;
+            let s = score(
+                net,
+                data.images,
+                &validation,
+                normalise,
+                (2 * batch) as i64,
+                data.compute,
+            )?;
             (
                 log_loss(&data.validation_labels, &s),
                 auc(&data.validation_labels, &s).ok().flatten(),

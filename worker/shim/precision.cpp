@@ -1,0 +1,80 @@
+// Small C++ shim for what tch 0.24 does not expose: bf16 autocast, TF32 and
+// channels-last memory format. Compiled by worker/build.rs against the same
+// libtorch headers torch-sys uses. Every function catches C++ exceptions and
+// reports failure through its return value.
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
+#include <c10/core/MemoryFormat.h>
+
+static c10::DeviceType device_type(int cuda) { return cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
+
+extern "C" {
+
+// Enter a bf16 autocast region on CUDA (cuda != 0) or the CPU.
+// Returns the previous enabled state (0/1), or -1 on error.
+int crossfold_autocast_enter_bf16(int cuda) {
+  try {
+    auto dt = device_type(cuda);
+    bool prev = at::autocast::is_autocast_enabled(dt);
+    at::autocast::set_autocast_dtype(dt, at::kBFloat16);
+    at::autocast::set_autocast_enabled(dt, true);
+    at::autocast::increment_nesting();
+    return prev ? 1 : 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Leave the region entered above, restoring the previous state; the cast
+// cache is cleared when the outermost region ends (as torch.autocast does),
+// so weights updated by the optimiser are cast afresh next step.
+int crossfold_autocast_exit(int cuda, int previous) {
+  try {
+    auto dt = device_type(cuda);
+    if (at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
+    at::autocast::set_autocast_enabled(dt, previous != 0);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Allow (1) or forbid (0) TF32 in cuBLAS matmuls and cuDNN convolutions.
+int crossfold_set_tf32(int allow) {
+  try {
+    at::globalContext().setAllowTF32CuBLAS(allow != 0);
+    at::globalContext().setAllowTF32CuDNN(allow != 0);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// `t` is a tch tensor handle (a torch::Tensor*). Re-lays its data out in
+// channels-last order in place (set_data keeps the variable's identity, so
+// optimiser state and the var store still see the same parameter).
+int crossfold_channels_last_inplace(void *t) {
+  try {
+    auto *x = static_cast<at::Tensor *>(t);
+    if (x->dim() != 4) return 0;
+    x->set_data(x->contiguous(c10::MemoryFormat::ChannelsLast));
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// 1 when the tensor is laid out channels-last, 0 when not, -1 on error.
+int crossfold_is_channels_last(void *t) {
+  try {
+    auto *x = static_cast<at::Tensor *>(t);
+    return x->is_contiguous(c10::MemoryFormat::ChannelsLast) ? 1 : 0;
+  } catch (...) {
+    return -1;
+  }
+}
+}

@@ -1,0 +1,203 @@
+//! Mixed precision and memory layout through the C++ shim
+//! (`shim/precision.cpp`): tch 0.24 only offers fp16 autocast without a
+//! gradient scaler, and no channels-last layout.
+//!
+//! - [`Bf16Autocast`]: a bf16 autocast region (the forward pass and loss);
+//!   bf16 has fp32's range, so no loss scaling is needed.
+//! - [`set_tf32`]: TF32 tensor cores for fp32 matmuls and convolutions.
+//! - [`to_channels_last`]: re-lay 4-D tensors (conv weights, image batches)
+//!   out as NHWC, which cuDNN runs fastest with tensor cores.
+
+use std::os::raw::{c_int, c_void};
+use tch::Tensor;
+
+extern "C" {
+    fn crossfold_autocast_enter_bf16(cuda: c_int) -> c_int;
+    fn crossfold_autocast_exit(cuda: c_int, previous: c_int) -> c_int;
+    fn crossfold_set_tf32(allow: c_int) -> c_int;
+    fn crossfold_channels_last_inplace(t: *mut c_void) -> c_int;
+    fn crossfold_is_channels_last(t: *mut c_void) -> c_int;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("libtorch refused {0}")]
+pub struct ShimError(&'static str);
+
+/// A bf16 autocast region on the CUDA or CPU device type; ends on drop.
+pub struct Bf16Autocast {
+    cuda: bool,
+    previous: c_int,
+}
+
+impl Bf16Autocast {
+    pub fn enter(cuda: bool) -> Result<Self, ShimError> {
+        // SAFETY: no arguments but an int; the shim catches C++ exceptions.
+        let previous = unsafe { crossfold_autocast_enter_bf16(cuda as c_int) };
+        if previous < 0 {
+            return Err(ShimError("bf16 autocast"));
+        }
+        Ok(Bf16Autocast { cuda, previous })
+    }
+}
+
+impl Drop for Bf16Autocast {
+    fn drop(&mut self) {
+        // SAFETY: pairs with the enter call above.
+        unsafe {
+            crossfold_autocast_exit(self.cuda as c_int, self.previous);
+        }
+    }
+}
+
+/// Allow or forbid TF32 for fp32 matmuls and convolutions on CUDA.
+pub fn set_tf32(allow: bool) -> Result<(), ShimError> {
+    // SAFETY: plain int argument; exceptions are caught in the shim.
+    match unsafe { crossfold_set_tf32(allow as c_int) } {
+        0 => Ok(()),
+        _ => Err(ShimError("TF32 setting")),
+    }
+}
+
+/// Re-lay a 4-D tensor's data out channels-last, in place (other tensors are
+/// left alone). Parameters keep their identity, so this is safe on weights
+/// held by a var store and an optimiser.
+pub fn to_channels_last(t: &Tensor) -> Result<(), ShimError> {
+    // SAFETY: `as_ptr` is tch's handle, a torch::Tensor*, valid while `t` lives.
+    match unsafe { crossfold_channels_last_inplace(t.as_ptr() as *mut c_void) } {
+        0 => Ok(()),
+        _ => Err(ShimError("channels-last layout")),
+    }
+}
+
+pub fn is_channels_last(t: &Tensor) -> bool {
+    // SAFETY: as above.
+    unsafe { crossfold_is_channels_last(t.as_ptr() as *mut c_void) == 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn bf16_autocast_region_casts_convolutions_and_ends() {
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([4, 3, 3, 3], (Kind::Float, Device::Cpu));
+        let plain = x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+        assert_eq!(plain.kind(), Kind::Float);
+        let inside = {
+            let _region = Bf16Autocast::enter(false).unwrap();
+            x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+        };
+        assert_eq!(inside.kind(), Kind::BFloat16);
+        let after = x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+        assert_eq!(
+            after.kind(),
+            Kind::Float,
+            "autocast must end with the region"
+        );
+        let diff = (inside.to_kind(Kind::Float) - &plain)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 0.2, "{diff}");
+    }
+
+    #[test]
+    fn channels_last_in_place_keeps_values() {
+        let t = Tensor::randn([2, 3, 4, 5], (Kind::Float, Device::Cpu));
+        let before = t.copy();
+        assert!(!is_channels_last(&t));
+        to_channels_last(&t).unwrap();
+        assert!(is_channels_last(&t));
+        assert!(t.equal(&before));
+        let v = Tensor::randn([7], (Kind::Float, Device::Cpu));
+        to_channels_last(&v).unwrap();
+    }
+
+    #[test]
+    fn tf32_toggle_is_accepted() {
+        set_tf32(true).unwrap();
+        set_tf32(false).unwrap();
+    }
+}
+
+/// How a job computes, resolved from the spec and the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Compute {
+    pub cuda: bool,
+    pub autocast_bf16: bool,
+    pub tf32: bool,
+    pub channels_last: bool,
+}
+
+impl Compute {
+    /// `precision = auto`: bf16 autocast and TF32 on CUDA, fp32 on the CPU;
+    /// `fp32`: full precision (no TF32); `bf16`: bf16 autocast on any device.
+    /// `channels_last = auto`: on for CUDA.
+    pub fn resolve(t: &crossfold_shared::spec::TrainSpec, device: tch::Device) -> Compute {
+        use crossfold_shared::spec::{Precision, Toggle};
+        let cuda = device.is_cuda();
+        Compute {
+            cuda,
+            autocast_bf16: match t.precision {
+                Precision::Auto => cuda,
+                Precision::Bf16 => true,
+                Precision::Fp32 => false,
+            },
+            tf32: cuda && t.precision != Precision::Fp32,
+            channels_last: match t.channels_last {
+                Toggle::Auto => cuda,
+                Toggle::On => true,
+                Toggle::Off => false,
+            },
+        }
+    }
+
+    /// Full fp32, NCHW: what the CPU gets by default.
+    pub fn plain() -> Compute {
+        Compute {
+            cuda: false,
+            autocast_bf16: false,
+            tf32: false,
+            channels_last: false,
+        }
+    }
+
+    /// Process-wide settings (TF32) for this job's device.
+    pub fn apply_globals(&self) -> Result<(), ShimError> {
+        if self.cuda {
+            set_tf32(self.tf32)?;
+        }
+        Ok(())
+    }
+
+    /// Lay the model's 4-D weights out channels-last when asked.
+    pub fn prepare_model(&self, vs: &tch::nn::VarStore) -> Result<(), ShimError> {
+        if self.channels_last {
+            for (_, v) in vs.variables() {
+                to_channels_last(&v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forward pass with this job's layout and precision; logits in fp32.
+    pub fn forward(
+        &self,
+        net: &impl tch::nn::ModuleT,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor, ShimError> {
+        if self.channels_last {
+            to_channels_last(x)?;
+        }
+        let logits = if self.autocast_bf16 {
+            let _region = Bf16Autocast::enter(self.cuda)?;
+            net.forward_t(x, train)
+        } else {
+            net.forward_t(x, train)
+        };
+        Ok(logits.to_kind(tch::Kind::Float))
+    }
+}
