@@ -41,13 +41,13 @@ if [ -z "$bin" ]; then
   bin=target/release/crossfold-worker
 fi
 
-field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/"; }
+field() { python3 -c "import json, sys; print(json.loads(sys.stdin.read())['$1'])"; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /' || true
 printf '%-9s %5s %5s %7s %14s %14s %7s\n' arch size batch threads crossfold_img/s pytorch_img/s ratio
 for size in $sizes; do
   ours=$("$bin" bench --arch "$arch" --size "$size" --batch "$batch" --steps "$steps" --threads "$threads" --device "$device" 2>/dev/null)
-  ref=$("$py" bench/reference.py --arch "$arch" --size "$size" --batch "$batch" --images $((steps * batch)) \
+  ref=$("$py" -W ignore bench/reference.py --arch "$arch" --size "$size" --batch "$batch" --images $((steps * batch)) \
         --steps "$steps" --warmup "$steps" --threads "$threads" --device "$device")
   o=$(echo "$ours" | field images_per_second)
   r=$(echo "$ref" | field images_per_second)

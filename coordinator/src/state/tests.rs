@@ -1,0 +1,447 @@
+//! Unit tests: every transition of the job state machine.
+
+use super::*;
+
+const TTL: i64 = 30_000;
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        backoff_ms: 1_000,
+    }
+}
+
+fn leased(state: &JobState) -> &Leased {
+    match state {
+        JobState::Leased(l) => l,
+        other => panic!("expected leased, got {other:?}"),
+    }
+}
+
+fn pending(state: &JobState) -> &Pending {
+    match state {
+        JobState::Pending(p) => p,
+        other => panic!("expected pending, got {other:?}"),
+    }
+}
+
+/// A new job leased to `w1` at t = 1000.
+fn first_lease() -> JobState {
+    JobState::new().lease("w1", 1_000, TTL).unwrap()
+}
+
+#[test]
+fn lease_makes_attempt_one_with_deadline() {
+    let s = first_lease();
+    let l = leased(&s);
+    assert_eq!(l.attempt, 1);
+    assert_eq!(l.worker_id, "w1");
+    assert_eq!(l.leased_at_ms, 1_000);
+    assert_eq!(l.deadline_ms, 1_000 + TTL);
+    assert_eq!(l.last_progress_ms, 1_000);
+    assert_eq!(s.name(), "leased");
+    assert_eq!(s.attempt(), Some(1));
+    assert!(!s.is_terminal());
+}
+
+#[test]
+fn lease_respects_backoff_and_needs_pending() {
+    let p = JobState::Pending(Pending {
+        attempts: 1,
+        not_before_ms: 5_000,
+        last_error: Some("boom".into()),
+    });
+    assert_eq!(
+        p.lease("w", 4_999, TTL),
+        Err(TransitionError::NotYet { not_before_ms: 5_000 })
+    );
+    let s = p.lease("w", 5_000, TTL).unwrap();
+    assert_eq!(leased(&s).attempt, 2);
+    assert_eq!(leased(&s).last_error.as_deref(), Some("boom"));
+    assert_eq!(
+        s.lease("w2", 6_000, TTL),
+        Err(TransitionError::WrongState {
+            job_state: "leased",
+            wanted: "pending"
+        })
+    );
+}
+
+#[test]
+fn heartbeat_extends_deadline_and_records_progress() {
+    let s = first_lease();
+    let h = s.heartbeat(1, "w1", 10_000, TTL, false).unwrap();
+    assert_eq!(leased(&h).deadline_ms, 10_000 + TTL);
+    assert_eq!(leased(&h).last_progress_ms, 1_000);
+    let h = h.heartbeat(1, "w1", 20_000, TTL, true).unwrap();
+    assert_eq!(leased(&h).deadline_ms, 20_000 + TTL);
+    assert_eq!(leased(&h).last_progress_ms, 20_000);
+}
+
+#[test]
+fn heartbeat_checks_attempt_then_worker() {
+    let s = first_lease();
+    assert_eq!(
+        s.heartbeat(2, "w1", 2_000, TTL, true),
+        Err(TransitionError::StaleAttempt {
+            current: Some(1),
+            given: 2
+        })
+    );
+    assert_eq!(
+        s.heartbeat(1, "w2", 2_000, TTL, true),
+        Err(TransitionError::WrongWorker {
+            attempt: 1,
+            holder: "w1".into(),
+            given: "w2".into()
+        })
+    );
+}
+
+#[test]
+fn fencing_refuses_the_old_attempt_after_a_re_lease() {
+    let p = policy();
+    let s = first_lease();
+    // w1 stops heartbeating; the lease expires and w2 gets attempt 2.
+    let s = s.expire(1_000 + TTL, &p).unwrap();
+    let not_before = pending(&s).not_before_ms;
+    let s = s.lease("w2", not_before, TTL).unwrap();
+    assert_eq!(leased(&s).attempt, 2);
+    let stale = TransitionError::StaleAttempt {
+        current: Some(2),
+        given: 1,
+    };
+    assert_eq!(s.heartbeat(1, "w1", not_before, TTL, true), Err(stale.clone()));
+    assert_eq!(s.complete(1, not_before), Err(stale.clone()));
+    assert_eq!(s.fail(1, "x", true, not_before, &p), Err(stale.clone()));
+    assert_eq!(s.release(1, "w1"), Err(stale));
+    // The current holder is unaffected.
+    assert!(matches!(
+        s.complete(2, not_before + 1).unwrap(),
+        Completion::Committed(Succeeded { attempt: 2, .. })
+    ));
+}
+
+#[test]
+fn reports_on_a_pending_job_are_stale_and_on_a_finished_job_wrong_state() {
+    let p = policy();
+    let pend = JobState::new();
+    let stale = TransitionError::StaleAttempt {
+        current: None,
+        given: 1,
+    };
+    assert_eq!(pend.heartbeat(1, "w", 0, TTL, true), Err(stale.clone()));
+    assert_eq!(pend.complete(1, 0), Err(stale.clone()));
+    assert_eq!(pend.fail(1, "e", true, 0, &p), Err(stale.clone()));
+    assert_eq!(pend.release(1, "w"), Err(stale));
+    let cancelled = first_lease().cancel();
+    let wrong = TransitionError::WrongState {
+        job_state: "cancelled",
+        wanted: "leased",
+    };
+    assert_eq!(cancelled.heartbeat(1, "w1", 0, TTL, true), Err(wrong.clone()));
+    assert_eq!(cancelled.complete(1, 0), Err(wrong.clone()));
+    assert_eq!(cancelled.fail(1, "e", true, 0, &p), Err(wrong.clone()));
+    assert_eq!(cancelled.release(1, "w1"), Err(wrong));
+}
+
+#[test]
+fn complete_commits_once_and_acknowledges_repeats() {
+    let s = first_lease();
+    let done: JobState = match s.complete(1, 9_000).unwrap() {
+        Completion::Committed(ok) => ok.into(),
+        Completion::AlreadyCommitted => panic!("first completion must commit"),
+    };
+    assert_eq!(
+        done,
+        JobState::Succeeded(Succeeded {
+            attempt: 1,
+            finished_ms: 9_000
+        })
+    );
+    assert!(done.is_terminal());
+    assert_eq!(done.complete(1, 9_500), Ok(Completion::AlreadyCommitted));
+    assert_eq!(
+        done.complete(2, 9_500),
+        Err(TransitionError::StaleAttempt {
+            current: Some(1),
+            given: 2
+        })
+    );
+}
+
+#[test]
+fn retryable_failure_goes_back_to_pending_with_backoff() {
+    let p = policy();
+    let s = first_lease().fail(1, "cuda oom", true, 2_000, &p).unwrap();
+    assert_eq!(
+        s,
+        JobState::Pending(Pending {
+            attempts: 1,
+            not_before_ms: 2_000 + 1_000,
+            last_error: Some("cuda oom".into())
+        })
+    );
+}
+
+#[test]
+fn non_retryable_failure_fails_at_once() {
+    let s = first_lease()
+        .fail(1, "bad spec", false, 2_000, &policy())
+        .unwrap();
+    assert_eq!(
+        s,
+        JobState::Failed(Failed {
+            attempts: 1,
+            last_error: "bad spec".into()
+        })
+    );
+    assert!(s.is_terminal());
+}
+
+#[test]
+fn a_job_that_always_fails_ends_failed_after_max_attempts_with_its_error() {
+    let p = policy();
+    let mut s = JobState::new();
+    let mut now = 0;
+    for attempt in 1..=p.max_attempts {
+        let not_before = match &s {
+            JobState::Pending(pe) => pe.not_before_ms,
+            other => panic!("attempt {attempt}: expected pending, got {other:?}"),
+        };
+        now = now.max(not_before);
+        s = s.lease("w", now, TTL).unwrap();
+        assert_eq!(s.attempt(), Some(attempt));
+        now += 100;
+        s = s
+            .fail(attempt, &format!("crash {attempt}"), true, now, &p)
+            .unwrap();
+    }
+    assert_eq!(
+        s,
+        JobState::Failed(Failed {
+            attempts: 3,
+            last_error: "crash 3".into()
+        })
+    );
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    let p = RetryPolicy {
+        max_attempts: 100,
+        backoff_ms: 1_000,
+    };
+    assert_eq!(p.backoff_after(0), 0);
+    assert_eq!(p.backoff_after(1), 1_000);
+    assert_eq!(p.backoff_after(2), 2_000);
+    assert_eq!(p.backoff_after(3), 4_000);
+    assert_eq!(p.backoff_after(10), 512_000);
+    assert_eq!(p.backoff_after(11), MAX_BACKOFF_MS);
+    assert_eq!(p.backoff_after(63), MAX_BACKOFF_MS);
+    assert_eq!(p.backoff_after(64), MAX_BACKOFF_MS);
+    assert_eq!(p.backoff_after(u32::MAX), MAX_BACKOFF_MS);
+    let none = RetryPolicy {
+        max_attempts: 3,
+        backoff_ms: 0,
+    };
+    assert_eq!(none.backoff_after(5), 0);
+    // The second failure waits twice as long as the first.
+    let s = JobState::new().lease("w", 0, TTL).unwrap();
+    let s = s.fail(1, "e", true, 10_000, &p).unwrap();
+    assert_eq!(pending(&s).not_before_ms, 11_000);
+    let s = s.lease("w", 11_000, TTL).unwrap();
+    let s = s.fail(2, "e", true, 20_000, &p).unwrap();
+    assert_eq!(pending(&s).not_before_ms, 22_000);
+}
+
+#[test]
+fn expiry_needs_the_deadline_and_counts_as_an_attempt() {
+    let p = policy();
+    let s = first_lease();
+    assert_eq!(
+        s.expire(1_000 + TTL - 1, &p),
+        Err(TransitionError::NotYet {
+            not_before_ms: 1_000 + TTL
+        })
+    );
+    let e = s.expire(1_000 + TTL, &p).unwrap();
+    let pe = pending(&e);
+    assert_eq!(pe.attempts, 1);
+    assert_eq!(
+        pe.last_error.as_deref(),
+        Some("lease expired (worker w1 stopped heartbeating)")
+    );
+    // A job whose worker dies every time ends failed after max attempts.
+    let mut s = JobState::new();
+    let mut now = 0;
+    while let JobState::Pending(pe) = &s {
+        now = now.max(pe.not_before_ms);
+        s = s.lease("w", now, TTL).unwrap();
+        now += TTL;
+        s = s.expire(now, &p).unwrap();
+    }
+    match s {
+        JobState::Failed(f) => {
+            assert_eq!(f.attempts, 3);
+            assert!(f.last_error.starts_with("lease expired"), "{}", f.last_error);
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn release_does_not_count_as_an_attempt() {
+    let s = first_lease();
+    assert!(matches!(
+        s.release(1, "w2"),
+        Err(TransitionError::WrongWorker { .. })
+    ));
+    let r = s.release(1, "w1").unwrap();
+    assert_eq!(
+        r,
+        JobState::Pending(Pending {
+            attempts: 0,
+            not_before_ms: 0,
+            last_error: None
+        })
+    );
+    // Released any number of times, the next lease is still attempt 1.
+    let mut s = r;
+    for _ in 0..10 {
+        s = s.lease("w", 0, TTL).unwrap();
+        assert_eq!(s.attempt(), Some(1));
+        s = s.release(1, "w").unwrap();
+    }
+}
+
+#[test]
+fn stall_is_a_retryable_failure_after_no_progress() {
+    let p = policy();
+    let s = first_lease().heartbeat(1, "w1", 5_000, TTL, true).unwrap();
+    assert_eq!(
+        s.stall(64_999, 60_000, &p),
+        Err(TransitionError::NotYet {
+            not_before_ms: 65_000
+        })
+    );
+    let st = s.stall(65_000, 60_000, &p).unwrap();
+    let pe = pending(&st);
+    assert_eq!(pe.attempts, 1);
+    assert_eq!(pe.last_error.as_deref(), Some("no progress for 60 s"));
+    assert_eq!(pe.not_before_ms, 66_000);
+}
+
+#[test]
+fn time_limit_fails_without_retry() {
+    let p = policy();
+    let s = first_lease();
+    assert!(matches!(
+        s.time_limit(3_000, 3_000, &p),
+        Err(TransitionError::NotYet { not_before_ms: 4_000 })
+    ));
+    match s.time_limit(4_000, 3_000, &p).unwrap() {
+        JobState::Failed(f) => {
+            assert_eq!(f.attempts, 1);
+            assert!(f.last_error.starts_with("exceeded the per-job time limit"));
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn scheduler_checks_need_a_leased_job() {
+    let p = policy();
+    let wrong = Err(TransitionError::WrongState {
+        job_state: "pending",
+        wanted: "leased",
+    });
+    let s = JobState::new();
+    assert_eq!(s.expire(i64::MAX, &p), wrong);
+    assert_eq!(s.stall(i64::MAX, 1, &p), wrong);
+    assert_eq!(s.time_limit(i64::MAX, 1, &p), wrong);
+}
+
+#[test]
+fn cancel_from_pending_and_leased_and_finished_jobs_are_unchanged() {
+    assert_eq!(
+        JobState::new().cancel(),
+        JobState::Cancelled(Cancelled { attempts: 0 })
+    );
+    assert_eq!(
+        first_lease().cancel(),
+        JobState::Cancelled(Cancelled { attempts: 1 })
+    );
+    let done: JobState = Succeeded {
+        attempt: 1,
+        finished_ms: 5,
+    }
+    .into();
+    assert_eq!(done.cancel(), done);
+    let failed: JobState = Failed {
+        attempts: 3,
+        last_error: "e".into(),
+    }
+    .into();
+    assert_eq!(failed.cancel(), failed);
+    let c = JobState::Cancelled(Cancelled { attempts: 2 });
+    assert_eq!(c.cancel(), c);
+    assert!(c.is_terminal());
+    assert_eq!(c.name(), "cancelled");
+}
+
+#[test]
+fn reclaim_after_restart_gives_a_grace_period() {
+    let s = first_lease(); // deadline 31_000
+    let r = s.reclaim_after_restart(100_000, 20_000);
+    assert_eq!(leased(&r).deadline_ms, 120_000);
+    assert_eq!(leased(&r).attempt, 1);
+    // A later deadline is kept.
+    let r = s.reclaim_after_restart(0, 20_000);
+    assert_eq!(leased(&r).deadline_ms, 31_000);
+    let p = JobState::new();
+    assert_eq!(p.reclaim_after_restart(100_000, 20_000), p);
+}
+
+#[test]
+fn json_form_is_tagged_with_the_state_name() {
+    let s = JobState::new();
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(
+        json,
+        r#"{"state":"pending","attempts":0,"not_before_ms":0,"last_error":null}"#
+    );
+    for s in [
+        s,
+        first_lease(),
+        Succeeded {
+            attempt: 2,
+            finished_ms: 7,
+        }
+        .into(),
+        Failed {
+            attempts: 3,
+            last_error: "e".into(),
+        }
+        .into(),
+        Cancelled { attempts: 1 }.into(),
+    ] {
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["state"], s.name());
+        assert_eq!(serde_json::from_value::<JobState>(json).unwrap(), s);
+    }
+}
+
+#[test]
+fn errors_read_well() {
+    let e = TransitionError::StaleAttempt {
+        current: None,
+        given: 3,
+    };
+    assert_eq!(e.to_string(), "attempt 3 is stale (current attempt: none)");
+    let e = TransitionError::WrongState {
+        job_state: "failed",
+        wanted: "leased",
+    };
+    assert_eq!(e.to_string(), "job is failed, not leased");
+}

@@ -1,0 +1,222 @@
+//! [`Store`] in memory, for tests: same behaviour as the SQLite store, nothing
+//! survives the process.
+
+use super::{
+    duplicate_key, ExperimentId, ExperimentRecord, JobRecord, NewJob, Store, StoreError,
+};
+use crate::state::{Completion, JobState};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Debug, Default)]
+struct Inner {
+    experiments: BTreeMap<ExperimentId, ExperimentRecord>,
+    /// Per experiment, its jobs by key.
+    jobs: BTreeMap<ExperimentId, BTreeMap<String, JobRecord>>,
+    /// Per experiment, committed results by job key.
+    results: BTreeMap<ExperimentId, BTreeMap<String, String>>,
+    last_seq: i64,
+}
+
+impl Inner {
+    fn experiment_mut(&mut self, id: ExperimentId) -> Result<&mut ExperimentRecord, StoreError> {
+        self.experiments
+            .get_mut(&id)
+            .ok_or(StoreError::NoExperiment(id))
+    }
+
+    fn jobs_of(&self, id: ExperimentId) -> Result<&BTreeMap<String, JobRecord>, StoreError> {
+        self.jobs.get(&id).ok_or(StoreError::NoExperiment(id))
+    }
+
+    fn job_mut(&mut self, id: ExperimentId, key: &str) -> Result<&mut JobRecord, StoreError> {
+        self.jobs
+            .get_mut(&id)
+            .ok_or(StoreError::NoExperiment(id))?
+            .get_mut(key)
+            .ok_or_else(|| StoreError::NoJob {
+                experiment: id,
+                key: key.to_string(),
+            })
+    }
+
+    /// The earlier submission `e` repeats, if any.
+    fn existing(&self, e: &ExperimentRecord) -> Option<&ExperimentRecord> {
+        let by_request = e.request_id.as_ref().and_then(|r| {
+            self.experiments
+                .values()
+                .find(|x| x.request_id.as_ref() == Some(r))
+        });
+        by_request.or_else(|| {
+            self.experiments
+                .values()
+                .filter(|x| x.spec_sha256 == e.spec_sha256 && x.dataset_sha256 == e.dataset_sha256)
+                .min_by_key(|x| x.seq)
+        })
+    }
+}
+
+/// [`Store`] in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// The data, also after a panic in another thread (every write below
+    /// checks before it mutates, so a panic leaves no half-written state).
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn create_experiment(
+        &self,
+        mut e: ExperimentRecord,
+        jobs: Vec<NewJob>,
+    ) -> Result<(ExperimentRecord, bool), StoreError> {
+        let mut inner = self.lock();
+        if let Some(existing) = inner.existing(&e) {
+            return Ok((existing.clone(), false));
+        }
+        if inner.experiments.contains_key(&e.id) {
+            return Err(StoreError::DuplicateExperiment(e.id));
+        }
+        if let Some(key) = duplicate_key(&jobs) {
+            return Err(StoreError::DuplicateJob {
+                experiment: e.id,
+                key: key.to_string(),
+            });
+        }
+        inner.last_seq += 1;
+        e.seq = inner.last_seq;
+        let records = jobs
+            .into_iter()
+            .map(|j| {
+                let record = JobRecord {
+                    experiment: e.id,
+                    key: j.key.clone(),
+                    task: j.task,
+                    round: j.round,
+                    state: JobState::new(),
+                    version: 0,
+                };
+                (j.key, record)
+            })
+            .collect();
+        inner.jobs.insert(e.id, records);
+        inner.results.insert(e.id, BTreeMap::new());
+        inner.experiments.insert(e.id, e.clone());
+        Ok((e, true))
+    }
+
+    fn experiment(&self, id: ExperimentId) -> Result<ExperimentRecord, StoreError> {
+        self.lock()
+            .experiments
+            .get(&id)
+            .cloned()
+            .ok_or(StoreError::NoExperiment(id))
+    }
+
+    fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError> {
+        let mut all: Vec<_> = self.lock().experiments.values().cloned().collect();
+        all.sort_by_key(|e| e.seq);
+        Ok(all)
+    }
+
+    fn jobs(&self, id: ExperimentId) -> Result<Vec<JobRecord>, StoreError> {
+        Ok(self.lock().jobs_of(id)?.values().cloned().collect())
+    }
+
+    fn job(&self, id: ExperimentId, key: &str) -> Result<JobRecord, StoreError> {
+        self.lock().job_mut(id, key).map(|j| j.clone())
+    }
+
+    fn update_job(
+        &self,
+        id: ExperimentId,
+        key: &str,
+        expected_version: i64,
+        state: JobState,
+    ) -> Result<JobRecord, StoreError> {
+        let mut inner = self.lock();
+        let job = inner.job_mut(id, key)?;
+        if job.version != expected_version {
+            return Err(StoreError::Conflict {
+                experiment: id,
+                key: key.to_string(),
+                expected: expected_version,
+                found: job.version,
+            });
+        }
+        job.state = state;
+        job.version += 1;
+        Ok(job.clone())
+    }
+
+    fn commit_result(
+        &self,
+        id: ExperimentId,
+        key: &str,
+        attempt: u32,
+        now_ms: i64,
+        result_json: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let job = inner.job_mut(id, key)?;
+        let completion = job
+            .state
+            .complete(attempt, now_ms)
+            .map_err(|source| StoreError::Transition {
+                experiment: id,
+                key: key.to_string(),
+                source,
+            })?;
+        let Completion::Committed(done) = completion else {
+            return Ok(false);
+        };
+        job.state = done.into();
+        job.version += 1;
+        inner
+            .results
+            .entry(id)
+            .or_default()
+            .insert(key.to_string(), result_json.to_string());
+        Ok(true)
+    }
+
+    fn results(&self, id: ExperimentId) -> Result<Vec<(String, String)>, StoreError> {
+        let inner = self.lock();
+        inner.jobs_of(id)?;
+        let results = inner.results.get(&id).into_iter().flatten();
+        Ok(results.map(|(k, r)| (k.clone(), r.clone())).collect())
+    }
+
+    fn set_cancelled(&self, id: ExperimentId) -> Result<(), StoreError> {
+        self.lock().experiment_mut(id)?.cancelled = true;
+        Ok(())
+    }
+
+    fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError> {
+        self.lock().experiment_mut(id)?.summary_json = Some(summary_json.to_string());
+        Ok(())
+    }
+
+    fn active_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let inner = self.lock();
+        let mut experiments: Vec<_> = inner.experiments.values().collect();
+        experiments.sort_by_key(|e| e.seq);
+        let jobs = experiments
+            .into_iter()
+            .filter_map(|e| inner.jobs.get(&e.id))
+            .flat_map(|jobs| jobs.values())
+            .filter(|j| !j.state.is_terminal());
+        Ok(jobs.cloned().collect())
+    }
+}

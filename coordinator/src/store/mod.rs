@@ -1,0 +1,192 @@
+//! The coordinator's durable state: experiments, their jobs (with each job's
+//! [`JobState`]) and the jobs' committed results.
+//!
+//! [`Store`] is the interface; [`SqliteStore`] keeps everything in one SQLite
+//! file (WAL, `synchronous=FULL`: a write is on disk before the call returns),
+//! [`MemoryStore`] keeps it in memory for tests. Both behave the same; one
+//! test suite runs against each.
+//!
+//! Job writes are compare-and-set on a per-job `version`, so two coordinator
+//! tasks that read the same job cannot both write it: the second gets
+//! [`StoreError::Conflict`] and re-reads.
+//!
+//! The calls block; async callers run them with `tokio::task::spawn_blocking`.
+
+use crate::state::{JobState, TransitionError};
+use serde::{Deserialize, Serialize};
+
+pub mod memory;
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// An experiment's id.
+pub type ExperimentId = uuid::Uuid;
+
+/// A submitted experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentRecord {
+    pub id: ExperimentId,
+    pub name: String,
+    /// The client's idempotency key, if it sent one.
+    pub request_id: Option<String>,
+    /// SHA-256 of the resolved spec.
+    pub spec_sha256: String,
+    pub dataset_sha256: String,
+    pub plan_sha256: String,
+    pub spec_toml: String,
+    pub plan_json: String,
+    pub manifest_path: String,
+    pub submitted_ms: i64,
+    /// Submission order, assigned by the store (ascending from 1); the value
+    /// passed to [`Store::create_experiment`] is ignored.
+    pub seq: i64,
+    pub cancelled: bool,
+    /// Aggregated results, once all jobs are terminal.
+    pub summary_json: Option<String>,
+}
+
+/// One job of an experiment and its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub experiment: ExperimentId,
+    /// Unique within the experiment, e.g. `malignancy-r07`.
+    pub key: String,
+    pub task: String,
+    pub round: u32,
+    pub state: JobState,
+    /// Optimistic-concurrency counter: 0 when created, bumped on every write.
+    pub version: i64,
+}
+
+/// A job to create with its experiment; it starts pending, never attempted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub key: String,
+    pub task: String,
+    pub round: u32,
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("experiment {0} not found")]
+    NoExperiment(ExperimentId),
+    #[error("job {key} of experiment {experiment} not found")]
+    NoJob { experiment: ExperimentId, key: String },
+    /// Creating an experiment whose id is taken (by another request).
+    #[error("experiment {0} already exists")]
+    DuplicateExperiment(ExperimentId),
+    /// Two jobs of one experiment with the same key.
+    #[error("job key {key} given twice for experiment {experiment}")]
+    DuplicateJob { experiment: ExperimentId, key: String },
+    /// The job's stored version is not the one the caller read.
+    #[error("job {key} changed concurrently (version {expected} expected, {found} found)")]
+    Conflict {
+        experiment: ExperimentId,
+        key: String,
+        expected: i64,
+        found: i64,
+    },
+    /// The job's state does not allow the operation (e.g. a result for a
+    /// stale attempt).
+    #[error("job {key} of experiment {experiment}: {source}")]
+    Transition {
+        experiment: ExperimentId,
+        key: String,
+        #[source]
+        source: TransitionError,
+    },
+    /// The database could not be opened, read or written.
+    #[error("database {path}: {message}")]
+    Db { path: String, message: String },
+    /// A stored row could not be decoded.
+    #[error("database {path}: corrupt row {row}: {message}")]
+    Corrupt {
+        path: String,
+        row: String,
+        message: String,
+    },
+}
+
+/// Durable storage of experiments, jobs and results. Every write is atomic
+/// and durable before the call returns.
+pub trait Store: Send + Sync + 'static {
+    /// Insert the experiment (its `seq` assigned by the store) and all its
+    /// jobs (pending, never attempted, version 0) in one transaction.
+    ///
+    /// Idempotent: if an experiment with the same `request_id` (when `Some`)
+    /// or the same `(spec_sha256, dataset_sha256)` exists, return it and
+    /// `false`, inserting nothing; otherwise the stored record and `true`.
+    /// A request-id match wins over a fingerprint match; among fingerprint
+    /// matches the earliest submission is returned.
+    fn create_experiment(
+        &self,
+        e: ExperimentRecord,
+        jobs: Vec<NewJob>,
+    ) -> Result<(ExperimentRecord, bool), StoreError>;
+
+    /// One experiment.
+    fn experiment(&self, id: ExperimentId) -> Result<ExperimentRecord, StoreError>;
+
+    /// Every experiment, in submission order (`seq`).
+    fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
+
+    /// An experiment's jobs, ordered by key.
+    fn jobs(&self, id: ExperimentId) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// One job.
+    fn job(&self, id: ExperimentId, key: &str) -> Result<JobRecord, StoreError>;
+
+    /// Compare-and-set: write `state` if the stored version equals
+    /// `expected_version` (else [`StoreError::Conflict`]); returns the new
+    /// record (version + 1). Durable before it returns.
+    fn update_job(
+        &self,
+        id: ExperimentId,
+        key: &str,
+        expected_version: i64,
+        state: JobState,
+    ) -> Result<JobRecord, StoreError>;
+
+    /// In one transaction: the job must be leased with `attempt`; it becomes
+    /// succeeded (version bumped) and `result_json` is stored. Returns
+    /// `Ok(true)` when committed; `Ok(false)`, storing nothing, when the job
+    /// already succeeded with that same attempt (a repeat is acknowledged and
+    /// counted once). Any other case is [`StoreError::Transition`].
+    fn commit_result(
+        &self,
+        id: ExperimentId,
+        key: &str,
+        attempt: u32,
+        now_ms: i64,
+        result_json: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The experiment's committed results as (job key, result JSON), ordered
+    /// by key.
+    fn results(&self, id: ExperimentId) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Mark the experiment cancelled (idempotent). Its jobs are not touched:
+    /// the caller cancels them with [`Store::update_job`].
+    fn set_cancelled(&self, id: ExperimentId) -> Result<(), StoreError>;
+
+    /// Store the experiment's aggregated results (replacing any earlier).
+    fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError>;
+
+    /// Every job in a non-terminal state (pending or leased) across all
+    /// experiments, ordered by experiment submission order, then key (for the
+    /// scheduler and restart recovery).
+    fn active_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+}
+
+/// The first key given twice, if any.
+fn duplicate_key(jobs: &[NewJob]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::new();
+    jobs.iter()
+        .map(|j| j.key.as_str())
+        .find(|k| !seen.insert(*k))
+}
