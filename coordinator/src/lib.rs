@@ -6,9 +6,19 @@
 //!   cancelled) with leases, fencing by attempt number, retries and backoff.
 //! - [`store`]: durable experiments, job states and results ([`store::Store`]),
 //!   in SQLite ([`store::SqliteStore`]) or in memory for tests.
-//!
-//! The gRPC service and the scheduler build on these (see the runtime issue).
+//! - [`scheduler`]: which ready job a free worker slot gets.
+//! - [`aggregate`]: per-task statistics once the results are in.
+//! - [`service`]: the gRPC services (Experiments, Workers, Data) over one
+//!   shared state; [`error`]: their one error type and its gRPC codes.
+//! - [`server`]: serving it all, with health, keepalive and the lease reaper.
+//! - [`config`]: the settings.
 
+pub mod aggregate;
+pub mod config;
+pub mod error;
 pub mod jobs;
+pub mod scheduler;
+pub mod server;
+pub mod service;
 pub mod state;
 pub mod store;

@@ -189,7 +189,12 @@ impl Pending {
     }
 
     /// Lease the job to `worker_id` for `ttl_ms` as attempt `attempts + 1`.
-    pub fn lease(&self, worker_id: &str, now_ms: i64, ttl_ms: i64) -> Result<Leased, TransitionError> {
+    pub fn lease(
+        &self,
+        worker_id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Leased, TransitionError> {
         if now_ms < self.not_before_ms {
             return Err(TransitionError::NotYet {
                 not_before_ms: self.not_before_ms,
@@ -274,7 +279,13 @@ impl Leased {
         Ok(self.failed(error.to_string(), retryable, now_ms, policy))
     }
 
-    fn failed(&self, error: String, retryable: bool, now_ms: i64, policy: &RetryPolicy) -> JobState {
+    fn failed(
+        &self,
+        error: String,
+        retryable: bool,
+        now_ms: i64,
+        policy: &RetryPolicy,
+    ) -> JobState {
         if retryable && self.attempt < policy.max_attempts {
             JobState::Pending(Pending {
                 attempts: self.attempt,
@@ -297,12 +308,20 @@ impl Leased {
                 not_before_ms: self.deadline_ms,
             });
         }
-        let error = format!("lease expired (worker {} stopped heartbeating)", self.worker_id);
+        let error = format!(
+            "lease expired (worker {} stopped heartbeating)",
+            self.worker_id
+        );
         Ok(self.failed(error, true, now_ms, policy))
     }
 
     /// No progress for `stall_timeout_ms`: a retryable failure.
-    pub fn stall(&self, now_ms: i64, stall_timeout_ms: i64, policy: &RetryPolicy) -> Result<JobState, TransitionError> {
+    pub fn stall(
+        &self,
+        now_ms: i64,
+        stall_timeout_ms: i64,
+        policy: &RetryPolicy,
+    ) -> Result<JobState, TransitionError> {
         let at = self.last_progress_ms.saturating_add(stall_timeout_ms);
         if now_ms < at {
             return Err(TransitionError::NotYet { not_before_ms: at });
@@ -313,7 +332,12 @@ impl Leased {
 
     /// The attempt has run for `limit_ms` or longer: a failure that is not
     /// retried.
-    pub fn time_limit(&self, now_ms: i64, limit_ms: i64, policy: &RetryPolicy) -> Result<JobState, TransitionError> {
+    pub fn time_limit(
+        &self,
+        now_ms: i64,
+        limit_ms: i64,
+        policy: &RetryPolicy,
+    ) -> Result<JobState, TransitionError> {
         let at = self.leased_at_ms.saturating_add(limit_ms);
         if now_ms < at {
             return Err(TransitionError::NotYet { not_before_ms: at });
@@ -392,7 +416,10 @@ impl JobState {
     /// The refusal for an operation that needs a lease, on a job without one.
     fn not_leased(&self, given: u32) -> TransitionError {
         match self {
-            JobState::Pending(_) => TransitionError::StaleAttempt { current: None, given },
+            JobState::Pending(_) => TransitionError::StaleAttempt {
+                current: None,
+                given,
+            },
             _ => self.wrong("leased"),
         }
     }
@@ -412,7 +439,12 @@ impl JobState {
     }
 
     /// See [`Pending::lease`]; only from pending.
-    pub fn lease(&self, worker_id: &str, now_ms: i64, ttl_ms: i64) -> Result<JobState, TransitionError> {
+    pub fn lease(
+        &self,
+        worker_id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<JobState, TransitionError> {
         match self {
             JobState::Pending(p) => p.lease(worker_id, now_ms, ttl_ms).map(JobState::Leased),
             _ => Err(self.wrong("pending")),
@@ -472,12 +504,22 @@ impl JobState {
     }
 
     /// See [`Leased::stall`]; `WrongState` unless leased.
-    pub fn stall(&self, now_ms: i64, stall_timeout_ms: i64, policy: &RetryPolicy) -> Result<JobState, TransitionError> {
+    pub fn stall(
+        &self,
+        now_ms: i64,
+        stall_timeout_ms: i64,
+        policy: &RetryPolicy,
+    ) -> Result<JobState, TransitionError> {
         self.leased()?.stall(now_ms, stall_timeout_ms, policy)
     }
 
     /// See [`Leased::time_limit`]; `WrongState` unless leased.
-    pub fn time_limit(&self, now_ms: i64, limit_ms: i64, policy: &RetryPolicy) -> Result<JobState, TransitionError> {
+    pub fn time_limit(
+        &self,
+        now_ms: i64,
+        limit_ms: i64,
+        policy: &RetryPolicy,
+    ) -> Result<JobState, TransitionError> {
         self.leased()?.time_limit(now_ms, limit_ms, policy)
     }
 
@@ -494,8 +536,12 @@ impl JobState {
     /// an outcome.
     pub fn cancel(&self) -> JobState {
         match self {
-            JobState::Pending(p) => JobState::Cancelled(Cancelled { attempts: p.attempts }),
-            JobState::Leased(l) => JobState::Cancelled(Cancelled { attempts: l.attempt }),
+            JobState::Pending(p) => JobState::Cancelled(Cancelled {
+                attempts: p.attempts,
+            }),
+            JobState::Leased(l) => JobState::Cancelled(Cancelled {
+                attempts: l.attempt,
+            }),
             _ => self.clone(),
         }
     }

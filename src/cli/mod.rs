@@ -4,7 +4,11 @@ mod dataset;
 mod folds;
 mod metrics;
 mod plan;
+mod remote;
+mod run;
+mod serve;
 mod summarize;
+mod summary;
 mod table;
 
 use anyhow::Result;
@@ -37,6 +41,20 @@ enum Command {
     Summarize(summarize::SummarizeArgs),
     /// Check a spec and print the experiment's data set, split plan and jobs.
     Plan(plan::PlanArgs),
+    /// Run the whole experiment on this machine (embedded coordinator, local workers).
+    Run(run::RunArgs),
+    /// Serve experiments to workers (gRPC).
+    Coordinator(serve::ServeArgs),
+    /// Submit a spec; prints the experiment id as the last line.
+    Submit(remote::SubmitArgs),
+    /// State of one experiment, or of all.
+    Status(remote::StatusArgs),
+    /// Follow an experiment's jobs until it ends.
+    Watch(remote::IdArgs),
+    /// Cancel an experiment.
+    Cancel(remote::IdArgs),
+    /// An experiment's results (tables, or --format json).
+    Results(remote::IdArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
@@ -53,7 +71,22 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Metrics(a) => metrics::run(a),
         Command::Summarize(a) => summarize::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Run(a) => block_on(run::run(a)),
+        Command::Coordinator(a) => block_on(serve::run(a)),
+        Command::Submit(a) => block_on(remote::submit(a)),
+        Command::Status(a) => block_on(remote::status(a)),
+        Command::Watch(a) => block_on(remote::watch(a)),
+        Command::Cancel(a) => block_on(remote::cancel(a)),
+        Command::Results(a) => block_on(remote::results(a)),
     }
+}
+
+fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?
+        .block_on(f)
 }
 
 /// Load a spec with `--set` overrides.

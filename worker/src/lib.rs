@@ -9,6 +9,8 @@
 //! - [`evaluate`]: scoring images.
 //! - [`job`]: one round end to end; [`outputs`]: its files.
 //! - [`provenance`]: versions, device, seeds and hashes of a result.
+//! - [`runtime`]: the worker process: register, lease, train, heartbeat,
+//!   upload, release on shutdown; [`fetch`]: data sets by content hash.
 //! - [`precision`]: bf16 autocast, TF32 and channels-last through a C++ shim.
 //! - [`bench`]: training throughput, against `bench/reference.py`.
 
@@ -16,9 +18,11 @@ pub mod bench;
 pub mod data;
 pub mod device;
 pub mod evaluate;
+pub mod fetch;
 pub mod job;
 pub mod model;
 pub mod outputs;
 pub mod precision;
 pub mod provenance;
+pub mod runtime;
 pub mod train;

@@ -15,11 +15,30 @@ use std::path::PathBuf;
 #[command(
     name = "crossfold-worker",
     version,
-    about = "crossfold worker: trains ResNets through libtorch"
+    about = "crossfold worker: trains ResNets through libtorch",
+    long_about = "crossfold worker: trains ResNets through libtorch.\n\nWith --coordinator (or CROSSFOLD_COORDINATOR) and no command, it serves the coordinator: registers, leases jobs, trains them and reports, until SIGTERM/SIGINT (the running job's lease is released)."
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Coordinator URL, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "CROSSFOLD_COORDINATOR")]
+    coordinator: Option<String>,
+    /// Worker name, unique among the coordinator's workers (default: host-pid).
+    #[arg(long)]
+    name: Option<String>,
+    /// Device: auto (first GPU, else CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Cache for data sets fetched from the coordinator.
+    #[arg(long, default_value = ".crossfold-cache")]
+    cache: PathBuf,
+    /// Exit after this many jobs.
+    #[arg(long)]
+    max_jobs: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -102,7 +121,13 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        let Some(url) = cli.coordinator.clone() else {
+            anyhow::bail!("give --coordinator URL (or CROSSFOLD_COORDINATOR) to serve a coordinator, or a command (see --help)");
+        };
+        return serve(cli, url);
+    };
+    match command {
         Command::Devices { check, json } => devices(check, json),
         Command::Train {
             spec,
@@ -316,5 +341,59 @@ fn devices(check: bool, json: bool) -> Result<()> {
     if checks.iter().any(|(_, r)| !matches!(r, Ok(e) if *e < 1e-4)) {
         anyhow::bail!("a device check failed");
     }
+    Ok(())
+}
+
+fn serve(cli: Cli, url: String) -> Result<()> {
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
+        tch::set_num_threads(n);
+    }
+    let asked = cli
+        .device
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--device {:?}: {e}", cli.device))?;
+    let d = device::choose(asked)?;
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    let name = cli
+        .name
+        .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    let cfg = crossfold_worker::runtime::WorkerConfig {
+        coordinator: url,
+        name,
+        device: d,
+        cache_dir: cli.cache,
+        lease_wait: std::time::Duration::from_secs(10),
+        max_jobs: cli.max_jobs,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down: stopping the running job and releasing its lease");
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        crossfold_worker::runtime::run(cfg, stop).await
+    })?;
     Ok(())
 }

@@ -8,16 +8,38 @@ const WORKERS: [&str; 3] = ["w0", "w1", "w2"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Lease { worker: usize, ttl: i64 },
-    Heartbeat { attempt: i8, worker: usize, ttl: i64, progressed: bool },
-    Complete { attempt: i8 },
-    Fail { attempt: i8, retryable: bool },
+    Lease {
+        worker: usize,
+        ttl: i64,
+    },
+    Heartbeat {
+        attempt: i8,
+        worker: usize,
+        ttl: i64,
+        progressed: bool,
+    },
+    Complete {
+        attempt: i8,
+    },
+    Fail {
+        attempt: i8,
+        retryable: bool,
+    },
     Expire,
-    Stall { timeout: i64 },
-    TimeLimit { limit: i64 },
-    Release { attempt: i8, worker: usize },
+    Stall {
+        timeout: i64,
+    },
+    TimeLimit {
+        limit: i64,
+    },
+    Release {
+        attempt: i8,
+        worker: usize,
+    },
     Cancel,
-    Reclaim { grace: i64 },
+    Reclaim {
+        grace: i64,
+    },
 }
 
 /// An attempt number relative to the current one: mostly right, sometimes
@@ -55,7 +77,12 @@ fn named_attempt(state: &JobState, offset: i8) -> u32 {
 fn apply(s: &JobState, op: &Op, now: i64, p: &RetryPolicy) -> Result<JobState, TransitionError> {
     match *op {
         Op::Lease { worker, ttl } => s.lease(WORKERS[worker], now, ttl),
-        Op::Heartbeat { attempt, worker, ttl, progressed } => s.heartbeat(
+        Op::Heartbeat {
+            attempt,
+            worker,
+            ttl,
+            progressed,
+        } => s.heartbeat(
             named_attempt(s, attempt),
             WORKERS[worker],
             now,
@@ -66,7 +93,9 @@ fn apply(s: &JobState, op: &Op, now: i64, p: &RetryPolicy) -> Result<JobState, T
             Completion::Committed(ok) => Ok(ok.into()),
             Completion::AlreadyCommitted => Ok(s.clone()),
         },
-        Op::Fail { attempt, retryable } => s.fail(named_attempt(s, attempt), "boom", retryable, now, p),
+        Op::Fail { attempt, retryable } => {
+            s.fail(named_attempt(s, attempt), "boom", retryable, now, p)
+        }
         Op::Expire => s.expire(now, p),
         Op::Stall { timeout } => s.stall(now, timeout, p),
         Op::TimeLimit { limit } => s.time_limit(now, limit, p),
@@ -131,7 +160,7 @@ fn check_move(before: &JobState, after: &JobState, op: &Op) -> Result<(), TestCa
             prop_assert_eq!(p.attempts, expected);
         }
         (JobState::Leased(l), JobState::Succeeded(s)) => {
-            prop_assert!(matches!(op, Op::Complete { .. }));
+            prop_assert!(matches!(op, Op::Complete { .. }), "succeeded by {:?}", op);
             prop_assert_eq!(s.attempt, l.attempt);
         }
         (_, JobState::Succeeded(_)) => prop_assert_eq!(after, before),
@@ -143,6 +172,49 @@ fn check_move(before: &JobState, after: &JobState, op: &Op) -> Result<(), TestCa
     Ok(())
 }
 
+/// The operation sequences the property test draws.
+fn steps() -> impl Strategy<Value = Vec<(i64, Op)>> {
+    prop::collection::vec((0i64..40_000, op()), 1..60)
+}
+
+/// The property test is only worth something if its sequences reach every
+/// state and every kind of move; check that they do.
+#[test]
+fn random_sequences_reach_every_state() {
+    use proptest::strategy::ValueTree;
+    use std::collections::BTreeSet;
+    let p = RetryPolicy {
+        max_attempts: 3,
+        backoff_ms: 1_000,
+    };
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut seen = BTreeSet::new();
+    for _ in 0..200 {
+        let steps = steps().new_tree(&mut runner).unwrap().current();
+        let (mut state, mut now) = (JobState::new(), 0);
+        for (dt, op) in &steps {
+            now += dt;
+            if let Ok(next) = apply(&state, op, now, &p) {
+                if next != state {
+                    seen.insert(format!("{} -> {}", state.name(), next.name()));
+                }
+                state = next;
+            }
+        }
+    }
+    for edge in [
+        "pending -> leased",
+        "leased -> leased",
+        "leased -> pending",
+        "leased -> succeeded",
+        "leased -> failed",
+        "leased -> cancelled",
+        "pending -> cancelled",
+    ] {
+        assert!(seen.contains(edge), "{edge} never happened: {seen:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -150,7 +222,7 @@ proptest! {
     fn random_operation_sequences_keep_the_state_valid(
         max_attempts in 1u32..5,
         backoff_ms in 0i64..5_000,
-        steps in prop::collection::vec((0i64..40_000, op()), 1..60),
+        steps in steps(),
     ) {
         let p = RetryPolicy { max_attempts, backoff_ms };
         let mut state = JobState::new();

@@ -53,7 +53,9 @@ fn lease_respects_backoff_and_needs_pending() {
     });
     assert_eq!(
         p.lease("w", 4_999, TTL),
-        Err(TransitionError::NotYet { not_before_ms: 5_000 })
+        Err(TransitionError::NotYet {
+            not_before_ms: 5_000
+        })
     );
     let s = p.lease("w", 5_000, TTL).unwrap();
     assert_eq!(leased(&s).attempt, 2);
@@ -111,7 +113,10 @@ fn fencing_refuses_the_old_attempt_after_a_re_lease() {
         current: Some(2),
         given: 1,
     };
-    assert_eq!(s.heartbeat(1, "w1", not_before, TTL, true), Err(stale.clone()));
+    assert_eq!(
+        s.heartbeat(1, "w1", not_before, TTL, true),
+        Err(stale.clone())
+    );
     assert_eq!(s.complete(1, not_before), Err(stale.clone()));
     assert_eq!(s.fail(1, "x", true, not_before, &p), Err(stale.clone()));
     assert_eq!(s.release(1, "w1"), Err(stale));
@@ -139,7 +144,10 @@ fn reports_on_a_pending_job_are_stale_and_on_a_finished_job_wrong_state() {
         job_state: "cancelled",
         wanted: "leased",
     };
-    assert_eq!(cancelled.heartbeat(1, "w1", 0, TTL, true), Err(wrong.clone()));
+    assert_eq!(
+        cancelled.heartbeat(1, "w1", 0, TTL, true),
+        Err(wrong.clone())
+    );
     assert_eq!(cancelled.complete(1, 0), Err(wrong.clone()));
     assert_eq!(cancelled.fail(1, "e", true, 0, &p), Err(wrong.clone()));
     assert_eq!(cancelled.release(1, "w1"), Err(wrong));
@@ -284,7 +292,11 @@ fn expiry_needs_the_deadline_and_counts_as_an_attempt() {
     match s {
         JobState::Failed(f) => {
             assert_eq!(f.attempts, 3);
-            assert!(f.last_error.starts_with("lease expired"), "{}", f.last_error);
+            assert!(
+                f.last_error.starts_with("lease expired"),
+                "{}",
+                f.last_error
+            );
         }
         other => panic!("expected failed, got {other:?}"),
     }
@@ -338,7 +350,9 @@ fn time_limit_fails_without_retry() {
     let s = first_lease();
     assert!(matches!(
         s.time_limit(3_000, 3_000, &p),
-        Err(TransitionError::NotYet { not_before_ms: 4_000 })
+        Err(TransitionError::NotYet {
+            not_before_ms: 4_000
+        })
     ));
     match s.time_limit(4_000, 3_000, &p).unwrap() {
         JobState::Failed(f) => {

@@ -1,9 +1,7 @@
 //! [`Store`] in memory, for tests: same behaviour as the SQLite store, nothing
 //! survives the process.
 
-use super::{
-    duplicate_key, ExperimentId, ExperimentRecord, JobRecord, NewJob, Store, StoreError,
-};
+use super::{duplicate_key, ExperimentId, ExperimentRecord, JobRecord, NewJob, Store, StoreError};
 use crate::state::{Completion, JobState};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -170,14 +168,14 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let job = inner.job_mut(id, key)?;
-        let completion = job
-            .state
-            .complete(attempt, now_ms)
-            .map_err(|source| StoreError::Transition {
-                experiment: id,
-                key: key.to_string(),
-                source,
-            })?;
+        let completion =
+            job.state
+                .complete(attempt, now_ms)
+                .map_err(|source| StoreError::Transition {
+                    experiment: id,
+                    key: key.to_string(),
+                    source,
+                })?;
         let Completion::Committed(done) = completion else {
             return Ok(false);
         };

@@ -76,13 +76,19 @@ pub enum StoreError {
     #[error("experiment {0} not found")]
     NoExperiment(ExperimentId),
     #[error("job {key} of experiment {experiment} not found")]
-    NoJob { experiment: ExperimentId, key: String },
+    NoJob {
+        experiment: ExperimentId,
+        key: String,
+    },
     /// Creating an experiment whose id is taken (by another request).
     #[error("experiment {0} already exists")]
     DuplicateExperiment(ExperimentId),
     /// Two jobs of one experiment with the same key.
     #[error("job key {key} given twice for experiment {experiment}")]
-    DuplicateJob { experiment: ExperimentId, key: String },
+    DuplicateJob {
+        experiment: ExperimentId,
+        key: String,
+    },
     /// The job's stored version is not the one the caller read.
     #[error("job {key} changed concurrently (version {expected} expected, {found} found)")]
     Conflict {

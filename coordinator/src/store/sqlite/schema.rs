@@ -103,7 +103,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreErro
                 ),
             });
         }
-        let Some(sql) = usize::try_from(current).ok().and_then(|v| MIGRATIONS.get(v)) else {
+        let Some(sql) = usize::try_from(current)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
             return Ok(());
         };
         tx.execute_batch(sql).db(path)?;

@@ -1,0 +1,191 @@
+//! Aggregating an experiment's committed results: per task, the rounds'
+//! statistics, their summary (mean, sample SD with n - 1, min, max) and the
+//! pooled out-of-fold AUC with its DeLong CI.
+
+use crossfold_shared::label::{Label, Task};
+use crossfold_shared::metrics::{summarize_optional, Pooled, RoundStats};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// One test image's score, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredImage {
+    pub image: String,
+    pub label: String,
+    pub score: f64,
+}
+
+/// The document stored for one committed job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    pub task: String,
+    pub round: u32,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub predictions: Vec<ScoredImage>,
+    pub history: Value,
+    pub stats: RoundStats,
+}
+
+/// Statistics of one round from its predictions.
+pub fn round_stats(
+    task: Task,
+    predictions: &[ScoredImage],
+    threshold: f64,
+) -> Result<RoundStats, String> {
+    let mut labels = Vec::with_capacity(predictions.len());
+    let mut scores = Vec::with_capacity(predictions.len());
+    for p in predictions {
+        let l: Label = p
+            .label
+            .parse()
+            .map_err(|e| format!("image {}: {e}", p.image))?;
+        labels.push(task.is_positive(l));
+        scores.push(p.score);
+    }
+    RoundStats::compute(&labels, &scores, threshold).map_err(|e| e.to_string())
+}
+
+const METRICS: [&str; 7] = [
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "auc",
+    "n",
+];
+
+/// The experiment's summary document from its jobs' results.
+pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str) -> Value {
+    let mut by_task: BTreeMap<&str, Vec<&JobResult>> = BTreeMap::new();
+    for r in results {
+        by_task.entry(&r.task).or_default().push(r);
+    }
+    let mut tasks = Map::new();
+    for (task, mut rounds) in by_task {
+        rounds.sort_by_key(|r| r.round);
+        let rows: Vec<Value> = rounds
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(&r.stats).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("round".into(), r.round.into());
+                    o.insert("n".into(), (r.stats.n_pos + r.stats.n_neg).into());
+                }
+                v
+            })
+            .collect();
+        let mut summary = Map::new();
+        for m in METRICS {
+            let values: Vec<Option<f64>> = rows
+                .iter()
+                .map(|r| r.get(m).and_then(Value::as_f64))
+                .collect();
+            if let Some(s) = summarize_optional(&values) {
+                summary.insert(
+                    m.into(),
+                    json!({"mean": s.mean, "sd": s.sd, "min": s.min, "max": s.max, "n": s.n}),
+                );
+            }
+        }
+        let task_kind: Option<Task> = task.parse().ok();
+        let pooled = task_kind.and_then(|t| {
+            let mut labels = Vec::new();
+            let mut scores = Vec::new();
+            for r in &rounds {
+                for p in &r.predictions {
+                    if let Ok(l) = p.label.parse::<Label>() {
+                        labels.push(t.is_positive(l));
+                        scores.push(p.score);
+                    }
+                }
+            }
+            let pooled = Pooled::from_rounds([(&labels[..], &scores[..])]).ok()?;
+            let d = pooled.delong().ok().flatten();
+            Some(json!({
+                "n": labels.len(),
+                "auc": pooled.auc().ok().flatten(),
+                "auc_ci_low": d.map(|d| d.ci(0.95).0),
+                "auc_ci_high": d.map(|d| d.ci(0.95).1),
+                "auc_ci_method": "delong",
+            }))
+        });
+        tasks.insert(
+            task.to_string(),
+            json!({"rounds": rows, "summary": summary, "sd": "sample standard deviation (n - 1)", "pooled": pooled}),
+        );
+    }
+    json!({"plan_sha256": plan_sha256, "dataset_sha256": dataset_sha256, "tasks": tasks})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(round: u32, preds: &[(&str, f64)]) -> JobResult {
+        let predictions: Vec<ScoredImage> = preds
+            .iter()
+            .enumerate()
+            .map(|(i, (l, s))| ScoredImage {
+                image: format!("{round}-{i}.png"),
+                label: l.to_string(),
+                score: *s,
+            })
+            .collect();
+        let stats = round_stats(Task::Screening, &predictions, 0.5).unwrap();
+        JobResult {
+            task: "screening".into(),
+            round,
+            attempt: 1,
+            worker_id: "w".into(),
+            predictions,
+            history: Value::Null,
+            stats,
+        }
+    }
+
+    #[test]
+    fn summary_by_hand() {
+        // Round 1: all correct (accuracy 1); round 2: one of four wrong (0.75).
+        let r1 = result(
+            1,
+            &[
+                ("normal", 0.1),
+                ("benign", 0.9),
+                ("malignant", 0.8),
+                ("normal", 0.2),
+            ],
+        );
+        let r2 = result(
+            2,
+            &[
+                ("normal", 0.6),
+                ("benign", 0.9),
+                ("malignant", 0.8),
+                ("normal", 0.2),
+            ],
+        );
+        let v = summarize(&[r2, r1], "p", "d");
+        let acc = &v["tasks"]["screening"]["summary"]["accuracy"];
+        assert!((acc["mean"].as_f64().unwrap() - 0.875).abs() < 1e-12);
+        // Sample SD of (1, 0.75) = 0.25 / sqrt(2).
+        assert!((acc["sd"].as_f64().unwrap() - 0.25 / 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(v["tasks"]["screening"]["rounds"][0]["round"], 1);
+        assert_eq!(v["tasks"]["screening"]["pooled"]["n"], 8);
+        // Pooled: positives 0.9 0.8 0.9 0.8; negatives 0.1 0.2 0.6 0.2: AUC 1.
+        assert_eq!(v["tasks"]["screening"]["pooled"]["auc"], 1.0);
+    }
+
+    #[test]
+    fn unknown_labels_are_reported() {
+        let p = vec![ScoredImage {
+            image: "x.png".into(),
+            label: "tumor".into(),
+            score: 0.5,
+        }];
+        let err = round_stats(Task::Screening, &p, 0.5).unwrap_err();
+        assert!(err.contains("x.png"), "{err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! The coordinator's one error type, mapped to gRPC status codes in one place.
+
+use crate::state::TransitionError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Transition(#[from] TransitionError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<CoordinatorError> for tonic::Status {
+    fn from(e: CoordinatorError) -> Self {
+        use tonic::Status;
+        let msg = e.to_string();
+        match e {
+            CoordinatorError::InvalidArgument(_) => Status::invalid_argument(msg),
+            CoordinatorError::NotFound(_) => Status::not_found(msg),
+            CoordinatorError::FailedPrecondition(_) | CoordinatorError::Transition(_) => {
+                Status::failed_precondition(msg)
+            }
+            CoordinatorError::ResourceExhausted(_) => Status::resource_exhausted(msg),
+            CoordinatorError::PermissionDenied(_) => Status::permission_denied(msg),
+            CoordinatorError::Store(StoreError::NoExperiment(_))
+            | CoordinatorError::Store(StoreError::NoJob { .. }) => Status::not_found(msg),
+            CoordinatorError::Store(StoreError::Conflict { .. }) => Status::aborted(msg),
+            CoordinatorError::Store(_) | CoordinatorError::Internal(_) => Status::internal(msg),
+        }
+    }
+}
+
+/// Parse an experiment id from a request, as INVALID_ARGUMENT when malformed.
+pub fn parse_id(s: &str) -> Result<uuid::Uuid, CoordinatorError> {
+    uuid::Uuid::parse_str(s.trim()).map_err(|_| {
+        CoordinatorError::InvalidArgument(format!("experiment_id {s:?} is not a UUID"))
+    })
+}

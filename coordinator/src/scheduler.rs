@@ -1,0 +1,127 @@
+//! Which pending job a free worker slot gets.
+//!
+//! Experiments are served in submission order with fair sharing: among the
+//! experiments that have a job ready to run, the one with the fewest jobs
+//! currently leased goes first (ties: the earlier submission); within it,
+//! the first ready job in key order.
+
+use crate::state::JobState;
+use crate::store::{ExperimentRecord, JobRecord};
+use std::collections::HashMap;
+
+/// Pick the next job to lease at time `now_ms`, or `None`.
+pub fn pick<'a>(
+    experiments: &[ExperimentRecord],
+    active: &'a [JobRecord],
+    now_ms: i64,
+) -> Option<&'a JobRecord> {
+    let mut leased: HashMap<uuid::Uuid, usize> = HashMap::new();
+    for j in active {
+        if matches!(j.state, JobState::Leased(_)) {
+            *leased.entry(j.experiment).or_default() += 1;
+        }
+    }
+    let ready =
+        |j: &&JobRecord| matches!(&j.state, JobState::Pending(p) if p.not_before_ms <= now_ms);
+    let mut order: Vec<&ExperimentRecord> = experiments.iter().filter(|e| !e.cancelled).collect();
+    order.sort_by_key(|e| (leased.get(&e.id).copied().unwrap_or(0), e.seq));
+    for e in order {
+        let mut jobs: Vec<&JobRecord> = active
+            .iter()
+            .filter(|j| j.experiment == e.id)
+            .filter(ready)
+            .collect();
+        jobs.sort_by(|a, b| a.key.cmp(&b.key));
+        if let Some(j) = jobs.first() {
+            return Some(j);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Leased, Pending};
+
+    fn exp(seq: i64) -> ExperimentRecord {
+        ExperimentRecord {
+            id: uuid::Uuid::from_u128(seq as u128),
+            name: format!("e{seq}"),
+            request_id: None,
+            spec_sha256: String::new(),
+            dataset_sha256: String::new(),
+            plan_sha256: String::new(),
+            spec_toml: String::new(),
+            plan_json: String::new(),
+            manifest_path: String::new(),
+            submitted_ms: 0,
+            seq,
+            cancelled: false,
+            summary_json: None,
+        }
+    }
+
+    fn job(e: &ExperimentRecord, key: &str, state: JobState) -> JobRecord {
+        JobRecord {
+            experiment: e.id,
+            key: key.into(),
+            task: "screening".into(),
+            round: 1,
+            state,
+            version: 0,
+        }
+    }
+
+    fn pending(not_before_ms: i64) -> JobState {
+        JobState::Pending(Pending {
+            attempts: 0,
+            not_before_ms,
+            last_error: None,
+        })
+    }
+
+    fn leased() -> JobState {
+        JobState::Leased(Leased {
+            attempt: 1,
+            worker_id: "w".into(),
+            leased_at_ms: 0,
+            deadline_ms: 10,
+            last_progress_ms: 0,
+            last_error: None,
+        })
+    }
+
+    #[test]
+    fn submission_order_then_fair_share() {
+        let (a, b) = (exp(1), exp(2));
+        let jobs = vec![
+            job(&a, "s-r02", pending(0)),
+            job(&a, "s-r01", pending(0)),
+            job(&b, "s-r01", pending(0)),
+        ];
+        let exps = vec![b.clone(), a.clone()];
+        // Nothing leased: the earlier experiment, its first key.
+        let j = pick(&exps, &jobs, 5).unwrap();
+        assert_eq!((j.experiment, j.key.as_str()), (a.id, "s-r01"));
+        // One of a's jobs leased: b goes next.
+        let jobs2 = vec![
+            job(&a, "s-r01", leased()),
+            job(&a, "s-r02", pending(0)),
+            job(&b, "s-r01", pending(0)),
+        ];
+        let j = pick(&exps, &jobs2, 5).unwrap();
+        assert_eq!(j.experiment, b.id);
+    }
+
+    #[test]
+    fn backoff_and_cancellation_are_respected() {
+        let a = exp(1);
+        let jobs = vec![job(&a, "s-r01", pending(100))];
+        assert!(pick(std::slice::from_ref(&a), &jobs, 50).is_none());
+        assert!(pick(std::slice::from_ref(&a), &jobs, 100).is_some());
+        let mut c = a.clone();
+        c.cancelled = true;
+        assert!(pick(&[c], &jobs, 100).is_none());
+    }
+}

@@ -1,0 +1,346 @@
+//! The Experiments service: submit, get, list, watch, cancel, results.
+
+use super::{experiment_state, parse_results, proto_state, Coordinator};
+use crate::aggregate;
+use crate::config::now_ms;
+use crate::error::{parse_id, CoordinatorError};
+use crate::jobs::plan_jobs;
+use crate::state::JobState;
+use crate::store::{ExperimentRecord, JobRecord, NewJob};
+use crossfold_proto::v1::{self, experiments_server::Experiments};
+use crossfold_shared::experiment::prepare;
+use crossfold_shared::hash::sha256_hex;
+use crossfold_shared::spec::{Override, Spec};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// A checked submission: the record, its jobs, and its files by content hash.
+type Submission = (ExperimentRecord, Vec<NewJob>, HashMap<String, PathBuf>);
+
+pub struct ExperimentsService {
+    pub coordinator: Arc<Coordinator>,
+}
+
+fn counts(jobs: &[JobRecord]) -> v1::JobCounts {
+    let mut c = v1::JobCounts::default();
+    for j in jobs {
+        match j.state {
+            JobState::Pending(_) => c.pending += 1,
+            JobState::Leased(_) => c.leased += 1,
+            JobState::Succeeded(_) => c.succeeded += 1,
+            JobState::Failed(_) => c.failed += 1,
+            JobState::Cancelled(_) => c.cancelled += 1,
+        }
+    }
+    c
+}
+
+impl ExperimentsService {
+    fn describe(&self, e: &ExperimentRecord, jobs: &[JobRecord]) -> v1::Experiment {
+        let job_status = jobs
+            .iter()
+            .map(|j| {
+                let (attempt, worker, error) = match &j.state {
+                    JobState::Pending(p) => (p.attempts, String::new(), p.last_error.clone()),
+                    JobState::Leased(l) => (l.attempt, l.worker_id.clone(), l.last_error.clone()),
+                    JobState::Succeeded(s) => (s.attempt, String::new(), None),
+                    JobState::Failed(f) => (f.attempts, String::new(), Some(f.last_error.clone())),
+                    JobState::Cancelled(c) => (c.attempts, String::new(), None),
+                };
+                v1::JobStatus {
+                    job_key: j.key.clone(),
+                    task: j.task.clone(),
+                    round: j.round,
+                    state: proto_state(&j.state) as i32,
+                    attempt,
+                    worker_id: worker,
+                    last_error: error.unwrap_or_default(),
+                    progress: self.coordinator.progress_of(e.id, &j.key, attempt),
+                }
+            })
+            .collect();
+        v1::Experiment {
+            experiment_id: e.id.to_string(),
+            name: e.name.clone(),
+            state: experiment_state(e, jobs).to_string(),
+            jobs: Some(counts(jobs)),
+            plan_sha256: e.plan_sha256.clone(),
+            dataset_sha256: e.dataset_sha256.clone(),
+            job_status,
+            submitted_ms: e.submitted_ms,
+        }
+    }
+
+    async fn load(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<(ExperimentRecord, Vec<JobRecord>), CoordinatorError> {
+        self.coordinator
+            .with_store(move |s| Ok((s.experiment(id)?, s.jobs(id)?)))
+            .await
+    }
+
+    /// Check the spec, the data set and the split plan; build the record.
+    fn prepare_submission(&self, req: &v1::SubmitRequest) -> Result<Submission, CoordinatorError> {
+        let cfg = &self.coordinator.config;
+        let overrides: Vec<Override> = req
+            .overrides
+            .iter()
+            .map(|o| o.parse::<Override>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?;
+        let mut spec = Spec::parse(&req.spec_toml, "spec", &overrides)
+            .map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?;
+        // The coordinator reads data; it does not generate it.
+        spec.dataset.synthetic = None;
+        let manifest = PathBuf::from(&spec.dataset.manifest);
+        if !manifest.is_absolute() {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "dataset.manifest = {:?}: must be an absolute path on the coordinator (the CLI resolves it)",
+                spec.dataset.manifest
+            )));
+        }
+        let real = manifest.canonicalize().map_err(|e| {
+            CoordinatorError::InvalidArgument(format!(
+                "dataset.manifest = {:?}: {e}",
+                spec.dataset.manifest
+            ))
+        })?;
+        let allowed = cfg
+            .data_roots
+            .iter()
+            .filter_map(|r| r.canonicalize().ok())
+            .any(|r| real.starts_with(r));
+        if !allowed {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "dataset.manifest = {:?} is not under any data root of this coordinator ({})",
+                spec.dataset.manifest,
+                cfg.data_roots
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        spec.dataset.manifest = real.display().to_string();
+        spec.base_dir = PathBuf::from("/");
+        let prepared =
+            prepare(&spec).map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?;
+        let jobs = plan_jobs(&prepared.plan);
+        if jobs.len() > cfg.max_jobs_per_experiment {
+            return Err(CoordinatorError::ResourceExhausted(format!(
+                "the experiment has {} jobs; this coordinator allows {} per experiment",
+                jobs.len(),
+                cfg.max_jobs_per_experiment
+            )));
+        }
+        let spec_toml = spec.to_toml();
+        let root = prepared.manifest.root.clone();
+        let files: HashMap<String, PathBuf> = prepared
+            .fingerprint
+            .files
+            .iter()
+            .map(|(path, sha)| (sha.clone(), root.join(path)))
+            .collect();
+        let record = ExperimentRecord {
+            id: uuid::Uuid::new_v4(),
+            name: spec.name.clone(),
+            request_id: Some(req.request_id.clone()).filter(|r| !r.is_empty()),
+            spec_sha256: sha256_hex(spec_toml.as_bytes()),
+            dataset_sha256: prepared.fingerprint.sha256.clone(),
+            plan_sha256: prepared.plan.plan_sha256.clone(),
+            spec_toml,
+            plan_json: prepared.plan.to_json_pretty(),
+            manifest_path: real.display().to_string(),
+            submitted_ms: now_ms(),
+            seq: 0,
+            cancelled: false,
+            summary_json: None,
+        };
+        let new_jobs = jobs
+            .into_iter()
+            .map(|j| NewJob {
+                key: j.key,
+                task: j.task.to_string(),
+                round: j.round,
+            })
+            .collect();
+        Ok((record, new_jobs, files))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ExperimentEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Experiments for ExperimentsService {
+    async fn submit(
+        &self,
+        request: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let req = request.into_inner();
+        let this = ExperimentsService {
+            coordinator: self.coordinator.clone(),
+        };
+        let (record, jobs, files) =
+            tokio::task::spawn_blocking(move || this.prepare_submission(&req))
+                .await
+                .map_err(|e| CoordinatorError::Internal(e.to_string()))??;
+        let dataset = record.dataset_sha256.clone();
+        let (stored, created) = self
+            .coordinator
+            .with_store(move |s| s.create_experiment(record, jobs))
+            .await?;
+        self.coordinator.remember_files(&dataset, files);
+        tracing::info!(experiment = %stored.id, name = %stored.name, created, "experiment submitted");
+        self.coordinator.changed.notify_waiters();
+        Ok(Response::new(v1::SubmitResponse {
+            experiment_id: stored.id.to_string(),
+            created,
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::GetExperimentRequest>,
+    ) -> Result<Response<v1::Experiment>, Status> {
+        let id = parse_id(&request.get_ref().experiment_id)?;
+        let (e, jobs) = self.load(id).await?;
+        Ok(Response::new(self.describe(&e, &jobs)))
+    }
+
+    async fn list(
+        &self,
+        _: Request<v1::ListExperimentsRequest>,
+    ) -> Result<Response<v1::ListExperimentsResponse>, Status> {
+        let all = self
+            .coordinator
+            .with_store(|s| {
+                s.experiments()?
+                    .into_iter()
+                    .map(|e| {
+                        let jobs = s.jobs(e.id)?;
+                        Ok((e, jobs))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        Ok(Response::new(v1::ListExperimentsResponse {
+            experiments: all.iter().map(|(e, j)| self.describe(e, j)).collect(),
+        }))
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let id = parse_id(&request.get_ref().experiment_id)?;
+        self.load(id).await?; // NOT_FOUND before the stream starts
+        let coordinator = self.coordinator.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let this = ExperimentsService { coordinator };
+            let mut last: HashMap<String, (i32, u32, Option<(u32, u32)>)> = HashMap::new();
+            loop {
+                let notified = this.coordinator.changed.notified();
+                let (e, jobs) = match this.load(id).await {
+                    Ok(x) => x,
+                    Err(err) => {
+                        let _ = tx.send(Err(Status::from(err))).await;
+                        return;
+                    }
+                };
+                let desc = this.describe(&e, &jobs);
+                for js in desc.job_status {
+                    let mark = (
+                        js.state,
+                        js.attempt,
+                        js.progress.as_ref().map(|p| (p.epoch, p.step)),
+                    );
+                    if last.get(&js.job_key) != Some(&mark) {
+                        last.insert(js.job_key.clone(), mark);
+                        let event = v1::ExperimentEvent {
+                            experiment_id: id.to_string(),
+                            job_key: js.job_key,
+                            state: js.state,
+                            attempt: js.attempt,
+                            progress: js.progress,
+                            message: js.last_error,
+                        };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let done = e.cancelled
+                    || (jobs.iter().all(|j| j.state.is_terminal()) && e.summary_json.is_some());
+                if done {
+                    return;
+                }
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<v1::CancelRequest>,
+    ) -> Result<Response<v1::Experiment>, Status> {
+        let id = parse_id(&request.get_ref().experiment_id)?;
+        self.coordinator
+            .with_store(move |s| {
+                s.set_cancelled(id)?;
+                for j in s.jobs(id)? {
+                    if !j.state.is_terminal() {
+                        // A concurrent change is fine: the reaper cancels what is left.
+                        let _ = s.update_job(id, &j.key, j.version, j.state.cancel());
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        self.coordinator.changed.notify_waiters();
+        let (e, jobs) = self.load(id).await?;
+        Ok(Response::new(self.describe(&e, &jobs)))
+    }
+
+    async fn results(
+        &self,
+        request: Request<v1::ResultsRequest>,
+    ) -> Result<Response<v1::ResultsResponse>, Status> {
+        let id = parse_id(&request.get_ref().experiment_id)?;
+        let (e, jobs, rows) = self
+            .coordinator
+            .with_store(move |s| Ok((s.experiment(id)?, s.jobs(id)?, s.results(id)?)))
+            .await?;
+        let results = parse_results(&rows).map_err(CoordinatorError::from)?;
+        let mut doc = match &e.summary_json {
+            Some(s) => serde_json::from_str(s)
+                .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?,
+            None => aggregate::summarize(&results, &e.plan_sha256, &e.dataset_sha256),
+        };
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("experiment_id".into(), e.id.to_string().into());
+            o.insert("name".into(), e.name.clone().into());
+            o.insert("state".into(), experiment_state(&e, &jobs).into());
+            o.insert("complete".into(), e.summary_json.is_some().into());
+            o.insert("spec_toml".into(), e.spec_toml.clone().into());
+            o.insert(
+                "predictions".into(),
+                serde_json::to_value(&results).unwrap_or_default(),
+            );
+        }
+        Ok(Response::new(v1::ResultsResponse {
+            experiment_id: e.id.to_string(),
+            results_json: doc.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,253 @@
+//! The coordinator's gRPC services over one shared state: the store, the
+//! settings, live progress and registered workers.
+
+mod data;
+mod experiments;
+pub mod workers;
+
+pub use data::DataService;
+pub use experiments::ExperimentsService;
+pub use workers::WorkersService;
+
+use crate::aggregate::{self, JobResult};
+use crate::config::{now_ms, Config};
+use crate::error::CoordinatorError;
+use crate::state::{JobState, RetryPolicy};
+use crate::store::{ExperimentId, ExperimentRecord, JobRecord, Store, StoreError};
+use crossfold_proto::v1;
+use crossfold_shared::spec::Spec;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// A registered worker.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub devices: Vec<String>,
+    pub slots: u32,
+    pub last_seen_ms: i64,
+}
+
+pub struct Coordinator {
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+    progress: Mutex<HashMap<(ExperimentId, String), (u32, v1::Progress)>>,
+    workers: Mutex<HashMap<String, WorkerInfo>>,
+    /// Files of known data sets: dataset sha256 -> file sha256 -> path.
+    files: Mutex<HashMap<String, HashMap<String, PathBuf>>>,
+    /// Woken on every job state change (long polls, watchers).
+    pub changed: Notify,
+}
+
+impl Coordinator {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Arc<Coordinator> {
+        Arc::new(Coordinator {
+            store,
+            config,
+            progress: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+        })
+    }
+
+    /// Run a store call off the async runtime.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, CoordinatorError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("store task: {e}")))?
+            .map_err(CoordinatorError::from)
+    }
+
+    pub fn record_progress(&self, id: ExperimentId, key: &str, attempt: u32, p: v1::Progress) {
+        if let Ok(mut m) = self.progress.lock() {
+            m.insert((id, key.to_string()), (attempt, p));
+        }
+    }
+
+    pub fn progress_of(&self, id: ExperimentId, key: &str, attempt: u32) -> Option<v1::Progress> {
+        let m = self.progress.lock().ok()?;
+        m.get(&(id, key.to_string()))
+            .filter(|(a, _)| *a == attempt)
+            .map(|(_, p)| *p)
+    }
+
+    pub fn register_worker(&self, id: String, info: WorkerInfo) {
+        if let Ok(mut m) = self.workers.lock() {
+            m.insert(id, info);
+        }
+    }
+
+    pub fn touch_worker(&self, id: &str) -> bool {
+        match self.workers.lock() {
+            Ok(mut m) => match m.get_mut(id) {
+                Some(w) => {
+                    w.last_seen_ms = now_ms();
+                    true
+                }
+                None => false,
+            },
+            Err(_) => false,
+        }
+    }
+
+    pub fn remember_files(&self, dataset: &str, files: HashMap<String, PathBuf>) {
+        if let Ok(mut m) = self.files.lock() {
+            m.insert(dataset.to_string(), files);
+        }
+    }
+
+    pub fn file_path(&self, dataset: &str, sha: &str) -> Option<PathBuf> {
+        self.files.lock().ok()?.get(dataset)?.get(sha).cloned()
+    }
+
+    pub fn knows_dataset(&self, dataset: &str) -> bool {
+        self.files
+            .lock()
+            .map(|m| m.contains_key(dataset))
+            .unwrap_or(false)
+    }
+
+    /// Files of a data set by manifest path: (path, sha256), sorted.
+    pub fn files_of(&self, dataset: &str, root: &std::path::Path) -> Vec<(String, String)> {
+        let Ok(m) = self.files.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<(String, String)> = m
+            .get(dataset)
+            .map(|files| {
+                files
+                    .iter()
+                    .filter_map(|(sha, p)| {
+                        let rel = p.strip_prefix(root).ok()?;
+                        Some((rel.to_string_lossy().into_owned(), sha.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Learn a data set's files (after a restart) from an experiment using it.
+    pub async fn learn_dataset(&self, dataset: &str) -> Result<(), CoordinatorError> {
+        if self.knows_dataset(dataset) {
+            return Ok(());
+        }
+        let ds = dataset.to_string();
+        let manifest = self
+            .with_store(move |s| {
+                Ok(s.experiments()?
+                    .into_iter()
+                    .find(|e| e.dataset_sha256 == ds)
+                    .map(|e| e.manifest_path))
+            })
+            .await?
+            .ok_or_else(|| {
+                CoordinatorError::NotFound(format!("no experiment uses data set {dataset}"))
+            })?;
+        let files =
+            tokio::task::spawn_blocking(move || -> Result<HashMap<String, PathBuf>, String> {
+                let m = crossfold_shared::manifest::Manifest::load(std::path::Path::new(&manifest))
+                    .map_err(|e| e.to_string())?;
+                let fp = crossfold_shared::dataset::fingerprint(&m).map_err(|e| e.to_string())?;
+                Ok(fp
+                    .files
+                    .iter()
+                    .map(|(p, sha)| (sha.clone(), m.root.join(p)))
+                    .collect())
+            })
+            .await
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))?
+            .map_err(CoordinatorError::FailedPrecondition)?;
+        self.remember_files(dataset, files);
+        Ok(())
+    }
+
+    /// When every job of the experiment is terminal, aggregate and store the summary.
+    pub async fn maybe_finish(&self, id: ExperimentId) -> Result<(), CoordinatorError> {
+        self.with_store(move |s| {
+            let e = s.experiment(id)?;
+            if e.summary_json.is_some() {
+                return Ok(());
+            }
+            let jobs = s.jobs(id)?;
+            if !jobs.iter().all(|j| j.state.is_terminal()) {
+                return Ok(());
+            }
+            let results = parse_results(&s.results(id)?)?;
+            let summary = aggregate::summarize(&results, &e.plan_sha256, &e.dataset_sha256);
+            s.set_summary(id, &summary.to_string())
+        })
+        .await?;
+        self.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+pub fn parse_results(rows: &[(String, String)]) -> Result<Vec<JobResult>, StoreError> {
+    rows.iter()
+        .map(|(key, json)| {
+            serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+                path: String::new(),
+                row: format!("result of job {key}"),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The retry policy and threshold of an experiment's spec.
+pub fn spec_of(e: &ExperimentRecord) -> Result<Spec, CoordinatorError> {
+    Spec::parse(&e.spec_toml, "stored spec", &[]).map_err(|err| {
+        CoordinatorError::Internal(format!("experiment {}: stored spec: {err}", e.id))
+    })
+}
+
+pub fn retry_policy(spec: &Spec) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: spec.retry.max_attempts,
+        backoff_ms: (spec.retry.backoff_seconds * 1000.0) as i64,
+    }
+}
+
+/// Experiment state from its jobs: cancelled, succeeded (all jobs),
+/// failed (all terminal, some failed), running (some leased or done), pending.
+pub fn experiment_state(e: &ExperimentRecord, jobs: &[JobRecord]) -> &'static str {
+    if e.cancelled {
+        return "cancelled";
+    }
+    let all_terminal = jobs.iter().all(|j| j.state.is_terminal());
+    if all_terminal
+        && jobs
+            .iter()
+            .all(|j| matches!(j.state, JobState::Succeeded(_)))
+    {
+        "succeeded"
+    } else if all_terminal {
+        "failed"
+    } else if jobs
+        .iter()
+        .any(|j| !matches!(j.state, JobState::Pending(_)))
+    {
+        "running"
+    } else {
+        "pending"
+    }
+}
+
+pub fn proto_state(s: &JobState) -> v1::JobState {
+    match s {
+        JobState::Pending(_) => v1::JobState::Pending,
+        JobState::Leased(_) => v1::JobState::Leased,
+        JobState::Succeeded(_) => v1::JobState::Succeeded,
+        JobState::Failed(_) => v1::JobState::Failed,
+        JobState::Cancelled(_) => v1::JobState::Cancelled,
+    }
+}

@@ -1,0 +1,470 @@
+//! The Workers service: register, lease (long poll), heartbeat, complete,
+//! fail, release. Every call after the lease names its attempt; calls for any
+//! other attempt than the job's current one are refused (fencing).
+
+use super::{retry_policy, spec_of, Coordinator, WorkerInfo};
+use crate::aggregate::{round_stats, JobResult, ScoredImage};
+use crate::config::now_ms;
+use crate::error::{parse_id, CoordinatorError};
+use crate::scheduler;
+use crate::state::JobState;
+use crate::store::StoreError;
+use crossfold_proto::v1::{self, workers_server::Workers};
+use crossfold_shared::label::Task;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct WorkersService {
+    pub coordinator: Arc<Coordinator>,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+impl WorkersService {
+    fn check_worker(&self, id: &str) -> Result<(), CoordinatorError> {
+        if self.coordinator.touch_worker(id) {
+            Ok(())
+        } else {
+            Err(CoordinatorError::FailedPrecondition(format!(
+                "worker {id:?} is not registered (the coordinator may have restarted): register again"
+            )))
+        }
+    }
+
+    /// Try once to lease a ready job to `worker`.
+    async fn try_lease(&self, worker: &str) -> Result<Option<v1::Lease>, CoordinatorError> {
+        let ttl = ms(self.coordinator.config.lease_ttl);
+        let worker_id = worker.to_string();
+        let leased = self
+            .coordinator
+            .with_store(move |s| {
+                for _ in 0..8 {
+                    let experiments = s.experiments()?;
+                    let active = s.active_jobs()?;
+                    let now = now_ms();
+                    let Some(job) = scheduler::pick(&experiments, &active, now) else {
+                        return Ok(None);
+                    };
+                    let next = match job.state.clone().lease(&worker_id, now, ttl) {
+                        Ok(n) => n,
+                        Err(_) => continue,
+                    };
+                    match s.update_job(job.experiment, &job.key, job.version, next) {
+                        Ok(rec) => {
+                            let e = s.experiment(job.experiment)?;
+                            return Ok(Some((e, rec)));
+                        }
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        let Some((e, job)) = leased else {
+            return Ok(None);
+        };
+        let attempt = job.state.attempt().unwrap_or(0);
+        tracing::info!(experiment = %e.id, job = %job.key, attempt, worker = %worker, "job leased");
+        self.coordinator.changed.notify_waiters();
+        let manifest_csv = tokio::fs::read_to_string(&e.manifest_path)
+            .await
+            .unwrap_or_default();
+        self.coordinator.learn_dataset(&e.dataset_sha256).await?;
+        let root =
+            crossfold_shared::manifest::manifest_root(std::path::Path::new(&e.manifest_path));
+        let files = self
+            .coordinator
+            .files_of(&e.dataset_sha256, &root)
+            .into_iter()
+            .map(|(path, sha256)| v1::FileRef { path, sha256 })
+            .collect();
+        let task = match job.task.parse::<Task>() {
+            Ok(Task::Screening) => v1::Task::Screening,
+            Ok(Task::Malignancy) => v1::Task::Malignancy,
+            Err(_) => v1::Task::Unspecified,
+        };
+        Ok(Some(v1::Lease {
+            experiment_id: e.id.to_string(),
+            job_key: job.key.clone(),
+            attempt,
+            spec_toml: e.spec_toml.clone(),
+            plan_json: e.plan_json.clone(),
+            task: task as i32,
+            round: job.round,
+            dataset_sha256: e.dataset_sha256.clone(),
+            manifest_path: e.manifest_path.clone(),
+            manifest_csv,
+            heartbeat_interval_seconds: self.coordinator.config.heartbeat_interval.as_secs_f64(),
+            files,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Workers for WorkersService {
+    async fn register(
+        &self,
+        request: Request<v1::RegisterRequest>,
+    ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        if r.worker_name.trim().is_empty() {
+            return Err(CoordinatorError::InvalidArgument("worker_name is empty".into()).into());
+        }
+        // The worker's name is its id (workers make it unique: host, process,
+        // random suffix), so a worker that registers again after a
+        // coordinator restart keeps its leases.
+        let id = r.worker_name.trim().to_string();
+        let devices: Vec<String> = r
+            .devices
+            .iter()
+            .map(|d| format!("{} ({})", d.name, d.description))
+            .collect();
+        tracing::info!(worker = %id, devices = ?devices, slots = r.slots, "worker registered");
+        self.coordinator.register_worker(
+            id.clone(),
+            WorkerInfo {
+                name: r.worker_name,
+                devices,
+                slots: r.slots.max(1),
+                last_seen_ms: now_ms(),
+            },
+        );
+        let c = &self.coordinator.config;
+        Ok(Response::new(v1::RegisterResponse {
+            worker_id: id,
+            heartbeat_interval_seconds: c.heartbeat_interval.as_secs_f64(),
+            lease_ttl_seconds: c.lease_ttl.as_secs_f64(),
+        }))
+    }
+
+    async fn lease(
+        &self,
+        request: Request<v1::LeaseRequest>,
+    ) -> Result<Response<v1::LeaseResponse>, Status> {
+        let r = request.into_inner();
+        self.check_worker(&r.worker_id)?;
+        if r.free_slots == 0 {
+            return Ok(Response::new(v1::LeaseResponse { lease: None }));
+        }
+        let wait = Duration::from_secs_f64(r.wait_seconds.clamp(0.0, 30.0));
+        let until = Instant::now() + wait;
+        loop {
+            let notified = self.coordinator.changed.notified();
+            if let Some(lease) = self.try_lease(&r.worker_id).await? {
+                return Ok(Response::new(v1::LeaseResponse { lease: Some(lease) }));
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Response::new(v1::LeaseResponse { lease: None }));
+            }
+            // Wake on a state change, or re-check at least every second (backoff ends).
+            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified).await;
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        self.check_worker(&r.worker_id)?;
+        let id = parse_id(&r.experiment_id)?;
+        let ttl = ms(self.coordinator.config.lease_ttl);
+        let (key, worker, attempt) = (r.job_key.clone(), r.worker_id.clone(), r.attempt);
+        let progressed = r.progress.is_some();
+        let keep_going = self
+            .coordinator
+            .with_store(move |s| {
+                for _ in 0..8 {
+                    let job = s.job(id, &key)?;
+                    let next = match job.state.clone().heartbeat(
+                        attempt,
+                        &worker,
+                        now_ms(),
+                        ttl,
+                        progressed,
+                    ) {
+                        Ok(n) => n,
+                        Err(_) => return Ok(false),
+                    };
+                    match s.update_job(id, &key, job.version, next) {
+                        Ok(_) => return Ok(true),
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(false)
+            })
+            .await?;
+        if let (true, Some(p)) = (keep_going, r.progress) {
+            self.coordinator
+                .record_progress(id, &r.job_key, r.attempt, p);
+            self.coordinator.changed.notify_waiters();
+        }
+        Ok(Response::new(v1::HeartbeatResponse { keep_going }))
+    }
+
+    async fn complete(
+        &self,
+        request: Request<Streaming<v1::CompleteChunk>>,
+    ) -> Result<Response<v1::CompleteResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut head: Option<v1::CompleteChunk> = None;
+        let mut predictions = Vec::new();
+        let mut history = Vec::new();
+        let mut finished = false;
+        while let Some(chunk) = stream.next().await {
+            let mut chunk = chunk?;
+            if let Some(h) = &head {
+                if (h.experiment_id.as_str(), h.job_key.as_str(), h.attempt)
+                    != (
+                        chunk.experiment_id.as_str(),
+                        chunk.job_key.as_str(),
+                        chunk.attempt,
+                    )
+                {
+                    return Err(CoordinatorError::InvalidArgument(
+                        "chunks of one Complete call name different jobs".into(),
+                    )
+                    .into());
+                }
+            }
+            predictions.append(&mut chunk.predictions);
+            history.append(&mut chunk.history);
+            finished = chunk.last;
+            if head.is_none() {
+                head = Some(chunk);
+            }
+        }
+        let head = head
+            .ok_or_else(|| CoordinatorError::InvalidArgument("Complete sent no chunks".into()))?;
+        if !finished {
+            return Err(CoordinatorError::InvalidArgument(
+                "Complete ended without its last chunk".into(),
+            )
+            .into());
+        }
+        self.check_worker(&head.worker_id)?;
+        let id = parse_id(&head.experiment_id)?;
+        let key = head.job_key.clone();
+        let (e, job) = self
+            .coordinator
+            .with_store({
+                let key = key.clone();
+                move |s| Ok((s.experiment(id)?, s.job(id, &key)?))
+            })
+            .await?;
+        let spec = spec_of(&e)?;
+        let task: Task = job.task.parse().map_err(CoordinatorError::Internal)?;
+        let scored: Vec<ScoredImage> = predictions
+            .iter()
+            .map(|p| ScoredImage {
+                image: p.image.clone(),
+                label: p.label.clone(),
+                score: p.score,
+            })
+            .collect();
+        let stats = round_stats(task, &scored, spec.train.threshold)
+            .map_err(CoordinatorError::InvalidArgument)?;
+        let history_json: Vec<serde_json::Value> = history
+            .iter()
+            .map(|h| {
+                serde_json::json!({"epoch": h.epoch, "train_loss": h.train_loss, "validation_loss": h.validation_loss,
+                    "validation_auc": h.validation_auc, "learning_rate": h.learning_rate, "seconds": h.seconds})
+            })
+            .collect();
+        let result = JobResult {
+            task: job.task.clone(),
+            round: job.round,
+            attempt: head.attempt,
+            worker_id: head.worker_id.clone(),
+            predictions: scored,
+            history: serde_json::Value::Array(history_json),
+            stats,
+        };
+        let doc = serde_json::to_string(&result)
+            .map_err(|err| CoordinatorError::Internal(err.to_string()))?;
+        let attempt = head.attempt;
+        let outcome = self
+            .coordinator
+            .with_store(
+                move |s| match s.commit_result(id, &key, attempt, now_ms(), &doc) {
+                    Ok(committed) => Ok(Ok(committed)),
+                    Err(e @ (StoreError::Conflict { .. } | StoreError::Transition { .. })) => {
+                        Ok(Err(e.to_string()))
+                    }
+                    Err(e) => Err(e),
+                },
+            )
+            .await?;
+        match outcome {
+            Ok(committed) => {
+                tracing::info!(experiment = %id, job = %head.job_key, attempt, committed, "result received");
+                self.coordinator.changed.notify_waiters();
+                self.coordinator.maybe_finish(id).await?;
+                Ok(Response::new(v1::CompleteResponse {
+                    accepted: true,
+                    duplicate: !committed,
+                    message: if committed {
+                        "committed".into()
+                    } else {
+                        "already committed; counted once".into()
+                    },
+                }))
+            }
+            Err(why) => {
+                tracing::warn!(experiment = %id, job = %head.job_key, attempt, reason = %why, "late or stale result refused");
+                Ok(Response::new(v1::CompleteResponse {
+                    accepted: false,
+                    duplicate: false,
+                    message: format!("refused: {why}"),
+                }))
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        request: Request<v1::FailRequest>,
+    ) -> Result<Response<v1::FailResponse>, Status> {
+        let r = request.into_inner();
+        self.check_worker(&r.worker_id)?;
+        let id = parse_id(&r.experiment_id)?;
+        let e = self
+            .coordinator
+            .with_store(move |s| s.experiment(id))
+            .await?;
+        let policy = retry_policy(&spec_of(&e)?);
+        let (key, attempt, error, retryable) =
+            (r.job_key.clone(), r.attempt, r.error.clone(), r.retryable);
+        self.coordinator
+            .with_store(move |s| {
+                let job = s.job(id, &key)?;
+                match job
+                    .state
+                    .clone()
+                    .fail(attempt, &error, retryable, now_ms(), &policy)
+                {
+                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| ()),
+                    Err(_) => Ok(()), // stale attempt: nothing to do
+                }
+            })
+            .await?;
+        tracing::warn!(experiment = %id, job = %r.job_key, attempt = r.attempt, error = %r.error, "job attempt failed");
+        self.coordinator.changed.notify_waiters();
+        self.coordinator.maybe_finish(id).await?;
+        Ok(Response::new(v1::FailResponse {}))
+    }
+
+    async fn release(
+        &self,
+        request: Request<v1::ReleaseRequest>,
+    ) -> Result<Response<v1::ReleaseResponse>, Status> {
+        let r = request.into_inner();
+        self.check_worker(&r.worker_id)?;
+        let id = parse_id(&r.experiment_id)?;
+        let (key, attempt, worker) = (r.job_key.clone(), r.attempt, r.worker_id.clone());
+        self.coordinator
+            .with_store(move |s| {
+                let job = s.job(id, &key)?;
+                match job.state.clone().release(attempt, &worker) {
+                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| ()),
+                    Err(_) => Ok(()),
+                }
+            })
+            .await?;
+        tracing::info!(experiment = %id, job = %r.job_key, attempt = r.attempt, "lease released");
+        self.coordinator.changed.notify_waiters();
+        Ok(Response::new(v1::ReleaseResponse {}))
+    }
+}
+
+/// Expire, stall-check and time-limit every leased job; cancel the jobs of
+/// cancelled experiments. Run periodically by the server.
+pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
+    let cfg = coordinator.config.clone();
+    let changed = coordinator
+        .with_store(move |s| {
+            let experiments = s.experiments()?;
+            let mut changed = Vec::new();
+            for job in s.active_jobs()? {
+                let Some(e) = experiments.iter().find(|e| e.id == job.experiment) else {
+                    continue;
+                };
+                let now = now_ms();
+                let next = if e.cancelled {
+                    Some(job.state.cancel())
+                } else {
+                    let Ok(spec) =
+                        crossfold_shared::spec::Spec::parse(&e.spec_toml, "stored spec", &[])
+                    else {
+                        continue;
+                    };
+                    let policy = retry_policy(&spec);
+                    let st = job.state.clone();
+                    st.clone()
+                        .expire(now, &policy)
+                        .or_else(|_| st.clone().stall(now, ms(cfg.stall_timeout), &policy))
+                        .or_else(|_| st.time_limit(now, ms(cfg.job_time_limit), &policy))
+                        .ok()
+                };
+                if let Some(next) = next {
+                    if next != job.state
+                        && s.update_job(job.experiment, &job.key, job.version, next.clone())
+                            .is_ok()
+                    {
+                        changed.push((job.experiment, job.key.clone(), next));
+                    }
+                }
+            }
+            Ok(changed)
+        })
+        .await?;
+    for (id, key, state) in &changed {
+        tracing::warn!(experiment = %id, job = %key, state = state.name(), "lease reaped");
+        if state.is_terminal() {
+            coordinator.maybe_finish(*id).await?;
+        }
+    }
+    if !changed.is_empty() {
+        coordinator.changed.notify_waiters();
+    }
+    Ok(())
+}
+
+/// After a restart, give every leased job a grace period for its worker.
+pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorError> {
+    let grace = ms(coordinator.config.restart_grace);
+    let n = coordinator
+        .with_store(move |s| {
+            let mut n = 0;
+            for job in s.active_jobs()? {
+                if matches!(job.state, JobState::Leased(_)) {
+                    let next = job.state.reclaim_after_restart(now_ms(), grace);
+                    if s.update_job(job.experiment, &job.key, job.version, next)
+                        .is_ok()
+                    {
+                        n += 1;
+                    }
+                }
+            }
+            for e in s.experiments()? {
+                // Experiments whose last job ended just before a crash.
+                let jobs = s.jobs(e.id)?;
+                if e.summary_json.is_none() && jobs.iter().all(|j| j.state.is_terminal()) {
+                    let results = super::parse_results(&s.results(e.id)?)?;
+                    let summary =
+                        crate::aggregate::summarize(&results, &e.plan_sha256, &e.dataset_sha256);
+                    s.set_summary(e.id, &summary.to_string())?;
+                }
+            }
+            Ok(n)
+        })
+        .await?;
+    Ok(n)
+}

@@ -1,0 +1,372 @@
+//! One test suite, run against every [`Store`]: each test is a function over
+//! `&dyn Store`, and `store_suite!` makes a `#[test]` of it per store.
+
+use super::*;
+use crate::state::{Completion, JobState, Pending, RetryPolicy};
+
+/// Runs each named test function against a fresh [`MemoryStore`] and a fresh
+/// [`SqliteStore`] in a temporary directory.
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(#[test]
+            fn $name() {
+                super::$name(&crate::store::MemoryStore::new());
+            })*
+        }
+        mod sqlite_store {
+            $(#[test]
+            fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let store = crate::store::SqliteStore::open(&dir.path().join("coordinator.db")).unwrap();
+                super::$name(&store);
+            })*
+        }
+    };
+}
+
+store_suite!(
+    create_and_read_back,
+    create_is_idempotent_by_request_id,
+    create_is_idempotent_by_fingerprint,
+    create_refuses_a_taken_id_and_duplicate_keys,
+    experiments_are_in_submission_order,
+    unknown_experiment_and_job,
+    update_job_is_compare_and_set,
+    concurrent_writers_of_one_version_one_wins,
+    commit_result_once_twice_and_wrong_attempt,
+    results_are_ordered_by_key,
+    cancel_and_summary,
+    active_jobs_are_the_unfinished_ones_in_submission_order,
+);
+
+/// An experiment record; `n` makes its id, request and fingerprint distinct.
+pub(crate) fn experiment(n: u32) -> ExperimentRecord {
+    ExperimentRecord {
+        id: uuid::Uuid::new_v4(),
+        name: format!("exp-{n}"),
+        request_id: Some(format!("req-{n}")),
+        spec_sha256: format!("spec-{n}"),
+        dataset_sha256: format!("data-{n}"),
+        plan_sha256: format!("plan-{n}"),
+        spec_toml: format!("name = \"exp-{n}\"\n"),
+        plan_json: "{}".to_string(),
+        manifest_path: "data/manifest.csv".to_string(),
+        submitted_ms: 1_000 + i64::from(n),
+        seq: 0,
+        cancelled: false,
+        summary_json: None,
+    }
+}
+
+/// Jobs with the given keys (task "screening", rounds 1, 2, ...).
+pub(crate) fn jobs(keys: &[&str]) -> Vec<NewJob> {
+    keys.iter()
+        .zip(1..)
+        .map(|(k, round)| NewJob {
+            key: k.to_string(),
+            task: "screening".to_string(),
+            round,
+        })
+        .collect()
+}
+
+fn create(store: &dyn Store, n: u32, keys: &[&str]) -> ExperimentRecord {
+    let (e, created) = store.create_experiment(experiment(n), jobs(keys)).unwrap();
+    assert!(created);
+    e
+}
+
+/// Lease job `key` to worker "w" at t = 0 and store it; returns the record.
+fn lease(store: &dyn Store, id: ExperimentId, key: &str) -> JobRecord {
+    let job = store.job(id, key).unwrap();
+    let leased = job.state.lease("w", 0, 60_000).unwrap();
+    store.update_job(id, key, job.version, leased).unwrap()
+}
+
+fn keys(jobs: &[JobRecord]) -> Vec<&str> {
+    jobs.iter().map(|j| j.key.as_str()).collect()
+}
+
+fn create_and_read_back(store: &dyn Store) {
+    let input = experiment(1);
+    let (e, created) = store
+        .create_experiment(input.clone(), jobs(&["b-r02", "a-r01"]))
+        .unwrap();
+    assert!(created);
+    assert_eq!(e.seq, 1);
+    assert_eq!(e, ExperimentRecord { seq: 1, ..input });
+    assert_eq!(store.experiment(e.id).unwrap(), e);
+    let all = store.jobs(e.id).unwrap();
+    assert_eq!(keys(&all), ["a-r01", "b-r02"]);
+    let a = &all[0];
+    assert_eq!((a.task.as_str(), a.round, a.version), ("screening", 2, 0));
+    assert_eq!(a.state, JobState::Pending(Pending::new()));
+    assert_eq!(store.job(e.id, "b-r02").unwrap(), all[1]);
+}
+
+fn create_is_idempotent_by_request_id(store: &dyn Store) {
+    let first = create(store, 1, &["a"]);
+    // Same request id, different everything else: the first experiment.
+    let mut again = experiment(2);
+    again.request_id = first.request_id.clone();
+    let (e, created) = store.create_experiment(again, jobs(&["x", "y"])).unwrap();
+    assert!(!created);
+    assert_eq!(e, first);
+    assert_eq!(store.experiments().unwrap().len(), 1);
+    assert_eq!(keys(&store.jobs(first.id).unwrap()), ["a"]);
+}
+
+fn create_is_idempotent_by_fingerprint(store: &dyn Store) {
+    let first = create(store, 1, &["a"]);
+    // No request id (or a new one), same spec and data set.
+    for request_id in [None, Some("other".to_string())] {
+        let mut again = experiment(1);
+        again.request_id = request_id;
+        let (e, created) = store.create_experiment(again, jobs(&["a"])).unwrap();
+        assert!(!created);
+        assert_eq!(e, first);
+    }
+    // Same spec, other data set: a new experiment.
+    let mut other = experiment(1);
+    other.request_id = None;
+    other.dataset_sha256 = "data-other".to_string();
+    let (e, created) = store.create_experiment(other, jobs(&["a"])).unwrap();
+    assert!(created);
+    assert_eq!(e.seq, 2);
+    // Two experiments without request ids do not match each other by it.
+    let mut third = experiment(3);
+    third.request_id = None;
+    assert!(store.create_experiment(third, jobs(&["a"])).unwrap().1);
+}
+
+fn create_refuses_a_taken_id_and_duplicate_keys(store: &dyn Store) {
+    let first = create(store, 1, &["a"]);
+    let mut same_id = experiment(2);
+    same_id.id = first.id;
+    let err = store.create_experiment(same_id, jobs(&["a"])).unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateExperiment(id) if id == first.id),
+        "{err}"
+    );
+    let dup = experiment(3);
+    let err = store
+        .create_experiment(dup.clone(), jobs(&["a", "b", "a"]))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::DuplicateJob { key, .. } if key == "a"),
+        "{err}"
+    );
+    // Nothing of the refused experiment was stored.
+    assert!(matches!(
+        store.experiment(dup.id),
+        Err(StoreError::NoExperiment(_))
+    ));
+    assert_eq!(store.experiments().unwrap().len(), 1);
+}
+
+fn experiments_are_in_submission_order(store: &dyn Store) {
+    let ids: Vec<_> = (0..5).map(|n| create(store, n, &["a"]).id).collect();
+    let listed = store.experiments().unwrap();
+    assert_eq!(listed.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    let seqs: Vec<_> = listed.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}
+
+fn unknown_experiment_and_job(store: &dyn Store) {
+    let missing = uuid::Uuid::new_v4();
+    assert!(
+        matches!(store.experiment(missing), Err(StoreError::NoExperiment(id)) if id == missing)
+    );
+    assert!(matches!(
+        store.jobs(missing),
+        Err(StoreError::NoExperiment(_))
+    ));
+    assert!(matches!(
+        store.job(missing, "a"),
+        Err(StoreError::NoExperiment(_))
+    ));
+    assert!(matches!(
+        store.results(missing),
+        Err(StoreError::NoExperiment(_))
+    ));
+    assert!(matches!(
+        store.set_cancelled(missing),
+        Err(StoreError::NoExperiment(_))
+    ));
+    assert!(matches!(
+        store.set_summary(missing, "{}"),
+        Err(StoreError::NoExperiment(_))
+    ));
+    let e = create(store, 1, &["a"]);
+    let err = store.job(e.id, "zz").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("job zz of experiment {} not found", e.id)
+    );
+    assert!(matches!(
+        store.update_job(e.id, "zz", 0, JobState::new()),
+        Err(StoreError::NoJob { .. })
+    ));
+    assert!(matches!(
+        store.commit_result(e.id, "zz", 1, 0, "{}"),
+        Err(StoreError::NoJob { .. })
+    ));
+}
+
+fn update_job_is_compare_and_set(store: &dyn Store) {
+    let e = create(store, 1, &["a"]);
+    let job = store.job(e.id, "a").unwrap();
+    let leased = job.state.lease("w1", 10, 1_000).unwrap();
+    let updated = store
+        .update_job(e.id, "a", job.version, leased.clone())
+        .unwrap();
+    assert_eq!(updated.version, job.version + 1);
+    assert_eq!(updated.state, leased);
+    assert_eq!(store.job(e.id, "a").unwrap(), updated);
+    // A second writer that read the old version loses.
+    let other = job.state.lease("w2", 10, 1_000).unwrap();
+    let err = store.update_job(e.id, "a", job.version, other).unwrap_err();
+    match &err {
+        StoreError::Conflict {
+            expected,
+            found,
+            key,
+            ..
+        } => {
+            assert_eq!((*expected, *found, key.as_str()), (0, 1, "a"));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "job a changed concurrently (version 0 expected, 1 found)"
+    );
+    assert_eq!(store.job(e.id, "a").unwrap(), updated);
+    // Every write bumps the version.
+    let policy = RetryPolicy::default();
+    let failed = updated.state.fail(1, "boom", true, 20, &policy).unwrap();
+    let again = store
+        .update_job(e.id, "a", updated.version, failed)
+        .unwrap();
+    assert_eq!(again.version, 2);
+}
+
+fn concurrent_writers_of_one_version_one_wins(store: &dyn Store) {
+    let e = create(store, 1, &["a"]);
+    let job = store.job(e.id, "a").unwrap();
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let state = job.state.lease(&format!("w{i}"), 0, 1_000).unwrap();
+                s.spawn(move || store.update_job(e.id, "a", job.version, state))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(won.len(), 1);
+    let lost = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(StoreError::Conflict { .. })));
+    assert_eq!(lost.count(), 7);
+    assert_eq!(store.job(e.id, "a").unwrap(), *won[0]);
+}
+
+fn commit_result_once_twice_and_wrong_attempt(store: &dyn Store) {
+    let e = create(store, 1, &["a", "b"]);
+    // Not leased: a pending job has no attempt to commit.
+    let err = store.commit_result(e.id, "a", 1, 5, "{}").unwrap_err();
+    assert!(matches!(err, StoreError::Transition { .. }), "{err}");
+    let leased = lease(store, e.id, "a");
+    // Wrong attempt: refused, nothing stored.
+    let err = store
+        .commit_result(e.id, "a", 2, 5, "{\"x\":2}")
+        .unwrap_err();
+    assert!(err.to_string().contains("attempt 2 is stale"), "{err}");
+    assert_eq!(store.job(e.id, "a").unwrap(), leased);
+    assert!(store.results(e.id).unwrap().is_empty());
+    // Once: committed.
+    assert!(store.commit_result(e.id, "a", 1, 5, "{\"x\":1}").unwrap());
+    let done = store.job(e.id, "a").unwrap();
+    assert_eq!(done.version, leased.version + 1);
+    assert_eq!(done.state.name(), "succeeded");
+    assert_eq!(done.state.complete(1, 9), Ok(Completion::AlreadyCommitted));
+    // Twice: acknowledged, counted once, the first result kept.
+    assert!(!store
+        .commit_result(e.id, "a", 1, 6, "{\"x\":\"again\"}")
+        .unwrap());
+    assert_eq!(store.job(e.id, "a").unwrap(), done);
+    let results = store.results(e.id).unwrap();
+    assert_eq!(results, [("a".to_string(), "{\"x\":1}".to_string())]);
+    // Another attempt after success: stale.
+    assert!(matches!(
+        store.commit_result(e.id, "a", 2, 7, "{}"),
+        Err(StoreError::Transition { .. })
+    ));
+}
+
+fn results_are_ordered_by_key(store: &dyn Store) {
+    let e = create(store, 1, &["c", "a", "b"]);
+    let other = create(store, 2, &["a"]);
+    for key in ["b", "c", "a"] {
+        lease(store, e.id, key);
+        assert!(store
+            .commit_result(e.id, key, 1, 1, &format!("\"{key}\""))
+            .unwrap());
+    }
+    let results = store.results(e.id).unwrap();
+    let got: Vec<_> = results
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(got, [("a", "\"a\""), ("b", "\"b\""), ("c", "\"c\"")]);
+    assert!(store.results(other.id).unwrap().is_empty());
+}
+
+fn cancel_and_summary(store: &dyn Store) {
+    let e = create(store, 1, &["a"]);
+    store.set_cancelled(e.id).unwrap();
+    store.set_cancelled(e.id).unwrap();
+    store.set_summary(e.id, "{\"auc\":0.9}").unwrap();
+    store.set_summary(e.id, "{\"auc\":0.8}").unwrap();
+    let got = store.experiment(e.id).unwrap();
+    assert!(got.cancelled);
+    assert_eq!(got.summary_json.as_deref(), Some("{\"auc\":0.8}"));
+    // The jobs are not touched.
+    assert_eq!(store.job(e.id, "a").unwrap().version, 0);
+}
+
+fn active_jobs_are_the_unfinished_ones_in_submission_order(store: &dyn Store) {
+    assert!(store.active_jobs().unwrap().is_empty());
+    let first = create(store, 1, &["z", "y", "x"]);
+    let second = create(store, 2, &["b", "a"]);
+    // x succeeds, y fails, z is cancelled; a is leased, b pending.
+    lease(store, first.id, "x");
+    store.commit_result(first.id, "x", 1, 1, "{}").unwrap();
+    let y = lease(store, first.id, "y");
+    let failed = y
+        .state
+        .fail(1, "bad", false, 1, &RetryPolicy::default())
+        .unwrap();
+    store.update_job(first.id, "y", y.version, failed).unwrap();
+    let z = store.job(first.id, "z").unwrap();
+    store
+        .update_job(first.id, "z", z.version, z.state.cancel())
+        .unwrap();
+    lease(store, second.id, "a");
+    let active = store.active_jobs().unwrap();
+    let got: Vec<_> = active
+        .iter()
+        .map(|j| (j.experiment, j.key.as_str(), j.state.name()))
+        .collect();
+    assert_eq!(
+        got,
+        [(second.id, "a", "leased"), (second.id, "b", "pending")]
+    );
+    // A later submission's jobs come after.
+    let third = create(store, 3, &["0"]);
+    let all = store.active_jobs().unwrap();
+    let order: Vec<_> = all.iter().map(|j| (j.experiment, j.key.as_str())).collect();
+    assert_eq!(order, [(second.id, "a"), (second.id, "b"), (third.id, "0")]);
+}

@@ -1,0 +1,332 @@
+//! Talking to a coordinator: submit, status, watch, cancel, results.
+
+use super::{load_spec, Format};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use crossfold_proto::v1::{self, experiments_client::ExperimentsClient};
+use crossfold_shared::experiment::prepare;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+#[derive(Args)]
+pub struct Target {
+    /// Coordinator URL, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "CROSSFOLD_COORDINATOR")]
+    pub coordinator: String,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    pub spec: PathBuf,
+    #[arg(long = "set")]
+    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Args)]
+pub struct IdArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Experiment id; all experiments when left out.
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+pub async fn client(url: &str) -> Result<ExperimentsClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow!("--coordinator {url:?}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    Ok(ExperimentsClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+fn rpc(e: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+/// Resolve the spec here (overrides, manifest path made absolute, the
+/// synthetic cohort generated when asked for and missing) and submit it.
+pub async fn submit_spec(
+    client: &mut ExperimentsClient<Channel>,
+    spec: &std::path::Path,
+    sets: &[String],
+) -> Result<String> {
+    let mut spec = load_spec(spec, sets)?;
+    let path = spec.manifest_path();
+    if !path.exists() && spec.dataset.synthetic.is_some() {
+        let s = spec.clone();
+        tokio::task::spawn_blocking(move || prepare(&s)).await??;
+    }
+    let real = path.canonicalize().with_context(|| {
+        format!(
+            "dataset.manifest = {:?}: {}",
+            spec.dataset.manifest,
+            path.display()
+        )
+    })?;
+    spec.dataset.manifest = real.display().to_string();
+    let resp = client
+        .submit(v1::SubmitRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            spec_toml: spec.to_toml(),
+            overrides: Vec::new(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    Ok(resp.experiment_id)
+}
+
+pub async fn submit(a: SubmitArgs) -> Result<ExitCode> {
+    let mut c = client(&a.target.coordinator).await?;
+    let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_name(s: i32) -> &'static str {
+    match v1::JobState::try_from(s) {
+        Ok(v1::JobState::Pending) => "pending",
+        Ok(v1::JobState::Leased) => "leased",
+        Ok(v1::JobState::Succeeded) => "succeeded",
+        Ok(v1::JobState::Failed) => "failed",
+        Ok(v1::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn status_json(e: &v1::Experiment) -> serde_json::Value {
+    let j = e.jobs.unwrap_or_default();
+    serde_json::json!({
+        "id": e.experiment_id, "name": e.name, "state": e.state,
+        "jobs": {"pending": j.pending, "leased": j.leased, "succeeded": j.succeeded, "failed": j.failed, "cancelled": j.cancelled},
+        "plan_sha256": e.plan_sha256, "dataset_sha256": e.dataset_sha256,
+        "job_status": e.job_status.iter().map(|s| serde_json::json!({
+            "key": s.job_key, "state": state_name(s.state), "attempt": s.attempt, "worker": s.worker_id, "last_error": s.last_error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn status(a: StatusArgs) -> Result<ExitCode> {
+    let mut c = client(&a.target.coordinator).await?;
+    let experiments = match &a.id {
+        Some(id) => vec![c
+            .get(v1::GetExperimentRequest {
+                experiment_id: id.clone(),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner()],
+        None => {
+            c.list(v1::ListExperimentsRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .experiments
+        }
+    };
+    match (a.format, &a.id) {
+        (Format::Json, Some(_)) => println!(
+            "{}",
+            serde_json::to_string_pretty(&status_json(&experiments[0]))?
+        ),
+        (Format::Json, None) => println!(
+            "{}",
+            serde_json::to_string_pretty(&experiments.iter().map(status_json).collect::<Vec<_>>())?
+        ),
+        (Format::Text, _) => {
+            for e in &experiments {
+                let j = e.jobs.unwrap_or_default();
+                println!(
+                    "{}  {}  {}: {} succeeded, {} leased, {} pending, {} failed, {} cancelled",
+                    e.experiment_id,
+                    e.name,
+                    e.state,
+                    j.succeeded,
+                    j.leased,
+                    j.pending,
+                    j.failed,
+                    j.cancelled
+                );
+                if a.id.is_some() {
+                    for s in &e.job_status {
+                        let err = if s.last_error.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  ({})", s.last_error)
+                        };
+                        println!(
+                            "  {:<16} {:<10} attempt {} {}{}",
+                            s.job_key,
+                            state_name(s.state),
+                            s.attempt,
+                            s.worker_id,
+                            err
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follow an experiment until it ends: progress bars on a terminal, one line
+/// per event otherwise. Returns the final state.
+pub async fn follow(c: &mut ExperimentsClient<Channel>, id: &str, quiet: bool) -> Result<String> {
+    let mut stream = c
+        .watch(v1::WatchRequest {
+            experiment_id: id.to_string(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>16} {bar:30} {pos}/{len} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut by_job: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    while let Some(ev) = stream.next().await {
+        let ev = ev.map_err(rpc)?;
+        let state = state_name(ev.state);
+        let progress = ev.progress.as_ref();
+        let detail = match progress {
+            Some(p) => format!(
+                "epoch {}/{} step {}/{} loss {} val AUC {} {:.0} img/s ETA {:.0} s",
+                p.epoch,
+                p.epochs,
+                p.step,
+                p.steps_per_epoch,
+                if p.train_loss.is_finite() {
+                    format!("{:.4}", p.train_loss)
+                } else {
+                    "-".into()
+                },
+                p.validation_auc
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                p.images_per_second,
+                p.eta_seconds
+            ),
+            None => String::new(),
+        };
+        if tty {
+            let bar = by_job.entry(ev.job_key.clone()).or_insert_with(|| {
+                let b = bars.add(ProgressBar::new(1));
+                b.set_style(style.clone());
+                b.set_prefix(ev.job_key.clone());
+                b
+            });
+            if let Some(p) = progress {
+                bar.set_length((p.epochs * p.steps_per_epoch).max(1) as u64);
+                bar.set_position(((p.epoch.saturating_sub(1)) * p.steps_per_epoch + p.step) as u64);
+            }
+            let err = if ev.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", ev.message)
+            };
+            bar.set_message(format!("{state} #{} {detail}{err}", ev.attempt));
+            if state == "succeeded" {
+                bar.finish();
+            }
+        } else if !quiet {
+            let err = if ev.message.is_empty() {
+                String::new()
+            } else {
+                format!(" error: {}", ev.message)
+            };
+            eprintln!(
+                "{} {} attempt {} {}{}",
+                ev.job_key, state, ev.attempt, detail, err
+            );
+        }
+    }
+    let e = c
+        .get(v1::GetExperimentRequest {
+            experiment_id: id.to_string(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    Ok(e.state)
+}
+
+pub async fn watch(a: IdArgs) -> Result<ExitCode> {
+    let mut c = client(&a.target.coordinator).await?;
+    let state = follow(&mut c, &a.id, false).await?;
+    println!("{state}");
+    Ok(if state == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn cancel(a: IdArgs) -> Result<ExitCode> {
+    let mut c = client(&a.target.coordinator).await?;
+    let e = c
+        .cancel(v1::CancelRequest {
+            experiment_id: a.id.clone(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&status_json(&e))?),
+        Format::Text => println!("{} {}", e.experiment_id, e.state),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn fetch_results(
+    c: &mut ExperimentsClient<Channel>,
+    id: &str,
+) -> Result<serde_json::Value> {
+    let r = c
+        .results(v1::ResultsRequest {
+            experiment_id: id.to_string(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    serde_json::from_str(&r.results_json)
+        .map_err(|e| anyhow!("coordinator sent unreadable results: {e}"))
+}
+
+pub async fn results(a: IdArgs) -> Result<ExitCode> {
+    let mut c = client(&a.target.coordinator).await?;
+    let doc = fetch_results(&mut c, &a.id).await?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
+        Format::Text => print!("{}", super::summary::tables(&doc)),
+    }
+    if doc.get("tasks").is_none() {
+        bail!("no results yet");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,170 @@
+//! `crossfold run SPEC`: the whole experiment on this machine: an embedded
+//! coordinator, one local worker process per GPU (one CPU worker without a
+//! GPU), progress while it runs, and the results in `--out`.
+
+use super::remote::{client, fetch_results, follow, submit_spec};
+use super::{load_spec, summary};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use crossfold_coordinator::config::Config;
+use crossfold_shared::experiment::prepare;
+use crossfold_shared::manifest::manifest_root;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct RunArgs {
+    pub spec: PathBuf,
+    /// Spec overrides, e.g. --set train.epochs=5 (validated like the file).
+    #[arg(long = "set")]
+    pub sets: Vec<String>,
+    /// Local worker processes (default: one per GPU, or one on the CPU).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Where the report files, the coordinator's database and logs go.
+    #[arg(long, default_value = "out/run")]
+    pub out: PathBuf,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn gpu_count() -> usize {
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn worker_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("CROSSFOLD_WORKER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating the crossfold binary")?;
+    let bin = exe.with_file_name("crossfold-worker");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build the worker too (`make build`, or `cargo build --workspace` after `. scripts/env.sh`), or set CROSSFOLD_WORKER_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+pub async fn run(a: RunArgs) -> Result<ExitCode> {
+    let spec = load_spec(&a.spec, &a.sets)?;
+    let worker_bin = worker_binary()?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let out = a.out.canonicalize()?;
+    {
+        let s = spec.clone();
+        let p = tokio::task::spawn_blocking(move || prepare(&s)).await??;
+        eprintln!(
+            "data set {} ({} images), split plan {}",
+            spec.manifest_path().display(),
+            p.manifest.entries.len(),
+            p.plan.plan_sha256
+        );
+    }
+    let data_root = manifest_root(&spec.manifest_path()).canonicalize()?;
+    let mut config = Config::new(out.join("coordinator.db"), vec![data_root]);
+    config.heartbeat_interval = Duration::from_secs(2);
+    config.lease_ttl = Duration::from_secs(20);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crossfold_coordinator::server::serve(
+        config,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let gpus = gpu_count();
+    let n = a.workers.unwrap_or(gpus.max(1)).max(1);
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let mut children = Vec::new();
+    for i in 0..n {
+        let log = std::fs::File::create(out.join(format!("worker-{i}.log")))?;
+        let mut cmd = tokio::process::Command::new(&worker_bin);
+        cmd.args([
+            "--coordinator",
+            &url,
+            "--name",
+            &format!("local-{i}-{}", std::process::id()),
+        ])
+        .arg("--cache")
+        .arg(out.join("cache"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+        if gpus > 0 && i < gpus {
+            cmd.args(["--device", &format!("cuda:{i}")]);
+        } else {
+            cmd.args([
+                "--device",
+                "cpu",
+                "--threads",
+                &(cores / n).max(1).to_string(),
+            ]);
+        }
+        children.push(
+            cmd.spawn()
+                .with_context(|| format!("starting {}", worker_bin.display()))?,
+        );
+    }
+    eprintln!(
+        "coordinator {url}; {n} worker(s); logs in {}",
+        out.display()
+    );
+
+    let outcome = async {
+        let mut c = client(&url).await?;
+        let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
+        eprintln!("experiment {id}");
+        let state = follow(&mut c, &id, a.quiet).await?;
+        let doc = fetch_results(&mut c, &id).await?;
+        summary::write_outputs(&out, &doc)?;
+        Ok::<_, anyhow::Error>((id, state, doc))
+    }
+    .await;
+
+    for child in &mut children {
+        if let Some(pid) = child.id() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for child in &mut children {
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    }
+    let _ = stop_server.send(());
+    let _ = server.await;
+
+    let (id, state, doc) = outcome?;
+    print!("{}", summary::tables(&doc));
+    println!(
+        "experiment {id}: {state}; wrote {}/{{report.json,predictions.csv,rounds.csv}}",
+        out.display()
+    );
+    Ok(if state == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,169 @@
+//! Text tables of an experiment's results and the files `run` writes.
+
+use super::{num, pct, table, write_file};
+use anyhow::Result;
+use serde_json::Value;
+use std::path::Path;
+
+fn f(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+/// Per task: the rounds and the summary (mean ± SD with n - 1), the pooled AUC.
+pub fn tables(doc: &Value) -> String {
+    let mut out = String::new();
+    let Some(tasks) = doc.get("tasks").and_then(Value::as_object) else {
+        return "no results yet\n".into();
+    };
+    for (task, t) in tasks {
+        let rounds = t
+            .get("rounds")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        out.push_str(&format!("\n{task}: {} round(s)\n", rounds.len()));
+        let mut rows: Vec<Vec<String>> = rounds
+            .iter()
+            .map(|r| {
+                vec![
+                    r.get("round").map(|v| v.to_string()).unwrap_or_default(),
+                    format!("{}/{}/{}/{}", r["tp"], r["fp"], r["tn"], r["fn"]),
+                    pct(f(r, "accuracy")),
+                    pct(f(r, "sensitivity")),
+                    pct(f(r, "specificity")),
+                    pct(f(r, "ppv")),
+                    pct(f(r, "npv")),
+                    format!(
+                        "{} ({}-{})",
+                        num(f(r, "auc"), 3),
+                        num(f(r, "auc_ci_low"), 3),
+                        num(f(r, "auc_ci_high"), 3)
+                    ),
+                ]
+            })
+            .collect();
+        let s = t.get("summary").cloned().unwrap_or(Value::Null);
+        let ms = |k: &str, scale: f64, d: usize| -> String {
+            let m = s.get(k);
+            match m.and_then(|m| f(m, "mean")) {
+                Some(mean) => format!(
+                    "{:.d$} ± {}",
+                    mean * scale,
+                    m.and_then(|m| f(m, "sd"))
+                        .map(|v| format!("{:.d$}", v * scale))
+                        .unwrap_or_else(|| "-".into())
+                ),
+                None => "-".into(),
+            }
+        };
+        rows.push(vec![
+            "mean ± SD".into(),
+            String::new(),
+            ms("accuracy", 100.0, 1),
+            ms("sensitivity", 100.0, 1),
+            ms("specificity", 100.0, 1),
+            ms("ppv", 100.0, 1),
+            ms("npv", 100.0, 1),
+            ms("auc", 1.0, 3),
+        ]);
+        out.push_str(&table::render(
+            &[
+                "round",
+                "TP/FP/TN/FN",
+                "accuracy %",
+                "sensitivity %",
+                "specificity %",
+                "PPV %",
+                "NPV %",
+                "AUC (95% CI, DeLong)",
+            ],
+            &rows,
+        ));
+        if let Some(p) = t.get("pooled").filter(|p| !p.is_null()) {
+            out.push_str(&format!(
+                "pooled out-of-fold AUC {} (95% CI {}-{}) over {} predictions\n",
+                num(f(p, "auc"), 3),
+                num(f(p, "auc_ci_low"), 3),
+                num(f(p, "auc_ci_high"), 3),
+                p["n"]
+            ));
+        }
+    }
+    out.push_str("SD is the sample standard deviation (n - 1); '-' marks an undefined value.\n");
+    out
+}
+
+/// report.json, predictions.csv and rounds.csv in `dir`.
+pub fn write_outputs(dir: &Path, doc: &Value) -> Result<()> {
+    write_file(
+        &dir.join("report.json"),
+        &serde_json::to_string_pretty(doc)?,
+    )?;
+    let threshold = doc
+        .get("tasks")
+        .and_then(Value::as_object)
+        .and_then(|t| t.values().next())
+        .and_then(|t| t["rounds"][0]["threshold"].as_f64())
+        .unwrap_or(0.5);
+    let mut csv = String::from("image,label,task,round,score,predicted\n");
+    for r in doc
+        .get("predictions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for p in r["predictions"].as_array().into_iter().flatten() {
+            let score = p["score"].as_f64().unwrap_or(f64::NAN);
+            csv.push_str(&format!(
+                "{},{},{},{},{},{}\n",
+                p["image"].as_str().unwrap_or(""),
+                p["label"].as_str().unwrap_or(""),
+                r["task"].as_str().unwrap_or(""),
+                r["round"],
+                score,
+                (score >= threshold) as u8
+            ));
+        }
+    }
+    write_file(&dir.join("predictions.csv"), &csv)?;
+    let keys = [
+        "n_pos",
+        "n_neg",
+        "threshold",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "auc",
+        "auc_ci_low",
+        "auc_ci_high",
+    ];
+    let mut rounds = format!("task,round,{}\n", keys.join(","));
+    for (task, t) in doc
+        .get("tasks")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        for r in t["rounds"].as_array().into_iter().flatten() {
+            let vals: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    if r[k].is_null() {
+                        String::new()
+                    } else {
+                        r[k].to_string()
+                    }
+                })
+                .collect();
+            rounds.push_str(&format!("{task},{},{}\n", r["round"], vals.join(",")));
+        }
+    }
+    write_file(&dir.join("rounds.csv"), &rounds)?;
+    Ok(())
+}

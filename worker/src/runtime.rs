@@ -1,0 +1,391 @@
+//! The worker's runtime: register with the coordinator, pull leases, train
+//! each job on its own thread (never on the async runtime, so heartbeats keep
+//! flowing during long epochs), stream progress in heartbeats, upload the
+//! results in chunks, and on SIGTERM/SIGINT stop training, release the lease
+//! and exit. Reconnects with backoff when the coordinator is away.
+
+use crate::fetch::{materialise, FetchError};
+use crate::job::{run_job, JobError, JobOptions, JobResult};
+use crate::train::{Control, Progress};
+use crossfold_proto::v1::{self, workers_client::WorkersClient};
+use crossfold_shared::experiment::Prepared;
+use crossfold_shared::folds::SplitPlan;
+use crossfold_shared::label::Task;
+use crossfold_shared::spec::Spec;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Settings of a worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub coordinator: String,
+    /// Unique name, also the worker's id at the coordinator.
+    pub name: String,
+    pub device: tch::Device,
+    /// Where data sets fetched from the coordinator are cached.
+    pub cache_dir: PathBuf,
+    /// How long a lease request waits at the coordinator.
+    pub lease_wait: Duration,
+    /// Exit after this many jobs (tests); `None` runs until stopped.
+    pub max_jobs: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("coordinator URL {0:?} is not valid: {1}")]
+    BadUrl(String, String),
+    #[error("gRPC: {0}")]
+    Rpc(#[from] tonic::Status),
+}
+
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Connect, retrying with exponential backoff (0.5 s doubling to 10 s) until
+/// the coordinator answers or `stop` is set.
+pub async fn connect(url: &str, stop: &AtomicBool) -> Result<Option<Channel>, RuntimeError> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| RuntimeError::BadUrl(url.to_string(), e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let mut wait = Duration::from_millis(500);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        match endpoint.connect().await {
+            Ok(ch) => return Ok(Some(ch)),
+            Err(e) => {
+                tracing::warn!(coordinator = %url, error = %e, retry_in_ms = wait.as_millis() as u64, "coordinator unreachable");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn devices(device: tch::Device) -> Vec<v1::DeviceInfo> {
+    vec![v1::DeviceInfo {
+        name: format!("{device:?}").to_lowercase(),
+        description: crate::provenance::device_name(device),
+        memory_bytes: 0,
+    }]
+}
+
+/// Run until `stop` is set (or `max_jobs` are done).
+pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
+    let mut done = 0usize;
+    'connect: loop {
+        let Some(channel) = connect(&cfg.coordinator, &stop).await? else {
+            return Ok(());
+        };
+        let mut client = WorkersClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let reg = v1::RegisterRequest {
+            worker_name: cfg.name.clone(),
+            devices: devices(cfg.device),
+            slots: 1,
+            crossfold_version: env!("CARGO_PKG_VERSION").to_string(),
+            libtorch_version: env!("CROSSFOLD_LIBTORCH_VERSION").to_string(),
+        };
+        let registered = match client.register(reg).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                tracing::warn!(error = %e, "register failed; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue 'connect;
+            }
+        };
+        tracing::info!(worker = %registered.worker_id, device = ?cfg.device, "registered");
+        loop {
+            if stop.load(Ordering::SeqCst) || cfg.max_jobs.is_some_and(|m| done >= m) {
+                return Ok(());
+            }
+            let req = v1::LeaseRequest {
+                worker_id: registered.worker_id.clone(),
+                free_slots: 1,
+                wait_seconds: cfg.lease_wait.as_secs_f64(),
+            };
+            let lease = match client.lease(req).await {
+                Ok(r) => r.into_inner().lease,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease request failed; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue 'connect;
+                }
+            };
+            let Some(lease) = lease else { continue };
+            run_lease(&cfg, &mut client, &registered.worker_id, lease, &stop).await;
+            done += 1;
+        }
+    }
+}
+
+/// How a job attempt ended, as far as the coordinator must hear.
+enum Outcome {
+    Done(Box<JobResult>),
+    Failed {
+        error: String,
+        retryable: bool,
+    },
+    /// The coordinator said stop (cancelled, or the lease is gone).
+    Dropped,
+    /// This worker is shutting down: give the lease back.
+    Release,
+}
+
+async fn run_lease(
+    cfg: &WorkerConfig,
+    client: &mut WorkersClient<Channel>,
+    worker_id: &str,
+    lease: v1::Lease,
+    stop: &Arc<AtomicBool>,
+) {
+    let job = lease.job_key.clone();
+    tracing::info!(experiment = %lease.experiment_id, job = %job, attempt = lease.attempt, "lease received");
+    let cancel = Arc::new(AtomicBool::new(false));
+    let progress: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    {
+        let (cfg, lease, cancel, progress) =
+            (cfg.clone(), lease.clone(), cancel.clone(), progress.clone());
+        std::thread::spawn(move || {
+            let outcome = train_lease(&cfg, &lease, &cancel, &progress);
+            let _ = tx.send(outcome);
+        });
+    }
+    let interval = Duration::from_secs_f64(lease.heartbeat_interval_seconds.clamp(0.2, 60.0));
+    let mut ticker = tokio::time::interval(interval);
+    let mut told_to_stop = false;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut rx => break r.unwrap_or(Outcome::Failed { error: "training thread panicked".into(), retryable: true }),
+            _ = ticker.tick() => {
+                if stop.load(Ordering::SeqCst) {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                let p = progress.lock().ok().and_then(|p| p.clone());
+                let hb = v1::HeartbeatRequest {
+                    worker_id: worker_id.to_string(),
+                    experiment_id: lease.experiment_id.clone(),
+                    job_key: job.clone(),
+                    attempt: lease.attempt,
+                    progress: p.map(|p| v1::Progress {
+                        epoch: p.epoch,
+                        epochs: p.epochs,
+                        step: p.step,
+                        steps_per_epoch: p.steps_per_epoch,
+                        train_loss: p.train_loss.unwrap_or(f64::NAN),
+                        validation_auc: p.validation_auc,
+                        images_per_second: p.images_per_second,
+                        eta_seconds: p.eta_seconds,
+                    }),
+                };
+                match client.heartbeat(hb).await {
+                    Ok(r) if !r.get_ref().keep_going => {
+                        told_to_stop = true;
+                        cancel.store(true, Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    // Unreachable coordinator: keep training; the lease may still be honoured.
+                    Err(e) => tracing::warn!(job = %job, error = %e, "heartbeat failed"),
+                }
+            }
+        }
+    };
+    let outcome = match outcome {
+        Outcome::Dropped if stop.load(Ordering::SeqCst) && !told_to_stop => Outcome::Release,
+        o => o,
+    };
+    report(client, worker_id, &lease, outcome).await;
+}
+
+/// Report the outcome, retrying while the coordinator is unreachable (a
+/// restarted coordinator gives leased jobs a grace period for this).
+async fn report(
+    client: &mut WorkersClient<Channel>,
+    worker_id: &str,
+    lease: &v1::Lease,
+    outcome: Outcome,
+) {
+    for attempt in 0..30 {
+        let r = match &outcome {
+            Outcome::Done(result) => upload(client, worker_id, lease, result).await.map(|resp| {
+                tracing::info!(job = %lease.job_key, accepted = resp.accepted, duplicate = resp.duplicate, message = %resp.message, "result uploaded");
+            }),
+            Outcome::Failed { error, retryable } => client
+                .fail(v1::FailRequest {
+                    worker_id: worker_id.to_string(),
+                    experiment_id: lease.experiment_id.clone(),
+                    job_key: lease.job_key.clone(),
+                    attempt: lease.attempt,
+                    error: error.clone(),
+                    retryable: *retryable,
+                })
+                .await
+                .map(|_| tracing::warn!(job = %lease.job_key, error = %error, "job failed")),
+            Outcome::Release => client
+                .release(v1::ReleaseRequest {
+                    worker_id: worker_id.to_string(),
+                    experiment_id: lease.experiment_id.clone(),
+                    job_key: lease.job_key.clone(),
+                    attempt: lease.attempt,
+                })
+                .await
+                .map(|_| tracing::info!(job = %lease.job_key, "lease released")),
+            Outcome::Dropped => {
+                tracing::info!(job = %lease.job_key, "stopped: the coordinator no longer wants this attempt");
+                Ok(())
+            }
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) if e.code() == tonic::Code::Unavailable || e.code() == tonic::Code::Unknown => {
+                tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, "coordinator unreachable; retrying the report");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::warn!(job = %lease.job_key, error = %e, "report refused");
+                return;
+            }
+        }
+    }
+}
+
+async fn upload(
+    client: &mut WorkersClient<Channel>,
+    worker_id: &str,
+    lease: &v1::Lease,
+    result: &JobResult,
+) -> Result<v1::CompleteResponse, tonic::Status> {
+    const PER_CHUNK: usize = 2000;
+    let mut chunks = Vec::new();
+    let preds: Vec<v1::Prediction> = result
+        .predictions
+        .iter()
+        .map(|p| v1::Prediction {
+            image: p.image.clone(),
+            label: p.label.clone(),
+            score: p.score,
+        })
+        .collect();
+    let history: Vec<v1::EpochRecord> = result
+        .history
+        .iter()
+        .map(|h| v1::EpochRecord {
+            epoch: h.epoch,
+            train_loss: h.train_loss,
+            validation_loss: h.validation_loss,
+            validation_auc: h.validation_auc,
+            learning_rate: h.learning_rate,
+            seconds: h.seconds,
+        })
+        .collect();
+    let parts: Vec<&[v1::Prediction]> = if preds.is_empty() {
+        vec![&[]]
+    } else {
+        preds.chunks(PER_CHUNK).collect()
+    };
+    let n = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        chunks.push(v1::CompleteChunk {
+            worker_id: worker_id.to_string(),
+            experiment_id: lease.experiment_id.clone(),
+            job_key: lease.job_key.clone(),
+            attempt: lease.attempt,
+            predictions: part.to_vec(),
+            history: if i == 0 { history.clone() } else { Vec::new() },
+            last: i + 1 == n,
+        });
+    }
+    Ok(client
+        .complete(tokio_stream::iter(chunks))
+        .await?
+        .into_inner())
+}
+
+/// On the training thread: get the data, run the job, say how it ended.
+fn train_lease(
+    cfg: &WorkerConfig,
+    lease: &v1::Lease,
+    cancel: &AtomicBool,
+    progress: &Mutex<Option<Progress>>,
+) -> Outcome {
+    let failed = |error: String, retryable: bool| Outcome::Failed { error, retryable };
+    if let Ok(fault) = std::env::var("CROSSFOLD_FAULT_FAIL_JOB") {
+        // Fault injection for tests: this job always fails (retryably).
+        if fault == lease.job_key {
+            return failed(
+                format!("injected fault: CROSSFOLD_FAULT_FAIL_JOB={fault}"),
+                true,
+            );
+        }
+    }
+    let spec = match Spec::parse(&lease.spec_toml, "leased spec", &[]) {
+        Ok(s) => s,
+        Err(e) => return failed(e.to_string(), false),
+    };
+    let task = match v1::Task::try_from(lease.task) {
+        Ok(v1::Task::Screening) => Task::Screening,
+        Ok(v1::Task::Malignancy) => Task::Malignancy,
+        _ => return failed(format!("lease names unknown task {}", lease.task), false),
+    };
+    let (manifest, fingerprint) = match materialise(&cfg.coordinator, &cfg.cache_dir, lease) {
+        Ok(x) => x,
+        Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
+        Err(e) => return failed(e.to_string(), false),
+    };
+    let plan: SplitPlan = match SplitPlan::from_json(&lease.plan_json, &manifest) {
+        Ok(p) => p,
+        Err(e) => return failed(e.to_string(), false),
+    };
+    let prepared = Prepared {
+        manifest,
+        fingerprint,
+        plan,
+        generated: false,
+    };
+    let options = JobOptions {
+        device: cfg.device,
+        decode_threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        out: None,
+    };
+    let mut on_progress = |p: &Progress| {
+        if let Ok(mut slot) = progress.lock() {
+            *slot = Some(p.clone());
+        }
+        if cancel.load(Ordering::SeqCst) {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    };
+    match run_job(
+        &spec,
+        &prepared,
+        task,
+        lease.round,
+        &options,
+        &mut on_progress,
+    ) {
+        Ok(r) => Outcome::Done(Box::new(r)),
+        Err(e) if e.is_cancelled() => Outcome::Dropped,
+        Err(e) => {
+            let retryable = !matches!(
+                e,
+                JobError::NoSuchRound { .. }
+                    | JobError::UnknownImage(_)
+                    | JobError::Weights(_)
+                    | JobError::Data(_)
+            );
+            failed(e.to_string(), retryable)
+        }
+    }
+}
