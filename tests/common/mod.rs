@@ -1,6 +1,8 @@
 //! Helpers for the CLI integration tests: run the real `crossfold` binary.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

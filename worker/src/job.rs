@@ -173,11 +173,21 @@ pub fn run_job(
     };
     let train_entries: Vec<&Entry> = r.train.iter().map(lookup).collect::<Result<_, _>>()?;
     let test_entries: Vec<&Entry> = r.test.iter().map(lookup).collect::<Result<_, _>>()?;
+    let device = options.device;
+    // On a CPU the spec's [train.cpu] settings apply.
+    let effective = if device.is_cuda() {
+        spec.train.clone()
+    } else {
+        spec.train.for_cpu()
+    };
+    let spec = &Spec {
+        train: effective,
+        ..spec.clone()
+    };
     let t = &spec.train;
     let seed = t.seed.wrapping_add(round as u64);
     let (fit, val) = carve_validation(&train_entries, task, t.validation_fraction, seed);
 
-    let device = options.device;
     let compute = Compute::resolve(t, device);
     let cudnn_benchmark = device.is_cuda() && !matches!(t.precision, Precision::Fp32);
     if device.is_cuda() {

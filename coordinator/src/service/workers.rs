@@ -25,14 +25,29 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl WorkersService {
+    /// Note that the worker is alive. A worker unknown here (this
+    /// coordinator restarted since it registered) is taken back as it is:
+    /// its calls are fenced by attempt numbers, so nothing it says can undo
+    /// newer work.
     fn check_worker(&self, id: &str) -> Result<(), CoordinatorError> {
-        if self.coordinator.touch_worker(id) {
-            Ok(())
-        } else {
-            Err(CoordinatorError::FailedPrecondition(format!(
-                "worker {id:?} is not registered (the coordinator may have restarted): register again"
-            )))
+        if id.trim().is_empty() {
+            return Err(CoordinatorError::InvalidArgument(
+                "worker_id is empty".into(),
+            ));
         }
+        if !self.coordinator.touch_worker(id) {
+            tracing::info!(worker = %id, "worker known from before a restart");
+            self.coordinator.register_worker(
+                id.to_string(),
+                WorkerInfo {
+                    name: id.to_string(),
+                    devices: Vec::new(),
+                    slots: 1,
+                    last_seen_ms: now_ms(),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Try once to lease a ready job to `worker`.

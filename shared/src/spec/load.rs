@@ -219,6 +219,7 @@ fn check_section<T: DeserializeOwned>(table: &Table, prefix: &str) -> Vec<SpecPr
     for (key, value) in table {
         let nested: Option<fn(&Table, &str) -> Vec<SpecProblem>> = match (prefix, key.as_str()) {
             ("train", "augment") => Some(check_section::<super::AugmentSpec>),
+            ("train", "cpu") => Some(check_section::<super::CpuSpec>),
             ("dataset", "synthetic") => Some(check_section::<super::SyntheticSpec>),
             _ => None,
         };

@@ -266,6 +266,36 @@ pub struct TrainSpec {
     pub threshold: f64,
     /// Seed of weight initialisation, augmentation and batch order.
     pub seed: u64,
+    /// Settings used instead when a job trains on a CPU (no GPU), so that an
+    /// experiment sized for GPUs still finishes in minutes on a laptop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuSpec>,
+}
+
+/// `[train.cpu]`: what changes when a job runs on a CPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpuSpec {
+    pub arch: Option<Arch>,
+    pub image_size: Option<u32>,
+    pub epochs: Option<u32>,
+    pub batch_size: Option<u32>,
+}
+
+impl TrainSpec {
+    /// The settings a job uses on a CPU: `[train.cpu]` applied, if present.
+    pub fn for_cpu(&self) -> TrainSpec {
+        let mut t = self.clone();
+        if let Some(c) = &self.cpu {
+            t.arch = c.arch.unwrap_or(t.arch);
+            t.image_size = c.image_size.unwrap_or(t.image_size);
+            t.epochs = c.epochs.unwrap_or(t.epochs);
+            t.batch_size = c.batch_size.unwrap_or(t.batch_size);
+            t.warmup_epochs = t.warmup_epochs.min(t.epochs.saturating_sub(1));
+        }
+        t.cpu = None;
+        t
+    }
 }
 
 impl Default for TrainSpec {
@@ -298,6 +328,7 @@ impl Default for TrainSpec {
             device: "auto".to_string(),
             threshold: 0.5,
             seed: 2021,
+            cpu: None,
         }
     }
 }

@@ -120,6 +120,32 @@ fn resolved_spec_round_trips_through_toml() {
 }
 
 #[test]
+fn cpu_settings_apply_only_through_for_cpu() {
+    let spec = parse(
+        MINIMAL,
+        &[
+            "train.cpu.image_size=64",
+            "train.cpu.arch=resnet18",
+            "train.cpu.epochs=3",
+        ],
+    )
+    .unwrap();
+    assert_eq!(spec.train.image_size, 224);
+    let cpu = spec.train.for_cpu();
+    assert_eq!(
+        (cpu.image_size, cpu.arch, cpu.epochs),
+        (64, Arch::Resnet18, 3)
+    );
+    assert_eq!(cpu.batch_size, spec.train.batch_size);
+    let err = parse(MINIMAL, &["train.cpu.image_size=8", "train.cpu.depth=3"]).unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    assert!(
+        fields.contains(&"train.cpu.image_size") && fields.contains(&"train.cpu.depth"),
+        "{fields:?}"
+    );
+}
+
+#[test]
 fn devices_parse() {
     assert_eq!("cuda:1".parse::<Device>(), Ok(Device::Cuda(Some(1))));
     assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(None)));

@@ -186,6 +186,21 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
             bad(field, v.to_string(), &format!("must be in [0, {max}]"));
         }
     }
+    if let Some(c) = &t.cpu {
+        if let Some(s) = c.image_size.filter(|s| !(32..=2048).contains(s)) {
+            bad(
+                "train.cpu.image_size",
+                s.to_string(),
+                "must be 32..2048 pixels",
+            );
+        }
+        if let Some(e) = c.epochs.filter(|e| !(1..=10_000).contains(e)) {
+            bad("train.cpu.epochs", e.to_string(), "must be 1..10000");
+        }
+        if let Some(b) = c.batch_size.filter(|b| !(1..=4096).contains(b)) {
+            bad("train.cpu.batch_size", b.to_string(), "must be 1..4096");
+        }
+    }
     if spec.resources.devices_per_job < 1 || spec.resources.devices_per_job > 64 {
         bad(
             "resources.devices_per_job",

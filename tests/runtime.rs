@@ -1,0 +1,308 @@
+//! The distributed runtime with real processes, real sockets and real
+//! SQLite: a coordinator and worker processes on loopback.
+
+mod common;
+use common::cluster::*;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(240);
+
+fn count_results(doc: &serde_json::Value) -> usize {
+    doc["predictions"].as_array().map(|a| a.len()).unwrap_or(0)
+}
+
+#[test]
+fn two_workers_complete_the_15_job_paper_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let _w1 = start_worker(dir.path(), &url, "w1", &[]);
+    let _w2 = start_worker(dir.path(), &url, "w2", &[]);
+    let id = submit(&url, &spec, &[]);
+    // Idempotent: the same spec and data give the same experiment.
+    assert_eq!(submit(&url, &spec, &[]), id);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    assert_eq!(s["jobs"]["succeeded"], 15);
+    let doc = results(&url, &id);
+    assert_eq!(count_results(&doc), 15, "each job counted once");
+    assert_eq!(
+        doc["tasks"]["screening"]["rounds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        doc["tasks"]["malignancy"]["rounds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+    assert!(doc["tasks"]["malignancy"]["summary"]["accuracy"]["sd"].is_number());
+    assert!(doc["tasks"]["screening"]["pooled"]["auc"].is_number());
+    // Both workers took part.
+    let workers: std::collections::BTreeSet<String> = doc["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["worker_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+}
+
+#[test]
+fn a_killed_worker_s_job_is_leased_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough jobs that the kill lands mid-job.
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let mut victim = start_worker(dir.path(), &url, "victim", &[]);
+    let id = submit(&url, &spec, &["train.epochs=60"]);
+    wait_for("a job leased to the victim", LONG, || {
+        status(&url, &id)["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["worker"] == "victim")
+    });
+    victim.kill9();
+    let _rescuer = start_worker(dir.path(), &url, "rescuer", &[]);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    let doc = results(&url, &id);
+    assert_eq!(count_results(&doc), 5);
+    // The job the victim held ran again, as attempt 2, on the rescuer.
+    let again: Vec<_> = doc["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["attempt"] == 2)
+        .collect();
+    assert_eq!(again.len(), 1, "{doc}");
+    assert_eq!(again[0]["worker_id"], "rescuer");
+}
+
+#[test]
+fn the_coordinator_survives_kill_9_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "");
+    make_data(&spec);
+    // A fixed port, so workers reconnect to the restarted coordinator.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut coord, url) = start_coordinator(dir.path(), &listen, &dir.path().join("data"), &[]);
+    let _w = start_worker(dir.path(), &url, "w", &[]);
+    let id = submit(&url, &spec, &["train.epochs=3"]);
+    wait_for("some jobs committed", LONG, || {
+        status(&url, &id)["jobs"]["succeeded"].as_u64().unwrap_or(0) >= 3
+    });
+    let before = status(&url, &id)["jobs"]["succeeded"].as_u64().unwrap();
+    coord.kill9();
+    let (_coord2, url2) = start_coordinator(dir.path(), &listen, &dir.path().join("data"), &[]);
+    assert_eq!(url, url2);
+    let after_restart = status(&url, &id)["jobs"]["succeeded"].as_u64().unwrap();
+    assert!(
+        after_restart >= before,
+        "committed results lost: {before} -> {after_restart}"
+    );
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    let doc = results(&url, &id);
+    assert_eq!(count_results(&doc), 15, "no result lost or duplicated");
+    let keys: std::collections::BTreeSet<String> = doc["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}-{}", r["task"], r["round"]))
+        .collect();
+    assert_eq!(keys.len(), 15);
+    drop(_coord2);
+    let store = crossfold_coordinator::store::SqliteStore::open(&dir.path().join("coordinator.db"))
+        .unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn a_late_result_from_a_cut_off_worker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let slow = start_worker(dir.path(), &url, "slow", &[]);
+    let id = submit(&url, &spec, &["train.epochs=40"]);
+    wait_for("a job leased to the slow worker", LONG, || {
+        status(&url, &id)["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["worker"] == "slow")
+    });
+    // Cut it off (SIGSTOP) for longer than its lease (4 s): the job goes to another worker.
+    slow.signal(libc::SIGSTOP);
+    let _other = start_worker(dir.path(), &url, "other", &[]);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    slow.signal(libc::SIGCONT);
+    // The slow worker wakes up, finishes its stale attempt and reports it: refused.
+    wait_for("the slow worker's report", Duration::from_secs(120), || {
+        let log = slow.log_text();
+        log.contains("accepted=false") || log.contains("no longer wants this attempt")
+    });
+    let doc = results(&url, &id);
+    assert_eq!(count_results(&doc), 5, "counted once");
+    assert_eq!(status(&url, &id)["state"], "succeeded");
+}
+
+#[test]
+fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(
+        dir.path(),
+        "[protocol]\ntasks = [\"screening\"]\n[retry]\nmax_attempts = 2\nbackoff_seconds = 0.1\n",
+    );
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let _w = start_worker(
+        dir.path(),
+        &url,
+        "w",
+        &[("CROSSFOLD_FAULT_FAIL_JOB", "screening-r02")],
+    );
+    let id = submit(&url, &spec, &[]);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["jobs"]["succeeded"], 4);
+    assert_eq!(s["jobs"]["failed"], 1);
+    let failed = s["job_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["state"] == "failed")
+        .unwrap()
+        .clone();
+    assert_eq!(failed["key"], "screening-r02");
+    assert_eq!(failed["attempt"], 2, "max attempts used");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("injected fault"),
+        "{failed}"
+    );
+    // The other rounds' results are there.
+    assert_eq!(count_results(&results(&url, &id)), 4);
+}
+
+#[test]
+fn bad_requests_get_the_right_grpc_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    // An invalid spec: every bad field named.
+    let (code, _, err) = cli(&[
+        "submit",
+        spec.to_str().unwrap(),
+        "--coordinator",
+        &url,
+        "--set",
+        "train.lr=-1",
+        "--set",
+        "train.arch=vgg",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("train.lr") && err.contains("train.arch"),
+        "{err}"
+    );
+    // The same through gRPC directly: INVALID_ARGUMENT naming the field.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let mut c =
+            crossfold_proto::v1::experiments_client::ExperimentsClient::connect(url.clone())
+                .await
+                .unwrap();
+        c.submit(crossfold_proto::v1::SubmitRequest {
+            request_id: "r1".into(),
+            spec_toml: "name = \"x\"\n[train]\nepochs = 0\n".into(),
+            overrides: vec!["train.optimizer=adagrad".into()],
+        })
+        .await
+        .unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    for field in ["train.epochs", "train.optimizer", "dataset.manifest"] {
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+    // A manifest outside the data roots.
+    let other = tempfile::tempdir().unwrap();
+    let spec2 = tiny_spec(other.path(), "");
+    make_data(&spec2);
+    let (code, _, err) = cli(&["submit", spec2.to_str().unwrap(), "--coordinator", &url]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("PermissionDenied") && err.contains("data root"),
+        "{err}"
+    );
+    // Unknown and malformed ids.
+    let (code, _, err) = cli(&[
+        "status",
+        "00000000-0000-0000-0000-000000000000",
+        "--coordinator",
+        &url,
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("NotFound"), "{err}");
+    let (code, _, err) = cli(&["results", "not-a-uuid", "--coordinator", &url]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("not-a-uuid"),
+        "{err}"
+    );
+    // A cap on jobs per experiment.
+    drop(_coord);
+    let (_c2, url2) = start_coordinator(
+        dir.path(),
+        "127.0.0.1:0",
+        &dir.path().join("data"),
+        &["--max-jobs", "3"],
+    );
+    let (code, _, err) = cli(&[
+        "submit",
+        spec.to_str().unwrap(),
+        "--coordinator",
+        &url2,
+        "--set",
+        "name=\"capped\"",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("ResourceExhausted"), "{err}");
+}
