@@ -8,11 +8,12 @@ ENV := . scripts/env.sh &&
 .PHONY: demo test setup build bench lint fmt clean-data
 
 ## Run the main job on the built-in default data (the synthetic cohort of the
-## paper's Table 1): generate and check the data set, make the split plan and
-## list the experiment's 15 jobs.
+## paper's Table 1): the paper's 5 screening + 10 malignancy rounds, with an
+## embedded coordinator and one local worker per GPU (one CPU worker without
+## a GPU); results in out/paper.
 demo: setup
 	$(ENV) $(CARGO) build --release --workspace
-	./target/release/crossfold plan examples/paper.toml --out out/paper
+	./target/release/crossfold run examples/paper.toml --out out/paper
 
 ## Run every test (unit, property and integration) in the workspace.
 test: setup
