@@ -306,3 +306,62 @@ fn bad_requests_get_the_right_grpc_codes() {
     assert_ne!(code, 0);
     assert!(err.contains("ResourceExhausted"), "{err}");
 }
+
+#[test]
+fn sigterm_releases_the_lease_and_a_fetching_worker_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let mut leaver = start_worker(dir.path(), &url, "leaver", &[]);
+    let id = submit(&url, &spec, &["train.epochs=60"]);
+    wait_for("a job leased to the leaver", LONG, || {
+        status(&url, &id)["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["worker"] == "leaver")
+    });
+    leaver.signal(libc::SIGTERM);
+    let mut exited = None;
+    wait_for("the leaver to exit", Duration::from_secs(60), || {
+        exited = leaver.child.try_wait().ok().flatten();
+        exited.is_some()
+    });
+    assert!(exited.unwrap().success(), "{}", leaver.log_text());
+    assert!(
+        leaver.log_text().contains("lease released"),
+        "{}",
+        leaver.log_text()
+    );
+    // Nothing is leased any more, and the release did not count as a failure.
+    let s = status(&url, &id);
+    assert_eq!(s["jobs"]["leased"], 0, "{s}");
+    assert_eq!(s["jobs"]["failed"], 0, "{s}");
+    // A worker that fetches the data from the coordinator (no shared files) finishes.
+    let _fetcher = start_worker_with(dir.path(), &url, "fetcher", &[], &["--fetch-data"]);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    assert_eq!(status(&url, &id)["state"], "succeeded");
+    assert_eq!(count_results(&results(&url, &id)), 5);
+    let cache = dir.path().join("cache-fetcher");
+    let fetched = walk(&cache)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .count();
+    assert_eq!(fetched, 40, "every image fetched into the cache");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -111,6 +111,16 @@ fn uniq() -> u128 {
 }
 
 pub fn start_worker(dir: &Path, url: &str, name: &str, env: &[(&str, &str)]) -> Proc {
+    start_worker_with(dir, url, name, env, &[])
+}
+
+pub fn start_worker_with(
+    dir: &Path,
+    url: &str,
+    name: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Proc {
     let log = dir.join(format!("worker-{name}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(worker_bin());
@@ -126,6 +136,7 @@ pub fn start_worker(dir: &Path, url: &str, name: &str, env: &[(&str, &str)]) -> 
         "--cache",
     ])
     .arg(dir.join(format!("cache-{name}")))
+    .args(args)
     .stdout(file.try_clone().expect("log"))
     .stderr(file);
     for (k, v) in env {

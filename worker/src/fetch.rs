@@ -49,9 +49,10 @@ pub fn materialise(
     coordinator: &str,
     cache: &Path,
     lease: &v1::Lease,
+    always_fetch: bool,
 ) -> Result<(Manifest, Fingerprint), FetchError> {
     let shared = Path::new(&lease.manifest_path);
-    if shared.exists() {
+    if shared.exists() && !always_fetch {
         if let Ok(m) = Manifest::load(shared) {
             if let Ok(fp) = fingerprint(&m) {
                 if fp.sha256 == lease.dataset_sha256 {

@@ -39,6 +39,10 @@ struct Cli {
     /// Exit after this many jobs.
     #[arg(long)]
     max_jobs: Option<usize>,
+    /// Fetch data-set files from the coordinator (by content hash) even when
+    /// the coordinator's manifest path is visible on this machine.
+    #[arg(long)]
+    fetch_data: bool,
 }
 
 #[derive(Subcommand)]
@@ -369,6 +373,7 @@ fn serve(cli: Cli, url: String) -> Result<()> {
         cache_dir: cli.cache,
         lease_wait: std::time::Duration::from_secs(10),
         max_jobs: cli.max_jobs,
+        always_fetch: cli.fetch_data,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

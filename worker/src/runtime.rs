@@ -31,6 +31,9 @@ pub struct WorkerConfig {
     pub lease_wait: Duration,
     /// Exit after this many jobs (tests); `None` runs until stopped.
     pub max_jobs: Option<usize>,
+    /// Fetch data sets from the coordinator even when the manifest's path is
+    /// visible here.
+    pub always_fetch: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -335,11 +338,12 @@ fn train_lease(
         Ok(v1::Task::Malignancy) => Task::Malignancy,
         _ => return failed(format!("lease names unknown task {}", lease.task), false),
     };
-    let (manifest, fingerprint) = match materialise(&cfg.coordinator, &cfg.cache_dir, lease) {
-        Ok(x) => x,
-        Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
-        Err(e) => return failed(e.to_string(), false),
-    };
+    let (manifest, fingerprint) =
+        match materialise(&cfg.coordinator, &cfg.cache_dir, lease, cfg.always_fetch) {
+            Ok(x) => x,
+            Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
+            Err(e) => return failed(e.to_string(), false),
+        };
     let plan: SplitPlan = match SplitPlan::from_json(&lease.plan_json, &manifest) {
         Ok(p) => p,
         Err(e) => return failed(e.to_string(), false),
