@@ -126,23 +126,7 @@ pub fn write_outputs(dir: &Path, doc: &Value) -> Result<()> {
         }
     }
     write_file(&dir.join("predictions.csv"), &csv)?;
-    let keys = [
-        "n_pos",
-        "n_neg",
-        "threshold",
-        "tp",
-        "fp",
-        "tn",
-        "fn",
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "ppv",
-        "npv",
-        "auc",
-        "auc_ci_low",
-        "auc_ci_high",
-    ];
+    let keys = crossfold_shared::metrics::ROUND_KEYS;
     let mut rounds = format!("task,round,{}\n", keys.join(","));
     for (task, t) in doc
         .get("tasks")

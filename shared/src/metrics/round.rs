@@ -99,6 +99,27 @@ impl RoundStats {
     }
 }
 
+/// The keys of a [`RoundStats`] record in their JSON order (a contract
+/// scripts rely on).
+pub const ROUND_KEYS: [&str; 16] = [
+    "n_pos",
+    "n_neg",
+    "threshold",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "auc_ci_method",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
