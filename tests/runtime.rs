@@ -365,3 +365,31 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn one_worker_with_two_slots_runs_two_jobs_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let _w = start_worker_with(dir.path(), &url, "packed", &[], &["--slots-per-gpu", "2"]);
+    let id = submit(&url, &spec, &["train.epochs=30"]);
+    let mut most = 0;
+    wait_for("the experiment to finish", LONG, || {
+        let s = status(&url, &id);
+        let leased = s["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["state"] == "leased" && j["worker"] == "packed")
+            .count();
+        most = most.max(leased);
+        terminal(&s)
+    });
+    assert_eq!(
+        most, 2,
+        "two jobs should have been leased to the one worker at once"
+    );
+    assert_eq!(status(&url, &id)["state"], "succeeded");
+    assert_eq!(count_results(&results(&url, &id)), 5);
+}

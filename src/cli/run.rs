@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
+    /// Jobs each worker runs at once on its GPU (small jobs on a big GPU).
+    #[arg(long, default_value_t = 1)]
+    pub slots_per_gpu: u32,
 }
 
 fn gpu_count() -> usize {
@@ -108,6 +111,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         ])
         .arg("--cache")
         .arg(out.join("cache"))
+        .args(["--slots-per-gpu", &a.slots_per_gpu.max(1).to_string()])
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);

@@ -43,6 +43,10 @@ struct Cli {
     /// the coordinator's manifest path is visible on this machine.
     #[arg(long)]
     fetch_data: bool,
+    /// Jobs to run at once on this worker's device, to pack small jobs on a
+    /// big GPU (on a CPU they share the cores).
+    #[arg(long, default_value_t = 1)]
+    slots_per_gpu: u32,
 }
 
 #[derive(Subcommand)]
@@ -374,6 +378,7 @@ fn serve(cli: Cli, url: String) -> Result<()> {
         lease_wait: std::time::Duration::from_secs(10),
         max_jobs: cli.max_jobs,
         always_fetch: cli.fetch_data,
+        slots: cli.slots_per_gpu.clamp(1, 64),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     /// Fetch data sets from the coordinator even when the manifest's path is
     /// visible here.
     pub always_fetch: bool,
+    /// Jobs run at once on the device.
+    pub slots: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,25 @@ fn devices(device: tch::Device) -> Vec<v1::DeviceInfo> {
 
 /// Run until `stop` is set (or `max_jobs` are done).
 pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
+    if cfg.slots <= 1 {
+        return run_slot(cfg, stop).await;
+    }
+    // Several slots on one device (small jobs packed on a big GPU): each slot
+    // leases and trains on its own, under the same worker id.
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.slots {
+        tasks.push(tokio::spawn(run_slot(cfg.clone(), stop.clone())));
+    }
+    for t in tasks {
+        match t.await {
+            Ok(r) => r?,
+            Err(e) => tracing::error!(error = %e, "worker slot ended abnormally"),
+        }
+    }
+    Ok(())
+}
+
+async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
     let mut done = 0usize;
     'connect: loop {
         let Some(channel) = connect(&cfg.coordinator, &stop).await? else {
@@ -92,7 +113,7 @@ pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtime
         let reg = v1::RegisterRequest {
             worker_name: cfg.name.clone(),
             devices: devices(cfg.device),
-            slots: 1,
+            slots: cfg.slots.max(1),
             crossfold_version: env!("CARGO_PKG_VERSION").to_string(),
             libtorch_version: env!("CROSSFOLD_LIBTORCH_VERSION").to_string(),
         };
