@@ -393,3 +393,47 @@ fn one_worker_with_two_slots_runs_two_jobs_at_once() {
     assert_eq!(status(&url, &id)["state"], "succeeded");
     assert_eq!(count_results(&results(&url, &id)), 5);
 }
+
+#[test]
+fn cancel_stops_the_experiment_and_watch_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let w = start_worker(dir.path(), &url, "w", &[]);
+    let id = submit(&url, &spec, &["train.epochs=200"]);
+    // `watch`, not on a terminal: one line per event.
+    let watcher = std::process::Command::new(crossfold_bin())
+        .args(["watch", &id, "--coordinator", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("a job in training", LONG, || {
+        status(&url, &id)["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["state"] == "leased")
+    });
+    let (code, out, err) = cli(&["cancel", &id, "--coordinator", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cancelled"), "{out}");
+    let watched = watcher.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&watched.stderr).into_owned();
+    assert!(
+        !watched.status.success(),
+        "watch exits non-zero for a cancelled experiment"
+    );
+    assert_eq!(String::from_utf8_lossy(&watched.stdout).trim(), "cancelled");
+    assert!(lines.contains("screening-r01 leased attempt 1"), "{lines}");
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "cancelled");
+    assert_eq!(s["jobs"]["cancelled"], 5, "{s}");
+    // The worker stops training the cancelled job (keep_going = false).
+    wait_for(
+        "the worker to drop the job",
+        Duration::from_secs(60),
+        || w.log_text().contains("no longer wants this attempt"),
+    );
+}
