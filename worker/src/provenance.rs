@@ -55,6 +55,41 @@ pub fn collect(
     }
 }
 
+/// Memory of the device in bytes: the GPU's total (from `nvidia-smi`) or the
+/// machine's RAM (from /proc/meminfo); 0 when unknown.
+pub fn device_memory(device: tch::Device) -> u64 {
+    match device {
+        tch::Device::Cuda(i) => std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=memory.total",
+                "--format=csv,noheader,nounits",
+                "-i",
+                &i.to_string(),
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|mib| mib * 1024 * 1024)
+            .unwrap_or(0),
+        _ => std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map(|kb| kb * 1024)
+            .unwrap_or(0),
+    }
+}
+
 /// The GPU's product name (from `nvidia-smi`) or the CPU's model name.
 pub fn device_name(device: tch::Device) -> String {
     match device {

@@ -77,7 +77,7 @@ fn devices(device: tch::Device) -> Vec<v1::DeviceInfo> {
     vec![v1::DeviceInfo {
         name: format!("{device:?}").to_lowercase(),
         description: crate::provenance::device_name(device),
-        memory_bytes: 0,
+        memory_bytes: crate::provenance::device_memory(device),
     }]
 }
 
