@@ -75,9 +75,8 @@ mod tests {
 
     fn pending(not_before_ms: i64) -> JobState {
         JobState::Pending(Pending {
-            attempts: 0,
             not_before_ms,
-            last_error: None,
+            ..Pending::default()
         })
     }
 
@@ -89,6 +88,7 @@ mod tests {
             deadline_ms: 10,
             last_progress_ms: 0,
             last_error: None,
+            released: 0,
         })
     }
 

@@ -49,8 +49,13 @@ pub const MAX_BACKOFF_MS: i64 = 10 * 60 * 1000;
 /// Waiting to be leased.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
-    /// Attempts used so far (0 for a new job).
+    /// Leases issued so far (0 for a new job); the next lease is attempt
+    /// `attempts + 1`, so attempt numbers never repeat (fencing).
     pub attempts: u32,
+    /// How many of those leases were released (given back by a stopping
+    /// worker): they do not count against `max_attempts`.
+    #[serde(default)]
+    pub released: u32,
     /// Not to be leased before this time (backoff after a failure).
     pub not_before_ms: i64,
     /// The error of the last failed attempt, if any.
@@ -70,6 +75,9 @@ pub struct Leased {
     pub last_progress_ms: i64,
     /// The error of the previous failed attempt, if any.
     pub last_error: Option<String>,
+    /// Earlier leases that were released (see [`Pending::released`]).
+    #[serde(default)]
+    pub released: u32,
 }
 
 /// Finished: attempt `attempt` committed its result.
@@ -93,7 +101,7 @@ pub struct Cancelled {
 }
 
 /// A job's state; stored as JSON with a `state` tag, e.g.
-/// `{"state":"pending","attempts":0,"not_before_ms":0,"last_error":null}`.
+/// `{"state":"pending","attempts":0,"released":0,"not_before_ms":0,"last_error":null}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum JobState {
@@ -183,6 +191,7 @@ impl Pending {
     pub fn new() -> Self {
         Pending {
             attempts: 0,
+            released: 0,
             not_before_ms: 0,
             last_error: None,
         }
@@ -207,7 +216,13 @@ impl Pending {
             deadline_ms: now_ms.saturating_add(ttl_ms),
             last_progress_ms: now_ms,
             last_error: self.last_error.clone(),
+            released: self.released,
         })
+    }
+
+    /// Attempts that count against `max_attempts` (releases do not).
+    pub fn counted(&self) -> u32 {
+        self.attempts.saturating_sub(self.released)
     }
 }
 
@@ -286,10 +301,12 @@ impl Leased {
         now_ms: i64,
         policy: &RetryPolicy,
     ) -> JobState {
-        if retryable && self.attempt < policy.max_attempts {
+        let counted = self.counted();
+        if retryable && counted < policy.max_attempts {
             JobState::Pending(Pending {
                 attempts: self.attempt,
-                not_before_ms: now_ms.saturating_add(policy.backoff_after(self.attempt)),
+                released: self.released,
+                not_before_ms: now_ms.saturating_add(policy.backoff_after(counted)),
                 last_error: Some(error),
             })
         } else {
@@ -347,14 +364,22 @@ impl Leased {
     }
 
     /// The worker gives the job back unfinished; this does not count as an
-    /// attempt and the job may be leased again at once.
+    /// attempt and the job may be leased again at once. The next lease still
+    /// gets a new attempt number, so nothing the releasing worker might send
+    /// later is taken for the new lease's.
     pub fn release(&self, attempt: u32, worker_id: &str) -> Result<Pending, TransitionError> {
         self.check(attempt, Some(worker_id))?;
         Ok(Pending {
-            attempts: self.attempt - 1,
+            attempts: self.attempt,
+            released: self.released + 1,
             not_before_ms: 0,
             last_error: self.last_error.clone(),
         })
+    }
+
+    /// Attempts that count against `max_attempts`, this one included.
+    pub fn counted(&self) -> u32 {
+        self.attempt.saturating_sub(self.released)
     }
 
     /// After a coordinator restart: give the worker at least `grace_ms` from

@@ -107,16 +107,18 @@ fn apply(s: &JobState, op: &Op, now: i64, p: &RetryPolicy) -> Result<JobState, T
 
 /// Invariants of a single state.
 fn check_state(s: &JobState, p: &RetryPolicy) -> Result<(), TestCaseError> {
-    prop_assert!(s.attempts() <= p.max_attempts, "{s:?}");
     match s {
         JobState::Pending(pe) => {
-            prop_assert!(pe.attempts < p.max_attempts, "{s:?}");
+            prop_assert!(pe.released <= pe.attempts, "{s:?}");
+            prop_assert!(pe.counted() < p.max_attempts, "{s:?}");
             prop_assert!(pe.not_before_ms >= 0);
-            // A job that has used attempts keeps the last one's error.
-            prop_assert!(pe.attempts == 0 || pe.last_error.is_some(), "{s:?}");
+            // A job that has used counted attempts keeps the last one's error.
+            prop_assert!(pe.counted() == 0 || pe.last_error.is_some(), "{s:?}");
         }
         JobState::Leased(l) => {
             prop_assert!(l.attempt >= 1);
+            prop_assert!(l.released < l.attempt, "{s:?}");
+            prop_assert!(l.counted() <= p.max_attempts, "{s:?}");
             prop_assert!(l.last_progress_ms >= l.leased_at_ms, "{s:?}");
             prop_assert!(l.deadline_ms > l.leased_at_ms, "{s:?}");
         }
@@ -148,16 +150,20 @@ fn check_move(before: &JobState, after: &JobState, op: &Op) -> Result<(), TestCa
     }
     prop_assert!(finished_attempts(after) >= finished_attempts(before));
     match (before, after) {
-        (JobState::Pending(p), JobState::Leased(l)) => prop_assert_eq!(l.attempt, p.attempts + 1),
+        (JobState::Pending(p), JobState::Leased(l)) => {
+            prop_assert_eq!(l.attempt, p.attempts + 1);
+            prop_assert_eq!(l.released, p.released);
+        }
         (JobState::Leased(a), JobState::Leased(b)) => {
             prop_assert_eq!(a.attempt, b.attempt);
             prop_assert_eq!(&a.worker_id, &b.worker_id);
             prop_assert!(b.last_progress_ms >= a.last_progress_ms);
         }
         (JobState::Leased(l), JobState::Pending(p)) => {
+            // Attempt numbers never repeat; a release is not counted.
             let released = matches!(op, Op::Release { .. });
-            let expected = if released { l.attempt - 1 } else { l.attempt };
-            prop_assert_eq!(p.attempts, expected);
+            prop_assert_eq!(p.attempts, l.attempt);
+            prop_assert_eq!(p.released, l.released + u32::from(released));
         }
         (JobState::Leased(l), JobState::Succeeded(s)) => {
             prop_assert!(matches!(op, Op::Complete { .. }), "succeeded by {:?}", op);

@@ -48,6 +48,7 @@ fn lease_makes_attempt_one_with_deadline() {
 fn lease_respects_backoff_and_needs_pending() {
     let p = JobState::Pending(Pending {
         attempts: 1,
+        released: 0,
         not_before_ms: 5_000,
         last_error: Some("boom".into()),
     });
@@ -186,6 +187,7 @@ fn retryable_failure_goes_back_to_pending_with_backoff() {
         s,
         JobState::Pending(Pending {
             attempts: 1,
+            released: 0,
             not_before_ms: 2_000 + 1_000,
             last_error: Some("cuda oom".into())
         })
@@ -303,7 +305,7 @@ fn expiry_needs_the_deadline_and_counts_as_an_attempt() {
 }
 
 #[test]
-fn release_does_not_count_as_an_attempt() {
+fn release_does_not_count_as_an_attempt_but_fences() {
     let s = first_lease();
     assert!(matches!(
         s.release(1, "w2"),
@@ -313,18 +315,30 @@ fn release_does_not_count_as_an_attempt() {
     assert_eq!(
         r,
         JobState::Pending(Pending {
-            attempts: 0,
+            attempts: 1,
+            released: 1,
             not_before_ms: 0,
             last_error: None
         })
     );
-    // Released any number of times, the next lease is still attempt 1.
+    // Released any number of times: every lease gets a new attempt number
+    // (the released attempt's late calls are refused)...
     let mut s = r;
-    for _ in 0..10 {
+    for n in 2..12 {
         s = s.lease("w", 0, TTL).unwrap();
-        assert_eq!(s.attempt(), Some(1));
-        s = s.release(1, "w").unwrap();
+        assert_eq!(s.attempt(), Some(n));
+        assert!(matches!(
+            s.complete(n - 1, 0),
+            Err(TransitionError::StaleAttempt { .. })
+        ));
+        s = s.release(n, "w").unwrap();
     }
+    // ...but none of them counted: a failure now is the first counted one,
+    // and is retried under a 3-attempt policy.
+    let p = policy();
+    let s = s.lease("w", 0, TTL).unwrap();
+    let after = s.fail(12, "boom", true, 0, &p).unwrap();
+    assert!(matches!(after, JobState::Pending(_)), "{after:?}");
 }
 
 #[test]
@@ -423,8 +437,21 @@ fn json_form_is_tagged_with_the_state_name() {
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(
         json,
-        r#"{"state":"pending","attempts":0,"not_before_ms":0,"last_error":null}"#
+        r#"{"state":"pending","attempts":0,"released":0,"not_before_ms":0,"last_error":null}"#
     );
+    // Rows written before `released` existed still read (as 0).
+    let old: JobState = serde_json::from_str(
+        r#"{"state":"pending","attempts":2,"not_before_ms":0,"last_error":"x"}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        old,
+        JobState::Pending(Pending {
+            attempts: 2,
+            released: 0,
+            ..
+        })
+    ));
     for s in [
         s,
         first_lease(),
