@@ -54,6 +54,43 @@ fn two_workers_complete_the_15_job_paper_experiment() {
         .map(|r| r["worker_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(workers.len(), 2, "{workers:?}");
+    // The report files.
+    let out = dir.path().join("report");
+    let (code, _, err) = cli(&[
+        "report",
+        &id,
+        "--coordinator",
+        &url,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for f in [
+        "report.json",
+        "report.md",
+        "rounds.csv",
+        "predictions.csv",
+        "plan.json",
+        "spec.toml",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    // 40 images in 5 screening rounds (each once) + 20 tumours in 10 malignancy rounds (each 4 times).
+    assert_eq!(csv.lines().count(), 1 + 40 + 80);
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.split(',').nth(1).is_some_and(|p| p.starts_with('P'))),
+        "{csv}"
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("## screening")
+            && md.contains("## malignancy")
+            && md.contains("Pooled out-of-fold AUC"),
+        "{md}"
+    );
 }
 
 #[test]

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoredImage {
     pub image: String,
+    #[serde(default)]
+    pub patient: String,
     pub label: String,
     pub score: f64,
 }
@@ -130,6 +132,7 @@ mod tests {
             .enumerate()
             .map(|(i, (l, s))| ScoredImage {
                 image: format!("{round}-{i}.png"),
+                patient: format!("p{round}-{i}"),
                 label: l.to_string(),
                 score: *s,
             })
@@ -182,6 +185,7 @@ mod tests {
     fn unknown_labels_are_reported() {
         let p = vec![ScoredImage {
             image: "x.png".into(),
+            patient: "p".into(),
             label: "tumor".into(),
             score: 0.5,
         }];

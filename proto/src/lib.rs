@@ -23,6 +23,7 @@ mod tests {
                 image: "images/malignant/P0001_ap.png".into(),
                 label: "malignant".into(),
                 score: 0.875,
+                patient: "P0001".into(),
             }],
             history: vec![EpochRecord {
                 epoch: 1,

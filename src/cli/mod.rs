@@ -5,6 +5,7 @@ mod folds;
 mod metrics;
 mod plan;
 mod remote;
+mod report;
 mod run;
 mod serve;
 mod summarize;
@@ -55,6 +56,8 @@ enum Command {
     Cancel(remote::IdArgs),
     /// An experiment's results (tables, or --format json).
     Results(remote::IdArgs),
+    /// Write an experiment's report files (report.json, report.md, CSVs, plan, spec).
+    Report(report::ReportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
@@ -78,6 +81,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Watch(a) => block_on(remote::watch(a)),
         Command::Cancel(a) => block_on(remote::cancel(a)),
         Command::Results(a) => block_on(remote::results(a)),
+        Command::Report(a) => block_on(report::run(a)),
     }
 }
 

@@ -141,7 +141,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         eprintln!("experiment {id}");
         let state = follow(&mut c, &id, a.quiet).await?;
         let doc = fetch_results(&mut c, &id).await?;
-        summary::write_outputs(&out, &doc)?;
+        super::report::write_report(&out, &doc)?;
         Ok::<_, anyhow::Error>((id, state, doc))
     }
     .await;
@@ -163,7 +163,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let (id, state, doc) = outcome?;
     print!("{}", summary::tables(&doc));
     println!(
-        "experiment {id}: {state}; wrote {}/{{report.json,predictions.csv,rounds.csv}}",
+        "experiment {id}: {state}; wrote {}/{{report.json,report.md,predictions.csv,rounds.csv,plan.json,spec.toml}}",
         out.display()
     );
     Ok(if state == "succeeded" {

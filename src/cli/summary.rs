@@ -1,9 +1,7 @@
 //! Text tables of an experiment's results and the files `run` writes.
 
-use super::{num, pct, table, write_file};
-use anyhow::Result;
+use super::{num, pct, table};
 use serde_json::Value;
-use std::path::Path;
 
 fn f(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
@@ -91,63 +89,4 @@ pub fn tables(doc: &Value) -> String {
     }
     out.push_str("SD is the sample standard deviation (n - 1); '-' marks an undefined value.\n");
     out
-}
-
-/// report.json, predictions.csv and rounds.csv in `dir`.
-pub fn write_outputs(dir: &Path, doc: &Value) -> Result<()> {
-    write_file(
-        &dir.join("report.json"),
-        &serde_json::to_string_pretty(doc)?,
-    )?;
-    let threshold = doc
-        .get("tasks")
-        .and_then(Value::as_object)
-        .and_then(|t| t.values().next())
-        .and_then(|t| t["rounds"][0]["threshold"].as_f64())
-        .unwrap_or(0.5);
-    let mut csv = String::from("image,label,task,round,score,predicted\n");
-    for r in doc
-        .get("predictions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        for p in r["predictions"].as_array().into_iter().flatten() {
-            let score = p["score"].as_f64().unwrap_or(f64::NAN);
-            csv.push_str(&format!(
-                "{},{},{},{},{},{}\n",
-                p["image"].as_str().unwrap_or(""),
-                p["label"].as_str().unwrap_or(""),
-                r["task"].as_str().unwrap_or(""),
-                r["round"],
-                score,
-                (score >= threshold) as u8
-            ));
-        }
-    }
-    write_file(&dir.join("predictions.csv"), &csv)?;
-    let keys = crossfold_shared::metrics::ROUND_KEYS;
-    let mut rounds = format!("task,round,{}\n", keys.join(","));
-    for (task, t) in doc
-        .get("tasks")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        for r in t["rounds"].as_array().into_iter().flatten() {
-            let vals: Vec<String> = keys
-                .iter()
-                .map(|k| {
-                    if r[k].is_null() {
-                        String::new()
-                    } else {
-                        r[k].to_string()
-                    }
-                })
-                .collect();
-            rounds.push_str(&format!("{task},{},{}\n", r["round"], vals.join(",")));
-        }
-    }
-    write_file(&dir.join("rounds.csv"), &rounds)?;
-    Ok(())
 }

@@ -294,6 +294,7 @@ async fn upload(
         .iter()
         .map(|p| v1::Prediction {
             image: p.image.clone(),
+            patient: p.patient.clone(),
             label: p.label.clone(),
             score: p.score,
         })

@@ -332,7 +332,12 @@ impl Experiments for ExperimentsService {
             o.insert("name".into(), e.name.clone().into());
             o.insert("state".into(), experiment_state(&e, &jobs).into());
             o.insert("complete".into(), e.summary_json.is_some().into());
+            o.insert("report_version".into(), 1.into());
             o.insert("spec_toml".into(), e.spec_toml.clone().into());
+            o.insert(
+                "plan".into(),
+                serde_json::from_str(&e.plan_json).unwrap_or(serde_json::Value::Null),
+            );
             o.insert(
                 "predictions".into(),
                 serde_json::to_value(&results).unwrap_or_default(),

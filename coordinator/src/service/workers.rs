@@ -280,6 +280,7 @@ impl Workers for WorkersService {
             .iter()
             .map(|p| ScoredImage {
                 image: p.image.clone(),
+                patient: p.patient.clone(),
                 label: p.label.clone(),
                 score: p.score,
             })

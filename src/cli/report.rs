@@ -1,0 +1,369 @@
+//! Report files from an experiment's results document: report.json,
+//! report.md (the tables, for papers), rounds.csv, predictions.csv, the
+//! split plan and the resolved spec. `crossfold report ID --out DIR`, and the
+//! end of `crossfold run`.
+
+use super::remote::{client, fetch_results, Target};
+use super::write_file;
+use anyhow::Result;
+use clap::Args;
+use crossfold_shared::metrics::ROUND_KEYS;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ReportArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, default_value = "out/report")]
+    pub out: PathBuf,
+}
+
+pub async fn run(a: ReportArgs) -> Result<ExitCode> {
+    let mut c = client(&a.target.coordinator).await?;
+    let doc = fetch_results(&mut c, &a.id).await?;
+    write_report(&a.out, &doc)?;
+    println!(
+        "wrote {}/{{report.json,report.md,rounds.csv,predictions.csv,plan.json,spec.toml}}",
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn f(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+/// A percentage with one decimal, rounding halves up as the paper does, or "–".
+fn pct(v: Option<f64>) -> String {
+    match v {
+        Some(x) => format!("{:.1}", (x * 1000.0 + 1e-9).round() / 10.0),
+        None => "–".into(),
+    }
+}
+
+fn dec(v: Option<f64>, d: usize) -> String {
+    v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into())
+}
+
+fn class_names(task: &str) -> (&'static str, &'static str) {
+    match task {
+        "screening" => ("normal", "tumour (benign or malignant)"),
+        "malignancy" => ("benign", "malignant"),
+        _ => ("negative", "positive"),
+    }
+}
+
+/// The tables as Markdown, laid out like the paper's Tables 2 and 3 but with
+/// every metric under its true name.
+pub fn markdown(doc: &Value) -> String {
+    let mut out = format!(
+        "# crossfold report: {}\n\nExperiment `{}` ({}). Split plan `{}`; data set `{}`.\n",
+        doc["name"].as_str().unwrap_or("experiment"),
+        doc["experiment_id"].as_str().unwrap_or("-"),
+        doc["state"].as_str().unwrap_or("-"),
+        doc["plan_sha256"].as_str().unwrap_or("-"),
+        doc["dataset_sha256"].as_str().unwrap_or("-"),
+    );
+    let mut threshold = None;
+    // The paper's order: screening (its Table 2), then malignancy (Table 3).
+    let mut tasks: Vec<(&String, &Value)> = doc
+        .get("tasks")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .collect();
+    tasks.sort_by_key(|(name, _)| {
+        (
+            ["screening", "malignancy"]
+                .iter()
+                .position(|t| t == name)
+                .unwrap_or(2),
+            name.to_string(),
+        )
+    });
+    for (task, t) in tasks {
+        let rounds = t["rounds"].as_array().cloned().unwrap_or_default();
+        let (neg, pos) = class_names(task);
+        out.push_str(&format!(
+            "\n## {task}: {pos} vs {neg}, {} round(s)\n\n",
+            rounds.len()
+        ));
+        out.push_str("| Round | n | TP | FP | TN | FN | Accuracy % | Sensitivity % | Specificity % | PPV % | NPV % | AUC (95% CI) |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+        for r in &rounds {
+            threshold = threshold.or(f(r, "threshold"));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}–{}) |\n",
+                r["round"],
+                r["n"],
+                r["tp"],
+                r["fp"],
+                r["tn"],
+                r["fn"],
+                pct(f(r, "accuracy")),
+                pct(f(r, "sensitivity")),
+                pct(f(r, "specificity")),
+                pct(f(r, "ppv")),
+                pct(f(r, "npv")),
+                dec(f(r, "auc"), 3),
+                dec(f(r, "auc_ci_low"), 3),
+                dec(f(r, "auc_ci_high"), 3),
+            ));
+        }
+        let s = &t["summary"];
+        let ms = |k: &str, pctage: bool| -> String {
+            let m = &s[k];
+            match (f(m, "mean"), pctage) {
+                (Some(mean), true) => format!("{} ± {}", pct(Some(mean)), pct(f(m, "sd"))),
+                (Some(mean), false) => format!("{} ± {}", dec(Some(mean), 3), dec(f(m, "sd"), 3)),
+                (None, _) => "–".into(),
+            }
+        };
+        out.push_str(&format!(
+            "| Mean ± SD | | | | | | {} | {} | {} | {} | {} | {} |\n",
+            ms("accuracy", true),
+            ms("sensitivity", true),
+            ms("specificity", true),
+            ms("ppv", true),
+            ms("npv", true),
+            ms("auc", false),
+        ));
+        let p = &t["pooled"];
+        if !p.is_null() {
+            out.push_str(&format!(
+                "\nPooled out-of-fold AUC: {} (95% CI {}–{}) over {} predictions.\n",
+                dec(f(p, "auc"), 3),
+                dec(f(p, "auc_ci_low"), 3),
+                dec(f(p, "auc_ci_high"), 3),
+                p["n"]
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\n## Definitions\n\n\
+         - A case is predicted positive when its score (the model's probability of the positive class) is at least {}.\n\
+         - Sensitivity = TP / (TP + FN); specificity = TN / (TN + FP); PPV = TP / (TP + FP); NPV = TN / (TN + FN); accuracy = (TP + TN) / n.\n\
+         - AUC is the area under the empirical ROC curve (Mann-Whitney, ties count one half); its 95% CI is DeLong's.\n\
+         - Mean ± SD across rounds; SD is the sample standard deviation (n − 1).\n\
+         - The pooled AUC puts every round's test predictions together; where an image is tested in several rounds (malignancy: 4 of 10) it counts once per round, so its CI is optimistic.\n\
+         - – marks a value that is undefined for the counts (e.g. PPV with no predicted positives).\n\
+         - The 2021 paper's columns labelled PPV and NPV are in fact sensitivity and specificity; here every metric is under its own name.\n",
+        threshold.map(|t| t.to_string()).unwrap_or_else(|| "the threshold".into())
+    ));
+    out
+}
+
+/// Every report file in `dir`.
+pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
+    write_file(
+        &dir.join("report.json"),
+        &serde_json::to_string_pretty(doc)?,
+    )?;
+    write_file(&dir.join("report.md"), &markdown(doc))?;
+    let mut csv = String::from("image,patient,label,task,round,score,predicted\n");
+    let threshold_of = |task: &str, round: &Value| -> f64 {
+        doc["tasks"][task]["rounds"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| &r["round"] == round))
+            .and_then(|r| f(r, "threshold"))
+            .unwrap_or(0.5)
+    };
+    for r in doc
+        .get("predictions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let task = r["task"].as_str().unwrap_or("");
+        let threshold = threshold_of(task, &r["round"]);
+        for p in r["predictions"].as_array().into_iter().flatten() {
+            let score = p["score"].as_f64().unwrap_or(f64::NAN);
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                csv_field(p["image"].as_str().unwrap_or("")),
+                csv_field(p["patient"].as_str().unwrap_or("")),
+                p["label"].as_str().unwrap_or(""),
+                task,
+                r["round"],
+                score,
+                (score >= threshold) as u8
+            ));
+        }
+    }
+    write_file(&dir.join("predictions.csv"), &csv)?;
+    let mut rounds = format!("task,round,{}\n", ROUND_KEYS.join(","));
+    for (task, t) in doc
+        .get("tasks")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        for r in t["rounds"].as_array().into_iter().flatten() {
+            let vals: Vec<String> = ROUND_KEYS
+                .iter()
+                .map(|k| match &r[*k] {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                })
+                .collect();
+            rounds.push_str(&format!("{task},{},{}\n", r["round"], vals.join(",")));
+        }
+    }
+    write_file(&dir.join("rounds.csv"), &rounds)?;
+    if let Some(plan) = doc.get("plan").filter(|p| !p.is_null()) {
+        write_file(&dir.join("plan.json"), &serde_json::to_string_pretty(plan)?)?;
+    }
+    if let Some(spec) = doc.get("spec_toml").and_then(Value::as_str) {
+        write_file(&dir.join("spec.toml"), spec)?;
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossfold_coordinator::aggregate::{round_stats, summarize, JobResult, ScoredImage};
+    use crossfold_shared::label::Task;
+
+    /// A fixed experiment: two screening and two malignancy rounds.
+    fn fixed_doc() -> Value {
+        let mk = |task: Task, round: u32, rows: &[(&str, f64)]| {
+            let predictions: Vec<ScoredImage> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, (label, score))| ScoredImage {
+                    image: format!("images/{label}/P{round}{i:02}_ap.png"),
+                    patient: format!("P{round}{i:02}"),
+                    label: label.to_string(),
+                    score: *score,
+                })
+                .collect();
+            JobResult {
+                task: task.to_string(),
+                round,
+                attempt: 1,
+                worker_id: "w".into(),
+                stats: round_stats(task, &predictions, 0.5).unwrap(),
+                predictions,
+                history: Value::Null,
+            }
+        };
+        let results = vec![
+            mk(
+                Task::Screening,
+                1,
+                &[
+                    ("normal", 0.1),
+                    ("normal", 0.6),
+                    ("benign", 0.7),
+                    ("malignant", 0.9),
+                    ("malignant", 0.4),
+                ],
+            ),
+            mk(
+                Task::Screening,
+                2,
+                &[
+                    ("normal", 0.2),
+                    ("normal", 0.3),
+                    ("benign", 0.8),
+                    ("malignant", 0.55),
+                    ("benign", 0.5),
+                ],
+            ),
+            mk(
+                Task::Malignancy,
+                1,
+                &[
+                    ("benign", 0.3),
+                    ("benign", 0.7),
+                    ("malignant", 0.6),
+                    ("malignant", 0.65),
+                ],
+            ),
+            mk(
+                Task::Malignancy,
+                2,
+                &[
+                    ("benign", 0.2),
+                    ("benign", 0.1),
+                    ("malignant", 0.3),
+                    ("malignant", 0.35),
+                ],
+            ),
+        ];
+        let mut doc = summarize(&results, "planhash", "datahash");
+        let o = doc.as_object_mut().unwrap();
+        o.insert("name".into(), "fixed".into());
+        o.insert(
+            "experiment_id".into(),
+            "00000000-0000-0000-0000-000000000001".into(),
+        );
+        o.insert("state".into(), "succeeded".into());
+        o.insert(
+            "predictions".into(),
+            serde_json::to_value(&results).unwrap(),
+        );
+        doc
+    }
+
+    /// Golden file: tests/golden/report.md. To accept a deliberate change,
+    /// run with CROSSFOLD_BLESS=1 and review the diff.
+    #[test]
+    fn report_md_matches_the_golden_file() {
+        let md = markdown(&fixed_doc());
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/report.md");
+        if std::env::var("CROSSFOLD_BLESS").is_ok() {
+            std::fs::write(&golden, &md).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).unwrap();
+        assert_eq!(md, want);
+    }
+
+    #[test]
+    fn report_files_are_written_and_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        write_report(dir.path(), &fixed_doc()).unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("predictions.csv")).unwrap();
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("image,patient,label,task,round,score,predicted")
+        );
+        assert_eq!(csv.lines().count(), 1 + 5 + 5 + 4 + 4);
+        assert!(
+            csv.contains("images/normal/P101_ap.png,P101,normal,screening,1,0.6,1"),
+            "{csv}"
+        );
+        let rounds = std::fs::read_to_string(dir.path().join("rounds.csv")).unwrap();
+        assert!(
+            rounds.starts_with("task,round,n_pos,n_neg,threshold,tp,fp,tn,fn,"),
+            "{rounds}"
+        );
+        assert_eq!(rounds.lines().count(), 5);
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["tasks"]["screening"]["rounds"][0]["round"], 1);
+    }
+
+    #[test]
+    fn percentages_round_halves_up_like_the_paper() {
+        // 10/32 = 31.25 % is printed 31.3 in the paper's Table 3.
+        assert_eq!(pct(Some(10.0 / 32.0)), "31.3");
+        assert_eq!(pct(Some(72.0 / 104.0)), "69.2");
+        assert_eq!(pct(None), "–");
+    }
+}
