@@ -84,6 +84,25 @@ fn two_workers_complete_the_15_job_paper_experiment() {
             .all(|l| l.split(',').nth(1).is_some_and(|p| p.starts_with('P'))),
         "{csv}"
     );
+    // A second experiment on the same data and plan (another training seed), compared.
+    let id2 = submit(&url, &spec, &["train.seed=7"]);
+    assert_ne!(id2, id);
+    wait_for("the second experiment", LONG, || {
+        terminal(&status(&url, &id2))
+    });
+    let (code, out_json, err) = cli(&[
+        "compare",
+        &id,
+        &id2,
+        "--coordinator",
+        &url,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let cmp: serde_json::Value = serde_json::from_str(&out_json).unwrap();
+    assert_eq!(cmp["tasks"]["screening"]["n"], 40);
+    assert!(cmp["tasks"]["malignancy"]["p_value"].is_number(), "{cmp}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("## screening")

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per command group.
 
+mod compare;
 mod dataset;
 mod folds;
 mod metrics;
@@ -58,6 +59,8 @@ enum Command {
     Results(remote::IdArgs),
     /// Write an experiment's report files (report.json, report.md, CSVs, plan, spec).
     Report(report::ReportArgs),
+    /// Compare two experiments on the same data and split plan (paired DeLong).
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
@@ -82,6 +85,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cancel(a) => block_on(remote::cancel(a)),
         Command::Results(a) => block_on(remote::results(a)),
         Command::Report(a) => block_on(report::run(a)),
+        Command::Compare(a) => block_on(compare::run(a)),
     }
 }
 
