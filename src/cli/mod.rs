@@ -3,6 +3,7 @@
 mod compare;
 mod dataset;
 mod folds;
+mod html;
 mod metrics;
 mod plan;
 mod remote;

@@ -1,6 +1,8 @@
 //! Report files from an experiment's results document: report.json,
-//! report.md (the tables, for papers), rounds.csv, predictions.csv, the
-//! split plan and the resolved spec. `crossfold report ID --out DIR`, and the
+//! report.md (the tables, for papers), report.html (a self-contained page with
+//! the tables and inline plots), the plots as SVG files (roc-, training- and
+//! calibration-TASK.svg), rounds.csv, predictions.csv, the split plan and the
+//! resolved spec. `crossfold report ID --out DIR`, and the
 //! end of `crossfold run`.
 
 use super::remote::{client, fetch_results, Target};
@@ -26,7 +28,7 @@ pub async fn run(a: ReportArgs) -> Result<ExitCode> {
     let doc = fetch_results(&mut c, &a.id).await?;
     write_report(&a.out, &doc)?;
     println!(
-        "wrote {}/{{report.json,report.md,rounds.csv,predictions.csv,plan.json,spec.toml}}",
+        "wrote {}/{{report.json,report.md,report.html,*.svg,rounds.csv,predictions.csv,plan.json,spec.toml}}",
         a.out.display()
     );
     Ok(ExitCode::SUCCESS)
@@ -163,6 +165,10 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
         &serde_json::to_string_pretty(doc)?,
     )?;
     write_file(&dir.join("report.md"), &markdown(doc))?;
+    write_file(&dir.join("report.html"), &super::html::html(doc))?;
+    for (name, svg) in super::html::svgs(doc) {
+        write_file(&dir.join(name), &svg)?;
+    }
     let mut csv = String::from("image,patient,label,task,round,score,predicted\n");
     let threshold_of = |task: &str, round: &Value| -> f64 {
         doc["tasks"][task]["rounds"]

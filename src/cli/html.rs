@@ -1,0 +1,723 @@
+//! The report as one self-contained HTML page (tables, confusion matrices,
+//! inline SVG plots: ROC curves, training curves, calibration), and the plots
+//! as standalone SVG files. The SVG is written by hand; nothing is fetched.
+
+use super::report::markdown;
+use crossfold_shared::label::{Label, Task};
+use crossfold_shared::metrics::roc_curve;
+use serde_json::Value;
+use std::fmt::Write;
+
+const COLOURS: [&str; 10] = [
+    "#7fa9d9", "#f0a070", "#8fcf88", "#e08890", "#b79ddb", "#c49a88", "#e9a3cf", "#a8a8a8",
+    "#cfcf6e", "#7fd0da",
+];
+const POOLED: &str = "#1f3b73";
+
+/// Escapes text for HTML and SVG (element content and attribute values).
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A JSON value as escaped text (strings without their quotes).
+fn j(v: &Value) -> String {
+    esc(&v
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string()))
+}
+
+fn f(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+/// A percentage with one decimal, rounding halves up as report.md does, or "–".
+fn pct(v: Option<f64>) -> String {
+    match v {
+        Some(x) => format!("{:.1}", (x * 1000.0 + 1e-9).round() / 10.0),
+        None => "–".into(),
+    }
+}
+
+fn dec(v: Option<f64>, d: usize) -> String {
+    v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into())
+}
+
+fn class_names(task: &str) -> (&'static str, &'static str) {
+    match task {
+        "screening" => ("normal", "tumour (benign or malignant)"),
+        "malignancy" => ("benign", "malignant"),
+        _ => ("negative", "positive"),
+    }
+}
+
+/// The tasks in the paper's order: screening, malignancy, then any other.
+fn tasks(doc: &Value) -> Vec<(&String, &Value)> {
+    let mut tasks: Vec<(&String, &Value)> = doc
+        .get("tasks")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .collect();
+    tasks.sort_by_key(|(name, _)| {
+        let order = ["screening", "malignancy"].iter().position(|t| t == name);
+        (order.unwrap_or(2), name.to_string())
+    });
+    tasks
+}
+
+/// The task's per-round prediction entries, by round.
+fn entries<'a>(doc: &'a Value, task: &str) -> Vec<&'a Value> {
+    let mut es: Vec<&Value> = doc
+        .get("predictions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e["task"].as_str() == Some(task))
+        .collect();
+    es.sort_by_key(|e| e["round"].as_u64().unwrap_or(u64::MAX));
+    es
+}
+
+/// (is positive, score) of an entry's predictions with a known label and a finite score.
+fn labelled(e: &Value, task: Task) -> (Vec<bool>, Vec<f64>) {
+    e["predictions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let label: Label = p["label"].as_str()?.parse().ok()?;
+            let score = p["score"].as_f64().filter(|s| s.is_finite())?;
+            Some((task.is_positive(label), score))
+        })
+        .unzip()
+}
+
+/// Mean of (score − y)², or None without predictions.
+fn brier(labels: &[bool], scores: &[f64]) -> Option<f64> {
+    let sum: f64 = labels
+        .iter()
+        .zip(scores)
+        .map(|(&l, &s)| (s - l as u8 as f64).powi(2))
+        .sum();
+    (!scores.is_empty()).then(|| sum / scores.len() as f64)
+}
+
+/// A plot panel: `w`×`h` pixels at horizontal offset `ox`, data range `x`×`y`.
+struct Frame {
+    ox: f64,
+    w: f64,
+    h: f64,
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+const ML: f64 = 50.0;
+const MR: f64 = 12.0;
+const MT: f64 = 28.0;
+const MB: f64 = 40.0;
+
+fn tick(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn text(x: f64, y: f64, anchor: &str, extra: &str, s: &str) -> String {
+    format!(
+        r#"<text x="{x:.1}" y="{y:.1}" text-anchor="{anchor}"{extra}>{}</text>"#,
+        esc(s)
+    )
+}
+
+fn svg_open(w: f64, h: f64) -> String {
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11"><rect width="{w}" height="{h}" fill="#fff"/>"##
+    )
+}
+
+impl Frame {
+    fn px(&self, x: f64) -> f64 {
+        self.ox + ML + (x - self.x.0) / (self.x.1 - self.x.0) * (self.w - ML - MR)
+    }
+    fn py(&self, y: f64) -> f64 {
+        self.h - MB - (y - self.y.0) / (self.y.1 - self.y.0) * (self.h - MT - MB)
+    }
+    /// Box, ticks, tick labels, title and axis labels.
+    fn axes(&self, title: &str, xl: &str, yl: &str) -> String {
+        let (x0, y0, x1, y1) = (
+            self.px(self.x.0),
+            self.py(self.y.0),
+            self.px(self.x.1),
+            self.py(self.y.1),
+        );
+        let mut s = format!(
+            r##"<rect x="{x0:.1}" y="{y1:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="#444"/>"##,
+            x1 - x0,
+            y0 - y1
+        );
+        for i in 0..=4 {
+            let t = i as f64 / 4.0;
+            let (xv, yv) = (
+                self.x.0 + t * (self.x.1 - self.x.0),
+                self.y.0 + t * (self.y.1 - self.y.0),
+            );
+            let (tx, ty) = (self.px(xv), self.py(yv));
+            let _ = write!(
+                s,
+                r##"<line x1="{tx:.1}" y1="{y0:.1}" x2="{tx:.1}" y2="{:.1}" stroke="#444"/><line x1="{x0:.1}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="#444"/>"##,
+                y0 + 4.0,
+                x0 - 4.0
+            );
+            s += &text(tx, y0 + 16.0, "middle", "", &tick(xv));
+            s += &text(x0 - 6.0, ty + 4.0, "end", "", &tick(yv));
+        }
+        s += &text(
+            self.ox + self.w / 2.0,
+            16.0,
+            "middle",
+            r#" font-weight="bold""#,
+            title,
+        );
+        s += &text((x0 + x1) / 2.0, self.h - 8.0, "middle", "", xl);
+        let ym = (y0 + y1) / 2.0;
+        let rot = format!(r#" transform="rotate(-90 {:.1} {ym:.1})""#, self.ox + 14.0);
+        s + &text(self.ox + 14.0, ym, "middle", &rot, yl)
+    }
+    fn line(&self, pts: &[(f64, f64)], colour: &str, width: f64, dash: bool) -> String {
+        let p: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", self.px(x), self.py(y)))
+            .collect();
+        let dash = if dash {
+            r#" stroke-dasharray="5,4""#
+        } else {
+            ""
+        };
+        format!(
+            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="{width}"{dash}></polyline>"#,
+            p.join(" ")
+        )
+    }
+    /// Legend in the lower right of the plot area.
+    fn legend(&self, items: &[(&str, String, f64)]) -> String {
+        let x = self.px(self.x.1) - 150.0;
+        let mut y = self.py(self.y.0) - 14.0 * items.len() as f64 - 2.0;
+        let mut s = String::new();
+        for (colour, label, width) in items {
+            let _ = write!(
+                s,
+                r#"<line x1="{x:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{colour}" stroke-width="{width}"/>"#,
+                x + 18.0
+            );
+            s += &text(x + 22.0, y + 4.0, "start", "", label);
+            y += 14.0;
+        }
+        s
+    }
+}
+
+fn roc_svg(t: &Value, es: &[&Value], task: Task, name: &str) -> Option<String> {
+    let fr = Frame {
+        ox: 0.0,
+        w: 420.0,
+        h: 400.0,
+        x: (0.0, 1.0),
+        y: (0.0, 1.0),
+    };
+    let mut s =
+        svg_open(fr.w, fr.h) + &fr.axes(&format!("ROC: {name}"), "1 − specificity", "sensitivity");
+    s += &fr.line(&[(0.0, 0.0), (1.0, 1.0)], "#999", 1.0, true);
+    let (mut all_l, mut all_s, mut legend) = (vec![], vec![], vec![]);
+    for (i, e) in es.iter().enumerate() {
+        let (l, sc) = labelled(e, task);
+        let pts = roc_curve(&l, &sc).unwrap_or_default();
+        all_l.extend(l);
+        all_s.extend(sc);
+        if pts.is_empty() {
+            continue;
+        }
+        let colour = COLOURS[i % COLOURS.len()];
+        let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.fpr, p.tpr)).collect();
+        s += &fr.line(&xy, colour, 1.2, false);
+        let round = t["rounds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["round"] == e["round"]);
+        let auc = round.and_then(|r| f(r, "auc"));
+        legend.push((
+            colour,
+            format!("round {} (AUC {})", j(&e["round"]), dec(auc, 3)),
+            1.5,
+        ));
+    }
+    let pooled = roc_curve(&all_l, &all_s).unwrap_or_default();
+    if pooled.is_empty() {
+        return None;
+    }
+    let xy: Vec<(f64, f64)> = pooled.iter().map(|p| (p.fpr, p.tpr)).collect();
+    s += &fr.line(&xy, POOLED, 3.0, false);
+    legend.push((
+        POOLED,
+        format!("pooled (AUC {})", dec(f(&t["pooled"], "auc"), 3)),
+        3.0,
+    ));
+    Some(s + &fr.legend(&legend) + "</svg>")
+}
+
+/// (epoch, value) points of a history's key, numbers only.
+fn series(h: &[Value], key: &str) -> Vec<(f64, f64)> {
+    h.iter()
+        .filter_map(|r| Some((f(r, "epoch")?, f(r, key)?)))
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect()
+}
+
+fn training_svg(es: &[&Value], name: &str) -> Option<String> {
+    let hs: Vec<(usize, &Value, &Vec<Value>)> = es
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            Some((
+                i,
+                &e["round"],
+                e["history"].as_array().filter(|h| !h.is_empty())?,
+            ))
+        })
+        .collect();
+    if hs.is_empty() {
+        return None;
+    }
+    let all = |k: &str| {
+        hs.iter()
+            .flat_map(|(_, _, h)| series(h, k))
+            .collect::<Vec<_>>()
+    };
+    let (loss, vloss) = (all("train_loss"), all("validation_loss"));
+    let e0 = loss
+        .iter()
+        .chain(&vloss)
+        .map(|p| p.0)
+        .fold(f64::INFINITY, f64::min);
+    let e1 = loss
+        .iter()
+        .chain(&vloss)
+        .map(|p| p.0)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let (e0, e1) = if e0.is_finite() && e1 > e0 {
+        (e0, e1)
+    } else {
+        (0.0, 1.0)
+    };
+    let lmax = loss.iter().chain(&vloss).map(|p| p.1).fold(0.0, f64::max);
+    let lmax = if lmax > 0.0 { lmax * 1.05 } else { 1.0 };
+    let left = Frame {
+        ox: 0.0,
+        w: 380.0,
+        h: 300.0,
+        x: (e0, e1),
+        y: (0.0, lmax),
+    };
+    let right = Frame {
+        ox: 380.0,
+        w: 380.0,
+        h: 300.0,
+        x: (e0, e1),
+        y: (0.0, 1.0),
+    };
+    let mut s = svg_open(760.0, 300.0)
+        + &left.axes(
+            &format!("{name}: loss (solid train, dashed validation)"),
+            "epoch",
+            "loss",
+        )
+        + &right.axes(&format!("{name}: validation AUC"), "epoch", "AUC");
+    let mut legend = vec![];
+    for (i, round, h) in &hs {
+        let colour = COLOURS[i % COLOURS.len()];
+        s += &left.line(&series(h, "train_loss"), colour, 1.8, false);
+        s += &left.line(&series(h, "validation_loss"), colour, 1.8, true);
+        s += &right.line(&series(h, "validation_auc"), colour, 1.8, false);
+        legend.push((colour, format!("round {}", j(round)), 1.8));
+    }
+    Some(s + &right.legend(&legend) + "</svg>")
+}
+
+/// Pooled (labels, scores) of a task.
+fn pooled(es: &[&Value], task: Task) -> (Vec<bool>, Vec<f64>) {
+    let (mut l, mut s) = (vec![], vec![]);
+    for e in es {
+        let (a, b) = labelled(e, task);
+        l.extend(a);
+        s.extend(b);
+    }
+    (l, s)
+}
+
+fn calibration_svg(es: &[&Value], task: Task, name: &str) -> Option<String> {
+    let (l, sc) = pooled(es, task);
+    let b = brier(&l, &sc)?;
+    // 10 equal-width bins: (count, sum of scores, positives).
+    let mut bins = [(0usize, 0.0f64, 0usize); 10];
+    for (&y, &x) in l.iter().zip(&sc) {
+        let bin = &mut bins[((x * 10.0).floor().max(0.0) as usize).min(9)];
+        *bin = (bin.0 + 1, bin.1 + x, bin.2 + y as usize);
+    }
+    let fr = Frame {
+        ox: 0.0,
+        w: 420.0,
+        h: 400.0,
+        x: (0.0, 1.0),
+        y: (0.0, 1.0),
+    };
+    let title = format!("Calibration: {name} (Brier {b:.4})");
+    let mut s = svg_open(fr.w, fr.h)
+        + &fr.axes(&title, "mean predicted score", "observed positive fraction");
+    s += &fr.line(&[(0.0, 0.0), (1.0, 1.0)], "#999", 1.0, true);
+    let nmax = bins.iter().map(|b| b.0).max().unwrap_or(1).max(1) as f64;
+    let pts: Vec<(f64, f64, usize)> = bins
+        .iter()
+        .filter(|b| b.0 > 0)
+        .map(|b| (b.1 / b.0 as f64, b.2 as f64 / b.0 as f64, b.0))
+        .collect();
+    s += &fr.line(
+        &pts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(),
+        POOLED,
+        1.5,
+        false,
+    );
+    for (x, y, n) in pts {
+        let (cx, cy) = (fr.px(x), fr.py(y));
+        let _ = write!(
+            s,
+            r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="{:.1}" fill="{POOLED}" fill-opacity="0.6"/>"#,
+            3.0 + 6.0 * (n as f64 / nmax).sqrt()
+        );
+        s += &text(cx + 10.0, cy - 6.0, "start", "", &format!("n={n}"));
+    }
+    Some(s + "</svg>")
+}
+
+/// A file-name-safe version of a task name.
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One task's plots: (kind, svg), kind one of roc, training, calibration.
+fn task_svgs(doc: &Value, name: &str, t: &Value) -> Vec<(&'static str, String)> {
+    let Ok(task) = name.parse::<Task>() else {
+        return vec![];
+    };
+    let es = entries(doc, name);
+    [
+        ("roc", roc_svg(t, &es, task, name)),
+        ("training", training_svg(&es, name)),
+        ("calibration", calibration_svg(&es, task, name)),
+    ]
+    .into_iter()
+    .filter_map(|(k, s)| Some((k, s?)))
+    .collect()
+}
+
+/// The plots as standalone SVG files: (file name, svg text).
+pub fn svgs(doc: &Value) -> Vec<(String, String)> {
+    tasks(doc)
+        .into_iter()
+        .flat_map(|(name, t)| {
+            task_svgs(doc, name, t)
+                .into_iter()
+                .map(move |(k, s)| (format!("{k}-{}.svg", slug(name)), s))
+        })
+        .collect()
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}\
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.cms{display:flex;flex-wrap:wrap;gap:1em}\
+.cms table{font-size:90%}.plots svg{margin:.5em;border:1px solid #eee}code{font-size:90%}";
+
+/// The report as one self-contained HTML page (no external fetches).
+pub fn html(doc: &Value) -> String {
+    let name = esc(doc["name"].as_str().unwrap_or("experiment"));
+    let mut out = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>crossfold report: {name}</title><style>{STYLE}</style></head><body>\n<h1>crossfold report: {name}</h1>\n"
+    );
+    for (task, t) in tasks(doc) {
+        let rounds = t["rounds"].as_array().cloned().unwrap_or_default();
+        let (neg, pos) = class_names(task);
+        let _ = write!(out, "<h2>{}: {pos} vs {neg}, {} round(s)</h2>\n<table><tr><th>Round</th><th>n</th><th>TP</th><th>FP</th><th>TN</th><th>FN</th><th>Accuracy %</th><th>Sensitivity %</th><th>Specificity %</th><th>PPV %</th><th>NPV %</th><th>AUC (95% CI)</th></tr>\n", esc(task), rounds.len());
+        for r in &rounds {
+            let cells: Vec<String> = ["round", "n", "tp", "fp", "tn", "fn"]
+                .iter()
+                .map(|k| j(&r[*k]))
+                .chain(
+                    ["accuracy", "sensitivity", "specificity", "ppv", "npv"]
+                        .iter()
+                        .map(|k| pct(f(r, k))),
+                )
+                .collect();
+            let auc = format!(
+                "{} ({}–{})",
+                dec(f(r, "auc"), 3),
+                dec(f(r, "auc_ci_low"), 3),
+                dec(f(r, "auc_ci_high"), 3)
+            );
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{auc}</td></tr>",
+                cells.join("</td><td>")
+            );
+        }
+        let s = &t["summary"];
+        let ms = |k: &str, pctage: bool| -> String {
+            let m = &s[k];
+            match (f(m, "mean"), pctage) {
+                (Some(mean), true) => format!("{} ± {}", pct(Some(mean)), pct(f(m, "sd"))),
+                (Some(mean), false) => format!("{} ± {}", dec(Some(mean), 3), dec(f(m, "sd"), 3)),
+                (None, _) => "–".into(),
+            }
+        };
+        let _ = writeln!(out, "<tr><th>Mean ± SD</th><td></td><td></td><td></td><td></td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>", ms("accuracy", true), ms("sensitivity", true), ms("specificity", true), ms("ppv", true), ms("npv", true), ms("auc", false));
+        let p = &t["pooled"];
+        if !p.is_null() {
+            let _ = writeln!(
+                out,
+                "<p>Pooled out-of-fold AUC: {} (95% CI {}–{}) over {} predictions.</p>",
+                dec(f(p, "auc"), 3),
+                dec(f(p, "auc_ci_low"), 3),
+                dec(f(p, "auc_ci_high"), 3),
+                j(&p["n"])
+            );
+        }
+        out.push_str("<h3>Confusion matrices</h3>\n<div class=\"cms\">");
+        for r in &rounds {
+            let c = |k: &str| j(&r[k]);
+            let _ = write!(out, "<table><tr><th>Round {}</th><th>actual {pos}</th><th>actual {neg}</th></tr><tr><th>predicted {pos}</th><td>TP {}</td><td>FP {}</td></tr><tr><th>predicted {neg}</th><td>FN {}</td><td>TN {}</td></tr></table>", c("round"), c("tp"), c("fp"), c("fn"), c("tn"));
+        }
+        out.push_str("</div>\n");
+        if let Ok(kind) = task.parse::<Task>() {
+            let (l, sc) = pooled(&entries(doc, task), kind);
+            if let Some(b) = brier(&l, &sc) {
+                let _ = writeln!(out, "<p>Brier score of the pooled predictions (mean of (score − y)², y = 1 for {pos}): {b:.4} over {} predictions.</p>", sc.len());
+            }
+        }
+        out.push_str("<div class=\"plots\">\n");
+        for (_, svg) in task_svgs(doc, task, t) {
+            out.push_str(&svg);
+            out.push('\n');
+        }
+        out.push_str("</div>\n");
+    }
+    // The definitions are report.md's, so the two never disagree.
+    out.push_str("<h2>Definitions</h2>\n<ul>\n");
+    let md = markdown(doc);
+    let defs = md.split("\n## Definitions\n").nth(1).unwrap_or("");
+    for line in defs.lines().filter_map(|l| l.strip_prefix("- ")) {
+        let _ = writeln!(out, "<li>{}</li>", esc(line));
+    }
+    let _ = write!(
+        out,
+        "</ul>\n<h2>Provenance</h2>\n<table><tr><th>Experiment id</th><td><code>{}</code></td></tr><tr><th>State</th><td>{}</td></tr><tr><th>Split plan SHA-256</th><td><code>{}</code></td></tr><tr><th>Data set SHA-256</th><td><code>{}</code></td></tr></table>\n</body></html>\n",
+        esc(doc["experiment_id"].as_str().unwrap_or("-")),
+        esc(doc["state"].as_str().unwrap_or("-")),
+        esc(doc["plan_sha256"].as_str().unwrap_or("-")),
+        esc(doc["dataset_sha256"].as_str().unwrap_or("-")),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossfold_coordinator::aggregate::{round_stats, summarize, JobResult, ScoredImage};
+
+    /// report.rs's fixed experiment, with a training history in screening round 1.
+    fn fixed_doc() -> Value {
+        let mk = |task: Task, round: u32, rows: &str| {
+            let predictions: Vec<ScoredImage> = rows
+                .split(' ')
+                .enumerate()
+                .map(|(i, row)| {
+                    let (label, score) = row.split_once(':').unwrap();
+                    ScoredImage {
+                        image: format!("images/{label}/P{round}{i:02}_ap.png"),
+                        patient: format!("P{round}{i:02}"),
+                        label: label.to_string(),
+                        score: score.parse().unwrap(),
+                    }
+                })
+                .collect();
+            JobResult {
+                task: task.to_string(),
+                round,
+                attempt: 1,
+                worker_id: "w".into(),
+                stats: round_stats(task, &predictions, 0.5).unwrap(),
+                predictions,
+                history: Value::Null,
+            }
+        };
+        let s = Task::Screening;
+        let m = Task::Malignancy;
+        // label:score per image; the same data as report.rs's fixed_doc().
+        let mut results = vec![
+            mk(
+                s,
+                1,
+                "normal:0.1 normal:0.6 benign:0.7 malignant:0.9 malignant:0.4",
+            ),
+            mk(
+                s,
+                2,
+                "normal:0.2 normal:0.3 benign:0.8 malignant:0.55 benign:0.5",
+            ),
+            mk(m, 1, "benign:0.3 benign:0.7 malignant:0.6 malignant:0.65"),
+            mk(m, 2, "benign:0.2 benign:0.1 malignant:0.3 malignant:0.35"),
+        ];
+        results[0].history = serde_json::json!([
+            {"epoch": 1, "train_loss": 0.69, "validation_loss": 0.7, "validation_auc": 0.6, "learning_rate": 0.001, "seconds": 3.0},
+            {"epoch": 2, "train_loss": 0.5, "validation_loss": 0.6, "validation_auc": 0.75, "learning_rate": 0.001, "seconds": 3.0},
+            {"epoch": 3, "train_loss": 0.4, "validation_loss": null, "validation_auc": 0.8, "learning_rate": 0.0005, "seconds": 3.0},
+        ]);
+        let mut doc = summarize(&results, "planhash", "datahash");
+        let o = doc.as_object_mut().unwrap();
+        o.insert("name".into(), "fixed".into());
+        o.insert(
+            "experiment_id".into(),
+            "00000000-0000-0000-0000-000000000001".into(),
+        );
+        o.insert("state".into(), "succeeded".into());
+        o.insert(
+            "predictions".into(),
+            serde_json::to_value(&results).unwrap(),
+        );
+        doc
+    }
+
+    #[test]
+    fn html_numbers_equal_the_documents() {
+        let doc = fixed_doc();
+        let page = html(&doc);
+        assert!(page.starts_with("<!doctype html>"));
+        for (task, t) in doc["tasks"].as_object().unwrap() {
+            for r in t["rounds"].as_array().unwrap() {
+                let auc = format!("{:.3}", r["auc"].as_f64().unwrap());
+                assert!(page.contains(&auc), "{task} round AUC {auc}");
+                assert!(page.contains(&format!("round {} (AUC {auc})", r["round"])));
+            }
+            for k in ["accuracy", "sensitivity", "specificity", "ppv", "npv"] {
+                let m = &t["summary"][k];
+                let want = format!("{} ± {}", pct(f(m, "mean")), pct(f(m, "sd")));
+                assert!(
+                    page.contains(&format!("<td>{want}</td>")),
+                    "{task} {k} {want}"
+                );
+            }
+            let pooled = format!("pooled (AUC {:.3})", t["pooled"]["auc"].as_f64().unwrap());
+            assert!(page.contains(&pooled), "{pooled}");
+        }
+        assert!(page.contains("<h2>Definitions</h2>") && page.contains("DeLong"));
+        assert!(
+            page.contains("planhash") && page.contains("datahash") && page.contains("succeeded")
+        );
+    }
+
+    #[test]
+    fn html_is_self_contained() {
+        let page = html(&fixed_doc()).to_lowercase();
+        assert!(!page.contains("<script"));
+        for attr in ["src=", "href="] {
+            assert!(!page.contains(attr), "{attr}");
+        }
+        assert!(!page.contains("@import") && !page.contains("url("));
+    }
+
+    #[test]
+    fn brier_scores_match_a_hand_computation() {
+        // Screening, y = 1 for benign or malignant:
+        // round 1: .1²+.6²+.3²+.1²+.6² = .01+.36+.09+.01+.36 = .83
+        // round 2: .2²+.3²+.2²+.45²+.5² = .04+.09+.04+.2025+.25 = .6225
+        // (.83 + .6225) / 10 = 0.14525.
+        // Malignancy, y = 1 for malignant:
+        // round 1: .3²+.7²+.4²+.35² = .09+.49+.16+.1225 = .8625
+        // round 2: .2²+.1²+.7²+.65² = .04+.01+.49+.4225 = .9625
+        // (.8625 + .9625) / 8 = 0.228125.
+        let page = html(&fixed_doc());
+        let printed: Vec<f64> = page
+            .split("Brier score of the pooled predictions")
+            .skip(1)
+            .map(|s| {
+                s.split("): ")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(printed.len(), 2);
+        assert!((printed[0] - 0.14525).abs() <= 0.00006, "{printed:?}");
+        assert!((printed[1] - 0.228125).abs() <= 0.00006, "{printed:?}");
+        assert!(page.contains(": 0.2281 over 8 predictions"));
+    }
+
+    #[test]
+    fn svgs_are_well_formed() {
+        let files = svgs(&fixed_doc());
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "roc-screening.svg",
+                "training-screening.svg",
+                "calibration-screening.svg",
+                "roc-malignancy.svg",
+                "calibration-malignancy.svg"
+            ]
+        );
+        for (name, svg) in &files {
+            assert!(svg.starts_with("<svg"), "{name}");
+            assert!(svg.ends_with("</svg>"), "{name}");
+            for tag in ["polyline", "text"] {
+                let open = svg.matches(&format!("<{tag} ")).count();
+                assert!(open > 0, "{name} {tag}");
+                assert_eq!(
+                    open,
+                    svg.matches(&format!("</{tag}>")).count(),
+                    "{name} {tag}"
+                );
+            }
+            assert!(!svg.contains("NaN") && !svg.contains("inf"), "{name}");
+        }
+    }
+
+    #[test]
+    fn text_from_the_document_is_escaped() {
+        let mut doc = fixed_doc();
+        let o = doc.as_object_mut().unwrap();
+        o.insert("name".into(), "a<b & \"c\"".into());
+        let tasks = o["tasks"].as_object_mut().unwrap();
+        let t = tasks.remove("malignancy").unwrap();
+        tasks.insert("<script>x".into(), t);
+        let page = html(&doc);
+        assert!(page.contains("&lt;script&gt;x") && !page.contains("<script"));
+        assert!(page.contains("a&lt;b &amp; &quot;c&quot;"));
+        assert!(svgs(&doc).iter().all(|(n, _)| !n.contains('<')));
+    }
+}
