@@ -3,6 +3,7 @@
 //! as standalone SVG files. The SVG is written by hand; nothing is fetched.
 
 use super::report::markdown;
+use super::report::{class_names, dec, f, pct};
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::metrics::roc_curve;
 use serde_json::Value;
@@ -28,30 +29,6 @@ fn j(v: &Value) -> String {
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| v.to_string()))
-}
-
-fn f(v: &Value, k: &str) -> Option<f64> {
-    v.get(k).and_then(Value::as_f64)
-}
-
-/// A percentage with one decimal, rounding halves up as report.md does, or "–".
-fn pct(v: Option<f64>) -> String {
-    match v {
-        Some(x) => format!("{:.1}", (x * 1000.0 + 1e-9).round() / 10.0),
-        None => "–".into(),
-    }
-}
-
-fn dec(v: Option<f64>, d: usize) -> String {
-    v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into())
-}
-
-fn class_names(task: &str) -> (&'static str, &'static str) {
-    match task {
-        "screening" => ("normal", "tumour (benign or malignant)"),
-        "malignancy" => ("benign", "malignant"),
-        _ => ("negative", "positive"),
-    }
 }
 
 /// The tasks in the paper's order: screening, malignancy, then any other.

@@ -34,23 +34,23 @@ pub async fn run(a: ReportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn f(v: &Value, k: &str) -> Option<f64> {
+pub(super) fn f(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
 }
 
 /// A percentage with one decimal, rounding halves up as the paper does, or "–".
-fn pct(v: Option<f64>) -> String {
+pub(super) fn pct(v: Option<f64>) -> String {
     match v {
         Some(x) => format!("{:.1}", (x * 1000.0 + 1e-9).round() / 10.0),
         None => "–".into(),
     }
 }
 
-fn dec(v: Option<f64>, d: usize) -> String {
+pub(super) fn dec(v: Option<f64>, d: usize) -> String {
     v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into())
 }
 
-fn class_names(task: &str) -> (&'static str, &'static str) {
+pub(super) fn class_names(task: &str) -> (&'static str, &'static str) {
     match task {
         "screening" => ("normal", "tumour (benign or malignant)"),
         "malignancy" => ("benign", "malignant"),
