@@ -238,13 +238,13 @@ fn csv_field(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crossfold_coordinator::aggregate::{round_stats, summarize, JobResult, ScoredImage};
     use crossfold_shared::label::Task;
 
     /// A fixed experiment: two screening and two malignancy rounds.
-    fn fixed_doc() -> Value {
+    pub(in crate::cli) fn fixed_doc() -> Value {
         let mk = |task: Task, round: u32, rows: &[(&str, f64)]| {
             let predictions: Vec<ScoredImage> = rows
                 .iter()
