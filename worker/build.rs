@@ -56,10 +56,12 @@ fn main() {
     }
 }
 
-/// Compile shim/precision.cpp (bf16 autocast, TF32, channels-last) against
+/// Compile shim/precision.cpp (bf16 autocast, TF32, channels-last) and
+/// shim/optim.cpp (fused optimiser steps) against
 /// libtorch's headers, with the flags torch-sys uses.
 fn compile_shim() {
     println!("cargo:rerun-if-changed=shim/precision.cpp");
+    println!("cargo:rerun-if-changed=shim/optim.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let Ok(root) = std::env::var("LIBTORCH") else {
         panic!("LIBTORCH is not set: run `make setup` and `. scripts/env.sh` (see README)");
@@ -69,6 +71,7 @@ fn compile_shim() {
     cc::Build::new()
         .cpp(true)
         .file("shim/precision.cpp")
+        .file("shim/optim.cpp")
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

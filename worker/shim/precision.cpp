@@ -77,4 +77,13 @@ int crossfold_is_channels_last(void *t) {
     return -1;
   }
 }
+
+// 1 when libtorch enforces deterministic algorithms, 0 when not, -1 on error.
+int crossfold_deterministic_algorithms() {
+  try {
+    return at::globalContext().deterministicAlgorithms() ? 1 : 0;
+  } catch (...) {
+    return -1;
+  }
+}
 }

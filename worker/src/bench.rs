@@ -26,17 +26,32 @@ pub struct BenchResult {
     pub images_per_second: f64,
 }
 
+/// What to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub arch: Arch,
+    pub size: u32,
+    pub batch: u32,
+    pub steps: u32,
+    pub precision: Precision,
+    pub channels_last: Toggle,
+    pub fused_optimizer: Toggle,
+    pub cudnn_benchmark: Toggle,
+}
+
 /// Run `steps` training steps of `batch` images (after one warm-up epoch of
 /// the same length) and report images/s.
-pub fn run(
-    arch: Arch,
-    size: u32,
-    batch: u32,
-    steps: u32,
-    device: Device,
-    precision: Precision,
-    channels_last: Toggle,
-) -> Result<BenchResult, TrainError> {
+pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError> {
+    let Settings {
+        arch,
+        size,
+        batch,
+        steps,
+        precision,
+        channels_last,
+        fused_optimizer,
+        cudnn_benchmark,
+    } = settings;
     tch::manual_seed(0);
     let n = (steps * batch) as i64;
     let s = size as i64;
@@ -59,6 +74,8 @@ pub fn run(
         early_stopping_patience: 0,
         precision,
         channels_last,
+        fused_optimizer,
+        cudnn_benchmark,
         ..TrainSpec::default()
     };
     spec.augment.enabled = false;

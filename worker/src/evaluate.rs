@@ -19,8 +19,11 @@ impl Normalise {
 }
 
 /// Probability of class 1 for the images at `index` (int64 on the device),
-/// in eval mode without gradients, `batch` images at a time. The scores stay
-/// on the device until the end (one transfer).
+/// in eval mode without gradients, `batch` images at a time. The last batch
+/// is padded to full size (and the padding's scores dropped), so every
+/// forward pass has the training batch's shape and cuDNN's autotuned
+/// kernels are reused. The scores stay on the device until the end (one
+/// transfer).
 pub fn score(
     net: &impl ModuleT,
     images: &Tensor,
@@ -33,18 +36,26 @@ pub fn score(
     if n == 0 {
         return Ok(Vec::new());
     }
+    let batch = batch.max(1);
+    let padded_len = (n + batch - 1) / batch * batch;
     tch::no_grad(|| {
+        let index = if padded_len > n {
+            let pad = index.f_narrow(0, 0, 1)?.f_expand([padded_len - n], false)?;
+            Tensor::f_cat(&[index.shallow_clone(), pad], 0)?
+        } else {
+            index.shallow_clone()
+        };
         let mut parts = Vec::new();
         let mut start = 0;
-        while start < n {
-            let len = batch.min(n - start);
-            let idx = index.f_narrow(0, start, len)?;
+        while start < padded_len {
+            let idx = index.f_narrow(0, start, batch)?;
             let x = norm.apply(&gather(images, &idx)?)?;
             let logits = compute.forward(net, &x, false)?;
             parts.push(logits.f_softmax(1, Kind::Float)?.f_select(1, 1)?);
-            start += len;
+            start += batch;
         }
         let all = Tensor::f_cat(&parts, 0)?
+            .f_narrow(0, 0, n)?
             .f_to_kind(Kind::Double)?
             .f_to_device(tch::Device::Cpu)?;
         Ok(Vec::<f64>::try_from(&all)?)

@@ -17,7 +17,7 @@ use crossfold_shared::folds::carve_validation;
 use crossfold_shared::label::Task;
 use crossfold_shared::manifest::Entry;
 use crossfold_shared::metrics::{youden_threshold, RoundStats};
-use crossfold_shared::spec::{Precision, Spec};
+use crossfold_shared::spec::Spec;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -189,10 +189,6 @@ pub fn run_job(
     let (fit, val) = carve_validation(&train_entries, task, t.validation_fraction, seed);
 
     let compute = Compute::resolve(t, device);
-    let cudnn_benchmark = device.is_cuda() && !matches!(t.precision, Precision::Fp32);
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(cudnn_benchmark);
-    }
 
     // Images: the training images then the test images, in one tensor.
     let data_started = Instant::now();
@@ -242,7 +238,7 @@ pub fn run_job(
     })?;
 
     let eval_started = Instant::now();
-    let batch = (2 * t.batch_size) as i64;
+    let batch = t.batch_size as i64;
     let youden = if data.validation.is_empty() {
         None
     } else {
@@ -282,7 +278,7 @@ pub fn run_job(
         seed,
         &prepared.fingerprint.sha256,
         &prepared.plan.plan_sha256,
-        cudnn_benchmark,
+        compute,
     );
     let result = JobResult {
         task,

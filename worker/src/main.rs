@@ -92,12 +92,18 @@ enum Command {
         threads: Option<i32>,
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// auto (bf16 autocast + TF32 on CUDA, fp32 on CPU), fp32 or bf16.
+        /// auto (bf16 autocast + TF32 on CUDA, fp32 on CPU), fp32, tf32 or bf16.
         #[arg(long, default_value = "auto")]
         precision: String,
         /// auto (on for CUDA), on or off.
         #[arg(long, default_value = "auto")]
         channels_last: String,
+        /// Fused multi-tensor optimiser step: auto (on), on or off.
+        #[arg(long, default_value = "auto")]
+        fused_optimizer: String,
+        /// cuDNN autotuning: auto, on or off.
+        #[arg(long, default_value = "auto")]
+        cudnn_benchmark: String,
     },
     /// Score images with a trained checkpoint (JPEG, PNG or DICOM).
     Predict {
@@ -154,6 +160,8 @@ fn run(cli: Cli) -> Result<()> {
             device: asked,
             precision,
             channels_last,
+            fused_optimizer,
+            cudnn_benchmark,
         } => {
             if let Some(n) = threads {
                 anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
@@ -178,22 +186,24 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             let precision = serde_json::from_value(serde_json::Value::String(precision.clone()))
                 .map_err(|_| {
-                    anyhow::anyhow!("--precision {precision:?}: expected auto, fp32 or bf16")
+                    anyhow::anyhow!("--precision {precision:?}: expected auto, fp32, tf32 or bf16")
                 })?;
-            let channels_last = serde_json::from_value(serde_json::Value::String(
-                channels_last.clone(),
-            ))
-            .map_err(|_| {
-                anyhow::anyhow!("--channels-last {channels_last:?}: expected auto, on or off")
-            })?;
+            let toggle = |flag: &str, v: &str| {
+                serde_json::from_value(serde_json::Value::String(v.to_string()))
+                    .map_err(|_| anyhow::anyhow!("--{flag} {v:?}: expected auto, on or off"))
+            };
             let r = crossfold_worker::bench::run(
-                arch,
-                size,
-                batch,
-                steps,
+                crossfold_worker::bench::Settings {
+                    arch,
+                    size,
+                    batch,
+                    steps,
+                    precision,
+                    channels_last: toggle("channels-last", &channels_last)?,
+                    fused_optimizer: toggle("fused-optimizer", &fused_optimizer)?,
+                    cudnn_benchmark: toggle("cudnn-benchmark", &cudnn_benchmark)?,
+                },
                 d,
-                precision,
-                channels_last,
             )?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())

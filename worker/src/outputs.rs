@@ -74,13 +74,28 @@ pub fn write_all(
         "provenance": result.provenance,
     });
     write(&out.join("result.json"), &pretty(&summary))?;
-    let weights = out.join("model.safetensors");
-    vs.save(&weights)?;
+    save_weights(vs, &out.join("model.safetensors"))?;
     write(
         &out.join("model.json"),
         &pretty(&serde_json::to_value(card).unwrap_or_default()),
     )?;
     Ok(())
+}
+
+/// Save every variable as a contiguous NCHW CPU copy: weights trained
+/// channels-last are strided, which safetensors cannot hold.
+pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<(), tch::TchError> {
+    let mut named: Vec<(String, tch::Tensor)> = tch::no_grad(|| {
+        vs.variables()
+            .into_iter()
+            .map(|(name, t)| {
+                let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+                Ok((name, t))
+            })
+            .collect::<Result<_, tch::TchError>>()
+    })?;
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::Tensor::write_safetensors(&named, path)
 }
 
 fn pretty(v: &serde_json::Value) -> String {
@@ -93,5 +108,31 @@ fn quote(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn channels_last_weights_are_saved_and_read_back() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let conv = vs.root() / "conv";
+        let w = conv.randn("weight", &[4, 3, 3, 3], 0.0, 1.0);
+        let b = conv.zeros("bias", &[4]);
+        crate::precision::to_channels_last(&w).unwrap();
+        assert!(crate::precision::is_channels_last(&w));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        save_weights(&vs, &path).unwrap();
+        let back = Tensor::read_safetensors(&path).unwrap();
+        assert_eq!(back.len(), 2);
+        for (name, t) in back {
+            let orig = if name == "conv.weight" { &w } else { &b };
+            assert_eq!(t.kind(), Kind::Float);
+            assert!(t.equal(&orig.to_device(Device::Cpu)), "{name}");
+        }
     }
 }

@@ -13,8 +13,13 @@ pub struct Provenance {
     pub device: String,
     pub device_name: String,
     pub cpu_threads: i32,
-    /// Whether cuDNN autotuning (non-deterministic) was on.
-    pub cudnn_benchmark: bool,
+    /// Precision, layout, optimiser kernels and cuDNN autotuning
+    /// (autotuning picks kernels by timing: not bitwise reproducible).
+    pub compute: crate::precision::Compute,
+    /// Whether libtorch's deterministic algorithms were enforced
+    /// (`torch.use_deterministic_algorithms`); on CUDA, runs are only
+    /// reproducible up to floating-point order when this is false.
+    pub deterministic_algorithms: bool,
     pub seed: u64,
     pub dataset_sha256: String,
     pub plan_sha256: String,
@@ -26,7 +31,7 @@ pub fn collect(
     seed: u64,
     dataset_sha256: &str,
     plan_sha256: &str,
-    cudnn_benchmark: bool,
+    compute: crate::precision::Compute,
 ) -> Provenance {
     let on_cuda = device.is_cuda();
     let version = |v: i64| (v > 0).then(|| format!("{}.{}", v / 1000, (v % 1000) / 10));
@@ -48,7 +53,8 @@ pub fn collect(
         device: format!("{device:?}").to_lowercase(),
         device_name: device_name(device),
         cpu_threads: tch::get_num_threads(),
-        cudnn_benchmark,
+        compute,
+        deterministic_algorithms: crate::precision::deterministic_algorithms(),
         seed,
         dataset_sha256: dataset_sha256.to_string(),
         plan_sha256: plan_sha256.to_string(),

@@ -207,6 +207,7 @@ fn training_learns_the_screening_task() {
             "train.image_size=64",
             "train.epochs=30",
             "train.batch_size=32",
+            "train.lr=0.02",
             "train.device=cpu",
             "train.early_stopping_patience=0",
         ],

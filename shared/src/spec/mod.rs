@@ -185,8 +185,11 @@ pub enum ClassWeighting {
 pub enum Precision {
     /// bf16 autocast (and TF32) on CUDA, fp32 on CPU.
     Auto,
-    /// Full fp32 everywhere (no TF32).
+    /// Full fp32 everywhere (no TF32, no cuDNN autotuning).
     Fp32,
+    /// fp32 storage with TF32 tensor cores for convolutions and matmuls on
+    /// CUDA (PyTorch's default for convolutions); fp32 on the CPU.
+    Tf32,
     /// bf16 autocast of the forward pass, also on the CPU. (fp16 is not
     /// offered: it needs loss scaling, bf16 does not.)
     Bf16,
@@ -260,6 +263,14 @@ pub struct TrainSpec {
     pub precision: Precision,
     /// Channels-last (NHWC) memory layout for weights and batches.
     pub channels_last: Toggle,
+    /// libtorch's fused multi-tensor optimiser kernels (a few launches per
+    /// step for all parameters) instead of tch's per-parameter loop.
+    /// `auto`: on (CPU and CUDA).
+    pub fused_optimizer: Toggle,
+    /// cuDNN autotuning (kernels chosen by timing each new shape; not
+    /// bitwise reproducible). `auto` is off: on an H200 it cost a 30-epoch
+    /// screening job 1.1 s and sped up no epoch (bench/README.md).
+    pub cudnn_benchmark: Toggle,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Decision threshold on the positive class's probability.
@@ -280,6 +291,7 @@ pub struct CpuSpec {
     pub image_size: Option<u32>,
     pub epochs: Option<u32>,
     pub batch_size: Option<u32>,
+    pub lr: Option<f64>,
 }
 
 impl TrainSpec {
@@ -291,6 +303,7 @@ impl TrainSpec {
             t.image_size = c.image_size.unwrap_or(t.image_size);
             t.epochs = c.epochs.unwrap_or(t.epochs);
             t.batch_size = c.batch_size.unwrap_or(t.batch_size);
+            t.lr = c.lr.unwrap_or(t.lr);
             t.warmup_epochs = t.warmup_epochs.min(t.epochs.saturating_sub(1));
         }
         t.cpu = None;
@@ -308,9 +321,12 @@ impl Default for TrainSpec {
             batch_size: 32,
             // SGD with Nesterov momentum: on the synthetic cohort, from
             // scratch, it learned in 30 epochs where AdamW (3e-4, 1e-3) did
-            // not (see worker/tests/training.rs).
+            // not (see worker/tests/training.rs). ResNet34 at lr 0.02 lost
+            // one screening round of five on an H200 (AUC 0.37) and did not
+            // learn at 64 px on a CPU; at 0.005 it learned every round
+            // (bench/README.md).
             optimizer: Optimizer::Sgd,
-            lr: 0.02,
+            lr: 0.005,
             momentum: 0.9,
             weight_decay: 5e-4,
             schedule: Schedule::Cosine,
@@ -325,6 +341,8 @@ impl Default for TrainSpec {
             pretrained: None,
             precision: Precision::Auto,
             channels_last: Toggle::Auto,
+            fused_optimizer: Toggle::Auto,
+            cudnn_benchmark: Toggle::Auto,
             device: "auto".to_string(),
             threshold: 0.5,
             seed: 2021,

@@ -127,20 +127,32 @@ fn cpu_settings_apply_only_through_for_cpu() {
             "train.cpu.image_size=64",
             "train.cpu.arch=resnet18",
             "train.cpu.epochs=3",
+            "train.cpu.lr=0.02",
         ],
     )
     .unwrap();
     assert_eq!(spec.train.image_size, 224);
+    assert_eq!(spec.train.lr, 0.005);
     let cpu = spec.train.for_cpu();
     assert_eq!(
-        (cpu.image_size, cpu.arch, cpu.epochs),
-        (64, Arch::Resnet18, 3)
+        (cpu.image_size, cpu.arch, cpu.epochs, cpu.lr),
+        (64, Arch::Resnet18, 3, 0.02)
     );
     assert_eq!(cpu.batch_size, spec.train.batch_size);
-    let err = parse(MINIMAL, &["train.cpu.image_size=8", "train.cpu.depth=3"]).unwrap_err();
+    let err = parse(
+        MINIMAL,
+        &[
+            "train.cpu.image_size=8",
+            "train.cpu.depth=3",
+            "train.cpu.lr=-1",
+        ],
+    )
+    .unwrap_err();
     let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
     assert!(
-        fields.contains(&"train.cpu.image_size") && fields.contains(&"train.cpu.depth"),
+        fields.contains(&"train.cpu.image_size")
+            && fields.contains(&"train.cpu.depth")
+            && fields.contains(&"train.cpu.lr"),
         "{fields:?}"
     );
 }

@@ -200,6 +200,9 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
         if let Some(b) = c.batch_size.filter(|b| !(1..=4096).contains(b)) {
             bad("train.cpu.batch_size", b.to_string(), "must be 1..4096");
         }
+        if let Some(lr) = c.lr.filter(|&lr| !(positive(lr) && lr <= 10.0)) {
+            bad("train.cpu.lr", lr.to_string(), "must be in (0, 10]");
+        }
     }
     if spec.resources.devices_per_job < 1 || spec.resources.devices_per_job > 64 {
         bad(

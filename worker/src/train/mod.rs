@@ -7,22 +7,24 @@
 //! read once per epoch. The progress callback is called after every step and
 //! every epoch; returning [`Control::Stop`] cancels within one step.
 
+mod optim;
 mod schedule;
 
+pub use optim::{Optim, OptimError};
 pub use schedule::LrSchedule;
 
 use crate::data::{gather, Augmenter};
 use crate::evaluate::{log_loss, score, Normalise};
 use crate::precision::{Compute, ShimError};
 use crossfold_shared::metrics::auc;
-use crossfold_shared::spec::{ClassWeighting, Optimizer as OptKind, TrainSpec};
+use crossfold_shared::spec::{ClassWeighting, TrainSpec};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Instant;
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::nn::{self, ModuleT};
 use tch::{Kind, Reduction, Tensor};
 
 /// Where training is, for progress bars and heartbeats.
@@ -66,6 +68,8 @@ pub enum TrainError {
     #[error("{0}")]
     Precision(#[from] ShimError),
     #[error("{0}")]
+    Optim(#[from] OptimError),
+    #[error("{0}")]
     Score(#[from] crate::evaluate::ScoreError),
     #[error("cancelled")]
     Cancelled,
@@ -101,14 +105,6 @@ pub struct Trained {
     /// Training throughput (fit images per second of optimisation steps).
     pub images_per_second: f64,
     pub training_seconds: f64,
-}
-
-fn optimizer(vs: &nn::VarStore, t: &TrainSpec) -> Result<nn::Optimizer, tch::TchError> {
-    match t.optimizer {
-        OptKind::Adam => nn::adam(0.9, 0.999, t.weight_decay).build(vs, t.lr),
-        OptKind::Adamw => nn::adamw(0.9, 0.999, t.weight_decay).build(vs, t.lr),
-        OptKind::Sgd => nn::sgd(t.momentum, 0.0, t.weight_decay, t.momentum > 0.0).build(vs, t.lr),
-    }
 }
 
 fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
@@ -163,14 +159,14 @@ pub fn train(
     data.compute.apply_globals()?;
     data.compute.prepare_model(vs)?;
     let batch = (t.batch_size as usize).min(n_fit);
-    // Drop a last batch of one image: batch norm cannot train on it.
-    let steps = if n_fit % batch == 1 {
-        n_fit / batch
-    } else {
-        n_fit.div_ceil(batch)
-    };
+    // Every step has exactly `batch` images: the last batch of an epoch is
+    // filled up from the start of the epoch's order. One input shape means
+    // cuDNN autotunes once (each new shape costs seconds on a GPU), and
+    // batch norm never sees a batch of one.
+    let steps = n_fit.div_ceil(batch);
+    let per_epoch = steps * batch;
     let schedule = LrSchedule::from_spec(t, steps);
-    let mut opt = optimizer(vs, t)?;
+    let mut opt = Optim::new(vs, t, data.compute.fused_optimizer)?;
 
     let n_neg = n_fit - n_pos;
     let class_weight = match t.class_weighting {
@@ -221,16 +217,18 @@ pub fn train(
                 o
             }
         };
+        let fill: Vec<i64> = order[..per_epoch - n_fit].to_vec();
+        let order = [order, fill].concat();
         // One upload per epoch (order and augmentation parameters): a
         // host-to-device copy synchronises the stream, so none happens per batch.
         let order = Tensor::f_from_slice(&order)?.f_to_device(device)?;
         let uniforms = if augmenter.enabled() {
-            let u: Vec<f32> = (0..n_fit * Augmenter::PARAMS)
+            let u: Vec<f32> = (0..per_epoch * Augmenter::PARAMS)
                 .map(|_| rng.random::<f32>())
                 .collect();
             Some(
                 Tensor::f_from_slice(&u)?
-                    .f_view([n_fit as i64, Augmenter::PARAMS as i64])?
+                    .f_view([per_epoch as i64, Augmenter::PARAMS as i64])?
                     .f_to_device(device)?,
             )
         } else {
@@ -240,7 +238,7 @@ pub fn train(
         let mut lr = schedule.at(step_global);
         for step in 0..steps {
             let start = step * batch;
-            let len = batch.min(n_fit - start);
+            let len = batch;
             let idx = order.f_narrow(0, start as i64, len as i64)?;
             let u = match &uniforms {
                 Some(all) => all.f_narrow(0, start as i64, len as i64)?,
@@ -257,8 +255,7 @@ pub fn train(
                 t.label_smoothing,
             )?;
             lr = schedule.at(step_global);
-            opt.set_lr(lr);
-            opt.backward_step(&loss);
+            opt.backward_step(&loss, lr)?;
             loss_sum = loss_sum.f_add(&loss.f_detach()?)?;
             step_global += 1;
             images_seen += len;
@@ -289,7 +286,7 @@ pub fn train(
                 data.images,
                 &validation,
                 normalise,
-                (2 * batch) as i64,
+                batch as i64,
                 data.compute,
             )?;
             (
