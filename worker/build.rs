@@ -18,12 +18,19 @@ fn main() {
         .map(|root| PathBuf::from(root).join("lib"))
         .ok()
         .filter(|dir| dir.join("libtorch_cpu.so").exists());
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
+    // Image builds have no .git: they pass the commit in CROSSFOLD_GIT_COMMIT.
+    println!("cargo:rerun-if-env-changed=CROSSFOLD_GIT_COMMIT");
+    let commit = std::env::var("CROSSFOLD_GIT_COMMIT")
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|c| !c.trim().is_empty())
+        .or_else(|| {
+            std::process::Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=CROSSFOLD_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=../.git/HEAD");
