@@ -6,14 +6,14 @@ use anyhow::Result;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = cli::Cli::parse();
+    // The coordinator reports what it does at info; other commands only warn.
+    let level = if args.is_coordinator() {
+        "info"
+    } else {
+        "warn"
+    };
+    crossfold_shared::logging::init(args.log_format, level);
     match run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -107,9 +107,25 @@ fn two_workers_complete_the_15_job_paper_experiment() {
     assert!(
         md.contains("## screening")
             && md.contains("## malignancy")
-            && md.contains("Pooled out-of-fold AUC"),
+            && md.contains("Pooled out-of-fold AUC")
+            && md.contains("### By subtype"),
         "{md}"
     );
+    // The real report satisfies its published schema, with each round's
+    // provenance as the worker reported it.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/report.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let r1 = &report["tasks"]["screening"]["rounds"][0];
+    assert_eq!(r1["provenance"]["device"], "cpu", "{r1}");
+    assert!(r1["worker_id"].is_string() && r1["attempt"] == 1, "{r1}");
 }
 
 #[test]

@@ -16,6 +16,11 @@ pub struct ScoredImage {
     pub patient: String,
     pub label: String,
     pub score: f64,
+    /// The manifest's site and subtype ("" when it has none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub site: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subtype: String,
 }
 
 /// The document stored for one committed job.
@@ -28,6 +33,10 @@ pub struct JobResult {
     pub predictions: Vec<ScoredImage>,
     pub history: Value,
     pub stats: RoundStats,
+    /// Where the result came from (worker versions, device, precision,
+    /// seed, hashes), as the worker reported it.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub provenance: Value,
 }
 
 /// Statistics of one round from its predictions.
@@ -75,6 +84,11 @@ pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str)
                 if let Some(o) = v.as_object_mut() {
                     o.insert("round".into(), r.round.into());
                     o.insert("n".into(), (r.stats.n_pos + r.stats.n_neg).into());
+                    o.insert("attempt".into(), r.attempt.into());
+                    o.insert("worker_id".into(), r.worker_id.clone().into());
+                    if !r.provenance.is_null() {
+                        o.insert("provenance".into(), r.provenance.clone());
+                    }
                 }
                 v
             })
@@ -114,12 +128,64 @@ pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str)
                 "auc_ci_method": "delong",
             }))
         });
-        tasks.insert(
-            task.to_string(),
-            json!({"rounds": rows, "summary": summary, "sd": "sample standard deviation (n - 1)", "pooled": pooled}),
-        );
+        let mut entry = json!({"rounds": rows, "summary": summary, "sd": "sample standard deviation (n - 1)", "pooled": pooled});
+        if let (Some(t), Some(o)) = (task_kind, entry.as_object_mut()) {
+            let mut breakdowns = Map::new();
+            for (field, get) in [
+                (
+                    "site",
+                    (|p: &ScoredImage| p.site.as_str()) as fn(&ScoredImage) -> &str,
+                ),
+                ("subtype", |p: &ScoredImage| p.subtype.as_str()),
+            ] {
+                if let Some(rows) = breakdown(t, &rounds, get) {
+                    breakdowns.insert(field.into(), rows);
+                }
+            }
+            if !breakdowns.is_empty() {
+                o.insert("breakdowns".into(), Value::Object(breakdowns));
+            }
+        }
+        tasks.insert(task.to_string(), entry);
     }
     json!({"plan_sha256": plan_sha256, "dataset_sha256": dataset_sha256, "tasks": tasks})
+}
+
+/// The pooled out-of-fold predictions of a task split by one manifest
+/// column (site or subtype), each group with its confusion counts at the
+/// rounds' threshold, sensitivity, specificity and AUC (where both classes
+/// occur). `None` when no prediction has a value in that column.
+fn breakdown(task: Task, rounds: &[&JobResult], get: fn(&ScoredImage) -> &str) -> Option<Value> {
+    let threshold = rounds.first()?.stats.threshold;
+    let mut groups: BTreeMap<&str, (Vec<bool>, Vec<f64>)> = BTreeMap::new();
+    let mut any = false;
+    for r in rounds {
+        for p in &r.predictions {
+            let Ok(l) = p.label.parse::<Label>() else {
+                continue;
+            };
+            let key = get(p);
+            any |= !key.is_empty();
+            let g = groups.entry(key).or_default();
+            g.0.push(task.is_positive(l));
+            g.1.push(p.score);
+        }
+    }
+    if !any {
+        return None;
+    }
+    let rows = groups
+        .into_iter()
+        .filter_map(|(value, (labels, scores))| {
+            let s = RoundStats::compute(&labels, &scores, threshold).ok()?;
+            let mut v = serde_json::to_value(&s).ok()?;
+            let o = v.as_object_mut()?;
+            o.insert("value".into(), value.into());
+            o.insert("n".into(), labels.len().into());
+            Some(v)
+        })
+        .collect();
+    Some(Value::Array(rows))
 }
 
 #[cfg(test)]
@@ -135,6 +201,8 @@ mod tests {
                 patient: format!("p{round}-{i}"),
                 label: l.to_string(),
                 score: *s,
+                site: String::new(),
+                subtype: String::new(),
             })
             .collect();
         let stats = round_stats(Task::Screening, &predictions, 0.5).unwrap();
@@ -146,6 +214,7 @@ mod tests {
             predictions,
             history: Value::Null,
             stats,
+            provenance: Value::Null,
         }
     }
 
@@ -188,6 +257,8 @@ mod tests {
             patient: "p".into(),
             label: "tumor".into(),
             score: 0.5,
+            site: String::new(),
+            subtype: String::new(),
         }];
         let err = round_stats(Task::Screening, &p, 0.5).unwrap_err();
         assert!(err.contains("x.png"), "{err}");

@@ -1,6 +1,8 @@
 //! Coordinator settings.
 
+use crate::auth::Tokens;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -23,6 +25,39 @@ pub struct Config {
     pub max_jobs_per_experiment: usize,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
+    /// TLS (and mutual TLS with a client CA); plaintext when `None`.
+    pub tls: Option<ServerTls>,
+    /// Bearer tokens with scopes; every call is allowed when `None`.
+    pub tokens: Option<Arc<Tokens>>,
+}
+
+/// The coordinator's certificate and key, and the CA that client
+/// certificates must be signed by (mutual TLS), all PEM.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let mut cfg =
+            ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        if let Some(ca) = &self.client_ca_pem {
+            cfg = cfg.client_ca_root(Certificate::from_pem(ca));
+        }
+        cfg
+    }
 }
 
 impl Config {
@@ -37,6 +72,8 @@ impl Config {
             restart_grace: Duration::from_secs(60),
             max_jobs_per_experiment: 10_000,
             max_message_bytes: 16 * 1024 * 1024,
+            tls: None,
+            tokens: None,
         }
     }
 }

@@ -11,12 +11,16 @@
 //! - [`service`]: the gRPC services (Experiments, Workers, Data) over one
 //!   shared state; [`error`]: their one error type and its gRPC codes.
 //! - [`server`]: serving it all, with health, keepalive and the lease reaper.
+//! - [`auth`]: bearer tokens with scopes, checked per method.
+//! - [`metrics`]: Prometheus metrics, and a layer counting gRPC calls.
 //! - [`config`]: the settings.
 
 pub mod aggregate;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod service;

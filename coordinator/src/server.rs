@@ -1,8 +1,13 @@
-//! Serving the coordinator: the three services, gRPC health, keepalive,
-//! message limits, the lease reaper, and graceful shutdown.
+//! Serving the coordinator: the three services, gRPC health and reflection,
+//! TLS (and mutual TLS), bearer tokens, keepalive, message limits, the lease
+//! reaper, Prometheus metrics over HTTP, and graceful shutdown (stop
+//! accepting, let calls in flight finish, stop the reaper; SQLite commits
+//! every change as it happens, so nothing is left to flush).
 
+use crate::auth::AuthLayer;
 use crate::config::Config;
 use crate::error::CoordinatorError;
+use crate::metrics::GrpcMetricsLayer;
 use crate::service::{Coordinator, DataService, ExperimentsService, WorkersService};
 use crate::store::{SqliteStore, Store};
 use crossfold_proto::v1::{
@@ -14,10 +19,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-/// Open the store named in `config` and serve on `listener` until `shutdown`.
+/// Open the store named in `config` and serve gRPC on `listener` (and the
+/// metrics on `metrics`, when given) until `shutdown`.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
     let db = config.db.clone();
@@ -26,16 +33,19 @@ pub async fn serve(
             .await
             .map_err(|e| CoordinatorError::Internal(e.to_string()))??,
     );
-    serve_with_store(config, store, listener, shutdown).await
+    serve_with_store(config, store, listener, metrics, shutdown).await
 }
 
 pub async fn serve_with_store(
     config: Config,
     store: Arc<dyn Store>,
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
     let max = config.max_message_bytes;
+    let tls = config.tls.clone();
+    let tokens = config.tokens.clone();
     let coordinator = Coordinator::new(store, config);
     let recovered = crate::service::workers::recover(&coordinator).await?;
     if recovered > 0 {
@@ -56,6 +66,20 @@ pub async fn serve_with_store(
             }
         })
     };
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = metrics.map(|listener| {
+        let c = coordinator.clone();
+        tokio::spawn(crossfold_proto::metrics_http::serve(
+            listener,
+            move || {
+                let c = c.clone();
+                async move { c.render_metrics().await }
+            },
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ExperimentsServer<ExperimentsService>>()
@@ -75,16 +99,34 @@ pub async fn serve_with_store(
         coordinator: coordinator.clone(),
     })
     .max_encoding_message_size(max);
-    let result = tonic::transport::Server::builder()
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crossfold_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| CoordinatorError::Internal(format!("reflection: {e}")))?;
+    let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .tcp_keepalive(Some(Duration::from_secs(30)));
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(|e| CoordinatorError::Internal(format!("TLS: {e}")))?;
+    }
+    let result = builder
+        .layer(GrpcMetricsLayer::new(coordinator.metrics.clone()))
+        .layer(AuthLayer::new(tokens))
         .add_service(health_service)
+        .add_service(reflection)
         .add_service(experiments)
         .add_service(workers)
         .add_service(data)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     reaper.abort();
+    let _ = stop_metrics.send(());
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     result.map_err(|e| CoordinatorError::Internal(format!("server: {e}")))
 }

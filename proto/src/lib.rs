@@ -1,11 +1,21 @@
 //! crossfold's gRPC protocol: package `crossfold.v1`, one `.proto` per
 //! service (`Experiments`, `Workers`, `Data`) plus shared messages, compiled
-//! by `build.rs` with protox (no system `protoc`).
+//! by `build.rs` with protox (no system `protoc`); the client side of a
+//! connection (TLS, bearer token: [`client`]); and the plain-HTTP metrics
+//! endpoint served beside it ([`metrics_http`]).
+
+pub mod client;
+pub mod metrics_http;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("crossfold.v1");
 }
+
+/// The encoded descriptors of every crossfold service, for gRPC server
+/// reflection (so `grpcurl` can list and call them).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/crossfold_descriptor.bin"));
 
 #[cfg(test)]
 mod tests {
@@ -24,6 +34,8 @@ mod tests {
                 label: "malignant".into(),
                 score: 0.875,
                 patient: "P0001".into(),
+                site: "distal_femur".into(),
+                subtype: "osteosarcoma".into(),
             }],
             history: vec![EpochRecord {
                 epoch: 1,
@@ -32,6 +44,7 @@ mod tests {
                 ..Default::default()
             }],
             last: true,
+            provenance_json: r#"{"device":"cuda(0)"}"#.into(),
         };
         let bytes = chunk.encode_to_vec();
         let back = CompleteChunk::decode(bytes.as_slice()).unwrap();

@@ -90,7 +90,7 @@ pub fn compare(a: &Value, b: &Value) -> Result<Value> {
 }
 
 pub async fn run(args: CompareArgs) -> Result<ExitCode> {
-    let mut c = client(&args.target.coordinator).await?;
+    let mut c = client(&args.target).await?;
     let a = fetch_results(&mut c, &args.a).await?;
     let b = fetch_results(&mut c, &args.b).await?;
     let cmp = compare(&a, &b)?;

@@ -3,7 +3,7 @@
 //! as standalone SVG files. The SVG is written by hand; nothing is fetched.
 
 use super::report::markdown;
-use super::report::{class_names, dec, f, pct};
+use super::report::{breakdowns, class_names, dec, f, pct};
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::metrics::roc_curve;
 use serde_json::Value;
@@ -287,10 +287,11 @@ fn training_svg(es: &[&Value], name: &str) -> Option<String> {
         .chain(&vloss)
         .map(|p| p.0)
         .fold(f64::NEG_INFINITY, f64::max);
+    // Whole epochs on the axis: stretch it to a multiple of the 4 tick steps.
     let (e0, e1) = if e0.is_finite() && e1 > e0 {
-        (e0, e1)
+        (e0, e0 + 4.0 * ((e1 - e0) / 4.0).ceil())
     } else {
-        (0.0, 1.0)
+        (0.0, 4.0)
     };
     let lmax = loss.iter().chain(&vloss).map(|p| p.1).fold(0.0, f64::max);
     let lmax = if lmax > 0.0 { lmax * 1.05 } else { 1.0 };
@@ -376,7 +377,13 @@ fn calibration_svg(es: &[&Value], task: Task, name: &str) -> Option<String> {
             r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="{:.1}" fill="{POOLED}" fill-opacity="0.6"/>"#,
             3.0 + 6.0 * (n as f64 / nmax).sqrt()
         );
-        s += &text(cx + 10.0, cy - 6.0, "start", "", &format!("n={n}"));
+        // Labels right of the point, or left of it near the right edge.
+        let (lx, anchor) = if x > 0.8 {
+            (cx - 10.0, "end")
+        } else {
+            (cx + 10.0, "start")
+        };
+        s += &text(lx, cy - 6.0, anchor, "", &format!("n={n}"));
     }
     Some(s + "</svg>")
 }
@@ -486,6 +493,22 @@ pub fn html(doc: &Value) -> String {
             let _ = write!(out, "<table><tr><th>Round {}</th><th>actual {pos}</th><th>actual {neg}</th></tr><tr><th>predicted {pos}</th><td>TP {}</td><td>FP {}</td></tr><tr><th>predicted {neg}</th><td>FN {}</td><td>TN {}</td></tr></table>", c("round"), c("tp"), c("fp"), c("fn"), c("tn"));
         }
         out.push_str("</div>\n");
+        for (title, table) in breakdowns(t) {
+            let _ = write!(
+                out,
+                "<h3>{} (pooled out-of-fold predictions)</h3>\n<table>",
+                esc(&title)
+            );
+            for (i, row) in table.iter().enumerate() {
+                let cell = if i == 0 { "th" } else { "td" };
+                out.push_str("<tr>");
+                for c in row {
+                    let _ = write!(out, "<{cell}>{}</{cell}>", esc(c));
+                }
+                out.push_str("</tr>");
+            }
+            out.push_str("</table>\n");
+        }
         if let Ok(kind) = task.parse::<Task>() {
             let (l, sc) = pooled(&entries(doc, task), kind);
             if let Some(b) = brier(&l, &sc) {
@@ -508,13 +531,66 @@ pub fn html(doc: &Value) -> String {
     }
     let _ = write!(
         out,
-        "</ul>\n<h2>Provenance</h2>\n<table><tr><th>Experiment id</th><td><code>{}</code></td></tr><tr><th>State</th><td>{}</td></tr><tr><th>Split plan SHA-256</th><td><code>{}</code></td></tr><tr><th>Data set SHA-256</th><td><code>{}</code></td></tr></table>\n</body></html>\n",
+        "</ul>\n<h2>Provenance</h2>\n<table><tr><th>Experiment id</th><td><code>{}</code></td></tr><tr><th>State</th><td>{}</td></tr><tr><th>Split plan SHA-256</th><td><code>{}</code></td></tr><tr><th>Data set SHA-256</th><td><code>{}</code></td></tr></table>\n{}</body></html>\n",
         esc(doc["experiment_id"].as_str().unwrap_or("-")),
         esc(doc["state"].as_str().unwrap_or("-")),
         esc(doc["plan_sha256"].as_str().unwrap_or("-")),
         esc(doc["dataset_sha256"].as_str().unwrap_or("-")),
+        round_provenance(doc),
     );
     out
+}
+
+/// One row per round: who trained it, on what, with which settings.
+fn round_provenance(doc: &Value) -> String {
+    let mut rows = String::new();
+    for (task, t) in tasks(doc) {
+        for r in t["rounds"].as_array().into_iter().flatten() {
+            let p = &r["provenance"];
+            let s = |v: &Value| match v {
+                Value::Null => "–".to_string(),
+                Value::String(x) => esc(x),
+                other => esc(&other.to_string()),
+            };
+            let c = &p["compute"];
+            let precision = if c.is_null() {
+                "–".to_string()
+            } else {
+                let mut parts = vec![if c["autocast_bf16"] == true {
+                    "bf16 autocast"
+                } else if c["tf32"] == true {
+                    "tf32"
+                } else {
+                    "fp32"
+                }];
+                if c["channels_last"] == true {
+                    parts.push("channels-last");
+                }
+                if c["cudnn_benchmark"] == true {
+                    parts.push("cuDNN autotuning");
+                }
+                parts.join(", ")
+            };
+            let _ = write!(
+                rows,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(task),
+                s(&r["round"]),
+                s(&r["worker_id"]),
+                s(&r["attempt"]),
+                s(&p["device_name"]),
+                precision,
+                s(&p["seed"]),
+                s(&p["crossfold_version"]),
+                s(&p["libtorch_version"]),
+                s(&p["git_commit"]),
+            );
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!("<h3>Per round</h3>\n<table><tr><th>Task</th><th>Round</th><th>Worker</th><th>Attempt</th><th>Device</th><th>Precision</th><th>Seed</th><th>crossfold</th><th>libtorch</th><th>git</th></tr>{rows}</table>\n")
 }
 
 #[cfg(test)]
@@ -522,7 +598,7 @@ mod tests {
     use super::*;
 
     /// report.rs's fixed experiment, with a training history in screening round 1.
-    fn fixed_doc() -> Value {
+    pub(super) fn fixed_doc() -> Value {
         let mut doc = crate::cli::report::tests::fixed_doc();
         doc["predictions"][0]["history"] = serde_json::json!([
             {"epoch": 1, "train_loss": 0.69, "validation_loss": 0.7, "validation_auc": 0.6, "learning_rate": 0.001, "seconds": 3.0},
@@ -558,7 +634,9 @@ mod tests {
         }
         assert!(page.contains("<h2>Definitions</h2>") && page.contains("DeLong"));
         assert!(
-            page.contains("planhash") && page.contains("datahash") && page.contains("succeeded")
+            page.contains(&"a".repeat(64))
+                && page.contains(&"b".repeat(64))
+                && page.contains("succeeded")
         );
     }
 
@@ -645,5 +723,92 @@ mod tests {
         assert!(page.contains("&lt;script&gt;x") && !page.contains("<script"));
         assert!(page.contains("a&lt;b &amp; &quot;c&quot;"));
         assert!(svgs(&doc).iter().all(|(n, _)| !n.contains('<')));
+    }
+}
+
+/// report.html in a real headless browser (Chromium): it must parse into
+/// the same tables and plots, and render to a non-blank image, with every
+/// network lookup refused. Skipped with a message when no Chromium is
+/// installed, except under `CROSSFOLD_REQUIRE_BROWSER=1` (CI installs it).
+#[cfg(test)]
+mod browser {
+    use super::tests::fixed_doc;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    fn find_browser() -> Option<PathBuf> {
+        let path = std::env::var_os("PATH")?;
+        ["chromium-headless-shell", "chromium", "chromium-browser"]
+            .iter()
+            .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+            .find(|p| p.is_file())
+    }
+
+    fn chromium(browser: &Path, args: &[&str], page: &Path) -> String {
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+            ])
+            .args(args)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("run chromium");
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            browser.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn report_opens_in_a_headless_browser() {
+        let Some(browser) = find_browser() else {
+            assert!(
+                std::env::var("CROSSFOLD_REQUIRE_BROWSER").as_deref() != Ok("1"),
+                "CROSSFOLD_REQUIRE_BROWSER=1 but no Chromium on PATH"
+            );
+            eprintln!(
+                "skipped report_opens_in_a_headless_browser: no headless Chromium on PATH \
+                 (apt-get install chromium-headless-shell)"
+            );
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let doc = fixed_doc();
+        super::super::report::write_report(dir.path(), &doc).unwrap();
+        let page = dir.path().join("report.html");
+        let dom = chromium(&browser, &["--dump-dom"], &page);
+        // The browser's DOM holds the tables, the plots and the numbers.
+        assert!(dom.contains("<h2>Definitions</h2>"), "{dom}");
+        let page_text = std::fs::read_to_string(&page).unwrap();
+        let svgs = page_text.matches("<svg").count();
+        assert!(svgs >= 5 && dom.matches("<svg").count() == svgs, "{dom}");
+        let pooled = &doc["tasks"]["screening"]["pooled"]["auc"];
+        let shown = format!("{:.3}", pooled.as_f64().unwrap());
+        assert!(
+            dom.contains(&format!("Pooled out-of-fold AUC: {shown}")),
+            "{shown}"
+        );
+        assert!(
+            dom.contains("By site") && dom.contains("Per round"),
+            "{dom}"
+        );
+        // It renders: a screenshot with more than one colour in it.
+        let shot = dir.path().join("shot.png");
+        let arg = format!("--screenshot={}", shot.display());
+        chromium(&browser, &[&arg, "--window-size=1200,2400"], &page);
+        let img = image::open(&shot).expect("screenshot").to_luma8();
+        let (lo, hi) = img
+            .pixels()
+            .fold((255u8, 0u8), |(lo, hi), p| (lo.min(p.0[0]), hi.max(p.0[0])));
+        assert!(hi - lo > 100, "blank screenshot ({lo}..{hi})");
     }
 }

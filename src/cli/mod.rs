@@ -3,6 +3,7 @@
 mod compare;
 mod dataset;
 mod folds;
+mod health;
 mod html;
 mod metrics;
 mod plan;
@@ -29,6 +30,20 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on standard error: auto (JSON when not a terminal), json or text. `RUST_LOG` sets the level.
+    #[arg(
+        long,
+        global = true,
+        default_value = "auto",
+        env = "CROSSFOLD_LOG_FORMAT"
+    )]
+    pub log_format: crossfold_shared::logging::LogFormat,
+}
+
+impl Cli {
+    pub fn is_coordinator(&self) -> bool {
+        matches!(self.command, Command::Coordinator(_))
+    }
 }
 
 #[derive(Subcommand)]
@@ -48,6 +63,8 @@ enum Command {
     Run(run::RunArgs),
     /// Serve experiments to workers (gRPC).
     Coordinator(serve::ServeArgs),
+    /// Exit 0 when the coordinator's gRPC health check says SERVING, else 1.
+    Health(health::HealthArgs),
     /// Submit a spec; prints the experiment id as the last line.
     Submit(remote::SubmitArgs),
     /// State of one experiment, or of all.
@@ -80,6 +97,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Plan(a) => plan::run(a),
         Command::Run(a) => block_on(run::run(a)),
         Command::Coordinator(a) => block_on(serve::run(a)),
+        Command::Health(a) => block_on(health::run(a)),
         Command::Submit(a) => block_on(remote::submit(a)),
         Command::Status(a) => block_on(remote::status(a)),
         Command::Watch(a) => block_on(remote::watch(a)),

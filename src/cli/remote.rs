@@ -3,6 +3,7 @@
 use super::{load_spec, Format};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use crossfold_proto::client::{AuthChannel, ClientSecurity};
 use crossfold_proto::v1::{self, experiments_client::ExperimentsClient};
 use crossfold_shared::experiment::prepare;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -11,13 +12,40 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 #[derive(Args)]
 pub struct Target {
-    /// Coordinator URL, e.g. http://127.0.0.1:50051.
+    /// Coordinator URL: https://host:port with TLS, http://host:port without.
     #[arg(long, env = "CROSSFOLD_COORDINATOR")]
     pub coordinator: String,
+    /// CA certificate that signed the coordinator's (PEM); needed for https://.
+    #[arg(long, env = "CROSSFOLD_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM; with --key).
+    #[arg(long, env = "CROSSFOLD_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert (PEM).
+    #[arg(long, env = "CROSSFOLD_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// File holding the bearer token (else the CROSSFOLD_TOKEN environment
+    /// variable; never on the command line, where other users can read it).
+    #[arg(long, env = "CROSSFOLD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Target {
+    /// The TLS files and token this target names.
+    pub fn security(&self) -> Result<ClientSecurity> {
+        Ok(ClientSecurity::from_files(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.key.as_deref(),
+            self.token_file.as_deref(),
+            std::env::var("CROSSFOLD_TOKEN")
+                .ok()
+                .map(|v| ("CROSSFOLD_TOKEN", v)),
+        )?)
+    }
 }
 
 #[derive(Args)]
@@ -50,15 +78,15 @@ pub struct StatusArgs {
 
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-pub async fn client(url: &str) -> Result<ExperimentsClient<Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| anyhow!("--coordinator {url:?}: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+pub type Client = ExperimentsClient<AuthChannel>;
+
+/// Connect to the coordinator `target` names, with its TLS files and token.
+pub async fn client(target: &Target) -> Result<Client> {
+    client_with(&target.coordinator, &target.security()?).await
+}
+
+pub async fn client_with(url: &str, security: &ClientSecurity) -> Result<Client> {
+    let channel = security.connect(url).await?;
     Ok(ExperimentsClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
@@ -71,7 +99,7 @@ fn rpc(e: tonic::Status) -> anyhow::Error {
 /// Resolve the spec here (overrides, manifest path made absolute, the
 /// synthetic cohort generated when asked for and missing) and submit it.
 pub async fn submit_spec(
-    client: &mut ExperimentsClient<Channel>,
+    client: &mut Client,
     spec: &std::path::Path,
     sets: &[String],
 ) -> Result<String> {
@@ -102,7 +130,7 @@ pub async fn submit_spec(
 }
 
 pub async fn submit(a: SubmitArgs) -> Result<ExitCode> {
-    let mut c = client(&a.target.coordinator).await?;
+    let mut c = client(&a.target).await?;
     let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
@@ -132,7 +160,7 @@ fn status_json(e: &v1::Experiment) -> serde_json::Value {
 }
 
 pub async fn status(a: StatusArgs) -> Result<ExitCode> {
-    let mut c = client(&a.target.coordinator).await?;
+    let mut c = client(&a.target).await?;
     let experiments = match &a.id {
         Some(id) => vec![c
             .get(v1::GetExperimentRequest {
@@ -197,7 +225,7 @@ pub async fn status(a: StatusArgs) -> Result<ExitCode> {
 
 /// Follow an experiment until it ends: progress bars on a terminal, one line
 /// per event otherwise. Returns the final state.
-pub async fn follow(c: &mut ExperimentsClient<Channel>, id: &str, quiet: bool) -> Result<String> {
+pub async fn follow(c: &mut Client, id: &str, quiet: bool) -> Result<String> {
     let mut stream = c
         .watch(v1::WatchRequest {
             experiment_id: id.to_string(),
@@ -277,7 +305,7 @@ pub async fn follow(c: &mut ExperimentsClient<Channel>, id: &str, quiet: bool) -
 }
 
 pub async fn watch(a: IdArgs) -> Result<ExitCode> {
-    let mut c = client(&a.target.coordinator).await?;
+    let mut c = client(&a.target).await?;
     let state = follow(&mut c, &a.id, false).await?;
     println!("{state}");
     Ok(if state == "succeeded" {
@@ -288,7 +316,7 @@ pub async fn watch(a: IdArgs) -> Result<ExitCode> {
 }
 
 pub async fn cancel(a: IdArgs) -> Result<ExitCode> {
-    let mut c = client(&a.target.coordinator).await?;
+    let mut c = client(&a.target).await?;
     let e = c
         .cancel(v1::CancelRequest {
             experiment_id: a.id.clone(),
@@ -303,10 +331,7 @@ pub async fn cancel(a: IdArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn fetch_results(
-    c: &mut ExperimentsClient<Channel>,
-    id: &str,
-) -> Result<serde_json::Value> {
+pub async fn fetch_results(c: &mut Client, id: &str) -> Result<serde_json::Value> {
     let r = c
         .results(v1::ResultsRequest {
             experiment_id: id.to_string(),
@@ -319,7 +344,7 @@ pub async fn fetch_results(
 }
 
 pub async fn results(a: IdArgs) -> Result<ExitCode> {
-    let mut c = client(&a.target.coordinator).await?;
+    let mut c = client(&a.target).await?;
     let doc = fetch_results(&mut c, &a.id).await?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&doc)?),

@@ -24,7 +24,7 @@ pub struct ReportArgs {
 }
 
 pub async fn run(a: ReportArgs) -> Result<ExitCode> {
-    let mut c = client(&a.target.coordinator).await?;
+    let mut c = client(&a.target).await?;
     let doc = fetch_results(&mut c, &a.id).await?;
     write_report(&a.out, &doc)?;
     println!(
@@ -60,6 +60,59 @@ pub(super) fn class_names(task: &str) -> (&'static str, &'static str) {
 
 /// The tables as Markdown, laid out like the paper's Tables 2 and 3 but with
 /// every metric under its true name.
+/// A task's breakdown tables (by site, by subtype): title and rows of cells,
+/// header first. Shared by report.md and report.html.
+pub(super) fn breakdowns(t: &Value) -> Vec<(String, Vec<Vec<String>>)> {
+    let mut out = Vec::new();
+    for (field, title) in [("site", "Site"), ("subtype", "Subtype")] {
+        let Some(rows) = t["breakdowns"][field].as_array() else {
+            continue;
+        };
+        let mut table = vec![[
+            title,
+            "n",
+            "TP",
+            "FN",
+            "TN",
+            "FP",
+            "Sensitivity %",
+            "Specificity %",
+            "AUC (95% CI)",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for r in rows {
+            let value = r["value"].as_str().unwrap_or("");
+            let auc = match f(r, "auc") {
+                Some(_) => format!(
+                    "{} ({}–{})",
+                    dec(f(r, "auc"), 3),
+                    dec(f(r, "auc_ci_low"), 3),
+                    dec(f(r, "auc_ci_high"), 3)
+                ),
+                None => "–".into(),
+            };
+            table.push(vec![
+                if value.is_empty() {
+                    "(not given)".into()
+                } else {
+                    value.to_string()
+                },
+                r["n"].to_string(),
+                r["tp"].to_string(),
+                r["fn"].to_string(),
+                r["tn"].to_string(),
+                r["fp"].to_string(),
+                pct(f(r, "sensitivity")),
+                pct(f(r, "specificity")),
+                auc,
+            ]);
+        }
+        out.push((format!("By {field}"), table));
+    }
+    out
+}
+
 pub fn markdown(doc: &Value) -> String {
     let mut out = format!(
         "# crossfold report: {}\n\nExperiment `{}` ({}). Split plan `{}`; data set `{}`.\n",
@@ -143,6 +196,20 @@ pub fn markdown(doc: &Value) -> String {
                 p["n"]
             ));
         }
+        for (title, table) in breakdowns(t) {
+            out.push_str(&format!(
+                "\n### {title} (pooled out-of-fold predictions)\n\n"
+            ));
+            for (i, row) in table.iter().enumerate() {
+                out.push_str(&format!("| {} |\n", row.join(" | ")));
+                if i == 0 {
+                    out.push_str(&format!(
+                        "|---|{}\n",
+                        "---:|".repeat(row.len() - 2) + "---|"
+                    ));
+                }
+            }
+        }
     }
     out.push_str(&format!(
         "\n## Definitions\n\n\
@@ -152,6 +219,7 @@ pub fn markdown(doc: &Value) -> String {
          - Mean ± SD across rounds; SD is the sample standard deviation (n − 1).\n\
          - The pooled AUC puts every round's test predictions together; where an image is tested in several rounds (malignancy: 4 of 10) it counts once per round, so its CI is optimistic.\n\
          - – marks a value that is undefined for the counts (e.g. PPV with no predicted positives).\n\
+         - Breakdowns by site and subtype pool every round's test predictions of a task and split them by the manifest's columns; a subtype only occurs among positives or negatives, so its sensitivity (or specificity) is the detection rate of that subtype.\n\
          - The 2021 paper's columns labelled PPV and NPV are in fact sensitivity and specificity; here every metric is under its own name.\n",
         threshold.map(|t| t.to_string()).unwrap_or_else(|| "the threshold".into())
     ));
@@ -242,6 +310,7 @@ pub(super) mod tests {
     use super::*;
     use crossfold_coordinator::aggregate::{round_stats, summarize, JobResult, ScoredImage};
     use crossfold_shared::label::Task;
+    use serde_json::json;
 
     /// A fixed experiment: two screening and two malignancy rounds.
     pub(in crate::cli) fn fixed_doc() -> Value {
@@ -254,6 +323,12 @@ pub(super) mod tests {
                     patient: format!("P{round}{i:02}"),
                     label: label.to_string(),
                     score: *score,
+                    site: ["distal femur", "proximal tibia"][i % 2].to_string(),
+                    subtype: match *label {
+                        "normal" => String::new(),
+                        "benign" => "giant cell tumour".to_string(),
+                        _ => ["osteosarcoma", "Ewing sarcoma"][i % 2].to_string(),
+                    },
                 })
                 .collect();
             JobResult {
@@ -264,6 +339,9 @@ pub(super) mod tests {
                 stats: round_stats(task, &predictions, 0.5).unwrap(),
                 predictions,
                 history: Value::Null,
+                provenance: json!({"crossfold_version": "0.1.0", "libtorch_version": "2.11.0",
+                    "device": "cpu", "device_name": "test CPU", "seed": 2021 + round,
+                    "compute": {"autocast_bf16": false, "tf32": false, "channels_last": false}}),
             }
         };
         let results = vec![
@@ -310,8 +388,16 @@ pub(super) mod tests {
                 ],
             ),
         ];
-        let mut doc = summarize(&results, "planhash", "datahash");
+        let (plan, data) = (
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        );
+        let mut doc = summarize(&results, plan, data);
         let o = doc.as_object_mut().unwrap();
+        o.insert("report_version".into(), 1.into());
+        o.insert("complete".into(), true.into());
+        o.insert("spec_toml".into(), "version = 1\nname = \"fixed\"\n".into());
+        o.insert("plan".into(), json!({"plan_sha256": plan, "tasks": {}}));
         o.insert("name".into(), "fixed".into());
         o.insert(
             "experiment_id".into(),
@@ -323,6 +409,45 @@ pub(super) mod tests {
             serde_json::to_value(&results).unwrap(),
         );
         doc
+    }
+
+    /// report.json against docs/report.schema.json; mutated documents fail.
+    pub(crate) fn schema_errors(doc: &Value) -> Vec<String> {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../docs/report.schema.json")).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        v.iter_errors(doc)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect()
+    }
+
+    #[test]
+    fn report_json_matches_its_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        write_report(dir.path(), &fixed_doc()).unwrap();
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(schema_errors(&doc), Vec::<String>::new());
+        // The breakdowns and per-round provenance are there.
+        let t = &doc["tasks"]["screening"];
+        assert!(
+            t["breakdowns"]["site"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2),
+            "{t}"
+        );
+        assert!(t["rounds"][0]["provenance"]["seed"].is_number(), "{t}");
+        // Documents that break the contract are caught.
+        let mut bad = doc.clone();
+        bad["tasks"]["screening"]["rounds"][0]["accuracy"] = 87.5.into();
+        assert!(schema_errors(&bad).iter().any(|e| e.contains("accuracy")));
+        let mut bad = doc.clone();
+        bad.as_object_mut().unwrap().remove("tasks");
+        assert!(!schema_errors(&bad).is_empty());
+        let mut bad = doc;
+        bad["predictions"][0]["predictions"][0]["label"] = "tumour".into();
+        assert!(schema_errors(&bad).iter().any(|e| e.contains("label")));
     }
 
     /// Golden file: tests/golden/report.md. To accept a deliberate change,

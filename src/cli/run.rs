@@ -2,11 +2,12 @@
 //! coordinator, one local worker process per GPU (one CPU worker without a
 //! GPU), progress while it runs, and the results in `--out`.
 
-use super::remote::{client, fetch_results, follow, submit_spec};
+use super::remote::{client_with, fetch_results, follow, submit_spec};
 use super::{load_spec, summary};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crossfold_coordinator::config::Config;
+use crossfold_proto::client::ClientSecurity;
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::manifest::manifest_root;
 use std::path::PathBuf;
@@ -86,9 +87,11 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    // One machine, loopback only: plaintext and no tokens.
     let server = tokio::spawn(crossfold_coordinator::server::serve(
         config,
         listener,
+        None,
         async {
             let _ = stopped.await;
         },
@@ -136,7 +139,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     );
 
     let outcome = async {
-        let mut c = client(&url).await?;
+        let mut c = client_with(&url, &ClientSecurity::plaintext()).await?;
         let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
         eprintln!("experiment {id}");
         let state = follow(&mut c, &id, a.quiet).await?;

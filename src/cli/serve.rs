@@ -2,9 +2,11 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use crossfold_coordinator::config::Config;
-use std::path::PathBuf;
+use crossfold_coordinator::auth::Tokens;
+use crossfold_coordinator::config::{Config, ServerTls};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args)]
@@ -36,6 +38,28 @@ pub struct ServeArgs {
     /// Most jobs one experiment may have.
     #[arg(long, default_value_t = 10_000)]
     pub max_jobs: usize,
+    /// The coordinator's TLS certificate (PEM; with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate signed by this CA (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Serve plaintext (no TLS): only on a trusted network; logged as a warning.
+    #[arg(long, conflicts_with_all = ["tls_cert", "client_ca"])]
+    pub insecure: bool,
+    /// Bearer tokens: lines of `<scope> <token>`, scope worker, submit or read.
+    #[arg(long, env = "CROSSFOLD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("--{flag} {}: cannot read", path.display()))
 }
 
 fn secs(v: f64, flag: &str) -> Result<Duration> {
@@ -58,6 +82,26 @@ impl ServeArgs {
         for r in &c.data_roots {
             anyhow::ensure!(r.is_dir(), "--data-root {}: not a folder", r.display());
         }
+        c.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTls {
+                cert_pem: read(cert, "tls-cert")?,
+                key_pem: read(key, "tls-key")?,
+                client_ca_pem: self
+                    .client_ca
+                    .as_deref()
+                    .map(|p| read(p, "client-ca"))
+                    .transpose()?,
+            }),
+            _ if self.insecure => None,
+            _ => anyhow::bail!(
+                "no TLS: give --tls-cert and --tls-key (and --client-ca for mutual TLS), \
+                 or --insecure to serve plaintext on a trusted network"
+            ),
+        };
+        c.tokens = match &self.tokens_file {
+            Some(p) => Some(Arc::new(Tokens::load(p)?)),
+            None => None,
+        };
         Ok(c)
     }
 }
@@ -67,11 +111,42 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", a.listen))?;
+    let metrics = match &a.metrics_listen {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("--metrics-listen {m}: cannot bind"))?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if config.tls.is_none() {
+        tracing::warn!("serving plaintext (--insecure): calls, tokens and data travel unencrypted");
+    }
+    match &config.tokens {
+        None => tracing::warn!("no --tokens-file: every client may submit, read and lease jobs"),
+        Some(t) => tracing::info!(tokens = t.len(), "bearer tokens required"),
+    }
+    tracing::info!(
+        listen = %addr,
+        tls = config.tls.is_some(),
+        mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        metrics = ?metrics.as_ref().and_then(|m| m.local_addr().ok()),
+        db = %a.db.display(),
+        "coordinator starting"
+    );
     eprintln!(
-        "crossfold coordinator listening on http://{addr} (db {})",
+        "crossfold coordinator listening on {scheme}://{addr} (db {})",
         a.db.display()
     );
+    if let Some(m) = &metrics {
+        eprintln!("metrics at http://{}/metrics", m.local_addr()?);
+    }
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -82,8 +157,9 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: no new calls; waiting for calls in flight");
     };
-    crossfold_coordinator::server::serve(config, listener, shutdown).await?;
+    crossfold_coordinator::server::serve(config, listener, metrics, shutdown).await?;
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,8 @@ pub fn worker_bin() -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
+    /// The metrics URL the process printed, if it serves metrics.
+    pub metrics: Option<String>,
 }
 
 impl Proc {
@@ -51,7 +53,9 @@ impl Drop for Proc {
     }
 }
 
-/// Start `crossfold coordinator` and return it with its URL.
+/// Start `crossfold coordinator` and return it with its URL. Plaintext
+/// (`--insecure`) unless `extra` gives TLS files; text logs unless `extra`
+/// asks for another format.
 pub fn start_coordinator(
     dir: &Path,
     listen: &str,
@@ -59,7 +63,13 @@ pub fn start_coordinator(
     extra: &[&str],
 ) -> (Proc, String) {
     let log = dir.join(format!("coordinator-{}.log", uniq()));
+    let insecure: &[&str] = if extra.contains(&"--tls-cert") {
+        &[]
+    } else {
+        &["--insecure"]
+    };
     let mut child = Command::new(crossfold_bin())
+        .env("CROSSFOLD_LOG_FORMAT", "text")
         .args(["coordinator", "--listen", listen, "--db"])
         .arg(dir.join("coordinator.db"))
         .arg("--data-root")
@@ -72,6 +82,7 @@ pub fn start_coordinator(
             "--restart-grace",
             "6",
         ])
+        .args(insecure)
         .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -80,16 +91,27 @@ pub fn start_coordinator(
     let stderr = child.stderr.take().expect("stderr");
     let mut reader = BufReader::new(stderr);
     let mut line = String::new();
+    let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let url = loop {
         line.clear();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
-            panic!("coordinator did not start: {line}");
+            panic!("coordinator did not start: {seen}{line}");
         }
+        seen.push_str(&line);
         if let Some(rest) = line.split("listening on ").nth(1) {
             break rest.split_whitespace().next().unwrap_or("").to_string();
         }
     };
+    // "metrics at http://ADDR/metrics" comes right after, when asked for.
+    let metrics = extra.contains(&"--metrics-listen").then(|| {
+        line.clear();
+        let _ = reader.read_line(&mut line);
+        line.trim()
+            .strip_prefix("metrics at ")
+            .unwrap_or_default()
+            .to_string()
+    });
     // Keep draining stderr into the log file.
     let log2 = log.clone();
     std::thread::spawn(move || {
@@ -100,7 +122,14 @@ pub fn start_coordinator(
             }
         }
     });
-    (Proc { child, log }, url)
+    (
+        Proc {
+            child,
+            log,
+            metrics,
+        },
+        url,
+    )
 }
 
 fn uniq() -> u128 {
@@ -124,6 +153,7 @@ pub fn start_worker_with(
     let log = dir.join(format!("worker-{name}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(worker_bin());
+    cmd.env("CROSSFOLD_LOG_FORMAT", "text");
     cmd.args([
         "--coordinator",
         url,
@@ -145,6 +175,7 @@ pub fn start_worker_with(
     Proc {
         child: cmd.spawn().expect("start worker"),
         log,
+        metrics: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! from the coordinator's Data service into a cache keyed by the data set's
 //! fingerprint, every file checked against its SHA-256.
 
+use crossfold_proto::client::ClientSecurity;
 use crossfold_proto::v1::{self, data_client::DataClient};
 use crossfold_shared::dataset::{contained_path, fingerprint, Fingerprint};
 use crossfold_shared::hash::sha256_hex;
@@ -47,6 +48,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
 /// The data set of `lease`, ready to load (runs on the training thread).
 pub fn materialise(
     coordinator: &str,
+    security: &ClientSecurity,
     cache: &Path,
     lease: &v1::Lease,
     always_fetch: bool,
@@ -83,6 +85,7 @@ pub fn materialise(
             .map_err(io(&dir))?;
         rt.block_on(fetch_all(
             coordinator,
+            security,
             &dir,
             &lease.dataset_sha256,
             &missing,
@@ -101,13 +104,13 @@ pub fn materialise(
 
 async fn fetch_all(
     coordinator: &str,
+    security: &ClientSecurity,
     dir: &Path,
     dataset: &str,
     files: &[&v1::FileRef],
 ) -> Result<(), FetchError> {
-    let channel = tonic::transport::Endpoint::from_shared(coordinator.to_string())
-        .map_err(|e| FetchError::Dataset(format!("coordinator URL: {e}")))?
-        .connect()
+    let channel = security
+        .connect(coordinator)
         .await
         .map_err(|e| FetchError::rpc("(connect)", tonic::Status::unavailable(e.to_string())))?;
     let mut client = DataClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);

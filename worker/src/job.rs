@@ -77,6 +77,11 @@ pub struct Prediction {
     pub image: String,
     pub patient: String,
     pub label: String,
+    /// The manifest's `site` and `subtype` ("" when absent).
+    #[serde(default)]
+    pub site: String,
+    #[serde(default)]
+    pub subtype: String,
     pub score: f64,
     /// Predicted positive at threshold 0.5 (the spec's `train.threshold`).
     pub predicted: bool,
@@ -267,6 +272,8 @@ pub fn run_job(
             image: e.path.clone(),
             patient: e.patient_id.clone(),
             label: e.label.to_string(),
+            site: e.site.clone().unwrap_or_default(),
+            subtype: e.subtype.clone().unwrap_or_default(),
             score: s,
             predicted: s >= t.threshold,
             predicted_youden: youden.is_some_and(|th| s >= th),

@@ -10,7 +10,8 @@
 //! - [`job`]: one round end to end; [`outputs`]: its files.
 //! - [`provenance`]: versions, device, seeds and hashes of a result.
 //! - [`runtime`]: the worker process: register, lease, train, heartbeat,
-//!   upload, release on shutdown; [`fetch`]: data sets by content hash.
+//!   upload, release on shutdown; [`fetch`]: data sets by content hash;
+//!   [`metrics`]: its Prometheus metrics.
 //! - [`precision`]: bf16 autocast, TF32 and channels-last through a C++ shim.
 //! - [`bench`]: training throughput, against `bench/reference.py`.
 
@@ -20,6 +21,7 @@ pub mod device;
 pub mod evaluate;
 pub mod fetch;
 pub mod job;
+pub mod metrics;
 pub mod model;
 pub mod outputs;
 pub mod precision;

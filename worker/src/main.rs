@@ -47,6 +47,30 @@ struct Cli {
     /// big GPU (on a CPU they share the cores).
     #[arg(long, default_value_t = 1)]
     slots_per_gpu: u32,
+    /// CA certificate that signed the coordinator's (PEM); needed for https://.
+    #[arg(long, env = "CROSSFOLD_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM; with --key).
+    #[arg(long, env = "CROSSFOLD_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key of --cert (PEM).
+    #[arg(long, env = "CROSSFOLD_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// File holding the worker token (else the CROSSFOLD_TOKEN environment
+    /// variable; never on the command line, where other users can read it).
+    #[arg(long, env = "CROSSFOLD_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Log format on standard error: auto (JSON when not a terminal), json or text. `RUST_LOG` sets the level.
+    #[arg(
+        long,
+        global = true,
+        default_value = "auto",
+        env = "CROSSFOLD_LOG_FORMAT"
+    )]
+    log_format: crossfold_shared::logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -118,14 +142,9 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    crossfold_shared::logging::init(cli.log_format, "info");
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -380,7 +399,22 @@ fn serve(cli: Cli, url: String) -> Result<()> {
     let name = cli
         .name
         .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    let security = crossfold_proto::client::ClientSecurity::from_files(
+        cli.ca.as_deref(),
+        cli.cert.as_deref(),
+        cli.key.as_deref(),
+        cli.token_file.as_deref(),
+        std::env::var("CROSSFOLD_TOKEN")
+            .ok()
+            .map(|v| ("CROSSFOLD_TOKEN", v)),
+    )?;
+    // Fail now on a bad URL or TLS setting rather than retrying forever.
+    security.endpoint(&url)?;
+    let metrics = std::sync::Arc::new(crossfold_worker::metrics::WorkerMetrics::new());
+    let metrics_listen = cli.metrics_listen.clone();
     let cfg = crossfold_worker::runtime::WorkerConfig {
+        security,
+        metrics: metrics.clone(),
         coordinator: url,
         name,
         device: d,
@@ -395,6 +429,20 @@ fn serve(cli: Cli, url: String) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if let Some(addr) = metrics_listen {
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--metrics-listen {addr}: cannot bind: {e}"))?;
+            tracing::info!(metrics = %listener.local_addr()?, "serving metrics at /metrics");
+            tokio::spawn(crossfold_proto::metrics_http::serve(
+                listener,
+                move || {
+                    let m = metrics.clone();
+                    async move { m.encode() }
+                },
+                std::future::pending(),
+            ));
+        }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         tokio::spawn(async move {
@@ -413,7 +461,8 @@ fn serve(cli: Cli, url: String) -> Result<()> {
             tracing::info!("shutting down: stopping the running job and releasing its lease");
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        crossfold_worker::runtime::run(cfg, stop).await
+        crossfold_worker::runtime::run(cfg, stop).await?;
+        Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
 }

@@ -6,7 +6,9 @@
 
 use crate::fetch::{materialise, FetchError};
 use crate::job::{run_job, JobError, JobOptions, JobResult};
+use crate::metrics::WorkerMetrics;
 use crate::train::{Control, Progress};
+use crossfold_proto::client::{AuthChannel, ClientSecurity};
 use crossfold_proto::v1::{self, workers_client::WorkersClient};
 use crossfold_shared::experiment::Prepared;
 use crossfold_shared::folds::SplitPlan;
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use std::time::Instant;
 
 /// Settings of a worker process.
 #[derive(Debug, Clone)]
@@ -36,6 +38,9 @@ pub struct WorkerConfig {
     pub always_fetch: bool,
     /// Jobs run at once on the device.
     pub slots: u32,
+    /// TLS and bearer token for every call to the coordinator.
+    pub security: ClientSecurity,
+    pub metrics: Arc<WorkerMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,20 +55,26 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// Connect, retrying with exponential backoff (0.5 s doubling to 10 s) until
 /// the coordinator answers or `stop` is set.
-pub async fn connect(url: &str, stop: &AtomicBool) -> Result<Option<Channel>, RuntimeError> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| RuntimeError::BadUrl(url.to_string(), e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+pub async fn connect(
+    url: &str,
+    security: &ClientSecurity,
+    stop: &AtomicBool,
+) -> Result<Option<AuthChannel>, RuntimeError> {
+    let endpoint = security
+        .endpoint(url)
+        .map_err(|e| RuntimeError::BadUrl(url.to_string(), e.to_string()))?;
     let mut wait = Duration::from_millis(500);
     loop {
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
         match endpoint.connect().await {
-            Ok(ch) => return Ok(Some(ch)),
+            Ok(ch) => {
+                let ch = security
+                    .wrap(ch)
+                    .map_err(|e| RuntimeError::BadUrl(url.to_string(), e.to_string()))?;
+                return Ok(Some(ch));
+            }
             Err(e) => {
                 tracing::warn!(coordinator = %url, error = %e, retry_in_ms = wait.as_millis() as u64, "coordinator unreachable");
                 tokio::time::sleep(wait).await;
@@ -104,7 +115,7 @@ pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtime
 async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
     let mut done = 0usize;
     'connect: loop {
-        let Some(channel) = connect(&cfg.coordinator, &stop).await? else {
+        let Some(channel) = connect(&cfg.coordinator, &cfg.security, &stop).await? else {
             return Ok(());
         };
         let mut client = WorkersClient::new(channel)
@@ -121,6 +132,13 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
             Ok(r) => r.into_inner(),
             Err(e) => {
                 tracing::warn!(error = %e, "register failed; reconnecting");
+                if matches!(
+                    e.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) {
+                    // Retrying cannot fix a wrong token: say so and stop.
+                    return Err(RuntimeError::Rpc(e));
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue 'connect;
             }
@@ -165,13 +183,15 @@ enum Outcome {
 
 async fn run_lease(
     cfg: &WorkerConfig,
-    client: &mut WorkersClient<Channel>,
+    client: &mut WorkersClient<AuthChannel>,
     worker_id: &str,
     lease: v1::Lease,
     stop: &Arc<AtomicBool>,
 ) {
     let job = lease.job_key.clone();
     tracing::info!(experiment = %lease.experiment_id, job = %job, attempt = lease.attempt, "lease received");
+    let started = Instant::now();
+    cfg.metrics.running.inc();
     let cancel = Arc::new(AtomicBool::new(false));
     let progress: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
     let (tx, mut rx) = tokio::sync::oneshot::channel();
@@ -194,6 +214,9 @@ async fn run_lease(
                     cancel.store(true, Ordering::SeqCst);
                 }
                 let p = progress.lock().ok().and_then(|p| p.clone());
+                if let Some(p) = &p {
+                    cfg.metrics.images_per_second.set(p.images_per_second);
+                }
                 let hb = v1::HeartbeatRequest {
                     worker_id: worker_id.to_string(),
                     experiment_id: lease.experiment_id.clone(),
@@ -226,13 +249,23 @@ async fn run_lease(
         Outcome::Dropped if stop.load(Ordering::SeqCst) && !told_to_stop => Outcome::Release,
         o => o,
     };
+    cfg.metrics.running.dec();
+    cfg.metrics.outcome(
+        match &outcome {
+            Outcome::Done(_) => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Dropped => "dropped",
+            Outcome::Release => "released",
+        },
+        started.elapsed().as_secs_f64(),
+    );
     report(client, worker_id, &lease, outcome).await;
 }
 
 /// Report the outcome, retrying while the coordinator is unreachable (a
 /// restarted coordinator gives leased jobs a grace period for this).
 async fn report(
-    client: &mut WorkersClient<Channel>,
+    client: &mut WorkersClient<AuthChannel>,
     worker_id: &str,
     lease: &v1::Lease,
     outcome: Outcome,
@@ -282,7 +315,7 @@ async fn report(
 }
 
 async fn upload(
-    client: &mut WorkersClient<Channel>,
+    client: &mut WorkersClient<AuthChannel>,
     worker_id: &str,
     lease: &v1::Lease,
     result: &JobResult,
@@ -297,6 +330,8 @@ async fn upload(
             patient: p.patient.clone(),
             label: p.label.clone(),
             score: p.score,
+            site: p.site.clone(),
+            subtype: p.subtype.clone(),
         })
         .collect();
     let history: Vec<v1::EpochRecord> = result
@@ -317,6 +352,7 @@ async fn upload(
         preds.chunks(PER_CHUNK).collect()
     };
     let n = parts.len();
+    let provenance_json = serde_json::to_string(&result.provenance).unwrap_or_default();
     for (i, part) in parts.into_iter().enumerate() {
         chunks.push(v1::CompleteChunk {
             worker_id: worker_id.to_string(),
@@ -326,6 +362,11 @@ async fn upload(
             predictions: part.to_vec(),
             history: if i == 0 { history.clone() } else { Vec::new() },
             last: i + 1 == n,
+            provenance_json: if i == 0 {
+                provenance_json.clone()
+            } else {
+                String::new()
+            },
         });
     }
     Ok(client
@@ -360,12 +401,17 @@ fn train_lease(
         Ok(v1::Task::Malignancy) => Task::Malignancy,
         _ => return failed(format!("lease names unknown task {}", lease.task), false),
     };
-    let (manifest, fingerprint) =
-        match materialise(&cfg.coordinator, &cfg.cache_dir, lease, cfg.always_fetch) {
-            Ok(x) => x,
-            Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
-            Err(e) => return failed(e.to_string(), false),
-        };
+    let (manifest, fingerprint) = match materialise(
+        &cfg.coordinator,
+        &cfg.security,
+        &cfg.cache_dir,
+        lease,
+        cfg.always_fetch,
+    ) {
+        Ok(x) => x,
+        Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
+        Err(e) => return failed(e.to_string(), false),
+    };
     let plan: SplitPlan = match SplitPlan::from_json(&lease.plan_json, &manifest) {
         Ok(p) => p,
         Err(e) => return failed(e.to_string(), false),

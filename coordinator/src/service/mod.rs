@@ -39,6 +39,7 @@ pub struct Coordinator {
     files: Mutex<HashMap<String, HashMap<String, PathBuf>>>,
     /// Woken on every job state change (long polls, watchers).
     pub changed: Notify,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Coordinator {
@@ -50,7 +51,52 @@ impl Coordinator {
             workers: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             changed: Notify::new(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
+    }
+
+    /// Workers heard from within `window_ms`.
+    pub fn workers_seen_within(&self, window_ms: i64) -> usize {
+        let now = now_ms();
+        self.workers
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|w| now - w.last_seen_ms <= window_ms)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The metrics text at this moment: job counts are read from the store.
+    pub async fn render_metrics(&self) -> String {
+        let counts = self
+            .with_store(|s| {
+                let mut counts: HashMap<&'static str, i64> = HashMap::new();
+                for e in s.experiments()? {
+                    for j in s.jobs(e.id)? {
+                        *counts.entry(j.state.name()).or_default() += 1;
+                    }
+                }
+                Ok(counts)
+            })
+            .await;
+        match counts {
+            Ok(counts) => {
+                let all: Vec<(&str, i64)> =
+                    ["pending", "leased", "succeeded", "failed", "cancelled"]
+                        .iter()
+                        .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
+                        .collect();
+                self.metrics.set_jobs(&all);
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count jobs"),
+        }
+        let ttl = self.config.lease_ttl.as_millis() as i64;
+        self.metrics
+            .workers_connected
+            .set(self.workers_seen_within(ttl) as i64);
+        self.metrics.encode()
     }
 
     /// Run a store call off the async runtime.

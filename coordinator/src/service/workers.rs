@@ -85,6 +85,7 @@ impl WorkersService {
         };
         let attempt = job.state.attempt().unwrap_or(0);
         tracing::info!(experiment = %e.id, job = %job.key, attempt, worker = %worker, "job leased");
+        self.coordinator.metrics.leases_granted.inc();
         self.coordinator.changed.notify_waiters();
         let manifest_csv = tokio::fs::read_to_string(&e.manifest_path)
             .await
@@ -217,6 +218,15 @@ impl Workers for WorkersService {
             })
             .await?;
         if let (true, Some(p)) = (keep_going, r.progress) {
+            if p.images_per_second > 0.0 {
+                self.coordinator
+                    .metrics
+                    .worker_images_per_second
+                    .get_or_create(&crate::metrics::WorkerLabel {
+                        worker: r.worker_id.clone(),
+                    })
+                    .set(p.images_per_second);
+            }
             self.coordinator
                 .record_progress(id, &r.job_key, r.attempt, p);
             self.coordinator.changed.notify_waiters();
@@ -283,8 +293,17 @@ impl Workers for WorkersService {
                 patient: p.patient.clone(),
                 label: p.label.clone(),
                 score: p.score,
+                site: p.site.clone(),
+                subtype: p.subtype.clone(),
             })
             .collect();
+        let provenance = if head.provenance_json.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&head.provenance_json).map_err(|err| {
+                CoordinatorError::InvalidArgument(format!("provenance_json: {err}"))
+            })?
+        };
         let stats = round_stats(task, &scored, spec.train.threshold)
             .map_err(CoordinatorError::InvalidArgument)?;
         let history_json: Vec<serde_json::Value> = history
@@ -302,6 +321,7 @@ impl Workers for WorkersService {
             predictions: scored,
             history: serde_json::Value::Array(history_json),
             stats,
+            provenance,
         };
         let doc = serde_json::to_string(&result)
             .map_err(|err| CoordinatorError::Internal(err.to_string()))?;
@@ -321,6 +341,18 @@ impl Workers for WorkersService {
         match outcome {
             Ok(committed) => {
                 tracing::info!(experiment = %id, job = %head.job_key, attempt, committed, "result received");
+                if committed {
+                    let m = &self.coordinator.metrics;
+                    m.attempt("succeeded");
+                    if let JobState::Leased(l) = &job.state {
+                        let seconds = (now_ms() - l.leased_at_ms).max(0) as f64 / 1000.0;
+                        m.job_duration
+                            .get_or_create(&crate::metrics::TaskLabel {
+                                task: job.task.clone(),
+                            })
+                            .observe(seconds);
+                    }
+                }
                 self.coordinator.changed.notify_waiters();
                 self.coordinator.maybe_finish(id).await?;
                 Ok(Response::new(v1::CompleteResponse {
@@ -372,6 +404,7 @@ impl Workers for WorkersService {
             })
             .await?;
         tracing::warn!(experiment = %id, job = %r.job_key, attempt = r.attempt, error = %r.error, "job attempt failed");
+        self.coordinator.metrics.attempt("failed");
         self.coordinator.changed.notify_waiters();
         self.coordinator.maybe_finish(id).await?;
         Ok(Response::new(v1::FailResponse {}))
@@ -395,6 +428,7 @@ impl Workers for WorkersService {
             })
             .await?;
         tracing::info!(experiment = %id, job = %r.job_key, attempt = r.attempt, "lease released");
+        self.coordinator.metrics.attempt("released");
         self.coordinator.changed.notify_waiters();
         Ok(Response::new(v1::ReleaseResponse {}))
     }
@@ -443,6 +477,10 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
         .await?;
     for (id, key, state) in &changed {
         tracing::warn!(experiment = %id, job = %key, state = state.name(), "lease reaped");
+        if !matches!(state, JobState::Cancelled(_)) {
+            coordinator.metrics.leases_expired.inc();
+            coordinator.metrics.attempt("reaped");
+        }
         if state.is_terminal() {
             coordinator.maybe_finish(*id).await?;
         }

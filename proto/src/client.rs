@@ -1,0 +1,325 @@
+//! The client side of a connection to the coordinator, shared by the CLI
+//! and the workers: TLS (the CA that signed the coordinator's certificate,
+//! and optionally a client certificate for mutual TLS) and the bearer token
+//! sent with every call.
+//!
+//! `https://` URLs need a CA (`--ca`); `http://` URLs are plaintext and are
+//! refused when TLS files are given, so a typo cannot silently downgrade.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("coordinator URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Connect {
+        url: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// TLS settings of a client.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// PEM of the CA that signed the coordinator's certificate.
+    pub ca_pem: Vec<u8>,
+    /// PEM certificate and key presented to the coordinator (mutual TLS).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Name to check the coordinator's certificate against (default: the
+    /// URL's host).
+    pub domain: Option<String>,
+}
+
+/// How a client authenticates: TLS and a bearer token, each optional.
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    pub tls: Option<ClientTls>,
+    pub token: Option<String>,
+}
+
+/// Never prints the token or key material.
+impl std::fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSecurity")
+            .field("tls", &self.tls.is_some())
+            .field(
+                "mutual_tls",
+                &self.tls.as_ref().is_some_and(|t| t.identity.is_some()),
+            )
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Read a token file: one token, surrounding whitespace ignored.
+pub fn read_token_file(path: &Path) -> Result<String, ClientError> {
+    let text = String::from_utf8(read(path)?).map_err(|_| ClientError::Invalid {
+        what: path.display().to_string(),
+        reason: "not UTF-8 text".into(),
+    })?;
+    check_token(&path.display().to_string(), text.trim())
+}
+
+/// A token must be non-empty visible ASCII (it travels in an HTTP header).
+pub fn check_token(what: &str, token: &str) -> Result<String, ClientError> {
+    if token.is_empty() {
+        return Err(ClientError::Invalid {
+            what: what.into(),
+            reason: "the token is empty".into(),
+        });
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ClientError::Invalid {
+            what: what.into(),
+            reason: "the token must be visible ASCII without spaces".into(),
+        });
+    }
+    Ok(token.to_string())
+}
+
+impl ClientSecurity {
+    /// Plaintext, no token (loopback-only local runs and tests).
+    pub fn plaintext() -> Self {
+        ClientSecurity::default()
+    }
+
+    /// From files: `ca` (turns TLS on), `cert` + `key` (mutual TLS), and the
+    /// token from `token_file` or else `token_env` (the value of an
+    /// environment variable, never a command-line argument).
+    pub fn from_files(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        token_file: Option<&Path>,
+        token_env: Option<(&str, String)>,
+    ) -> Result<Self, ClientError> {
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(ClientError::Invalid {
+                    what: "--cert/--key".into(),
+                    reason: "give both the client certificate and its key".into(),
+                })
+            }
+        };
+        let tls = match ca {
+            Some(ca) => Some(ClientTls {
+                ca_pem: read(ca)?,
+                identity,
+                domain: None,
+            }),
+            None if identity.is_some() => {
+                return Err(ClientError::Invalid {
+                    what: "--cert".into(),
+                    reason: "a client certificate needs --ca (the coordinator's CA) too".into(),
+                })
+            }
+            None => None,
+        };
+        let token = match (token_file, token_env) {
+            (Some(f), _) => Some(read_token_file(f)?),
+            (None, Some((name, v))) if !v.trim().is_empty() => Some(check_token(name, v.trim())?),
+            _ => None,
+        };
+        Ok(ClientSecurity { tls, token })
+    }
+
+    /// The interceptor that adds this client's token to every call.
+    pub fn bearer(&self) -> Result<Bearer, ClientError> {
+        let value = match &self.token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| ClientError::Invalid {
+                        what: "token".into(),
+                        reason: "not a valid header value".into(),
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Bearer(value))
+    }
+
+    /// An endpoint for `url` with this client's TLS settings and the
+    /// keep-alive and time-out settings every crossfold client uses.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, ClientError> {
+        let bad = |reason: String| ClientError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        let https = url.starts_with("https://");
+        if !https && !url.starts_with("http://") {
+            return Err(bad("must start with http:// or https://".into()));
+        }
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        match (&self.tls, https) {
+            (Some(tls), true) => {
+                let mut cfg =
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+                if let Some((cert, key)) = &tls.identity {
+                    cfg = cfg.identity(Identity::from_pem(cert, key));
+                }
+                if let Some(d) = &tls.domain {
+                    cfg = cfg.domain_name(d.clone());
+                }
+                endpoint = endpoint
+                    .tls_config(cfg)
+                    .map_err(|e| bad(format!("TLS: {e}")))?;
+            }
+            (None, true) => {
+                return Err(bad(
+                    "https:// needs --ca, the CA certificate that signed the coordinator's".into(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(bad(
+                    "TLS files were given but the URL is http:// (plaintext); use https://".into(),
+                ))
+            }
+            (None, false) => {}
+        }
+        Ok(endpoint)
+    }
+
+    /// Connect once.
+    pub async fn connect(&self, url: &str) -> Result<AuthChannel, ClientError> {
+        let channel =
+            self.endpoint(url)?
+                .connect()
+                .await
+                .map_err(|source| ClientError::Connect {
+                    url: url.to_string(),
+                    source,
+                })?;
+        self.wrap(channel)
+    }
+
+    /// Put this client's token on a connected channel.
+    pub fn wrap(&self, channel: Channel) -> Result<AuthChannel, ClientError> {
+        Ok(InterceptedService::new(channel, self.bearer()?))
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call (nothing without a token).
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel whose calls carry the client's token.
+pub type AuthChannel = InterceptedService<Channel, Bearer>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_and_tls_must_agree() {
+        let plain = ClientSecurity::plaintext();
+        assert!(plain.endpoint("http://127.0.0.1:1").is_ok());
+        let e = plain
+            .endpoint("https://127.0.0.1:1")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--ca"), "{e}");
+        let e = plain.endpoint("127.0.0.1:1").err().unwrap().to_string();
+        assert!(e.contains("http://"), "{e}");
+        let tls = ClientSecurity {
+            tls: Some(ClientTls {
+                ca_pem: b"not checked until the handshake".to_vec(),
+                identity: None,
+                domain: None,
+            }),
+            token: None,
+        };
+        let e = tls
+            .endpoint("http://127.0.0.1:1")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("https://"), "{e}");
+    }
+
+    #[test]
+    fn tokens_are_checked_and_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "  s3cret-token\n").unwrap();
+        assert_eq!(read_token_file(&f).unwrap(), "s3cret-token");
+        std::fs::write(&f, "two words").unwrap();
+        assert!(read_token_file(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("token"));
+        std::fs::write(&f, "\n").unwrap();
+        assert!(read_token_file(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        let missing = dir.path().join("nope");
+        let e = read_token_file(&missing).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let env = ClientSecurity::from_files(
+            None,
+            None,
+            None,
+            None,
+            Some(("CROSSFOLD_TOKEN", "abc".into())),
+        )
+        .unwrap();
+        assert_eq!(env.token.as_deref(), Some("abc"));
+        let e = ClientSecurity::from_files(None, Some(&f), None, None, None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--cert/--key"), "{e}");
+    }
+
+    #[test]
+    fn bearer_adds_the_header_only_with_a_token() {
+        let mut with = ClientSecurity {
+            tls: None,
+            token: Some("abc".into()),
+        }
+        .bearer()
+        .unwrap();
+        let r = with.call(tonic::Request::new(())).unwrap();
+        assert_eq!(r.metadata().get("authorization").unwrap(), "Bearer abc");
+        let mut without = ClientSecurity::plaintext().bearer().unwrap();
+        let r = without.call(tonic::Request::new(())).unwrap();
+        assert!(r.metadata().get("authorization").is_none());
+    }
+}

@@ -1,0 +1,82 @@
+//! Log set-up shared by the `crossfold` and `crossfold-worker` binaries:
+//! `tracing` to standard error, filtered by `RUST_LOG` (default: the
+//! binary's own level), as JSON lines when asked or when standard error is
+//! not a terminal (log collectors), as text otherwise.
+
+use std::io::IsTerminal;
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when standard error is not a terminal, text when it is.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(LogFormat::Auto),
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            _ => Err(format!("{s:?}: expected auto, json or text")),
+        }
+    }
+}
+
+impl LogFormat {
+    /// Whether this format writes JSON, given whether stderr is a terminal.
+    pub fn is_json(self, stderr_is_terminal: bool) -> bool {
+        match self {
+            LogFormat::Auto => !stderr_is_terminal,
+            LogFormat::Json => true,
+            LogFormat::Text => false,
+        }
+    }
+}
+
+/// Install the global subscriber. `default_level` applies when `RUST_LOG`
+/// is unset or invalid.
+pub fn init(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let terminal = std::io::stderr().is_terminal();
+    // Colours only on a terminal: log files and collectors get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal);
+    let result = if format.is_json(terminal) {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+    // Already installed (tests calling twice): keep the first.
+    let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse_and_auto_follows_the_terminal() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!("xml"
+            .parse::<LogFormat>()
+            .unwrap_err()
+            .contains("auto, json or text"));
+        assert!(LogFormat::Auto.is_json(false));
+        assert!(!LogFormat::Auto.is_json(true));
+        assert!(LogFormat::Json.is_json(true));
+        assert!(!LogFormat::Text.is_json(false));
+    }
+}

@@ -1,0 +1,59 @@
+//! `crossfold health`: ask the coordinator's gRPC health service whether it
+//! serves (exit 0) or not (exit 1), for container health checks and
+//! Kubernetes probes (whose native gRPC probes cannot speak TLS).
+
+use super::remote::Target;
+use anyhow::Result;
+use clap::Args;
+use std::process::ExitCode;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+#[derive(Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Service to ask about (default: the server as a whole).
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub timeout: f64,
+}
+
+pub async fn run(a: HealthArgs) -> Result<ExitCode> {
+    anyhow::ensure!(
+        a.timeout.is_finite() && a.timeout > 0.0,
+        "--timeout {}: must be a positive number of seconds",
+        a.timeout
+    );
+    let security = a.target.security()?;
+    let ask = async {
+        let channel = security.connect(&a.target.coordinator).await?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: a.service.clone(),
+            })
+            .await?;
+        Ok::<_, anyhow::Error>(reply.into_inner().status())
+    };
+    let status = tokio::time::timeout(std::time::Duration::from_secs_f64(a.timeout), ask).await;
+    match status {
+        Ok(Ok(ServingStatus::Serving)) => {
+            println!("SERVING");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(other)) => {
+            println!("{}", other.as_str_name());
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(Err(e)) => {
+            eprintln!("unhealthy: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!("unhealthy: no answer within {} s", a.timeout);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
