@@ -251,6 +251,41 @@ fn mutual_tls_and_scoped_tokens_guard_every_call() {
     );
     assert_eq!(code, 1);
 
+    // A worker with a token of the wrong scope stops with the reason
+    // instead of retrying for ever.
+    let read_token = write(dir.path(), "read.token", READ);
+    let mut wrong = start_worker_with(
+        dir.path(),
+        &url,
+        "wrong-scope",
+        &[],
+        &[
+            "--ca",
+            &p.ca,
+            "--cert",
+            &p.client_cert,
+            "--key",
+            &p.client_key,
+            "--token-file",
+            &read_token,
+        ],
+    );
+    let mut exit = None;
+    wait_for(
+        "the wrong-scope worker to stop",
+        Duration::from_secs(30),
+        || {
+            exit = wrong.child.try_wait().ok().flatten();
+            exit.is_some()
+        },
+    );
+    assert!(!exit.unwrap().success());
+    assert!(
+        wrong.log_text().contains("PermissionDenied"),
+        "{}",
+        wrong.log_text()
+    );
+
     // A real worker over mutual TLS with its token file trains the tiny
     // experiment submitted with the submit token; it also serves metrics.
     let w = start_worker_with(

@@ -43,6 +43,9 @@ pub struct ClientTls {
     pub domain: Option<String>,
 }
 
+/// The environment variable a client's token may come from.
+pub const TOKEN_ENV: &str = "CROSSFOLD_TOKEN";
+
 /// How a client authenticates: TLS and a bearer token, each optional.
 #[derive(Clone, Default)]
 pub struct ClientSecurity {
@@ -143,6 +146,18 @@ impl ClientSecurity {
             _ => None,
         };
         Ok(ClientSecurity { tls, token })
+    }
+
+    /// [`ClientSecurity::from_files`] with the token, when no file names it,
+    /// from the `CROSSFOLD_TOKEN` environment variable.
+    pub fn from_files_or_env(
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        token_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let env = std::env::var(TOKEN_ENV).ok().map(|v| (TOKEN_ENV, v));
+        ClientSecurity::from_files(ca, cert, key, token_file, env)
     }
 
     /// The interceptor that adds this client's token to every call.

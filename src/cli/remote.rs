@@ -36,14 +36,11 @@ pub struct Target {
 impl Target {
     /// The TLS files and token this target names.
     pub fn security(&self) -> Result<ClientSecurity> {
-        Ok(ClientSecurity::from_files(
+        Ok(ClientSecurity::from_files_or_env(
             self.ca.as_deref(),
             self.cert.as_deref(),
             self.key.as_deref(),
             self.token_file.as_deref(),
-            std::env::var("CROSSFOLD_TOKEN")
-                .ok()
-                .map(|v| ("CROSSFOLD_TOKEN", v)),
         )?)
     }
 }

@@ -399,14 +399,11 @@ fn serve(cli: Cli, url: String) -> Result<()> {
     let name = cli
         .name
         .unwrap_or_else(|| format!("{host}-{}", std::process::id()));
-    let security = crossfold_proto::client::ClientSecurity::from_files(
+    let security = crossfold_proto::client::ClientSecurity::from_files_or_env(
         cli.ca.as_deref(),
         cli.cert.as_deref(),
         cli.key.as_deref(),
         cli.token_file.as_deref(),
-        std::env::var("CROSSFOLD_TOKEN")
-            .ok()
-            .map(|v| ("CROSSFOLD_TOKEN", v)),
     )?;
     // Fail now on a bad URL or TLS setting rather than retrying forever.
     security.endpoint(&url)?;

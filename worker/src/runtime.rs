@@ -47,8 +47,14 @@ pub struct WorkerConfig {
 pub enum RuntimeError {
     #[error("coordinator URL {0:?} is not valid: {1}")]
     BadUrl(String, String),
-    #[error("gRPC: {0}")]
-    Rpc(#[from] tonic::Status),
+    #[error("gRPC {:?}: {}", .0.code(), .0.message())]
+    Rpc(tonic::Status),
+}
+
+impl From<tonic::Status> for RuntimeError {
+    fn from(s: tonic::Status) -> Self {
+        RuntimeError::Rpc(s)
+    }
 }
 
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
