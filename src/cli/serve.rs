@@ -58,6 +58,20 @@ pub struct ServeArgs {
     pub metrics_listen: Option<String>,
 }
 
+/// Secrets should not be readable by other users of the machine.
+fn warn_if_readable_by_others(path: &Path, flag: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{:o}", m.permissions().mode() & 0o777),
+                "{flag}: readable by other users; `chmod 600` it"
+            );
+        }
+    }
+}
+
 fn read(path: &Path, flag: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("--{flag} {}: cannot read", path.display()))
 }
@@ -99,9 +113,15 @@ impl ServeArgs {
             ),
         };
         c.tokens = match &self.tokens_file {
-            Some(p) => Some(Arc::new(Tokens::load(p)?)),
+            Some(p) => {
+                warn_if_readable_by_others(p, "--tokens-file");
+                Some(Arc::new(Tokens::load(p)?))
+            }
             None => None,
         };
+        if let Some(k) = &self.tls_key {
+            warn_if_readable_by_others(k, "--tls-key");
+        }
         Ok(c)
     }
 }
@@ -136,7 +156,11 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         listen = %addr,
         tls = config.tls.is_some(),
         mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
-        metrics = ?metrics.as_ref().and_then(|m| m.local_addr().ok()),
+        metrics = %metrics
+            .as_ref()
+            .and_then(|m| m.local_addr().ok())
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "off".into()),
         db = %a.db.display(),
         "coordinator starting"
     );
