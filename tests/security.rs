@@ -100,10 +100,14 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
-/// Run the CLI with extra environment variables.
+/// Run the CLI with extra environment variables, killed after 60 s (a
+/// regression that makes a command wait must fail the test, not hang it).
 fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(crossfold_bin());
-    cmd.args(args).env_remove("CROSSFOLD_TOKEN");
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("60")
+        .arg(crossfold_bin())
+        .args(args)
+        .env_remove("CROSSFOLD_TOKEN");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -229,8 +233,10 @@ fn mutual_tls_and_scoped_tokens_guard_every_call() {
         let (code, out, err) = cli_env(args, &[("CROSSFOLD_TOKEN", READ)]);
         assert_ne!(code, 0, "{what} got in: {out}");
         assert!(
-            !err.contains("Unauthenticated") && !err.contains("PermissionDenied"),
-            "{what}: refused after the handshake, not at it: {err}"
+            (err.contains("cannot reach the coordinator") || err.contains("transport error"))
+                && !err.contains("Unauthenticated")
+                && !err.contains("PermissionDenied"),
+            "{what}: not refused at the connection: {err}"
         );
     }
 
@@ -334,7 +340,7 @@ fn mutual_tls_and_scoped_tokens_guard_every_call() {
         .unwrap_or_else(|| panic!("no metrics address in the worker log:\n{wlog}"));
     let wm = http_get(&format!("http://{addr}/metrics"));
     assert!(
-        wm.contains("crossfold_worker_jobs_total{outcome=\"succeeded\"}"),
+        wm.contains("crossfold_worker_jobs_total{outcome=\"completed\"}"),
         "{wm}"
     );
     w.signal(libc::SIGTERM);
@@ -350,7 +356,8 @@ fn mutual_tls_and_scoped_tokens_guard_every_call() {
             .unwrap_or_else(|| panic!("{needle} missing in\n{m}"))
     };
     assert_eq!(value("crossfold_jobs{state=\"succeeded\"}"), 15.0);
-    assert_eq!(value("crossfold_leases_granted_total"), 15.0);
+    // A lease may expire and be granted again on a loaded machine.
+    assert!(value("crossfold_leases_granted_total") >= 15.0);
     assert_eq!(
         value("crossfold_attempts_total{outcome=\"succeeded\"}"),
         15.0
@@ -382,7 +389,13 @@ fn mutual_tls_and_scoped_tokens_guard_every_call() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["message"] == "job leased")
         .collect();
-    assert_eq!(leased.len(), 15, "{log}");
+    assert!(leased.len() >= 15, "{log}");
+    // No token ever reaches a log.
+    for l in [&log, &w.log_text()] {
+        for t in [WORKER, SUBMIT, READ] {
+            assert!(!l.contains(t), "a token is in a log");
+        }
+    }
     for v in &leased {
         assert_eq!(v["experiment"], id.as_str(), "{v}");
         assert!(

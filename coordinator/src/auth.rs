@@ -94,7 +94,16 @@ impl Tokens {
     pub fn parse(path: &Path, text: &str) -> Result<Tokens, TokensError> {
         let mut entries = Vec::new();
         for (i, raw) in text.lines().enumerate() {
-            let line = raw.split('#').next().unwrap_or("").trim();
+            // `#` starts a comment at the start of a line or after white
+            // space, so a token may contain `#`.
+            let line = match raw.trim_start().strip_prefix('#') {
+                Some(_) => "",
+                None => raw
+                    .find(" #")
+                    .or_else(|| raw.find("\t#"))
+                    .map_or(raw, |i| &raw[..i])
+                    .trim(),
+            };
             if line.is_empty() {
                 continue;
             }
@@ -109,8 +118,14 @@ impl Tokens {
                 return Err(bad("expected `<scope> <token>`".into()));
             };
             let scope = Scope::parse(scope).ok_or_else(|| {
+                // Never echo what may be a token (columns swapped).
+                let shown = if scope.len() <= 8 {
+                    format!("{scope:?}")
+                } else {
+                    "(not shown)".to_string()
+                };
                 bad(format!(
-                    "unknown scope {scope:?}: expected worker, submit or read"
+                    "unknown scope {shown}: expected `<scope> <token>` with scope worker, submit or read"
                 ))
             })?;
             if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -352,6 +367,21 @@ mod tests {
         );
         assert_eq!(code("/other.Service/Method", None), Unauthenticated);
         assert_eq!(code("/other.Service/Method", s), PermissionDenied);
+    }
+
+    #[test]
+    fn comments_and_swapped_columns() {
+        let t = Tokens::parse(
+            Path::new("t"),
+            "  # comment\nread abc#def0123456789 # lab\n",
+        )
+        .unwrap();
+        assert_eq!(t.scopes(b"abc#def0123456789").len(), 1);
+        let e = Tokens::parse(Path::new("t"), "0123456789abcdef-secret worker\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!e.contains("secret") && e.contains("t:1"), "{e}");
     }
 
     #[test]

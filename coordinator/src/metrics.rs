@@ -49,6 +49,37 @@ pub struct MethodLabel {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Every gRPC method the coordinator serves. Calls to any other path are
+/// counted as `other`, so clients (before authentication) cannot grow the
+/// label set.
+pub const KNOWN_METHODS: &[&str] = &[
+    "/crossfold.v1.Experiments/Submit",
+    "/crossfold.v1.Experiments/Get",
+    "/crossfold.v1.Experiments/List",
+    "/crossfold.v1.Experiments/Watch",
+    "/crossfold.v1.Experiments/Cancel",
+    "/crossfold.v1.Experiments/Results",
+    "/crossfold.v1.Workers/Register",
+    "/crossfold.v1.Workers/Lease",
+    "/crossfold.v1.Workers/Heartbeat",
+    "/crossfold.v1.Workers/Complete",
+    "/crossfold.v1.Workers/Fail",
+    "/crossfold.v1.Workers/Release",
+    "/crossfold.v1.Data/FetchFile",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+];
+
+/// The `method` label of a request path.
+pub fn method_label(path: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == path)
+        .copied()
+        .unwrap_or("other")
+}
+
 fn duration_buckets() -> Histogram {
     // 1 s .. about 36 h.
     Histogram::new(exponential_buckets(1.0, 2.0, 18))
@@ -222,7 +253,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().to_string();
+        let method = method_label(req.uri().path()).to_string();
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let fut = self.inner.call(req);
@@ -273,6 +304,31 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn every_rpc_of_the_protocol_is_a_known_method() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto/crossfold/v1");
+        let mut n = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            let mut service = "";
+            for line in text.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.split_whitespace().next().unwrap();
+                }
+                if let Some(rest) = line.strip_prefix("rpc ") {
+                    let method = rest.split('(').next().unwrap().trim();
+                    let path = format!("/crossfold.v1.{service}/{method}");
+                    assert_eq!(method_label(&path), path, "{path} is not in KNOWN_METHODS");
+                    n += 1;
+                }
+            }
+        }
+        assert_eq!(n, 13);
+        assert_eq!(method_label("/x.Y/Z"), "other");
+        assert_eq!(method_label("/crossfold.v1.Workers/lease"), "other");
     }
 
     #[test]

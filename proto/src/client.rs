@@ -24,11 +24,25 @@ pub enum ClientError {
     Invalid { what: String, reason: String },
     #[error("coordinator URL {url:?}: {reason}")]
     Url { url: String, reason: String },
-    #[error("cannot reach the coordinator at {url}: {source}")]
-    Connect {
-        url: String,
-        source: tonic::transport::Error,
-    },
+    #[error("cannot reach the coordinator at {url}: {reason}")]
+    Connect { url: String, reason: String },
+}
+
+/// An error and its causes on one line (tonic's transport errors say only
+/// "transport error" at the top; the TLS alert is further down). A cause
+/// whose text the line already ends with is not repeated.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// TLS settings of a client.
@@ -224,14 +238,14 @@ impl ClientSecurity {
 
     /// Connect once.
     pub async fn connect(&self, url: &str) -> Result<AuthChannel, ClientError> {
-        let channel =
-            self.endpoint(url)?
-                .connect()
-                .await
-                .map_err(|source| ClientError::Connect {
-                    url: url.to_string(),
-                    source,
-                })?;
+        let channel = self
+            .endpoint(url)?
+            .connect()
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.to_string(),
+                reason: chain(&e),
+            })?;
         self.wrap(channel)
     }
 

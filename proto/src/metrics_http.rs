@@ -6,19 +6,32 @@ use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// OpenMetrics text, as `prometheus-client` encodes it.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Connections served at once; more are closed at once (a scraper needs one).
+pub const MAX_CONNECTIONS: usize = 16;
+/// A client must send its request headers within this time...
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...and a connection lives at most this long.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Serve `GET /metrics` on `listener` until `shutdown`, answering with what
-/// `render` returns at that moment. Any other path is 404.
+/// `render` returns at that moment. Any other path is 404. Slow or idle
+/// clients are cut off ([`HEADER_TIMEOUT`], [`CONNECTION_TIMEOUT`]) and at
+/// most [`MAX_CONNECTIONS`] are served at once.
 pub async fn serve<F, Fut>(listener: TcpListener, render: F, shutdown: impl Future<Output = ()>)
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = String> + Send + 'static,
 {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => return,
@@ -30,18 +43,27 @@ where
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("metrics: too many connections; closing one");
+            drop(stream);
+            continue;
+        };
         let render = render.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let render = render.clone();
                 async move { Ok::<_, Infallible>(respond(req, render).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(error = %e, "metrics: connection ended");
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "metrics: connection ended"),
+                Err(_) => tracing::debug!("metrics: connection timed out"),
+                Ok(Ok(())) => {}
             }
         });
     }

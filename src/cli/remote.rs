@@ -89,8 +89,13 @@ pub async fn client_with(url: &str, security: &ClientSecurity) -> Result<Client>
         .max_encoding_message_size(MAX_MESSAGE))
 }
 
-fn rpc(e: tonic::Status) -> anyhow::Error {
-    anyhow!("{:?}: {}", e.code(), e.message())
+/// A failed call as an error, with its causes (a TLS alert, a reset
+/// connection) rather than tonic's bare "transport error".
+pub fn rpc(e: tonic::Status) -> anyhow::Error {
+    let causes = std::error::Error::source(&e)
+        .map(|c| format!(": {}", crossfold_proto::client::chain(c)))
+        .unwrap_or_default();
+    anyhow!("{:?}: {}{causes}", e.code(), e.message())
 }
 
 /// Resolve the spec here (overrides, manifest path made absolute, the

@@ -112,6 +112,23 @@ impl ServeArgs {
                  or --insecure to serve plaintext on a trusted network"
             ),
         };
+        if let Some(tls) = &c.tls {
+            // Bad PEM files fail here, named, before the database is opened.
+            tonic::transport::Server::builder()
+                .tls_config(tls.server_config())
+                .map_err(|e| {
+                    let e = crossfold_proto::client::chain(&e);
+                    anyhow::anyhow!(
+                        "--tls-cert {} / --tls-key {}{}: {e}",
+                        self.tls_cert.as_deref().unwrap_or(Path::new("")).display(),
+                        self.tls_key.as_deref().unwrap_or(Path::new("")).display(),
+                        self.client_ca
+                            .as_deref()
+                            .map(|p| format!(" / --client-ca {}", p.display()))
+                            .unwrap_or_default()
+                    )
+                })?;
+        }
         c.tokens = match &self.tokens_file {
             Some(p) => {
                 warn_if_readable_by_others(p, "--tokens-file");

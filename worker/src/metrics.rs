@@ -44,7 +44,7 @@ impl WorkerMetrics {
         let job_duration = Histogram::new(exponential_buckets(1.0, 2.0, 18));
         registry.register(
             "jobs",
-            "Job attempts by outcome (succeeded, failed, dropped, released)",
+            "Job attempts by outcome (completed: trained and result sent; failed, dropped, released)",
             jobs.clone(),
         );
         registry.register("running", "Jobs training now", running.clone());
@@ -92,12 +92,12 @@ mod tests {
     #[test]
     fn outcomes_and_gauges_are_encoded() {
         let m = WorkerMetrics::new();
-        m.outcome("succeeded", 12.0);
+        m.outcome("completed", 12.0);
         m.running.set(1);
         m.images_per_second.set(4390.5);
         let text = m.encode();
         for needle in [
-            "crossfold_worker_jobs_total{outcome=\"succeeded\"} 1",
+            "crossfold_worker_jobs_total{outcome=\"completed\"} 1",
             "crossfold_worker_running 1",
             "crossfold_worker_images_per_second 4390.5",
             "crossfold_worker_job_duration_seconds_count 1",

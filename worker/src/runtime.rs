@@ -258,7 +258,8 @@ async fn run_lease(
     cfg.metrics.running.dec();
     cfg.metrics.outcome(
         match &outcome {
-            Outcome::Done(_) => "succeeded",
+            // Trained and sent; a stale attempt's result may still be refused.
+            Outcome::Done(_) => "completed",
             Outcome::Failed { .. } => "failed",
             Outcome::Dropped => "dropped",
             Outcome::Release => "released",

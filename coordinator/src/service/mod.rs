@@ -96,6 +96,24 @@ impl Coordinator {
         self.metrics
             .workers_connected
             .set(self.workers_seen_within(ttl) as i64);
+        // Workers gone for a lease time-to-live lose their throughput series
+        // (worker names usually hold a process id: restarts make new ones).
+        let now = now_ms();
+        let gone: Vec<String> = self
+            .workers
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, w)| now - w.last_seen_ms > ttl)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for worker in gone {
+            self.metrics
+                .worker_images_per_second
+                .remove(&crate::metrics::WorkerLabel { worker });
+        }
         self.metrics.encode()
     }
 

@@ -390,7 +390,8 @@ impl Workers for WorkersService {
         let policy = retry_policy(&spec_of(&e)?);
         let (key, attempt, error, retryable) =
             (r.job_key.clone(), r.attempt, r.error.clone(), r.retryable);
-        self.coordinator
+        let changed = self
+            .coordinator
             .with_store(move |s| {
                 let job = s.job(id, &key)?;
                 match job
@@ -398,13 +399,15 @@ impl Workers for WorkersService {
                     .clone()
                     .fail(attempt, &error, retryable, now_ms(), &policy)
                 {
-                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| ()),
-                    Err(_) => Ok(()), // stale attempt: nothing to do
+                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| true),
+                    Err(_) => Ok(false), // stale attempt: nothing to do
                 }
             })
             .await?;
-        tracing::warn!(experiment = %id, job = %r.job_key, attempt = r.attempt, error = %r.error, "job attempt failed");
-        self.coordinator.metrics.attempt("failed");
+        tracing::warn!(experiment = %id, job = %r.job_key, attempt = r.attempt, error = %r.error, stale = !changed, "job attempt failed");
+        if changed {
+            self.coordinator.metrics.attempt("failed");
+        }
         self.coordinator.changed.notify_waiters();
         self.coordinator.maybe_finish(id).await?;
         Ok(Response::new(v1::FailResponse {}))
@@ -418,17 +421,20 @@ impl Workers for WorkersService {
         self.check_worker(&r.worker_id)?;
         let id = parse_id(&r.experiment_id)?;
         let (key, attempt, worker) = (r.job_key.clone(), r.attempt, r.worker_id.clone());
-        self.coordinator
+        let changed = self
+            .coordinator
             .with_store(move |s| {
                 let job = s.job(id, &key)?;
                 match job.state.clone().release(attempt, &worker) {
-                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| ()),
-                    Err(_) => Ok(()),
+                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| true),
+                    Err(_) => Ok(false),
                 }
             })
             .await?;
-        tracing::info!(experiment = %id, job = %r.job_key, attempt = r.attempt, "lease released");
-        self.coordinator.metrics.attempt("released");
+        tracing::info!(experiment = %id, job = %r.job_key, attempt = r.attempt, stale = !changed, "lease released");
+        if changed {
+            self.coordinator.metrics.attempt("released");
+        }
         self.coordinator.changed.notify_waiters();
         Ok(Response::new(v1::ReleaseResponse {}))
     }
