@@ -3,7 +3,7 @@
 //! as standalone SVG files. The SVG is written by hand; nothing is fetched.
 
 use super::report::markdown;
-use super::report::{breakdowns, class_names, dec, f, pct};
+use super::report::{breakdowns, class_names, dec, f, pct, tasks_in_order};
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::metrics::roc_curve;
 use serde_json::Value;
@@ -29,21 +29,6 @@ fn j(v: &Value) -> String {
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| v.to_string()))
-}
-
-/// The tasks in the paper's order: screening, malignancy, then any other.
-fn tasks(doc: &Value) -> Vec<(&String, &Value)> {
-    let mut tasks: Vec<(&String, &Value)> = doc
-        .get("tasks")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .collect();
-    tasks.sort_by_key(|(name, _)| {
-        let order = ["screening", "malignancy"].iter().position(|t| t == name);
-        (order.unwrap_or(2), name.to_string())
-    });
-    tasks
 }
 
 /// The task's per-round prediction entries, by round.
@@ -119,6 +104,17 @@ fn svg_open(w: f64, h: f64) -> String {
 }
 
 impl Frame {
+    /// A 420 x 400 plot of the unit square (ROC, calibration).
+    fn unit() -> Frame {
+        Frame {
+            ox: 0.0,
+            w: 420.0,
+            h: 400.0,
+            x: (0.0, 1.0),
+            y: (0.0, 1.0),
+        }
+    }
+
     fn px(&self, x: f64) -> f64 {
         self.ox + ML + (x - self.x.0) / (self.x.1 - self.x.0) * (self.w - ML - MR)
     }
@@ -200,13 +196,7 @@ impl Frame {
 }
 
 fn roc_svg(t: &Value, es: &[&Value], task: Task, name: &str) -> Option<String> {
-    let fr = Frame {
-        ox: 0.0,
-        w: 420.0,
-        h: 400.0,
-        x: (0.0, 1.0),
-        y: (0.0, 1.0),
-    };
+    let fr = Frame::unit();
     let mut s =
         svg_open(fr.w, fr.h) + &fr.axes(&format!("ROC: {name}"), "1 − specificity", "sensitivity");
     s += &fr.line(&[(0.0, 0.0), (1.0, 1.0)], "#999", 1.0, true);
@@ -347,13 +337,7 @@ fn calibration_svg(es: &[&Value], task: Task, name: &str) -> Option<String> {
         let bin = &mut bins[((x * 10.0).floor().max(0.0) as usize).min(9)];
         *bin = (bin.0 + 1, bin.1 + x, bin.2 + y as usize);
     }
-    let fr = Frame {
-        ox: 0.0,
-        w: 420.0,
-        h: 400.0,
-        x: (0.0, 1.0),
-        y: (0.0, 1.0),
-    };
+    let fr = Frame::unit();
     let title = format!("Calibration: {name} (Brier {b:.4})");
     let mut s = svg_open(fr.w, fr.h)
         + &fr.axes(&title, "mean predicted score", "observed positive fraction");
@@ -419,7 +403,7 @@ fn task_svgs(doc: &Value, name: &str, t: &Value) -> Vec<(&'static str, String)> 
 
 /// The plots as standalone SVG files: (file name, svg text).
 pub fn svgs(doc: &Value) -> Vec<(String, String)> {
-    tasks(doc)
+    tasks_in_order(doc)
         .into_iter()
         .flat_map(|(name, t)| {
             task_svgs(doc, name, t)
@@ -440,7 +424,7 @@ pub fn html(doc: &Value) -> String {
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>crossfold report: {name}</title><style>{STYLE}</style></head><body>\n<h1>crossfold report: {name}</h1>\n"
     );
-    for (task, t) in tasks(doc) {
+    for (task, t) in tasks_in_order(doc) {
         let rounds = t["rounds"].as_array().cloned().unwrap_or_default();
         let (neg, pos) = class_names(task);
         let _ = write!(out, "<h2>{}: {pos} vs {neg}, {} round(s)</h2>\n<table><tr><th>Round</th><th>n</th><th>TP</th><th>FP</th><th>TN</th><th>FN</th><th>Accuracy %</th><th>Sensitivity %</th><th>Specificity %</th><th>PPV %</th><th>NPV %</th><th>AUC (95% CI)</th></tr>\n", esc(task), rounds.len());
@@ -544,7 +528,7 @@ pub fn html(doc: &Value) -> String {
 /// One row per round: who trained it, on what, with which settings.
 fn round_provenance(doc: &Value) -> String {
     let mut rows = String::new();
-    for (task, t) in tasks(doc) {
+    for (task, t) in tasks_in_order(doc) {
         for r in t["rounds"].as_array().into_iter().flatten() {
             let p = &r["provenance"];
             let s = |v: &Value| match v {

@@ -113,6 +113,22 @@ pub(super) fn breakdowns(t: &Value) -> Vec<(String, Vec<Vec<String>>)> {
     out
 }
 
+/// The document's tasks in the paper's order: screening (its Table 2),
+/// malignancy (Table 3), then any other by name.
+pub(super) fn tasks_in_order(doc: &Value) -> Vec<(&String, &Value)> {
+    let mut tasks: Vec<(&String, &Value)> = doc
+        .get("tasks")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .collect();
+    tasks.sort_by_key(|(name, _)| {
+        let order = ["screening", "malignancy"].iter().position(|t| t == name);
+        (order.unwrap_or(2), name.to_string())
+    });
+    tasks
+}
+
 pub fn markdown(doc: &Value) -> String {
     let mut out = format!(
         "# crossfold report: {}\n\nExperiment `{}` ({}). Split plan `{}`; data set `{}`.\n",
@@ -123,23 +139,7 @@ pub fn markdown(doc: &Value) -> String {
         doc["dataset_sha256"].as_str().unwrap_or("-"),
     );
     let mut threshold = None;
-    // The paper's order: screening (its Table 2), then malignancy (Table 3).
-    let mut tasks: Vec<(&String, &Value)> = doc
-        .get("tasks")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .collect();
-    tasks.sort_by_key(|(name, _)| {
-        (
-            ["screening", "malignancy"]
-                .iter()
-                .position(|t| t == name)
-                .unwrap_or(2),
-            name.to_string(),
-        )
-    });
-    for (task, t) in tasks {
+    for (task, t) in tasks_in_order(doc) {
         let rounds = t["rounds"].as_array().cloned().unwrap_or_default();
         let (neg, pos) = class_names(task);
         out.push_str(&format!(

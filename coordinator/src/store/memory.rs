@@ -1,8 +1,11 @@
 //! [`Store`] in memory, for tests: same behaviour as the SQLite store, nothing
 //! survives the process.
 
-use super::{duplicate_key, ExperimentId, ExperimentRecord, JobRecord, NewJob, Store, StoreError};
-use crate::state::{Completion, JobState};
+use super::{
+    completed_state, duplicate_key, ExperimentId, ExperimentRecord, JobRecord, NewJob, Store,
+    StoreError,
+};
+use crate::state::JobState;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -168,18 +171,10 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let job = inner.job_mut(id, key)?;
-        let completion =
-            job.state
-                .complete(attempt, now_ms)
-                .map_err(|source| StoreError::Transition {
-                    experiment: id,
-                    key: key.to_string(),
-                    source,
-                })?;
-        let Completion::Committed(done) = completion else {
+        let Some(done) = completed_state(&job.state, id, key, attempt, now_ms)? else {
             return Ok(false);
         };
-        job.state = done.into();
+        job.state = done;
         job.version += 1;
         inner
             .results

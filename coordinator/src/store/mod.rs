@@ -189,6 +189,30 @@ pub trait Store: Send + Sync + 'static {
     fn active_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
 }
 
+/// The state a job's committed result moves it to, for `commit_result` of
+/// every store: `Some(succeeded)` to commit, `None` when this attempt's
+/// result is already committed (store nothing), a transition error
+/// otherwise.
+fn completed_state(
+    state: &JobState,
+    id: ExperimentId,
+    key: &str,
+    attempt: u32,
+    now_ms: i64,
+) -> Result<Option<JobState>, StoreError> {
+    let completion = state
+        .complete(attempt, now_ms)
+        .map_err(|source| StoreError::Transition {
+            experiment: id,
+            key: key.to_string(),
+            source,
+        })?;
+    Ok(match completion {
+        crate::state::Completion::Committed(done) => Some(done.into()),
+        crate::state::Completion::AlreadyCommitted => None,
+    })
+}
+
 /// The first key given twice, if any.
 fn duplicate_key(jobs: &[NewJob]) -> Option<&str> {
     let mut seen = std::collections::HashSet::new();

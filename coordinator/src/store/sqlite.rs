@@ -9,8 +9,11 @@
 //! The connection sits behind a mutex: calls from several threads are
 //! serialized. Async callers use `tokio::task::spawn_blocking`.
 
-use super::{duplicate_key, ExperimentId, ExperimentRecord, JobRecord, NewJob, Store, StoreError};
-use crate::state::{Completion, JobState};
+use super::{
+    completed_state, duplicate_key, ExperimentId, ExperimentRecord, JobRecord, NewJob, Store,
+    StoreError,
+};
+use crate::state::JobState;
 use rusqlite::{params, Connection, OptionalExtension, Params, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -365,18 +368,10 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         self.write(|tx| {
             let job = self.get_job(tx, id, key)?;
-            let completion =
-                job.state
-                    .complete(attempt, now_ms)
-                    .map_err(|source| StoreError::Transition {
-                        experiment: id,
-                        key: key.to_string(),
-                        source,
-                    })?;
-            let Completion::Committed(done) = completion else {
+            let Some(done) = completed_state(&job.state, id, key, attempt, now_ms)? else {
                 return Ok(false);
             };
-            self.put_state(tx, &job, &done.into())?;
+            self.put_state(tx, &job, &done)?;
             tx.execute(
                 "INSERT INTO results (experiment, key, attempt, result_json, committed_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
