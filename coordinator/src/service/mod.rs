@@ -72,13 +72,9 @@ impl Coordinator {
     pub async fn render_metrics(&self) -> String {
         let counts = self
             .with_store(|s| {
-                let mut counts: HashMap<&'static str, i64> = HashMap::new();
-                for e in s.experiments()? {
-                    for j in s.jobs(e.id)? {
-                        *counts.entry(j.state.name()).or_default() += 1;
-                    }
-                }
-                Ok(counts)
+                Ok(s.job_counts()?
+                    .into_iter()
+                    .collect::<HashMap<String, i64>>())
             })
             .await;
         match counts {
@@ -86,7 +82,7 @@ impl Coordinator {
                 let all: Vec<(&str, i64)> =
                     ["pending", "leased", "succeeded", "failed", "cancelled"]
                         .iter()
-                        .map(|s| (*s, counts.get(s).copied().unwrap_or(0)))
+                        .map(|s| (*s, counts.get(*s).copied().unwrap_or(0)))
                         .collect();
                 self.metrics.set_jobs(&all);
             }

@@ -212,4 +212,13 @@ impl Store for MemoryStore {
             .filter(|j| !j.state.is_terminal());
         Ok(jobs.cloned().collect())
     }
+
+    fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let inner = self.lock();
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for job in inner.jobs.values().flat_map(|jobs| jobs.values()) {
+            *counts.entry(job.state.name().to_string()).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
 }

@@ -187,6 +187,12 @@ pub trait Store: Send + Sync + 'static {
     /// experiments, ordered by experiment submission order, then key (for the
     /// scheduler and restart recovery).
     fn active_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// How many jobs, across all experiments, are in each state, as
+    /// (state name, count) sorted by name; states with no job are left out.
+    /// Counted by the store itself (for the metrics endpoint), without
+    /// reading the jobs.
+    fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
 }
 
 /// The state a job's committed result moves it to, for `commit_result` of

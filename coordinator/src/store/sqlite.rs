@@ -448,4 +448,16 @@ impl Store for SqliteStore {
         );
         self.read(|tx| self.query_jobs(tx, &sql, []))
     }
+
+    fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+                .db(&self.label)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .db(&self.label)?;
+            rows.collect::<Result<Vec<_>, _>>().db(&self.label)
+        })
+    }
 }

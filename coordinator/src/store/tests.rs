@@ -38,6 +38,7 @@ store_suite!(
     results_are_ordered_by_key,
     cancel_and_summary,
     active_jobs_are_the_unfinished_ones_in_submission_order,
+    job_counts_are_per_state_across_experiments,
 );
 
 /// An experiment record; `n` makes its id, request and fingerprint distinct.
@@ -369,4 +370,31 @@ fn active_jobs_are_the_unfinished_ones_in_submission_order(store: &dyn Store) {
     let all = store.active_jobs().unwrap();
     let order: Vec<_> = all.iter().map(|j| (j.experiment, j.key.as_str())).collect();
     assert_eq!(order, [(second.id, "a"), (second.id, "b"), (third.id, "0")]);
+}
+
+fn job_counts_are_per_state_across_experiments(store: &dyn Store) {
+    assert!(store.job_counts().unwrap().is_empty());
+    let first = create(store, 1, &["a", "b", "c", "d"]);
+    let second = create(store, 2, &["a", "b"]);
+    lease(store, first.id, "a");
+    store.commit_result(first.id, "a", 1, 1, "{}").unwrap();
+    lease(store, first.id, "b");
+    lease(store, second.id, "a");
+    let c = store.job(first.id, "c").unwrap();
+    store
+        .update_job(first.id, "c", c.version, c.state.cancel())
+        .unwrap();
+    let counts = store.job_counts().unwrap();
+    let expected = [
+        ("cancelled", 1),
+        ("leased", 2),
+        ("pending", 2),
+        ("succeeded", 1),
+    ];
+    let got: Vec<(&str, i64)> = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(got, expected);
+    // The counts agree with the jobs themselves.
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let jobs = store.jobs(first.id).unwrap().len() + store.jobs(second.id).unwrap().len();
+    assert_eq!(total, jobs as i64);
 }
