@@ -17,7 +17,8 @@
 # Writes OUT_DIR/{summary.txt,bench.jsonl,...} and prints a table.
 # Settings (environment): PYTHON (python3), BIN (target/release), STEPS (30),
 # DEADLINE (seconds after which optional steps are skipped; 330), BENCH
-# (full: every configuration; short: crossfold's default and PyTorch's best),
+# (full: every configuration; short: crossfold's default and PyTorch's best;
+# tune: TF32 channels-last with and without cuDNN autotuning on both sides),
 # JOB_VARIANT and RUN_VARIANT ("--set key=value ..." for a second job / run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,24 +50,25 @@ cat "$out/devices.txt" | tee -a "$out/summary.txt"
 
 # 2. Throughput.
 field() { "$py" -c "import json, sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
-bench_ref() { # precision, channels-last flag
-  local r
+bench_ref() { # precision, channels-last flag, [cuDNN autotuning on|off, default on]
+  local r tune=${3:-on}
   r=$(timeout 120 "$py" -W ignore bench/reference.py --arch resnet34 --size 224 --batch "$batch" \
     --images $((steps * batch)) --steps "$steps" --warmup "$steps" --threads 8 --device cuda \
-    --precision "$1" $2 2>>"$out/bench.err") || { log "reference $1 $2 failed"; return; }
+    --precision "$1" $2 --cudnn-benchmark "$tune" 2>>"$out/bench.err") || { log "reference $1 $2 failed"; return; }
   echo "$r" >>"$out/bench.jsonl"
-  printf '%-10s %-6s %-4s %-6s %10.1f\n' pytorch "$1" "${2:+on}" - "$(echo "$r" | field images_per_second)" | tee -a "$out/summary.txt"
+  printf '%-10s %-6s %-4s %-6s %-5s %10.1f\n' pytorch "$1" "${2:+on}" - "$tune" "$(echo "$r" | field images_per_second)" | tee -a "$out/summary.txt"
 }
-bench_ours() { # precision, channels-last, fused
-  local r
+bench_ours() { # precision, channels-last, fused, [cuDNN autotuning, default auto]
+  local r tune=${4:-auto}
   r=$(timeout 120 "$bin/crossfold-worker" bench --arch resnet34 --size 224 --batch "$batch" --steps "$steps" \
-    --device cuda --precision "$1" --channels-last "$2" --fused-optimizer "$3" 2>>"$out/bench.err") ||
-    { log "crossfold $1 $2 $3 failed: $(tail -3 "$out/bench.err")"; return; }
+    --device cuda --precision "$1" --channels-last "$2" --fused-optimizer "$3" --cudnn-benchmark "$tune" \
+    2>>"$out/bench.err") ||
+    { log "crossfold $1 $2 $3 $tune failed: $(tail -3 "$out/bench.err")"; return; }
   echo "$r" >>"$out/bench.jsonl"
-  printf '%-10s %-6s %-4s %-6s %10.1f\n' crossfold "$1" "$2" "$3" "$(echo "$r" | field images_per_second)" | tee -a "$out/summary.txt"
+  printf '%-10s %-6s %-4s %-6s %-5s %10.1f\n' crossfold "$1" "$2" "$3" "$tune" "$(echo "$r" | field images_per_second)" | tee -a "$out/summary.txt"
 }
 log "throughput, ResNet34, 224 px, batch 64, AdamW, $steps timed steps (img/s)"
-printf '%-10s %-6s %-4s %-6s %10s\n' impl prec CL fused img/s | tee -a "$out/summary.txt"
+printf '%-10s %-6s %-4s %-6s %-5s %10s\n' impl prec CL fused tune img/s | tee -a "$out/summary.txt"
 if [ "${BENCH:-full}" = full ]; then
   bench_ours auto auto auto
   bench_ref fp32 ""
@@ -80,6 +82,17 @@ if [ "${BENCH:-full}" = full ]; then
   bench_ours tf32 off off
   bench_ours bf16 off on
   bench_ours auto auto auto
+elif [ "${BENCH}" = tune ]; then
+  # Same configuration with and without cuDNN autotuning on both sides,
+  # twice, alternating, to tell a real difference from machine noise.
+  for _ in 1 2; do
+    bench_ref fp32 --channels-last on
+    bench_ours tf32 on on on
+    bench_ours auto auto auto
+    bench_ref fp32 --channels-last off
+    bench_ours tf32 on on off
+    bench_ours auto auto auto on
+  done
 else
   bench_ref fp32 --channels-last
   bench_ours auto auto auto

@@ -6,7 +6,7 @@ normalise, ResNet (one-channel stem, 2 classes) forward, class-weighted
 cross-entropy, backward, AdamW step. Prints one JSON line with images/s.
 
 Usage: python3 bench/reference.py --arch resnet34 --size 64 --batch 32 \
-           --steps 20 --warmup 3 --threads 2 --device cpu [--precision fp32|bf16|fp16] [--channels-last]
+           --steps 20 --warmup 3 --threads 2 --device cpu [--precision fp32|bf16|fp16] [--channels-last] [--cudnn-benchmark on|off]
 """
 import argparse
 import json
@@ -88,13 +88,15 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--cudnn-benchmark", default="on", choices=["on", "off"],
+                    help="cuDNN autotuning on CUDA (on by default, as most PyTorch training scripts set it)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
     if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = a.cudnn_benchmark == "on"
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     net = resnet(a.arch).to(dev)
@@ -138,6 +140,7 @@ def main():
     print(json.dumps({
         "impl": "pytorch", "arch": a.arch, "size": a.size, "batch": a.batch, "device": a.device,
         "precision": a.precision, "channels_last": a.channels_last, "threads": a.threads,
+        "cudnn_benchmark": dev.type == "cuda" and a.cudnn_benchmark == "on",
         "torch": torch.__version__, "images_per_second": a.steps * a.batch / dt,
     }))
 

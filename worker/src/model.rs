@@ -154,9 +154,10 @@ pub fn load_pretrained(
     let mut source: HashMap<String, Tensor> = tensors.into_iter().collect();
     if let Some(stem) = source.get("conv1.weight") {
         if stem.size().len() == 4 && stem.size()[1] == 3 {
-            let folded =
-                stem.to_kind(Kind::Float)
-                    .sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+            let folded = stem
+                .f_to_kind(Kind::Float)
+                .and_then(|t| t.f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float))
+                .map_err(|e| read(format!("conv1.weight: {e}")))?;
             source.insert("conv1.weight".into(), folded);
         }
     }
@@ -165,6 +166,26 @@ pub fn load_pretrained(
         arch,
         detail,
     };
+    // Weights in the file that this network has no place for (other than the
+    // classifier and batch-norm step counters) mean a different, usually
+    // deeper, architecture: a ResNet34 file holds every ResNet18 name with
+    // the same shapes, so only the extras tell them apart.
+    let known: std::collections::HashSet<String> = vs.variables().into_keys().collect();
+    let mut extra: Vec<&String> = source
+        .keys()
+        .filter(|k| {
+            !known.contains(*k) && !k.starts_with("fc.") && !k.ends_with("num_batches_tracked")
+        })
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        let shown: Vec<_> = extra.iter().take(5).map(|s| s.as_str()).collect();
+        return Err(mismatch(format!(
+            "the file has {} weight(s) this network does not, e.g. {} (weights of another architecture?)",
+            extra.len(),
+            shown.join(", ")
+        )));
+    }
     let mut loaded = 0;
     let mut missing = Vec::new();
     tch::no_grad(|| -> Result<(), WeightsError> {
@@ -172,7 +193,10 @@ pub fn load_pretrained(
             let is_head = name.starts_with("fc.");
             match source.get(&name) {
                 Some(src) if src.size() == var.size() => {
-                    var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
+                    src.f_to_kind(var.kind())
+                        .and_then(|t| t.f_to_device(var.device()))
+                        .and_then(|t| var.f_copy_(&t))
+                        .map_err(|e| read(format!("{name}: {e}")))?;
                     loaded += 1;
                 }
                 Some(src) if is_head => {
@@ -271,6 +295,22 @@ mod tests {
         let err = load_pretrained(&mut other, Arch::Resnet34, &file).unwrap_err();
         assert!(err.to_string().contains("train.pretrained"), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
+
+        // A deeper network's file does not load into a shallower one,
+        // although every ResNet18 weight is in it with the right shape.
+        let deep = nn::VarStore::new(Device::Cpu);
+        let _ = resnet(&deep.root(), Arch::Resnet34, 2);
+        let deep_file = dir.path().join("r34.safetensors");
+        deep.save(&deep_file).unwrap();
+        let mut shallow = nn::VarStore::new(Device::Cpu);
+        let _ = resnet(&shallow.root(), Arch::Resnet18, 2);
+        let before = shallow.variables()["conv1.weight"].copy();
+        let err = load_pretrained(&mut shallow, Arch::Resnet18, &deep_file).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("r34.safetensors") && msg.contains("Resnet18"), "{msg}");
+        assert!(msg.contains("layer1.2.") || msg.contains("layer2.2."), "{msg}");
+        // ... and the network is left as it was.
+        assert!(shallow.variables()["conv1.weight"].equal(&before));
 
         // An unreadable file names the file.
         let junk = dir.path().join("junk.safetensors");
