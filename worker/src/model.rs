@@ -307,8 +307,14 @@ mod tests {
         let before = shallow.variables()["conv1.weight"].copy();
         let err = load_pretrained(&mut shallow, Arch::Resnet18, &deep_file).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("r34.safetensors") && msg.contains("Resnet18"), "{msg}");
-        assert!(msg.contains("layer1.2.") || msg.contains("layer2.2."), "{msg}");
+        assert!(
+            msg.contains("r34.safetensors") && msg.contains("Resnet18"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("layer1.2.") || msg.contains("layer2.2."),
+            "{msg}"
+        );
         // ... and the network is left as it was.
         assert!(shallow.variables()["conv1.weight"].equal(&before));
 

@@ -1,13 +1,15 @@
 //! A validation set carved out of a round's training images, for early
 //! stopping and threshold choice. Test images are never touched.
 //!
-//! Algorithm: the training images are gathered by patient; within each class
-//! of the task (negative, positive) the patients are ordered by
-//! `SHA-256("validation:<seed>:<patient_id>")` and taken in that order until
-//! the class's validation images reach `round(fraction × class images)`
-//! (at least one patient per class when the class has two or more patients
-//! and `fraction > 0`). So the split is patient-grouped, stratified on the
-//! task's label, and deterministic.
+//! Algorithm: the training images are gathered by patient, and each patient
+//! is put in one class of the task: positive when any of their images is
+//! positive, else negative (so a patient with images of both classes is
+//! never split between fitting and validation). Within each class the
+//! patients are ordered by `SHA-256("validation:<seed>:<patient_id>")` and
+//! taken in that order until the class's validation images reach
+//! `round(fraction × class images)` (at least one patient per class when the
+//! class has two or more patients and `fraction > 0`). So the split is
+//! patient-grouped, stratified on the task's label, and deterministic.
 
 use crate::hash::sha256_hex;
 use crate::label::Task;
@@ -21,27 +23,31 @@ pub fn carve_validation(
     fraction: f64,
     seed: u64,
 ) -> (Vec<usize>, Vec<usize>) {
+    let mut by_patient: BTreeMap<&str, (bool, Vec<usize>)> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let p = by_patient.entry(e.patient_id.as_str()).or_default();
+        p.0 |= task.is_positive(e.label);
+        p.1.push(i);
+    }
     let mut validation = Vec::new();
     if fraction > 0.0 {
         for positive in [false, true] {
-            let mut patients: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-            let mut class_images = 0usize;
-            for (i, e) in entries.iter().enumerate() {
-                if task.is_positive(e.label) == positive {
-                    patients.entry(e.patient_id.as_str()).or_default().push(i);
-                    class_images += 1;
-                }
-            }
+            let patients: Vec<(&str, &Vec<usize>)> = by_patient
+                .iter()
+                .filter(|(_, (pos, _))| *pos == positive)
+                .map(|(p, (_, imgs))| (*p, imgs))
+                .collect();
             if patients.len() < 2 {
                 continue;
             }
+            let class_images: usize = patients.iter().map(|(_, imgs)| imgs.len()).sum();
             let want = ((fraction * class_images as f64).round() as usize).max(1);
             let mut order: Vec<(String, &Vec<usize>)> = patients
                 .iter()
                 .map(|(p, imgs)| {
                     (
                         sha256_hex(format!("validation:{seed}:{p}").as_bytes()),
-                        imgs,
+                        *imgs,
                     )
                 })
                 .collect();
@@ -108,6 +114,51 @@ mod tests {
             (fit.clone(), val.clone())
         );
         assert_ne!(carve_validation(&refs, Task::Screening, 0.2, 2).1, val);
+    }
+
+    #[test]
+    fn a_patient_with_images_of_both_classes_stays_on_one_side() {
+        // Every patient has a normal and a tumour image (e.g. both knees).
+        let mut entries = Vec::new();
+        for i in 0..40 {
+            let tumour = if i % 2 == 0 {
+                Label::Benign
+            } else {
+                Label::Malignant
+            };
+            entries.push(Entry::new(
+                format!("{i}-l.png"),
+                Label::Normal,
+                format!("P{i}"),
+            ));
+            entries.push(Entry::new(format!("{i}-r.png"), tumour, format!("P{i}")));
+        }
+        // And some patients with normal images only.
+        for i in 40..60 {
+            entries.push(Entry::new(
+                format!("{i}.png"),
+                Label::Normal,
+                format!("P{i}"),
+            ));
+        }
+        let refs: Vec<&Entry> = entries.iter().collect();
+        for seed in 0..20 {
+            let (fit, val) = carve_validation(&refs, Task::Screening, 0.2, seed);
+            assert!(!val.is_empty());
+            assert_eq!(fit.len() + val.len(), refs.len());
+            for &v in &val {
+                assert!(
+                    fit.iter()
+                        .all(|&f| refs[f].patient_id != refs[v].patient_id),
+                    "seed {seed}: patient {} on both sides",
+                    refs[v].patient_id
+                );
+            }
+            // Both kinds of patients are represented in validation.
+            assert!(val.iter().any(|&i| refs[i].label != Label::Normal));
+            let normal_only = |i: usize| refs[i].patient_id[1..].parse::<u32>().unwrap() >= 40;
+            assert!(val.iter().any(|&i| normal_only(i)));
+        }
     }
 
     #[test]
