@@ -66,7 +66,12 @@ pub fn materialise(
     let dir = cache.join(&lease.dataset_sha256);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let manifest_path = dir.join("manifest.csv");
-    std::fs::write(&manifest_path, &lease.manifest_csv).map_err(io(&manifest_path))?;
+    // Jobs of one data set running side by side in this process (several
+    // slots) share the cache: files are replaced atomically, never truncated
+    // under a reader.
+    if std::fs::read(&manifest_path).ok().as_deref() != Some(lease.manifest_csv.as_bytes()) {
+        write_atomic(&manifest_path, lease.manifest_csv.as_bytes())?;
+    }
     let missing: Vec<&v1::FileRef> = lease
         .files
         .iter()
@@ -140,9 +145,71 @@ async fn fetch_all(
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        let tmp = target.with_extension("partial");
-        std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &target).map_err(io(&target))?;
+        write_atomic(&target, &bytes)?;
     }
     Ok(())
+}
+
+/// Write `bytes` to `path` through a temporary file of a name no other
+/// writer uses (process id and a per-process counter), renamed over
+/// `path`: readers see the old or the new file, and two writers of the same
+/// file do not disturb each other.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.partial",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(path)(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_atomic_writes_of_one_file_all_succeed_and_leave_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub").join("a.png");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let content = vec![7u8; 256 * 1024];
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        write_atomic(&target, &content).unwrap();
+                        // A reader never sees a partial file.
+                        assert_eq!(std::fs::read(&target).unwrap().len(), content.len());
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read(&target).unwrap(), content);
+        let left: Vec<_> = std::fs::read_dir(target.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("a.png")]);
+    }
+
+    #[test]
+    fn a_failed_write_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("missing-dir").join("m.csv");
+        let err = write_atomic(&target, b"x").unwrap_err().to_string();
+        assert!(err.contains("missing-dir"), "{err}");
+    }
 }
