@@ -11,7 +11,7 @@ use crate::evaluate::{score, Normalise, ScoreError};
 use crate::model::{load_pretrained, resnet, WeightsError};
 use crate::precision::Compute;
 use crate::provenance::{self, Provenance};
-use crate::train::{train, Control, EpochRecord, Progress, TrainData, TrainError};
+use crate::train::{check_fit_set, train, Control, EpochRecord, Progress, TrainData, TrainError};
 use crossfold_shared::experiment::Prepared;
 use crossfold_shared::folds::carve_validation;
 use crossfold_shared::label::Task;
@@ -57,6 +57,14 @@ pub enum JobError {
     Metrics(#[from] crossfold_shared::metrics::MetricsError),
     #[error("{0}")]
     Score(#[from] ScoreError),
+    /// libtorch failed inside a call tch does not let fail (the network's
+    /// forward pass, for one): e.g. the GPU ran out of memory.
+    #[error("task {task}, round {round}: libtorch failed: {message}")]
+    Aborted {
+        task: Task,
+        round: u32,
+        message: String,
+    },
 }
 
 impl JobError {
@@ -154,6 +162,45 @@ pub fn run_job(
     options: &JobOptions,
     on_progress: &mut dyn FnMut(&Progress) -> Control,
 ) -> Result<JobResult, JobError> {
+    guarded(task, round, || {
+        run_job_unguarded(spec, prepared, task, round, options, on_progress)
+    })
+}
+
+/// Run `f`, turning a panic inside it (tch panics where libtorch throws in
+/// its infallible calls, such as the forward pass running out of GPU
+/// memory) into [`JobError::Aborted`] with libtorch's message, so the
+/// caller reports it instead of losing the thread.
+pub fn guarded<T>(
+    task: Task,
+    round: u32,
+    f: impl FnOnce() -> Result<T, JobError>,
+) -> Result<T, JobError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        let message = message
+            .trim_start_matches("called `Result::unwrap()` on an `Err` value: ")
+            .to_string();
+        Err(JobError::Aborted {
+            task,
+            round,
+            message,
+        })
+    })
+}
+
+fn run_job_unguarded(
+    spec: &Spec,
+    prepared: &Prepared,
+    task: Task,
+    round: u32,
+    options: &JobOptions,
+    on_progress: &mut dyn FnMut(&Progress) -> Control,
+) -> Result<JobResult, JobError> {
     let started = Instant::now();
     let rounds = prepared.plan.rounds(task);
     let r = rounds
@@ -194,6 +241,32 @@ pub fn run_job(
     let (fit, val) = carve_validation(&train_entries, task, t.validation_fraction, seed);
 
     let compute = Compute::resolve(t, device);
+    let train_error = |source| JobError::Train {
+        task,
+        round,
+        source,
+    };
+    // Everything that can be refused without the images is checked before
+    // they are decoded (minutes on a large cohort): the fitting set, then
+    // the network and its pretrained weights.
+    let fit_labels: Vec<bool> = fit
+        .iter()
+        .map(|&i| task.is_positive(train_entries[i].label))
+        .collect();
+    check_fit_set(&fit_labels).map_err(train_error)?;
+    // Weight initialisation draws from libtorch's process-wide generator:
+    // seed it and build the network under a lock so concurrent jobs in one
+    // process cannot interleave their draws.
+    let (mut vs, net) = {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let net = resnet(&vs.root(), t.arch, 2);
+        (vs, net)
+    };
+    if let Some(path) = spec.pretrained_path() {
+        load_pretrained(&mut vs, t.arch, &path)?;
+    }
 
     // Images: the training images then the test images, in one tensor.
     let data_started = Instant::now();
@@ -210,20 +283,6 @@ pub fn run_job(
     let labels = Tensor::f_from_slice(&positive.iter().map(|&p| p as i64).collect::<Vec<_>>())?
         .f_to_device(device)?;
     let data_loading = data_started.elapsed().as_secs_f64();
-
-    // Weight initialisation draws from libtorch's process-wide generator:
-    // seed it and build the network under a lock so concurrent jobs in one
-    // process cannot interleave their draws.
-    let (mut vs, net) = {
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(seed as i64);
-        let vs = nn::VarStore::new(device);
-        let net = resnet(&vs.root(), t.arch, 2);
-        (vs, net)
-    };
-    if let Some(path) = spec.pretrained_path() {
-        load_pretrained(&mut vs, t.arch, &path)?;
-    }
     let startup = started.elapsed().as_secs_f64() - data_loading;
 
     let data = TrainData {
@@ -236,11 +295,7 @@ pub fn run_job(
         validation: val.iter().map(|&i| i as i64).collect(),
         validation_labels: val.iter().map(|&i| positive[i]).collect(),
     };
-    let trained = train(&net, &vs, &data, t, on_progress).map_err(|source| JobError::Train {
-        task,
-        round,
-        source,
-    })?;
+    let trained = train(&net, &vs, &data, t, on_progress).map_err(train_error)?;
 
     let eval_started = Instant::now();
     let batch = t.batch_size as i64;
@@ -366,12 +421,30 @@ pub fn predict(
         .f_reshape([images.len() as i64, 1, size, size])?
         .f_to_device(device)?;
     let idx = Tensor::f_arange(images.len() as i64, (Kind::Int64, device))?;
-    let scores = score(&net, &stack, &idx, card.normalise, 64, card.compute)?;
+    // The training run's numerics (autocast, layout, TF32), on this device.
+    let compute = predict_compute(card.compute, device);
+    compute.apply_globals()?;
+    let scores = score(&net, &stack, &idx, card.normalise, 64, compute)?;
     Ok((card, scores))
+}
+
+/// The compute settings for scoring on `device` with a network trained
+/// under `trained`: the same autocast, layout and TF32 choice, addressed to
+/// this device (a model trained on a GPU can score on a CPU and back).
+fn predict_compute(trained: Compute, device: Device) -> Compute {
+    let cuda = device.is_cuda();
+    Compute {
+        cuda,
+        tf32: trained.tf32 && cuda,
+        cudnn_benchmark: false,
+        ..trained
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
+    #[error("{0}")]
+    Precision(#[from] crate::precision::ShimError),
     #[error("{path}: {source} (a checkpoint needs its model.json beside it)")]
     Io {
         path: PathBuf,
@@ -387,4 +460,54 @@ pub enum PredictError {
     Torch(#[from] tch::TchError),
     #[error("{0}")]
     Score(#[from] ScoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prediction_keeps_the_training_numerics_on_its_own_device() {
+        let gpu_trained = Compute {
+            cuda: true,
+            autocast_bf16: true,
+            tf32: true,
+            channels_last: true,
+            fused_optimizer: true,
+            cudnn_benchmark: true,
+        };
+        let on_cpu = predict_compute(gpu_trained, Device::Cpu);
+        assert!(!on_cpu.cuda && !on_cpu.tf32 && !on_cpu.cudnn_benchmark);
+        assert!(on_cpu.autocast_bf16 && on_cpu.channels_last);
+        let cpu_trained = Compute::plain();
+        let on_gpu = predict_compute(cpu_trained, Device::Cuda(1));
+        assert!(on_gpu.cuda && !on_gpu.tf32 && !on_gpu.autocast_bf16);
+    }
+
+    #[test]
+    fn a_libtorch_panic_inside_a_job_becomes_an_error_with_its_message() {
+        let err = guarded(Task::Screening, 3, || -> Result<(), JobError> {
+            // tch's infallible matmul panics on the shape error libtorch throws.
+            let a = Tensor::zeros([2, 3], (tch::Kind::Float, tch::Device::Cpu));
+            let b = Tensor::zeros([4, 5], (tch::Kind::Float, tch::Device::Cpu));
+            let _ = a.matmul(&b);
+            Ok(())
+        })
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("task screening, round 3: libtorch failed: "),
+            "{msg}"
+        );
+        assert!(msg.contains("cannot be multiplied"), "{msg}");
+        assert!(!msg.contains("Result::unwrap()"), "{msg}");
+        // No panic: the closure's own result passes through.
+        assert_eq!(guarded(Task::Malignancy, 1, || Ok(5)).unwrap(), 5);
+        assert!(matches!(
+            guarded(Task::Malignancy, 1, || -> Result<(), JobError> {
+                Err(JobError::UnknownImage("x.png".into()))
+            }),
+            Err(JobError::UnknownImage(_))
+        ));
+    }
 }

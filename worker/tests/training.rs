@@ -3,7 +3,7 @@
 
 use crossfold_shared::experiment::{prepare, Prepared};
 use crossfold_shared::label::Task;
-use crossfold_shared::spec::{Override, Spec};
+use crossfold_shared::spec::{Arch, Override, Spec};
 use crossfold_worker::job::{predict, run_job, JobOptions};
 use crossfold_worker::train::{Control, Progress};
 use std::path::Path;
@@ -179,6 +179,65 @@ fn bad_inputs_get_clear_errors() {
         msg.contains("train.pretrained") && msg.contains("conv1.weight"),
         "{msg}"
     );
+
+    // A deeper network's weights for a shallower network are refused (every
+    // ResNet18 tensor is in a ResNet34 file with its shape), and before any
+    // image is decoded: a broken image is not what the error is about.
+    let deep = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = crossfold_worker::model::resnet(&deep.root(), Arch::Resnet34, 2);
+    deep.save(dir.path().join("r34.safetensors")).unwrap();
+    let s3 = Spec {
+        train: crossfold_shared::spec::TrainSpec {
+            pretrained: Some("r34.safetensors".into()),
+            arch: Arch::Resnet18,
+            ..s.train.clone()
+        },
+        ..s.clone()
+    };
+    let saved = std::fs::read(p.manifest.root.join(&victim)).unwrap();
+    std::fs::write(p.manifest.root.join(&victim), b"garbage").unwrap();
+    let err = run_job(&s3, &p, Task::Screening, 1, &options(None), &mut go).unwrap_err();
+    std::fs::write(p.manifest.root.join(&victim), saved).unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("r34.safetensors") && msg.contains("another architecture"),
+        "{msg}"
+    );
+
+    // A round whose training images are all of one class names the task,
+    // the round and what to look at.
+    let mut one_class = p.plan.clone();
+    let rounds = one_class.tasks.get_mut(&Task::Screening).unwrap();
+    let by_path: std::collections::HashMap<_, _> = p
+        .manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), e.label))
+        .collect();
+    rounds[0]
+        .train
+        .retain(|path| !Task::Screening.is_positive(by_path[path]));
+    let p1 = Prepared {
+        plan: one_class,
+        ..p.clone()
+    };
+    let err = run_job(&s, &p1, Task::Screening, 1, &options(None), &mut go).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("task screening, round 1") && msg.contains("no positive images"),
+        "{msg}"
+    );
+    // And one with no training images at all.
+    let mut empty = p.plan.clone();
+    empty.tasks.get_mut(&Task::Screening).unwrap()[0]
+        .train
+        .clear();
+    let p2 = Prepared {
+        plan: empty,
+        ..p.clone()
+    };
+    let err = run_job(&s, &p2, Task::Screening, 1, &options(None), &mut go).unwrap_err();
+    assert!(err.to_string().contains("no training images"), "{err}");
 
     // A round that does not exist.
     let err = run_job(&s, &p, Task::Screening, 9, &options(None), &mut go).unwrap_err();

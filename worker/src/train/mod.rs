@@ -73,11 +73,14 @@ pub enum TrainError {
     Score(#[from] crate::evaluate::ScoreError),
     #[error("cancelled")]
     Cancelled,
-    #[error("the training set is empty")]
+    #[error("no images to train on (the split plan gives this round no training images)")]
     EmptyTraining,
-    #[error("the training set has only {0} images; at least 2 are needed")]
+    #[error("only {0} image(s) to train on; at least 2 are needed")]
     TooFewImages(usize),
-    #[error("the training set has no {0} images; both classes are needed")]
+    #[error(
+        "no {0} images to train on; both classes are needed (see the split plan, and \
+         train.validation_fraction, which moves whole patients to validation)"
+    )]
     OneClass(&'static str),
 }
 
@@ -126,6 +129,26 @@ fn restore(vs: &nn::VarStore, saved: &HashMap<String, Tensor>) {
     })
 }
 
+/// Whether images with these labels (true = positive) can be trained on:
+/// at least two, of both classes. Checked before any image is decoded.
+pub fn check_fit_set(fit_labels: &[bool]) -> Result<(), TrainError> {
+    let n_fit = fit_labels.len();
+    if n_fit == 0 {
+        return Err(TrainError::EmptyTraining);
+    }
+    if n_fit < 2 {
+        return Err(TrainError::TooFewImages(n_fit));
+    }
+    let n_pos = fit_labels.iter().filter(|&&y| y).count();
+    if n_pos == 0 {
+        return Err(TrainError::OneClass("positive"));
+    }
+    if n_pos == n_fit {
+        return Err(TrainError::OneClass("negative"));
+    }
+    Ok(())
+}
+
 /// Train `net` (whose variables live in `vs`) and leave the best epoch's
 /// weights in `vs`.
 pub fn train(
@@ -135,20 +158,9 @@ pub fn train(
     t: &TrainSpec,
     on_progress: &mut dyn FnMut(&Progress) -> Control,
 ) -> Result<Trained, TrainError> {
+    check_fit_set(&data.fit_labels)?;
     let n_fit = data.fit.len();
-    if n_fit == 0 {
-        return Err(TrainError::EmptyTraining);
-    }
-    if n_fit < 2 {
-        return Err(TrainError::TooFewImages(n_fit));
-    }
     let n_pos = data.fit_labels.iter().filter(|&&y| y).count();
-    if n_pos == 0 {
-        return Err(TrainError::OneClass("positive"));
-    }
-    if n_pos == n_fit {
-        return Err(TrainError::OneClass("negative"));
-    }
     let device = data.images.device();
     let fit = Tensor::f_from_slice(&data.fit)?.f_to_device(device)?;
     let validation = Tensor::f_from_slice(&data.validation)?.f_to_device(device)?;
@@ -355,4 +367,26 @@ pub fn train(
         images_per_second: images_seen as f64 / train_seconds.max(1e-9),
         training_seconds: train_seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fit_set_needs_two_images_of_both_classes() {
+        assert!(matches!(check_fit_set(&[]), Err(TrainError::EmptyTraining)));
+        assert!(matches!(
+            check_fit_set(&[true]),
+            Err(TrainError::TooFewImages(1))
+        ));
+        let e = check_fit_set(&[false, false, false]).unwrap_err();
+        assert!(matches!(e, TrainError::OneClass("positive")));
+        assert!(e.to_string().contains("train.validation_fraction"), "{e}");
+        assert!(matches!(
+            check_fit_set(&[true, true]),
+            Err(TrainError::OneClass("negative"))
+        ));
+        assert!(check_fit_set(&[true, false]).is_ok());
+    }
 }
