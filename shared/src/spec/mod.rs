@@ -354,6 +354,8 @@ impl Default for TrainSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResourcesSpec {
+    /// Devices one job trains on: 1 (a job uses one GPU or the CPU; more
+    /// GPUs are used by more workers or slots, one job each).
     pub devices_per_job: u32,
 }
 

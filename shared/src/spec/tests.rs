@@ -72,14 +72,22 @@ fn semantic_problems_are_all_reported() {
             "protocol.groups=1",
             "train.device=tpu",
             "name=\"\"",
+            "resources.devices_per_job=2",
         ],
     )
     .unwrap_err();
     let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
-    for f in ["train.lr", "protocol.groups", "train.device", "name"] {
+    for f in [
+        "train.lr",
+        "protocol.groups",
+        "train.device",
+        "name",
+        "resources.devices_per_job",
+    ] {
         assert!(fields.contains(&f), "{f} missing from {fields:?}");
     }
     assert!(err.to_string().contains("train.lr = -1"), "{err}");
+    assert!(err.to_string().contains("one worker per GPU"), "{err}");
 }
 
 #[test]

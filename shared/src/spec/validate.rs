@@ -204,11 +204,12 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
             bad("train.cpu.lr", lr.to_string(), "must be in (0, 10]");
         }
     }
-    if spec.resources.devices_per_job < 1 || spec.resources.devices_per_job > 64 {
+    if spec.resources.devices_per_job != 1 {
         bad(
             "resources.devices_per_job",
             spec.resources.devices_per_job.to_string(),
-            "must be 1..64",
+            "must be 1: a job trains on one device (start one worker per GPU, or \
+             --slots-per-gpu, to use more)",
         );
     }
     if spec.retry.max_attempts < 1 || spec.retry.max_attempts > 100 {
