@@ -33,7 +33,9 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=CROSSFOLD_GIT_COMMIT={commit}");
-    println!("cargo:rerun-if-changed=../.git/HEAD");
+    for path in git_head_files() {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
     // libtorch's version, from the torch package's version.py when present.
     let libtorch_version = std::env::var("LIBTORCH")
         .ok()
@@ -86,4 +88,27 @@ fn compile_shim() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
         .compile("crossfold_shim");
+}
+
+/// The files whose change means a new commit: HEAD, the branch ref it
+/// points to, and packed-refs (only those that exist: cargo re-runs a build
+/// script on every build for a path that does not).
+fn git_head_files() -> Vec<PathBuf> {
+    let Some(git_dir) = std::process::Command::new("git")
+        .args(["rev-parse", "--absolute-git-dir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+    else {
+        return Vec::new();
+    };
+    let head = git_dir.join("HEAD");
+    let mut files = vec![head.clone(), git_dir.join("packed-refs")];
+    if let Ok(text) = std::fs::read_to_string(&head) {
+        if let Some(reference) = text.trim().strip_prefix("ref: ") {
+            files.push(git_dir.join(reference));
+        }
+    }
+    files.into_iter().filter(|p| p.exists()).collect()
 }
