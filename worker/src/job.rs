@@ -295,6 +295,8 @@ fn run_job_unguarded(
         validation: val.iter().map(|&i| i as i64).collect(),
         validation_labels: val.iter().map(|&i| positive[i]).collect(),
     };
+    // The process-wide settings hold from training through scoring.
+    let _globals = compute.apply_globals().map_err(|e| train_error(e.into()))?;
     let trained = train(&net, &vs, &data, t, on_progress).map_err(train_error)?;
 
     let eval_started = Instant::now();
@@ -423,7 +425,7 @@ pub fn predict(
     let idx = Tensor::f_arange(images.len() as i64, (Kind::Int64, device))?;
     // The training run's numerics (autocast, layout, TF32), on this device.
     let compute = predict_compute(card.compute, device);
-    compute.apply_globals()?;
+    let _globals = compute.apply_globals()?;
     let scores = score(&net, &stack, &idx, card.normalise, 64, compute)?;
     Ok((card, scores))
 }

@@ -230,13 +230,23 @@ impl Compute {
         }
     }
 
-    /// Process-wide settings (TF32, cuDNN autotuning) for this job's device.
-    pub fn apply_globals(&self) -> Result<(), ShimError> {
-        if self.cuda {
-            set_tf32(self.tf32)?;
-            tch::Cuda::cudnn_set_benchmark(self.cudnn_benchmark);
+    /// Set the process-wide settings (TF32, cuDNN autotuning) for this
+    /// job's device and keep them while the returned guard lives: a job of
+    /// this process whose settings differ (another experiment's spec, in
+    /// another slot) waits until every job using the current ones is done,
+    /// so no job runs, or records in its provenance, settings it did not ask
+    /// for. CPU jobs have no such settings and never wait.
+    pub fn apply_globals(&self) -> Result<GlobalsGuard, ShimError> {
+        if !self.cuda {
+            return Ok(GlobalsGuard { gate: None });
         }
-        Ok(())
+        let key = (self.tf32, self.cudnn_benchmark);
+        let guard = GLOBALS.enter(key, || {
+            set_tf32(key.0)?;
+            tch::Cuda::cudnn_set_benchmark(key.1);
+            Ok(())
+        })?;
+        Ok(guard)
     }
 
     /// Lay the model's 4-D weights out channels-last when asked.
@@ -266,5 +276,108 @@ impl Compute {
             net.forward_t(x, train)
         };
         Ok(logits.to_kind(tch::Kind::Float))
+    }
+}
+
+/// Who uses the process-wide compute settings now: the settings and how
+/// many holders. See [`Compute::apply_globals`].
+pub struct GlobalsGate {
+    state: std::sync::Mutex<(Option<(bool, bool)>, usize)>,
+    changed: std::sync::Condvar,
+}
+
+static GLOBALS: GlobalsGate = GlobalsGate::new();
+
+impl GlobalsGate {
+    pub const fn new() -> GlobalsGate {
+        GlobalsGate {
+            state: std::sync::Mutex::new((None, 0)),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Wait until no holder uses settings other than `key`, apply them with
+    /// `set` when they are not already in force, and hold them.
+    pub fn enter(
+        &'static self,
+        key: (bool, bool),
+        set: impl FnOnce() -> Result<(), ShimError>,
+    ) -> Result<GlobalsGuard, ShimError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.1 > 0 && state.0 != Some(key) {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.0 != Some(key) {
+            set()?;
+            state.0 = Some(key);
+        }
+        state.1 += 1;
+        Ok(GlobalsGuard { gate: Some(self) })
+    }
+}
+
+impl Default for GlobalsGate {
+    fn default() -> Self {
+        GlobalsGate::new()
+    }
+}
+
+/// Holds the process-wide compute settings in force; see
+/// [`Compute::apply_globals`].
+pub struct GlobalsGuard {
+    gate: Option<&'static GlobalsGate>,
+}
+
+impl Drop for GlobalsGuard {
+    fn drop(&mut self) {
+        if let Some(gate) = self.gate {
+            let mut state = gate.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.1 = state.1.saturating_sub(1);
+            if state.1 == 0 {
+                gate.changed.notify_all();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn jobs_with_other_settings_wait_for_the_current_holders() {
+        static GATE: GlobalsGate = GlobalsGate::new();
+        static SETS: AtomicUsize = AtomicUsize::new(0);
+        let set = || {
+            SETS.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        let a = GATE.enter((true, false), set).unwrap();
+        // Same settings: enters at once, without setting them again.
+        let b = GATE.enter((true, false), set).unwrap();
+        assert_eq!(SETS.load(Ordering::SeqCst), 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let g = GATE.enter((false, false), set).unwrap();
+            tx.send(()).unwrap();
+            drop(g);
+        });
+        // Other settings wait while a holder remains...
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(a);
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(b);
+        // ... and enter once the last one is gone, applying their settings.
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap();
+        assert_eq!(SETS.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn cpu_jobs_hold_nothing() {
+        let g = Compute::plain().apply_globals().unwrap();
+        assert!(g.gate.is_none());
     }
 }

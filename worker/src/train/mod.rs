@@ -168,7 +168,7 @@ pub fn train(
     let normalise = Normalise { mean, std };
     let augmenter = Augmenter::new(&t.augment);
 
-    data.compute.apply_globals()?;
+    let _globals = data.compute.apply_globals()?;
     data.compute.prepare_model(vs)?;
     let batch = (t.batch_size as usize).min(n_fit);
     // Every step has exactly `batch` images: the last batch of an epoch is
