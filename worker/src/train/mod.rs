@@ -149,6 +149,41 @@ pub fn check_fit_set(fit_labels: &[bool]) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// One epoch's batch order: `per_epoch` image indices (a whole number of
+/// batches). Every fit image once in a random order, the last batch filled
+/// up from the order's start; or, with balanced sampling, draws with
+/// replacement, half from each class on average.
+fn epoch_order(
+    fit: &[i64],
+    fit_labels: &[bool],
+    weighting: ClassWeighting,
+    per_epoch: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<i64> {
+    let n_fit = fit.len();
+    let order: Vec<i64> = match weighting {
+        // Balanced sampling: half the draws from each class, with replacement.
+        ClassWeighting::Sampler => (0..n_fit)
+            .map(|_| {
+                let want = rng.random::<bool>();
+                loop {
+                    let i = rng.random_range(0..n_fit);
+                    if fit_labels[i] == want {
+                        break fit[i];
+                    }
+                }
+            })
+            .collect(),
+        _ => {
+            let mut o = fit.to_vec();
+            o.shuffle(rng);
+            o
+        }
+    };
+    let fill: Vec<i64> = order[..per_epoch - n_fit].to_vec();
+    [order, fill].concat()
+}
+
 /// Train `net` (whose variables live in `vs`) and leave the best epoch's
 /// weights in `vs`.
 pub fn train(
@@ -210,27 +245,7 @@ pub fn train(
     let started = Instant::now();
     for epoch in 1..=epochs {
         let epoch_start = Instant::now();
-        let order: Vec<i64> = match t.class_weighting {
-            // Balanced sampling: half the draws from each class, with replacement.
-            ClassWeighting::Sampler => (0..n_fit)
-                .map(|_| {
-                    let want = rng.random::<bool>();
-                    loop {
-                        let i = rng.random_range(0..n_fit);
-                        if data.fit_labels[i] == want {
-                            break data.fit[i];
-                        }
-                    }
-                })
-                .collect(),
-            _ => {
-                let mut o = data.fit.clone();
-                o.shuffle(&mut rng);
-                o
-            }
-        };
-        let fill: Vec<i64> = order[..per_epoch - n_fit].to_vec();
-        let order = [order, fill].concat();
+        let order = epoch_order(&data.fit, &data.fit_labels, t.class_weighting, per_epoch, &mut rng);
         // One upload per epoch (order and augmentation parameters): a
         // host-to-device copy synchronises the stream, so none happens per batch.
         let order = Tensor::f_from_slice(&order)?.f_to_device(device)?;
@@ -372,6 +387,170 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossfold_shared::spec::{Optimizer, Schedule};
+    use tch::Device;
+
+    /// 64 images of 16x16 px: positives have a bright square in the middle
+    /// (with noise), negatives do not; fit on 48, validate on 16.
+    fn toy() -> (Tensor, Tensor, Vec<i64>, Vec<bool>, Vec<i64>, Vec<bool>) {
+        let n = 64;
+        let noise = Tensor::randint(200, [n, 1, 16, 16], (Kind::Int64, Device::Cpu));
+        let labels: Vec<bool> = (0..n).map(|i| i % 2 == 1).collect();
+        let square = Tensor::zeros([1, 1, 16, 16], (Kind::Int64, Device::Cpu));
+        let _ = square.narrow(2, 4, 8).narrow(3, 4, 8).fill_(12);
+        let y = Tensor::from_slice(&labels.iter().map(|&b| b as i64).collect::<Vec<_>>());
+        let images = (noise + square * y.view([n, 1, 1, 1])).to_kind(Kind::Uint8);
+        let fit: Vec<i64> = (0..48).collect();
+        let val: Vec<i64> = (48..n).collect();
+        let fl = fit.iter().map(|&i| labels[i as usize]).collect();
+        let vl = val.iter().map(|&i| labels[i as usize]).collect();
+        (images, y, fit, fl, val, vl)
+    }
+
+    fn tiny_net(vs: &nn::VarStore) -> impl ModuleT {
+        nn::seq_t()
+            .add_fn(|x| x.flatten(1, -1))
+            .add(nn::linear(vs.root() / "fc", 256, 2, Default::default()))
+    }
+
+    fn spec(epochs: u32, lr: f64, patience: u32) -> TrainSpec {
+        let mut t = TrainSpec {
+            epochs,
+            batch_size: 16,
+            optimizer: Optimizer::Sgd,
+            lr,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            schedule: Schedule::Cosine,
+            warmup_epochs: 0,
+            early_stopping_patience: patience,
+            ..TrainSpec::default()
+        };
+        t.augment.enabled = false;
+        t
+    }
+
+    fn run(
+        t: &TrainSpec,
+        seed: u64,
+        progress: &mut dyn FnMut(&Progress) -> Control,
+    ) -> (Trained, Vec<f64>, Vec<bool>) {
+        tch::manual_seed(seed as i64);
+        let (images, labels, fit, fit_labels, validation, validation_labels) = toy();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = tiny_net(&vs);
+        let data = TrainData {
+            seed,
+            compute: Compute::plain(),
+            images: &images,
+            labels: &labels,
+            fit,
+            fit_labels,
+            validation: validation.clone(),
+            validation_labels: validation_labels.clone(),
+        };
+        let trained = train(&net, &vs, &data, t, progress).unwrap();
+        // Score the validation images with the weights train() left behind.
+        let idx = Tensor::from_slice(&validation);
+        let s = score(&net, &images, &idx, trained.normalise, 16, Compute::plain()).unwrap();
+        (trained, s, validation_labels)
+    }
+
+    #[test]
+    fn early_stopping_ends_after_patience_epochs_without_a_better_validation_auc() {
+        // lr 0: the weights never change, so epoch 1 stays the best.
+        let t = spec(20, 0.0, 3);
+        let (trained, _, _) = run(&t, 1, &mut |_| Control::Continue);
+        assert!(trained.stopped_early);
+        assert_eq!(trained.best_epoch, 1);
+        assert_eq!(trained.history.len(), 4, "epoch 1 and 3 more");
+        // Patience 0 never stops early.
+        let t = spec(5, 0.0, 0);
+        let (trained, _, _) = run(&t, 1, &mut |_| Control::Continue);
+        assert!(!trained.stopped_early);
+        assert_eq!(trained.history.len(), 5);
+    }
+
+    #[test]
+    fn the_best_epochs_weights_are_restored() {
+        // A large learning rate makes the validation AUC go up and down.
+        let t = spec(12, 3.0, 0);
+        for seed in 0..20 {
+            let (trained, scores, labels) = run(&t, seed, &mut |_| Control::Continue);
+            let best = trained.best_epoch as usize;
+            if best == trained.history.len() {
+                continue; // the last epoch was the best: try another seed
+            }
+            let at_best = trained.history[best - 1].validation_auc.unwrap();
+            let last = trained.history.last().unwrap().validation_auc.unwrap();
+            // The weights left behind score validation as the best epoch did,
+            // not as the last one did.
+            let now = auc(&labels, &scores).unwrap().unwrap();
+            assert!((now - at_best).abs() < 1e-12, "{now} vs best {at_best}");
+            let max = trained
+                .history
+                .iter()
+                .filter_map(|h| h.validation_auc)
+                .fold(f64::MIN, f64::max);
+            assert_eq!(at_best, max);
+            eprintln!("seed {seed}: best epoch {best} AUC {at_best}, last {last}");
+            if (last - at_best).abs() > 1e-9 {
+                return;
+            }
+        }
+        panic!("no seed gave a best epoch with a different AUC than the last");
+    }
+
+    #[test]
+    fn progress_reports_every_step_and_epoch() {
+        let t = spec(3, 0.05, 0);
+        let mut seen: Vec<Progress> = Vec::new();
+        let (trained, _, _) = run(&t, 2, &mut |p| {
+            seen.push(p.clone());
+            Control::Continue
+        });
+        // 48 fit images, batch 16: 3 steps per epoch, then the epoch report.
+        assert_eq!(seen.len(), 3 * (3 + 1));
+        let epoch_ends: Vec<&Progress> = seen.iter().filter(|p| p.epoch_done).collect();
+        assert_eq!(epoch_ends.len(), 3);
+        for (p, h) in epoch_ends.iter().zip(&trained.history) {
+            assert_eq!(p.epoch, h.epoch);
+            assert_eq!(p.train_loss, Some(h.train_loss));
+            assert_eq!(p.validation_auc, h.validation_auc);
+            assert_eq!((p.step, p.steps_per_epoch, p.epochs), (3, 3, 3));
+        }
+        assert!(seen.iter().all(|p| p.images_per_second > 0.0));
+        assert_eq!(seen.last().unwrap().eta_seconds, 0.0);
+        assert!(seen[0].eta_seconds > 0.0);
+        // A step report carries the last finished epoch's figures.
+        assert_eq!(seen[4].train_loss, Some(trained.history[0].train_loss));
+        assert!(seen[0].train_loss.is_none());
+    }
+
+    #[test]
+    fn epoch_order_covers_every_image_or_balances_the_classes() {
+        let fit: Vec<i64> = (100..150).collect();
+        // 10% positive.
+        let labels: Vec<bool> = (0..50).map(|i| i % 10 == 0).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let o = epoch_order(&fit, &labels, ClassWeighting::Balanced, 64, &mut rng);
+        assert_eq!(o.len(), 64);
+        let mut first: Vec<i64> = o[..50].to_vec();
+        first.sort();
+        assert_eq!(first, fit, "each image once, then the fill");
+        assert_eq!(&o[50..], &o[..14]);
+        // Balanced sampling: about half positive, drawn from the fit set.
+        let mut positives = 0;
+        let mut draws = 0;
+        for _ in 0..40 {
+            let o = epoch_order(&fit, &labels, ClassWeighting::Sampler, 50, &mut rng);
+            assert!(o.iter().all(|i| fit.contains(i)));
+            positives += o.iter().filter(|&&i| (i - 100) % 10 == 0).count();
+            draws += o.len();
+        }
+        let share = positives as f64 / draws as f64;
+        assert!((0.45..0.55).contains(&share), "{share}");
+    }
 
     #[test]
     fn a_fit_set_needs_two_images_of_both_classes() {
