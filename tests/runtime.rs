@@ -411,7 +411,15 @@ fn sigterm_releases_the_lease_and_a_fetching_worker_finishes() {
     assert_eq!(s["jobs"]["leased"], 0, "{s}");
     assert_eq!(s["jobs"]["failed"], 0, "{s}");
     // A worker that fetches the data from the coordinator (no shared files) finishes.
-    let _fetcher = start_worker_with(dir.path(), &url, "fetcher", &[], &["--fetch-data"]);
+    // It also keeps each job's outputs.
+    let outputs = dir.path().join("outputs");
+    let _fetcher = start_worker_with(
+        dir.path(),
+        &url,
+        "fetcher",
+        &[],
+        &["--fetch-data", "--outputs", outputs.to_str().unwrap()],
+    );
     wait_for("the experiment to finish", LONG, || {
         terminal(&status(&url, &id))
     });
@@ -423,6 +431,33 @@ fn sigterm_releases_the_lease_and_a_fetching_worker_finishes() {
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .count();
     assert_eq!(fetched, 40, "every image fetched into the cache");
+    // The jobs the fetcher ran left their checkpoint and tables under
+    // outputs/<experiment>/<task>-round<N>-attempt<A>/.
+    let kept: Vec<_> = walk(&outputs.join(&id))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "model.safetensors"))
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "no checkpoint kept under {}",
+        outputs.display()
+    );
+    for model in &kept {
+        let job = model.parent().unwrap();
+        let name = job.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("screening-round") && name.contains("-attempt"),
+            "{name}"
+        );
+        for f in [
+            "model.json",
+            "predictions.csv",
+            "history.csv",
+            "result.json",
+        ] {
+            assert!(job.join(f).exists(), "{f} missing in {}", job.display());
+        }
+    }
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -43,6 +43,12 @@ struct Cli {
     /// the coordinator's manifest path is visible on this machine.
     #[arg(long)]
     fetch_data: bool,
+    /// Keep every job's outputs (checkpoint and model card, predictions.csv,
+    /// history.csv, metrics.json, result.json) under
+    /// DIR/<experiment id>/<task>-round<N>-attempt<A>/; without it only the
+    /// results sent to the coordinator remain.
+    #[arg(long, value_name = "DIR")]
+    outputs: Option<PathBuf>,
     /// Jobs to run at once on this worker's device, to pack small jobs on a
     /// big GPU (on a CPU they share the cores).
     #[arg(long, default_value_t = 1)]
@@ -419,6 +425,7 @@ fn serve(cli: Cli, url: String) -> Result<()> {
         lease_wait: std::time::Duration::from_secs(10),
         max_jobs: cli.max_jobs,
         always_fetch: cli.fetch_data,
+        outputs: cli.outputs,
         slots: cli.slots_per_gpu.clamp(1, 64),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -14,7 +14,7 @@ use crossfold_shared::experiment::Prepared;
 use crossfold_shared::folds::SplitPlan;
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::Spec;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct WorkerConfig {
     /// Fetch data sets from the coordinator even when the manifest's path is
     /// visible here.
     pub always_fetch: bool,
+    /// Where each job's outputs (checkpoint, CSVs, JSON) are kept, if
+    /// anywhere: `<outputs>/<experiment>/<task>-round<N>-attempt<A>/`.
+    pub outputs: Option<PathBuf>,
     /// Jobs run at once on the device.
     pub slots: u32,
     /// TLS and bearer token for every call to the coordinator.
@@ -382,6 +385,19 @@ async fn upload(
         .into_inner())
 }
 
+/// Where one attempt of a leased job keeps its outputs under `root`. The
+/// experiment id comes from the coordinator; only a UUID is used as a path
+/// component.
+fn job_output_dir(root: &Path, lease: &v1::Lease, task: Task) -> PathBuf {
+    let experiment = uuid::Uuid::parse_str(&lease.experiment_id)
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| "unknown-experiment".to_string());
+    root.join(experiment).join(format!(
+        "{task}-round{}-attempt{}",
+        lease.round, lease.attempt
+    ))
+}
+
 /// On the training thread: get the data, run the job, say how it ended.
 fn train_lease(
     cfg: &WorkerConfig,
@@ -429,12 +445,13 @@ fn train_lease(
         plan,
         generated: false,
     };
+    let out = cfg.outputs.as_ref().map(|d| job_output_dir(d, lease, task));
     let options = JobOptions {
         device: cfg.device,
         decode_threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        out: None,
+        out: out.as_deref(),
     };
     let mut on_progress = |p: &Progress| {
         if let Ok(mut slot) = progress.lock() {

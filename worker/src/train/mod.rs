@@ -245,7 +245,13 @@ pub fn train(
     let started = Instant::now();
     for epoch in 1..=epochs {
         let epoch_start = Instant::now();
-        let order = epoch_order(&data.fit, &data.fit_labels, t.class_weighting, per_epoch, &mut rng);
+        let order = epoch_order(
+            &data.fit,
+            &data.fit_labels,
+            t.class_weighting,
+            per_epoch,
+            &mut rng,
+        );
         // One upload per epoch (order and augmentation parameters): a
         // host-to-device copy synchronises the stream, so none happens per batch.
         let order = Tensor::f_from_slice(&order)?.f_to_device(device)?;
@@ -408,9 +414,12 @@ mod tests {
     }
 
     fn tiny_net(vs: &nn::VarStore) -> impl ModuleT {
-        nn::seq_t()
-            .add_fn(|x| x.flatten(1, -1))
-            .add(nn::linear(vs.root() / "fc", 256, 2, Default::default()))
+        nn::seq_t().add_fn(|x| x.flatten(1, -1)).add(nn::linear(
+            vs.root() / "fc",
+            256,
+            2,
+            Default::default(),
+        ))
     }
 
     fn spec(epochs: u32, lr: f64, patience: u32) -> TrainSpec {
