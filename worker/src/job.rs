@@ -107,7 +107,8 @@ pub struct Timing {
     pub total: f64,
 }
 
-/// What the checkpoint's sidecar `model.json` holds: enough to score new images.
+/// What a checkpoint carries, in its safetensors metadata and as `model.json`
+/// beside it: enough to score new images, and where the weights came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelCard {
     pub arch: crossfold_shared::spec::Arch,
@@ -387,22 +388,39 @@ fn run_job_unguarded(
     Ok(result)
 }
 
-/// Scores of new images with a saved checkpoint (`model.safetensors` with
-/// its `model.json` beside it).
+/// The model card of a checkpoint: from the checkpoint's own metadata (so a
+/// `model.safetensors` copied alone still works), else from `model.json`
+/// beside it.
+pub fn model_card(checkpoint: &Path) -> Result<ModelCard, PredictError> {
+    let embedded = crate::outputs::read_card(checkpoint).map_err(|e| PredictError::Checkpoint {
+        path: checkpoint.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let (text, from) = match embedded {
+        Some(text) => (text, checkpoint.to_path_buf()),
+        None => {
+            let card_path = checkpoint.with_file_name("model.json");
+            let text = std::fs::read_to_string(&card_path).map_err(|source| PredictError::Io {
+                path: card_path.clone(),
+                source,
+            })?;
+            (text, card_path)
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| PredictError::Card {
+        path: from,
+        message: e.to_string(),
+    })
+}
+
+/// Scores of new images with a saved checkpoint (`model.safetensors`,
+/// which carries its model card).
 pub fn predict(
     checkpoint: &Path,
     images: &[PathBuf],
     device: Device,
 ) -> Result<(ModelCard, Vec<f64>), PredictError> {
-    let card_path = checkpoint.with_file_name("model.json");
-    let text = std::fs::read_to_string(&card_path).map_err(|source| PredictError::Io {
-        path: card_path.clone(),
-        source,
-    })?;
-    let card: ModelCard = serde_json::from_str(&text).map_err(|e| PredictError::Card {
-        path: card_path.clone(),
-        message: e.to_string(),
-    })?;
+    let card = model_card(checkpoint)?;
     let mut vs = nn::VarStore::new(device);
     let net = resnet(&vs.root(), card.arch, 2);
     vs.load(checkpoint).map_err(|e| PredictError::Checkpoint {
@@ -447,7 +465,7 @@ fn predict_compute(trained: Compute, device: Device) -> Compute {
 pub enum PredictError {
     #[error("{0}")]
     Precision(#[from] crate::precision::ShimError),
-    #[error("{path}: {source} (a checkpoint needs its model.json beside it)")]
+    #[error("{path}: {source} (the checkpoint has no model card in its metadata, so it needs its model.json beside it)")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -137,7 +137,8 @@ enum Command {
     },
     /// Score images with a trained checkpoint (JPEG, PNG or DICOM).
     Predict {
-        /// model.safetensors written by `train` (model.json must be beside it).
+        /// model.safetensors written by `train` (it carries its model card; older
+        /// checkpoints need their model.json beside them).
         #[arg(long)]
         checkpoint: PathBuf,
         #[arg(required = true)]

@@ -74,7 +74,15 @@ pub fn write_all(
         "provenance": result.provenance,
     });
     write(&out.join("result.json"), &pretty(&summary))?;
-    save_weights(vs, &out.join("model.safetensors"))?;
+    let card_json = serde_json::to_string(card).map_err(|e| JobError::Io {
+        path: out.join("model.json"),
+        source: std::io::Error::other(e),
+    })?;
+    let weights = out.join("model.safetensors");
+    save_weights(vs, &weights, Some(&card_json)).map_err(|e| JobError::Io {
+        path: weights.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     write(
         &out.join("model.json"),
         &pretty(&serde_json::to_value(card).unwrap_or_default()),
@@ -82,20 +90,112 @@ pub fn write_all(
     Ok(())
 }
 
-/// Save every variable as a contiguous NCHW CPU copy: weights trained
-/// channels-last are strided, which safetensors cannot hold.
-pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<(), tch::TchError> {
-    let mut named: Vec<(String, tch::Tensor)> = tch::no_grad(|| {
+/// The safetensors metadata key under which a checkpoint carries its model
+/// card (resolved spec, normalisation, thresholds, provenance) as JSON.
+pub const CARD_KEY: &str = "crossfold.model_card";
+
+/// Save every variable as a contiguous NCHW CPU copy (weights trained
+/// channels-last are strided, which safetensors cannot hold), with the
+/// model card, when given, in the file's metadata under [`CARD_KEY`].
+pub fn save_weights(
+    vs: &nn::VarStore,
+    path: &Path,
+    card_json: Option<&str>,
+) -> Result<(), SaveError> {
+    let mut named: Vec<(String, Bytes)> = tch::no_grad(|| {
         vs.variables()
             .into_iter()
-            .map(|(name, t)| {
-                let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
-                Ok((name, t))
-            })
-            .collect::<Result<_, tch::TchError>>()
+            .map(|(name, t)| Ok((name, Bytes::of(&t)?)))
+            .collect::<Result<_, SaveError>>()
     })?;
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    tch::Tensor::write_safetensors(&named, path)
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    if let Some(card) = card_json {
+        metadata.insert(CARD_KEY.to_string(), card.to_string());
+    }
+    safetensors::serialize_to_file(named, &Some(metadata), path)
+        .map_err(|e| SaveError::Write(format!("{}: {e}", path.display())))
+}
+
+/// The model card stored in a checkpoint's metadata, if it has one.
+pub fn read_card(path: &Path) -> Result<Option<String>, SaveError> {
+    use std::io::Read;
+    // The header is an 8-byte little-endian length, then that much JSON.
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| SaveError::Write(format!("{}: {e}", path.display())))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| {
+        SaveError::Write(format!("{}: not a safetensors file: {e}", path.display()))
+    })?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 * 1024 * 1024 {
+        return Err(SaveError::Write(format!(
+            "{}: not a safetensors file (header of {n} bytes)",
+            path.display()
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| SaveError::Write(format!("{}: truncated header: {e}", path.display())))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| SaveError::Write(format!("{}: bad header: {e}", path.display())))?;
+    Ok(header["__metadata__"][CARD_KEY]
+        .as_str()
+        .map(str::to_string))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Write(String),
+}
+
+/// One tensor's bytes for safetensors (a contiguous CPU copy).
+struct Bytes {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Bytes {
+    fn of(t: &tch::Tensor) -> Result<Bytes, SaveError> {
+        let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+        let dtype = match t.kind() {
+            tch::Kind::Float => safetensors::Dtype::F32,
+            tch::Kind::Double => safetensors::Dtype::F64,
+            tch::Kind::Half => safetensors::Dtype::F16,
+            tch::Kind::BFloat16 => safetensors::Dtype::BF16,
+            tch::Kind::Int64 => safetensors::Dtype::I64,
+            other => {
+                return Err(SaveError::Write(format!(
+                    "cannot save a tensor of kind {other:?}"
+                )))
+            }
+        };
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel)?;
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        Ok(Bytes { dtype, shape, data })
+    }
+}
+
+impl safetensors::View for Bytes {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
 }
 
 fn pretty(v: &serde_json::Value) -> String {
@@ -126,7 +226,8 @@ mod tests {
         assert!(crate::precision::is_channels_last(&w));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.safetensors");
-        save_weights(&vs, &path).unwrap();
+        save_weights(&vs, &path, Some("{\"card\": 1}")).unwrap();
+        assert_eq!(read_card(&path).unwrap().as_deref(), Some("{\"card\": 1}"));
         let back = Tensor::read_safetensors(&path).unwrap();
         assert_eq!(back.len(), 2);
         for (name, t) in back {

@@ -117,9 +117,43 @@ fn outputs_and_predict_agree() {
         .map(|x| p.manifest.root.join(&x.image))
         .collect();
     let (_, scores) = predict(&out.join("model.safetensors"), &images, tch::Device::Cpu).unwrap();
-    for (x, s) in r.predictions.iter().zip(scores) {
+    for (x, s) in r.predictions.iter().zip(&scores) {
         assert!((x.score - s).abs() < 1e-5, "{} vs {s}", x.score);
     }
+    // The checkpoint carries its card (spec, provenance) in its metadata:
+    // copied alone, without model.json, it still scores the same.
+    let alone = dir.path().join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(
+        out.join("model.safetensors"),
+        alone.join("weights.safetensors"),
+    )
+    .unwrap();
+    let (card, again) = predict(
+        &alone.join("weights.safetensors"),
+        &images,
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(again, scores);
+    let embedded = crossfold_worker::outputs::read_card(&alone.join("weights.safetensors"))
+        .unwrap()
+        .unwrap();
+    let embedded: serde_json::Value = serde_json::from_str(&embedded).unwrap();
+    assert_eq!(embedded["provenance"]["plan_sha256"], p.plan.plan_sha256);
+    assert_eq!(embedded, serde_json::to_value(&card).unwrap());
+    // Without the card anywhere, the error says what is missing.
+    let bare = alone.join("bare.safetensors");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = crossfold_worker::model::resnet(&vs.root(), Arch::Resnet18, 2);
+    vs.save(&bare).unwrap();
+    let err = predict(&bare, &images, tch::Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.json") && err.contains("no model card"),
+        "{err}"
+    );
 }
 
 #[test]
