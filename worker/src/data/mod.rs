@@ -83,14 +83,45 @@ pub fn gather(images: &Tensor, index: &Tensor) -> Result<Tensor, tch::TchError> 
         .f_div_scalar(255.0)
 }
 
-/// Mean and standard deviation of the pixels of `index`'s images, computed
-/// on the device, for normalisation.
+/// Mean and sample standard deviation of the pixels of `index`'s images,
+/// for normalisation: computed on the device in chunks of 64 images (sums
+/// in float64), so no float copy of the whole training set is ever made.
 pub fn pixel_stats(images: &Tensor, index: &Tensor) -> Result<(f64, f64), tch::TchError> {
-    let x = gather(images, index)?;
-    let mean = x.f_mean(Kind::Double)?.f_double_value(&[])?;
-    let std = x
-        .f_std(true)?
-        .f_to_kind(Kind::Double)?
-        .f_double_value(&[])?;
-    Ok((mean, std.max(1e-3)))
+    const CHUNK: i64 = 64;
+    let n_images = index.size()[0];
+    let device = images.device();
+    let mut sum = Tensor::f_zeros([], (Kind::Double, device))?;
+    let mut sum_sq = Tensor::f_zeros([], (Kind::Double, device))?;
+    let mut start = 0;
+    while start < n_images {
+        let len = CHUNK.min(n_images - start);
+        let x = gather(images, &index.f_narrow(0, start, len)?)?.f_to_kind(Kind::Double)?;
+        sum = sum.f_add(&x.f_sum(Kind::Double)?)?;
+        sum_sq = sum_sq.f_add(&x.f_square()?.f_sum(Kind::Double)?)?;
+        start += len;
+    }
+    let n = (n_images * images.size().iter().skip(1).product::<i64>()) as f64;
+    let (sum, sum_sq) = (sum.f_double_value(&[])?, sum_sq.f_double_value(&[])?);
+    let mean = sum / n.max(1.0);
+    let var = ((sum_sq - n * mean * mean) / (n - 1.0).max(1.0)).max(0.0);
+    Ok((mean, var.sqrt().max(1e-3)))
+}
+
+#[cfg(test)]
+mod stats_tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn pixel_stats_match_the_whole_set_computed_at_once() {
+        let images = Tensor::randint(256, [150, 1, 9, 7], (Kind::Uint8, Device::Cpu));
+        // An index that is not in order and leaves images out.
+        let index = Tensor::from_slice(&(0..150).rev().step_by(2).collect::<Vec<i64>>());
+        let (mean, std) = pixel_stats(&images, &index).unwrap();
+        let x = gather(&images, &index).unwrap().to_kind(Kind::Double);
+        let want_mean = x.mean(Kind::Double).double_value(&[]);
+        let want_std = x.std(true).double_value(&[]);
+        assert!((mean - want_mean).abs() < 1e-12, "{mean} vs {want_mean}");
+        assert!((std - want_std).abs() < 1e-9, "{std} vs {want_std}");
+    }
 }
