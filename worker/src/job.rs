@@ -151,6 +151,9 @@ pub struct JobOptions<'a> {
     pub decode_threads: usize,
     /// Where to write the outputs (created), or nowhere.
     pub out: Option<&'a Path>,
+    /// Set to stop the job while it decodes images (training itself stops
+    /// through the progress callback).
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Run one round. `on_progress` is called after every step and epoch;
@@ -279,7 +282,12 @@ fn run_job_unguarded(
         t.resize,
         device,
         options.decode_threads,
-    )?;
+        options.cancel,
+    )
+    .map_err(|e| match e {
+        crate::data::DataError::Cancelled => train_error(TrainError::Cancelled),
+        other => JobError::Data(other),
+    })?;
     let positive: Vec<bool> = all.iter().map(|e| task.is_positive(e.label)).collect();
     let labels = Tensor::f_from_slice(&positive.iter().map(|&p| p as i64).collect::<Vec<_>>())?
         .f_to_device(device)?;

@@ -311,6 +311,7 @@ fn train_one(
             .map(|n| n.get())
             .unwrap_or(1),
         out: Some(&out),
+        cancel: None,
     };
     let result = run_job(&spec, &prepared, task, round, &options, &mut on_progress)
         .with_context(|| format!("task {task}, round {round}"))?;

@@ -452,6 +452,7 @@ fn train_lease(
             .map(|n| n.get())
             .unwrap_or(1),
         out: out.as_deref(),
+        cancel: Some(cancel),
     };
     let mut on_progress = |p: &Progress| {
         if let Ok(mut slot) = progress.lock() {

@@ -38,6 +38,7 @@ fn options(out: Option<&Path>) -> JobOptions<'_> {
         device: tch::Device::Cpu,
         decode_threads: 2,
         out,
+        cancel: None,
     }
 }
 
@@ -179,6 +180,21 @@ fn cancellation_stops_within_a_step() {
     let err = run_job(&s, &p, Task::Screening, 1, &options(None), &mut stop_at_two).unwrap_err();
     assert!(err.is_cancelled(), "{err}");
     assert_eq!(steps, 2);
+
+    // Cancelled before training starts (while images decode): no step runs.
+    let flag = std::sync::atomic::AtomicBool::new(true);
+    let opts = JobOptions {
+        cancel: Some(&flag),
+        ..options(None)
+    };
+    let mut steps = 0;
+    let mut count = |_: &Progress| {
+        steps += 1;
+        Control::Continue
+    };
+    let err = run_job(&s, &p, Task::Screening, 1, &opts, &mut count).unwrap_err();
+    assert!(err.is_cancelled(), "{err}");
+    assert_eq!(steps, 0);
 }
 
 #[test]

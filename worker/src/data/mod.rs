@@ -9,6 +9,7 @@ pub use augment::Augmenter;
 use crossfold_shared::imaging::{load_square, ImagingError, ResizeMode};
 use crossfold_shared::manifest::{Entry, Manifest};
 use crossfold_shared::spec::Resize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,8 @@ pub enum DataError {
     Image(#[from] ImagingError),
     #[error("{0}")]
     Torch(#[from] tch::TchError),
+    #[error("cancelled while decoding images")]
+    Cancelled,
 }
 
 /// Images of a job, `[N, 1, S, S]` uint8 on `device`, in the given order.
@@ -34,6 +37,7 @@ pub fn resize_mode(r: Resize) -> ResizeMode {
 
 /// Decode and resize `entries` (on `threads` CPU threads), then move them to
 /// `device` in one transfer. Any unreadable image fails the job, naming it.
+/// When `cancel` becomes true, decoding stops within one image per thread.
 pub fn load_images(
     manifest: &Manifest,
     entries: &[&Entry],
@@ -41,18 +45,23 @@ pub fn load_images(
     resize: Resize,
     device: Device,
     threads: usize,
+    cancel: Option<&AtomicBool>,
 ) -> Result<ImageSet, DataError> {
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let mode = resize_mode(resize);
     let per = (size as usize) * (size as usize);
     let threads = threads.max(1).min(entries.len().max(1));
     let chunk = entries.len().div_ceil(threads).max(1);
-    let results: Vec<Result<Vec<u8>, ImagingError>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<u8>, DataError>> = std::thread::scope(|s| {
         let handles: Vec<_> = entries
             .chunks(chunk)
             .map(|c| {
                 s.spawn(move || {
                     let mut buf = Vec::with_capacity(c.len() * per);
                     for e in c {
+                        if cancelled() {
+                            return Err(DataError::Cancelled);
+                        }
                         buf.extend(load_square(&manifest.resolve(e), size, mode)?);
                     }
                     Ok(buf)
