@@ -542,6 +542,8 @@ fn round_provenance(doc: &Value) -> String {
             } else {
                 let mut parts = vec![if c["autocast_bf16"] == true {
                     "bf16 autocast"
+                } else if c["autocast_fp16"] == true {
+                    "fp16 autocast, loss scaling"
                 } else if c["tf32"] == true {
                     "tf32"
                 } else {

@@ -1,4 +1,4 @@
-// Small C++ shim for what tch 0.24 does not expose: bf16 autocast, TF32 and
+// Small C++ shim for what tch 0.24 does not expose: autocast, TF32 and
 // channels-last memory format. Compiled by worker/build.rs against the same
 // libtorch headers torch-sys uses. Every function catches C++ exceptions and
 // reports failure through its return value.
@@ -12,13 +12,14 @@ static c10::DeviceType device_type(int cuda) { return cuda ? c10::DeviceType::CU
 
 extern "C" {
 
-// Enter a bf16 autocast region on CUDA (cuda != 0) or the CPU.
+// Enter an autocast region on CUDA (cuda != 0) or the CPU, in bf16
+// (half == 0) or fp16 (half != 0).
 // Returns the previous enabled state (0/1), or -1 on error.
-int crossfold_autocast_enter_bf16(int cuda) {
+int crossfold_autocast_enter(int cuda, int half) {
   try {
     auto dt = device_type(cuda);
     bool prev = at::autocast::is_autocast_enabled(dt);
-    at::autocast::set_autocast_dtype(dt, at::kBFloat16);
+    at::autocast::set_autocast_dtype(dt, half ? at::kHalf : at::kBFloat16);
     at::autocast::set_autocast_enabled(dt, true);
     at::autocast::increment_nesting();
     return prev ? 1 : 0;

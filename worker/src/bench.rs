@@ -81,7 +81,7 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
     spec.augment.enabled = false;
     let data = TrainData {
         seed: 0,
-        compute: Compute::resolve(&spec, device),
+        compute: Compute::for_device(&spec, device)?,
         images: &images,
         labels: &labels,
         fit: (0..n).collect(),

@@ -61,20 +61,139 @@ fn load_cuda_backend() -> CudaBackend {
     CudaBackend::Unavailable { reason: last_error }
 }
 
+type CuDeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
+type CuDeviceGetAttribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
+type CuDeviceGetName = unsafe extern "C" fn(*mut libc::c_char, i32, i32) -> i32;
+type CuInit = unsafe extern "C" fn(u32) -> i32;
+
+/// The CUDA driver API (`libcuda.so.1`), loaded once with `dlopen`: only
+/// the four calls needed to read a GPU's name and compute capability. The
+/// driver numbers devices as CUDA_VISIBLE_DEVICES shows them, like libtorch.
+struct Driver {
+    device_get: CuDeviceGet,
+    get_attribute: CuDeviceGetAttribute,
+    get_name: CuDeviceGetName,
+}
+
+fn driver() -> Option<&'static Driver> {
+    static DRIVER: OnceLock<Option<Driver>> = OnceLock::new();
+    DRIVER
+        .get_or_init(|| {
+            // SAFETY: dlopen/dlsym with NUL-terminated names; the handle is
+            // never closed, so the function pointers stay valid; the
+            // signatures are those of the CUDA driver API (CUresult = int,
+            // CUdevice = int).
+            unsafe {
+                let handle = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW);
+                if handle.is_null() {
+                    return None;
+                }
+                let sym = |name: &std::ffi::CStr| {
+                    let p = libc::dlsym(handle, name.as_ptr());
+                    (!p.is_null()).then_some(p)
+                };
+                let init = std::mem::transmute::<*mut libc::c_void, CuInit>(sym(c"cuInit")?);
+                if init(0) != 0 {
+                    return None;
+                }
+                Some(Driver {
+                    device_get: std::mem::transmute::<*mut libc::c_void, CuDeviceGet>(sym(
+                        c"cuDeviceGet",
+                    )?),
+                    get_attribute: std::mem::transmute::<*mut libc::c_void, CuDeviceGetAttribute>(
+                        sym(c"cuDeviceGetAttribute")?,
+                    ),
+                    get_name: std::mem::transmute::<*mut libc::c_void, CuDeviceGetName>(sym(
+                        c"cuDeviceGetName",
+                    )?),
+                })
+            }
+        })
+        .as_ref()
+}
+
+fn cuda_device(index: usize) -> Option<(&'static Driver, i32)> {
+    let d = driver()?;
+    let mut dev = 0;
+    // SAFETY: valid out-pointer; the driver was initialised.
+    (unsafe { (d.device_get)(&mut dev, i32::try_from(index).ok()?) } == 0).then_some((d, dev))
+}
+
+/// Compute capability (major, minor) of CUDA device `index`, from the
+/// driver; `None` where there is no driver or no such device.
+pub fn cuda_capability(index: usize) -> Option<(i32, i32)> {
+    const MAJOR: i32 = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+    const MINOR: i32 = 76; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
+    let (d, dev) = cuda_device(index)?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: valid out-pointers and a device handle from cuDeviceGet.
+    let ok = unsafe {
+        (d.get_attribute)(&mut major, MAJOR, dev) == 0
+            && (d.get_attribute)(&mut minor, MINOR, dev) == 0
+    };
+    ok.then_some((major, minor))
+}
+
+/// Product name of CUDA device `index`, from the driver.
+pub fn cuda_name(index: usize) -> Option<String> {
+    let (d, dev) = cuda_device(index)?;
+    let mut buf = [0 as libc::c_char; 256];
+    // SAFETY: the buffer's length is passed; the driver NUL-terminates.
+    if unsafe { (d.get_name)(buf.as_mut_ptr(), buf.len() as i32, dev) } != 0 {
+        return None;
+    }
+    // SAFETY: NUL-terminated within `buf` (see above).
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().trim().to_string()).filter(|n| !n.is_empty())
+}
+
 /// What this machine offers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Inventory {
     pub cuda_backend: CudaBackend,
     pub cuda_devices: usize,
+    /// Per CUDA device: name and compute capability, from the driver, and
+    /// the precision `train.precision = auto` picks there.
+    pub gpus: Vec<Gpu>,
     pub cudnn: bool,
     pub cpu_threads: i32,
 }
 
+/// One GPU as the driver describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gpu {
+    pub index: usize,
+    pub name: Option<String>,
+    pub compute_capability: Option<String>,
+    /// What `train.precision = auto` resolves to on it.
+    pub auto_precision: &'static str,
+}
+
 pub fn inventory() -> Inventory {
     let cuda_backend = init().clone();
+    let cuda_devices = tch::Cuda::device_count().max(0) as usize;
+    let auto = crossfold_shared::spec::TrainSpec::default();
+    let gpus = (0..cuda_devices)
+        .map(|index| {
+            let cap = cuda_capability(index);
+            let resolved = crate::precision::Compute::resolve(&auto, tch::Device::Cuda(index), cap);
+            Gpu {
+                index,
+                name: cuda_name(index),
+                compute_capability: cap.map(|(a, b)| format!("{a}.{b}")),
+                auto_precision: match resolved.map(|c| c.autocast()) {
+                    Ok(Some(crate::precision::Half::Bf16)) => "bf16 autocast + TF32",
+                    Ok(Some(crate::precision::Half::Fp16)) => "fp16 autocast + loss scaling",
+                    Ok(None) => "fp32",
+                    Err(_) => "none (the default spec is refused)",
+                },
+            }
+        })
+        .collect();
     Inventory {
         cuda_backend,
-        cuda_devices: tch::Cuda::device_count().max(0) as usize,
+        cuda_devices,
+        gpus,
         cudnn: tch::Cuda::cudnn_is_available(),
         cpu_threads: tch::get_num_threads(),
     }
@@ -149,6 +268,18 @@ mod tests {
         assert_eq!(choose(SpecDevice::Cpu), Ok(tch::Device::Cpu));
         let rel = self_test(tch::Device::Cpu).unwrap();
         assert!(rel < 1e-6, "{rel}");
+    }
+
+    #[test]
+    fn the_driver_query_answers_or_says_none() {
+        // Where libtorch sees GPUs, the driver describes them; no device 4096.
+        if tch::Cuda::device_count() > 0 {
+            assert!(cuda_capability(0).is_some());
+            assert!(cuda_name(0).is_some());
+        }
+        assert_eq!(cuda_capability(4096), None);
+        assert_eq!(cuda_name(4096), None);
+        assert_eq!(inventory().gpus.len(), inventory().cuda_devices);
     }
 
     #[test]

@@ -244,12 +244,12 @@ fn run_job_unguarded(
     let seed = t.seed.wrapping_add(round as u64);
     let (fit, val) = carve_validation(&train_entries, task, t.validation_fraction, seed);
 
-    let compute = Compute::resolve(t, device);
     let train_error = |source| JobError::Train {
         task,
         round,
         source,
     };
+    let compute = Compute::for_device(t, device).map_err(|e| train_error(e.into()))?;
     // Everything that can be refused without the images is checked before
     // they are decoded (minutes on a large cohort): the fitting set, then
     // the network and its pretrained weights.
@@ -499,6 +499,7 @@ mod tests {
         let gpu_trained = Compute {
             cuda: true,
             autocast_bf16: true,
+            autocast_fp16: false,
             tf32: true,
             channels_last: true,
             fused_optimizer: true,

@@ -122,7 +122,7 @@ enum Command {
         threads: Option<i32>,
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// auto (bf16 autocast + TF32 on CUDA, fp32 on CPU), fp32, tf32 or bf16.
+        /// auto (bf16 autocast + TF32 on CUDA 8.0+, fp16 + loss scaling on 7.x, fp32 on CPU), fp32, tf32, bf16 or fp16.
         #[arg(long, default_value = "auto")]
         precision: String,
         /// auto (on for CUDA), on or off.
@@ -212,7 +212,9 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             let precision = serde_json::from_value(serde_json::Value::String(precision.clone()))
                 .map_err(|_| {
-                    anyhow::anyhow!("--precision {precision:?}: expected auto, fp32, tf32 or bf16")
+                    anyhow::anyhow!(
+                        "--precision {precision:?}: expected auto, fp32, tf32, bf16 or fp16"
+                    )
                 })?;
             let toggle = |flag: &str, v: &str| {
                 serde_json::from_value(serde_json::Value::String(v.to_string()))
@@ -373,6 +375,15 @@ fn devices(check: bool, json: bool) -> Result<()> {
             }
         }
         println!("cuda devices: {}", inv.cuda_devices);
+        for g in &inv.gpus {
+            println!(
+                "  cuda:{}: {} (compute capability {}; precision auto = {})",
+                g.index,
+                g.name.as_deref().unwrap_or("unknown name"),
+                g.compute_capability.as_deref().unwrap_or("unknown"),
+                g.auto_precision
+            );
+        }
         println!("cudnn: {}", inv.cudnn);
         println!("cpu threads: {}", inv.cpu_threads);
         for (d, r) in &checks {

@@ -2,8 +2,9 @@
 //! (`shim/precision.cpp`): tch 0.24 only offers fp16 autocast without a
 //! gradient scaler, and no channels-last layout.
 //!
-//! - [`Bf16Autocast`]: a bf16 autocast region (the forward pass and loss);
-//!   bf16 has fp32's range, so no loss scaling is needed.
+//! - [`Autocast`]: a bf16 or fp16 autocast region (the forward pass and
+//!   loss); bf16 has fp32's range and needs no loss scaling, fp16 trains
+//!   with dynamic loss scaling (`train::LossScale`).
 //! - [`set_tf32`]: TF32 tensor cores for fp32 matmuls and convolutions.
 //! - [`to_channels_last`]: re-lay 4-D tensors (conv weights, image batches)
 //!   out as NHWC, which cuDNN runs fastest with tensor cores.
@@ -12,7 +13,7 @@ use std::os::raw::{c_int, c_void};
 use tch::Tensor;
 
 extern "C" {
-    fn crossfold_autocast_enter_bf16(cuda: c_int) -> c_int;
+    fn crossfold_autocast_enter(cuda: c_int, half: c_int) -> c_int;
     fn crossfold_autocast_exit(cuda: c_int, previous: c_int) -> c_int;
     fn crossfold_set_tf32(allow: c_int) -> c_int;
     fn crossfold_channels_last_inplace(t: *mut c_void) -> c_int;
@@ -30,26 +31,35 @@ pub fn deterministic_algorithms() -> bool {
 #[error("libtorch refused {0}")]
 pub struct ShimError(&'static str);
 
-/// A bf16 autocast region on the CUDA or CPU device type; ends on drop.
-pub struct Bf16Autocast {
+/// Half-precision type of an autocast region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Bf16,
+    Fp16,
+}
+
+/// An autocast region: ops inside run in `Half` where autocast allows, until
+/// the value is dropped.
+pub struct Autocast {
     cuda: bool,
     previous: c_int,
 }
 
-impl Bf16Autocast {
-    pub fn enter(cuda: bool) -> Result<Self, ShimError> {
-        // SAFETY: no arguments but an int; the shim catches C++ exceptions.
-        let previous = unsafe { crossfold_autocast_enter_bf16(cuda as c_int) };
+impl Autocast {
+    pub fn enter(cuda: bool, half: Half) -> Result<Self, ShimError> {
+        // SAFETY: plain C call into the shim; no pointers.
+        let previous =
+            unsafe { crossfold_autocast_enter(cuda as c_int, (half == Half::Fp16) as c_int) };
         if previous < 0 {
-            return Err(ShimError("bf16 autocast"));
+            return Err(ShimError("autocast"));
         }
-        Ok(Bf16Autocast { cuda, previous })
+        Ok(Autocast { cuda, previous })
     }
 }
 
-impl Drop for Bf16Autocast {
+impl Drop for Autocast {
     fn drop(&mut self) {
-        // SAFETY: pairs with the enter call above.
+        // SAFETY: plain C call into the shim; no pointers.
         unsafe {
             crossfold_autocast_exit(self.cuda as c_int, self.previous);
         }
@@ -93,7 +103,7 @@ mod tests {
         let plain = x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
         assert_eq!(plain.kind(), Kind::Float);
         let inside = {
-            let _region = Bf16Autocast::enter(false).unwrap();
+            let _region = Autocast::enter(false, Half::Bf16).unwrap();
             x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
         };
         assert_eq!(inside.kind(), Kind::BFloat16);
@@ -126,7 +136,7 @@ mod tests {
     fn compute_resolves_auto_per_device() {
         use crossfold_shared::spec::{Precision, Toggle, TrainSpec};
         let t = TrainSpec::default();
-        let cpu = Compute::resolve(&t, Device::Cpu);
+        let cpu = Compute::resolve(&t, Device::Cpu, None).unwrap();
         assert_eq!(
             cpu,
             Compute {
@@ -134,18 +144,30 @@ mod tests {
                 ..Compute::plain()
             }
         );
-        let gpu = Compute::resolve(&t, Device::Cuda(0));
-        assert_eq!(
-            gpu,
-            Compute {
-                cuda: true,
-                autocast_bf16: true,
-                tf32: true,
-                channels_last: true,
-                fused_optimizer: true,
-                cudnn_benchmark: false,
-            }
-        );
+        let ampere = Compute {
+            cuda: true,
+            autocast_bf16: true,
+            autocast_fp16: false,
+            tf32: true,
+            channels_last: true,
+            fused_optimizer: true,
+            cudnn_benchmark: false,
+        };
+        // An H200 (9.0), an A100 (8.0), or a GPU whose capability is unknown.
+        for cap in [Some((9, 0)), Some((8, 0)), None] {
+            assert_eq!(Compute::resolve(&t, Device::Cuda(0), cap).unwrap(), ampere);
+        }
+        // A T4 or V100 (7.5, 7.0): fp16 autocast with loss scaling, no TF32.
+        for cap in [(7, 5), (7, 0)] {
+            let g = Compute::resolve(&t, Device::Cuda(0), Some(cap)).unwrap();
+            assert!(g.autocast_fp16 && !g.autocast_bf16 && !g.tf32, "{cap:?}");
+            assert_eq!(g.autocast(), Some(Half::Fp16));
+        }
+        // A P100 (6.0): fp32.
+        let g = Compute::resolve(&t, Device::Cuda(0), Some((6, 0))).unwrap();
+        assert_eq!(g.autocast(), None);
+        assert!(!g.tf32);
+
         let strict = TrainSpec {
             precision: Precision::Fp32,
             cudnn_benchmark: Toggle::On,
@@ -153,16 +175,71 @@ mod tests {
             channels_last: Toggle::Off,
             ..TrainSpec::default()
         };
-        let g = Compute::resolve(&strict, Device::Cuda(1));
+        let g = Compute::resolve(&strict, Device::Cuda(1), Some((9, 0))).unwrap();
         assert!(!g.autocast_bf16 && !g.tf32 && !g.channels_last && !g.fused_optimizer);
         assert!(g.cudnn_benchmark);
         let tf32 = TrainSpec {
             precision: Precision::Tf32,
             ..TrainSpec::default()
         };
-        let g = Compute::resolve(&tf32, Device::Cuda(0));
+        let g = Compute::resolve(&tf32, Device::Cuda(0), None).unwrap();
         assert!(g.tf32 && !g.autocast_bf16);
-        assert!(!Compute::resolve(&tf32, Device::Cpu).tf32);
+        assert!(!Compute::resolve(&tf32, Device::Cpu, None).unwrap().tf32);
+    }
+
+    #[test]
+    fn settings_the_device_cannot_honour_are_refused_by_name() {
+        use crossfold_shared::spec::{Precision, Toggle, TrainSpec};
+        let bf16 = TrainSpec {
+            precision: Precision::Bf16,
+            ..TrainSpec::default()
+        };
+        let err = Compute::resolve(&bf16, Device::Cuda(2), Some((7, 5))).unwrap_err();
+        assert_eq!(
+            err,
+            ComputeError::NoBf16 {
+                index: 2,
+                major: 7,
+                minor: 5
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("train.precision = bf16") && msg.contains("cuda:2"),
+            "{msg}"
+        );
+        // bf16 on the CPU is fine.
+        assert!(
+            Compute::resolve(&bf16, Device::Cpu, None)
+                .unwrap()
+                .autocast_bf16
+        );
+        let fp16_unfused = TrainSpec {
+            precision: Precision::Fp16,
+            fused_optimizer: Toggle::Off,
+            ..TrainSpec::default()
+        };
+        let err = Compute::resolve(&fp16_unfused, Device::Cuda(0), None).unwrap_err();
+        assert_eq!(err, ComputeError::Fp16NeedsFused);
+        assert!(err.to_string().contains("train.fused_optimizer"), "{err}");
+    }
+
+    #[test]
+    fn fp16_autocast_region_casts_convolutions() {
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let w = Tensor::randn([4, 3, 3, 3], (Kind::Float, Device::Cpu));
+        let inside = {
+            let _region = Autocast::enter(false, Half::Fp16).unwrap();
+            x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+        };
+        assert_eq!(inside.kind(), Kind::Half);
+        let plain = x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+        assert_eq!(plain.kind(), Kind::Float);
+        let diff = (inside.to_kind(Kind::Float) - &plain)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 0.05, "{diff}");
     }
 
     #[test]
@@ -177,6 +254,9 @@ mod tests {
 pub struct Compute {
     pub cuda: bool,
     pub autocast_bf16: bool,
+    /// fp16 autocast with dynamic loss scaling (GPUs without bf16).
+    #[serde(default)]
+    pub autocast_fp16: bool,
     pub tf32: bool,
     pub channels_last: bool,
     /// libtorch's fused multi-tensor optimiser step (see `train::optim`).
@@ -185,13 +265,52 @@ pub struct Compute {
     pub cudnn_benchmark: bool,
 }
 
+/// A compute setting the device cannot honour.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ComputeError {
+    #[error(
+        "train.precision = bf16: cuda:{index} has compute capability {major}.{minor}, and bf16 \
+         needs 8.0 or later (Ampere); use fp16 (with loss scaling) or fp32"
+    )]
+    NoBf16 {
+        index: usize,
+        major: i32,
+        minor: i32,
+    },
+    #[error(
+        "train.precision = fp16 needs train.fused_optimizer = auto or on: its loss scaling \
+         runs inside the fused optimiser step"
+    )]
+    Fp16NeedsFused,
+}
+
 impl Compute {
-    /// `precision = auto`: bf16 autocast and TF32 on CUDA, fp32 on the CPU;
-    /// `fp32`: full precision (no TF32, no cuDNN autotuning); `tf32`: fp32
-    /// with TF32 tensor cores on CUDA; `bf16`: bf16 autocast on any device.
+    /// [`Compute::resolve`] for `device`, with the GPU's compute capability
+    /// read from the CUDA driver.
+    pub fn for_device(
+        t: &crossfold_shared::spec::TrainSpec,
+        device: tch::Device,
+    ) -> Result<Compute, ComputeError> {
+        let capability = match device {
+            tch::Device::Cuda(i) => crate::device::cuda_capability(i),
+            _ => None,
+        };
+        Compute::resolve(t, device, capability)
+    }
+
+    /// `precision = auto`: on CUDA bf16 autocast and TF32 where the GPU has
+    /// them (compute capability 8.0 or later, or unknown), fp16 autocast
+    /// with loss scaling on 7.x (Volta, Turing: fp16 tensor cores only),
+    /// fp32 before that; fp32 on the CPU. `fp32`: full precision (no TF32);
+    /// `tf32`: fp32 with TF32 tensor cores on CUDA; `bf16`: bf16 autocast on
+    /// any device that has it; `fp16`: fp16 autocast with loss scaling.
     /// `channels_last = auto`: on for CUDA; `fused_optimizer = auto`: on;
     /// `cudnn_benchmark = auto`: off (see below).
-    pub fn resolve(t: &crossfold_shared::spec::TrainSpec, device: tch::Device) -> Compute {
+    pub fn resolve(
+        t: &crossfold_shared::spec::TrainSpec,
+        device: tch::Device,
+        capability: Option<(i32, i32)>,
+    ) -> Result<Compute, ComputeError> {
         use crossfold_shared::spec::{Precision, Toggle};
         let cuda = device.is_cuda();
         let toggle = |v: Toggle| match v {
@@ -199,22 +318,57 @@ impl Compute {
             Toggle::On => true,
             Toggle::Off => false,
         };
-        Compute {
+        // Unknown capability: assume a current GPU.
+        let at_least = |major: i32| !cuda || capability.is_none_or(|(m, _)| m >= major);
+        let (bf16, fp16) = match t.precision {
+            Precision::Auto if !cuda => (false, false),
+            Precision::Auto if at_least(8) => (true, false),
+            Precision::Auto if at_least(7) => (false, true),
+            Precision::Auto => (false, false),
+            Precision::Bf16 => (true, false),
+            Precision::Fp16 => (false, true),
+            Precision::Fp32 | Precision::Tf32 => (false, false),
+        };
+        if bf16 && !at_least(8) {
+            let (major, minor) = capability.unwrap_or((0, 0));
+            let index = match device {
+                tch::Device::Cuda(i) => i,
+                _ => 0,
+            };
+            return Err(ComputeError::NoBf16 {
+                index,
+                major,
+                minor,
+            });
+        }
+        let fused_optimizer = t.fused_optimizer != Toggle::Off;
+        if fp16 && !fused_optimizer {
+            return Err(ComputeError::Fp16NeedsFused);
+        }
+        Ok(Compute {
             cuda,
-            autocast_bf16: match t.precision {
-                Precision::Auto => cuda,
-                Precision::Bf16 => true,
-                Precision::Fp32 | Precision::Tf32 => false,
-            },
-            tf32: cuda && t.precision != Precision::Fp32,
+            autocast_bf16: bf16,
+            autocast_fp16: fp16,
+            tf32: cuda && t.precision != Precision::Fp32 && at_least(8),
             channels_last: toggle(t.channels_last),
             // The fused kernels exist for both devices: +71% on an H200,
             // +6% on a 2-core CPU (bench/README.md).
-            fused_optimizer: t.fused_optimizer != Toggle::Off,
+            fused_optimizer,
             // Autotuning is off unless asked for: on an H200 it added 1.1 s
             // to a 30-epoch screening job (every new shape is timed) and
             // made no later epoch faster (bench/README.md).
             cudnn_benchmark: cuda && t.cudnn_benchmark == Toggle::On,
+        })
+    }
+
+    /// The half type of the autocast region, if any.
+    pub fn autocast(&self) -> Option<Half> {
+        if self.autocast_bf16 {
+            Some(Half::Bf16)
+        } else if self.autocast_fp16 {
+            Some(Half::Fp16)
+        } else {
+            None
         }
     }
 
@@ -223,6 +377,7 @@ impl Compute {
         Compute {
             cuda: false,
             autocast_bf16: false,
+            autocast_fp16: false,
             tf32: false,
             channels_last: false,
             fused_optimizer: false,
@@ -269,8 +424,8 @@ impl Compute {
         if self.channels_last {
             to_channels_last(x)?;
         }
-        let logits = if self.autocast_bf16 {
-            let _region = Bf16Autocast::enter(self.cuda)?;
+        let logits = if let Some(half) = self.autocast() {
+            let _region = Autocast::enter(self.cuda, half)?;
             net.forward_t(x, train)
         } else {
             net.forward_t(x, train)

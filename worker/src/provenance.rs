@@ -96,21 +96,18 @@ pub fn device_memory(device: tch::Device) -> u64 {
     }
 }
 
-/// The GPU's product name (from `nvidia-smi`) or the CPU's model name.
+/// The GPU's product name and compute capability (from the CUDA driver,
+/// which numbers GPUs as the process sees them under CUDA_VISIBLE_DEVICES)
+/// or the CPU's model name.
 pub fn device_name(device: tch::Device) -> String {
     match device {
-        tch::Device::Cuda(i) => std::process::Command::new("nvidia-smi")
-            .args([
-                "--query-gpu=name",
-                "--format=csv,noheader",
-                "-i",
-                &i.to_string(),
-            ])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|| format!("cuda:{i}")),
+        tch::Device::Cuda(i) => {
+            let name = crate::device::cuda_name(i).unwrap_or_else(|| format!("cuda:{i}"));
+            match crate::device::cuda_capability(i) {
+                Some((major, minor)) => format!("{name} (compute capability {major}.{minor})"),
+                None => name,
+            }
+        }
         _ => std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {

@@ -183,16 +183,21 @@ pub enum ClassWeighting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// bf16 autocast (and TF32) on CUDA, fp32 on CPU.
+    /// On CUDA: bf16 autocast and TF32 on GPUs that have them (compute
+    /// capability 8.0 or later), fp16 autocast with loss scaling on 7.x,
+    /// fp32 before; fp32 on the CPU.
     Auto,
-    /// Full fp32 everywhere (no TF32, no cuDNN autotuning).
+    /// Full fp32 everywhere (no TF32).
     Fp32,
     /// fp32 storage with TF32 tensor cores for convolutions and matmuls on
     /// CUDA (PyTorch's default for convolutions); fp32 on the CPU.
     Tf32,
-    /// bf16 autocast of the forward pass, also on the CPU. (fp16 is not
-    /// offered: it needs loss scaling, bf16 does not.)
+    /// bf16 autocast of the forward pass, also on the CPU; refused on GPUs
+    /// older than compute capability 8.0.
     Bf16,
+    /// fp16 autocast of the forward pass with dynamic loss scaling (needs
+    /// the fused optimiser), for GPUs without bf16.
+    Fp16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,8 @@ extern "C" {
         weight_decay: c_double,
         eps: c_double,
         decoupled: c_int,
+        grad_scale: *mut c_void,
+        found_inf: *mut c_void,
     ) -> c_int;
     fn crossfold_fused_sgd(
         params: *mut *mut c_void,
@@ -38,6 +40,22 @@ extern "C" {
         weight_decay: c_double,
         nesterov: c_int,
         first_step: c_int,
+        grad_scale: *mut c_void,
+        found_inf: *mut c_void,
+    ) -> c_int;
+    fn crossfold_amp_check(
+        params: *mut *mut c_void,
+        n: c_int,
+        found_inf: *mut c_void,
+        one: *mut c_void,
+    ) -> c_int;
+    fn crossfold_amp_update(
+        scale: *mut c_void,
+        growth_tracker: *mut c_void,
+        found_inf: *mut c_void,
+        growth: c_double,
+        backoff: c_double,
+        interval: std::os::raw::c_long,
     ) -> c_int;
 }
 
@@ -51,6 +69,46 @@ pub enum OptimError {
     Torch(#[from] tch::TchError),
     #[error("fused {what} step failed: {message}")]
     Fused { what: &'static str, message: String },
+    #[error(
+        "train.precision = fp16 needs the fused optimiser (train.fused_optimizer = auto or on): \
+         its loss scaling runs inside the fused step"
+    )]
+    ScalingNeedsFused,
+}
+
+/// Dynamic loss scaling for fp16 training, as torch.amp.GradScaler: the
+/// loss is multiplied by `scale` before back-propagation so small fp16
+/// gradients do not flush to zero; a step whose gradients hold an inf or a
+/// NaN is skipped and the scale halved; after `interval` good steps in a
+/// row it doubles. Everything stays on the device (no host sync per step).
+pub struct LossScale {
+    scale: Tensor,
+    growth_tracker: Tensor,
+    found_inf: Tensor,
+    one: Tensor,
+    interval: i64,
+}
+
+impl LossScale {
+    /// GradScaler's defaults: 2^16, growth 2 every 2000 good steps, backoff 0.5.
+    pub const INITIAL: f64 = 65536.0;
+    pub const INTERVAL: i64 = 2000;
+
+    pub fn new(device: tch::Device, initial: f64, interval: i64) -> Result<Self, tch::TchError> {
+        let float = (Kind::Float, device);
+        Ok(LossScale {
+            scale: Tensor::f_full([], initial, float)?,
+            growth_tracker: Tensor::f_zeros([], (Kind::Int, device))?,
+            found_inf: Tensor::f_zeros([], float)?,
+            one: Tensor::f_ones([], float)?,
+            interval,
+        })
+    }
+
+    /// The current scale (reads it from the device: for tests and reports).
+    pub fn value(&self) -> Result<f64, tch::TchError> {
+        self.scale.f_double_value(&[])
+    }
 }
 
 /// An optimiser over a var store's trainable variables.
@@ -60,9 +118,18 @@ pub enum Optim {
 }
 
 impl Optim {
-    pub fn new(vs: &nn::VarStore, t: &TrainSpec, fused: bool) -> Result<Optim, tch::TchError> {
+    /// `loss_scale`: dynamic loss scaling (fp16), only with `fused`.
+    pub fn new(
+        vs: &nn::VarStore,
+        t: &TrainSpec,
+        fused: bool,
+        loss_scale: Option<LossScale>,
+    ) -> Result<Optim, OptimError> {
         if fused {
-            return Ok(Optim::Fused(Box::new(Fused::new(vs, t)?)));
+            return Ok(Optim::Fused(Box::new(Fused::new(vs, t, loss_scale)?)));
+        }
+        if loss_scale.is_some() {
+            return Err(OptimError::ScalingNeedsFused);
         }
         let opt = match t.optimizer {
             OptKind::Adam => nn::adam(BETA1, BETA2, t.weight_decay).build(vs, t.lr),
@@ -72,6 +139,14 @@ impl Optim {
             }
         }?;
         Ok(Optim::Tch(opt))
+    }
+
+    /// The loss scaler, when the optimiser has one.
+    pub fn loss_scale(&self) -> Option<&LossScale> {
+        match self {
+            Optim::Fused(f) => f.loss_scale.as_ref(),
+            Optim::Tch(_) => None,
+        }
     }
 
     /// Clear the gradients, back-propagate `loss`, update with rate `lr`.
@@ -99,6 +174,7 @@ pub struct Fused {
     exp_avg_sqs: Vec<Tensor>,
     steps: Vec<Tensor>,
     first_step: bool,
+    loss_scale: Option<LossScale>,
 }
 
 fn handles(ts: &[Tensor]) -> Vec<*mut c_void> {
@@ -114,7 +190,11 @@ fn last_error() -> String {
 }
 
 impl Fused {
-    fn new(vs: &nn::VarStore, t: &TrainSpec) -> Result<Fused, tch::TchError> {
+    fn new(
+        vs: &nn::VarStore,
+        t: &TrainSpec,
+        loss_scale: Option<LossScale>,
+    ) -> Result<Fused, tch::TchError> {
         let params = vs.trainable_variables();
         let zeros = |p: &Tensor| p.f_zeros_like();
         let (mut buffers, mut exp_avgs, mut exp_avg_sqs, mut steps) =
@@ -139,6 +219,7 @@ impl Fused {
             exp_avg_sqs,
             steps,
             first_step: true,
+            loss_scale,
         })
     }
 
@@ -152,7 +233,34 @@ impl Fused {
                 message: last_error(),
             });
         }
-        loss.f_backward()?;
+        let (grad_scale, found_inf) = match &self.loss_scale {
+            Some(ls) => {
+                loss.f_mul(&ls.scale)?.f_backward()?;
+                // SAFETY: live tensor handles; `params` as above.
+                let rc = unsafe {
+                    crossfold_amp_check(
+                        params.as_mut_ptr(),
+                        n,
+                        ls.found_inf.as_ptr() as *mut c_void,
+                        ls.one.as_ptr() as *mut c_void,
+                    )
+                };
+                if rc != 0 {
+                    return Err(OptimError::Fused {
+                        what: "loss-scale check",
+                        message: last_error(),
+                    });
+                }
+                (
+                    ls.scale.as_ptr() as *mut c_void,
+                    ls.found_inf.as_ptr() as *mut c_void,
+                )
+            }
+            None => {
+                loss.f_backward()?;
+                (std::ptr::null_mut(), std::ptr::null_mut())
+            }
+        };
         let (rc, what) = match self.kind {
             OptKind::Sgd => {
                 let mut buffers = handles(&self.buffers);
@@ -168,6 +276,8 @@ impl Fused {
                         self.weight_decay,
                         (self.momentum > 0.0) as c_int,
                         self.first_step as c_int,
+                        grad_scale,
+                        found_inf,
                     )
                 };
                 (rc, "SGD")
@@ -193,6 +303,8 @@ impl Fused {
                         self.weight_decay,
                         EPS,
                         decoupled as c_int,
+                        grad_scale,
+                        found_inf,
                     )
                 };
                 (rc, if decoupled { "AdamW" } else { "Adam" })
@@ -203,6 +315,25 @@ impl Fused {
                 what,
                 message: last_error(),
             });
+        }
+        if let Some(ls) = &self.loss_scale {
+            // SAFETY: live tensor handles owned by `ls`.
+            let rc = unsafe {
+                crossfold_amp_update(
+                    ls.scale.as_ptr() as *mut c_void,
+                    ls.growth_tracker.as_ptr() as *mut c_void,
+                    ls.found_inf.as_ptr() as *mut c_void,
+                    2.0,
+                    0.5,
+                    ls.interval as std::os::raw::c_long,
+                )
+            };
+            if rc != 0 {
+                return Err(OptimError::Fused {
+                    what: "loss-scale update",
+                    message: last_error(),
+                });
+            }
         }
         self.first_step = false;
         Ok(())
@@ -241,7 +372,7 @@ mod tests {
             let mut vs = nn::VarStore::new(Device::Cpu);
             let net = build(&vs);
             vs.copy(&start).unwrap();
-            let mut opt = Optim::new(&vs, &spec, fused).unwrap();
+            let mut opt = Optim::new(&vs, &spec, fused, None).unwrap();
             for step in 0..4 {
                 let loss = net.forward(&x).cross_entropy_for_logits(&y);
                 opt.backward_step(&loss, 0.05 / (step + 1) as f64).unwrap();
@@ -260,6 +391,104 @@ mod tests {
                 assert!(moved > 1e-7, "{optimizer:?}: {name} did not move ({moved})");
             }
         }
+    }
+
+    /// Steps of a small network with the fused optimiser, with or without
+    /// loss scaling, from the same start; the variables after them.
+    fn scaled_run(
+        optimizer: OptKind,
+        scale: Option<(f64, i64)>,
+        start: &nn::VarStore,
+        steps: usize,
+    ) -> (Vec<(String, Tensor)>, Option<f64>, f64) {
+        let spec = TrainSpec {
+            optimizer,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            ..TrainSpec::default()
+        };
+        // Inputs of 100: the weights' gradients are 100 times the bias's.
+        let x = Tensor::full([8, 5], 100.0, (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1].repeat(4));
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = nn::linear(vs.root() / "l", 5, 2, Default::default());
+        vs.copy(start).unwrap();
+        let ls = scale.map(|(s, interval)| LossScale::new(Device::Cpu, s, interval).unwrap());
+        let mut opt = Optim::new(&vs, &spec, true, ls).unwrap();
+        for _ in 0..steps {
+            let loss = net.forward(&x).cross_entropy_for_logits(&y);
+            opt.backward_step(&loss, 0.05).unwrap();
+        }
+        let value = opt.loss_scale().map(|l| l.value().unwrap());
+        // Adam's step counts, summed over the parameters.
+        let counted = match &opt {
+            Optim::Fused(f) => f.steps.iter().map(|t| t.double_value(&[])).sum(),
+            Optim::Tch(_) => 0.0,
+        };
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        (vars, value, counted)
+    }
+
+    fn start() -> nn::VarStore {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = nn::linear(vs.root() / "l", 5, 2, Default::default());
+        vs
+    }
+
+    #[test]
+    fn loss_scaling_without_overflow_changes_nothing_and_grows_the_scale() {
+        let start = start();
+        for kind in [OptKind::Sgd, OptKind::Adamw] {
+            let (plain, _, _) = scaled_run(kind, None, &start, 5);
+            // A power of two scales and unscales the gradients exactly.
+            let (scaled, value, _) = scaled_run(kind, Some((1024.0, 2)), &start, 5);
+            for ((name, a), (_, b)) in plain.iter().zip(&scaled) {
+                assert!(a.equal(b), "{kind:?}: {name} differs with loss scaling");
+            }
+            // Five good steps with growth every 2: doubled twice.
+            assert_eq!(value, Some(4096.0), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn an_overflowing_step_is_skipped_and_halves_the_scale() {
+        let start = start();
+        for kind in [OptKind::Sgd, OptKind::Adam] {
+            // At 2^125 the weights' scaled gradients (about 100 x 0.06 x
+            // 2^125 > 3.4e38) overflow float32; the bias's do not, and the
+            // whole step is skipped all the same.
+            let huge = 2f64.powi(125);
+            let (after, value, counted) = scaled_run(kind, Some((huge, 2000)), &start, 1);
+            assert_eq!(counted, 0.0, "{kind:?}: a skipped step is not counted");
+            let start_vars = start.variables();
+            for (name, t) in &after {
+                assert!(
+                    t.equal(&start_vars[name]),
+                    "{kind:?}: {name} moved on an overflow"
+                );
+            }
+            assert_eq!(value, Some(huge / 2.0), "{kind:?}");
+            // The scale keeps halving until the steps go through, and then
+            // training moves on.
+            let (later, value, counted) = scaled_run(kind, Some((huge, 2000)), &start, 40);
+            assert!(value.unwrap() < huge / 2.0);
+            if kind == OptKind::Adam {
+                // Two parameters, fewer than 40 counted steps each.
+                assert!(counted > 0.0 && counted < 80.0, "{counted}");
+            }
+            assert!(later.iter().any(|(name, t)| !t.equal(&start_vars[name])));
+        }
+    }
+
+    #[test]
+    fn loss_scaling_needs_the_fused_optimiser() {
+        let vs = start();
+        let ls = LossScale::new(Device::Cpu, 1024.0, 10).unwrap();
+        let err = Optim::new(&vs, &TrainSpec::default(), false, Some(ls))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("train.fused_optimizer"), "{err}");
     }
 
     #[test]
