@@ -81,6 +81,8 @@ if [ "${BENCH:-full}" = full ]; then
   bench_ours tf32 on off
   bench_ours tf32 off off
   bench_ours bf16 off on
+  bench_ref fp16 --channels-last
+  bench_ours fp16 on on
   bench_ours auto auto auto
 elif [ "${BENCH}" = tune ]; then
   # Same configuration with and without cuDNN autotuning on both sides,
