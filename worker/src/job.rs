@@ -342,7 +342,8 @@ fn run_job_unguarded(
             subtype: e.subtype.clone().unwrap_or_default(),
             score: s,
             predicted: s >= t.threshold,
-            predicted_youden: youden.is_some_and(|th| s >= th),
+            // The same threshold the Youden statistics use.
+            predicted_youden: youden.is_some_and(|th| s >= th.clamp(0.0, 1.0)),
         })
         .collect();
     let evaluation = eval_started.elapsed().as_secs_f64();

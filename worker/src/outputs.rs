@@ -35,7 +35,12 @@ pub fn write_all(
             p.label,
             p.score,
             p.predicted as u8,
-            p.predicted_youden as u8
+            // Blank when no threshold was chosen (no validation set).
+            if result.youden_threshold.is_some() {
+                (p.predicted_youden as u8).to_string()
+            } else {
+                String::new()
+            }
         ));
     }
     write(&out.join("predictions.csv"), &csv)?;

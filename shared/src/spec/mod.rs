@@ -248,6 +248,9 @@ pub struct TrainSpec {
     pub optimizer: Optimizer,
     pub lr: f64,
     pub momentum: f64,
+    /// SGD: Nesterov momentum (true) or classical momentum, as PyTorch's
+    /// default `nesterov=False` (false). No effect with momentum 0.
+    pub nesterov: bool,
     pub weight_decay: f64,
     pub schedule: Schedule,
     pub warmup_epochs: u32,
@@ -333,6 +336,7 @@ impl Default for TrainSpec {
             optimizer: Optimizer::Sgd,
             lr: 0.005,
             momentum: 0.9,
+            nesterov: true,
             weight_decay: 5e-4,
             schedule: Schedule::Cosine,
             warmup_epochs: 1,

@@ -134,9 +134,13 @@ impl Optim {
         let opt = match t.optimizer {
             OptKind::Adam => nn::adam(BETA1, BETA2, t.weight_decay).build(vs, t.lr),
             OptKind::Adamw => nn::adamw(BETA1, BETA2, t.weight_decay).build(vs, t.lr),
-            OptKind::Sgd => {
-                nn::sgd(t.momentum, 0.0, t.weight_decay, t.momentum > 0.0).build(vs, t.lr)
-            }
+            OptKind::Sgd => nn::sgd(
+                t.momentum,
+                0.0,
+                t.weight_decay,
+                t.nesterov && t.momentum > 0.0,
+            )
+            .build(vs, t.lr),
         }?;
         Ok(Optim::Tch(opt))
     }
@@ -167,6 +171,7 @@ impl Optim {
 pub struct Fused {
     kind: OptKind,
     momentum: f64,
+    nesterov: bool,
     weight_decay: f64,
     params: Vec<Tensor>,
     buffers: Vec<Tensor>,
@@ -212,6 +217,7 @@ impl Fused {
         Ok(Fused {
             kind: t.optimizer,
             momentum: t.momentum,
+            nesterov: t.nesterov,
             weight_decay: t.weight_decay,
             params,
             buffers,
@@ -274,7 +280,7 @@ impl Fused {
                         self.momentum,
                         0.0,
                         self.weight_decay,
-                        (self.momentum > 0.0) as c_int,
+                        (self.nesterov && self.momentum > 0.0) as c_int,
                         self.first_step as c_int,
                         grad_scale,
                         found_inf,
@@ -348,10 +354,11 @@ mod tests {
 
     /// A few steps of the same small network from the same start, with
     /// tch's optimiser and with the fused one: the parameters must agree.
-    fn compare(optimizer: OptKind, momentum: f64) {
+    fn compare(optimizer: OptKind, momentum: f64, nesterov: bool) {
         let spec = TrainSpec {
             optimizer,
             momentum,
+            nesterov,
             weight_decay: 0.01,
             ..TrainSpec::default()
         };
@@ -493,21 +500,26 @@ mod tests {
 
     #[test]
     fn fused_sgd_with_nesterov_momentum_matches_tch() {
-        compare(OptKind::Sgd, 0.9);
+        compare(OptKind::Sgd, 0.9, true);
+    }
+
+    #[test]
+    fn fused_sgd_with_classical_momentum_matches_tch() {
+        compare(OptKind::Sgd, 0.9, false);
     }
 
     #[test]
     fn fused_sgd_without_momentum_matches_tch() {
-        compare(OptKind::Sgd, 0.0);
+        compare(OptKind::Sgd, 0.0, true);
     }
 
     #[test]
     fn fused_adam_matches_tch() {
-        compare(OptKind::Adam, 0.9);
+        compare(OptKind::Adam, 0.9, true);
     }
 
     #[test]
     fn fused_adamw_matches_tch() {
-        compare(OptKind::Adamw, 0.9);
+        compare(OptKind::Adamw, 0.9, true);
     }
 }
