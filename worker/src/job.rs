@@ -68,6 +68,29 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// Whether another attempt (maybe on another worker) could succeed.
+    /// Not: what the spec, split plan, manifest or image files themselves
+    /// get wrong, which every attempt would meet again. Yes: a file that
+    /// could not be read (a passing I/O error, a missing mount on this
+    /// worker), a setting this worker's GPU cannot honour, libtorch running
+    /// out of memory, failures writing outputs.
+    pub fn is_retryable(&self) -> bool {
+        use crate::data::DataError;
+        use crossfold_shared::imaging::ImagingError;
+        match self {
+            JobError::NoSuchRound { .. } | JobError::UnknownImage(_) | JobError::Weights(_) => {
+                false
+            }
+            JobError::Data(DataError::Image(ImagingError::Io { .. })) => true,
+            JobError::Data(DataError::Image(_)) => false,
+            JobError::Train { source, .. } => !matches!(
+                source,
+                TrainError::EmptyTraining | TrainError::TooFewImages(_) | TrainError::OneClass(_)
+            ),
+            _ => true,
+        }
+    }
+
     pub fn is_cancelled(&self) -> bool {
         matches!(
             self,
@@ -494,6 +517,45 @@ pub enum PredictError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_every_attempt_would_meet_are_not_retried() {
+        use crate::data::DataError;
+        use crossfold_shared::imaging::ImagingError;
+        let train = |source| JobError::Train {
+            task: Task::Screening,
+            round: 1,
+            source,
+        };
+        let io = ImagingError::Io {
+            path: "a.png".into(),
+            source: std::io::Error::other("stale NFS handle"),
+        };
+        let bad = ImagingError::Undecodable {
+            path: "b.png".into(),
+            reason: "not a PNG".into(),
+        };
+        assert!(JobError::Data(DataError::Image(io)).is_retryable());
+        assert!(!JobError::Data(DataError::Image(bad)).is_retryable());
+        assert!(!train(TrainError::OneClass("positive")).is_retryable());
+        assert!(!train(TrainError::EmptyTraining).is_retryable());
+        assert!(!JobError::UnknownImage("x.png".into()).is_retryable());
+        // Another worker's GPU may have bf16; libtorch may have run out of memory.
+        assert!(train(TrainError::Compute(
+            crate::precision::ComputeError::NoBf16 {
+                index: 0,
+                major: 7,
+                minor: 5
+            }
+        ))
+        .is_retryable());
+        assert!(JobError::Aborted {
+            task: Task::Screening,
+            round: 1,
+            message: "CUDA out of memory".into()
+        }
+        .is_retryable());
+    }
 
     #[test]
     fn prediction_keeps_the_training_numerics_on_its_own_device() {

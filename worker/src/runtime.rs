@@ -5,7 +5,7 @@
 //! and exit. Reconnects with backoff when the coordinator is away.
 
 use crate::fetch::{materialise, FetchError};
-use crate::job::{run_job, JobError, JobOptions, JobResult};
+use crate::job::{run_job, JobOptions, JobResult};
 use crate::metrics::WorkerMetrics;
 use crate::train::{Control, Progress};
 use crossfold_proto::client::{AuthChannel, ClientSecurity};
@@ -474,15 +474,6 @@ fn train_lease(
     ) {
         Ok(r) => Outcome::Done(Box::new(r)),
         Err(e) if e.is_cancelled() => Outcome::Dropped,
-        Err(e) => {
-            let retryable = !matches!(
-                e,
-                JobError::NoSuchRound { .. }
-                    | JobError::UnknownImage(_)
-                    | JobError::Weights(_)
-                    | JobError::Data(_)
-            );
-            failed(e.to_string(), retryable)
-        }
+        Err(e) => failed(e.to_string(), e.is_retryable()),
     }
 }
