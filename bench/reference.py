@@ -6,7 +6,7 @@ normalise, ResNet (one-channel stem, 2 classes) forward, class-weighted
 cross-entropy, backward, AdamW step. Prints one JSON line with images/s.
 
 Usage: python3 bench/reference.py --arch resnet34 --size 64 --batch 32 \
-           --steps 20 --warmup 3 --threads 2 --device cpu [--precision fp32|bf16|fp16] [--channels-last] [--cudnn-benchmark on|off]
+           --steps 20 --warmup 3 --threads 2 --device cpu [--precision fp32|bf16|fp16] [--channels-last] [--fused] [--cudnn-benchmark on|off]
 """
 import argparse
 import json
@@ -88,6 +88,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--fused", action="store_true",
+                    help="torch.optim.AdamW(fused=True): one multi-tensor kernel per step, as crossfold's default")
     ap.add_argument("--cudnn-benchmark", default="on", choices=["on", "off"],
                     help="cuDNN autotuning on CUDA (on by default, as most PyTorch training scripts set it)")
     a = ap.parse_args()
@@ -102,7 +104,7 @@ def main():
     net = resnet(a.arch).to(dev)
     if a.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-4, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-4, weight_decay=1e-4, fused=True if a.fused else None)
     images = torch.randint(0, 256, (a.images, 1, a.size, a.size), dtype=torch.uint8, device=dev)
     labels = torch.randint(0, 2, (a.images,), device=dev)
     weight = torch.tensor([1.0, 1.0], device=dev)
@@ -140,7 +142,7 @@ def main():
     print(json.dumps({
         "impl": "pytorch", "arch": a.arch, "size": a.size, "batch": a.batch, "device": a.device,
         "precision": a.precision, "channels_last": a.channels_last, "threads": a.threads,
-        "cudnn_benchmark": dev.type == "cuda" and a.cudnn_benchmark == "on",
+        "cudnn_benchmark": dev.type == "cuda" and a.cudnn_benchmark == "on", "fused_optimizer": a.fused,
         "torch": torch.__version__, "images_per_second": a.steps * a.batch / dt,
     }))
 

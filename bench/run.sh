@@ -2,13 +2,14 @@
 # Training throughput: crossfold's training loop against the PyTorch
 # reference (bench/reference.py), same network, image size, batch, optimiser
 # (AdamW), precision (fp32) and thread count, measured in the same run.
-# Prints images/s for each and the ratio crossfold / PyTorch.
+# Prints images/s for each and the ratios crossfold / PyTorch (same loop)
+# and crossfold / PyTorch's best measured variant.
 #
 #   bench/run.sh                      # CPU, 2 threads, ResNet34, 64 and 128 px
 #   DEVICE=cuda SIZES=224 BATCH=64 bench/run.sh
 #
 # Settings (environment): ARCH (resnet34), SIZES ("64 128"), BATCH (32),
-# STEPS (20), THREADS (2), DEVICE (cpu | cuda), PYTHON (a python whose
+# STEPS (20), THREADS (2), DEVICE (cpu | cuda), REPEAT (3), PYTHON (a python whose
 # `import torch` gives 2.11.0; default: .venv-bench, created with the full
 # torch wheel set when missing), CROSSFOLD_WORKER (the worker binary;
 # default: built in release mode).
@@ -41,16 +42,39 @@ if [ -z "$bin" ]; then
   bin=target/release/crossfold-worker
 fi
 
-field() { python3 -c "import json, sys; print(json.loads(sys.stdin.read())['$1'])"; }
+field() { python3 -c "import json, sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
+median() { python3 -c "import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /' || true
-printf '%-9s %5s %5s %7s %14s %14s %7s\n' arch size batch threads crossfold_img/s pytorch_img/s ratio
+repeat=${REPEAT:-3}
+# PyTorch runs in its default configuration (the same loop as crossfold's:
+# NCHW, torch.optim.AdamW's default implementation) and in the variants that
+# can be faster (fused AdamW, channels-last); every configuration runs
+# REPEAT times, alternating, and the median counts.
+ref_configs=("" "--fused" "--channels-last --fused")
+ref_names=("pytorch" "pytorch-fused" "pytorch-cl-fused")
+echo "img/s: median of $repeat alternating runs (each run: $steps warm-up and $steps timed steps)"
+printf '%-9s %5s %5s %7s %11s %9s %13s %16s %13s %13s\n' arch size batch threads crossfold pytorch pytorch-fused pytorch-cl-fused ratio ratio_best
 for size in $sizes; do
-  ours=$("$bin" bench --arch "$arch" --size "$size" --batch "$batch" --steps "$steps" --threads "$threads" --device "$device" 2>/dev/null)
-  ref=$("$py" -W ignore bench/reference.py --arch "$arch" --size "$size" --batch "$batch" --images $((steps * batch)) \
-        --steps "$steps" --warmup "$steps" --threads "$threads" --device "$device")
-  o=$(echo "$ours" | field images_per_second)
-  r=$(echo "$ref" | field images_per_second)
-  ratio=$(python3 -c "print(f'{$o / $r:.3f}')")
-  printf '%-9s %5s %5s %7s %14.1f %14.1f %7s\n' "$arch" "$size" "$batch" "$threads" "$o" "$r" "$ratio"
+  declare -a ours=() r0=() r1=() r2=()
+  for _ in $(seq "$repeat"); do
+    o=$("$bin" bench --arch "$arch" --size "$size" --batch "$batch" --steps "$steps" --threads "$threads" \
+      --device "$device" --log-format text 2>/dev/null | field images_per_second)
+    ours+=("$o")
+    for k in 0 1 2; do
+      # shellcheck disable=SC2086
+      r=$("$py" -W ignore bench/reference.py --arch "$arch" --size "$size" --batch "$batch" \
+        --images $((steps * batch)) --steps "$steps" --warmup "$steps" --threads "$threads" \
+        --device "$device" ${ref_configs[$k]} 2>/dev/null | field images_per_second)
+      case $k in 0) r0+=("$r") ;; 1) r1+=("$r") ;; 2) r2+=("$r") ;; esac
+    done
+  done
+  mo=$(median "${ours[@]}"); m0=$(median "${r0[@]}"); m1=$(median "${r1[@]}"); m2=$(median "${r2[@]}")
+  python3 - "$arch" "$size" "$batch" "$threads" "$mo" "$m0" "$m1" "$m2" <<'PY'
+import sys
+arch, size, batch, threads = sys.argv[1:5]
+o, r0, r1, r2 = map(float, sys.argv[5:9])
+print(f"{arch:<9} {size:>5} {batch:>5} {threads:>7} {o:11.1f} {r0:9.1f} {r1:13.1f} {r2:16.1f} {o / r0:13.3f} {o / max(r0, r1, r2):13.3f}")
+PY
+  echo "  runs: crossfold ${ours[*]} | pytorch ${r0[*]} | fused ${r1[*]} | cl-fused ${r2[*]}"
 done

@@ -90,25 +90,30 @@ fn compile_shim() {
         .compile("crossfold_shim");
 }
 
-/// The files whose change means a new commit: HEAD, the branch ref it
-/// points to, and packed-refs (only those that exist: cargo re-runs a build
-/// script on every build for a path that does not).
+/// The files whose change means a new commit: HEAD, the branch refs
+/// (cargo scans a directory for changes, so a ref first written loose after
+/// living in packed-refs counts) and packed-refs; in a linked worktree HEAD
+/// is the worktree's own and the refs are the main repository's. Only paths
+/// that exist: cargo re-runs a build script on every build for one that
+/// does not.
 fn git_head_files() -> Vec<PathBuf> {
-    let Some(git_dir) = std::process::Command::new("git")
-        .args(["rev-parse", "--absolute-git-dir"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-    else {
+    let git = |arg: &str| {
+        std::process::Command::new("git")
+            .args(["rev-parse", "--path-format=absolute", arg])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+    };
+    let (Some(git_dir), Some(common)) = (git("--git-dir"), git("--git-common-dir")) else {
         return Vec::new();
     };
-    let head = git_dir.join("HEAD");
-    let mut files = vec![head.clone(), git_dir.join("packed-refs")];
-    if let Ok(text) = std::fs::read_to_string(&head) {
-        if let Some(reference) = text.trim().strip_prefix("ref: ") {
-            files.push(git_dir.join(reference));
-        }
-    }
-    files.into_iter().filter(|p| p.exists()).collect()
+    [
+        git_dir.join("HEAD"),
+        common.join("refs").join("heads"),
+        common.join("packed-refs"),
+    ]
+    .into_iter()
+    .filter(|p| p.exists())
+    .collect()
 }

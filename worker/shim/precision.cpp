@@ -14,30 +14,34 @@ extern "C" {
 
 // Enter an autocast region on CUDA (cuda != 0) or the CPU, in bf16
 // (half == 0) or fp16 (half != 0).
-// Returns the previous enabled state (0/1), or -1 on error.
+// Returns the state to restore on exit: the previous enabled flag in bit 0
+// and the previous autocast dtype (a c10::ScalarType) above it; -1 on error.
 int crossfold_autocast_enter(int cuda, int half) {
   try {
     auto dt = device_type(cuda);
     bool prev = at::autocast::is_autocast_enabled(dt);
+    int prev_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dt));
     at::autocast::set_autocast_dtype(dt, half ? at::kHalf : at::kBFloat16);
     at::autocast::set_autocast_enabled(dt, true);
     at::autocast::increment_nesting();
-    return prev ? 1 : 0;
+    return (prev_dtype << 1) | (prev ? 1 : 0);
   } catch (...) {
     return -1;
   }
 }
 
-// Leave the region entered above, restoring the previous state; the cast
-// cache is cleared when the outermost region ends (as torch.autocast does),
-// so weights updated by the optimiser are cast afresh next step.
+// Leave the region entered above, restoring the previous enabled flag and
+// dtype; the cast cache is cleared when the outermost region ends (as
+// torch.autocast does), so weights updated by the optimiser are cast afresh
+// next step.
 int crossfold_autocast_exit(int cuda, int previous) {
   try {
     auto dt = device_type(cuda);
     if (at::autocast::decrement_nesting() == 0) {
       at::autocast::clear_cache();
     }
-    at::autocast::set_autocast_enabled(dt, previous != 0);
+    at::autocast::set_autocast_enabled(dt, (previous & 1) != 0);
+    at::autocast::set_autocast_dtype(dt, static_cast<c10::ScalarType>(previous >> 1));
     return 0;
   } catch (...) {
     return -1;

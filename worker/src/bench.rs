@@ -89,6 +89,7 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
         validation: Vec::new(),
         validation_labels: Vec::new(),
     };
+    let _globals = data.compute.apply_globals(&|| false)?;
     let trained = train(&net, &vs, &data, &spec, &mut |_| Control::Continue)?;
     let second = trained
         .history

@@ -76,16 +76,20 @@ impl JobError {
     /// out of memory, failures writing outputs.
     pub fn is_retryable(&self) -> bool {
         use crate::data::DataError;
+        use crate::precision::ComputeError;
         use crossfold_shared::imaging::ImagingError;
         match self {
-            JobError::NoSuchRound { .. } | JobError::UnknownImage(_) | JobError::Weights(_) => {
-                false
-            }
+            JobError::NoSuchRound { .. } | JobError::UnknownImage(_) => false,
+            JobError::Weights(WeightsError::Read { .. }) => true,
+            JobError::Weights(WeightsError::Mismatch { .. }) => false,
             JobError::Data(DataError::Image(ImagingError::Io { .. })) => true,
             JobError::Data(DataError::Image(_)) => false,
             JobError::Train { source, .. } => !matches!(
                 source,
-                TrainError::EmptyTraining | TrainError::TooFewImages(_) | TrainError::OneClass(_)
+                TrainError::EmptyTraining
+                    | TrainError::TooFewImages(_)
+                    | TrainError::OneClass(_)
+                    | TrainError::Compute(ComputeError::Fp16NeedsFused)
             ),
             _ => true,
         }
@@ -204,20 +208,22 @@ pub fn guarded<T>(
     f: impl FnOnce() -> Result<T, JobError>,
 ) -> Result<T, JobError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
-        let message = message
-            .trim_start_matches("called `Result::unwrap()` on an `Err` value: ")
-            .to_string();
         Err(JobError::Aborted {
             task,
             round,
-            message,
+            message: panic_message(payload.as_ref()).to_string(),
         })
     })
+}
+
+/// The message of a caught panic, without tch's `unwrap()` wrapping.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
+        .trim_start_matches("called `Result::unwrap()` on an `Err` value: ")
 }
 
 fn run_job_unguarded(
@@ -281,6 +287,18 @@ fn run_job_unguarded(
         .map(|&i| task.is_positive(train_entries[i].label))
         .collect();
     check_fit_set(&fit_labels).map_err(train_error)?;
+    // The process-wide compute settings, held from before anything is put
+    // on the device until the job ends (a job waiting for other settings
+    // holds no device memory).
+    let cancelled = || {
+        options
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    let _globals = compute.apply_globals(&cancelled).map_err(|e| match e {
+        crate::precision::GateError::Cancelled => train_error(TrainError::Cancelled),
+        other => train_error(other.into()),
+    })?;
     // Weight initialisation draws from libtorch's process-wide generator:
     // seed it and build the network under a lock so concurrent jobs in one
     // process cannot interleave their draws.
@@ -327,8 +345,6 @@ fn run_job_unguarded(
         validation: val.iter().map(|&i| i as i64).collect(),
         validation_labels: val.iter().map(|&i| positive[i]).collect(),
     };
-    // The process-wide settings hold from training through scoring.
-    let _globals = compute.apply_globals().map_err(|e| train_error(e.into()))?;
     let trained = train(&net, &vs, &data, t, on_progress).map_err(train_error)?;
 
     let eval_started = Instant::now();
@@ -424,10 +440,9 @@ fn run_job_unguarded(
 /// `model.safetensors` copied alone still works), else from `model.json`
 /// beside it.
 pub fn model_card(checkpoint: &Path) -> Result<ModelCard, PredictError> {
-    let embedded = crate::outputs::read_card(checkpoint).map_err(|e| PredictError::Checkpoint {
-        path: checkpoint.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    // A checkpoint in another format (libtorch's own) has no metadata to
+    // read: model.json beside it is the card then.
+    let embedded = crate::outputs::read_card(checkpoint).ok().flatten();
     let (text, from) = match embedded {
         Some(text) => (text, checkpoint.to_path_buf()),
         None => {
@@ -448,6 +463,21 @@ pub fn model_card(checkpoint: &Path) -> Result<ModelCard, PredictError> {
 /// Scores of new images with a saved checkpoint (`model.safetensors`,
 /// which carries its model card).
 pub fn predict(
+    checkpoint: &Path,
+    images: &[PathBuf],
+    device: Device,
+) -> Result<(ModelCard, Vec<f64>), PredictError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        predict_unguarded(checkpoint, images, device)
+    }))
+    .unwrap_or_else(|payload| {
+        Err(PredictError::Aborted(
+            panic_message(payload.as_ref()).to_string(),
+        ))
+    })
+}
+
+fn predict_unguarded(
     checkpoint: &Path,
     images: &[PathBuf],
     device: Device,
@@ -475,7 +505,7 @@ pub fn predict(
     let idx = Tensor::f_arange(images.len() as i64, (Kind::Int64, device))?;
     // The training run's numerics (autocast, layout, TF32), on this device.
     let compute = predict_compute(card.compute, device);
-    let _globals = compute.apply_globals()?;
+    let _globals = compute.apply_globals(&|| false)?;
     let scores = score(&net, &stack, &idx, card.normalise, 64, compute)?;
     Ok((card, scores))
 }
@@ -484,10 +514,23 @@ pub fn predict(
 /// under `trained`: the same autocast, layout and TF32 choice, addressed to
 /// this device (a model trained on a GPU can score on a CPU and back).
 fn predict_compute(trained: Compute, device: Device) -> Compute {
+    let capability = match device {
+        Device::Cuda(i) => crate::device::cuda_capability(i),
+        _ => None,
+    };
+    predict_compute_on(trained, device, capability)
+}
+
+/// [`predict_compute`] for a GPU of `capability`: where it lacks bf16 (or
+/// TF32), scoring runs in fp32 instead, which any network trained in bf16
+/// can.
+fn predict_compute_on(trained: Compute, device: Device, capability: Option<(i32, i32)>) -> Compute {
     let cuda = device.is_cuda();
+    let ampere = !cuda || capability.is_none_or(|(major, _)| major >= 8);
     Compute {
         cuda,
-        tf32: trained.tf32 && cuda,
+        tf32: trained.tf32 && cuda && ampere,
+        autocast_bf16: trained.autocast_bf16 && ampere,
         cudnn_benchmark: false,
         ..trained
     }
@@ -496,7 +539,7 @@ fn predict_compute(trained: Compute, device: Device) -> Compute {
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
     #[error("{0}")]
-    Precision(#[from] crate::precision::ShimError),
+    Precision(#[from] crate::precision::GateError),
     #[error("{path}: {source} (the checkpoint has no model card in its metadata, so it needs its model.json beside it)")]
     Io {
         path: PathBuf,
@@ -512,6 +555,8 @@ pub enum PredictError {
     Torch(#[from] tch::TchError),
     #[error("{0}")]
     Score(#[from] ScoreError),
+    #[error("libtorch failed: {0}")]
+    Aborted(String),
 }
 
 #[cfg(test)]
@@ -540,6 +585,21 @@ mod tests {
         assert!(!train(TrainError::OneClass("positive")).is_retryable());
         assert!(!train(TrainError::EmptyTraining).is_retryable());
         assert!(!JobError::UnknownImage("x.png".into()).is_retryable());
+        assert!(!train(TrainError::Compute(
+            crate::precision::ComputeError::Fp16NeedsFused
+        ))
+        .is_retryable());
+        let unmounted = WeightsError::Read {
+            path: "/mnt/models/r34.safetensors".into(),
+            message: "No such file or directory".into(),
+        };
+        assert!(JobError::Weights(unmounted).is_retryable());
+        let wrong = WeightsError::Mismatch {
+            path: "r34.safetensors".into(),
+            arch: crossfold_shared::spec::Arch::Resnet18,
+            detail: "extra weights".into(),
+        };
+        assert!(!JobError::Weights(wrong).is_retryable());
         // Another worker's GPU may have bf16; libtorch may have run out of memory.
         assert!(train(TrainError::Compute(
             crate::precision::ComputeError::NoBf16 {
@@ -572,8 +632,13 @@ mod tests {
         assert!(!on_cpu.cuda && !on_cpu.tf32 && !on_cpu.cudnn_benchmark);
         assert!(on_cpu.autocast_bf16 && on_cpu.channels_last);
         let cpu_trained = Compute::plain();
-        let on_gpu = predict_compute(cpu_trained, Device::Cuda(1));
+        let on_gpu = predict_compute_on(cpu_trained, Device::Cuda(1), Some((9, 0)));
         assert!(on_gpu.cuda && !on_gpu.tf32 && !on_gpu.autocast_bf16);
+        // A bf16-trained network scores in fp32 on a GPU without bf16.
+        let on_t4 = predict_compute_on(gpu_trained, Device::Cuda(0), Some((7, 5)));
+        assert!(on_t4.cuda && !on_t4.autocast_bf16 && !on_t4.tf32);
+        let on_h100 = predict_compute_on(gpu_trained, Device::Cuda(0), Some((9, 0)));
+        assert!(on_h100.autocast_bf16 && on_h100.tf32);
     }
 
     #[test]

@@ -110,7 +110,10 @@ pub fn save_weights(
     let mut named: Vec<(String, Bytes)> = tch::no_grad(|| {
         vs.variables()
             .into_iter()
-            .map(|(name, t)| Ok((name, Bytes::of(&t)?)))
+            .map(|(name, t)| {
+                let bytes = Bytes::of(&t).map_err(|e| SaveError::Write(format!("{name}: {e}")))?;
+                Ok((name, bytes))
+            })
             .collect::<Result<_, SaveError>>()
     })?;
     named.sort_by(|a, b| a.0.cmp(&b.0));

@@ -113,6 +113,19 @@ mod tests {
             Kind::Float,
             "autocast must end with the region"
         );
+        // Nested regions restore the outer one's type on the way out.
+        let (inner, outer) = {
+            let _outer = Autocast::enter(false, Half::Bf16).unwrap();
+            let inner = {
+                let _inner = Autocast::enter(false, Half::Fp16).unwrap();
+                x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+            };
+            (
+                inner,
+                x.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1),
+            )
+        };
+        assert_eq!((inner.kind(), outer.kind()), (Kind::Half, Kind::BFloat16));
         let diff = (inside.to_kind(Kind::Float) - &plain)
             .abs()
             .max()
@@ -390,18 +403,23 @@ impl Compute {
     /// this process whose settings differ (another experiment's spec, in
     /// another slot) waits until every job using the current ones is done,
     /// so no job runs, or records in its provenance, settings it did not ask
-    /// for. CPU jobs have no such settings and never wait.
-    pub fn apply_globals(&self) -> Result<GlobalsGuard, ShimError> {
+    /// for. CPU jobs have no such settings and never wait. One guard per job,
+    /// taken before it puts anything on the device and held to its end (a
+    /// second one taken while holding the first could wait on itself).
+    pub fn apply_globals(&self, cancelled: &dyn Fn() -> bool) -> Result<GlobalsGuard, GateError> {
         if !self.cuda {
             return Ok(GlobalsGuard { gate: None });
         }
         let key = (self.tf32, self.cudnn_benchmark);
-        let guard = GLOBALS.enter(key, || {
-            set_tf32(key.0)?;
-            tch::Cuda::cudnn_set_benchmark(key.1);
-            Ok(())
-        })?;
-        Ok(guard)
+        GLOBALS.enter(
+            key,
+            || {
+                set_tf32(key.0)?;
+                tch::Cuda::cudnn_set_benchmark(key.1);
+                Ok(())
+            },
+            cancelled,
+        )
     }
 
     /// Lay the model's 4-D weights out channels-last when asked.
@@ -434,39 +452,92 @@ impl Compute {
     }
 }
 
-/// Who uses the process-wide compute settings now: the settings and how
-/// many holders. See [`Compute::apply_globals`].
+/// Who uses the process-wide compute settings now. See
+/// [`Compute::apply_globals`].
 pub struct GlobalsGate {
-    state: std::sync::Mutex<(Option<(bool, bool)>, usize)>,
+    state: std::sync::Mutex<GateState>,
     changed: std::sync::Condvar,
+}
+
+struct GateState {
+    /// The settings in force while `holders > 0`.
+    key: Option<(bool, bool)>,
+    holders: usize,
+    /// Callers waiting for other settings than those in force: while there
+    /// are any, newcomers with the settings in force wait too, so a steady
+    /// stream of same-settings jobs cannot starve them.
+    waiting_other: usize,
 }
 
 static GLOBALS: GlobalsGate = GlobalsGate::new();
 
+/// Why [`GlobalsGate::enter`] gave up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GateError {
+    #[error("{0}")]
+    Shim(#[from] ShimError),
+    #[error("cancelled while waiting for another job's compute settings to be released")]
+    Cancelled,
+}
+
 impl GlobalsGate {
     pub const fn new() -> GlobalsGate {
         GlobalsGate {
-            state: std::sync::Mutex::new((None, 0)),
+            state: std::sync::Mutex::new(GateState {
+                key: None,
+                holders: 0,
+                waiting_other: 0,
+            }),
             changed: std::sync::Condvar::new(),
         }
     }
 
-    /// Wait until no holder uses settings other than `key`, apply them with
-    /// `set` when they are not already in force, and hold them.
+    /// Wait until no holder uses settings other than `key` (checking
+    /// `cancelled` every 100 ms), apply them with `set` when the gate was
+    /// free (so settings changed behind its back are put right), and hold
+    /// them.
     pub fn enter(
         &'static self,
         key: (bool, bool),
         set: impl FnOnce() -> Result<(), ShimError>,
-    ) -> Result<GlobalsGuard, ShimError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while state.1 > 0 && state.0 != Some(key) {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<GlobalsGuard, GateError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let blocked =
+            |st: &GateState| st.holders > 0 && (st.key != Some(key) || st.waiting_other > 0);
+        if blocked(&st) {
+            let other = st.key != Some(key);
+            if other {
+                st.waiting_other += 1;
+            }
+            // A waiter for other settings does not block itself.
+            let still_blocked = |st: &GateState| {
+                st.holders > 0 && (st.key != Some(key) || st.waiting_other > usize::from(other))
+            };
+            while still_blocked(&st) {
+                if cancelled() {
+                    if other {
+                        st.waiting_other -= 1;
+                        self.changed.notify_all();
+                    }
+                    return Err(GateError::Cancelled);
+                }
+                st = self
+                    .changed
+                    .wait_timeout(st, std::time::Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if other {
+                st.waiting_other -= 1;
+            }
         }
-        if state.0 != Some(key) {
+        if st.holders == 0 {
+            st.key = None;
             set()?;
-            state.0 = Some(key);
+            st.key = Some(key);
         }
-        state.1 += 1;
+        st.holders += 1;
         Ok(GlobalsGuard { gate: Some(self) })
     }
 }
@@ -486,9 +557,9 @@ pub struct GlobalsGuard {
 impl Drop for GlobalsGuard {
     fn drop(&mut self) {
         if let Some(gate) = self.gate {
-            let mut state = gate.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.1 = state.1.saturating_sub(1);
-            if state.1 == 0 {
+            let mut st = gate.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.holders = st.holders.saturating_sub(1);
+            if st.holders == 0 {
                 gate.changed.notify_all();
             }
         }
@@ -498,8 +569,12 @@ impl Drop for GlobalsGuard {
 #[cfg(test)]
 mod gate_tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
+
+    fn never() -> bool {
+        false
+    }
 
     #[test]
     fn jobs_with_other_settings_wait_for_the_current_holders() {
@@ -509,30 +584,86 @@ mod gate_tests {
             SETS.fetch_add(1, Ordering::SeqCst);
             Ok(())
         };
-        let a = GATE.enter((true, false), set).unwrap();
+        let a = GATE.enter((true, false), set, &never).unwrap();
         // Same settings: enters at once, without setting them again.
-        let b = GATE.enter((true, false), set).unwrap();
+        let b = GATE.enter((true, false), set, &never).unwrap();
         assert_eq!(SETS.load(Ordering::SeqCst), 1);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
-            let g = GATE.enter((false, false), set).unwrap();
+            let g = GATE.enter((false, false), set, &never).unwrap();
             tx.send(()).unwrap();
             drop(g);
         });
         // Other settings wait while a holder remains...
-        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
         drop(a);
-        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
         drop(b);
         // ... and enter once the last one is gone, applying their settings.
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
         waiter.join().unwrap();
         assert_eq!(SETS.load(Ordering::SeqCst), 2);
+        // A free gate applies the settings again, even the same ones (they
+        // may have been changed behind its back).
+        drop(GATE.enter((false, false), set, &never).unwrap());
+        assert_eq!(SETS.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_waiter_for_other_settings_is_not_starved_by_newcomers() {
+        static GATE: GlobalsGate = GlobalsGate::new();
+        let held = GATE.enter((true, true), || Ok(()), &never).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let g = GATE.enter((false, false), || Ok(()), &never).unwrap();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            drop(g);
+        });
+        // Wait until the other-settings caller is queued.
+        for _ in 0..100 {
+            if GATE.state.lock().unwrap().waiting_other == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(GATE.state.lock().unwrap().waiting_other, 1);
+        // A newcomer with the settings in force now queues behind it.
+        let (tx2, rx2) = std::sync::mpsc::channel();
+        let newcomer = std::thread::spawn(move || {
+            let g = GATE.enter((true, true), || Ok(()), &never).unwrap();
+            tx2.send(()).unwrap();
+            drop(g);
+        });
+        assert!(rx2.recv_timeout(Duration::from_millis(300)).is_err());
+        drop(held);
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        rx2.recv_timeout(Duration::from_secs(10)).unwrap();
+        waiter.join().unwrap();
+        newcomer.join().unwrap();
+    }
+
+    #[test]
+    fn waiting_stops_when_cancelled() {
+        static GATE: GlobalsGate = GlobalsGate::new();
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let held = GATE.enter((true, false), || Ok(()), &never).unwrap();
+        let waiter = std::thread::spawn(|| {
+            GATE.enter((false, true), || Ok(()), &|| STOP.load(Ordering::SeqCst))
+                .err()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        STOP.store(true, Ordering::SeqCst);
+        assert_eq!(waiter.join().unwrap(), Some(GateError::Cancelled));
+        // The cancelled waiter no longer holds anyone back.
+        assert_eq!(GATE.state.lock().unwrap().waiting_other, 0);
+        drop(GATE.enter((true, false), || Ok(()), &never).unwrap());
+        drop(held);
     }
 
     #[test]
     fn cpu_jobs_hold_nothing() {
-        let g = Compute::plain().apply_globals().unwrap();
+        let g = Compute::plain().apply_globals(&never).unwrap();
         assert!(g.gate.is_none());
     }
 }

@@ -415,7 +415,7 @@ fn train_lease(
             );
         }
     }
-    let spec = match Spec::parse(&lease.spec_toml, "leased spec", &[]) {
+    let spec = match Spec::parse_stored(&lease.spec_toml, "leased spec") {
         Ok(s) => s,
         Err(e) => return failed(e.to_string(), false),
     };

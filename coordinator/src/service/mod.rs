@@ -265,7 +265,7 @@ pub fn parse_results(rows: &[(String, String)]) -> Result<Vec<JobResult>, StoreE
 
 /// The retry policy and threshold of an experiment's spec.
 pub fn spec_of(e: &ExperimentRecord) -> Result<Spec, CoordinatorError> {
-    Spec::parse(&e.spec_toml, "stored spec", &[]).map_err(|err| {
+    Spec::parse_stored(&e.spec_toml, "stored spec").map_err(|err| {
         CoordinatorError::Internal(format!("experiment {}: stored spec: {err}", e.id))
     })
 }

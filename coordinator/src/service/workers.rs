@@ -457,7 +457,7 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
                     Some(job.state.cancel())
                 } else {
                     let Ok(spec) =
-                        crossfold_shared::spec::Spec::parse(&e.spec_toml, "stored spec", &[])
+                        crossfold_shared::spec::Spec::parse_stored(&e.spec_toml, "stored spec")
                     else {
                         continue;
                     };

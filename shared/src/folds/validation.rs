@@ -8,7 +8,8 @@
 //! patients are ordered by `SHA-256("validation:<seed>:<patient_id>")` and
 //! taken in that order until the class's validation images reach
 //! `round(fraction × class images)` (at least one patient per class when the
-//! class has two or more patients and `fraction > 0`). So the split is
+//! class has two or more patients and `fraction > 0`), passing over a patient
+//! whose move would leave no image of a class for fitting. So the split is
 //! patient-grouped, stratified on the task's label, and deterministic.
 
 use crate::hash::sha256_hex;
@@ -29,6 +30,15 @@ pub fn carve_validation(
         p.0 |= task.is_positive(e.label);
         p.1.push(i);
     }
+    let positives = |imgs: &[usize]| {
+        imgs.iter()
+            .filter(|&&i| task.is_positive(entries[i].label))
+            .count()
+    };
+    // Images left for fitting, per class: a patient is only moved to
+    // validation when both classes keep at least one image for fitting.
+    let mut fit_pos = positives(&(0..entries.len()).collect::<Vec<_>>());
+    let mut fit_neg = entries.len() - fit_pos;
     let mut validation = Vec::new();
     if fraction > 0.0 {
         for positive in [false, true] {
@@ -53,12 +63,19 @@ pub fn carve_validation(
                 .collect();
             order.sort();
             let mut taken = 0;
-            for (_, imgs) in order.iter().take(patients.len() - 1) {
+            for (_, imgs) in &order {
                 if taken >= want {
                     break;
                 }
+                let pos = positives(imgs);
+                let neg = imgs.len() - pos;
+                if pos >= fit_pos || neg >= fit_neg {
+                    continue; // the fitting set would lose a class
+                }
                 validation.extend_from_slice(imgs);
                 taken += imgs.len();
+                fit_pos -= pos;
+                fit_neg -= neg;
             }
         }
     }
@@ -158,6 +175,34 @@ mod tests {
             assert!(val.iter().any(|&i| refs[i].label != Label::Normal));
             let normal_only = |i: usize| refs[i].patient_id[1..].parse::<u32>().unwrap() >= 40;
             assert!(val.iter().any(|&i| normal_only(i)));
+        }
+    }
+
+    #[test]
+    fn fitting_keeps_both_classes_when_patients_have_both() {
+        // A has a normal and a tumour image, B tumours only, C a normal one:
+        // moving A would leave fitting without normal images if C goes too,
+        // and moving B and A would leave it without tumours.
+        let entries = vec![
+            Entry::new("a1.png", Label::Normal, "A"),
+            Entry::new("a2.png", Label::Benign, "A"),
+            Entry::new("b1.png", Label::Malignant, "B"),
+            Entry::new("b2.png", Label::Benign, "B"),
+            Entry::new("c1.png", Label::Normal, "C"),
+        ];
+        let refs: Vec<&Entry> = entries.iter().collect();
+        for seed in 0..50 {
+            for fraction in [0.1, 0.5, 0.9] {
+                let (fit, _) = carve_validation(&refs, Task::Screening, fraction, seed);
+                let pos = fit
+                    .iter()
+                    .filter(|&&i| Task::Screening.is_positive(refs[i].label))
+                    .count();
+                assert!(
+                    pos > 0 && pos < fit.len(),
+                    "seed {seed}, {fraction}: {fit:?}"
+                );
+            }
         }
     }
 

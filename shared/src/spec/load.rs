@@ -119,6 +119,23 @@ impl Spec {
 
     /// Parse spec text; `source_name` names it in messages.
     pub fn parse(text: &str, source_name: &str, overrides: &[Override]) -> Result<Spec, SpecError> {
+        Spec::parse_with(text, source_name, overrides, false)
+    }
+
+    /// Parse a spec that was accepted and stored earlier (by the
+    /// coordinator, or leased to a worker): rules tightened since then
+    /// ([`TIGHTENED`]) are not applied, so an upgrade never strands an
+    /// experiment already submitted.
+    pub fn parse_stored(text: &str, source_name: &str) -> Result<Spec, SpecError> {
+        Spec::parse_with(text, source_name, &[], true)
+    }
+
+    fn parse_with(
+        text: &str,
+        source_name: &str,
+        overrides: &[Override],
+        stored: bool,
+    ) -> Result<Spec, SpecError> {
         let mut table: Table = toml::from_str(text).map_err(|e| SpecError::Syntax {
             source_name: source_name.to_string(),
             message: e.to_string(),
@@ -148,13 +165,22 @@ impl Spec {
                 return Err(invalid(problems));
             }
         };
-        problems.extend(super::validate::problems(&spec));
+        problems.extend(
+            super::validate::problems(&spec)
+                .into_iter()
+                .filter(|p| !(stored && TIGHTENED.contains(&p.field.as_str()))),
+        );
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
         Ok(spec)
     }
 }
+
+/// Fields whose rule became stricter after specs using the old one could
+/// be stored: `resources.devices_per_job` was accepted up to 64 (and
+/// ignored) before it had to be 1.
+pub const TIGHTENED: &[&str] = &["resources.devices_per_job"];
 
 fn remove_key(table: &mut Table, dotted: &str) {
     match dotted.split_once('.') {

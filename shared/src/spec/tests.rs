@@ -171,3 +171,17 @@ fn devices_parse() {
     assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(None)));
     assert!("cuda:x".parse::<Device>().is_err());
 }
+
+#[test]
+fn stored_specs_keep_parsing_after_a_rule_is_tightened() {
+    let text = format!("{MINIMAL}\n[resources]\ndevices_per_job = 2\n");
+    let err = Spec::parse(&text, "spec", &[]).unwrap_err();
+    assert_eq!(err.problems()[0].field, "resources.devices_per_job");
+    let stored = Spec::parse_stored(&text, "stored spec").unwrap();
+    assert_eq!(stored.resources.devices_per_job, 2);
+    // Other rules still hold for stored specs.
+    let bad = format!("{MINIMAL}\n[retry]\nmax_attempts = 0\n");
+    let err = Spec::parse_stored(&bad, "stored spec").unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["retry.max_attempts"]);
+}

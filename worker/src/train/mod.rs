@@ -72,6 +72,8 @@ pub enum TrainError {
     #[error("{0}")]
     Compute(#[from] crate::precision::ComputeError),
     #[error("{0}")]
+    Gate(#[from] crate::precision::GateError),
+    #[error("{0}")]
     Score(#[from] crate::evaluate::ScoreError),
     #[error("cancelled")]
     Cancelled,
@@ -187,7 +189,8 @@ fn epoch_order(
 }
 
 /// Train `net` (whose variables live in `vs`) and leave the best epoch's
-/// weights in `vs`.
+/// weights in `vs`. The caller holds the process-wide compute settings
+/// (`Compute::apply_globals`).
 pub fn train(
     net: &impl ModuleT,
     vs: &nn::VarStore,
@@ -205,7 +208,6 @@ pub fn train(
     let normalise = Normalise { mean, std };
     let augmenter = Augmenter::new(&t.augment);
 
-    let _globals = data.compute.apply_globals()?;
     data.compute.prepare_model(vs)?;
     let batch = (t.batch_size as usize).min(n_fit);
     // Every step has exactly `batch` images: the last batch of an epoch is
