@@ -183,7 +183,7 @@ mod tests {
         // A has a normal and a tumour image, B tumours only, C a normal one:
         // moving A would leave fitting without normal images if C goes too,
         // and moving B and A would leave it without tumours.
-        let entries = vec![
+        let entries = [
             Entry::new("a1.png", Label::Normal, "A"),
             Entry::new("a2.png", Label::Benign, "A"),
             Entry::new("b1.png", Label::Malignant, "B"),
