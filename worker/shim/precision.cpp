@@ -5,7 +5,9 @@
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/core/DeviceType.h>
+#include <c10/core/GradMode.h>
 #include <c10/core/MemoryFormat.h>
 
 static c10::DeviceType device_type(int cuda) { return cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
@@ -62,22 +64,33 @@ int crossfold_set_tf32(int allow) {
 // `t` is a tch tensor handle (a torch::Tensor*). Re-lays its data out in
 // channels-last order in place (set_data keeps the variable's identity, so
 // optimiser state and the var store still see the same parameter).
+// Always through a fresh channels-last tensor: `contiguous(ChannelsLast)`
+// returns a one-channel tensor ([64, 1, 7, 7], the stem's weights) as it is,
+// since its NCHW strides also pass as channels-last, and libtorch then picks
+// NCHW kernels for it; PyTorch's `module.to(memory_format=channels_last)`
+// re-strides it. (A stem left NCHW made the first block mix layouts: extra
+// copies and slow batch-norm and max-pool kernels.)
 int crossfold_channels_last_inplace(void *t) {
   try {
     auto *x = static_cast<at::Tensor *>(t);
     if (x->dim() != 4) return 0;
-    x->set_data(x->contiguous(c10::MemoryFormat::ChannelsLast));
+    if (x->suggest_memory_format() == c10::MemoryFormat::ChannelsLast) return 0;
+    c10::NoGradGuard no_grad;
+    at::Tensor y = at::empty_like(*x, c10::MemoryFormat::ChannelsLast);
+    y.copy_(*x);
+    x->set_data(y);
     return 0;
   } catch (...) {
     return -1;
   }
 }
 
-// 1 when the tensor is laid out channels-last, 0 when not, -1 on error.
+// 1 when libtorch treats the tensor as channels-last (its strides say so,
+// not merely compatible with it), 0 when not, -1 on error.
 int crossfold_is_channels_last(void *t) {
   try {
     auto *x = static_cast<at::Tensor *>(t);
-    return x->is_contiguous(c10::MemoryFormat::ChannelsLast) ? 1 : 0;
+    return x->dim() == 4 && x->suggest_memory_format() == c10::MemoryFormat::ChannelsLast ? 1 : 0;
   } catch (...) {
     return -1;
   }

@@ -143,6 +143,21 @@ mod tests {
         assert!(t.equal(&before));
         let v = Tensor::randn([7], (Kind::Float, Device::Cpu));
         to_channels_last(&v).unwrap();
+        // One input channel (the stem): NCHW strides also pass as
+        // channels-last, so libtorch would pick NCHW kernels; the weights
+        // must be re-strided as PyTorch's module.to(channels_last) does.
+        let stem = Tensor::randn([64, 1, 7, 7], (Kind::Float, Device::Cpu));
+        let before = stem.copy();
+        assert!(!is_channels_last(&stem));
+        to_channels_last(&stem).unwrap();
+        assert!(is_channels_last(&stem));
+        assert_eq!(stem.stride(), vec![49, 1, 7, 1]);
+        assert!(stem.equal(&before));
+        // A convolution with it gives a channels-last output.
+        let x = Tensor::randn([2, 1, 16, 16], (Kind::Float, Device::Cpu));
+        to_channels_last(&x).unwrap();
+        let y = x.conv2d(&stem, None::<Tensor>, [2, 2], [3, 3], [1, 1], 1);
+        assert!(is_channels_last(&y), "stem output strides {:?}", y.stride());
     }
 
     #[test]
