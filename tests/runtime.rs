@@ -126,6 +126,20 @@ fn two_workers_complete_the_15_job_paper_experiment() {
     let r1 = &report["tasks"]["screening"]["rounds"][0];
     assert_eq!(r1["provenance"]["device"], "cpu", "{r1}");
     assert!(r1["worker_id"].is_string() && r1["attempt"] == 1, "{r1}");
+    // The workers sent the threshold each round chose on its validation
+    // images, and the report shows the round's statistics at it.
+    let rounds: Vec<&serde_json::Value> = ["screening", "malignancy"]
+        .iter()
+        .flat_map(|t| report["tasks"][t]["rounds"].as_array().unwrap())
+        .collect();
+    let with = rounds
+        .iter()
+        .filter(|r| r["youden_threshold"].is_number())
+        .count();
+    assert!(with > 0, "no round reported a validation-chosen threshold");
+    for r in rounds.iter().filter(|r| r["youden_threshold"].is_number()) {
+        assert_eq!(r["at_youden"]["threshold"], r["youden_threshold"], "{r}");
+    }
 }
 
 #[test]

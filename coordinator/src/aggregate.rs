@@ -37,6 +37,10 @@ pub struct JobResult {
     /// seed, hashes), as the worker reported it.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub provenance: Value,
+    /// The threshold the worker chose on the round's validation images
+    /// (Youden's J), if it had any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub youden_threshold: Option<f64>,
 }
 
 /// Statistics of one round from its predictions.
@@ -88,6 +92,15 @@ pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str)
                     o.insert("worker_id".into(), r.worker_id.clone().into());
                     if !r.provenance.is_null() {
                         o.insert("provenance".into(), r.provenance.clone());
+                    }
+                    if let (Some(th), Ok(kind)) = (r.youden_threshold, task.parse::<Task>()) {
+                        o.insert("youden_threshold".into(), th.into());
+                        if let Ok(at) = round_stats(kind, &r.predictions, th) {
+                            o.insert(
+                                "at_youden".into(),
+                                serde_json::to_value(at).unwrap_or(Value::Null),
+                            );
+                        }
                     }
                 }
                 v
@@ -215,6 +228,7 @@ mod tests {
             history: Value::Null,
             stats,
             provenance: Value::Null,
+            youden_threshold: None,
         }
     }
 
@@ -248,6 +262,42 @@ mod tests {
         assert_eq!(v["tasks"]["screening"]["pooled"]["n"], 8);
         // Pooled: positives 0.9 0.8 0.9 0.8; negatives 0.1 0.2 0.6 0.2: AUC 1.
         assert_eq!(v["tasks"]["screening"]["pooled"]["auc"], 1.0);
+    }
+
+    #[test]
+    fn rounds_show_the_validation_chosen_threshold_and_its_statistics() {
+        // At 0.5 the normal image scored 0.6 is a false positive; at the
+        // validation-chosen 0.7 it is not, and every tumour is still found.
+        let mut r = result(
+            1,
+            &[
+                ("normal", 0.6),
+                ("benign", 0.9),
+                ("malignant", 0.8),
+                ("normal", 0.2),
+            ],
+        );
+        r.youden_threshold = Some(0.7);
+        let v = summarize(
+            &[r, result(2, &[("normal", 0.1), ("benign", 0.9)])],
+            "p",
+            "d",
+        );
+        let rounds = &v["tasks"]["screening"]["rounds"];
+        assert_eq!(rounds[0]["youden_threshold"], 0.7);
+        assert_eq!(rounds[0]["fp"], 1);
+        let at = &rounds[0]["at_youden"];
+        assert_eq!(
+            (at["threshold"].as_f64(), at["fp"].as_u64()),
+            (Some(0.7), Some(0))
+        );
+        assert_eq!(
+            (at["tp"].as_u64(), at["accuracy"].as_f64()),
+            (Some(2), Some(1.0))
+        );
+        // A round without a validation set has neither.
+        assert!(rounds[1].get("youden_threshold").is_none());
+        assert!(rounds[1].get("at_youden").is_none());
     }
 
     #[test]

@@ -342,6 +342,7 @@ pub(super) mod tests {
                 provenance: json!({"crossfold_version": "0.1.0", "libtorch_version": "2.11.0",
                     "device": "cpu", "device_name": "test CPU", "seed": 2021 + round,
                     "compute": {"autocast_bf16": false, "tf32": false, "channels_last": false}}),
+                youden_threshold: None,
             }
         };
         let results = vec![

@@ -377,6 +377,11 @@ async fn upload(
             } else {
                 String::new()
             },
+            youden_threshold: if i == 0 {
+                result.youden_threshold
+            } else {
+                None
+            },
         });
     }
     Ok(client

@@ -313,6 +313,15 @@ impl Workers for WorkersService {
                     "validation_auc": h.validation_auc, "learning_rate": h.learning_rate, "seconds": h.seconds})
             })
             .collect();
+        let youden_threshold = match head.youden_threshold {
+            Some(t) if !t.is_finite() => {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "youden_threshold = {t}: must be a finite number"
+                ))
+                .into())
+            }
+            other => other,
+        };
         let result = JobResult {
             task: job.task.clone(),
             round: job.round,
@@ -322,6 +331,7 @@ impl Workers for WorkersService {
             history: serde_json::Value::Array(history_json),
             stats,
             provenance,
+            youden_threshold,
         };
         let doc = serde_json::to_string(&result)
             .map_err(|err| CoordinatorError::Internal(err.to_string()))?;
