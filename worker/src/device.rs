@@ -134,6 +134,14 @@ pub fn cuda_capability(index: usize) -> Option<(i32, i32)> {
     ok.then_some((major, minor))
 }
 
+/// Compute capability of `device` when it is a GPU the driver knows.
+pub fn capability_of(device: tch::Device) -> Option<(i32, i32)> {
+    match device {
+        tch::Device::Cuda(i) => cuda_capability(i),
+        _ => None,
+    }
+}
+
 /// Product name of CUDA device `index`, from the driver.
 pub fn cuda_name(index: usize) -> Option<String> {
     let (d, dev) = cuda_device(index)?;

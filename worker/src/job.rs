@@ -207,23 +207,28 @@ pub fn guarded<T>(
     round: u32,
     f: impl FnOnce() -> Result<T, JobError>,
 ) -> Result<T, JobError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        Err(JobError::Aborted {
-            task,
-            round,
-            message: panic_message(payload.as_ref()).to_string(),
-        })
+    catching(f, |message| JobError::Aborted {
+        task,
+        round,
+        message,
     })
 }
 
-/// The message of a caught panic, without tch's `unwrap()` wrapping.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic")
-        .trim_start_matches("called `Result::unwrap()` on an `Err` value: ")
+/// Run `f`; a panic inside it becomes the error `aborted` makes of its
+/// message (without tch's `unwrap()` wrapping).
+fn catching<T, E>(
+    f: impl FnOnce() -> Result<T, E>,
+    aborted: impl FnOnce(String) -> E,
+) -> Result<T, E> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic")
+            .trim_start_matches("called `Result::unwrap()` on an `Err` value: ");
+        Err(aborted(message.to_string()))
+    })
 }
 
 fn run_job_unguarded(
@@ -467,14 +472,10 @@ pub fn predict(
     images: &[PathBuf],
     device: Device,
 ) -> Result<(ModelCard, Vec<f64>), PredictError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        predict_unguarded(checkpoint, images, device)
-    }))
-    .unwrap_or_else(|payload| {
-        Err(PredictError::Aborted(
-            panic_message(payload.as_ref()).to_string(),
-        ))
-    })
+    catching(
+        || predict_unguarded(checkpoint, images, device),
+        PredictError::Aborted,
+    )
 }
 
 fn predict_unguarded(
@@ -514,11 +515,7 @@ fn predict_unguarded(
 /// under `trained`: the same autocast, layout and TF32 choice, addressed to
 /// this device (a model trained on a GPU can score on a CPU and back).
 fn predict_compute(trained: Compute, device: Device) -> Compute {
-    let capability = match device {
-        Device::Cuda(i) => crate::device::cuda_capability(i),
-        _ => None,
-    };
-    predict_compute_on(trained, device, capability)
+    predict_compute_on(trained, device, crate::device::capability_of(device))
 }
 
 /// [`predict_compute`] for a GPU of `capability`: where it lacks bf16 (or
@@ -526,7 +523,7 @@ fn predict_compute(trained: Compute, device: Device) -> Compute {
 /// can.
 fn predict_compute_on(trained: Compute, device: Device, capability: Option<(i32, i32)>) -> Compute {
     let cuda = device.is_cuda();
-    let ampere = !cuda || capability.is_none_or(|(major, _)| major >= 8);
+    let ampere = crate::precision::at_least(cuda, capability, 8);
     Compute {
         cuda,
         tf32: trained.tf32 && cuda && ampere,

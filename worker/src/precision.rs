@@ -325,6 +325,13 @@ pub enum ComputeError {
     Fp16NeedsFused,
 }
 
+/// Whether a device has what compute capability `major` brings (8: bf16
+/// and TF32 tensor cores; 7: fp16 tensor cores). The CPU has no such limit;
+/// a GPU whose capability is unknown is taken to be a current one.
+pub fn at_least(cuda: bool, capability: Option<(i32, i32)>, major: i32) -> bool {
+    !cuda || capability.is_none_or(|(m, _)| m >= major)
+}
+
 impl Compute {
     /// [`Compute::resolve`] for `device`, with the GPU's compute capability
     /// read from the CUDA driver.
@@ -332,11 +339,7 @@ impl Compute {
         t: &crossfold_shared::spec::TrainSpec,
         device: tch::Device,
     ) -> Result<Compute, ComputeError> {
-        let capability = match device {
-            tch::Device::Cuda(i) => crate::device::cuda_capability(i),
-            _ => None,
-        };
-        Compute::resolve(t, device, capability)
+        Compute::resolve(t, device, crate::device::capability_of(device))
     }
 
     /// `precision = auto`: on CUDA bf16 autocast and TF32 where the GPU has
@@ -355,8 +358,7 @@ impl Compute {
     ) -> Result<Compute, ComputeError> {
         use crossfold_shared::spec::{Precision, Toggle};
         let cuda = device.is_cuda();
-        // Unknown capability: assume a current GPU.
-        let at_least = |major: i32| !cuda || capability.is_none_or(|(m, _)| m >= major);
+        let at_least = |major: i32| at_least(cuda, capability, major);
         let (bf16, fp16) = match t.precision {
             Precision::Auto if !cuda => (false, false),
             Precision::Auto if at_least(8) => (true, false),
