@@ -20,6 +20,11 @@ pub struct Entry {
     /// Path as written in the manifest (relative to the manifest's directory).
     pub path: String,
     pub label: Label,
+    /// The label as the manifest spells it (white space trimmed), kept only
+    /// when that differs from the canonical lower-case spelling (`Normal`,
+    /// `MALIGNANT`): predictions and rewritten manifests show it as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_text: Option<String>,
     pub patient_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
@@ -40,6 +45,7 @@ impl Entry {
         Entry {
             path: path.into(),
             label,
+            label_text: None,
             patient_id: patient_id.into(),
             site: None,
             subtype: None,
@@ -48,6 +54,11 @@ impl Entry {
             view: None,
             center: None,
         }
+    }
+
+    /// The label as the manifest wrote it.
+    pub fn label_as_written(&self) -> &str {
+        self.label_text.as_deref().unwrap_or(self.label.as_str())
     }
 }
 
@@ -255,9 +266,11 @@ pub fn check_rows(rows: &[RawRow]) -> (Vec<Entry>, Vec<RowProblem>) {
             },
         };
         if let (Some(label), true) = (label, ok) {
+            let written = row.label.trim();
             entries.push(Entry {
                 path: row.path.clone(),
                 label,
+                label_text: (written != label.as_str()).then(|| written.to_string()),
                 patient_id: row.patient_id.clone(),
                 site: row.site.clone(),
                 subtype: row.subtype.clone(),
@@ -321,7 +334,11 @@ impl Manifest {
         // Writing to a Vec cannot fail.
         let _ = writer.write_record(&header);
         for e in &self.entries {
-            let mut rec = vec![e.path.clone(), e.label.to_string(), e.patient_id.clone()];
+            let mut rec = vec![
+                e.path.clone(),
+                e.label_as_written().to_string(),
+                e.patient_id.clone(),
+            ];
             for (k, u) in used.iter().enumerate() {
                 if *u {
                     rec.push(optional_field(e, k).unwrap_or_default());
@@ -381,6 +398,9 @@ mod tests {
         let (entries, problems) = check_rows(&rows);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(entries[0].label, Label::Normal);
+        assert_eq!(entries[0].label_as_written(), "Normal");
+        assert_eq!(entries[1].label_text, None);
+        assert_eq!(entries[1].label_as_written(), "malignant");
         assert_eq!(entries[0].age, Some(31.0));
         assert_eq!(entries[1].age, None);
         assert_eq!(rows[1].line, 3);
@@ -414,9 +434,11 @@ mod tests {
         let mut e = Entry::new("img/a.png", Label::Benign, "p1");
         e.site = Some("distal femur".into());
         e.age = Some(12.0);
+        let mut spelled = Entry::new("img/c.png", Label::Malignant, "p3");
+        spelled.label_text = Some("Malignant".into());
         let m = Manifest {
             root: PathBuf::from("."),
-            entries: vec![e, Entry::new("img/b.png", Label::Normal, "p2")],
+            entries: vec![e, Entry::new("img/b.png", Label::Normal, "p2"), spelled],
         };
         let rows = parse(&m.to_csv()).unwrap();
         let (entries, problems) = check_rows(&rows);

@@ -381,7 +381,7 @@ fn run_job_unguarded(
         .map(|(e, &s)| Prediction {
             image: e.path.clone(),
             patient: e.patient_id.clone(),
-            label: e.label.to_string(),
+            label: e.label_as_written().to_string(),
             site: e.site.clone().unwrap_or_default(),
             subtype: e.subtype.clone().unwrap_or_default(),
             score: s,

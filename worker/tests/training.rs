@@ -82,7 +82,18 @@ fn outputs_and_predict_agree() {
     let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), (12, 6, 6), 64, TINY);
+    let first = prepare(&s).unwrap();
+    // The manifest spells its labels capitalised: predictions.csv keeps the
+    // spelling; the data set (fingerprint) and split plan are the same.
+    let manifest = dir.path().join("data/manifest.csv");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text
+        .replace(",benign,", ",Benign,")
+        .replace(",malignant,", ",MALIGNANT,");
+    std::fs::write(&manifest, text).unwrap();
     let p = prepare(&s).unwrap();
+    assert_eq!(p.fingerprint.sha256, first.fingerprint.sha256);
+    assert_eq!(p.plan.plan_sha256, first.plan.plan_sha256);
     let out = dir.path().join("out");
     let r = run_job(&s, &p, Task::Malignancy, 3, &options(Some(&out)), &mut go).unwrap();
     for f in [
@@ -101,7 +112,7 @@ fn outputs_and_predict_agree() {
     assert!(csv
         .lines()
         .skip(1)
-        .all(|l| l.contains(",benign,") || l.contains(",malignant,")));
+        .all(|l| l.contains(",Benign,") || l.contains(",MALIGNANT,")));
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
     assert_eq!(card["provenance"]["plan_sha256"], p.plan.plan_sha256);
