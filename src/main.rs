@@ -7,6 +7,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    if !args.is_long_running() {
+        crossfold_shared::logging::exit_quietly_on_closed_stdout();
+    }
     // The coordinator reports what it does at info; other commands only warn.
     let level = if args.is_coordinator() {
         "info"
@@ -17,7 +20,10 @@ fn main() -> std::process::ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                crossfold_shared::logging::error_chain(e.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -558,3 +558,74 @@ fn cancel_stops_the_experiment_and_watch_ends() {
         || w.log_text().contains("no longer wants this attempt"),
     );
 }
+
+/// Worker processes (pid, state letter) whose command line names `dir`.
+fn workers_under(dir: &std::path::Path) -> Vec<(i32, char)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("crossfold-worker") && cmdline.contains(&needle) {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.trim().chars().next())
+                .unwrap_or('?');
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// Live (not zombie) workers of a `crossfold run` writing to `out`.
+fn live_workers(out: &std::path::Path) -> usize {
+    workers_under(out).iter().filter(|(_, s)| *s != 'Z').count()
+}
+
+#[test]
+fn run_stops_its_workers_when_interrupted_or_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
+        let out = dir.path().join(format!("out-{name}"));
+        let run = std::process::Command::new(crossfold_bin())
+            .args(["run", spec.to_str().unwrap(), "--quiet", "--workers", "1"])
+            .args(["--set", "train.epochs=500", "--out", out.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = out.join("worker-0.log");
+        wait_for("the worker to lease a job", LONG, || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("lease received"))
+        });
+        assert_eq!(live_workers(&out), 1, "{:?}", workers_under(&out));
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(run.id() as i32, signal);
+        }
+        let ended = run.wait_with_output().unwrap();
+        assert!(
+            !ended.status.success(),
+            "{name}: run must not report success"
+        );
+        if signal == libc::SIGTERM {
+            let err = String::from_utf8_lossy(&ended.stderr);
+            assert!(
+                err.contains("interrupted by SIGTERM") && err.contains("coordinator.db"),
+                "{err}"
+            );
+        }
+        wait_for(
+            &format!("the worker to end after {name} to run"),
+            Duration::from_secs(60),
+            || live_workers(&out) == 0,
+        );
+    }
+}

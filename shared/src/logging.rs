@@ -63,9 +63,64 @@ pub fn init(format: LogFormat, default_level: &str) {
     let _ = result;
 }
 
+/// Restore SIGPIPE's default action (the Rust runtime ignores it), so that
+/// a command printing into a closed pipe (`... | head -1`) ends quietly as
+/// other Unix tools do instead of panicking on the failed write. Only for
+/// commands that print and exit: servers keep it ignored.
+pub fn exit_quietly_on_closed_stdout() {
+    // SAFETY: signal(2) with SIG_DFL, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: root`, leaving out a
+/// cause whose text the message before it already includes (many errors
+/// print their source in their own message as well).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut last = text.clone();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !last.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        last = t;
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Plain(String, #[source] Option<Box<Plain>>);
+
+    fn chain(parts: &[&str]) -> Plain {
+        parts
+            .iter()
+            .rev()
+            .fold(None, |inner, p| {
+                Some(Plain(p.to_string(), inner.map(Box::new)))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn error_chain_joins_causes_and_skips_repeats() {
+        assert_eq!(error_chain(&chain(&["a", "b", "c"])), "a: b: c");
+        // The outer message already quotes its cause.
+        let io = "No such file or directory (os error 2)";
+        let outer = format!("cannot read m.csv: {io}");
+        assert_eq!(error_chain(&chain(&[&outer, io])), outer);
+        assert_eq!(error_chain(&chain(&[io, io])), io);
+        assert_eq!(error_chain(&chain(&["only"])), "only");
+    }
 
     #[test]
     fn formats_parse_and_auto_follows_the_terminal() {

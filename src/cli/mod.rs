@@ -11,6 +11,7 @@ mod remote;
 mod report;
 mod run;
 mod serve;
+mod signal;
 mod summarize;
 mod summary;
 mod table;
@@ -43,6 +44,13 @@ pub struct Cli {
 impl Cli {
     pub fn is_coordinator(&self) -> bool {
         matches!(self.command, Command::Coordinator(_))
+    }
+
+    /// Commands that serve or supervise (the coordinator, `run`); the others
+    /// print and exit, and end quietly when their reader goes away
+    /// (`crossfold plan ... | head`).
+    pub fn is_long_running(&self) -> bool {
+        matches!(self.command, Command::Coordinator(_) | Command::Run(_))
     }
 }
 

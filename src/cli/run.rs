@@ -118,6 +118,17 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);
+        // Should `run` itself be killed outright (SIGKILL, an OOM kill), the
+        // kernel sends the worker SIGTERM: no worker outlives its `run`.
+        // SAFETY: prctl(2) is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         if gpus > 0 && i < gpus {
             cmd.args(["--device", &format!("cuda:{i}")]);
         } else {
@@ -138,7 +149,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         out.display()
     );
 
-    let outcome = async {
+    let work = async {
         let mut c = client_with(&url, &ClientSecurity::plaintext()).await?;
         let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
         eprintln!("experiment {id}");
@@ -146,8 +157,16 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         let doc = fetch_results(&mut c, &id).await?;
         super::report::write_report(&out, &doc)?;
         Ok::<_, anyhow::Error>((id, state, doc))
-    }
-    .await;
+    };
+    // Ctrl-C, `kill`, `timeout` or a batch system's SIGTERM stop the workers
+    // and the coordinator below instead of leaving the workers running.
+    let outcome = tokio::select! {
+        r = work => r,
+        sig = super::signal::shutdown() => Err(anyhow::anyhow!(
+            "interrupted by {sig}: workers stopped; finished rounds are kept in {}",
+            out.join("coordinator.db").display()
+        )),
+    };
 
     for child in &mut children {
         if let Some(pid) = child.id() {

@@ -189,16 +189,11 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         eprintln!("metrics at http://{}/metrics", m.local_addr()?);
     }
     let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutting down: no new calls; waiting for calls in flight");
+        let sig = super::signal::shutdown().await;
+        tracing::info!(
+            signal = sig,
+            "shutting down: no new calls; waiting for calls in flight"
+        );
     };
     crossfold_coordinator::server::serve(config, listener, metrics, shutdown).await?;
     tracing::info!("stopped");

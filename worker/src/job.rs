@@ -227,8 +227,19 @@ fn catching<T, E>(
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("unknown panic")
             .trim_start_matches("called `Result::unwrap()` on an `Err` value: ");
-        Err(aborted(message.to_string()))
+        Err(aborted(without_backtrace(message)))
     })
+}
+
+/// libtorch's message without the C++ stack trace it appends ("Exception
+/// raised from ... frame #0: ..."), which says nothing to a user.
+fn without_backtrace(message: &str) -> String {
+    let cut = ["Exception raised from", "frame #0"]
+        .iter()
+        .filter_map(|m| message.find(m))
+        .min()
+        .unwrap_or(message.len());
+    message[..cut].trim_end().to_string()
 }
 
 fn run_job_unguarded(
@@ -447,7 +458,34 @@ fn run_job_unguarded(
 pub fn model_card(checkpoint: &Path) -> Result<ModelCard, PredictError> {
     // A checkpoint in another format (libtorch's own) has no metadata to
     // read: model.json beside it is the card then.
-    let embedded = crate::outputs::read_card(checkpoint).ok().flatten();
+    match std::fs::metadata(checkpoint) {
+        Err(source) => {
+            return Err(PredictError::NoCheckpoint {
+                path: checkpoint.to_path_buf(),
+                source,
+            })
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(PredictError::NoCheckpoint {
+                path: checkpoint.to_path_buf(),
+                source: std::io::Error::other("not a file"),
+            })
+        }
+        Ok(_) => {}
+    }
+    let embedded = match crate::outputs::read_card(checkpoint) {
+        Ok(card) => card,
+        // libtorch's own format (tch's .ot) has no metadata to read.
+        Err(_)
+            if checkpoint
+                .extension()
+                .is_some_and(|x| x == "ot" || x == "pt") =>
+        {
+            None
+        }
+        // Anything else must be a safetensors file (not, say, model.json).
+        Err(e) => return Err(PredictError::NotSafetensors(e.to_string())),
+    };
     let (text, from) = match embedded {
         Some(text) => (text, checkpoint.to_path_buf()),
         None => {
@@ -488,7 +526,7 @@ fn predict_unguarded(
     let net = resnet(&vs.root(), card.arch, 2);
     vs.load(checkpoint).map_err(|e| PredictError::Checkpoint {
         path: checkpoint.to_path_buf(),
-        message: e.to_string(),
+        message: without_backtrace(&e.to_string()),
     })?;
     let mode = crate::data::resize_mode(card.resize);
     let size = card.image_size as i64;
@@ -537,6 +575,13 @@ fn predict_compute_on(trained: Compute, device: Device, capability: Option<(i32,
 pub enum PredictError {
     #[error("{0}")]
     Precision(#[from] crate::precision::GateError),
+    #[error("checkpoint {path}: {source}")]
+    NoCheckpoint {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} (a crossfold checkpoint is the model.safetensors a training run writes)")]
+    NotSafetensors(String),
     #[error("{path}: {source} (the checkpoint has no model card in its metadata, so it needs its model.json beside it)")]
     Io {
         path: PathBuf,
@@ -663,5 +708,38 @@ mod tests {
             }),
             Err(JobError::UnknownImage(_))
         ));
+    }
+
+    #[test]
+    fn libtorch_messages_lose_their_cpp_stack_trace() {
+        let raw = "open file failed because of errno 2 on fopen\nException raised from RAIIFile at ../caffe2/serialize/file_adapter.cc:30 (most recent call first):\nframe #0: c10::Error::Error";
+        assert_eq!(
+            without_backtrace(raw),
+            "open file failed because of errno 2 on fopen"
+        );
+        assert_eq!(without_backtrace("plain"), "plain");
+    }
+
+    #[test]
+    fn checkpoint_errors_name_the_file_and_what_is_wrong_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.safetensors");
+        let err = model_card(&missing).unwrap_err();
+        assert!(matches!(err, PredictError::NoCheckpoint { .. }), "{err}");
+        assert!(
+            err.to_string().contains("checkpoint") && err.to_string().contains("nope.safetensors")
+        );
+        let err = model_card(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a file"), "{err}");
+        // A model card (JSON) given as the checkpoint.
+        let json = dir.path().join("card.safetensors");
+        std::fs::write(&json, "{\"arch\": \"resnet34\"}").unwrap();
+        let err = model_card(&json).unwrap_err();
+        assert!(matches!(err, PredictError::NotSafetensors(_)), "{err}");
+        assert!(err.to_string().contains("card.safetensors"), "{err}");
+        let card = dir.path().join("model.json");
+        std::fs::write(&card, "{}").unwrap();
+        let err = model_card(&card).unwrap_err();
+        assert!(matches!(err, PredictError::NotSafetensors(_)), "{err}");
     }
 }

@@ -150,11 +150,18 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_some() {
+        // train, predict, devices, bench: print and exit.
+        crossfold_shared::logging::exit_quietly_on_closed_stdout();
+    }
     crossfold_shared::logging::init(cli.log_format, "info");
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                crossfold_shared::logging::error_chain(e.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }
