@@ -557,6 +557,50 @@ fn cancel_stops_the_experiment_and_watch_ends() {
         Duration::from_secs(60),
         || w.log_text().contains("no longer wants this attempt"),
     );
+    // The same spec submitted again: the same experiment, running again.
+    let mut args = vec!["submit", spec.to_str().unwrap(), "--coordinator", &url];
+    args.extend(["--set", "train.epochs=200"]);
+    let (code, out, err) = cli(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), id);
+    assert!(err.contains("5 round(s) queued again"), "{err}");
+    wait_for("the resumed experiment to lease a job", LONG, || {
+        let s = status(&url, &id);
+        s["state"] == "running" && s["jobs"]["leased"] == 1
+    });
+    // Attempt numbers go on: the resumed round's lease is attempt 2.
+    wait_for("attempt 2 of round 1", LONG, || {
+        w.log_text().contains("attempt=2")
+    });
+    let (code, _, err) = cli(&["cancel", &id, "--coordinator", &url]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_finished_experiment_cannot_be_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let _w = start_worker(dir.path(), &url, "w", &[]);
+    let id = submit(&url, &spec, &[]);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    assert_eq!(status(&url, &id)["state"], "succeeded");
+    let (code, _, err) = cli(&["cancel", &id, "--coordinator", &url]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("already finished (succeeded)") && err.contains("nothing to cancel"),
+        "{err}"
+    );
+    assert_eq!(status(&url, &id)["state"], "succeeded");
+    // Submitting it again changes nothing.
+    let (code, out, err) = cli(&["submit", spec.to_str().unwrap(), "--coordinator", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), id);
+    assert!(err.contains("not submitted again"), "{err}");
+    assert_eq!(status(&url, &id)["jobs"]["succeeded"], 5);
 }
 
 /// Worker processes (pid, state letter) whose command line names `dir`.

@@ -9,7 +9,7 @@
 //!     ^                  |  |  |--fail(retryable, attempts < max)--> pending (backoff)
 //!     |                  |  |--fail(not retryable or attempts >= max)--> failed(attempts, last error)
 //!     +---expire/release-+  |--cancel--> cancelled
-//!  pending --cancel--> cancelled
+//!  pending --cancel--> cancelled --resume--> pending
 //! ```
 //!
 //! - `expire` (the lease deadline passed) and `stall` (no progress reported
@@ -27,6 +27,9 @@
 //!   counted once.
 //! - `cancel` never fails: pending and leased jobs become cancelled, finished
 //!   jobs (succeeded, failed, cancelled) keep their state.
+//! - `resume` (a cancelled experiment submitted again) puts a cancelled job
+//!   back in the queue with a fresh attempt budget; its attempt numbers go
+//!   on from where they were, so fencing still holds. Other states are kept.
 //!
 //! Times are milliseconds since the Unix epoch and are always passed in: this
 //! module never reads the clock.
@@ -98,6 +101,20 @@ pub struct Failed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancelled {
     pub attempts: u32,
+}
+
+impl Cancelled {
+    /// Back to the queue. The attempt count goes on (attempt numbers never
+    /// repeat); all earlier attempts are counted as released, since none of
+    /// them failed for good, so the job gets its whole retry budget again.
+    pub fn to_pending(&self) -> Pending {
+        Pending {
+            attempts: self.attempts,
+            released: self.attempts,
+            not_before_ms: 0,
+            last_error: None,
+        }
+    }
 }
 
 /// A job's state; stored as JSON with a `state` tag, e.g.
@@ -567,6 +584,15 @@ impl JobState {
             JobState::Leased(l) => JobState::Cancelled(Cancelled {
                 attempts: l.attempt,
             }),
+            _ => self.clone(),
+        }
+    }
+
+    /// Cancelled: pending again ([`Cancelled::to_pending`]). Other states
+    /// are returned unchanged: resuming never rewrites an outcome.
+    pub fn resume(&self) -> JobState {
+        match self {
+            JobState::Cancelled(c) => JobState::Pending(c.to_pending()),
             _ => self.clone(),
         }
     }

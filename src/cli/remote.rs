@@ -128,6 +128,17 @@ pub async fn submit_spec(
         .await
         .map_err(rpc)?
         .into_inner();
+    if resp.resumed > 0 {
+        eprintln!(
+            "experiment {} (same spec and data) had been cancelled: {} round(s) queued again; finished rounds are kept",
+            resp.experiment_id, resp.resumed
+        );
+    } else if !resp.created {
+        eprintln!(
+            "experiment {} has the same spec and data: not submitted again",
+            resp.experiment_id
+        );
+    }
     Ok(resp.experiment_id)
 }
 

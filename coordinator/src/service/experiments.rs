@@ -190,16 +190,36 @@ impl Experiments for ExperimentsService {
                 .await
                 .map_err(|e| CoordinatorError::Internal(e.to_string()))??;
         let dataset = record.dataset_sha256.clone();
-        let (stored, created) = self
+        let (stored, created, resumed) = self
             .coordinator
-            .with_store(move |s| s.create_experiment(record, jobs))
+            .with_store(move |s| {
+                let (stored, created) = s.create_experiment(record, jobs)?;
+                // The same spec and data again after a cancel: the rounds
+                // that were cut off are queued again, finished ones are kept.
+                let mut resumed = 0;
+                if !created && stored.cancelled {
+                    s.reopen(stored.id)?;
+                    for j in s.jobs(stored.id)? {
+                        if matches!(j.state, JobState::Cancelled(_)) {
+                            s.update_job(stored.id, &j.key, j.version, j.state.resume())?;
+                            resumed += 1;
+                        }
+                    }
+                }
+                Ok((stored, created, resumed))
+            })
             .await?;
         self.coordinator.remember_files(&dataset, files);
-        tracing::info!(experiment = %stored.id, name = %stored.name, created, "experiment submitted");
+        tracing::info!(experiment = %stored.id, name = %stored.name, created, resumed, "experiment submitted");
         self.coordinator.changed.notify_waiters();
+        if resumed == 0 && !created && stored.cancelled {
+            // Cancelled with every job already finished: nothing to run, but it is not cancelled any more.
+            self.coordinator.maybe_finish(stored.id).await?;
+        }
         Ok(Response::new(v1::SubmitResponse {
             experiment_id: stored.id.to_string(),
             created,
+            resumed,
         }))
     }
 
@@ -295,18 +315,30 @@ impl Experiments for ExperimentsService {
         request: Request<v1::CancelRequest>,
     ) -> Result<Response<v1::Experiment>, Status> {
         let id = parse_id(&request.get_ref().experiment_id)?;
-        self.coordinator
+        let finished = self
+            .coordinator
             .with_store(move |s| {
+                let (e, jobs) = (s.experiment(id)?, s.jobs(id)?);
+                // A finished experiment keeps its outcome (cancelling it again is a no-op).
+                if !e.cancelled && jobs.iter().all(|j| j.state.is_terminal()) {
+                    return Ok(Some(super::experiment_state(&e, &jobs)));
+                }
                 s.set_cancelled(id)?;
-                for j in s.jobs(id)? {
+                for j in jobs {
                     if !j.state.is_terminal() {
                         // A concurrent change is fine: the reaper cancels what is left.
                         let _ = s.update_job(id, &j.key, j.version, j.state.cancel());
                     }
                 }
-                Ok(())
+                Ok(None)
             })
             .await?;
+        if let Some(state) = finished {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "experiment {id} has already finished ({state}); there is nothing to cancel"
+            ))
+            .into());
+        }
         self.coordinator.changed.notify_waiters();
         let (e, jobs) = self.load(id).await?;
         Ok(Response::new(self.describe(&e, &jobs)))

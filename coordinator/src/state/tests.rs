@@ -419,6 +419,48 @@ fn cancel_from_pending_and_leased_and_finished_jobs_are_unchanged() {
 }
 
 #[test]
+fn resume_requeues_a_cancelled_job_with_a_fresh_budget_and_new_attempt_numbers() {
+    let p = policy();
+    // Attempt 1 failed (retryable), attempt 2 was running when cancelled.
+    let s = first_lease().fail(1, "oom", true, 2_000, &p).unwrap();
+    let s = s.lease("w2", 10_000, TTL).unwrap().cancel();
+    assert_eq!(s, JobState::Cancelled(Cancelled { attempts: 2 }));
+    let r = s.resume();
+    assert_eq!(r.name(), "pending");
+    assert!(!r.is_terminal());
+    // The next lease is attempt 3: a late report from attempt 2 stays fenced.
+    let l = r.lease("w3", 20_000, TTL).unwrap();
+    assert_eq!(leased(&l).attempt, 3);
+    assert!(matches!(
+        l.complete(2, 21_000),
+        Err(TransitionError::StaleAttempt { .. })
+    ));
+    // The whole budget again: 3 more failures before it ends failed.
+    let mut s = l;
+    for attempt in 3..5 {
+        s = s.fail(attempt, "e", true, 30_000, &p).unwrap();
+        assert_eq!(s.name(), "pending", "attempt {attempt}");
+        s = s.lease("w", 10_000_000, TTL).unwrap();
+    }
+    assert_eq!(s.fail(5, "e", true, 30_000, &p).unwrap().name(), "failed");
+    // Outcomes are never rewritten.
+    for done in [
+        JobState::from(Succeeded {
+            attempt: 1,
+            finished_ms: 5,
+        }),
+        JobState::from(Failed {
+            attempts: 3,
+            last_error: "e".into(),
+        }),
+        JobState::new(),
+        first_lease(),
+    ] {
+        assert_eq!(done.resume(), done);
+    }
+}
+
+#[test]
 fn reclaim_after_restart_gives_a_grace_period() {
     let s = first_lease(); // deadline 31_000
     let r = s.reclaim_after_restart(100_000, 20_000);

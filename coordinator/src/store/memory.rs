@@ -196,6 +196,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn reopen(&self, id: ExperimentId) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let e = inner.experiment_mut(id)?;
+        e.cancelled = false;
+        e.summary_json = None;
+        Ok(())
+    }
+
     fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError> {
         self.lock().experiment_mut(id)?.summary_json = Some(summary_json.to_string());
         Ok(())

@@ -180,6 +180,11 @@ pub trait Store: Send + Sync + 'static {
     /// the caller cancels them with [`Store::update_job`].
     fn set_cancelled(&self, id: ExperimentId) -> Result<(), StoreError>;
 
+    /// Clear the cancelled mark and the aggregated results: a cancelled
+    /// experiment submitted again runs on. Its jobs are not touched: the
+    /// caller resumes them with [`Store::update_job`].
+    fn reopen(&self, id: ExperimentId) -> Result<(), StoreError>;
+
     /// Store the experiment's aggregated results (replacing any earlier).
     fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError>;
 

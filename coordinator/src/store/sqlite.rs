@@ -421,6 +421,21 @@ impl Store for SqliteStore {
         })
     }
 
+    fn reopen(&self, id: ExperimentId) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE experiments SET cancelled = 0, summary_json = NULL WHERE id = ?1",
+                    [id.to_string()],
+                )
+                .db(&self.label)?;
+            if n == 0 {
+                return Err(StoreError::NoExperiment(id));
+            }
+            Ok(())
+        })
+    }
+
     fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError> {
         self.write(|tx| {
             let n = tx

@@ -199,6 +199,10 @@ fn unknown_experiment_and_job(store: &dyn Store) {
         store.set_summary(missing, "{}"),
         Err(StoreError::NoExperiment(_))
     ));
+    assert!(matches!(
+        store.reopen(missing),
+        Err(StoreError::NoExperiment(_))
+    ));
     let e = create(store, 1, &["a"]);
     let err = store.job(e.id, "zz").unwrap_err();
     assert_eq!(
@@ -335,6 +339,12 @@ fn cancel_and_summary(store: &dyn Store) {
     assert!(got.cancelled);
     assert_eq!(got.summary_json.as_deref(), Some("{\"auc\":0.8}"));
     // The jobs are not touched.
+    assert_eq!(store.job(e.id, "a").unwrap().version, 0);
+    // Submitted again: running, without the stale summary.
+    store.reopen(e.id).unwrap();
+    let got = store.experiment(e.id).unwrap();
+    assert!(!got.cancelled);
+    assert_eq!(got.summary_json, None);
     assert_eq!(store.job(e.id, "a").unwrap().version, 0);
 }
 
