@@ -673,3 +673,31 @@ fn run_stops_its_workers_when_interrupted_or_killed() {
         );
     }
 }
+
+#[test]
+fn jobs_that_need_a_gpu_are_not_leased_to_a_cpu_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let _w = start_worker(dir.path(), &url, "cpu-worker", &[]);
+    // Submitted first, but only a GPU worker may take it.
+    let gpu = submit(&url, &spec, &["train.device=cuda"]);
+    let cpu = submit(&url, &spec, &[]);
+    wait_for("the CPU experiment to finish", LONG, || {
+        terminal(&status(&url, &cpu))
+    });
+    assert_eq!(status(&url, &cpu)["state"], "succeeded");
+    let s = status(&url, &gpu);
+    assert_eq!(s["state"], "pending", "{s}");
+    assert_eq!(s["jobs"]["pending"], 5, "{s}");
+    // Never leased (a lease and a failure would also leave it pending).
+    assert!(
+        s["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["attempt"].as_u64().unwrap_or(0) == 0),
+        "{s}"
+    );
+}

@@ -3,17 +3,30 @@
 //! Experiments are served in submission order with fair sharing: among the
 //! experiments that have a job ready to run, the one with the fewest jobs
 //! currently leased goes first (ties: the earlier submission); within it,
-//! the first ready job in key order.
+//! the first ready job in key order. Experiments whose spec asks for
+//! `train.device = "cuda"` are served to GPU workers only.
 
 use crate::state::JobState;
 use crate::store::{ExperimentRecord, JobRecord};
+use crossfold_shared::spec::{Device, Spec};
 use std::collections::HashMap;
 
-/// Pick the next job to lease at time `now_ms`, or `None`.
+/// Whether a worker (with or without a GPU) may run the experiment's jobs:
+/// `train.device = "cuda"` (or `cuda:N`) needs a GPU; `auto` and `cpu` run
+/// anywhere (a GPU worker trains a `cpu` job on its CPU).
+pub fn runs_on(e: &ExperimentRecord, worker_has_gpu: bool) -> bool {
+    worker_has_gpu
+        || !Spec::parse_stored(&e.spec_toml, "stored spec")
+            .is_ok_and(|s| matches!(s.device(), Device::Cuda(_)))
+}
+
+/// Pick the next job to lease at time `now_ms` for a worker that may run
+/// the experiments `eligible` accepts, or `None`.
 pub fn pick<'a>(
     experiments: &[ExperimentRecord],
     active: &'a [JobRecord],
     now_ms: i64,
+    eligible: impl Fn(&ExperimentRecord) -> bool,
 ) -> Option<&'a JobRecord> {
     let mut leased: HashMap<uuid::Uuid, usize> = HashMap::new();
     for j in active {
@@ -32,7 +45,8 @@ pub fn pick<'a>(
             .filter(ready)
             .collect();
         jobs.sort_by(|a, b| a.key.cmp(&b.key));
-        if let Some(j) = jobs.first() {
+        // Checked only for experiments with a job ready (it parses the spec).
+        if let Some(j) = jobs.first().filter(|_| eligible(e)) {
             return Some(j);
         }
     }
@@ -92,6 +106,46 @@ mod tests {
         })
     }
 
+    fn any(_: &ExperimentRecord) -> bool {
+        true
+    }
+
+    #[test]
+    fn experiments_that_need_a_gpu_go_to_gpu_workers_only() {
+        let spec = |device: &str| {
+            format!(
+                "name = \"t\"\n[dataset]\nmanifest = \"m.csv\"\n[train]\ndevice = \"{device}\"\n"
+            )
+        };
+        let (mut gpu, mut cpu) = (exp(1), exp(2));
+        gpu.spec_toml = spec("cuda");
+        cpu.spec_toml = spec("cpu");
+        let mut indexed = exp(3);
+        indexed.spec_toml = spec("cuda:1");
+        let mut auto = exp(4);
+        auto.spec_toml = spec("auto");
+        for (e, on_cpu) in [
+            (&gpu, false),
+            (&indexed, false),
+            (&cpu, true),
+            (&auto, true),
+        ] {
+            assert_eq!(runs_on(e, false), on_cpu, "{}", e.spec_toml);
+            assert!(runs_on(e, true), "{}", e.spec_toml);
+        }
+        // The GPU experiment was first, but a CPU worker gets the CPU one.
+        let jobs = vec![
+            job(&gpu, "s-r01", pending(0)),
+            job(&cpu, "s-r01", pending(0)),
+        ];
+        let exps = vec![gpu.clone(), cpu.clone()];
+        let j = pick(&exps, &jobs, 5, |e| runs_on(e, false)).unwrap();
+        assert_eq!(j.experiment, cpu.id);
+        let j = pick(&exps, &jobs, 5, |e| runs_on(e, true)).unwrap();
+        assert_eq!(j.experiment, gpu.id);
+        assert!(pick(&exps[..1], &jobs, 5, |e| runs_on(e, false)).is_none());
+    }
+
     #[test]
     fn submission_order_then_fair_share() {
         let (a, b) = (exp(1), exp(2));
@@ -102,7 +156,7 @@ mod tests {
         ];
         let exps = vec![b.clone(), a.clone()];
         // Nothing leased: the earlier experiment, its first key.
-        let j = pick(&exps, &jobs, 5).unwrap();
+        let j = pick(&exps, &jobs, 5, any).unwrap();
         assert_eq!((j.experiment, j.key.as_str()), (a.id, "s-r01"));
         // One of a's jobs leased: b goes next.
         let jobs2 = vec![
@@ -110,7 +164,7 @@ mod tests {
             job(&a, "s-r02", pending(0)),
             job(&b, "s-r01", pending(0)),
         ];
-        let j = pick(&exps, &jobs2, 5).unwrap();
+        let j = pick(&exps, &jobs2, 5, any).unwrap();
         assert_eq!(j.experiment, b.id);
     }
 
@@ -118,10 +172,10 @@ mod tests {
     fn backoff_and_cancellation_are_respected() {
         let a = exp(1);
         let jobs = vec![job(&a, "s-r01", pending(100))];
-        assert!(pick(std::slice::from_ref(&a), &jobs, 50).is_none());
-        assert!(pick(std::slice::from_ref(&a), &jobs, 100).is_some());
+        assert!(pick(std::slice::from_ref(&a), &jobs, 50, any).is_none());
+        assert!(pick(std::slice::from_ref(&a), &jobs, 100, any).is_some());
         let mut c = a.clone();
         c.cancelled = true;
-        assert!(pick(&[c], &jobs, 100).is_none());
+        assert!(pick(&[c], &jobs, 100, any).is_none());
     }
 }

@@ -55,6 +55,13 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
         spec.train.lr,
         spec.train.device
     );
+    if spec.train.cpu.is_some() {
+        let c = spec.train.for_cpu();
+        println!(
+            "  on a CPU ([train.cpu]): model {:?}, {} px, {} epochs, batch {}, lr {}",
+            c.arch, c.image_size, c.epochs, c.batch_size, c.lr
+        );
+    }
     print!("\n{}", plan_text(&plan, &manifest));
     println!(
         "\n{} jobs: {}",

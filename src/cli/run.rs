@@ -10,6 +10,7 @@ use crossfold_coordinator::config::Config;
 use crossfold_proto::client::ClientSecurity;
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::manifest::manifest_root;
+use crossfold_shared::spec::Device;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,9 +65,42 @@ fn worker_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The GPUs local workers train on, as (how many, first index), for the
+/// spec's `train.device` on a machine with `found` GPUs: every GPU for
+/// `auto`, none for `cpu`, all for `cuda` and just GPU N for `cuda:N`; a
+/// CUDA device the machine lacks is an error, not a silent CPU run.
+fn worker_gpus(device: Device, found: usize) -> Result<(usize, usize)> {
+    match device {
+        Device::Auto => Ok((found, 0)),
+        Device::Cpu => Ok((0, 0)),
+        Device::Cuda(_) if found == 0 => bail!(
+            "train.device = cuda, but this machine has no GPU that nvidia-smi can see; \
+             set train.device = \"auto\" or \"cpu\" to train on the CPU"
+        ),
+        Device::Cuda(None) => Ok((found, 0)),
+        Device::Cuda(Some(i)) if i < found => Ok((1, i)),
+        Device::Cuda(Some(i)) => bail!(
+            "train.device = cuda:{i}, but this machine has {found} GPU(s) (cuda:0..cuda:{})",
+            found - 1
+        ),
+    }
+}
+
 pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let spec = load_spec(&a.spec, &a.sets)?;
     let worker_bin = worker_binary()?;
+    let (gpus, first_gpu) = worker_gpus(spec.device(), gpu_count())?;
+    if a.workers == Some(0) {
+        bail!("--workers 0: at least one worker is needed");
+    }
+    let n = a.workers.unwrap_or(gpus.max(1));
+    if matches!(spec.device(), Device::Cuda(_)) && n > gpus {
+        bail!(
+            "--workers {n} with train.device = {}: {gpus} GPU(s) to train on, one worker each \
+             (--slots-per-gpu N runs more jobs on each)",
+            spec.train.device
+        );
+    }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = a.out.canonicalize()?;
@@ -97,8 +131,6 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         },
     ));
 
-    let gpus = gpu_count();
-    let n = a.workers.unwrap_or(gpus.max(1)).max(1);
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);
@@ -130,7 +162,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
             });
         }
         if gpus > 0 && i < gpus {
-            cmd.args(["--device", &format!("cuda:{i}")]);
+            cmd.args(["--device", &format!("cuda:{}", first_gpu + i)]);
         } else {
             cmd.args([
                 "--device",
@@ -193,4 +225,27 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_follow_the_specs_device() {
+        assert_eq!(worker_gpus(Device::Auto, 0).unwrap(), (0, 0));
+        assert_eq!(worker_gpus(Device::Auto, 4).unwrap(), (4, 0));
+        assert_eq!(worker_gpus(Device::Cpu, 4).unwrap(), (0, 0));
+        assert_eq!(worker_gpus(Device::Cuda(None), 2).unwrap(), (2, 0));
+        assert_eq!(worker_gpus(Device::Cuda(Some(1)), 2).unwrap(), (1, 1));
+        let err = worker_gpus(Device::Cuda(None), 0).unwrap_err().to_string();
+        assert!(
+            err.contains("train.device = cuda") && err.contains("no GPU"),
+            "{err}"
+        );
+        let err = worker_gpus(Device::Cuda(Some(2)), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cuda:2") && err.contains("2 GPU(s)"), "{err}");
+    }
 }

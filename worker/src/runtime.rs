@@ -13,7 +13,7 @@ use crossfold_proto::v1::{self, workers_client::WorkersClient};
 use crossfold_shared::experiment::Prepared;
 use crossfold_shared::folds::SplitPlan;
 use crossfold_shared::label::Task;
-use crossfold_shared::spec::Spec;
+use crossfold_shared::spec::{Device as SpecDevice, Spec};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -424,6 +424,19 @@ fn train_lease(
         Ok(s) => s,
         Err(e) => return failed(e.to_string(), false),
     };
+    // The spec's train.device: `cpu` trains on the CPU even on a GPU worker;
+    // `cuda` needs a GPU worker (the coordinator leases such jobs only to
+    // one; an older coordinator may not).
+    let device = match (spec.device(), cfg.device) {
+        (SpecDevice::Cpu, _) => tch::Device::Cpu,
+        (SpecDevice::Cuda(_), tch::Device::Cpu) => {
+            return failed(
+                "train.device = cuda but this worker trains on the CPU".to_string(),
+                true,
+            )
+        }
+        (_, d) => d,
+    };
     let task = match v1::Task::try_from(lease.task) {
         Ok(v1::Task::Screening) => Task::Screening,
         Ok(v1::Task::Malignancy) => Task::Malignancy,
@@ -452,7 +465,7 @@ fn train_lease(
     };
     let out = cfg.outputs.as_ref().map(|d| job_output_dir(d, lease, task));
     let options = JobOptions {
-        device: cfg.device,
+        device,
         decode_threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),

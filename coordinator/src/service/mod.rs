@@ -144,6 +144,21 @@ impl Coordinator {
         }
     }
 
+    /// Whether the worker trains on a GPU, as it registered. A worker known
+    /// only from before a coordinator restart (devices unknown) is not
+    /// held back.
+    pub fn worker_has_gpu(&self, id: &str) -> bool {
+        self.workers
+            .lock()
+            .ok()
+            .and_then(|m| {
+                m.get(id).map(|w| {
+                    w.devices.is_empty() || w.devices.iter().any(|d| d.starts_with("cuda"))
+                })
+            })
+            .unwrap_or(true)
+    }
+
     pub fn touch_worker(&self, id: &str) -> bool {
         match self.workers.lock() {
             Ok(mut m) => match m.get_mut(id) {

@@ -54,6 +54,7 @@ impl WorkersService {
     async fn try_lease(&self, worker: &str) -> Result<Option<v1::Lease>, CoordinatorError> {
         let ttl = ms(self.coordinator.config.lease_ttl);
         let worker_id = worker.to_string();
+        let has_gpu = self.coordinator.worker_has_gpu(worker);
         let leased = self
             .coordinator
             .with_store(move |s| {
@@ -61,7 +62,9 @@ impl WorkersService {
                     let experiments = s.experiments()?;
                     let active = s.active_jobs()?;
                     let now = now_ms();
-                    let Some(job) = scheduler::pick(&experiments, &active, now) else {
+                    let Some(job) = scheduler::pick(&experiments, &active, now, |e| {
+                        scheduler::runs_on(e, has_gpu)
+                    }) else {
                         return Ok(None);
                     };
                     let next = match job.state.clone().lease(&worker_id, now, ttl) {

@@ -145,7 +145,9 @@ impl Spec {
             if let Err(p) = apply_override(&mut table, o) {
                 problems.push(p);
             }
+            follow_on_cpu(&mut table, o);
         }
+        default_warmup_fits(&mut table);
         let structural = structural_problems(&table);
         // Drop the keys that failed so the rest can still be range-checked:
         // one run reports every problem.
@@ -218,6 +220,49 @@ fn apply_override(table: &mut Table, o: &Override) -> Result<(), SpecProblem> {
         };
     }
     Ok(())
+}
+
+/// Keys `[train.cpu]` can set instead of `[train]`'s on a CPU.
+pub const CPU_KEYS: [&str; 5] = ["arch", "image_size", "epochs", "batch_size", "lr"];
+
+/// `--set train.K=V` is the user's latest word on every device: where the
+/// spec's `[train.cpu]` also sets K, it is set to V there too (otherwise a
+/// CPU run would silently keep the file's `[train.cpu]` value).
+fn follow_on_cpu(table: &mut Table, o: &Override) {
+    let Some(key) = o.key.strip_prefix("train.") else {
+        return;
+    };
+    if !CPU_KEYS.contains(&key) {
+        return;
+    }
+    let cpu = table
+        .get_mut("train")
+        .and_then(Value::as_table_mut)
+        .and_then(|t| t.get_mut("cpu"))
+        .and_then(Value::as_table_mut);
+    if let Some(cpu) = cpu {
+        if cpu.contains_key(key) {
+            cpu.insert(key.to_string(), o.value.clone());
+        }
+    }
+}
+
+/// The default warm-up (1 epoch) shortened to fit a run of fewer epochs
+/// (`--set train.epochs=1` needs no `train.warmup_epochs=0` beside it); a
+/// warm-up the spec sets itself is checked as written.
+fn default_warmup_fits(table: &mut Table) {
+    let Some(train) = table.get_mut("train").and_then(Value::as_table_mut) else {
+        return;
+    };
+    if train.contains_key("warmup_epochs") {
+        return;
+    }
+    let default = super::TrainSpec::default().warmup_epochs as i64;
+    if let Some(epochs) = train.get("epochs").and_then(Value::as_integer) {
+        if (1..=default).contains(&epochs) {
+            train.insert("warmup_epochs".into(), Value::Integer(epochs - 1));
+        }
+    }
 }
 
 /// Check every key alone against its section's type.

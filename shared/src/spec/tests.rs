@@ -166,6 +166,46 @@ fn cpu_settings_apply_only_through_for_cpu() {
 }
 
 #[test]
+fn a_set_of_a_train_key_also_wins_over_the_files_cpu_setting() {
+    let text = format!(
+        "{MINIMAL}[train]\nepochs = 30\nimage_size = 224\n[train.cpu]\nimage_size = 64\nepochs = 30\nlr = 0.02\n"
+    );
+    let spec = parse(&text, &["train.epochs=1", "train.image_size=48"]).unwrap();
+    let cpu = spec.train.for_cpu();
+    assert_eq!((spec.train.epochs, spec.train.image_size), (1, 48));
+    assert_eq!((cpu.epochs, cpu.image_size), (1, 48));
+    // Keys the --set does not name keep the file's CPU value.
+    assert_eq!(cpu.lr, 0.02);
+    // [train.cpu] keys the file does not set are not added.
+    let spec = parse(&text, &["train.batch_size=8"]).unwrap();
+    assert_eq!(spec.train.cpu.as_ref().unwrap().batch_size, None);
+    assert_eq!(spec.train.for_cpu().batch_size, 8);
+    // An explicit --set train.cpu.K still sets the CPU value alone.
+    let spec = parse(&text, &["train.cpu.epochs=2"]).unwrap();
+    assert_eq!((spec.train.epochs, spec.train.for_cpu().epochs), (30, 2));
+    // The default one-epoch warm-up fits a one-epoch run; one the spec sets does not.
+    assert_eq!(
+        parse(MINIMAL, &["train.epochs=1"])
+            .unwrap()
+            .train
+            .warmup_epochs,
+        0
+    );
+    assert_eq!(
+        parse(MINIMAL, &["train.epochs=2"])
+            .unwrap()
+            .train
+            .warmup_epochs,
+        1
+    );
+    assert!(parse(MINIMAL, &["train.epochs=1", "train.warmup_epochs=1"]).is_err());
+    // Bad values are still reported once, under the key that was set.
+    let err = parse(&text, &["train.epochs=0"]).unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    assert!(fields.contains(&"train.epochs"), "{fields:?}");
+}
+
+#[test]
 fn devices_parse() {
     assert_eq!("cuda:1".parse::<Device>(), Ok(Device::Cuda(Some(1))));
     assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(None)));
