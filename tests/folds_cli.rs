@@ -140,4 +140,70 @@ fn general_protocols() {
     let run = crossfold(&["folds", "--manifest", m, "--groups", "1"]);
     run.failed();
     assert!(run.stderr.contains("--groups 1"), "{}", run.stderr);
+    // A setting the protocol does not use is refused, not ignored.
+    let run = crossfold(&[
+        "folds",
+        "--manifest",
+        m,
+        "--protocol",
+        "kfold",
+        "--test-groups",
+        "2",
+    ]);
+    run.failed();
+    assert!(run.stderr.contains("--test-groups 2"), "{}", run.stderr);
+    // 5 benign patients in 5 groups of a leave-2-out design: every round
+    // trains on both classes; with 8 groups some malignancy test sets
+    // hold no benign image, and each such round is named.
+    let run = crossfold(&[
+        "folds",
+        "--manifest",
+        m,
+        "--groups",
+        "8",
+        "--test-groups",
+        "1",
+    ]);
+    run.ok();
+    assert!(
+        run.stderr.contains("warning: task malignancy, round ")
+            && run.stderr.contains("the test set has no benign image"),
+        "{}",
+        run.stderr
+    );
+    // 2 groups, 1 in the test set, a cohort with one benign patient: the
+    // round testing it cannot train, and the plan is refused by name.
+    let one = dir.path().join("one-benign");
+    crossfold(&[
+        "dataset",
+        "synth",
+        "--out",
+        one.to_str().unwrap(),
+        "--normal",
+        "6",
+        "--benign",
+        "1",
+        "--malignant",
+        "5",
+        "--size",
+        "64",
+        "--seed",
+        "1",
+    ])
+    .ok();
+    let run = crossfold(&[
+        "folds",
+        "--manifest",
+        one.join("manifest.csv").to_str().unwrap(),
+        "--groups",
+        "2",
+        "--test-groups",
+        "1",
+    ]);
+    run.failed();
+    assert!(
+        run.stderr.contains("the training set has no benign image"),
+        "{}",
+        run.stderr
+    );
 }

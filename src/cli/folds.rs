@@ -91,6 +91,12 @@ pub fn run(a: FoldsArgs) -> Result<ExitCode> {
             })
             .collect::<Result<_>>()?;
     }
+    if let (Some(t), ProtocolKind::Kfold) = (a.test_groups, protocol.kind) {
+        bail!(
+            "--test-groups {t}: the kfold protocol tests one group per round; \
+             --test-groups applies to paper and leave-p-groups-out"
+        );
+    }
     check_protocol(&protocol)?;
     let manifest = Manifest::load(&manifest_path)?;
     let plan = match &a.verify {
@@ -104,6 +110,9 @@ pub fn run(a: FoldsArgs) -> Result<ExitCode> {
         }
         None => make_plan(&manifest, &protocol)?,
     };
+    for w in plan.warnings(&manifest) {
+        eprintln!("warning: {w}");
+    }
     if let Some(out) = &a.out {
         write_file(out, &plan.to_json_pretty())?;
     }

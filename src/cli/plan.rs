@@ -36,6 +36,9 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
         );
     }
     let (manifest, fp, plan) = (prepared.manifest, prepared.fingerprint, prepared.plan);
+    for w in plan.warnings(&manifest) {
+        eprintln!("warning: {w}");
+    }
     let jobs = plan_jobs(&plan);
     let [n, b, m] = manifest.counts();
     println!("experiment {:?}: {}", spec.name, spec.description);

@@ -107,6 +107,9 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     {
         let s = spec.clone();
         let p = tokio::task::spawn_blocking(move || prepare(&s)).await??;
+        for w in p.plan.warnings(&p.manifest) {
+            eprintln!("warning: {w}");
+        }
         eprintln!(
             "data set {} ({} images), split plan {}",
             spec.manifest_path().display(),

@@ -53,6 +53,13 @@ pub enum FoldsError {
         side: &'static str,
         groups: usize,
     },
+    #[error("task {task}, round {round}: the training set has no {missing} image (the cohort has too few {missing} patients for protocol.groups = {groups}); a round cannot train on one class")]
+    OneClassTraining {
+        task: String,
+        round: u32,
+        missing: &'static str,
+        groups: usize,
+    },
     #[error("split plan: task {task}, round {round}: patient {patient:?} is in both the training and the test set")]
     Leak {
         task: String,

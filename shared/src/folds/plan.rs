@@ -152,6 +152,46 @@ pub fn combinations(k: usize, p: usize) -> Vec<Vec<usize>> {
 }
 
 /// Build the split plan of a protocol on a manifest.
+impl SplitPlan {
+    /// Rounds whose test set holds one class only: their AUC, and
+    /// sensitivity or specificity, are undefined, and summaries across
+    /// rounds leave them out. One line per round, for `plan` and `run`.
+    pub fn warnings(&self, manifest: &Manifest) -> Vec<String> {
+        let labels: HashMap<&str, crate::label::Label> = manifest
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.label))
+            .collect();
+        let mut out = Vec::new();
+        for (task, rounds) in &self.tasks {
+            let (negative, positive) = task.class_names();
+            for r in rounds {
+                let positives = r
+                    .test
+                    .iter()
+                    .filter(|p| labels.get(p.as_str()).is_some_and(|&l| task.is_positive(l)))
+                    .count();
+                let missing = match positives {
+                    0 => positive,
+                    n if n == r.test.len() => negative,
+                    _ => continue,
+                };
+                out.push(format!(
+                    "task {task}, round {}: the test set has no {missing} image, so its AUC \
+                     and {} are undefined and summaries across rounds leave them out",
+                    r.round,
+                    if missing == positive {
+                        "sensitivity"
+                    } else {
+                        "specificity"
+                    }
+                ));
+            }
+        }
+        out
+    }
+}
+
 pub fn make_plan(manifest: &Manifest, protocol: &ProtocolSpec) -> Result<SplitPlan, FoldsError> {
     let k = protocol.groups;
     let mut repeats = Vec::new();
@@ -176,12 +216,14 @@ pub fn make_plan(manifest: &Manifest, protocol: &ProtocolSpec) -> Result<SplitPl
             for test_groups in test_sets {
                 let number = rounds.len() as u32 + 1;
                 let (mut train, mut test) = (Vec::new(), Vec::new());
+                let mut train_positives = 0;
                 for (e, g) in manifest.entries.iter().zip(&assignment) {
                     if task.includes(e.label) {
                         if test_groups.contains(g) {
                             test.push(e.path.clone());
                         } else {
                             train.push(e.path.clone());
+                            train_positives += usize::from(task.is_positive(e.label));
                         }
                     }
                 }
@@ -194,6 +236,20 @@ pub fn make_plan(manifest: &Manifest, protocol: &ProtocolSpec) -> Result<SplitPl
                             groups: k,
                         });
                     }
+                }
+                let (negative, positive) = task.class_names();
+                let missing = match train_positives {
+                    0 => Some(positive),
+                    n if n == train.len() => Some(negative),
+                    _ => None,
+                };
+                if let (Some(missing), false) = (missing, train.is_empty()) {
+                    return Err(FoldsError::OneClassTraining {
+                        task: task.to_string(),
+                        round: number,
+                        missing,
+                        groups: k,
+                    });
                 }
                 rounds.push(Round {
                     round: number,
@@ -252,6 +308,68 @@ mod tests {
             root: PathBuf::from("."),
             entries,
         }
+    }
+
+    fn cohort(normal: usize, benign: usize, malignant: usize) -> Manifest {
+        let mut entries = Vec::new();
+        for (label, n) in [
+            (Label::Normal, normal),
+            (Label::Benign, benign),
+            (Label::Malignant, malignant),
+        ] {
+            for i in 0..n {
+                entries.push(Entry::new(
+                    format!("{label}/{i}.png"),
+                    label,
+                    format!("{label}{i}"),
+                ));
+            }
+        }
+        Manifest {
+            root: PathBuf::from("."),
+            entries,
+        }
+    }
+
+    #[test]
+    fn a_round_that_would_train_on_one_class_is_refused_by_name() {
+        let protocol = ProtocolSpec {
+            groups: 2,
+            test_groups: 1,
+            ..ProtocolSpec::default()
+        };
+        // One benign patient: the round that tests it has none to train on.
+        let err = make_plan(&cohort(6, 1, 5), &protocol).unwrap_err();
+        assert!(
+            matches!(&err, FoldsError::OneClassTraining { task, missing: "benign", groups: 2, .. } if task == "malignancy"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no benign image"), "{err}");
+    }
+
+    #[test]
+    fn rounds_testing_one_class_are_named_in_the_warnings() {
+        let protocol = ProtocolSpec {
+            groups: 8,
+            test_groups: 1,
+            ..ProtocolSpec::default()
+        };
+        // 6 benign patients over 8 groups: some malignancy test sets have none.
+        let m = cohort(16, 6, 10);
+        let plan = make_plan(&m, &protocol).unwrap();
+        let warnings = plan.warnings(&m);
+        assert!(!warnings.is_empty());
+        for w in &warnings {
+            assert!(w.starts_with("task malignancy, round "), "{w}");
+            assert!(
+                w.contains("no benign image") && w.contains("specificity"),
+                "{w}"
+            );
+        }
+        // The paper's cohort and design: none.
+        let paper = paper_cohort();
+        let plan = make_plan(&paper, &ProtocolSpec::default()).unwrap();
+        assert!(plan.warnings(&paper).is_empty());
     }
 
     #[test]
@@ -376,7 +494,24 @@ mod tests {
         let mut m = paper_cohort();
         m.entries
             .retain(|e| e.label == Label::Normal || e.path == "benign/0.png");
+        // Screening: the round testing the one tumour has none to train on.
         let err = make_plan(&m, &ProtocolSpec::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FoldsError::OneClassTraining {
+                    missing: "tumour",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Malignancy: one tumour image cannot fill both sides.
+        let p = ProtocolSpec {
+            tasks: vec![Task::Malignancy],
+            ..ProtocolSpec::default()
+        };
+        let err = make_plan(&m, &p).unwrap_err();
         assert!(matches!(err, FoldsError::EmptySide { .. }), "{err}");
     }
 }
