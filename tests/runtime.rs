@@ -296,8 +296,35 @@ fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
             .contains("injected fault"),
         "{failed}"
     );
-    // The other rounds' results are there.
-    assert_eq!(count_results(&results(&url, &id)), 4);
+    // The other rounds' results are there, and the failed round is named.
+    let doc = results(&url, &id);
+    assert_eq!(count_results(&doc), 4);
+    let missing = doc["missing_rounds"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{doc}");
+    assert_eq!(missing[0]["round"], 2);
+    assert_eq!(missing[0]["state"], "failed");
+    assert!(missing[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("injected fault"));
+    let out = dir.path().join("report");
+    let (code, _, err) = cli(&[
+        "report",
+        &id,
+        "--coordinator",
+        &url,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("Rounds without a result")
+            && md.contains("- screening round 2: failed after 2 attempt(s): injected fault"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("screening round 2: failed after 2 attempt(s)"));
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! as standalone SVG files. The SVG is written by hand; nothing is fetched.
 
 use super::report::markdown;
-use super::report::{breakdowns, class_names, dec, f, pct, tasks_in_order};
+use super::report::{
+    breakdowns, class_names, dec, f, mean_sd, missing_rounds, pct, tasks_in_order,
+};
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::metrics::roc_curve;
 use serde_json::Value;
@@ -424,6 +426,18 @@ pub fn html(doc: &Value) -> String {
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>crossfold report: {name}</title><style>{STYLE}</style></head><body>\n<h1>crossfold report: {name}</h1>\n"
     );
+    let missing = missing_rounds(doc);
+    if !missing.is_empty() {
+        let items: Vec<String> = missing
+            .iter()
+            .map(|l| format!("<li>{}</li>", esc(l)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "<p>Rounds without a result (left out of every table and summary below):</p><ul>{}</ul>",
+            items.concat()
+        );
+    }
     for (task, t) in tasks_in_order(doc) {
         let rounds = t["rounds"].as_array().cloned().unwrap_or_default();
         let (neg, pos) = class_names(task);
@@ -451,14 +465,7 @@ pub fn html(doc: &Value) -> String {
             );
         }
         let s = &t["summary"];
-        let ms = |k: &str, pctage: bool| -> String {
-            let m = &s[k];
-            match (f(m, "mean"), pctage) {
-                (Some(mean), true) => format!("{} ± {}", pct(Some(mean)), pct(f(m, "sd"))),
-                (Some(mean), false) => format!("{} ± {}", dec(Some(mean), 3), dec(f(m, "sd"), 3)),
-                (None, _) => "–".into(),
-            }
-        };
+        let ms = |k: &str, pctage: bool| mean_sd(s, k, pctage, rounds.len());
         let _ = writeln!(out, "<tr><th>Mean ± SD</th><td></td><td></td><td></td><td></td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>", ms("accuracy", true), ms("sensitivity", true), ms("specificity", true), ms("ppv", true), ms("npv", true), ms("auc", false));
         let p = &t["pooled"];
         if !p.is_null() {
@@ -610,10 +617,7 @@ mod tests {
             for k in ["accuracy", "sensitivity", "specificity", "ppv", "npv"] {
                 let m = &t["summary"][k];
                 let want = format!("{} ± {}", pct(f(m, "mean")), pct(f(m, "sd")));
-                assert!(
-                    page.contains(&format!("<td>{want}</td>")),
-                    "{task} {k} {want}"
-                );
+                assert!(page.contains(&format!("<td>{want}")), "{task} {k} {want}");
             }
             let pooled = format!("pooled (AUC {:.3})", t["pooled"]["auc"].as_f64().unwrap());
             assert!(page.contains(&pooled), "{pooled}");

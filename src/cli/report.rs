@@ -50,6 +50,51 @@ pub(super) fn dec(v: Option<f64>, d: usize) -> String {
     v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into())
 }
 
+/// "mean ± SD" of a summary metric, with "(k of n rounds)" when some of the
+/// task's `rounds` left it undefined; "–" when none defines it.
+pub(super) fn mean_sd(summary: &Value, key: &str, percent: bool, rounds: usize) -> String {
+    let m = &summary[key];
+    let Some(mean) = f(m, "mean") else {
+        return "–".into();
+    };
+    let sd = f(m, "sd");
+    let text = if percent {
+        format!("{} ± {}", pct(Some(mean)), pct(sd))
+    } else {
+        format!("{} ± {}", dec(Some(mean), 3), dec(sd, 3))
+    };
+    match m.get("n").and_then(Value::as_u64) {
+        Some(n) if (n as usize) < rounds => format!("{text} ({n} of {rounds} rounds)"),
+        _ => text,
+    }
+}
+
+/// One line per round without a result (failed, cancelled, unfinished),
+/// with its last error: left out of every table, so named.
+pub(super) fn missing_rounds(doc: &Value) -> Vec<String> {
+    doc["missing_rounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mut line = format!(
+                "{} round {}: {}",
+                r["task"].as_str().unwrap_or("?"),
+                r["round"],
+                r["state"].as_str().unwrap_or("?")
+            );
+            let attempts = r["attempts"].as_u64().unwrap_or(0);
+            if attempts > 0 {
+                line.push_str(&format!(" after {attempts} attempt(s)"));
+            }
+            if let Some(e) = r["error"].as_str() {
+                line.push_str(&format!(": {e}"));
+            }
+            line
+        })
+        .collect()
+}
+
 pub(super) fn class_names(task: &str) -> (&'static str, &'static str) {
     match task {
         "screening" => ("normal", "tumour (benign or malignant)"),
@@ -138,6 +183,13 @@ pub fn markdown(doc: &Value) -> String {
         doc["plan_sha256"].as_str().unwrap_or("-"),
         doc["dataset_sha256"].as_str().unwrap_or("-"),
     );
+    let missing = missing_rounds(doc);
+    if !missing.is_empty() {
+        out.push_str("\nRounds without a result (left out of every table and summary below):\n\n");
+        for line in &missing {
+            out.push_str(&format!("- {line}\n"));
+        }
+    }
     let mut threshold = None;
     for (task, t) in tasks_in_order(doc) {
         let rounds = t["rounds"].as_array().cloned().unwrap_or_default();
@@ -169,14 +221,7 @@ pub fn markdown(doc: &Value) -> String {
             ));
         }
         let s = &t["summary"];
-        let ms = |k: &str, pctage: bool| -> String {
-            let m = &s[k];
-            match (f(m, "mean"), pctage) {
-                (Some(mean), true) => format!("{} ± {}", pct(Some(mean)), pct(f(m, "sd"))),
-                (Some(mean), false) => format!("{} ± {}", dec(Some(mean), 3), dec(f(m, "sd"), 3)),
-                (None, _) => "–".into(),
-            }
-        };
+        let ms = |k: &str, pctage: bool| mean_sd(s, k, pctage, rounds.len());
         out.push_str(&format!(
             "| Mean ± SD | | | | | | {} | {} | {} | {} | {} | {} |\n",
             ms("accuracy", true),
@@ -217,13 +262,50 @@ pub fn markdown(doc: &Value) -> String {
          - Sensitivity = TP / (TP + FN); specificity = TN / (TN + FP); PPV = TP / (TP + FP); NPV = TN / (TN + FN); accuracy = (TP + TN) / n.\n\
          - AUC is the area under the empirical ROC curve (Mann-Whitney, ties count one half); its 95% CI is DeLong's.\n\
          - Mean ± SD across rounds; SD is the sample standard deviation (n − 1).\n\
-         - The pooled AUC puts every round's test predictions together; where an image is tested in several rounds (malignancy: 4 of 10) it counts once per round, so its CI is optimistic.\n\
+         - The pooled AUC puts every round's test predictions together{}.\n\
          - – marks a value that is undefined for the counts (e.g. PPV with no predicted positives).\n\
          - Breakdowns by site and subtype pool every round's test predictions of a task and split them by the manifest's columns; a subtype only occurs among positives or negatives, so its sensitivity (or specificity) is the detection rate of that subtype.\n\
          - The 2021 paper's columns labelled PPV and NPV are in fact sensitivity and specificity; here every metric is under its own name.\n",
-        threshold.map(|t| t.to_string()).unwrap_or_else(|| "the threshold".into())
+        threshold.map(|t| t.to_string()).unwrap_or_else(|| "the threshold".into()),
+        repeated_tests(doc)
     ));
     out
+}
+
+/// For the definition of the pooled AUC: the tasks whose plan tests an
+/// image in more than one round, e.g. "; an image tested in several rounds
+/// (malignancy: each in 4 of 10) counts once per round, so its CI is
+/// optimistic"; empty when every image is tested once.
+fn repeated_tests(doc: &Value) -> String {
+    let mut parts = Vec::new();
+    for (task, rounds) in doc["plan"]["tasks"].as_object().into_iter().flatten() {
+        let rounds = rounds.as_array().cloned().unwrap_or_default();
+        let mut times: std::collections::HashMap<&str, usize> = Default::default();
+        for r in &rounds {
+            for p in r["test"].as_array().into_iter().flatten() {
+                *times.entry(p.as_str().unwrap_or_default()).or_default() += 1;
+            }
+        }
+        let (lo, hi) = (times.values().min(), times.values().max());
+        if let (Some(&lo), Some(&hi)) = (lo, hi) {
+            if hi > 1 {
+                let each = if lo == hi {
+                    format!("each in {hi}")
+                } else {
+                    format!("{lo} to {hi}")
+                };
+                parts.push(format!("{task}: {each} of {}", rounds.len()));
+            }
+        }
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; an image tested in several rounds ({}) counts once per round, so its CI is optimistic",
+            parts.join("; ")
+        )
+    }
 }
 
 /// Every report file in `dir`.
@@ -308,6 +390,46 @@ fn csv_field(s: &str) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn summaries_over_fewer_rounds_say_so_and_missing_rounds_are_named() {
+        let s = json!({
+            "ppv": {"mean": 1.0, "sd": 0.0, "n": 2},
+            "auc": {"mean": 0.8126, "sd": 0.05, "n": 3},
+            "npv": {"mean": null, "sd": null, "n": 0},
+        });
+        assert_eq!(mean_sd(&s, "ppv", true, 3), "100.0 ± 0.0 (2 of 3 rounds)");
+        assert_eq!(mean_sd(&s, "auc", false, 3), "0.813 ± 0.050");
+        assert_eq!(mean_sd(&s, "npv", true, 3), "–");
+        let doc = json!({"missing_rounds": [
+            {"task": "malignancy", "round": 1, "state": "failed", "attempts": 3, "error": "no benign image"},
+            {"task": "screening", "round": 4, "state": "cancelled", "attempts": 0, "error": null},
+        ]});
+        assert_eq!(
+            missing_rounds(&doc),
+            [
+                "malignancy round 1: failed after 3 attempt(s): no benign image",
+                "screening round 4: cancelled"
+            ]
+        );
+        assert!(missing_rounds(&json!({})).is_empty());
+        // The pooled AUC's caveat follows the plan.
+        let plan = |tests: &[&[&str]]| {
+            let rounds: Vec<Value> = tests.iter().map(|t| json!({"test": t})).collect();
+            json!({"plan": {"tasks": {"malignancy": rounds}}})
+        };
+        assert_eq!(repeated_tests(&plan(&[&["a"], &["b"]])), "");
+        assert_eq!(
+            repeated_tests(&plan(&[&["a", "b"], &["a", "c"], &["b", "c"]])),
+            "; an image tested in several rounds (malignancy: each in 2 of 3) counts once per round, so its CI is optimistic"
+        );
+        let md = markdown(&doc);
+        assert!(
+            md.contains("Rounds without a result") && md.contains("- screening round 4: cancelled"),
+            "{md}"
+        );
+    }
+
     use crossfold_coordinator::aggregate::{round_stats, summarize, JobResult, ScoredImage};
     use crossfold_shared::label::Task;
     use serde_json::json;

@@ -1,5 +1,6 @@
 //! Text tables of an experiment's results and the files `run` writes.
 
+use super::report::{mean_sd, missing_rounds};
 use super::{num, pct, table};
 use serde_json::Value;
 
@@ -13,6 +14,9 @@ pub fn tables(doc: &Value) -> String {
     let Some(tasks) = doc.get("tasks").and_then(Value::as_object) else {
         return "no results yet\n".into();
     };
+    for line in missing_rounds(doc) {
+        out.push_str(&format!("no result: {line}\n"));
+    }
     for (task, t) in tasks {
         let rounds = t
             .get("rounds")
@@ -41,28 +45,16 @@ pub fn tables(doc: &Value) -> String {
             })
             .collect();
         let s = t.get("summary").cloned().unwrap_or(Value::Null);
-        let ms = |k: &str, scale: f64, d: usize| -> String {
-            let m = s.get(k);
-            match m.and_then(|m| f(m, "mean")) {
-                Some(mean) => format!(
-                    "{:.d$} ± {}",
-                    mean * scale,
-                    m.and_then(|m| f(m, "sd"))
-                        .map(|v| format!("{:.d$}", v * scale))
-                        .unwrap_or_else(|| "-".into())
-                ),
-                None => "-".into(),
-            }
-        };
+        let ms = |k: &str, percent: bool| mean_sd(&s, k, percent, rounds.len());
         rows.push(vec![
             "mean ± SD".into(),
             String::new(),
-            ms("accuracy", 100.0, 1),
-            ms("sensitivity", 100.0, 1),
-            ms("specificity", 100.0, 1),
-            ms("ppv", 100.0, 1),
-            ms("npv", 100.0, 1),
-            ms("auc", 1.0, 3),
+            ms("accuracy", true),
+            ms("sensitivity", true),
+            ms("specificity", true),
+            ms("ppv", true),
+            ms("npv", true),
+            ms("auc", false),
         ]);
         out.push_str(&table::render(
             &[

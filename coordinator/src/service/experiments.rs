@@ -173,6 +173,32 @@ impl ExperimentsService {
     }
 }
 
+/// The rounds without a result (failed, cancelled or still to run), with
+/// why: reports name them instead of summarising fewer rounds silently.
+fn missing_rounds(jobs: &[JobRecord]) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = jobs
+        .iter()
+        .filter(|j| !matches!(j.state, JobState::Succeeded(_)))
+        .map(|j| {
+            let (attempts, error) = match &j.state {
+                JobState::Pending(p) => (p.attempts, p.last_error.clone()),
+                JobState::Leased(l) => (l.attempt, l.last_error.clone()),
+                JobState::Failed(f) => (f.attempts, Some(f.last_error.clone())),
+                JobState::Cancelled(c) => (c.attempts, None),
+                JobState::Succeeded(s) => (s.attempt, None),
+            };
+            serde_json::json!({
+                "task": j.task,
+                "round": j.round,
+                "state": j.state.name(),
+                "attempts": attempts,
+                "error": error,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ExperimentEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -374,6 +400,7 @@ impl Experiments for ExperimentsService {
                 "predictions".into(),
                 serde_json::to_value(&results).unwrap_or_default(),
             );
+            o.insert("missing_rounds".into(), missing_rounds(&jobs));
         }
         Ok(Response::new(v1::ResultsResponse {
             experiment_id: e.id.to_string(),
