@@ -108,11 +108,67 @@ fn import_a_folder_tree() {
     .json();
     assert_eq!(json["rows"], 25);
     assert_eq!(json["errors"].as_array().unwrap().len(), 0);
+    // An existing manifest (perhaps edited by hand) is not overwritten silently.
+    let run = crossfold(&["dataset", "import", tree.to_str().unwrap()]);
+    run.failed();
+    assert!(
+        run.stderr.contains("manifest.csv already exists") && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
+    crossfold(&["dataset", "import", tree.to_str().unwrap(), "--force"]).ok();
     // A stray class folder is refused with its name.
     std::fs::create_dir_all(tree.join("tumor")).unwrap();
     let run = crossfold(&["dataset", "import", tree.to_str().unwrap()]);
     run.failed();
     assert!(run.stderr.contains("\"tumor\""), "{}", run.stderr);
+}
+
+#[test]
+fn synth_does_not_overwrite_a_data_set_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("d");
+    let synth = |n: &str, force: bool| {
+        let mut args = vec!["dataset", "synth", "--out", out.to_str().unwrap()];
+        args.extend([
+            "--normal",
+            n,
+            "--benign",
+            "2",
+            "--malignant",
+            "2",
+            "--size",
+            "64",
+        ]);
+        if force {
+            args.push("--force");
+        }
+        crossfold(&args)
+    };
+    synth("6", false).ok();
+    let run = synth("2", false);
+    run.failed();
+    assert!(
+        run.stderr.contains("already holds a data set") && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
+    synth("2", true).ok();
+    // Replaced: the smaller cohort's images only, no stale ones.
+    let images: usize = ["normal", "benign", "malignant"]
+        .iter()
+        .map(|l| {
+            std::fs::read_dir(out.join("images").join(l))
+                .unwrap()
+                .count()
+        })
+        .sum();
+    assert_eq!(images, 6);
+    let rows = std::fs::read_to_string(out.join("manifest.csv"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(rows, 1 + 6);
 }
 
 #[test]

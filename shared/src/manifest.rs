@@ -90,10 +90,11 @@ pub struct RowProblem {
 
 impl fmt::Display for RowProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As `dataset check` prints it: where, which field and value, why.
         write!(
             f,
-            "line {}: {} {:?}: {} = {:?}",
-            self.line, self.field, self.value, self.message, self.path
+            "line {}: {}: {} = {:?}: {}",
+            self.line, self.path, self.field, self.value, self.message
         )
     }
 }
@@ -427,6 +428,10 @@ mod tests {
             vec![(2, "label"), (3, "path"), (4, "patient_id"), (4, "age")]
         );
         assert!(problems[0].to_string().contains("\"tumor\""));
+        assert_eq!(
+            problems[0].to_string(),
+            "line 2: a.png: label = \"tumor\": unknown label \"tumor\" (expected normal, benign or malignant)"
+        );
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct SynthArgs {
     /// Views per patient (ap, lat, ...).
     #[arg(long, default_value_t = 1)]
     views: u32,
+    /// Replace a data set already in OUT (its manifest.csv and images/).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -51,6 +54,9 @@ pub struct ImportArgs {
     /// Where to write the manifest (must lie in ROOT; default ROOT/manifest.csv).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Overwrite a manifest that already exists there.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -89,6 +95,22 @@ pub fn synth_config(a: &SynthArgs) -> SynthConfig {
 }
 
 fn synth(a: SynthArgs) -> Result<ExitCode> {
+    let manifest = a.out.join("manifest.csv");
+    let images = a.out.join("images");
+    if manifest.exists() || images.exists() {
+        if !a.force {
+            bail!(
+                "{} already holds a data set ({}): choose another --out, or add --force to replace it",
+                a.out.display(),
+                if manifest.exists() { "manifest.csv" } else { "images/" }
+            );
+        }
+        // Only what synth writes: a larger earlier cohort leaves no stale images.
+        if images.exists() {
+            std::fs::remove_dir_all(&images)
+                .with_context(|| format!("--force: cannot remove {}", images.display()))?;
+        }
+    }
     let started = Instant::now();
     let manifest = synth::generate(&synth_config(&a), &a.out)?;
     let [n, b, m] = manifest.counts();
@@ -113,6 +135,13 @@ fn import(a: ImportArgs) -> Result<ExitCode> {
             a.root.display()
         );
     }
+    if out.exists() && !a.force {
+        bail!(
+            "{} already exists: add --force to overwrite it, or --out another file in {}",
+            out.display(),
+            a.root.display()
+        );
+    }
     manifest.write(&out)?;
     let [n, b, m] = manifest.counts();
     eprintln!(
@@ -122,6 +151,23 @@ fn import(a: ImportArgs) -> Result<ExitCode> {
     );
     for f in summary.skipped_files.iter().take(10) {
         eprintln!("  skipped {}", f.display());
+    }
+    if !summary.shared_prefixes.is_empty() {
+        let shown: Vec<&str> = summary
+            .shared_prefixes
+            .iter()
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        eprintln!(
+            "warning: {} name prefix(es) are shared by several files directly in a class folder ({}{}); \
+             each such file is its own patient. If they are views of one patient, put each patient's \
+             files in a sub-folder (benign/P0002/ap.png, benign/P0002/lat.png) and import again, \
+             or the split plan may put one patient's views on both sides of a round",
+            summary.shared_prefixes.len(),
+            shown.join(", "),
+            if summary.shared_prefixes.len() > shown.len() { ", ..." } else { "" }
+        );
     }
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)

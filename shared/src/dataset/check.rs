@@ -24,6 +24,11 @@ pub enum IssueKind {
     /// One patient has images with different labels.
     ConflictingLabels,
     PathEscape,
+    /// The manifest has a header and no rows.
+    NoRows,
+    /// The same file content under two patients: an error when their labels
+    /// differ, a warning (one image on both sides of a split) otherwise.
+    DuplicateContent,
     /// Warning: every pixel has the same value.
     BlankImage,
 }
@@ -41,7 +46,10 @@ pub struct Issue {
 
 impl fmt::Display for Issue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}: ", self.line, self.path)?;
+        write!(f, "line {}: ", self.line)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
         if let Some(field) = &self.field {
             write!(f, "{field}")?;
             if let Some(v) = &self.value {
@@ -99,6 +107,16 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
         .unwrap_or_else(|| base.clone());
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
+    if rows.is_empty() {
+        errors.push(Issue {
+            kind: IssueKind::NoRows,
+            line: 1,
+            path: String::new(),
+            field: None,
+            value: None,
+            message: "the manifest has a header but no rows".into(),
+        });
+    }
 
     let (_, problems) = check_rows(&rows);
     for p in problems {
@@ -163,9 +181,47 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
     let findings = parallel_map(&file_rows, available_threads(), |row| {
         check_file(&base, &root, row)
     });
-    for (errs, warns) in findings {
+    let mut by_content: BTreeMap<String, &RawRow> = BTreeMap::new();
+    for (row, (errs, warns, sha)) in file_rows.iter().zip(findings) {
         errors.extend(errs);
         warnings.extend(warns);
+        let Some(sha) = sha else { continue };
+        match by_content.get(&sha) {
+            // The same path twice is a DuplicatePath error already.
+            Some(first)
+                if first.patient_id != row.patient_id
+                    && normalise(&first.path) != normalise(&row.path) =>
+            {
+                let same_label = first.label.trim().eq_ignore_ascii_case(row.label.trim());
+                let found = issue(
+                    IssueKind::DuplicateContent,
+                    row,
+                    Some("path"),
+                    Some(&row.path),
+                    format!(
+                        "same content as line {} ({}, patient {:?}, {}){}",
+                        first.line,
+                        first.path,
+                        first.patient_id,
+                        first.label,
+                        if same_label {
+                            ": one image under two patients can end up on both sides of a round"
+                        } else {
+                            ": one image with two labels"
+                        }
+                    ),
+                );
+                if same_label {
+                    warnings.push(found);
+                } else {
+                    errors.push(found);
+                }
+            }
+            Some(_) => {}
+            None => {
+                by_content.insert(sha, row);
+            }
+        }
     }
 
     errors.sort_by_key(|i| (i.line, i.kind));
@@ -187,9 +243,11 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
     })
 }
 
-fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>) {
+/// Errors, warnings and (for a readable file) the SHA-256 of its content.
+fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>, Option<String>) {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
+    let mut sha = None;
     // The path is relative to the manifest; it must stay under the data root.
     let full = match contained_in(root, base, &row.path) {
         Ok(full) => full,
@@ -201,7 +259,7 @@ fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>
                 Some(&row.path),
                 format!("escapes the data root {}: {reason}", root.display()),
             ));
-            return (errors, warnings);
+            return (errors, warnings, None);
         }
     };
     match std::fs::metadata(&full) {
@@ -226,6 +284,7 @@ fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>
         // Decode the whole image, whatever its format (recognised by content).
         Ok(_) => match decode_file(&full) {
             Ok(img) => {
+                sha = crate::hash::sha256_file(&full).ok();
                 if img.is_blank() {
                     warnings.push(issue(
                         IssueKind::BlankImage,
@@ -250,7 +309,7 @@ fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>
             }
         },
     }
-    (errors, warnings)
+    (errors, warnings, sha)
 }
 
 #[cfg(test)]
@@ -370,5 +429,50 @@ mod tests {
         assert!(report.ok(), "{:?}", report.errors);
         assert_eq!(report.rows, 2);
         assert_eq!(report.patients, 2);
+        assert!(report.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_header_only_manifest_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(&manifest, "path,label,patient_id\n").unwrap();
+        let report = check(&manifest, None).unwrap();
+        assert!(!report.ok());
+        assert_eq!(report.errors[0].kind, IssueKind::NoRows);
+        assert_eq!(
+            report.errors[0].to_string(),
+            "line 1: the manifest has a header but no rows"
+        );
+    }
+
+    #[test]
+    fn one_image_under_two_patients_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        write_png(&dir.path().join("img/a.png"), 1, true);
+        std::fs::copy(dir.path().join("img/a.png"), dir.path().join("img/b.png")).unwrap();
+        std::fs::copy(dir.path().join("img/a.png"), dir.path().join("img/c.png")).unwrap();
+        write_png(&dir.path().join("img/d.png"), 9, true);
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\nimg/a.png,benign,p1\nimg/b.png,Benign,p2\nimg/c.png,malignant,p3\nimg/d.png,normal,p4\n",
+        )
+        .unwrap();
+        let report = check(&manifest, None).unwrap();
+        // Same label: a warning (it could land on both sides of a round).
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert_eq!(report.warnings[0].kind, IssueKind::DuplicateContent);
+        assert_eq!(report.warnings[0].line, 3);
+        // Another label: an error naming the first occurrence.
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        let e = &report.errors[0];
+        assert_eq!((e.kind, e.line), (IssueKind::DuplicateContent, 4));
+        assert!(
+            e.message
+                .contains("line 2 (img/a.png, patient \"p1\", benign)"),
+            "{e}"
+        );
+        assert!(e.message.contains("two labels"), "{e}");
     }
 }

@@ -17,6 +17,27 @@ use std::path::{Path, PathBuf};
 pub struct ImportSummary {
     pub images: usize,
     pub skipped_files: Vec<PathBuf>,
+    /// Name prefixes (before the last `_` or `-`) shared by several files
+    /// lying directly in class folders, e.g. `P0002` of `P0002_ap.png` and
+    /// `P0002_lat.png`: each file became its own patient, which splits a
+    /// patient's views across folds if they are one patient's.
+    pub shared_prefixes: Vec<String>,
+}
+
+/// The prefixes (before the last `_` or `-`) that more than one of `stems`
+/// has, sorted.
+fn shared_prefixes(stems: &[String]) -> Vec<String> {
+    let mut count: std::collections::BTreeMap<&str, usize> = Default::default();
+    for stem in stems {
+        if let Some(i) = stem.rfind(['_', '-']).filter(|&i| i > 0) {
+            *count.entry(&stem[..i]).or_default() += 1;
+        }
+    }
+    count
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .map(|(p, _)| p.to_string())
+        .collect()
 }
 
 /// Scan `root` and return the manifest (root = `root`), rows sorted by label
@@ -29,6 +50,7 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
     let mut found_class = false;
+    let mut stems = Vec::new();
     for dirent in sorted_dir(root).map_err(io(root))? {
         let path = dirent;
         let name = path
@@ -60,7 +82,11 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
                     .file_stem()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                let before = entries.len();
                 add(root, &item, label, &patient, &mut entries, &mut skipped);
+                if entries.len() > before {
+                    stems.push(patient);
+                }
             }
         }
     }
@@ -80,6 +106,7 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
     let summary = ImportSummary {
         images: entries.len(),
         skipped_files: skipped,
+        shared_prefixes: shared_prefixes(&stems),
     };
     Ok((
         Manifest {
@@ -175,6 +202,31 @@ mod tests {
             ]
         );
         assert_eq!(summary.skipped_files.len(), 1);
+        assert!(summary.shared_prefixes.is_empty());
+    }
+
+    #[test]
+    fn files_that_look_like_views_of_one_patient_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        touch(&r.join("normal/P0001_ap.png"));
+        touch(&r.join("normal/P0001_lat.png"));
+        touch(&r.join("benign/P0002-ap.png"));
+        touch(&r.join("benign/P0002-lat.png"));
+        touch(&r.join("benign/P0003_ap.png"));
+        touch(&r.join("malignant/P0004/ap.png"));
+        touch(&r.join("malignant/P0004/lat.png"));
+        let (m, summary) = import_tree(r).unwrap();
+        // Each stem stays its own patient (the documented rule) ...
+        assert_eq!(
+            m.entries
+                .iter()
+                .filter(|e| e.patient_id.starts_with("P0001"))
+                .count(),
+            2
+        );
+        // ... but the look-alikes are named so the user can fix the layout.
+        assert_eq!(summary.shared_prefixes, ["P0001", "P0002"]);
     }
 
     #[test]

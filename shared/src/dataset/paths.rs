@@ -8,7 +8,13 @@ use std::path::{Component, Path, PathBuf};
 pub enum PathEscape {
     Absolute,
     ParentDir,
-    Symlink { target: PathBuf },
+    /// The manifest's folder is not under the data root (`--data-root`).
+    Outside {
+        resolved: PathBuf,
+    },
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 impl fmt::Display for PathEscape {
@@ -16,6 +22,11 @@ impl fmt::Display for PathEscape {
         match self {
             PathEscape::Absolute => f.write_str("absolute path"),
             PathEscape::ParentDir => f.write_str("'..' leads outside the root"),
+            PathEscape::Outside { resolved } => write!(
+                f,
+                "it resolves to {}, which is not under the root",
+                resolved.display()
+            ),
             PathEscape::Symlink { target } => {
                 write!(
                     f,
@@ -49,7 +60,14 @@ pub fn contained_in(root: &Path, base: &Path, rel: &str) -> Result<PathBuf, Path
     let lexical = fold(&std::path::absolute(&joined).unwrap_or_else(|_| joined.clone()));
     let lexical_root = fold(&std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
     if !lexical.starts_with(&lexical_root) {
-        return Err(PathEscape::ParentDir);
+        let climbs = Path::new(rel)
+            .components()
+            .any(|c| c == Component::ParentDir);
+        return Err(if climbs {
+            PathEscape::ParentDir
+        } else {
+            PathEscape::Outside { resolved: lexical }
+        });
     }
     if let (Ok(real), Ok(real_root)) = (joined.canonicalize(), root.canonicalize()) {
         if !real.starts_with(&real_root) {
@@ -109,6 +127,15 @@ mod tests {
         );
         assert!(contained_path(root, "a/../b/x.png").is_ok());
         assert!(contained_path(root, "./a/x.png").is_ok());
+        // A manifest outside the data root: no '..' to blame.
+        let err = contained_in(root, Path::new("/elsewhere"), "images/a.png").unwrap_err();
+        assert_eq!(
+            err,
+            PathEscape::Outside {
+                resolved: PathBuf::from("/elsewhere/images/a.png")
+            }
+        );
+        assert!(err.to_string().contains("/elsewhere/images/a.png"), "{err}");
     }
 
     #[cfg(unix)]
