@@ -133,6 +133,57 @@ fn summarize_gives_sample_sd_of_the_papers_table_3() {
 }
 
 #[test]
+fn summarize_keeps_tasks_apart_and_skips_text_columns_with_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("rounds.csv");
+    std::fs::write(
+        &f,
+        "task,round,note,auc\nscreening,1,,0.9\nscreening,2,rerun,0.8\nmalignancy,1,,0.5\nmalignancy,2,,0.7\n",
+    )
+    .unwrap();
+    let run = crossfold(&["summarize", f.to_str().unwrap()]);
+    run.failed();
+    assert!(
+        run.stderr.contains("2 tasks (malignancy, screening)") && run.stderr.contains("--by task"),
+        "{}",
+        run.stderr
+    );
+    let j = crossfold(&[
+        "summarize",
+        f.to_str().unwrap(),
+        "--by",
+        "task",
+        "--format",
+        "json",
+    ])
+    .ok()
+    .json();
+    let mean = |t: &str| j[t]["auc"]["mean"].as_f64().unwrap();
+    assert!((mean("screening") - 0.85).abs() < 1e-12, "{j}");
+    assert!((mean("malignancy") - 0.6).abs() < 1e-12, "{j}");
+    assert!(
+        j["screening"].get("note").is_none(),
+        "a text column with a gap is skipped"
+    );
+    assert!(j["screening"].get("task").is_none());
+    let text = crossfold(&["summarize", f.to_str().unwrap(), "--by", "task"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(
+        text.contains("task = screening") && text.contains("task = malignancy"),
+        "{text}"
+    );
+    let run = crossfold(&["summarize", f.to_str().unwrap(), "--by", "fold"]);
+    run.failed();
+    assert!(
+        run.stderr.contains("--by fold") && run.stderr.contains("no such column"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn summarize_refuses_a_stray_text_value() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("rounds.csv");

@@ -5,6 +5,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use crossfold_shared::metrics::summarize_optional;
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,12 +15,21 @@ pub struct SummarizeArgs {
     /// with no numeric value at all (e.g. a task name) are skipped; empty
     /// cells are missing values.
     file: PathBuf,
+    /// Summarise the rows of each value of this column apart (e.g. `task`
+    /// for a report's rounds.csv, which holds both tasks). A file whose
+    /// `task` column holds several tasks needs it: rounds of different
+    /// tasks are never pooled into one mean.
+    #[arg(long)]
+    by: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
 
+/// One column's cells with their line numbers.
+type Column = Vec<(u64, String)>;
+
 pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
-    let name = a.file.display();
+    let name = a.file.display().to_string();
     let mut reader =
         csv::Reader::from_path(&a.file).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
     let headers: Vec<String> = reader
@@ -28,7 +38,7 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let mut cells: Vec<Vec<(u64, String)>> = vec![Vec::new(); headers.len()];
+    let mut cells: Vec<Column> = vec![Vec::new(); headers.len()];
     for rec in reader.records() {
         let rec = rec.map_err(|e| anyhow!("{name}: {e}"))?;
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
@@ -39,9 +49,85 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
     if cells.first().is_none_or(|c| c.is_empty()) {
         bail!("{name}: no rows");
     }
+    let column = |h: &str| headers.iter().position(|x| x == h);
+    let by = match &a.by {
+        Some(b) => Some(column(b).ok_or_else(|| {
+            anyhow!(
+                "--by {b}: {name} has no such column (columns: {})",
+                headers.join(", ")
+            )
+        })?),
+        None => {
+            if let Some(t) = column("task") {
+                let tasks: std::collections::BTreeSet<&str> =
+                    cells[t].iter().map(|(_, c)| c.as_str()).collect();
+                if tasks.len() > 1 {
+                    let list: Vec<&str> = tasks.into_iter().collect();
+                    bail!(
+                        "{name}: rows of {} tasks ({}): add --by task to summarise each \
+                         (rounds of different tasks are not pooled)",
+                        list.len(),
+                        list.join(", ")
+                    );
+                }
+            }
+            None
+        }
+    };
+    // Row indices per group, in order of first appearance ("" for all rows).
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for i in 0..cells[0].len() {
+        let key = by.map(|b| cells[b][i].1.clone()).unwrap_or_default();
+        if !groups.contains_key(&key) {
+            order.push(key.clone());
+        }
+        groups.entry(key).or_default().push(i);
+    }
+    let mut out = Map::new();
+    let mut text = String::new();
+    for key in &order {
+        let rows_of = &groups[key];
+        let picked: Vec<Column> = cells
+            .iter()
+            .map(|c| rows_of.iter().map(|&i| c[i].clone()).collect())
+            .collect();
+        let (summary, rows) = summarise(&name, &headers, &picked, by)?;
+        if by.is_some() {
+            out.insert(key.clone(), Value::Object(summary));
+            text.push_str(&format!("\n{} = {key}\n", headers[by.unwrap_or(0)]));
+        } else {
+            out = summary;
+        }
+        text.push_str(&table::render(
+            &["column", "n", "mean", "sd", "min", "max"],
+            &rows,
+        ));
+    }
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Object(out))?),
+        Format::Text => {
+            print!("{text}");
+            println!("sd is the sample standard deviation (n - 1 denominator).");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The summaries of the numeric columns (all but `skip`), as JSON and as
+/// table rows.
+fn summarise(
+    name: &str,
+    headers: &[String],
+    cells: &[Column],
+    skip: Option<usize>,
+) -> Result<(Map<String, Value>, Vec<Vec<String>>)> {
     let mut out = Map::new();
     let mut rows = Vec::new();
-    for (h, col) in headers.iter().zip(&cells) {
+    for (i, (h, col)) in headers.iter().zip(cells).enumerate() {
+        if Some(i) == skip {
+            continue;
+        }
         let parsed: Vec<(u64, &str, Option<f64>)> = col
             .iter()
             .map(|(l, c)| {
@@ -52,10 +138,8 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
                 )
             })
             .collect();
-        if parsed.iter().all(|(_, c, v)| v.is_none() && !c.is_empty())
-            || parsed.iter().all(|(_, c, _)| c.is_empty())
-        {
-            continue; // a text column, or an empty one
+        if parsed.iter().all(|(_, _, v)| v.is_none()) {
+            continue; // a text column (empty cells allowed), or an empty one
         }
         if let Some((line, c, _)) = parsed.iter().find(|(_, c, v)| v.is_none() && !c.is_empty()) {
             bail!("{name}: line {line}: {h} = {c:?}: not a number (the column's other values are numbers)");
@@ -76,15 +160,5 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
             ]);
         }
     }
-    match a.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Object(out))?),
-        Format::Text => {
-            print!(
-                "{}",
-                table::render(&["column", "n", "mean", "sd", "min", "max"], &rows)
-            );
-            println!("sd is the sample standard deviation (n - 1 denominator).");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((out, rows))
 }
