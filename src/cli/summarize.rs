@@ -28,6 +28,9 @@ pub struct SummarizeArgs {
 /// One column's cells with their line numbers.
 type Column = Vec<(u64, String)>;
 
+/// Summaries as JSON (column -> statistics) and as table rows.
+type Summaries = (Map<String, Value>, Vec<Vec<String>>);
+
 pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
     let name = a.file.display().to_string();
     let mut reader =
@@ -77,7 +80,7 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
     // Row indices per group, in order of first appearance ("" for all rows).
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut order = Vec::new();
-    for i in 0..cells[0].len() {
+    for (i, _) in cells[0].iter().enumerate() {
         let key = by.map(|b| cells[b][i].1.clone()).unwrap_or_default();
         if !groups.contains_key(&key) {
             order.push(key.clone());
@@ -121,7 +124,7 @@ fn summarise(
     headers: &[String],
     cells: &[Column],
     skip: Option<usize>,
-) -> Result<(Map<String, Value>, Vec<Vec<String>>)> {
+) -> Result<Summaries> {
     let mut out = Map::new();
     let mut rows = Vec::new();
     for (i, (h, col)) in headers.iter().zip(cells).enumerate() {
