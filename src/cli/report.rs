@@ -309,6 +309,33 @@ fn repeated_tests(doc: &Value) -> String {
 }
 
 /// Every report file in `dir`.
+/// A report written into a folder that holds an earlier one: the plots of
+/// that one this report does not have (another task, a curve it lacks) are
+/// removed, so the folder holds one report. Only files named as crossfold
+/// names its plots are touched.
+fn remove_stale_plots<'a>(dir: &Path, keep: impl Iterator<Item = &'a str>) -> Result<()> {
+    let keep: std::collections::HashSet<&str> = keep.collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = ["roc-", "training-", "calibration-"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            && name.ends_with(".svg");
+        if ours && !keep.contains(name.as_str()) {
+            std::fs::remove_file(entry.path()).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot remove the earlier report's {}: {e}",
+                    entry.path().display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
     write_file(
         &dir.join("report.json"),
@@ -316,8 +343,10 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
     )?;
     write_file(&dir.join("report.md"), &markdown(doc))?;
     write_file(&dir.join("report.html"), &super::html::html(doc))?;
-    for (name, svg) in super::html::svgs(doc) {
-        write_file(&dir.join(name), &svg)?;
+    let plots = super::html::svgs(doc);
+    remove_stale_plots(dir, plots.iter().map(|(n, _)| n.as_str()))?;
+    for (name, svg) in &plots {
+        write_file(&dir.join(name), svg)?;
     }
     let mut csv = String::from("image,patient,label,task,round,score,predicted\n");
     let threshold_of = |task: &str, round: &Value| -> f64 {
@@ -611,6 +640,16 @@ pub(super) mod tests {
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
                 .unwrap();
         assert_eq!(json["tasks"]["screening"]["rounds"][0]["round"], 1);
+        // Written again into the same folder with one task only: the other
+        // task's plots go; files crossfold did not name stay.
+        std::fs::write(dir.path().join("roc-notes.txt"), "mine").unwrap();
+        let mut one = fixed_doc();
+        one["tasks"].as_object_mut().unwrap().remove("malignancy");
+        write_report(dir.path(), &one).unwrap();
+        assert!(!dir.path().join("roc-malignancy.svg").exists());
+        assert!(!dir.path().join("calibration-malignancy.svg").exists());
+        assert!(dir.path().join("roc-screening.svg").exists());
+        assert!(dir.path().join("roc-notes.txt").exists());
     }
 
     #[test]
