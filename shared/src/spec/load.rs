@@ -50,6 +50,8 @@ pub enum SpecError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path}: line {line}: not UTF-8 text (a spec is a UTF-8 TOML file)")]
+    NotUtf8 { path: String, line: usize },
     #[error("{source_name}: not valid TOML: {message}")]
     Syntax {
         source_name: String,
@@ -108,9 +110,16 @@ impl Spec {
     /// Read a spec file, apply overrides, and check it. Relative paths in the
     /// spec are resolved against the file's directory.
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        let bytes = std::fs::read(path).map_err(|source| SpecError::Io {
             path: path.display().to_string(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            SpecError::NotUtf8 {
+                path: path.display().to_string(),
+                line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
+            }
         })?;
         let mut spec = Spec::parse(&text, &path.display().to_string(), overrides)?;
         spec.base_dir = crate::manifest::manifest_root(path);
@@ -155,9 +164,18 @@ impl Spec {
             remove_key(&mut table, &p.field);
         }
         problems.extend(structural);
-        let invalid = |problems| SpecError::Invalid {
+        // A problem with a value given by --set is the command line's, not the file's.
+        let invalid = |problems: Vec<SpecProblem>| SpecError::Invalid {
             source_name: source_name.to_string(),
-            problems,
+            problems: problems
+                .into_iter()
+                .map(|mut p| {
+                    if overrides.iter().any(|o| o.key == p.field) {
+                        p.message.push_str(" (given by --set)");
+                    }
+                    p
+                })
+                .collect(),
         };
         let spec: Spec = match Value::Table(table).try_into() {
             Ok(spec) => spec,

@@ -199,10 +199,35 @@ fn a_set_of_a_train_key_also_wins_over_the_files_cpu_setting() {
         1
     );
     assert!(parse(MINIMAL, &["train.epochs=1", "train.warmup_epochs=1"]).is_err());
-    // Bad values are still reported once, under the key that was set.
+    // Bad values are still reported once, under the key that was set, and
+    // said to come from the command line.
     let err = parse(&text, &["train.epochs=0"]).unwrap_err();
     let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
     assert!(fields.contains(&"train.epochs"), "{fields:?}");
+    assert!(
+        err.to_string()
+            .contains("train.epochs = 0: must be 1..10000 (given by --set)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_cause_one_message() {
+    // protocol.groups out of range does not drag test_groups' bound along.
+    let err = parse(MINIMAL, &["protocol.groups=1"]).unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["protocol.groups"], "{err}");
+    // A spec that is not UTF-8 names its line.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        b"name = \"t\"\n[dataset]\nmanifest = \"m\xe9.csv\"\n",
+    )
+    .unwrap();
+    let err = Spec::load(&path, &[]).unwrap_err();
+    assert!(matches!(err, SpecError::NotUtf8 { line: 3, .. }), "{err}");
+    assert!(err.to_string().contains("line 3: not UTF-8"), "{err}");
 }
 
 #[test]
