@@ -7,8 +7,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    if !args.is_long_running() {
+    if args.is_offline() {
         crossfold_shared::logging::exit_quietly_on_closed_stdout();
+    } else {
+        crossfold_shared::logging::quiet_on_closed_stdout_panic();
     }
     // The coordinator reports what it does at info; other commands only warn.
     let level = if args.is_coordinator() {

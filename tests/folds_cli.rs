@@ -207,3 +207,32 @@ fn general_protocols() {
         run.stderr
     );
 }
+
+#[test]
+fn printing_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = small_cohort(dir.path());
+    // `crossfold folds ... --format json | head -c 1`: the reader goes away
+    // after one byte, long before the plan is printed.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_crossfold"))
+        .args(["folds", "--manifest", manifest.to_str().unwrap()])
+        .args(["--repeats", "60", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    // Ended by SIGPIPE, as `head` expects of a Unix tool.
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+}

@@ -66,12 +66,34 @@ pub fn init(format: LogFormat, default_level: &str) {
 /// Restore SIGPIPE's default action (the Rust runtime ignores it), so that
 /// a command printing into a closed pipe (`... | head -1`) ends quietly as
 /// other Unix tools do instead of panicking on the failed write. Only for
-/// commands that print and exit: servers keep it ignored.
+/// commands that use no network: for the others a peer closing its socket
+/// would end the process silently (see [`quiet_on_closed_stdout_panic`]).
 pub fn exit_quietly_on_closed_stdout() {
     // SAFETY: signal(2) with SIG_DFL, before any other thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// For commands that also use the network (SIGPIPE stays ignored there, so
+/// a closed socket is an error, not a silent death): printing into a closed
+/// pipe makes `println!` panic; end quietly with SIGPIPE's usual exit
+/// status (141) instead of printing a panic message. Other panics keep the
+/// default report.
+pub fn quiet_on_closed_stdout_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// An error and its causes on one line, `outer: cause: root`, leaving out a

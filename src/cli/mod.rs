@@ -46,11 +46,19 @@ impl Cli {
         matches!(self.command, Command::Coordinator(_))
     }
 
-    /// Commands that serve or supervise (the coordinator, `run`); the others
-    /// print and exit, and end quietly when their reader goes away
-    /// (`crossfold plan ... | head`).
-    pub fn is_long_running(&self) -> bool {
-        matches!(self.command, Command::Coordinator(_) | Command::Run(_))
+    /// Commands that work on local files only and print: they may take
+    /// SIGPIPE's default action (end quietly when their reader goes away,
+    /// `crossfold plan ... | head`). Commands that talk over the network
+    /// must not: a peer closing its socket would kill them silently.
+    pub fn is_offline(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Dataset(_)
+                | Command::Folds(_)
+                | Command::Metrics(_)
+                | Command::Summarize(_)
+                | Command::Plan(_)
+        )
     }
 }
 
