@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENV := . scripts/env.sh &&
 
-.PHONY: demo test setup build bench lint fmt clean-data
+.PHONY: demo test setup build bench gpu-bundle lint fmt clean-data
 
 ## Run the main job on the built-in default data (the synthetic cohort of the
 ## paper's Table 1): the paper's 5 screening + 10 malignancy rounds, with an
@@ -29,6 +29,16 @@ build: setup
 ## Training throughput of crossfold against the PyTorch reference (bench/README.md).
 bench: setup
 	bash bench/run.sh
+
+## What a GPU machine without cargo needs (bench/gpu.sh): the release
+## binaries and the GPU tests (worker/tests/gpu.rs) as
+## target/release/crossfold-gpu-tests.
+gpu-bundle: setup
+	$(ENV) $(CARGO) build --release --workspace
+	$(ENV) exe=$$($(CARGO) test --release -p crossfold-worker --test gpu --no-run 2>&1 \
+	  | grep -o 'target/release/deps/gpu-[0-9a-f]*' | tail -1) && \
+	  test -n "$$exe" && cp "$$exe" target/release/crossfold-gpu-tests
+	@ls -l target/release/crossfold target/release/crossfold-worker target/release/crossfold-gpu-tests
 
 lint: setup
 	$(CARGO) fmt --all -- --check

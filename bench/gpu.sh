@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, for a GPU machine that has PyTorch 2.11.0 but
-# no cargo (build here with `make build`, carry target/release/crossfold and
-# target/release/crossfold-worker):
+# no cargo (build here with `make gpu-bundle`, carry target/release/crossfold,
+# target/release/crossfold-worker and target/release/crossfold-gpu-tests):
 #
 #   bench/gpu.sh OUT_DIR
 #
-# 1. `crossfold-worker devices --check` (libtorch_cuda loaded, CUDA works);
+# 1. `crossfold-worker devices --check` (libtorch_cuda loaded, CUDA works),
+#    then the GPU tests (worker/tests/gpu.rs: every precision and layout
+#    trains, provenance, GPU and CPU scores agree);
 # 2. training throughput at 224 px, batch 64, ResNet34: PyTorch
 #    (bench/reference.py) in its four configurations (fp32 = TF32 on CUDA, or
 #    bf16 autocast; NCHW or channels-last) and crossfold in several, all in
@@ -47,6 +49,14 @@ log "cpu: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 timeout 60 "$bin/crossfold-worker" devices --check >"$out/devices.txt" 2>&1
 log "devices --check: exit $?"
 cat "$out/devices.txt" | tee -a "$out/summary.txt"
+
+if [ -x "$bin/crossfold-gpu-tests" ]; then
+  timeout 300 "$bin/crossfold-gpu-tests" --ignored --test-threads 1 --nocapture >"$out/gpu-tests.txt" 2>&1
+  log "gpu tests: exit $? ($(grep -E '^test result' "$out/gpu-tests.txt" | tail -1))"
+  grep -E '^test |img/s|capability|panicked' "$out/gpu-tests.txt" | tee -a "$out/summary.txt"
+else
+  log "no $bin/crossfold-gpu-tests: build it here with make gpu-bundle"
+fi
 
 # 2. Throughput.
 field() { "$py" -c "import json, sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])['$1'])"; }
