@@ -226,6 +226,51 @@ fn the_coordinator_survives_kill_9_and_restart() {
 }
 
 #[test]
+fn a_result_finished_while_the_coordinator_is_down_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let grace = ["--restart-grace", "40"];
+    let data = dir.path().join("data");
+    let (mut coord, url) = start_coordinator(dir.path(), &listen, &data, &grace);
+    let w = start_worker(dir.path(), &url, "w", &[]);
+    let id = submit(&url, &spec, &["train.epochs=2"]);
+    wait_for("a job leased", LONG, || {
+        w.log_text().contains("lease received")
+    });
+    coord.kill9();
+    // Longer than the worker's old fixed 30 tries of 1 s.
+    wait_for(
+        "the worker to finish the job and try to report",
+        LONG,
+        || w.log_text().contains("retrying the report"),
+    );
+    std::thread::sleep(Duration::from_secs(35));
+    let (_coord2, _) = start_coordinator(dir.path(), &listen, &data, &grace);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    // The first round's result arrived late but in time: attempt 1, not redone.
+    let first = s["job_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["key"] == "screening-r01")
+        .unwrap()
+        .clone();
+    assert_eq!(first["attempt"], 1, "{s}");
+    assert_eq!(count_results(&results(&url, &id)), 5);
+}
+
+#[test]
 fn a_late_result_from_a_cut_off_worker_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");

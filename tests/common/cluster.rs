@@ -74,14 +74,12 @@ pub fn start_coordinator(
         .arg(dir.join("coordinator.db"))
         .arg("--data-root")
         .arg(data_root)
-        .args([
-            "--lease-ttl",
-            "4",
-            "--heartbeat-interval",
-            "0.5",
-            "--restart-grace",
-            "6",
-        ])
+        .args(["--lease-ttl", "4", "--heartbeat-interval", "0.5"])
+        .args(if extra.contains(&"--restart-grace") {
+            &[][..]
+        } else {
+            &["--restart-grace", "6"][..]
+        })
         .args(insecure)
         .args(extra)
         .stderr(Stdio::piped())

@@ -269,7 +269,7 @@ async fn run_lease(
         },
         started.elapsed().as_secs_f64(),
     );
-    report(client, worker_id, &lease, outcome).await;
+    report(client, worker_id, &lease, outcome, stop).await;
 }
 
 /// Report the outcome, retrying while the coordinator is unreachable (a
@@ -279,8 +279,15 @@ async fn report(
     worker_id: &str,
     lease: &v1::Lease,
     outcome: Outcome,
+    stop: &AtomicBool,
 ) {
-    for attempt in 0..30 {
+    // A finished result is worth waiting for: retry until the coordinator
+    // is back (it keeps the lease for its restart grace), backing off up to
+    // REPORT_BACKOFF_MAX; once the worker is told to stop, for at most
+    // REPORT_AFTER_STOP more.
+    let mut wait = Duration::from_secs(1);
+    let mut stopping_since: Option<std::time::Instant> = None;
+    for attempt in 1u64.. {
         let r = match &outcome {
             Outcome::Done(result) => upload(client, worker_id, lease, result).await.map(|resp| {
                 tracing::info!(job = %lease.job_key, accepted = resp.accepted, duplicate = resp.duplicate, message = %resp.message, "result uploaded");
@@ -313,8 +320,17 @@ async fn report(
         match r {
             Ok(()) => return,
             Err(e) if e.code() == tonic::Code::Unavailable || e.code() == tonic::Code::Unknown => {
-                tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, "coordinator unreachable; retrying the report");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if stop.load(Ordering::SeqCst) {
+                    let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= REPORT_AFTER_STOP {
+                        tracing::error!(job = %lease.job_key, attempt = lease.attempt, error = %e, tries = attempt,
+                            "stopping with the outcome unreported: the coordinator stayed unreachable (with --outputs the job's files are kept)");
+                        return;
+                    }
+                }
+                tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, retry_in_seconds = wait.as_secs(), "coordinator unreachable; retrying the report");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(REPORT_BACKOFF_MAX);
             }
             Err(e) => {
                 tracing::warn!(job = %lease.job_key, error = %e, "report refused");
@@ -323,6 +339,11 @@ async fn report(
         }
     }
 }
+
+/// The longest wait between two tries to report an outcome.
+const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// How long a stopping worker keeps trying to report.
+const REPORT_AFTER_STOP: Duration = Duration::from_secs(30);
 
 async fn upload(
     client: &mut WorkersClient<AuthChannel>,
