@@ -751,7 +751,14 @@ fn jobs_that_need_a_gpu_are_not_leased_to_a_cpu_worker() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
     make_data(&spec);
-    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = dir.path().join("data");
+    let (mut coord, url) = start_coordinator(dir.path(), &listen, &data, &[]);
     let _w = start_worker(dir.path(), &url, "cpu-worker", &[]);
     // Submitted first, but only a GPU worker may take it.
     let gpu = submit(&url, &spec, &["train.device=cuda"]);
@@ -760,6 +767,15 @@ fn jobs_that_need_a_gpu_are_not_leased_to_a_cpu_worker() {
         terminal(&status(&url, &cpu))
     });
     assert_eq!(status(&url, &cpu)["state"], "succeeded");
+    // A restarted coordinator, which knows the worker only by its id, does
+    // not take it for a GPU worker either.
+    coord.kill9();
+    let (_coord2, _) = start_coordinator(dir.path(), &listen, &data, &[]);
+    let cpu2 = submit(&url, &spec, &["train.seed=8"]);
+    wait_for("another CPU experiment to finish", LONG, || {
+        terminal(&status(&url, &cpu2))
+    });
+    assert_eq!(status(&url, &cpu2)["state"], "succeeded");
     let s = status(&url, &gpu);
     assert_eq!(s["state"], "pending", "{s}");
     assert_eq!(s["jobs"]["pending"], 5, "{s}");

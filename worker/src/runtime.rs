@@ -161,6 +161,7 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
                 worker_id: registered.worker_id.clone(),
                 free_slots: 1,
                 wait_seconds: cfg.lease_wait.as_secs_f64(),
+                gpu: Some(cfg.device.is_cuda()),
             };
             let lease = match client.lease(req).await {
                 Ok(r) => r.into_inner().lease,

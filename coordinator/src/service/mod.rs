@@ -144,19 +144,20 @@ impl Coordinator {
         }
     }
 
-    /// Whether the worker trains on a GPU, as it registered. A worker known
-    /// only from before a coordinator restart (devices unknown) is not
-    /// held back.
+    /// Whether the worker trains on a GPU, as it registered (for workers
+    /// that do not say so with each lease request). Unknown (a worker known
+    /// only from before a coordinator restart): no, so a job that needs a
+    /// GPU is never given to a CPU worker; it waits for a worker that says
+    /// it has one.
     pub fn worker_has_gpu(&self, id: &str) -> bool {
         self.workers
             .lock()
             .ok()
             .and_then(|m| {
-                m.get(id).map(|w| {
-                    w.devices.is_empty() || w.devices.iter().any(|d| d.starts_with("cuda"))
-                })
+                m.get(id)
+                    .map(|w| w.devices.iter().any(|d| d.starts_with("cuda")))
             })
-            .unwrap_or(true)
+            .unwrap_or(false)
     }
 
     pub fn touch_worker(&self, id: &str) -> bool {

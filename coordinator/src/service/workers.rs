@@ -51,10 +51,16 @@ impl WorkersService {
     }
 
     /// Try once to lease a ready job to `worker`.
-    async fn try_lease(&self, worker: &str) -> Result<Option<v1::Lease>, CoordinatorError> {
+    /// Lease the next job this worker may run; `gpu` is what the worker
+    /// says of itself (older workers do not: then what it registered).
+    async fn try_lease(
+        &self,
+        worker: &str,
+        gpu: Option<bool>,
+    ) -> Result<Option<v1::Lease>, CoordinatorError> {
         let ttl = ms(self.coordinator.config.lease_ttl);
         let worker_id = worker.to_string();
-        let has_gpu = self.coordinator.worker_has_gpu(worker);
+        let has_gpu = gpu.unwrap_or_else(|| self.coordinator.worker_has_gpu(worker));
         let leased = self
             .coordinator
             .with_store(move |s| {
@@ -174,7 +180,7 @@ impl Workers for WorkersService {
         let until = Instant::now() + wait;
         loop {
             let notified = self.coordinator.changed.notified();
-            if let Some(lease) = self.try_lease(&r.worker_id).await? {
+            if let Some(lease) = self.try_lease(&r.worker_id, r.gpu).await? {
                 return Ok(Response::new(v1::LeaseResponse { lease: Some(lease) }));
             }
             let left = until.saturating_duration_since(Instant::now());
