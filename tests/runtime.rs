@@ -789,3 +789,65 @@ fn jobs_that_need_a_gpu_are_not_leased_to_a_cpu_worker() {
         "{s}"
     );
 }
+
+#[test]
+fn sigterm_stops_the_coordinator_with_a_watch_open_and_watch_reconnects() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = dir.path().join("data");
+    let (mut coord, url) = start_coordinator(dir.path(), &listen, &data, &[]);
+    // No worker: the experiment stays pending and the watch stays open.
+    let id = submit(&url, &spec, &[]);
+    let mut watcher = std::process::Command::new(crossfold_bin())
+        .args(["watch", &id, "--coordinator", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = watcher.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_line = |what: &str, pat: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !seen.contains(pat) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => {
+                    seen.push_str(&l);
+                    seen.push('\n');
+                }
+                Err(_) => panic!("timed out waiting for {what}: {seen}"),
+            }
+        }
+    };
+    wait_line("the watch to show the jobs", "screening-r01 pending");
+    coord.signal(libc::SIGTERM);
+    wait_for("the coordinator to exit", Duration::from_secs(15), || {
+        matches!(coord.child.try_wait(), Ok(Some(_)))
+    });
+    let status_code = coord.child.try_wait().unwrap().unwrap();
+    assert!(status_code.success(), "{status_code:?}");
+    wait_line("the watch to say the connection was lost", "reconnecting");
+    let (_coord2, _) = start_coordinator(dir.path(), &listen, &data, &[]);
+    wait_line("the watch to reconnect", "reconnected to the coordinator");
+    let (code, _, err) = cli(&["cancel", &id, "--coordinator", &url]);
+    assert_eq!(code, 0, "{err}");
+    let out = watcher.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cancelled");
+}

@@ -121,7 +121,19 @@ pub async fn serve_with_store(
         .add_service(experiments)
         .add_service(workers)
         .add_service(data)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+            let c = coordinator.clone();
+            let reaper = reaper.abort_handle();
+            async move {
+                shutdown.await;
+                // No lease is reaped while calls drain (workers cannot
+                // reach a stopping server to heartbeat; a restart gives
+                // them a grace period instead), and long polls and watch
+                // streams end now rather than hold the drain open.
+                reaper.abort();
+                c.begin_shutdown();
+            }
+        })
         .await;
     reaper.abort();
     let _ = stop_metrics.send(());

@@ -238,73 +238,63 @@ pub async fn status(a: StatusArgs) -> Result<ExitCode> {
 
 /// Follow an experiment until it ends: progress bars on a terminal, one line
 /// per event otherwise. Returns the final state.
-pub async fn follow(c: &mut Client, id: &str, quiet: bool) -> Result<String> {
-    let mut stream = c
-        .watch(v1::WatchRequest {
-            experiment_id: id.to_string(),
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    let tty = std::io::stderr().is_terminal() && !quiet;
+/// How events are shown while following an experiment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// Progress bars on a terminal, one line per event otherwise (stderr).
+    Text,
+    /// One JSON object per event on stdout.
+    Json,
+    Nothing,
+}
+
+/// How long `follow` keeps trying to reach a coordinator that went away.
+const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Follow an experiment until it ends; returns its final state. A lost
+/// connection (the coordinator restarting) is said and retried for
+/// [`RECONNECT_FOR`].
+pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
+    let tty = std::io::stderr().is_terminal() && show == Show::Text;
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>16} {bar:30} {pos}/{len} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut by_job: BTreeMap<String, ProgressBar> = BTreeMap::new();
-    while let Some(ev) = stream.next().await {
-        let ev = ev.map_err(rpc)?;
-        let state = state_name(ev.state);
-        let progress = ev.progress.as_ref();
-        let detail = match progress {
-            Some(p) => format!(
-                "epoch {}/{} step {}/{} loss {} val AUC {} {:.0} img/s ETA {:.0} s",
-                p.epoch,
-                p.epochs,
-                p.step,
-                p.steps_per_epoch,
-                if p.train_loss.is_finite() {
-                    format!("{:.4}", p.train_loss)
-                } else {
-                    "-".into()
-                },
-                p.validation_auc
-                    .map(|v| format!("{v:.3}"))
-                    .unwrap_or_else(|| "-".into()),
-                p.images_per_second,
-                p.eta_seconds
-            ),
-            None => String::new(),
+    let mut lost: Option<std::time::Instant> = None;
+    loop {
+        let opened = c
+            .watch(v1::WatchRequest {
+                experiment_id: id.to_string(),
+            })
+            .await;
+        let mut stream = match opened {
+            Ok(s) => {
+                if lost.take().is_some() {
+                    eprintln!("reconnected to the coordinator");
+                }
+                s.into_inner()
+            }
+            Err(e) if connection_lost(&e) => {
+                wait_to_reconnect(&mut lost, &e).await?;
+                continue;
+            }
+            Err(e) => return Err(rpc(e)),
         };
-        if tty {
-            let bar = by_job.entry(ev.job_key.clone()).or_insert_with(|| {
-                let b = bars.add(ProgressBar::new(1));
-                b.set_style(style.clone());
-                b.set_prefix(ev.job_key.clone());
-                b
-            });
-            if let Some(p) = progress {
-                bar.set_length((p.epochs * p.steps_per_epoch).max(1) as u64);
-                bar.set_position(((p.epoch.saturating_sub(1)) * p.steps_per_epoch + p.step) as u64);
-            }
-            let err = if ev.message.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", ev.message)
+        let mut ended = true;
+        while let Some(ev) = stream.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) if connection_lost(&e) => {
+                    wait_to_reconnect(&mut lost, &e).await?;
+                    ended = false;
+                    break;
+                }
+                Err(e) => return Err(rpc(e)),
             };
-            bar.set_message(format!("{state} #{} {detail}{err}", ev.attempt));
-            if state == "succeeded" {
-                bar.finish();
-            }
-        } else if !quiet {
-            let err = if ev.message.is_empty() {
-                String::new()
-            } else {
-                format!(" error: {}", ev.message)
-            };
-            eprintln!(
-                "{} {} attempt {} {}{}",
-                ev.job_key, state, ev.attempt, detail, err
-            );
+            show_event(&ev, show, tty, &bars, &style, &mut by_job);
+        }
+        if ended {
+            break;
         }
     }
     let e = c
@@ -317,10 +307,140 @@ pub async fn follow(c: &mut Client, id: &str, quiet: bool) -> Result<String> {
     Ok(e.state)
 }
 
+/// The call failed because the coordinator could not be reached (restarting,
+/// shutting down, network), not because it refused the request.
+fn connection_lost(e: &tonic::Status) -> bool {
+    matches!(
+        e.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+    )
+}
+
+/// Say the connection was lost (once) and wait before the next try; an
+/// error once [`RECONNECT_FOR`] has passed.
+async fn wait_to_reconnect(lost: &mut Option<std::time::Instant>, e: &tonic::Status) -> Result<()> {
+    let since = match lost {
+        Some(t) => *t,
+        None => {
+            eprintln!(
+                "lost the connection to the coordinator ({}); reconnecting for up to {} s",
+                e.message(),
+                RECONNECT_FOR.as_secs()
+            );
+            *lost.insert(std::time::Instant::now())
+        }
+    };
+    if since.elapsed() >= RECONNECT_FOR {
+        bail!(
+            "cannot reach the coordinator again after {} s: {}",
+            RECONNECT_FOR.as_secs(),
+            e.message()
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    Ok(())
+}
+
+fn show_event(
+    ev: &v1::ExperimentEvent,
+    show: Show,
+    tty: bool,
+    bars: &MultiProgress,
+    style: &ProgressStyle,
+    by_job: &mut BTreeMap<String, ProgressBar>,
+) {
+    let state = state_name(ev.state);
+    let progress = ev.progress.as_ref();
+    if show == Show::Json {
+        let p = progress.map(|p| {
+            serde_json::json!({
+                "epoch": p.epoch, "epochs": p.epochs, "step": p.step,
+                "steps_per_epoch": p.steps_per_epoch,
+                "train_loss": p.train_loss.is_finite().then_some(p.train_loss),
+                "validation_auc": p.validation_auc, "images_per_second": p.images_per_second,
+                "eta_seconds": p.eta_seconds,
+            })
+        });
+        println!(
+            "{}",
+            serde_json::json!({
+                "experiment_id": ev.experiment_id, "job": ev.job_key, "state": state,
+                "attempt": ev.attempt, "progress": p,
+                "message": (!ev.message.is_empty()).then_some(&ev.message),
+            })
+        );
+        return;
+    }
+    if show == Show::Nothing {
+        return;
+    }
+    let detail = match progress {
+        Some(p) => format!(
+            "epoch {}/{} step {}/{} loss {} val AUC {} {:.0} img/s ETA {:.0} s",
+            p.epoch,
+            p.epochs,
+            p.step,
+            p.steps_per_epoch,
+            if p.train_loss.is_finite() {
+                format!("{:.4}", p.train_loss)
+            } else {
+                "-".into()
+            },
+            p.validation_auc
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            p.images_per_second,
+            p.eta_seconds
+        ),
+        None => String::new(),
+    };
+    if tty {
+        let bar = by_job.entry(ev.job_key.clone()).or_insert_with(|| {
+            let b = bars.add(ProgressBar::new(1));
+            b.set_style(style.clone());
+            b.set_prefix(ev.job_key.clone());
+            b
+        });
+        if let Some(p) = progress {
+            bar.set_length((p.epochs * p.steps_per_epoch).max(1) as u64);
+            bar.set_position(((p.epoch.saturating_sub(1)) * p.steps_per_epoch + p.step) as u64);
+        }
+        let err = if ev.message.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", ev.message)
+        };
+        bar.set_message(format!("{state} #{} {detail}{err}", ev.attempt));
+        if state == "succeeded" {
+            bar.finish();
+        }
+    } else {
+        let err = if ev.message.is_empty() {
+            String::new()
+        } else {
+            format!(" error: {}", ev.message)
+        };
+        eprintln!(
+            "{} {} attempt {} {}{}",
+            ev.job_key, state, ev.attempt, detail, err
+        );
+    }
+}
+
 pub async fn watch(a: IdArgs) -> Result<ExitCode> {
     let mut c = client(&a.target).await?;
-    let state = follow(&mut c, &a.id, false).await?;
-    println!("{state}");
+    let show = match a.format {
+        Format::Json => Show::Json,
+        Format::Text => Show::Text,
+    };
+    let state = follow(&mut c, &a.id, show).await?;
+    match a.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({"experiment_id": a.id, "state": state})
+        ),
+        Format::Text => println!("{state}"),
+    }
     Ok(if state == "succeeded" {
         ExitCode::SUCCESS
     } else {

@@ -2,7 +2,7 @@
 //! coordinator, one local worker process per GPU (one CPU worker without a
 //! GPU), progress while it runs, and the results in `--out`.
 
-use super::remote::{client_with, fetch_results, follow, submit_spec};
+use super::remote::{client_with, fetch_results, follow, submit_spec, Show};
 use super::{load_spec, summary};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -188,7 +188,8 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         let mut c = client_with(&url, &ClientSecurity::plaintext()).await?;
         let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
         eprintln!("experiment {id}");
-        let state = follow(&mut c, &id, a.quiet).await?;
+        let show = if a.quiet { Show::Nothing } else { Show::Text };
+        let state = follow(&mut c, &id, show).await?;
         let doc = fetch_results(&mut c, &id).await?;
         super::report::write_report(&out, &doc)?;
         Ok::<_, anyhow::Error>((id, state, doc))

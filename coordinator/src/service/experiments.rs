@@ -290,9 +290,18 @@ impl Experiments for ExperimentsService {
         let coordinator = self.coordinator.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let mut stopping = coordinator.stopping();
             let this = ExperimentsService { coordinator };
             let mut last: HashMap<String, (i32, u32, Option<(u32, u32)>)> = HashMap::new();
             loop {
+                if *stopping.borrow_and_update() {
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the coordinator is shutting down; watch again when it is back",
+                        )))
+                        .await;
+                    return;
+                }
                 let notified = this.coordinator.changed.notified();
                 let (e, jobs) = match this.load(id).await {
                     Ok(x) => x,
@@ -328,7 +337,10 @@ impl Experiments for ExperimentsService {
                 if done {
                     return;
                 }
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified) => {}
+                    _ = stopping.changed() => {}
+                }
             }
         });
         Ok(Response::new(Box::pin(

@@ -39,6 +39,9 @@ pub struct Coordinator {
     files: Mutex<HashMap<String, HashMap<String, PathBuf>>>,
     /// Woken on every job state change (long polls, watchers).
     pub changed: Notify,
+    /// Set once the server begins to shut down: long polls answer at once
+    /// and watch streams end, so the drain does not wait on them.
+    stopping: tokio::sync::watch::Sender<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -51,8 +54,20 @@ impl Coordinator {
             workers: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             changed: Notify::new(),
+            stopping: tokio::sync::watch::Sender::new(false),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
+    }
+
+    /// The server is shutting down: end long polls and watch streams.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the server is shutting down, and a receiver that changes when it does.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Workers heard from within `window_ms`.

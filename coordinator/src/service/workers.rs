@@ -178,7 +178,12 @@ impl Workers for WorkersService {
         }
         let wait = Duration::from_secs_f64(r.wait_seconds.clamp(0.0, 30.0));
         let until = Instant::now() + wait;
+        let mut stopping = self.coordinator.stopping();
         loop {
+            if *stopping.borrow_and_update() {
+                // Shutting down: no new lease; the worker asks again later.
+                return Ok(Response::new(v1::LeaseResponse { lease: None }));
+            }
             let notified = self.coordinator.changed.notified();
             if let Some(lease) = self.try_lease(&r.worker_id, r.gpu).await? {
                 return Ok(Response::new(v1::LeaseResponse { lease: Some(lease) }));
@@ -188,7 +193,10 @@ impl Workers for WorkersService {
                 return Ok(Response::new(v1::LeaseResponse { lease: None }));
             }
             // Wake on a state change, or re-check at least every second (backoff ends).
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified).await;
+            tokio::select! {
+                _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified) => {}
+                _ = stopping.changed() => {}
+            }
         }
     }
 
