@@ -851,3 +851,44 @@ fn sigterm_stops_the_coordinator_with_a_watch_open_and_watch_reconnects() {
     let out = watcher.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cancelled");
 }
+
+#[test]
+fn a_fetching_worker_gets_every_row_of_a_data_set_with_repeated_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    // One normal image again, under another name and patient (dataset check
+    // warns about it; nothing refuses it).
+    let data = dir.path().join("data");
+    let manifest = data.join("manifest.csv");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.contains(",normal,"))
+        .unwrap()
+        .to_string();
+    let path = row.split(',').next().unwrap().to_string();
+    std::fs::copy(data.join(&path), data.join("images/normal/DUP_ap.png")).unwrap();
+    let dup = row.replacen(&path, "images/normal/DUP_ap.png", 1);
+    let patient = dup.split(',').nth(2).unwrap().to_string();
+    let dup = dup.replacen(&format!(",{patient},"), ",DUP,", 1);
+    std::fs::write(&manifest, format!("{text}{dup}\n")).unwrap();
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &data, &[]);
+    let _w = start_worker_with(dir.path(), &url, "fetcher", &[], &["--fetch-data"]);
+    let id = submit(&url, &spec, &[]);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    // The copy was trained on or tested like any other image.
+    let doc = results(&url, &id);
+    let tested: Vec<&str> = doc["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["predictions"].as_array().unwrap())
+        .filter_map(|p| p["image"].as_str())
+        .collect();
+    assert!(tested.contains(&"images/normal/DUP_ap.png"), "{tested:?}");
+}

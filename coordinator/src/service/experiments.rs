@@ -11,15 +11,20 @@ use crossfold_proto::v1::{self, experiments_server::Experiments};
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::hash::sha256_hex;
 use crossfold_shared::spec::{Override, Spec};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// A checked submission: the record, its jobs, and its files by content hash.
-type Submission = (ExperimentRecord, Vec<NewJob>, HashMap<String, PathBuf>);
+/// A checked submission: the record, its jobs, and its data set's root and
+/// files (manifest path -> SHA-256).
+type Submission = (
+    ExperimentRecord,
+    Vec<NewJob>,
+    (PathBuf, BTreeMap<String, String>),
+);
 
 pub struct ExperimentsService {
     pub coordinator: Arc<Coordinator>,
@@ -139,13 +144,10 @@ impl ExperimentsService {
             )));
         }
         let spec_toml = spec.to_toml();
-        let root = prepared.manifest.root.clone();
-        let files: HashMap<String, PathBuf> = prepared
-            .fingerprint
-            .files
-            .iter()
-            .map(|(path, sha)| (sha.clone(), root.join(path)))
-            .collect();
+        let files = (
+            prepared.manifest.root.clone(),
+            prepared.fingerprint.files.clone(),
+        );
         let record = ExperimentRecord {
             id: uuid::Uuid::new_v4(),
             name: spec.name.clone(),
@@ -235,7 +237,8 @@ impl Experiments for ExperimentsService {
                 Ok((stored, created, resumed))
             })
             .await?;
-        self.coordinator.remember_files(&dataset, files);
+        self.coordinator
+            .remember_files(&dataset, &files.0, &files.1);
         tracing::info!(experiment = %stored.id, name = %stored.name, created, resumed, "experiment submitted");
         self.coordinator.changed.notify_waiters();
         if resumed == 0 && !created && stored.cancelled {

@@ -16,8 +16,8 @@ use crate::state::{JobState, RetryPolicy};
 use crate::store::{ExperimentId, ExperimentRecord, JobRecord, Store, StoreError};
 use crossfold_proto::v1;
 use crossfold_shared::spec::Spec;
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -36,13 +36,21 @@ pub struct Coordinator {
     progress: Mutex<HashMap<(ExperimentId, String), (u32, v1::Progress)>>,
     workers: Mutex<HashMap<String, WorkerInfo>>,
     /// Files of known data sets: dataset sha256 -> file sha256 -> path.
-    files: Mutex<HashMap<String, HashMap<String, PathBuf>>>,
+    files: Mutex<HashMap<String, DataSetFiles>>,
     /// Woken on every job state change (long polls, watchers).
     pub changed: Notify,
     /// Set once the server begins to shut down: long polls answer at once
     /// and watch streams end, so the drain does not wait on them.
     stopping: tokio::sync::watch::Sender<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The files of one data set: by manifest path (what a lease lists: two
+/// rows may hold the same bytes), and by content (what a worker fetches).
+#[derive(Debug, Default)]
+struct DataSetFiles {
+    by_path: BTreeMap<String, String>,
+    by_sha: HashMap<String, PathBuf>,
 }
 
 impl Coordinator {
@@ -188,14 +196,33 @@ impl Coordinator {
         }
     }
 
-    pub fn remember_files(&self, dataset: &str, files: HashMap<String, PathBuf>) {
+    /// Remember a data set's files: manifest path -> SHA-256, paths relative
+    /// to `root`.
+    pub fn remember_files(&self, dataset: &str, root: &Path, files: &BTreeMap<String, String>) {
+        let by_sha = files
+            .iter()
+            .map(|(path, sha)| (sha.clone(), root.join(path)))
+            .collect();
         if let Ok(mut m) = self.files.lock() {
-            m.insert(dataset.to_string(), files);
+            m.insert(
+                dataset.to_string(),
+                DataSetFiles {
+                    by_path: files.clone(),
+                    by_sha,
+                },
+            );
         }
     }
 
+    /// A file of the data set with this content.
     pub fn file_path(&self, dataset: &str, sha: &str) -> Option<PathBuf> {
-        self.files.lock().ok()?.get(dataset)?.get(sha).cloned()
+        self.files
+            .lock()
+            .ok()?
+            .get(dataset)?
+            .by_sha
+            .get(sha)
+            .cloned()
     }
 
     pub fn knows_dataset(&self, dataset: &str) -> bool {
@@ -205,25 +232,20 @@ impl Coordinator {
             .unwrap_or(false)
     }
 
-    /// Files of a data set by manifest path: (path, sha256), sorted.
-    pub fn files_of(&self, dataset: &str, root: &std::path::Path) -> Vec<(String, String)> {
+    /// Files of a data set by manifest path: (path, sha256), sorted by path;
+    /// every row, also rows whose bytes another row holds too.
+    pub fn files_of(&self, dataset: &str) -> Vec<(String, String)> {
         let Ok(m) = self.files.lock() else {
             return Vec::new();
         };
-        let mut v: Vec<(String, String)> = m
-            .get(dataset)
-            .map(|files| {
-                files
+        m.get(dataset)
+            .map(|f| {
+                f.by_path
                     .iter()
-                    .filter_map(|(sha, p)| {
-                        let rel = p.strip_prefix(root).ok()?;
-                        Some((rel.to_string_lossy().into_owned(), sha.clone()))
-                    })
+                    .map(|(p, sha)| (p.clone(), sha.clone()))
                     .collect()
             })
-            .unwrap_or_default();
-        v.sort();
-        v
+            .unwrap_or_default()
     }
 
     /// Learn a data set's files (after a restart) from an experiment using it.
@@ -243,21 +265,18 @@ impl Coordinator {
             .ok_or_else(|| {
                 CoordinatorError::NotFound(format!("no experiment uses data set {dataset}"))
             })?;
-        let files =
-            tokio::task::spawn_blocking(move || -> Result<HashMap<String, PathBuf>, String> {
-                let m = crossfold_shared::manifest::Manifest::load(std::path::Path::new(&manifest))
+        let (root, files) = tokio::task::spawn_blocking(
+            move || -> Result<(PathBuf, BTreeMap<String, String>), String> {
+                let m = crossfold_shared::manifest::Manifest::load(Path::new(&manifest))
                     .map_err(|e| e.to_string())?;
                 let fp = crossfold_shared::dataset::fingerprint(&m).map_err(|e| e.to_string())?;
-                Ok(fp
-                    .files
-                    .iter()
-                    .map(|(p, sha)| (sha.clone(), m.root.join(p)))
-                    .collect())
-            })
-            .await
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))?
-            .map_err(CoordinatorError::FailedPrecondition)?;
-        self.remember_files(dataset, files);
+                Ok((m.root, fp.files))
+            },
+        )
+        .await
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?
+        .map_err(CoordinatorError::FailedPrecondition)?;
+        self.remember_files(dataset, &root, &files);
         Ok(())
     }
 

@@ -100,11 +100,9 @@ impl WorkersService {
             .await
             .unwrap_or_default();
         self.coordinator.learn_dataset(&e.dataset_sha256).await?;
-        let root =
-            crossfold_shared::manifest::manifest_root(std::path::Path::new(&e.manifest_path));
         let files = self
             .coordinator
-            .files_of(&e.dataset_sha256, &root)
+            .files_of(&e.dataset_sha256)
             .into_iter()
             .map(|(path, sha256)| v1::FileRef { path, sha256 })
             .collect();
