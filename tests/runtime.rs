@@ -892,3 +892,42 @@ fn a_fetching_worker_gets_every_row_of_a_data_set_with_repeated_bytes() {
         .collect();
     assert!(tested.contains(&"images/normal/DUP_ap.png"), "{tested:?}");
 }
+
+#[test]
+fn a_worker_that_cannot_write_its_folders_stops_before_taking_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "not a folder").unwrap();
+    let outputs = file.join("out");
+    for (flag, value) in [("--outputs", &outputs), ("--cache", &outputs)] {
+        let out = std::process::Command::new(worker_bin())
+            .args(["--coordinator", "http://127.0.0.1:9", "--device", "cpu"])
+            .arg(flag)
+            .arg(value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {err}");
+        assert!(
+            err.contains(&format!("{flag} {}", value.display())) && err.contains("cannot create"),
+            "{flag}: {err}"
+        );
+    }
+    // A GPU asked for on the command line is named as such where there is none.
+    if !tch_has_cuda() {
+        let out = std::process::Command::new(worker_bin())
+            .args(["--coordinator", "http://127.0.0.1:9", "--device", "cuda:0"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--device = \"cuda\""), "{err}");
+    }
+}
+
+/// Whether this machine has an NVIDIA GPU (the worker then finds CUDA).
+fn tch_has_cuda() -> bool {
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}

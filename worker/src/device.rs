@@ -209,15 +209,29 @@ pub fn inventory() -> Inventory {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeviceError {
-    #[error("train.device = {asked:?} but CUDA is not available here ({reason})")]
-    NoCuda { asked: String, reason: String },
-    #[error("train.device = \"cuda:{index}\" but this machine has {count} CUDA device(s)")]
-    NoSuchGpu { index: usize, count: usize },
+    #[error("{setting} = {asked:?} but CUDA is not available here ({reason})")]
+    NoCuda {
+        setting: &'static str,
+        asked: String,
+        reason: String,
+    },
+    #[error("{setting} = \"cuda:{index}\" but this machine has {count} CUDA device(s)")]
+    NoSuchGpu {
+        setting: &'static str,
+        index: usize,
+        count: usize,
+    },
 }
 
 /// The tch device for what a spec asks: `auto` is the first GPU when CUDA
 /// works, else the CPU; `cuda`/`cuda:N` fail clearly when there is none.
 pub fn choose(asked: SpecDevice) -> Result<tch::Device, DeviceError> {
+    choose_as("train.device", asked)
+}
+
+/// [`choose`] for a device given by `setting` (e.g. `--device`), which
+/// errors name.
+pub fn choose_as(setting: &'static str, asked: SpecDevice) -> Result<tch::Device, DeviceError> {
     init();
     let count = tch::Cuda::device_count().max(0) as usize;
     let reason = || match init() {
@@ -237,11 +251,16 @@ pub fn choose(asked: SpecDevice) -> Result<tch::Device, DeviceError> {
                     format!("cuda:{index}")
                 };
                 Err(DeviceError::NoCuda {
+                    setting,
                     asked,
                     reason: reason(),
                 })
             } else if index >= count {
-                Err(DeviceError::NoSuchGpu { index, count })
+                Err(DeviceError::NoSuchGpu {
+                    setting,
+                    index,
+                    count,
+                })
             } else {
                 Ok(tch::Device::Cuda(index))
             }

@@ -212,7 +212,8 @@ fn run(cli: Cli) -> Result<()> {
                 batch >= 2 && steps >= 1,
                 "--batch must be >= 2 and --steps >= 1"
             );
-            let d = device::choose(
+            let d = device::choose_as(
+                "--device",
                 asked
                     .parse()
                     .map_err(|e| anyhow::anyhow!("--device {asked:?}: {e}"))?,
@@ -248,7 +249,8 @@ fn run(cli: Cli) -> Result<()> {
             images,
             device: asked,
         } => {
-            let d = device::choose(
+            let d = device::choose_as(
+                "--device",
                 asked
                     .parse()
                     .map_err(|e| anyhow::anyhow!("--device {asked:?}: {e}"))?,
@@ -407,6 +409,18 @@ fn devices(check: bool, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Create `dir` if needed and prove a file can be written in it.
+fn writable_dir(flag: &str, dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: cannot create the folder: {e}", dir.display()))?;
+    let probe = dir.join(format!(".crossfold-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        anyhow::anyhow!("{flag} {}: cannot write in the folder: {e}", dir.display())
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 fn serve(cli: Cli, url: String) -> Result<()> {
     if let Some(n) = cli.threads {
         anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
@@ -416,7 +430,7 @@ fn serve(cli: Cli, url: String) -> Result<()> {
         .device
         .parse()
         .map_err(|e| anyhow::anyhow!("--device {:?}: {e}", cli.device))?;
-    let d = device::choose(asked)?;
+    let d = device::choose_as("--device", asked)?;
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -433,6 +447,11 @@ fn serve(cli: Cli, url: String) -> Result<()> {
     )?;
     // Fail now on a bad URL or TLS setting rather than retrying forever.
     security.endpoint(&url)?;
+    // And on folders the worker cannot write, before it takes (and fails) jobs.
+    writable_dir("--cache", &cli.cache)?;
+    if let Some(dir) = &cli.outputs {
+        writable_dir("--outputs", dir)?;
+    }
     let metrics = std::sync::Arc::new(crossfold_worker::metrics::WorkerMetrics::new());
     let metrics_listen = cli.metrics_listen.clone();
     let cfg = crossfold_worker::runtime::WorkerConfig {
