@@ -931,3 +931,41 @@ fn tch_has_cuda() -> bool {
         .output()
         .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
 }
+
+#[test]
+fn one_coordinator_per_database_and_leases_outlast_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (_coord, _url) = start_coordinator(dir.path(), "127.0.0.1:0", &data, &[]);
+    let second = |extra: &[&str]| {
+        let out = std::process::Command::new(crossfold_bin())
+            .args([
+                "coordinator",
+                "--listen",
+                "127.0.0.1:0",
+                "--insecure",
+                "--db",
+            ])
+            .arg(dir.path().join("coordinator.db"))
+            .arg("--data-root")
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = second(&[]);
+    assert!(
+        !ok && err.contains("another coordinator is using this database"),
+        "{err}"
+    );
+    let (ok, err) = second(&["--lease-ttl", "2", "--heartbeat-interval", "5"]);
+    assert!(
+        !ok && err.contains("--lease-ttl 2 with --heartbeat-interval 5"),
+        "{err}"
+    );
+}

@@ -28,12 +28,51 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
     let db = config.db.clone();
+    let _lock = lock_database(&db)?;
     let store: Arc<dyn Store> = Arc::new(
         tokio::task::spawn_blocking(move || SqliteStore::open(&db))
             .await
             .map_err(|e| CoordinatorError::Internal(e.to_string()))??,
     );
     serve_with_store(config, store, listener, metrics, shutdown).await
+}
+
+/// One coordinator per database: a second one would run the same jobs and
+/// move the first one's lease deadlines. Held (as `DB.lock`, beside the
+/// database) until the returned file is dropped; the operating system
+/// releases it when the process ends, however it ends.
+fn lock_database(db: &std::path::Path) -> Result<std::fs::File, CoordinatorError> {
+    let path = std::path::PathBuf::from(format!("{}.lock", db.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            CoordinatorError::FailedPrecondition(format!(
+                "--db {}: cannot open its lock file {}: {e}",
+                db.display(),
+                path.display()
+            ))
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(CoordinatorError::FailedPrecondition(format!(
+                "--db {}: another coordinator is using this database (it holds {}); stop it first",
+                db.display(),
+                path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(CoordinatorError::FailedPrecondition(format!(
+            "--db {}: cannot lock {}: {e}",
+            db.display(),
+            path.display()
+        ))),
+    }
 }
 
 pub async fn serve_with_store(

@@ -92,6 +92,14 @@ impl ServeArgs {
         c.stall_timeout = secs(self.stall_timeout, "stall-timeout")?;
         c.job_time_limit = secs(self.job_time_limit, "job-time-limit")?;
         c.restart_grace = secs(self.restart_grace, "restart-grace")?;
+        // A lease lives only as long as heartbeats renew it in time.
+        anyhow::ensure!(
+            self.lease_ttl >= 2.0 * self.heartbeat_interval,
+            "--lease-ttl {} with --heartbeat-interval {}: the lease must last at least two \
+             heartbeat intervals, or healthy workers lose their jobs",
+            self.lease_ttl,
+            self.heartbeat_interval
+        );
         c.max_jobs_per_experiment = self.max_jobs;
         for r in &c.data_roots {
             anyhow::ensure!(r.is_dir(), "--data-root {}: not a folder", r.display());
