@@ -969,3 +969,52 @@ fn one_coordinator_per_database_and_leases_outlast_heartbeats() {
         "{err}"
     );
 }
+
+#[test]
+fn a_second_worker_process_under_a_live_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &data, &[]);
+    let (code, out, err) = cli(&["status", "--coordinator", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.is_empty() && err.contains("no experiments"),
+        "{out}{err}"
+    );
+    let first = start_worker_with(dir.path(), &url, "same", &[], &[]);
+    wait_for("the first worker to register", LONG, || {
+        first.log_text().contains("registered")
+    });
+    // The same --name again, from another process (its own cache and log).
+    let log = dir.path().join("second.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut second = std::process::Command::new(worker_bin())
+        .env("CROSSFOLD_LOG_FORMAT", "text")
+        .args([
+            "--coordinator",
+            &url,
+            "--name",
+            "same",
+            "--device",
+            "cpu",
+            "--cache",
+        ])
+        .arg(dir.path().join("cache-second"))
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    wait_for("the second worker to be refused", LONG, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("is in use by another worker process")
+    });
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(
+        !first.log_text().contains("refused"),
+        "{}",
+        first.log_text()
+    );
+}

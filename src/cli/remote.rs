@@ -200,6 +200,9 @@ pub async fn status(a: StatusArgs) -> Result<ExitCode> {
             serde_json::to_string_pretty(&experiments.iter().map(status_json).collect::<Vec<_>>())?
         ),
         (Format::Text, _) => {
+            if experiments.is_empty() {
+                eprintln!("no experiments (submit one with `crossfold submit SPEC`)");
+            }
             for e in &experiments {
                 let j = e.jobs.unwrap_or_default();
                 println!(

@@ -459,6 +459,7 @@ fn serve(cli: Cli, url: String) -> Result<()> {
         metrics: metrics.clone(),
         coordinator: url,
         name,
+        instance: uuid::Uuid::new_v4().to_string(),
         device: d,
         cache_dir: cli.cache,
         lease_wait: std::time::Duration::from_secs(10),

@@ -26,6 +26,8 @@ pub struct WorkerConfig {
     pub coordinator: String,
     /// Unique name, also the worker's id at the coordinator.
     pub name: String,
+    /// Random per process (see the proto's RegisterRequest.instance).
+    pub instance: String,
     pub device: tch::Device,
     /// Where data sets fetched from the coordinator are cached.
     pub cache_dir: PathBuf,
@@ -136,18 +138,29 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
             slots: cfg.slots.max(1),
             crossfold_version: env!("CARGO_PKG_VERSION").to_string(),
             libtorch_version: env!("CROSSFOLD_LIBTORCH_VERSION").to_string(),
+            instance: cfg.instance.clone(),
         };
         let registered = match client.register(reg).await {
             Ok(r) => r.into_inner(),
-            Err(e) => {
-                tracing::warn!(error = %e, "register failed; reconnecting");
+            // Retrying cannot fix a wrong token: say so and stop.
+            Err(e)
                 if matches!(
                     e.code(),
                     tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-                ) {
-                    // Retrying cannot fix a wrong token: say so and stop.
-                    return Err(RuntimeError::Rpc(e));
-                }
+                ) =>
+            {
+                tracing::error!(error = %e, "registration refused");
+                return Err(RuntimeError::Rpc(e));
+            }
+            // The name is held by a live process: a duplicate --name, or this
+            // worker restarted before its old process was given up on. Wait.
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                tracing::warn!(error = %e, "registration refused; trying again in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue 'connect;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "register failed; reconnecting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue 'connect;
             }

@@ -25,6 +25,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
     pub name: String,
+    /// The worker process's random instance id ("" when unknown).
+    pub instance: String,
     pub devices: Vec<String>,
     pub slots: u32,
     pub last_seen_ms: i64,
@@ -161,10 +163,24 @@ impl Coordinator {
             .map(|(_, p)| *p)
     }
 
-    pub fn register_worker(&self, id: String, info: WorkerInfo) {
-        if let Ok(mut m) = self.workers.lock() {
-            m.insert(id, info);
+    /// Register (or re-register) a worker. Refused, with the seconds since
+    /// it was last heard from, when another live process holds the name:
+    /// same id, a different known instance, heard from within a lease TTL.
+    pub fn register_worker(&self, id: String, info: WorkerInfo) -> Result<(), f64> {
+        let Ok(mut m) = self.workers.lock() else {
+            return Ok(());
+        };
+        if let Some(old) = m.get(&id) {
+            let quiet_ms = now_ms() - old.last_seen_ms;
+            let other = !old.instance.is_empty()
+                && !info.instance.is_empty()
+                && old.instance != info.instance;
+            if other && quiet_ms < self.config.lease_ttl.as_millis() as i64 {
+                return Err(quiet_ms as f64 / 1000.0);
+            }
         }
+        m.insert(id, info);
+        Ok(())
     }
 
     /// Whether the worker trains on a GPU, as it registered (for workers

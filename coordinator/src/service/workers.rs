@@ -37,10 +37,11 @@ impl WorkersService {
         }
         if !self.coordinator.touch_worker(id) {
             tracing::info!(worker = %id, "worker known from before a restart");
-            self.coordinator.register_worker(
+            let _ = self.coordinator.register_worker(
                 id.to_string(),
                 WorkerInfo {
                     name: id.to_string(),
+                    instance: String::new(),
                     devices: Vec::new(),
                     slots: 1,
                     last_seen_ms: now_ms(),
@@ -147,16 +148,25 @@ impl Workers for WorkersService {
             .iter()
             .map(|d| format!("{} ({})", d.name, d.description))
             .collect();
-        tracing::info!(worker = %id, devices = ?devices, slots = r.slots, "worker registered");
-        self.coordinator.register_worker(
+        let registered = self.coordinator.register_worker(
             id.clone(),
             WorkerInfo {
                 name: r.worker_name,
-                devices,
+                instance: r.instance,
+                devices: devices.clone(),
                 slots: r.slots.max(1),
                 last_seen_ms: now_ms(),
             },
         );
+        if let Err(quiet) = registered {
+            tracing::warn!(worker = %id, "registration refused: the name is in use");
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "worker name {id:?} is in use by another worker process (heard from {quiet:.0} s ago); \
+                 give each worker its own --name"
+            ))
+            .into());
+        }
+        tracing::info!(worker = %id, devices = ?devices, slots = r.slots, "worker registered");
         let c = &self.coordinator.config;
         Ok(Response::new(v1::RegisterResponse {
             worker_id: id,
