@@ -24,7 +24,9 @@ struct Cli {
     /// Coordinator URL, e.g. http://127.0.0.1:50051.
     #[arg(long, env = "CROSSFOLD_COORDINATOR")]
     coordinator: Option<String>,
-    /// Worker name, unique among the coordinator's workers (default: host-pid).
+    /// Worker name, unique among the coordinator's workers (default: host-pid);
+    /// while a worker process under a name is alive, the coordinator refuses
+    /// another one and that one waits.
     #[arg(long)]
     name: Option<String>,
     /// Device: auto (first GPU, else CPU), cpu, cuda or cuda:N.
