@@ -35,8 +35,8 @@ bench: setup
 ## target/release/crossfold-gpu-tests.
 gpu-bundle: setup
 	$(ENV) $(CARGO) build --release --workspace
-	$(ENV) exe=$$($(CARGO) test --release -p crossfold-worker --test gpu --no-run 2>&1 \
-	  | grep -o 'target/release/deps/gpu-[0-9a-f]*' | tail -1) && \
+	set -o pipefail; $(ENV) $(CARGO) test --release -p crossfold-worker --test gpu --no-run 2>&1 | tee target/gpu-bundle.log
+	exe=$$(grep -o 'target/release/deps/gpu-[0-9a-f]*' target/gpu-bundle.log | tail -1) && \
 	  test -n "$$exe" && cp "$$exe" target/release/crossfold-gpu-tests
 	@ls -l target/release/crossfold target/release/crossfold-worker target/release/crossfold-gpu-tests
 

@@ -23,6 +23,7 @@ pub struct BenchResult {
     pub device: String,
     pub threads: i32,
     pub compute: Compute,
+    pub optimizer: Optimizer,
     pub images_per_second: f64,
 }
 
@@ -37,6 +38,9 @@ pub struct Settings {
     pub channels_last: Toggle,
     pub fused_optimizer: Toggle,
     pub cudnn_benchmark: Toggle,
+    /// AdamW (lr 3e-4, weight decay 1e-4: the PyTorch reference's step) or
+    /// SGD with the spec's defaults (what a job trains with).
+    pub optimizer: Optimizer,
 }
 
 /// Run `steps` training steps of `batch` images (after one warm-up epoch of
@@ -51,7 +55,13 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
         channels_last,
         fused_optimizer,
         cudnn_benchmark,
+        optimizer,
     } = settings;
+    let defaults = TrainSpec::default();
+    let (lr, weight_decay) = match optimizer {
+        Optimizer::Sgd => (defaults.lr, defaults.weight_decay),
+        _ => (3e-4, 1e-4),
+    };
     tch::manual_seed(0);
     let n = (steps * batch) as i64;
     let s = size as i64;
@@ -65,9 +75,9 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
         image_size: size,
         epochs: 2,
         batch_size: batch,
-        optimizer: Optimizer::Adamw,
-        lr: 3e-4,
-        weight_decay: 1e-4,
+        optimizer,
+        lr,
+        weight_decay,
         warmup_epochs: 0,
         class_weighting: ClassWeighting::Balanced,
         validation_fraction: 0.0,
@@ -104,6 +114,7 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
         device: format!("{device:?}").to_lowercase(),
         threads: tch::get_num_threads(),
         compute: data.compute,
+        optimizer,
         images_per_second: n as f64 / second,
     })
 }

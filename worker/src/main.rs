@@ -136,6 +136,9 @@ enum Command {
         /// cuDNN autotuning: auto, on or off.
         #[arg(long, default_value = "auto")]
         cudnn_benchmark: String,
+        /// adamw (the PyTorch reference's step) or sgd (a job's default).
+        #[arg(long, default_value = "adamw")]
+        optimizer: String,
     },
     /// Score images with a trained checkpoint (JPEG, PNG or DICOM).
     Predict {
@@ -197,6 +200,7 @@ fn run(cli: Cli) -> Result<()> {
             channels_last,
             fused_optimizer,
             cudnn_benchmark,
+            optimizer,
         } => {
             if let Some(n) = threads {
                 anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
@@ -240,6 +244,11 @@ fn run(cli: Cli) -> Result<()> {
                     channels_last: toggle("channels-last", &channels_last)?,
                     fused_optimizer: toggle("fused-optimizer", &fused_optimizer)?,
                     cudnn_benchmark: toggle("cudnn-benchmark", &cudnn_benchmark)?,
+                    optimizer: match optimizer.as_str() {
+                        "adamw" => crossfold_shared::spec::Optimizer::Adamw,
+                        "sgd" => crossfold_shared::spec::Optimizer::Sgd,
+                        other => anyhow::bail!("--optimizer {other:?}: expected adamw or sgd"),
+                    },
                 },
                 d,
             )?;

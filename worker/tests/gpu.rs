@@ -4,7 +4,7 @@
 //! These tests need a GPU, so they are `#[ignore]`d: `cargo test` on a
 //! machine without one does not count them as passed. On a GPU machine run
 //! them with `--ignored` (`bench/gpu.sh` runs the binary that
-//! `make gpu-tests` builds); there, a missing GPU is a failure.
+//! `make gpu-bundle` builds); there, a missing GPU is a failure.
 
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::label::Task;
