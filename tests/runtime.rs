@@ -184,12 +184,7 @@ fn the_coordinator_survives_kill_9_and_restart() {
     let spec = tiny_spec(dir.path(), "");
     make_data(&spec);
     // A fixed port, so workers reconnect to the restarted coordinator.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_loopback_address();
     let (mut coord, url) = start_coordinator(dir.path(), &listen, &dir.path().join("data"), &[]);
     let _w = start_worker(dir.path(), &url, "w", &[]);
     let id = submit(&url, &spec, &["train.epochs=3"]);
@@ -230,12 +225,7 @@ fn a_result_finished_while_the_coordinator_is_down_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
     make_data(&spec);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_loopback_address();
     let grace = ["--restart-grace", "40"];
     let data = dir.path().join("data");
     let (mut coord, url) = start_coordinator(dir.path(), &listen, &data, &grace);
@@ -751,12 +741,7 @@ fn jobs_that_need_a_gpu_are_not_leased_to_a_cpu_worker() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
     make_data(&spec);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_loopback_address();
     let data = dir.path().join("data");
     let (mut coord, url) = start_coordinator(dir.path(), &listen, &data, &[]);
     let _w = start_worker(dir.path(), &url, "cpu-worker", &[]);
@@ -796,12 +781,7 @@ fn sigterm_stops_the_coordinator_with_a_watch_open_and_watch_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
     make_data(&spec);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_loopback_address();
     let data = dir.path().join("data");
     let (mut coord, url) = start_coordinator(dir.path(), &listen, &data, &[]);
     // No worker: the experiment stays pending and the watch stays open.

@@ -4,7 +4,7 @@
 
 use super::report::markdown;
 use super::report::{
-    breakdowns, class_names, dec, f, mean_sd, missing_rounds, pct, tasks_in_order,
+    breakdowns, class_names, dec, f, mean_sd_cells, missing_rounds, pct, tasks_in_order,
 };
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::metrics::roc_curve;
@@ -464,9 +464,11 @@ pub fn html(doc: &Value) -> String {
                 cells.join("</td><td>")
             );
         }
-        let s = &t["summary"];
-        let ms = |k: &str, pctage: bool| mean_sd(s, k, pctage, rounds.len());
-        let _ = writeln!(out, "<tr><th>Mean ± SD</th><td></td><td></td><td></td><td></td><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>", ms("accuracy", true), ms("sensitivity", true), ms("specificity", true), ms("ppv", true), ms("npv", true), ms("auc", false));
+        let _ = writeln!(
+            out,
+            "<tr><th>Mean ± SD</th><td></td><td></td><td></td><td></td><td></td><td>{}</td></tr></table>",
+            mean_sd_cells(&t["summary"], rounds.len()).join("</td><td>")
+        );
         let p = &t["pooled"];
         if !p.is_null() {
             let _ = writeln!(

@@ -69,6 +69,20 @@ pub(super) fn mean_sd(summary: &Value, key: &str, percent: bool, rounds: usize) 
     }
 }
 
+/// The summary row's cells, in the tables' column order: accuracy,
+/// sensitivity, specificity, PPV, NPV (percent) and AUC.
+pub(super) fn mean_sd_cells(summary: &Value, rounds: usize) -> [String; 6] {
+    [
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "auc",
+    ]
+    .map(|k| mean_sd(summary, k, k != "auc", rounds))
+}
+
 /// One line per round without a result (failed, cancelled, unfinished),
 /// with its last error: left out of every table, so named.
 pub(super) fn missing_rounds(doc: &Value) -> Vec<String> {
@@ -220,16 +234,9 @@ pub fn markdown(doc: &Value) -> String {
                 dec(f(r, "auc_ci_high"), 3),
             ));
         }
-        let s = &t["summary"];
-        let ms = |k: &str, pctage: bool| mean_sd(s, k, pctage, rounds.len());
         out.push_str(&format!(
-            "| Mean ± SD | | | | | | {} | {} | {} | {} | {} | {} |\n",
-            ms("accuracy", true),
-            ms("sensitivity", true),
-            ms("specificity", true),
-            ms("ppv", true),
-            ms("npv", true),
-            ms("auc", false),
+            "| Mean ± SD | | | | | | {} |\n",
+            mean_sd_cells(&t["summary"], rounds.len()).join(" | ")
         ));
         let p = &t["pooled"];
         if !p.is_null() {

@@ -1,6 +1,6 @@
 //! Text tables of an experiment's results and the files `run` writes.
 
-use super::report::{mean_sd, missing_rounds};
+use super::report::{mean_sd_cells, missing_rounds};
 use super::{num, pct, table};
 use serde_json::Value;
 
@@ -45,17 +45,9 @@ pub fn tables(doc: &Value) -> String {
             })
             .collect();
         let s = t.get("summary").cloned().unwrap_or(Value::Null);
-        let ms = |k: &str, percent: bool| mean_sd(&s, k, percent, rounds.len());
-        rows.push(vec![
-            "mean ± SD".into(),
-            String::new(),
-            ms("accuracy", true),
-            ms("sensitivity", true),
-            ms("specificity", true),
-            ms("ppv", true),
-            ms("npv", true),
-            ms("auc", false),
-        ]);
+        let mut summary_row = vec!["mean ± SD".to_string(), String::new()];
+        summary_row.extend(mean_sd_cells(&s, rounds.len()));
+        rows.push(summary_row);
         out.push_str(&table::render(
             &[
                 "round",

@@ -53,6 +53,17 @@ impl Drop for Proc {
     }
 }
 
+/// A loopback address with a port free now: for a coordinator that a test
+/// restarts on the same address (workers reconnect to it).
+pub fn free_loopback_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local address")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 /// Start `crossfold coordinator` and return it with its URL. Plaintext
 /// (`--insecure`) unless `extra` gives TLS files; text logs unless `extra`
 /// asks for another format.

@@ -289,13 +289,10 @@ mod tests {
     use crate::manifest::Entry;
     use std::path::PathBuf;
 
-    fn paper_cohort() -> Manifest {
+    /// `n` images of each label, one patient each, in the order given.
+    fn cohort_of(counts: &[(Label, usize)]) -> Manifest {
         let mut entries = Vec::new();
-        for (label, n) in [
-            (Label::Normal, 260),
-            (Label::Malignant, 180),
-            (Label::Benign, 80),
-        ] {
+        for &(label, n) in counts {
             for i in 0..n {
                 entries.push(Entry::new(
                     format!("{label}/{i}.png"),
@@ -310,25 +307,20 @@ mod tests {
         }
     }
 
+    fn paper_cohort() -> Manifest {
+        cohort_of(&[
+            (Label::Normal, 260),
+            (Label::Malignant, 180),
+            (Label::Benign, 80),
+        ])
+    }
+
     fn cohort(normal: usize, benign: usize, malignant: usize) -> Manifest {
-        let mut entries = Vec::new();
-        for (label, n) in [
+        cohort_of(&[
             (Label::Normal, normal),
             (Label::Benign, benign),
             (Label::Malignant, malignant),
-        ] {
-            for i in 0..n {
-                entries.push(Entry::new(
-                    format!("{label}/{i}.png"),
-                    label,
-                    format!("{label}{i}"),
-                ));
-            }
-        }
-        Manifest {
-            root: PathBuf::from("."),
-            entries,
-        }
+        ])
     }
 
     #[test]
