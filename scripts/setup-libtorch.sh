@@ -41,9 +41,9 @@ fi
 [ -x "$venv/bin/pip" ] || "$python" -m venv "$venv"
 echo "setup-libtorch: installing torch==$torch_version ($mode) into $venv" >&2
 if [ "$mode" = cuda ]; then
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "torch==$torch_version"
+  "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "torch==$torch_version"
 else
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+  "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --no-deps \
     "torch==$torch_version" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
 fi
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
