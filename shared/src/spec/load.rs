@@ -170,8 +170,13 @@ impl Spec {
             problems: problems
                 .into_iter()
                 .map(|mut p| {
-                    if overrides.iter().any(|o| o.key == p.field) {
+                    let given = |key: &str| overrides.iter().any(|o| o.key == key);
+                    if given(&p.field) {
                         p.message.push_str(" (given by --set)");
+                    } else if p.field == "train.warmup_epochs" && given("train.epochs") {
+                        p.message.push_str(
+                            " (train.epochs given by --set; add --set train.warmup_epochs=0)",
+                        );
                     }
                     p
                 })
@@ -199,8 +204,14 @@ impl Spec {
 
 /// Fields whose rule became stricter after specs using the old one could
 /// be stored: `resources.devices_per_job` was accepted up to 64 (and
-/// ignored) before it had to be 1.
-pub const TIGHTENED: &[&str] = &["resources.devices_per_job"];
+/// ignored) before it had to be 1; a batch size of 1 was accepted before
+/// it had to be at least 2 (stored jobs run as before, and fail where
+/// batch norm cannot cope).
+pub const TIGHTENED: &[&str] = &[
+    "resources.devices_per_job",
+    "train.batch_size",
+    "train.cpu.batch_size",
+];
 
 fn remove_key(table: &mut Table, dotted: &str) {
     match dotted.split_once('.') {

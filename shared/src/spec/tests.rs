@@ -73,6 +73,8 @@ fn semantic_problems_are_all_reported() {
             "train.device=tpu",
             "name=\"\"",
             "resources.devices_per_job=2",
+            "train.batch_size=1",
+            "train.cpu.batch_size=1",
         ],
     )
     .unwrap_err();
@@ -83,11 +85,18 @@ fn semantic_problems_are_all_reported() {
         "train.device",
         "name",
         "resources.devices_per_job",
+        "train.batch_size",
+        "train.cpu.batch_size",
     ] {
         assert!(fields.contains(&f), "{f} missing from {fields:?}");
     }
     assert!(err.to_string().contains("train.lr = -1"), "{err}");
     assert!(err.to_string().contains("one worker per GPU"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("train.batch_size = 1: must be 2..4096 (batch norm"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -199,6 +208,16 @@ fn a_set_of_a_train_key_also_wins_over_the_files_cpu_setting() {
         1
     );
     assert!(parse(MINIMAL, &["train.epochs=1", "train.warmup_epochs=1"]).is_err());
+    // A warm-up the file sets is kept, and the error says how to lower it.
+    let with_warmup = format!("{MINIMAL}[train]\nwarmup_epochs = 1\n");
+    let err = parse(&with_warmup, &["train.epochs=1"]).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "train.warmup_epochs = 1: must be fewer than train.epochs (1) \
+             (train.epochs given by --set; add --set train.warmup_epochs=0)"
+        ),
+        "{err}"
+    );
     // Bad values are still reported once, under the key that was set, and
     // said to come from the command line.
     let err = parse(&text, &["train.epochs=0"]).unwrap_err();

@@ -89,11 +89,11 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
     if t.epochs < 1 || t.epochs > 10_000 {
         bad("train.epochs", t.epochs.to_string(), "must be 1..10000");
     }
-    if t.batch_size < 1 || t.batch_size > 4096 {
+    if t.batch_size < 2 || t.batch_size > 4096 {
         bad(
             "train.batch_size",
             t.batch_size.to_string(),
-            "must be 1..4096",
+            "must be 2..4096 (batch norm needs two images per batch)",
         );
     }
     let positive = |v: f64| v.is_finite() && v > 0.0;
@@ -123,7 +123,7 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
         bad(
             "train.warmup_epochs",
             t.warmup_epochs.to_string(),
-            "must be fewer than train.epochs",
+            &format!("must be fewer than train.epochs ({})", t.epochs),
         );
     }
     if t.step_epochs < 1 {
@@ -198,8 +198,12 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
         if let Some(e) = c.epochs.filter(|e| !(1..=10_000).contains(e)) {
             bad("train.cpu.epochs", e.to_string(), "must be 1..10000");
         }
-        if let Some(b) = c.batch_size.filter(|b| !(1..=4096).contains(b)) {
-            bad("train.cpu.batch_size", b.to_string(), "must be 1..4096");
+        if let Some(b) = c.batch_size.filter(|b| !(2..=4096).contains(b)) {
+            bad(
+                "train.cpu.batch_size",
+                b.to_string(),
+                "must be 2..4096 (batch norm needs two images per batch)",
+            );
         }
         if let Some(lr) = c.lr.filter(|&lr| !(positive(lr) && lr <= 10.0)) {
             bad("train.cpu.lr", lr.to_string(), "must be in (0, 10]");
