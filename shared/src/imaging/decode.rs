@@ -57,8 +57,22 @@ fn luma(r: f32, g: f32, b: f32) -> f32 {
     0.299 * r + 0.587 * g + 0.114 * b
 }
 
-/// Gray pixels of any `DynamicImage`: 8-bit values / 255, 16-bit / 65535,
-/// colour to BT.601 luma, alpha dropped.
+/// The full scale of 16-bit gray samples: radiographs are often stored
+/// in 16-bit files with 10, 12 or 14 significant bits, so the scale is the
+/// smallest of 8, 10, 12, 14 and 16 bits that holds the brightest pixel.
+/// Dividing 12-bit data by 65535 would leave it 16 of 256 gray levels.
+pub fn gray16_full_scale(samples: impl Iterator<Item = u16>) -> f32 {
+    let max = samples.max().unwrap_or(0);
+    let bits = [8u32, 10, 12, 14, 16]
+        .into_iter()
+        .find(|&b| u32::from(max) < 1 << b)
+        .unwrap_or(16);
+    ((1u32 << bits) - 1) as f32
+}
+
+/// Gray pixels of any `DynamicImage`: 8-bit values / 255, 16-bit gray by
+/// its full scale ([`gray16_full_scale`]), colour to BT.601 luma, alpha
+/// dropped.
 fn to_gray(img: DynamicImage) -> GrayImage {
     let (width, height) = (img.width(), img.height());
     const U8: f32 = 255.0;
@@ -70,12 +84,17 @@ fn to_gray(img: DynamicImage) -> GrayImage {
             .chunks_exact(2)
             .map(|p| f32::from(p[0]) / U8)
             .collect(),
-        DynamicImage::ImageLuma16(b) => b.as_raw().iter().map(|&v| f32::from(v) / U16).collect(),
-        DynamicImage::ImageLumaA16(b) => b
-            .as_raw()
-            .chunks_exact(2)
-            .map(|p| f32::from(p[0]) / U16)
-            .collect(),
+        DynamicImage::ImageLuma16(b) => {
+            let scale = gray16_full_scale(b.as_raw().iter().copied());
+            b.as_raw().iter().map(|&v| f32::from(v) / scale).collect()
+        }
+        DynamicImage::ImageLumaA16(b) => {
+            let scale = gray16_full_scale(b.as_raw().chunks_exact(2).map(|p| p[0]));
+            b.as_raw()
+                .chunks_exact(2)
+                .map(|p| f32::from(p[0]) / scale)
+                .collect()
+        }
         DynamicImage::ImageRgb8(b) => rgb_luma(b.as_raw(), 3, U8),
         DynamicImage::ImageRgba8(b) => rgb_luma(b.as_raw(), 4, U8),
         DynamicImage::ImageRgb16(b) => rgb_luma(b.as_raw(), 3, U16),

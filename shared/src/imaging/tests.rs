@@ -64,6 +64,41 @@ fn png_16bit_gray_keeps_full_precision() {
 }
 
 #[test]
+fn png_16bit_gray_with_12_significant_bits_keeps_its_gray_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g12.png");
+    // A 12-bit detector's values in a 16-bit file: 4095 is full white.
+    let values: [u16; 4] = [0, 1000, 2048, 4095];
+    let src: ImageBuffer<Luma<u16>, Vec<u16>> =
+        ImageBuffer::from_fn(2, 2, |x, y| Luma([values[(y * 2 + x) as usize]]));
+    src.save(&path).unwrap();
+    let img = decode_file(&path).unwrap();
+    let expected: Vec<f64> = values.iter().map(|&v| f64::from(v) / 4095.0).collect();
+    assert_pixels(&img, &expected, 1e-7);
+    // 1000/4095*255 = 62.27, 2048/4095*255 = 127.53; divided by 65535
+    // they would have been 4 and 8.
+    assert_eq!(
+        resize_to_square(&img, 2, ResizeMode::Stretch),
+        vec![0, 62, 128, 255]
+    );
+}
+
+#[test]
+fn the_full_scale_of_16bit_gray_is_the_smallest_usual_depth_holding_the_maximum() {
+    use crate::imaging::decode::gray16_full_scale;
+    let scale = |v: &[u16]| gray16_full_scale(v.iter().copied());
+    assert_eq!(scale(&[]), 255.0);
+    assert_eq!(scale(&[0, 255]), 255.0);
+    assert_eq!(scale(&[256]), 1023.0);
+    assert_eq!(scale(&[1023]), 1023.0);
+    assert_eq!(scale(&[1024, 3]), 4095.0);
+    assert_eq!(scale(&[4095]), 4095.0);
+    assert_eq!(scale(&[4096]), 16383.0);
+    assert_eq!(scale(&[16384]), 65535.0);
+    assert_eq!(scale(&[65535]), 65535.0);
+}
+
+#[test]
 fn rgb_and_rgba_become_bt601_luma() {
     let dir = tempfile::tempdir().unwrap();
     let colours = [[255u8, 0, 0], [0, 255, 0], [0, 0, 255], [10, 200, 30]];
