@@ -19,22 +19,35 @@ fn main() {
         .ok()
         .filter(|dir| dir.join("libtorch_cpu.so").exists());
     // Image builds have no .git: they pass the commit in CROSSFOLD_GIT_COMMIT.
+    // Otherwise the commit, marked `-dirty` when tracked files differ from it.
     println!("cargo:rerun-if-env-changed=CROSSFOLD_GIT_COMMIT");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
     let commit = std::env::var("CROSSFOLD_GIT_COMMIT")
         .ok()
         .filter(|c| !c.trim().is_empty())
         .or_else(|| {
-            std::process::Command::new("git")
-                .args(["rev-parse", "--short=12", "HEAD"])
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            let head = git(&["rev-parse", "--short=12", "HEAD"])?;
+            // Built with uncommitted changes to tracked files: the commit
+            // alone would claim code it does not hold.
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            Some(if dirty { format!("{head}-dirty") } else { head })
         })
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=CROSSFOLD_GIT_COMMIT={commit}");
     for path in git_head_files() {
         println!("cargo:rerun-if-changed={}", path.display());
+    }
+    // The dirty mark follows the sources the worker is built from.
+    for path in ["src", "shim", "../shared/src", "../proto", "../Cargo.lock"] {
+        println!("cargo:rerun-if-changed={path}");
     }
     // libtorch's version, from the torch package's version.py when present.
     let libtorch_version = std::env::var("LIBTORCH")
@@ -110,6 +123,7 @@ fn git_head_files() -> Vec<PathBuf> {
     };
     [
         git_dir.join("HEAD"),
+        git_dir.join("index"),
         common.join("refs").join("heads"),
         common.join("packed-refs"),
     ]
