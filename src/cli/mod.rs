@@ -91,7 +91,7 @@ enum Command {
     Cancel(remote::IdArgs),
     /// An experiment's results (tables, or --format json).
     Results(remote::IdArgs),
-    /// Write an experiment's report files (report.json, report.md, CSVs, plan, spec).
+    /// Write an experiment's report files (report.html, report.md, report.json, .svg plots, CSVs, plan, spec).
     Report(report::ReportArgs),
     /// Compare two experiments on the same data and split plan (paired DeLong).
     Compare(compare::CompareArgs),

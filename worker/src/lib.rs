@@ -14,6 +14,7 @@
 //!   [`metrics`]: its Prometheus metrics.
 //! - [`precision`]: bf16 autocast, TF32 and channels-last through a C++ shim.
 //! - [`bench`]: training throughput, against `bench/reference.py`.
+//! - [`torch_error`]: libtorch's messages without their C++ stack traces.
 
 pub mod bench;
 pub mod data;
@@ -27,4 +28,5 @@ pub mod outputs;
 pub mod precision;
 pub mod provenance;
 pub mod runtime;
+pub mod torch_error;
 pub mod train;

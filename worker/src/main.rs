@@ -1,6 +1,6 @@
 //! `crossfold-worker`: trains models on a GPU node (or a CPU).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::label::Task;
@@ -127,7 +127,7 @@ enum Command {
         /// auto (bf16 autocast + TF32 on CUDA 8.0+, fp16 + loss scaling on 7.x, fp32 on CPU), fp32, tf32, bf16 or fp16.
         #[arg(long, default_value = "auto")]
         precision: String,
-        /// auto (on for CUDA), on or off.
+        /// auto (on for CUDA, and on the CPU from 128 px), on or off.
         #[arg(long, default_value = "auto")]
         channels_last: String,
         /// Fused multi-tensor optimiser step: auto (on), on or off.
@@ -268,10 +268,17 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             let (card, scores) = predict(&checkpoint, &images, d)?;
             let (neg, pos) = card.task.class_names();
-            println!("image,score,predicted");
+            let class = |s: f64, t: f64| if s >= t { pos } else { neg };
+            // predicted: at the spec's threshold; predicted_youden: at the
+            // one chosen on the validation set (blank when there was none).
+            println!("image,score,predicted,predicted_youden");
             for (p, s) in images.iter().zip(scores) {
-                let class = if s >= card.threshold { pos } else { neg };
-                println!("{},{s:.6},{class}", p.display());
+                println!(
+                    "{},{s:.6},{},{}",
+                    crossfold_worker::outputs::quote(&p.to_string_lossy()),
+                    class(s, card.threshold),
+                    card.youden_threshold.map_or("", |t| class(s, t))
+                );
             }
             Ok(())
         }
@@ -286,6 +293,9 @@ fn train_one(
     out: PathBuf,
     threads: Option<i32>,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
+    // An --out that cannot take the outputs is found before the training.
+    writable_dir("--out", &out)?;
     let overrides: Vec<Override> = sets.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     let spec = Spec::load(&spec_path, &overrides)?;
     if let Some(n) = threads {
@@ -334,9 +344,18 @@ fn train_one(
             .unwrap_or(1),
         out: Some(&out),
         cancel: None,
+        started: Some(started),
     };
-    let result = run_job(&spec, &prepared, task, round, &options, &mut on_progress)
-        .with_context(|| format!("task {task}, round {round}"))?;
+    let result =
+        run_job(&spec, &prepared, task, round, &options, &mut on_progress).map_err(|e| {
+            // Name the round once: training errors already start with it.
+            let at = format!("task {task}, round {round}");
+            if e.to_string().starts_with(&at) {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e).context(at)
+            }
+        })?;
     if tty {
         eprintln!();
     }

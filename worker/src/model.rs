@@ -7,6 +7,7 @@
 //! fed as three equal channels gives the same activations); its classifier
 //! (`fc`) is replaced when its class count is not 2.
 
+use crate::torch_error::without_backtrace;
 use crossfold_shared::spec::Arch;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -125,7 +126,7 @@ pub fn resnet(p: &nn::Path, arch: Arch, classes: i64) -> nn::FuncT<'static> {
 pub enum WeightsError {
     #[error("train.pretrained = {path}: cannot read: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("train.pretrained = {path}: does not match train.arch = {arch:?}: {detail}")]
+    #[error("train.pretrained = {path}: does not match train.arch = {arch}: {detail}")]
     Mismatch {
         path: PathBuf,
         arch: Arch,
@@ -145,11 +146,15 @@ pub fn load_pretrained(
         path: path.to_path_buf(),
         message,
     };
+    // A missing or unreadable file is said plainly, before libtorch's
+    // own (C++) messages about it.
+    std::fs::File::open(path).map_err(|e| read(e.to_string()))?;
+    let torch = |e: tch::TchError| read(without_backtrace(&e.to_string()));
     let lower = path.to_string_lossy().to_ascii_lowercase();
     let tensors: Vec<(String, Tensor)> = if lower.ends_with(".safetensors") {
-        Tensor::read_safetensors(path).map_err(|e| read(e.to_string()))?
+        Tensor::read_safetensors(path).map_err(torch)?
     } else {
-        Tensor::load_multi(path).map_err(|e| read(e.to_string()))?
+        Tensor::load_multi(path).map_err(torch)?
     };
     let mut source: HashMap<String, Tensor> = tensors.into_iter().collect();
     if let Some(stem) = source.get("conv1.weight") {
@@ -308,7 +313,7 @@ mod tests {
         let err = load_pretrained(&mut shallow, Arch::Resnet18, &deep_file).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("r34.safetensors") && msg.contains("Resnet18"),
+            msg.contains("r34.safetensors") && msg.contains("train.arch = resnet18"),
             "{msg}"
         );
         assert!(

@@ -32,7 +32,7 @@ pub fn write_all(
             "{},{},{},{},{},{}\n",
             quote(&p.image),
             quote(&p.patient),
-            p.label,
+            quote(&p.label),
             p.score,
             p.predicted as u8,
             // Blank when no threshold was chosen (no validation set).
@@ -74,6 +74,7 @@ pub fn write_all(
         "n_test": result.n_test,
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "warnings": result.warnings,
         "images_per_second": result.images_per_second,
         "timing_seconds": result.timing,
         "provenance": result.provenance,
@@ -211,8 +212,8 @@ fn pretty(v: &serde_json::Value) -> String {
 }
 
 /// CSV-quote a field when it needs it.
-fn quote(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
+pub fn quote(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()

@@ -301,8 +301,11 @@ pub struct Compute {
     pub tf32: bool,
     pub channels_last: bool,
     /// libtorch's fused multi-tensor optimiser step (see `train::optim`).
+    /// Absent from the cards of checkpoints written before it existed.
+    #[serde(default)]
     pub fused_optimizer: bool,
     /// cuDNN autotuning: fastest kernels, not bitwise reproducible.
+    #[serde(default)]
     pub cudnn_benchmark: bool,
 }
 

@@ -19,6 +19,9 @@ pub struct Provenance {
     /// Whether libtorch's deterministic algorithms were enforced
     /// (`torch.use_deterministic_algorithms`); on CUDA, runs are only
     /// reproducible up to floating-point order when this is false.
+    /// (crossfold never turns them on; absent from cards written before
+    /// this was recorded).
+    #[serde(default)]
     pub deterministic_algorithms: bool,
     pub seed: u64,
     pub dataset_sha256: String,

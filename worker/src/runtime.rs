@@ -445,6 +445,7 @@ fn train_lease(
     cancel: &AtomicBool,
     progress: &Mutex<Option<Progress>>,
 ) -> Outcome {
+    let started = std::time::Instant::now();
     let failed = |error: String, retryable: bool| Outcome::Failed { error, retryable };
     if let Ok(fault) = std::env::var("CROSSFOLD_FAULT_FAIL_JOB") {
         // Fault injection for tests: this job always fails (retryably).
@@ -506,6 +507,7 @@ fn train_lease(
             .unwrap_or(1),
         out: out.as_deref(),
         cancel: Some(cancel),
+        started: Some(started),
     };
     let mut on_progress = |p: &Progress| {
         if let Ok(mut slot) = progress.lock() {

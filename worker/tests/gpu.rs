@@ -44,6 +44,7 @@ fn job(dir: &Path, sets: &[&str], device: tch::Device, out: Option<&Path>) -> Jo
         decode_threads: 4,
         out,
         cancel: None,
+        started: None,
     };
     let mut go = |_: &Progress| Control::Continue;
     run_job(&s, &p, Task::Screening, 1, &options, &mut go).unwrap()

@@ -39,6 +39,7 @@ fn options(out: Option<&Path>) -> JobOptions<'_> {
         decode_threads: 2,
         out,
         cancel: None,
+        started: None,
     }
 }
 
@@ -264,6 +265,32 @@ fn bad_inputs_get_clear_errors() {
         msg.contains("r34.safetensors") && msg.contains("another architecture"),
         "{msg}"
     );
+    assert!(msg.contains("train.arch = resnet18"), "{msg}");
+
+    // A missing file, and a file that is not weights at all, are said in
+    // one line each: no Rust debug dump, no C++ stack trace.
+    for (name, bytes) in [("gone.safetensors", None), ("junk.ot", Some(&b"junk"[..]))] {
+        if let Some(bytes) = bytes {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let s4 = Spec {
+            train: crossfold_shared::spec::TrainSpec {
+                pretrained: Some(name.into()),
+                ..s.train.clone()
+            },
+            ..s.clone()
+        };
+        let err = run_job(&s4, &p, Task::Screening, 1, &options(None), &mut go).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("train.pretrained") && msg.contains(name),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("frame #") && !msg.contains("IoError(") && msg.lines().count() == 1,
+            "{msg}"
+        );
+    }
 
     // A round whose training images are all of one class names the task,
     // the round and what to look at.
@@ -303,6 +330,16 @@ fn bad_inputs_get_clear_errors() {
     // A round that does not exist.
     let err = run_job(&s, &p, Task::Screening, 9, &options(None), &mut go).unwrap_err();
     assert!(err.to_string().contains("no round 9"), "{err}");
+    assert!(err.to_string().contains("rounds are 1-5"), "{err}");
+    // A task the spec does not run names protocol.tasks.
+    let mut screening_only = p.plan.clone();
+    screening_only.tasks.remove(&Task::Malignancy);
+    let p3 = Prepared {
+        plan: screening_only,
+        ..p.clone()
+    };
+    let err = run_job(&s, &p3, Task::Malignancy, 1, &options(None), &mut go).unwrap_err();
+    assert!(err.to_string().contains("protocol.tasks"), "{err}");
 }
 
 /// Training really learns: on 360 synthetic images at 64 px, 30 epochs of
@@ -374,6 +411,64 @@ fn the_train_command_writes_predictions() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
     assert!(csv.starts_with("image,patient,label,score"));
+    // The whole job's time includes getting ready (spec, data set check,
+    // split plan), and the phases add up to the total.
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
+    let t = &result["timing_seconds"];
+    let phase = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k} in {t}"));
+    assert!(phase("preparation") > 0.0, "{t}");
+    let sum: f64 = [
+        "preparation",
+        "startup",
+        "data_loading",
+        "training",
+        "evaluation",
+    ]
+    .iter()
+    .map(|k| phase(k))
+    .sum();
+    let total = phase("total");
+    assert!(
+        sum <= total + 1e-6 && total - sum < 0.05 * total + 0.5,
+        "{t}"
+    );
+    // predict prints CSV: a path with a comma is quoted, and both
+    // thresholds' classes are given.
+    let image = out.join("a,b.png");
+    let first = csv.lines().nth(1).unwrap().split(',').next().unwrap();
+    std::fs::copy(dir.path().join("data").join(first), &image).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
+        .args(["predict", "--checkpoint"])
+        .arg(out.join("model.safetensors"))
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines[0], "image,score,predicted,predicted_youden");
+    assert!(
+        lines[1].starts_with(&format!("\"{}\",", image.display())),
+        "{printed}"
+    );
+    let fields: Vec<&str> = lines[1].rsplitn(4, ',').collect();
+    assert!(["normal", "tumour"].contains(&fields[0]), "{printed}");
+    assert!(["normal", "tumour"].contains(&fields[1]), "{printed}");
+    // An --out that is a file is refused before any training.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
+        .args(["train", "--spec"])
+        .arg(dir.path().join("spec.toml"))
+        .args(["--task", "screening", "--round", "1", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("--out") && err.contains("a-file"), "{err}");
+    assert!(!err.contains("epoch"), "trained first: {err}");
     let bad = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
         .args(["train", "--spec"])
         .arg(dir.path().join("spec.toml"))

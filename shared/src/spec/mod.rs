@@ -145,6 +145,17 @@ pub enum Arch {
     Resnet50,
 }
 
+impl std::fmt::Display for Arch {
+    /// As a spec spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet34 => "resnet34",
+            Arch::Resnet50 => "resnet50",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
@@ -203,7 +214,8 @@ pub enum Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Toggle {
-    /// On for CUDA, off for the CPU.
+    /// The worker decides per device and key: channels-last on CUDA and on
+    /// the CPU from 128 px, the fused optimiser step on, cuDNN autotuning off.
     Auto,
     On,
     Off,

@@ -77,6 +77,15 @@ pub enum TrainError {
     Score(#[from] crate::evaluate::ScoreError),
     #[error("cancelled")]
     Cancelled,
+    #[error(
+        "training diverged in epoch {epoch}: the {what} is not a finite number (train.lr = {lr}); \
+         try a lower train.lr"
+    )]
+    Diverged {
+        epoch: u32,
+        what: &'static str,
+        lr: f64,
+    },
     #[error("no images to train on (the split plan gives this round no training images)")]
     EmptyTraining,
     #[error("only {0} image(s) to train on; at least 2 are needed")]
@@ -323,6 +332,13 @@ pub fn train(
             }
         }
         let train_loss = loss_sum.f_double_value(&[])? / steps as f64;
+        if !train_loss.is_finite() {
+            return Err(TrainError::Diverged {
+                epoch,
+                what: "training loss",
+                lr: t.lr,
+            });
+        }
         train_seconds += epoch_start.elapsed().as_secs_f64();
         let (validation_loss, validation_auc) = if data.validation.is_empty() {
             (None, None)
@@ -335,6 +351,13 @@ pub fn train(
                 batch as i64,
                 data.compute,
             )?;
+            if s.iter().any(|v| !v.is_finite()) {
+                return Err(TrainError::Diverged {
+                    epoch,
+                    what: "score of a validation image",
+                    lr: t.lr,
+                });
+            }
             (
                 log_loss(&data.validation_labels, &s),
                 auc(&data.validation_labels, &s).ok().flatten(),
@@ -475,6 +498,18 @@ mod tests {
         compute: Compute,
         progress: &mut dyn FnMut(&Progress) -> Control,
     ) -> (Trained, Vec<f64>, Vec<bool>) {
+        try_run_with(t, seed, compute, 0.05, progress).unwrap()
+    }
+
+    /// Train the toy network from weights drawn in `[-init, init)` (all NaN
+    /// when `init` is NaN).
+    fn try_run_with(
+        t: &TrainSpec,
+        seed: u64,
+        compute: Compute,
+        init: f32,
+        progress: &mut dyn FnMut(&Progress) -> Control,
+    ) -> Result<(Trained, Vec<f64>, Vec<bool>), TrainError> {
         let (images, labels, fit, fit_labels, validation, validation_labels) = toy(seed);
         let vs = nn::VarStore::new(Device::Cpu);
         let net = tiny_net(&vs);
@@ -485,7 +520,13 @@ mod tests {
         tch::no_grad(|| {
             for (_, mut v) in vars {
                 let w: Vec<f32> = (0..v.numel())
-                    .map(|_| rng.random_range(-0.05..0.05))
+                    .map(|_| {
+                        if init.is_nan() {
+                            f32::NAN
+                        } else {
+                            rng.random_range(-init..init)
+                        }
+                    })
                     .collect();
                 v.copy_(&Tensor::from_slice(&w).view(v.size().as_slice()));
             }
@@ -500,11 +541,33 @@ mod tests {
             validation: validation.clone(),
             validation_labels: validation_labels.clone(),
         };
-        let trained = train(&net, &vs, &data, t, progress).unwrap();
+        let trained = train(&net, &vs, &data, t, progress)?;
         // Score the validation images with the weights train() left behind.
         let idx = Tensor::from_slice(&validation);
         let s = score(&net, &images, &idx, trained.normalise, 16, compute).unwrap();
-        (trained, s, validation_labels)
+        Ok((trained, s, validation_labels))
+    }
+
+    #[test]
+    fn a_diverging_run_fails_naming_the_epoch_and_the_learning_rate() {
+        // Weights that are not numbers (where a far too high learning rate
+        // leads within a few epochs: train.lr = 10 on a ResNet18 did): the
+        // loss is NaN from the first step. The job must fail, not keep a
+        // broken model.
+        let t = spec(6, 0.05, 0);
+        let mut epochs = 0;
+        let err = try_run_with(&t, 3, Compute::plain(), f32::NAN, &mut |p| {
+            epochs += u32::from(p.epoch_done);
+            Control::Continue
+        })
+        .unwrap_err();
+        let TrainError::Diverged { epoch, lr, .. } = &err else {
+            panic!("expected divergence, got {err}");
+        };
+        assert_eq!((*epoch, epochs), (1, 0), "fails in the first epoch");
+        assert_eq!(*lr, 0.05);
+        assert!(err.to_string().contains("train.lr = 0.05"), "{err}");
+        assert!(err.to_string().contains("try a lower train.lr"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,8 @@ use crossfold_shared::spec::{Schedule, TrainSpec};
 
 /// The learning rate at `step` (0-based) of `total` steps, with `warmup`
 /// steps of linear warm-up (from lr/warmup to lr), then:
-/// constant; cosine from lr down to 0 at the last step; or step decay by
+/// constant; cosine from lr down towards 0 (reached at step `total`, one
+/// past the last step, so the last step still learns); or step decay by
 /// `gamma` every `step_every` steps (counted from the end of warm-up).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LrSchedule {
