@@ -48,20 +48,21 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
         manifest.entries.len(),
         fp.sha256
     );
+    // Values as a spec spells them.
     println!(
-        "model {:?}, {} px, {} epochs, batch {}, {:?} lr {}, device {}",
+        "model {}, {} px, {} epoch(s), batch {}, optimizer {}, lr {}, device {}",
         spec.train.arch,
         spec.train.image_size,
         spec.train.epochs,
         spec.train.batch_size,
-        spec.train.optimizer,
+        format!("{:?}", spec.train.optimizer).to_lowercase(),
         spec.train.lr,
         spec.train.device
     );
     if spec.train.cpu.is_some() {
         let c = spec.train.for_cpu();
         println!(
-            "  on a CPU ([train.cpu]): model {:?}, {} px, {} epochs, batch {}, lr {}",
+            "  on a CPU ([train.cpu]): model {}, {} px, {} epoch(s), batch {}, lr {}",
             c.arch, c.image_size, c.epochs, c.batch_size, c.lr
         );
     }
