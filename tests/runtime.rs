@@ -85,7 +85,13 @@ fn two_workers_complete_the_15_job_paper_experiment() {
         "{csv}"
     );
     // A second experiment on the same data and plan (another training seed), compared.
-    let id2 = submit(&url, &spec, &["train.seed=7"]);
+    // Without a validation set: every round's worker warns that there was
+    // no early stopping and no Youden threshold.
+    let id2 = submit(
+        &url,
+        &spec,
+        &["train.seed=7", "train.validation_fraction=0"],
+    );
     assert_ne!(id2, id);
     wait_for("the second experiment", LONG, || {
         terminal(&status(&url, &id2))
@@ -102,6 +108,15 @@ fn two_workers_complete_the_15_job_paper_experiment() {
     assert_eq!(code, 0, "{err}");
     let cmp: serde_json::Value = serde_json::from_str(&out_json).unwrap();
     assert_eq!(cmp["tasks"]["screening"]["n"], 40);
+    let (code, second, err) = cli(&["results", &id2, "--coordinator", &url, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    for task in ["screening", "malignancy"] {
+        for r in second["tasks"][task]["rounds"].as_array().unwrap() {
+            let w = r["warnings"][0].as_str().unwrap_or_default();
+            assert!(w.starts_with("train.validation_fraction = 0"), "{r}");
+        }
+    }
     assert!(cmp["tasks"]["malignancy"]["p_value"].is_number(), "{cmp}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
@@ -139,6 +154,15 @@ fn two_workers_complete_the_15_job_paper_experiment() {
     assert!(with > 0, "no round reported a validation-chosen threshold");
     for r in rounds.iter().filter(|r| r["youden_threshold"].is_number()) {
         assert_eq!(r["at_youden"]["threshold"], r["youden_threshold"], "{r}");
+    }
+    // A round without that threshold had a validation set lacking a class,
+    // and its worker said so; the others carry no warning.
+    for r in &rounds {
+        let warned = r["warnings"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w.as_str().unwrap().contains("validation set"))
+        });
+        assert_eq!(warned, !r["youden_threshold"].is_number(), "{r}");
     }
 }
 

@@ -41,6 +41,9 @@ pub struct JobResult {
     /// (Youden's J), if it had any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub youden_threshold: Option<f64>,
+    /// What the worker reported as going other than the spec intended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Statistics of one round from its predictions.
@@ -92,6 +95,9 @@ pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str)
                     o.insert("worker_id".into(), r.worker_id.clone().into());
                     if !r.provenance.is_null() {
                         o.insert("provenance".into(), r.provenance.clone());
+                    }
+                    if !r.warnings.is_empty() {
+                        o.insert("warnings".into(), r.warnings.clone().into());
                     }
                     if let (Some(th), Ok(kind)) = (r.youden_threshold, task.parse::<Task>()) {
                         o.insert("youden_threshold".into(), th.into());
@@ -229,6 +235,7 @@ mod tests {
             stats,
             provenance: Value::Null,
             youden_threshold: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -278,12 +285,12 @@ mod tests {
             ],
         );
         r.youden_threshold = Some(0.7);
-        let v = summarize(
-            &[r, result(2, &[("normal", 0.1), ("benign", 0.9)])],
-            "p",
-            "d",
-        );
+        let mut warned = result(2, &[("normal", 0.1), ("benign", 0.9)]);
+        warned.warnings = vec!["the validation set lacks a class".into()];
+        let v = summarize(&[r, warned], "p", "d");
         let rounds = &v["tasks"]["screening"]["rounds"];
+        assert!(rounds[0].get("warnings").is_none(), "none: none listed");
+        assert_eq!(rounds[1]["warnings"][0], "the validation set lacks a class");
         assert_eq!(rounds[0]["youden_threshold"], 0.7);
         assert_eq!(rounds[0]["fp"], 1);
         let at = &rounds[0]["at_youden"];

@@ -46,12 +46,14 @@ mod tests {
             last: true,
             provenance_json: r#"{"device":"cuda(0)"}"#.into(),
             youden_threshold: Some(0.4375),
+            warnings: vec!["the validation set lacks a class".into()],
         };
         let bytes = chunk.encode_to_vec();
         let back = CompleteChunk::decode(bytes.as_slice()).unwrap();
         assert_eq!(back, chunk);
         assert_eq!(back.history[0].validation_loss, None);
         assert_eq!(back.youden_threshold, Some(0.4375));
+        assert_eq!(back.warnings.len(), 1);
         assert_eq!(Task::try_from(2), Ok(Task::Malignancy));
     }
 }

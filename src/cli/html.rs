@@ -4,7 +4,8 @@
 
 use super::report::markdown;
 use super::report::{
-    breakdowns, class_names, dec, f, mean_sd_cells, missing_rounds, pct, tasks_in_order,
+    breakdowns, class_names, dec, f, mean_sd_cells, missing_rounds, pct, round_warnings,
+    tasks_in_order,
 };
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::metrics::roc_curve;
@@ -426,16 +427,26 @@ pub fn html(doc: &Value) -> String {
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>crossfold report: {name}</title><style>{STYLE}</style></head><body>\n<h1>crossfold report: {name}</h1>\n"
     );
-    let missing = missing_rounds(doc);
-    if !missing.is_empty() {
-        let items: Vec<String> = missing
+    let items = |lines: Vec<String>| -> String {
+        lines
             .iter()
             .map(|l| format!("<li>{}</li>", esc(l)))
-            .collect();
+            .collect()
+    };
+    let missing = missing_rounds(doc);
+    if !missing.is_empty() {
         let _ = writeln!(
             out,
             "<p>Rounds without a result (left out of every table and summary below):</p><ul>{}</ul>",
-            items.concat()
+            items(missing)
+        );
+    }
+    let warnings = round_warnings(doc);
+    if !warnings.is_empty() {
+        let _ = writeln!(
+            out,
+            "<p>Warnings from the workers:</p><ul>{}</ul>",
+            items(warnings)
         );
     }
     for (task, t) in tasks_in_order(doc) {

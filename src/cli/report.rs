@@ -188,6 +188,30 @@ pub(super) fn tasks_in_order(doc: &Value) -> Vec<(&String, &Value)> {
     tasks
 }
 
+/// One line per warning a worker reported for a round (e.g. a validation
+/// set without one of the classes: no early stopping, no Youden threshold).
+pub(super) fn round_warnings(doc: &Value) -> Vec<String> {
+    tasks_in_order(doc)
+        .into_iter()
+        .flat_map(|(task, t)| {
+            t["rounds"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(move |r| {
+                    r["warnings"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|w| w.as_str().map(str::to_string))
+                        .map(move |w| format!("{task} round {}: {w}", r["round"]))
+                })
+        })
+        .collect()
+}
+
 pub fn markdown(doc: &Value) -> String {
     let mut out = format!(
         "# crossfold report: {}\n\nExperiment `{}` ({}). Split plan `{}`; data set `{}`.\n",
@@ -201,6 +225,13 @@ pub fn markdown(doc: &Value) -> String {
     if !missing.is_empty() {
         out.push_str("\nRounds without a result (left out of every table and summary below):\n\n");
         for line in &missing {
+            out.push_str(&format!("- {line}\n"));
+        }
+    }
+    let warnings = round_warnings(doc);
+    if !warnings.is_empty() {
+        out.push_str("\nWarnings from the workers:\n\n");
+        for line in &warnings {
             out.push_str(&format!("- {line}\n"));
         }
     }
@@ -428,6 +459,31 @@ pub(super) mod tests {
     use super::*;
 
     #[test]
+    fn worker_warnings_are_listed_by_task_and_round() {
+        let doc = json!({"tasks": {
+            "malignancy": {"rounds": [
+                {"round": 1},
+                {"round": 2, "warnings": ["the validation set lacks a class"]},
+            ]},
+            "screening": {"rounds": [{"round": 3, "warnings": ["a", "b"]}]},
+        }});
+        assert_eq!(
+            round_warnings(&doc),
+            [
+                "screening round 3: a",
+                "screening round 3: b",
+                "malignancy round 2: the validation set lacks a class"
+            ]
+        );
+        let md = markdown(&doc);
+        assert!(
+            md.contains("Warnings from the workers:\n\n- screening round 3: a\n"),
+            "{md}"
+        );
+        assert!(round_warnings(&json!({})).is_empty());
+    }
+
+    #[test]
     fn summaries_over_fewer_rounds_say_so_and_missing_rounds_are_named() {
         let s = json!({
             "ppv": {"mean": 1.0, "sd": 0.0, "n": 2},
@@ -501,6 +557,7 @@ pub(super) mod tests {
                     "device": "cpu", "device_name": "test CPU", "seed": 2021 + round,
                     "compute": {"autocast_bf16": false, "tf32": false, "channels_last": false}}),
                 youden_threshold: None,
+                warnings: Vec::new(),
             }
         };
         let results = vec![

@@ -1,6 +1,6 @@
 //! Text tables of an experiment's results and the files `run` writes.
 
-use super::report::{mean_sd_cells, missing_rounds};
+use super::report::{mean_sd_cells, missing_rounds, round_warnings};
 use super::{num, pct, table};
 use serde_json::Value;
 
@@ -16,6 +16,9 @@ pub fn tables(doc: &Value) -> String {
     };
     for line in missing_rounds(doc) {
         out.push_str(&format!("no result: {line}\n"));
+    }
+    for line in round_warnings(doc) {
+        out.push_str(&format!("warning: {line}\n"));
     }
     for (task, t) in tasks {
         let rounds = t

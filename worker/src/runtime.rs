@@ -417,6 +417,11 @@ async fn upload(
             } else {
                 None
             },
+            warnings: if i == 0 {
+                result.warnings.clone()
+            } else {
+                Vec::new()
+            },
         });
     }
     Ok(client

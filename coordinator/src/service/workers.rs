@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+/// Bounds on the warnings one result may carry (they are stored with it).
+const MAX_WARNINGS: usize = 20;
+const MAX_WARNING_BYTES: usize = 2000;
+
 pub struct WorkersService {
     pub coordinator: Arc<Coordinator>,
 }
@@ -347,6 +351,14 @@ impl Workers for WorkersService {
             }
             other => other,
         };
+        if head.warnings.len() > MAX_WARNINGS
+            || head.warnings.iter().any(|w| w.len() > MAX_WARNING_BYTES)
+        {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "warnings: at most {MAX_WARNINGS} of at most {MAX_WARNING_BYTES} bytes each"
+            ))
+            .into());
+        }
         let result = JobResult {
             task: job.task.clone(),
             round: job.round,
@@ -357,6 +369,7 @@ impl Workers for WorkersService {
             stats,
             provenance,
             youden_threshold,
+            warnings: head.warnings.clone(),
         };
         let doc = serde_json::to_string(&result)
             .map_err(|err| CoordinatorError::Internal(err.to_string()))?;
