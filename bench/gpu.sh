@@ -89,7 +89,7 @@ bench_ours() { # precision, channels-last, fused, [cuDNN autotuning, default aut
   local r tune=${4:-auto} opt=${5:-adamw}
   late && { log "skipped crossfold $1 $2 $3 $tune $opt (past ${deadline}s)"; return; }
   r=$(timeout 60 "$bin/crossfold-worker" bench --arch resnet34 --size 224 --batch "$batch" --steps "$steps" \
-    --device cuda --precision "$1" --channels-last "$2" --fused-optimizer "$3" --cudnn-benchmark "$tune" \
+    --threads 8 --device cuda --precision "$1" --channels-last "$2" --fused-optimizer "$3" --cudnn-benchmark "$tune" \
     --optimizer "$opt" 2>>"$out/bench.err") ||
     { log "crossfold $1 $2 $3 $tune $opt failed: $(tail -3 "$out/bench.err")"; return; }
   echo "$r" >>"$out/bench.jsonl"

@@ -2,8 +2,10 @@
 # Training throughput: crossfold's training loop against the PyTorch
 # reference (bench/reference.py), same network, image size, batch, optimiser
 # (AdamW), precision (fp32) and thread count, measured in the same run.
-# Prints images/s for each and the ratios crossfold / PyTorch (same loop)
-# and crossfold / PyTorch's best measured variant.
+# Prints images/s for each and the ratios crossfold / PyTorch in its default
+# configuration (`ratio`) and crossfold / PyTorch's best measured variant
+# (`ratio_best`, the like-for-like figure: crossfold runs with its own
+# defaults, a fused optimiser step and, from 128 px, channels-last).
 #
 #   bench/run.sh                      # CPU, 2 threads, ResNet34, 64 and 128 px
 #   DEVICE=cuda SIZES=224 BATCH=64 bench/run.sh
@@ -47,10 +49,10 @@ median() { python3 -c "import statistics, sys; print(statistics.median(float(x) 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 [ "$device" = cpu ] || nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /' || true
 repeat=${REPEAT:-3}
-# PyTorch runs in its default configuration (the same loop as crossfold's:
-# NCHW, torch.optim.AdamW's default implementation) and in the variants that
-# can be faster (fused AdamW, channels-last); every configuration runs
-# REPEAT times, alternating, and the median counts.
+# PyTorch runs in its default configuration (NCHW, torch.optim.AdamW's
+# default per-parameter implementation) and in the variants that can be
+# faster (fused AdamW, channels-last); every configuration runs REPEAT
+# times, alternating, and the median counts.
 ref_configs=("" "--fused" "--channels-last --fused")
 ref_names=("pytorch" "pytorch-fused" "pytorch-cl-fused")
 echo "img/s: median of $repeat alternating runs (each run: $steps warm-up and $steps timed steps)"

@@ -53,7 +53,7 @@ pub enum FoldsError {
         side: &'static str,
         groups: usize,
     },
-    #[error("task {task}, round {round}: the training set has no {missing} image (the cohort has too few {missing} patients for protocol.groups = {groups}); a round cannot train on one class")]
+    #[error("task {task}, round {round}: the training set has no {missing} image (the cohort has too few {missing} patients for protocol.groups = {groups}); a round cannot train on one class; protocol.tasks can leave the task out")]
     OneClassTraining {
         task: String,
         round: u32,
