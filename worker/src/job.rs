@@ -96,6 +96,7 @@ impl JobError {
                 TrainError::EmptyTraining
                     | TrainError::TooFewImages(_)
                     | TrainError::OneClass(_)
+                    | TrainError::Diverged { .. }
                     | TrainError::Compute(ComputeError::Fp16NeedsFused)
             ),
             _ => true,
@@ -332,7 +333,7 @@ fn run_job_unguarded(
     let t = &spec.train;
     let seed = t.seed.wrapping_add(round as u64);
     let (fit, val) = carve_validation(&train_entries, task, t.validation_fraction, seed);
-    let warnings = validation_warnings(
+    let mut warnings = validation_warnings(
         t,
         val.iter()
             .map(|&i| task.is_positive(train_entries[i].label)),
@@ -350,11 +351,9 @@ fn run_job_unguarded(
     if compute.autocast_fp16 && !compute.cuda {
         // Honoured, but the CPU has no fast fp16: ResNet18 at 32 px trained
         // at 9 images/s in fp16 against 258 in fp32 on the 2-core machine.
-        tracing::warn!(
-            task = %task,
-            round,
-            "train.precision = fp16 on the CPU is many times slower than fp32; use auto or fp32 there"
-        );
+        let w = "train.precision = fp16 on the CPU is many times slower than fp32; use auto or fp32 there";
+        tracing::warn!(task = %task, round, "{w}");
+        warnings.push(w.to_string());
     }
     // Everything that can be refused without the images is checked before
     // they are decoded (minutes on a large cohort): the fitting set, then

@@ -77,15 +77,8 @@ pub enum TrainError {
     Score(#[from] crate::evaluate::ScoreError),
     #[error("cancelled")]
     Cancelled,
-    #[error(
-        "training diverged in epoch {epoch}: the {what} is not a finite number (train.lr = {lr}); \
-         try a lower train.lr"
-    )]
-    Diverged {
-        epoch: u32,
-        what: &'static str,
-        lr: f64,
-    },
+    #[error("training diverged in epoch {epoch}: {what} (train.lr = {lr}); try a lower train.lr")]
+    Diverged { epoch: u32, what: String, lr: f64 },
     #[error("no images to train on (the split plan gives this round no training images)")]
     EmptyTraining,
     #[error("only {0} image(s) to train on; at least 2 are needed")]
@@ -96,6 +89,12 @@ pub enum TrainError {
     )]
     OneClass(&'static str),
 }
+
+/// A mean two-class cross-entropy above this ends the job as diverged: a
+/// learning network starts near ln 2 = 0.69, and 100 means the true class
+/// scores about 100 logits below the other on average, from which training
+/// does not come back (seen with train.lr = 10: 7.7e3, 2.8e7, 1.2e10).
+pub const DIVERGED_LOSS: f64 = 100.0;
 
 /// What training needs: all images of the job on the device, their labels
 /// (int64 0/1 on the device, indexed like `images`), which images fit and
@@ -332,10 +331,17 @@ pub fn train(
             }
         }
         let train_loss = loss_sum.f_double_value(&[])? / steps as f64;
-        if !train_loss.is_finite() {
+        if !train_loss.is_finite() || train_loss > DIVERGED_LOSS {
             return Err(TrainError::Diverged {
                 epoch,
-                what: "training loss",
+                what: if train_loss.is_finite() {
+                    format!(
+                        "the mean training loss is {train_loss:.3e}, over {DIVERGED_LOSS} \
+                         (a two-class network that is confidently wrong)"
+                    )
+                } else {
+                    format!("the training loss is {train_loss}")
+                },
                 lr: t.lr,
             });
         }
@@ -354,7 +360,7 @@ pub fn train(
             if s.iter().any(|v| !v.is_finite()) {
                 return Err(TrainError::Diverged {
                     epoch,
-                    what: "score of a validation image",
+                    what: "the score of a validation image is not a number".into(),
                     lr: t.lr,
                 });
             }
@@ -568,6 +574,19 @@ mod tests {
         assert_eq!(*lr, 0.05);
         assert!(err.to_string().contains("train.lr = 0.05"), "{err}");
         assert!(err.to_string().contains("try a lower train.lr"), "{err}");
+        assert!(err.to_string().contains("loss is NaN"), "{err}");
+        // Weights so large that the loss is finite but huge (about 5e30):
+        // the network is confidently wrong and does not recover.
+        let err =
+            try_run_with(&t, 3, Compute::plain(), 1e30, &mut |_| Control::Continue).unwrap_err();
+        assert!(
+            matches!(err, TrainError::Diverged { epoch: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("over 100"), "{err}");
+        // A run that learns is not stopped.
+        let (trained, _, _) = run(&t, 3, &mut |_| Control::Continue);
+        assert!(trained.history.iter().all(|h| h.train_loss < 1.0));
     }
 
     #[test]
