@@ -221,7 +221,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let (id, state, doc) = outcome?;
     print!("{}", summary::tables(&doc));
     println!(
-        "experiment {id}: {state}; wrote {}/{{report.json,report.md,predictions.csv,rounds.csv,plan.json,spec.toml}}",
+        "experiment {id}: {state}; wrote {}/{{report.json,report.md,report.html,*.svg,predictions.csv,rounds.csv,plan.json,spec.toml}}",
         out.display()
     );
     Ok(if state == "succeeded" {
