@@ -54,7 +54,6 @@ repeat=${REPEAT:-3}
 # faster (fused AdamW, channels-last); every configuration runs REPEAT
 # times, alternating, and the median counts.
 ref_configs=("" "--fused" "--channels-last --fused")
-ref_names=("pytorch" "pytorch-fused" "pytorch-cl-fused")
 echo "img/s: median of $repeat alternating runs (each run: $steps warm-up and $steps timed steps)"
 printf '%-9s %5s %5s %7s %11s %9s %13s %16s %13s %13s\n' arch size batch threads crossfold pytorch pytorch-fused pytorch-cl-fused ratio ratio_best
 for size in $sizes; do

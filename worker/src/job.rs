@@ -281,6 +281,26 @@ fn validation_warnings(
     }]
 }
 
+/// A round of the split plan, or why there is none.
+pub fn find_round(
+    plan: &crossfold_shared::folds::SplitPlan,
+    task: Task,
+    round: u32,
+) -> Result<&crossfold_shared::folds::Round, JobError> {
+    let rounds = plan.rounds(task);
+    if rounds.is_empty() {
+        return Err(JobError::TaskNotPlanned(task));
+    }
+    rounds
+        .iter()
+        .find(|r| r.round == round)
+        .ok_or(JobError::NoSuchRound {
+            task,
+            round,
+            available: rounds.len(),
+        })
+}
+
 fn run_job_unguarded(
     spec: &Spec,
     prepared: &Prepared,
@@ -293,18 +313,7 @@ fn run_job_unguarded(
     let preparation = options
         .started
         .map_or(0.0, |s| started.duration_since(s).as_secs_f64());
-    let rounds = prepared.plan.rounds(task);
-    if rounds.is_empty() {
-        return Err(JobError::TaskNotPlanned(task));
-    }
-    let r = rounds
-        .iter()
-        .find(|r| r.round == round)
-        .ok_or(JobError::NoSuchRound {
-            task,
-            round,
-            available: rounds.len(),
-        })?;
+    let r = find_round(&prepared.plan, task, round)?;
     let by_path: HashMap<&str, &Entry> = prepared
         .manifest
         .entries

@@ -304,6 +304,7 @@ fn train_one(
     }
     let d = device::choose(spec.device())?;
     let prepared = prepare(&spec)?;
+    crossfold_worker::job::find_round(&prepared.plan, task, round)?;
     tracing::info!(task = %task, round, device = ?d, plan = %prepared.plan.plan_sha256, "training one round");
     let tty = std::io::stderr().is_terminal();
     let mut on_progress = |p: &Progress| {
