@@ -24,6 +24,13 @@ fn example_paper_spec_is_valid() {
     let spec = Spec::load(&path, &[]).unwrap();
     assert_eq!(spec.protocol.kind, ProtocolKind::Paper);
     assert!(spec.manifest_path().ends_with("manifest.csv"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/malignancy-scale.toml");
+    let scale = Spec::load(&path, &[]).unwrap();
+    let cohort = scale.dataset.synthetic.as_ref().unwrap();
+    assert_eq!((cohort.benign, cohort.malignant), (400, 900));
+    // The same generator settings as the paper's cohort, only more tumours.
+    let paper = spec.dataset.synthetic.as_ref().unwrap();
+    assert_eq!((cohort.size, cohort.seed), (paper.size, paper.seed));
 }
 
 #[test]
