@@ -34,10 +34,21 @@ fn main() {
         .filter(|c| !c.trim().is_empty())
         .or_else(|| {
             let head = git(&["rev-parse", "--short=12", "HEAD"])?;
-            // Built with uncommitted changes to tracked files: the commit
-            // alone would claim code it does not hold.
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            // Built with uncommitted changes to the tracked files the
+            // worker is built from: the commit alone would claim code it
+            // does not hold. (`--no-optional-locks`: no index refresh, so
+            // no lock taken beside the user's own git commands.)
+            let dirty = git(&[
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+            ]
+            .into_iter()
+            .chain(BUILT_FROM)
+            .collect::<Vec<_>>())
+            .is_some_and(|s| !s.is_empty());
             Some(if dirty { format!("{head}-dirty") } else { head })
         })
         .unwrap_or_else(|| "unknown".to_string());
@@ -45,8 +56,9 @@ fn main() {
     for path in git_head_files() {
         println!("cargo:rerun-if-changed={}", path.display());
     }
-    // The dirty mark follows the sources the worker is built from.
-    for path in ["src", "shim", "../shared/src", "../proto", "../Cargo.lock"] {
+    // The dirty mark follows the sources the worker is built from (the
+    // shim is recompiled only when its own inputs change: see compile_shim).
+    for path in BUILT_FROM {
         println!("cargo:rerun-if-changed={path}");
     }
     // libtorch's version, from the torch package's version.py when present.
@@ -90,6 +102,26 @@ fn compile_shim() {
     };
     let root = PathBuf::from(root);
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    // This script also reruns on every source edit (for the dirty mark):
+    // reuse the compiled shim when its sources, libtorch and the ABI are
+    // what it was built from (compiling it takes about 10 s).
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let lib = out.join("libcrossfold_shim.a");
+    let stamp = out.join("crossfold_shim.inputs");
+    let inputs = format!("{}\n{abi}\n", root.display());
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs)
+        && modified(&lib).is_some_and(|built| {
+            ["shim/precision.cpp", "shim/optim.cpp", "build.rs"]
+                .iter()
+                .all(|src| modified(std::path::Path::new(src)).is_some_and(|m| m <= built))
+        });
+    if fresh {
+        println!("cargo:rustc-link-search=native={}", out.display());
+        println!("cargo:rustc-link-lib=static=crossfold_shim");
+        println!("cargo:rustc-link-lib=stdc++");
+        return;
+    }
     cc::Build::new()
         .cpp(true)
         .file("shim/precision.cpp")
@@ -101,7 +133,18 @@ fn compile_shim() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
         .compile("crossfold_shim");
+    let _ = std::fs::write(&stamp, inputs);
 }
+
+/// What the worker is built from, relative to worker/.
+const BUILT_FROM: [&str; 6] = [
+    "src",
+    "shim",
+    "build.rs",
+    "../shared/src",
+    "../proto",
+    "../Cargo.lock",
+];
 
 /// The files whose change means a new commit: HEAD, the branch refs
 /// (cargo scans a directory for changes, so a ref first written loose after
@@ -123,7 +166,6 @@ fn git_head_files() -> Vec<PathBuf> {
     };
     [
         git_dir.join("HEAD"),
-        git_dir.join("index"),
         common.join("refs").join("heads"),
         common.join("packed-refs"),
     ]

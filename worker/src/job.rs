@@ -132,7 +132,10 @@ pub struct Prediction {
     pub predicted_youden: bool,
 }
 
-/// Seconds spent in each phase; `total` is their sum, up to rounding.
+/// Seconds spent in each phase. `total` is the whole job, from preparation
+/// to the last output written; besides the phases it holds the per-epoch
+/// validation scoring, the best epoch's weights kept and restored, and
+/// writing the outputs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     /// Before the job proper: the spec, the data set's check (local
@@ -273,11 +276,18 @@ fn validation_warnings(
     vec![if t.validation_fraction == 0.0 {
         format!("train.validation_fraction = 0: no validation set, {what}")
     } else {
-        format!(
-            "the validation set ({} positive, {} negative images) lacks a class: a class \
-             has fewer than 2 patients in the training groups, or cannot spare one; {what}",
-            pos, neg
-        )
+        if pos + neg == 0 {
+            format!(
+                "the validation set is empty: no patient could be spared from the training \
+                 groups; {what}"
+            )
+        } else {
+            format!(
+                "the validation set ({pos} positive, {neg} negative images) lacks a class: a \
+                 class has fewer than 2 patients in the training groups, or cannot spare one; \
+                 {what}"
+            )
+        }
     }]
 }
 
@@ -817,10 +827,12 @@ mod tests {
         assert!(w[0].contains("2 positive, 0 negative") && w[0].contains("no early stopping"));
         let none = crossfold_shared::spec::TrainSpec {
             validation_fraction: 0.0,
-            ..t
+            ..t.clone()
         };
         let w = validation_warnings(&none, std::iter::empty());
         assert!(w[0].starts_with("train.validation_fraction = 0"), "{w:?}");
+        let w = validation_warnings(&t, std::iter::empty());
+        assert!(w[0].starts_with("the validation set is empty"), "{w:?}");
     }
 
     #[test]

@@ -16,9 +16,37 @@ use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Bounds on the warnings one result may carry (they are stored with it).
+/// Bounds on the warnings one result keeps (they are stored with it).
 const MAX_WARNINGS: usize = 20;
 const MAX_WARNING_BYTES: usize = 2000;
+
+/// A result's warnings as stored: at most [`MAX_WARNINGS`], each one line of
+/// at most [`MAX_WARNING_BYTES`] (cut at a character boundary). Too much
+/// text never costs a finished round its result.
+fn bounded_warnings(warnings: &[String]) -> Vec<String> {
+    let mut kept: Vec<String> = warnings
+        .iter()
+        .take(MAX_WARNINGS)
+        .map(|w| {
+            let line: String = w
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let mut cut = line.len().min(MAX_WARNING_BYTES);
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line[..cut].to_string()
+        })
+        .collect();
+    if warnings.len() > MAX_WARNINGS {
+        kept.push(format!(
+            "({} more warnings not kept)",
+            warnings.len() - MAX_WARNINGS
+        ));
+    }
+    kept
+}
 
 pub struct WorkersService {
     pub coordinator: Arc<Coordinator>,
@@ -351,14 +379,6 @@ impl Workers for WorkersService {
             }
             other => other,
         };
-        if head.warnings.len() > MAX_WARNINGS
-            || head.warnings.iter().any(|w| w.len() > MAX_WARNING_BYTES)
-        {
-            return Err(CoordinatorError::InvalidArgument(format!(
-                "warnings: at most {MAX_WARNINGS} of at most {MAX_WARNING_BYTES} bytes each"
-            ))
-            .into());
-        }
         let result = JobResult {
             task: job.task.clone(),
             round: job.round,
@@ -369,7 +389,7 @@ impl Workers for WorkersService {
             stats,
             provenance,
             youden_threshold,
-            warnings: head.warnings.clone(),
+            warnings: bounded_warnings(&head.warnings),
         };
         let doc = serde_json::to_string(&result)
             .map_err(|err| CoordinatorError::Internal(err.to_string()))?;
@@ -575,4 +595,25 @@ pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorErro
         })
         .await?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_kept_as_bounded_single_lines() {
+        assert!(bounded_warnings(&[]).is_empty());
+        let kept = bounded_warnings(&["a\nb\tc".to_string()]);
+        assert_eq!(kept, ["a b c"]);
+        // Cut at a character boundary: 'é' is two bytes.
+        let long = "é".repeat(MAX_WARNING_BYTES);
+        let kept = bounded_warnings(&[long]);
+        assert!(kept[0].len() <= MAX_WARNING_BYTES && kept[0].len() >= MAX_WARNING_BYTES - 1);
+        assert!(kept[0].chars().all(|c| c == 'é'));
+        let many: Vec<String> = (0..MAX_WARNINGS + 3).map(|i| i.to_string()).collect();
+        let kept = bounded_warnings(&many);
+        assert_eq!(kept.len(), MAX_WARNINGS + 1);
+        assert_eq!(kept[MAX_WARNINGS], "(3 more warnings not kept)");
+    }
 }

@@ -57,17 +57,19 @@ fn luma(r: f32, g: f32, b: f32) -> f32 {
     0.299 * r + 0.587 * g + 0.114 * b
 }
 
-/// The full scale of 16-bit gray samples: radiographs are often stored
-/// in 16-bit files with 10, 12 or 14 significant bits, so the scale is the
-/// smallest of 8, 10, 12, 14 and 16 bits that holds the brightest pixel.
-/// Dividing 12-bit data by 65535 would leave it 16 of 256 gray levels.
+/// The full scale of 16-bit gray samples. Radiographs from 12-bit
+/// detectors are often stored in 16-bit files; divided by 65535 they would
+/// keep 16 of 256 gray levels. So an image whose brightest pixel is below
+/// 4096 is read as 12-bit data (full scale 4095), any other as 16-bit
+/// (65535). One threshold, not a scale per bit depth, so that images of one
+/// detector are scaled alike: a 12-bit image never exceeds 4095, and a
+/// 16-bit one rarely stays below it (a frame that dark is brightened 16x).
 pub fn gray16_full_scale(samples: impl Iterator<Item = u16>) -> f32 {
-    let max = samples.max().unwrap_or(0);
-    let bits = [8u32, 10, 12, 14, 16]
-        .into_iter()
-        .find(|&b| u32::from(max) < 1 << b)
-        .unwrap_or(16);
-    ((1u32 << bits) - 1) as f32
+    if samples.max().unwrap_or(0) < 4096 {
+        4095.0
+    } else {
+        65535.0
+    }
 }
 
 /// Gray pixels of any `DynamicImage`: 8-bit values / 255, 16-bit gray by

@@ -21,9 +21,9 @@
 //!   BT.601 luma). VOI LUT sequences (explicit tables) are not applied: such a
 //!   file falls back to its window, or to min-max.
 //! - **PNG and JPEG** (through the `image` crate): 8-bit values are divided by 255;
-//!   16-bit gray ones by the full scale of the smallest of 8, 10, 12, 14 or
-//!   16 bits that holds the image's brightest pixel (so 12-bit radiographs
-//!   in 16-bit files keep their gray levels), 16-bit colour by 65535;
+//!   16-bit gray ones by 4095 when the brightest pixel is below 4096 (12-bit
+//!   detector data in a 16-bit file keeps its gray levels), otherwise by
+//!   65535; 16-bit colour by 65535;
 //!   RGB(A) becomes ITU-R BT.601 luma
 //!   `0.299 R + 0.587 G + 0.114 B`; alpha is ignored.
 //!

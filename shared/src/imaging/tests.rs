@@ -84,17 +84,15 @@ fn png_16bit_gray_with_12_significant_bits_keeps_its_gray_levels() {
 }
 
 #[test]
-fn the_full_scale_of_16bit_gray_is_the_smallest_usual_depth_holding_the_maximum() {
+fn sixteen_bit_gray_is_read_as_12_bit_below_4096_and_16_bit_from_there() {
     use crate::imaging::decode::gray16_full_scale;
     let scale = |v: &[u16]| gray16_full_scale(v.iter().copied());
-    assert_eq!(scale(&[]), 255.0);
-    assert_eq!(scale(&[0, 255]), 255.0);
-    assert_eq!(scale(&[256]), 1023.0);
-    assert_eq!(scale(&[1023]), 1023.0);
-    assert_eq!(scale(&[1024, 3]), 4095.0);
-    assert_eq!(scale(&[4095]), 4095.0);
-    assert_eq!(scale(&[4096]), 16383.0);
-    assert_eq!(scale(&[16384]), 65535.0);
+    // Two 12-bit images of one detector, one much darker: scaled alike.
+    assert_eq!(scale(&[0, 1020]), 4095.0);
+    assert_eq!(scale(&[1030, 4095]), 4095.0);
+    assert_eq!(scale(&[]), 4095.0);
+    assert_eq!(scale(&[4096]), 65535.0);
+    assert_eq!(scale(&[16383, 2]), 65535.0);
     assert_eq!(scale(&[65535]), 65535.0);
 }
 

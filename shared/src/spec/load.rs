@@ -165,22 +165,29 @@ impl Spec {
         }
         problems.extend(structural);
         // A problem with a value given by --set is the command line's, not the file's.
-        let invalid = |problems: Vec<SpecProblem>| SpecError::Invalid {
-            source_name: source_name.to_string(),
-            problems: problems
-                .into_iter()
-                .map(|mut p| {
-                    let given = |key: &str| overrides.iter().any(|o| o.key == key);
-                    if given(&p.field) {
-                        p.message.push_str(" (given by --set)");
-                    } else if p.field == "train.warmup_epochs" && given("train.epochs") {
-                        p.message.push_str(
-                            " (train.epochs given by --set; add --set train.warmup_epochs=0)",
-                        );
-                    }
-                    p
-                })
-                .collect(),
+        let invalid = |problems: Vec<SpecProblem>| {
+            // The warm-up hint helps only when train.epochs itself is fine.
+            let epochs_bad = problems.iter().any(|p| p.field == "train.epochs");
+            SpecError::Invalid {
+                source_name: source_name.to_string(),
+                problems: problems
+                    .into_iter()
+                    .map(|mut p| {
+                        let given = |key: &str| overrides.iter().any(|o| o.key == key);
+                        if given(&p.field) {
+                            p.message.push_str(" (given by --set)");
+                        } else if p.field == "train.warmup_epochs"
+                            && given("train.epochs")
+                            && !epochs_bad
+                        {
+                            p.message.push_str(
+                                " (train.epochs given by --set; add --set train.warmup_epochs=0)",
+                            );
+                        }
+                        p
+                    })
+                    .collect(),
+            }
         };
         let spec: Spec = match Value::Table(table).try_into() {
             Ok(spec) => spec,
