@@ -56,15 +56,7 @@ fn two_workers_complete_the_15_job_paper_experiment() {
     assert_eq!(workers.len(), 2, "{workers:?}");
     // The report files.
     let out = dir.path().join("report");
-    let (code, _, err) = cli(&[
-        "report",
-        &id,
-        "--coordinator",
-        &url,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    report(&url, &id, &out);
     for f in [
         "report.json",
         "report.md",
@@ -108,9 +100,7 @@ fn two_workers_complete_the_15_job_paper_experiment() {
     assert_eq!(code, 0, "{err}");
     let cmp: serde_json::Value = serde_json::from_str(&out_json).unwrap();
     assert_eq!(cmp["tasks"]["screening"]["n"], 40);
-    let (code, second, err) = cli(&["results", &id2, "--coordinator", &url, "--format", "json"]);
-    assert_eq!(code, 0, "{err}");
-    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    let second = results(&url, &id2);
     for task in ["screening", "malignancy"] {
         for r in second["tasks"][task]["rounds"].as_array().unwrap() {
             let w = r["warnings"][0].as_str().unwrap_or_default();
@@ -367,15 +357,7 @@ fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
         .unwrap()
         .contains("injected fault"));
     let out = dir.path().join("report");
-    let (code, _, err) = cli(&[
-        "report",
-        &id,
-        "--coordinator",
-        &url,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    report(&url, &id, &out);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("Rounds without a result")

@@ -3,7 +3,7 @@
 //! pooled out-of-fold AUC with its DeLong CI.
 
 use crossfold_shared::label::{Label, Task};
-use crossfold_shared::metrics::{summarize_optional, Pooled, RoundStats};
+use crossfold_shared::metrics::{summarize_optional, Pooled, RoundStats, SUMMARY_KEYS};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -65,16 +65,6 @@ pub fn round_stats(
     RoundStats::compute(&labels, &scores, threshold).map_err(|e| e.to_string())
 }
 
-const METRICS: [&str; 7] = [
-    "accuracy",
-    "sensitivity",
-    "specificity",
-    "ppv",
-    "npv",
-    "auc",
-    "n",
-];
-
 /// The experiment's summary document from its jobs' results.
 pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str) -> Value {
     let mut by_task: BTreeMap<&str, Vec<&JobResult>> = BTreeMap::new();
@@ -113,14 +103,15 @@ pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str)
             })
             .collect();
         let mut summary = Map::new();
-        for m in METRICS {
+        // The summarised metrics, and the test-set size per round.
+        for m in SUMMARY_KEYS.iter().chain(&["n"]) {
             let values: Vec<Option<f64>> = rows
                 .iter()
                 .map(|r| r.get(m).and_then(Value::as_f64))
                 .collect();
             if let Some(s) = summarize_optional(&values) {
                 summary.insert(
-                    m.into(),
+                    m.to_string(),
                     json!({"mean": s.mean, "sd": s.sd, "min": s.min, "max": s.max, "n": s.n}),
                 );
             }

@@ -3,10 +3,7 @@
 //! as standalone SVG files. The SVG is written by hand; nothing is fetched.
 
 use super::report::markdown;
-use super::report::{
-    breakdowns, class_names, dec, f, mean_sd_cells, missing_rounds, pct, round_warnings,
-    tasks_in_order,
-};
+use super::report::{breakdowns, class_names, dec, f, mean_sd_cells, notices, pct, tasks_in_order};
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::metrics::roc_curve;
 use serde_json::Value;
@@ -427,27 +424,12 @@ pub fn html(doc: &Value) -> String {
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>crossfold report: {name}</title><style>{STYLE}</style></head><body>\n<h1>crossfold report: {name}</h1>\n"
     );
-    let items = |lines: Vec<String>| -> String {
-        lines
+    for (heading, lines) in notices(doc) {
+        let items: String = lines
             .iter()
             .map(|l| format!("<li>{}</li>", esc(l)))
-            .collect()
-    };
-    let missing = missing_rounds(doc);
-    if !missing.is_empty() {
-        let _ = writeln!(
-            out,
-            "<p>Rounds without a result (left out of every table and summary below):</p><ul>{}</ul>",
-            items(missing)
-        );
-    }
-    let warnings = round_warnings(doc);
-    if !warnings.is_empty() {
-        let _ = writeln!(
-            out,
-            "<p>Warnings from the workers:</p><ul>{}</ul>",
-            items(warnings)
-        );
+            .collect();
+        let _ = writeln!(out, "<p>{}:</p><ul>{items}</ul>", esc(heading));
     }
     for (task, t) in tasks_in_order(doc) {
         let rounds = t["rounds"].as_array().cloned().unwrap_or_default();

@@ -9,7 +9,7 @@ use super::remote::{client, fetch_results, Target};
 use super::write_file;
 use anyhow::Result;
 use clap::Args;
-use crossfold_shared::metrics::ROUND_KEYS;
+use crossfold_shared::metrics::{ROUND_KEYS, SUMMARY_KEYS};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,15 +72,7 @@ pub(super) fn mean_sd(summary: &Value, key: &str, percent: bool, rounds: usize) 
 /// The summary row's cells, in the tables' column order: accuracy,
 /// sensitivity, specificity, PPV, NPV (percent) and AUC.
 pub(super) fn mean_sd_cells(summary: &Value, rounds: usize) -> [String; 6] {
-    [
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "ppv",
-        "npv",
-        "auc",
-    ]
-    .map(|k| mean_sd(summary, k, k != "auc", rounds))
+    SUMMARY_KEYS.map(|k| mean_sd(summary, k, k != "auc", rounds))
 }
 
 /// One line per round without a result (failed, cancelled, unfinished),
@@ -212,6 +204,21 @@ pub(super) fn round_warnings(doc: &Value) -> Vec<String> {
         .collect()
 }
 
+/// What a reader must see before the tables, as (heading, lines), only the
+/// non-empty ones: the rounds without a result, and the workers' warnings.
+pub(super) fn notices(doc: &Value) -> Vec<(&'static str, Vec<String>)> {
+    [
+        (
+            "Rounds without a result (left out of every table and summary below)",
+            missing_rounds(doc),
+        ),
+        ("Warnings from the workers", round_warnings(doc)),
+    ]
+    .into_iter()
+    .filter(|(_, lines)| !lines.is_empty())
+    .collect()
+}
+
 pub fn markdown(doc: &Value) -> String {
     let mut out = format!(
         "# crossfold report: {}\n\nExperiment `{}` ({}). Split plan `{}`; data set `{}`.\n",
@@ -221,17 +228,9 @@ pub fn markdown(doc: &Value) -> String {
         doc["plan_sha256"].as_str().unwrap_or("-"),
         doc["dataset_sha256"].as_str().unwrap_or("-"),
     );
-    let missing = missing_rounds(doc);
-    if !missing.is_empty() {
-        out.push_str("\nRounds without a result (left out of every table and summary below):\n\n");
-        for line in &missing {
-            out.push_str(&format!("- {line}\n"));
-        }
-    }
-    let warnings = round_warnings(doc);
-    if !warnings.is_empty() {
-        out.push_str("\nWarnings from the workers:\n\n");
-        for line in &warnings {
+    for (heading, lines) in notices(doc) {
+        out.push_str(&format!("\n{heading}:\n\n"));
+        for line in &lines {
             out.push_str(&format!("- {line}\n"));
         }
     }

@@ -264,6 +264,13 @@ pub fn results(url: &str, id: &str) -> serde_json::Value {
     serde_json::from_str(&out).expect("results JSON")
 }
 
+/// `crossfold report ID --out OUT`, which must succeed.
+pub fn report(url: &str, id: &str, out: &Path) {
+    let out = out.to_str().unwrap_or_default();
+    let (code, _, err) = cli(&["report", id, "--coordinator", url, "--out", out]);
+    assert_eq!(code, 0, "report failed: {err}");
+}
+
 pub fn terminal(s: &serde_json::Value) -> bool {
     matches!(
         s["state"].as_str(),

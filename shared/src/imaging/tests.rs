@@ -43,15 +43,20 @@ fn png_8bit_gray_round_trip() {
     }
 }
 
-#[test]
-fn png_16bit_gray_keeps_full_precision() {
+/// A 2x2 16-bit gray PNG of `values` (row by row), decoded.
+fn decoded_gray16(values: [u16; 4]) -> GrayImage {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g16.png");
-    let values: [u16; 4] = [0, 200, 32768, 65535];
     let src: ImageBuffer<Luma<u16>, Vec<u16>> =
         ImageBuffer::from_fn(2, 2, |x, y| Luma([values[(y * 2 + x) as usize]]));
     src.save(&path).unwrap();
-    let img = decode_file(&path).unwrap();
+    decode_file(&path).unwrap()
+}
+
+#[test]
+fn png_16bit_gray_keeps_full_precision() {
+    let values: [u16; 4] = [0, 200, 32768, 65535];
+    let img = decoded_gray16(values);
     assert_eq!((img.width, img.height), (2, 2));
     let expected: Vec<f64> = values.iter().map(|&v| f64::from(v) / 65535.0).collect();
     assert_pixels(&img, &expected, 1e-7);
@@ -65,14 +70,9 @@ fn png_16bit_gray_keeps_full_precision() {
 
 #[test]
 fn png_16bit_gray_with_12_significant_bits_keeps_its_gray_levels() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("g12.png");
     // A 12-bit detector's values in a 16-bit file: 4095 is full white.
     let values: [u16; 4] = [0, 1000, 2048, 4095];
-    let src: ImageBuffer<Luma<u16>, Vec<u16>> =
-        ImageBuffer::from_fn(2, 2, |x, y| Luma([values[(y * 2 + x) as usize]]));
-    src.save(&path).unwrap();
-    let img = decode_file(&path).unwrap();
+    let img = decoded_gray16(values);
     let expected: Vec<f64> = values.iter().map(|&v| f64::from(v) / 4095.0).collect();
     assert_pixels(&img, &expected, 1e-7);
     // 1000/4095*255 = 62.27, 2048/4095*255 = 127.53; divided by 65535

@@ -69,7 +69,7 @@ pub use delong::{delong, paired_delong, DelongAuc, PairedDelong};
 pub use normal::{normal_cdf, normal_quantile};
 pub use pooled::Pooled;
 pub use roc::{auc, roc_curve, RocPoint};
-pub use round::{RoundStats, ROUND_KEYS};
+pub use round::{RoundStats, ROUND_KEYS, SUMMARY_KEYS};
 pub use summary::{summarize, summarize_optional, Summary};
 pub use youden::youden_threshold;
 

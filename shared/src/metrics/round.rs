@@ -120,6 +120,17 @@ pub const ROUND_KEYS: [&str; 16] = [
     "auc_ci_method",
 ];
 
+/// The per-round metrics an experiment summarises as mean ± SD, in the
+/// order the report tables show them: the first five as percentages.
+pub const SUMMARY_KEYS: [&str; 6] = [
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "auc",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
