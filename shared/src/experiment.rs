@@ -4,6 +4,7 @@
 
 use crate::dataset::{self, DatasetError, Fingerprint};
 use crate::folds::{make_plan, FoldsError, SplitPlan};
+use crate::label::Task;
 use crate::manifest::{manifest_root, Manifest, ManifestError};
 use crate::spec::Spec;
 use crate::synth::{self, SynthConfig, SynthError};
@@ -43,6 +44,52 @@ pub struct Prepared {
 /// Make sure the spec's data set exists (generating the synthetic cohort when
 /// the spec asks for it), passes `dataset check`, and has a split plan.
 pub fn prepare(spec: &Spec) -> Result<Prepared, PrepareError> {
+    let (manifest, fingerprint, generated) = prepare_dataset(spec)?;
+    let plan = make_plan(&manifest, &spec.protocol)?;
+    Ok(Prepared {
+        manifest,
+        fingerprint,
+        plan,
+        generated,
+    })
+}
+
+/// [`prepare`] for one task's rounds only (`crossfold-worker train`): when
+/// the full plan fails because another task in `protocol.tasks` cannot be
+/// split (say, too few malignant patients), the plan is made for `task`
+/// alone and the second value says so. Its rounds are the same as in the full
+/// plan (groups are assigned over the whole cohort either way); only its
+/// `plan_sha256` differs.
+pub fn prepare_task(spec: &Spec, task: Task) -> Result<(Prepared, Option<String>), PrepareError> {
+    let (manifest, fingerprint, generated) = prepare_dataset(spec)?;
+    let (plan, note) = match make_plan(&manifest, &spec.protocol) {
+        Ok(plan) => (plan, None),
+        Err(e)
+            if spec.protocol.tasks.contains(&task)
+                && e.task().is_some_and(|t| t != task.to_string()) =>
+        {
+            let mut protocol = spec.protocol.clone();
+            protocol.tasks = vec![task];
+            let plan = make_plan(&manifest, &protocol)?;
+            let note = format!(
+                "the split plan covers task {task} only, since another task's rounds cannot be built ({e}); task {task}'s rounds are those of the full plan, but its plan_sha256 differs"
+            );
+            (plan, Some(note))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((
+        Prepared {
+            manifest,
+            fingerprint,
+            plan,
+            generated,
+        },
+        note,
+    ))
+}
+
+fn prepare_dataset(spec: &Spec) -> Result<(Manifest, Fingerprint, bool), PrepareError> {
     let path = spec.manifest_path();
     let mut generated = false;
     if !path.exists() {
@@ -82,11 +129,54 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, PrepareError> {
     }
     let manifest = Manifest::load(&path)?;
     let fingerprint = dataset::fingerprint(&manifest)?;
-    let plan = make_plan(&manifest, &spec.protocol)?;
-    Ok(Prepared {
-        manifest,
-        fingerprint,
-        plan,
-        generated,
-    })
+    Ok((manifest, fingerprint, generated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cohort with one benign patient: with two groups, one malignancy
+    /// round has no benign image to train on, while screening splits fine.
+    fn spec_with_one_benign(dir: &std::path::Path) -> Spec {
+        let text = "name = \"t\"\n[dataset]\nmanifest = \"data/manifest.csv\"\n\
+                    [dataset.synthetic]\nnormal = 6\nbenign = 1\nmalignant = 5\nsize = 64\nseed = 1\n\
+                    [protocol]\ngroups = 2\ntest_groups = 1\n";
+        let path = dir.join("spec.toml");
+        std::fs::write(&path, text).unwrap();
+        Spec::load(&path, &[]).unwrap()
+    }
+
+    #[test]
+    fn one_task_is_planned_alone_when_another_cannot_be_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_with_one_benign(dir.path());
+        // The whole experiment cannot be planned, naming the task at fault.
+        let err = prepare(&spec).unwrap_err();
+        assert!(err.to_string().contains("task malignancy"), "{err}");
+
+        let (prepared, note) = prepare_task(&spec, Task::Screening).unwrap();
+        let note = note.expect("a note that the plan covers one task");
+        assert!(note.contains("covers task screening only"), "{note}");
+        assert!(note.contains("no benign image"), "{note}");
+        assert_eq!(
+            prepared.plan.tasks.keys().collect::<Vec<_>>(),
+            [&Task::Screening]
+        );
+
+        // The task at fault itself still fails, with the same error.
+        let err = prepare_task(&spec, Task::Malignancy).unwrap_err();
+        assert!(err.to_string().contains("no benign image"), "{err}");
+    }
+
+    #[test]
+    fn a_plannable_experiment_gets_the_full_plan_and_no_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec_with_one_benign(dir.path());
+        spec.protocol.tasks = vec![Task::Screening];
+        let full = prepare(&spec).unwrap();
+        let (one, note) = prepare_task(&spec, Task::Screening).unwrap();
+        assert!(note.is_none());
+        assert_eq!(one.plan.plan_sha256, full.plan.plan_sha256);
+    }
 }

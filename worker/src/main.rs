@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use crossfold_shared::experiment::prepare;
+use crossfold_shared::experiment::prepare_task;
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::{Override, Spec};
 use crossfold_worker::device;
@@ -303,7 +303,10 @@ fn train_one(
         tch::set_num_threads(n);
     }
     let d = device::choose(spec.device())?;
-    let prepared = prepare(&spec)?;
+    let (prepared, note) = prepare_task(&spec, task)?;
+    if let Some(note) = note {
+        tracing::warn!("{note}");
+    }
     crossfold_worker::job::find_round(&prepared.plan, task, round)?;
     tracing::info!(task = %task, round, device = ?d, plan = %prepared.plan.plan_sha256, "training one round");
     let tty = std::io::stderr().is_terminal();

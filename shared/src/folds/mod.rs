@@ -79,3 +79,17 @@ pub enum FoldsError {
     #[error("split plan: version {0} is not supported (this build reads {PLAN_VERSION})")]
     Version(u32),
 }
+
+impl FoldsError {
+    /// The task whose rounds could not be built, where the error is about
+    /// one task's rounds rather than the whole cohort.
+    pub fn task(&self) -> Option<&str> {
+        match self {
+            FoldsError::EmptySide { task, .. }
+            | FoldsError::OneClassTraining { task, .. }
+            | FoldsError::Leak { task, .. }
+            | FoldsError::UnknownImage { task, .. } => Some(task),
+            _ => None,
+        }
+    }
+}
