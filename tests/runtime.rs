@@ -315,7 +315,7 @@ fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
     );
     make_data(&spec);
     let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
-    let _w = start_worker(
+    let w = start_worker(
         dir.path(),
         &url,
         "w",
@@ -366,6 +366,35 @@ fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
     );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("screening round 2: failed after 2 attempt(s)"));
+
+    // The cause fixed (a worker without the fault), the same spec submitted
+    // again: the failed round is queued again, the four others are kept.
+    drop(w);
+    let _w2 = start_worker(dir.path(), &url, "w2", &[]);
+    let (code, out, err) = cli(&["submit", spec.to_str().unwrap(), "--coordinator", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), id);
+    assert!(err.contains("1 round(s) queued again"), "{err}");
+    wait_for("the resumed experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    assert_eq!(s["jobs"]["succeeded"], 5, "{s}");
+    let round2 = s["job_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["key"] == "screening-r02")
+        .unwrap()
+        .clone();
+    assert_eq!(round2["attempt"], 3, "attempt numbers go on: {round2}");
+    let doc = results(&url, &id);
+    assert_eq!(count_results(&doc), 5);
+    assert!(
+        doc["missing_rounds"].as_array().unwrap().is_empty(),
+        "{doc}"
+    );
 }
 
 #[test]

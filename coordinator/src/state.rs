@@ -10,6 +10,7 @@
 //!     |                  |  |--fail(not retryable or attempts >= max)--> failed(attempts, last error)
 //!     +---expire/release-+  |--cancel--> cancelled
 //!  pending --cancel--> cancelled --resume--> pending
+//!                        failed --resume--> pending
 //! ```
 //!
 //! - `expire` (the lease deadline passed) and `stall` (no progress reported
@@ -27,9 +28,11 @@
 //!   counted once.
 //! - `cancel` never fails: pending and leased jobs become cancelled, finished
 //!   jobs (succeeded, failed, cancelled) keep their state.
-//! - `resume` (a cancelled experiment submitted again) puts a cancelled job
-//!   back in the queue with a fresh attempt budget; its attempt numbers go
-//!   on from where they were, so fencing still holds. Other states are kept.
+//! - `resume` (a cancelled experiment, or one with failed rounds, submitted
+//!   again) puts a cancelled or failed job back in the queue with a fresh
+//!   attempt budget; its attempt numbers go on from where they were, so
+//!   fencing still holds. Succeeded jobs, and jobs still queued or running,
+//!   are kept as they are.
 //!
 //! Times are milliseconds since the Unix epoch and are always passed in: this
 //! module never reads the clock.
@@ -95,6 +98,20 @@ pub struct Succeeded {
 pub struct Failed {
     pub attempts: u32,
     pub last_error: String,
+}
+
+impl Failed {
+    /// Back to the queue (the experiment was submitted again): like
+    /// [`Cancelled::to_pending`], with a fresh retry budget and attempt
+    /// numbers that go on. The last error is kept until the next attempt ends.
+    pub fn to_pending(&self) -> Pending {
+        Pending {
+            attempts: self.attempts,
+            released: self.attempts,
+            not_before_ms: 0,
+            last_error: Some(self.last_error.clone()),
+        }
+    }
 }
 
 /// Cancelled after `attempts` attempts (a running attempt counts).
@@ -588,11 +605,13 @@ impl JobState {
         }
     }
 
-    /// Cancelled: pending again ([`Cancelled::to_pending`]). Other states
-    /// are returned unchanged: resuming never rewrites an outcome.
+    /// Cancelled or failed: pending again ([`Cancelled::to_pending`],
+    /// [`Failed::to_pending`]). Other states are returned unchanged: a
+    /// succeeded job's result is never rewritten.
     pub fn resume(&self) -> JobState {
         match self {
             JobState::Cancelled(c) => JobState::Pending(c.to_pending()),
+            JobState::Failed(f) => JobState::Pending(f.to_pending()),
             _ => self.clone(),
         }
     }

@@ -130,7 +130,7 @@ pub async fn submit_spec(
         .into_inner();
     if resp.resumed > 0 {
         eprintln!(
-            "experiment {} (same spec and data) had been cancelled: {} round(s) queued again; finished rounds are kept",
+            "experiment {} (same spec and data) had been cancelled or had failed rounds: {} round(s) queued again; succeeded rounds are kept",
             resp.experiment_id, resp.resumed
         );
     } else if !resp.created {

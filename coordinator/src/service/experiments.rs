@@ -222,16 +222,22 @@ impl Experiments for ExperimentsService {
             .coordinator
             .with_store(move |s| {
                 let (stored, created) = s.create_experiment(record, jobs)?;
-                // The same spec and data again after a cancel: the rounds
-                // that were cut off are queued again, finished ones are kept.
+                // The same spec and data again after a cancel or a failure:
+                // the rounds that were cut off or failed are queued again,
+                // succeeded ones are kept.
                 let mut resumed = 0;
-                if !created && stored.cancelled {
-                    s.reopen(stored.id)?;
-                    for j in s.jobs(stored.id)? {
-                        if matches!(j.state, JobState::Cancelled(_)) {
-                            s.update_job(stored.id, &j.key, j.version, j.state.resume())?;
-                            resumed += 1;
-                        }
+                if !created {
+                    let again: Vec<JobRecord> = s
+                        .jobs(stored.id)?
+                        .into_iter()
+                        .filter(|j| matches!(j.state, JobState::Cancelled(_) | JobState::Failed(_)))
+                        .collect();
+                    if stored.cancelled || !again.is_empty() {
+                        s.reopen(stored.id)?;
+                    }
+                    for j in again {
+                        s.update_job(stored.id, &j.key, j.version, j.state.resume())?;
+                        resumed += 1;
                     }
                 }
                 Ok((stored, created, resumed))

@@ -443,21 +443,58 @@ fn resume_requeues_a_cancelled_job_with_a_fresh_budget_and_new_attempt_numbers()
         s = s.lease("w", 10_000_000, TTL).unwrap();
     }
     assert_eq!(s.fail(5, "e", true, 30_000, &p).unwrap().name(), "failed");
-    // Outcomes are never rewritten.
+    // A success is never rewritten; queued and running jobs are kept.
     for done in [
         JobState::from(Succeeded {
             attempt: 1,
             finished_ms: 5,
-        }),
-        JobState::from(Failed {
-            attempts: 3,
-            last_error: "e".into(),
         }),
         JobState::new(),
         first_lease(),
     ] {
         assert_eq!(done.resume(), done);
     }
+}
+
+#[test]
+fn resume_requeues_a_failed_job_with_a_fresh_budget_and_new_attempt_numbers() {
+    let p = policy();
+    // Attempt 1 failed for good (not retryable).
+    let failed = first_lease().fail(1, "bad file", false, 2_000, &p).unwrap();
+    assert_eq!(failed.name(), "failed");
+    let r = failed.resume();
+    assert_eq!(
+        r,
+        JobState::Pending(Pending {
+            attempts: 1,
+            released: 1,
+            not_before_ms: 0,
+            last_error: Some("bad file".into()),
+        })
+    );
+    // The next lease is attempt 2; a late report from attempt 1 is fenced.
+    let l = r.lease("w2", 10_000, TTL).unwrap();
+    assert_eq!(leased(&l).attempt, 2);
+    assert!(matches!(
+        l.complete(1, 11_000),
+        Err(TransitionError::StaleAttempt { .. })
+    ));
+    assert!(matches!(
+        l.complete(2, 12_000),
+        Ok(Completion::Committed(_))
+    ));
+    // The whole budget again: max_attempts retryable failures before failed.
+    let mut s = failed.resume().lease("w", 10_000, TTL).unwrap();
+    for attempt in 2..p.max_attempts + 1 {
+        s = s.fail(attempt, "e", true, 30_000, &p).unwrap();
+        assert_eq!(s.name(), "pending", "attempt {attempt}");
+        s = s.lease("w", 10_000_000, TTL).unwrap();
+    }
+    let last = p.max_attempts + 1;
+    assert_eq!(
+        s.fail(last, "e", true, 30_000, &p).unwrap().name(),
+        "failed"
+    );
 }
 
 #[test]
