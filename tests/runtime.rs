@@ -747,6 +747,28 @@ fn run_stops_its_workers_when_interrupted_or_killed() {
             std::fs::read_to_string(&log).is_ok_and(|t| t.contains("lease received"))
         });
         assert_eq!(live_workers(&out), 1, "{:?}", workers_under(&out));
+        if signal == libc::SIGTERM {
+            // A second `run` on the same --out is refused by name, and
+            // leaves the first one's worker log as it was.
+            let second = std::process::Command::new(crossfold_bin())
+                .args(["run", spec.to_str().unwrap(), "--quiet", "--workers", "1"])
+                .args(["--out", out.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&second.stderr);
+            assert!(!second.status.success(), "{err}");
+            assert!(
+                err.contains("another coordinator is using this database"),
+                "{err}"
+            );
+            let text = std::fs::read(&log).unwrap();
+            assert!(
+                text.first() != Some(&0)
+                    && String::from_utf8_lossy(&text).contains("lease received"),
+                "the first run's log was truncated"
+            );
+            assert_eq!(live_workers(&out), 1, "{:?}", workers_under(&out));
+        }
         // SAFETY: kill(2) on our own child.
         unsafe {
             libc::kill(run.id() as i32, signal);
@@ -978,6 +1000,8 @@ fn one_coordinator_per_database_and_leases_outlast_heartbeats() {
         !ok && err.contains("another coordinator is using this database"),
         "{err}"
     );
+    // It does not claim to be listening first.
+    assert!(!err.contains("listening"), "{err}");
     let (ok, err) = second(&["--lease-ttl", "2", "--heartbeat-interval", "5"]);
     assert!(
         !ok && err.contains("--lease-ttl 2 with --heartbeat-interval 5"),
@@ -1032,4 +1056,27 @@ fn a_second_worker_process_under_a_live_name_is_refused() {
         "{}",
         first.log_text()
     );
+}
+
+#[test]
+fn run_refuses_a_bad_data_set_and_leaves_no_empty_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "");
+    make_data(&spec);
+    // A row whose file is gone: `dataset check` fails.
+    let manifest = dir.path().join("data/manifest.csv");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let first_image = text.lines().nth(1).unwrap().split(',').next().unwrap();
+    std::fs::remove_file(dir.path().join("data").join(first_image)).unwrap();
+    let out = dir.path().join("out");
+    let (code, _, err) = cli(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains(first_image), "{err}");
+    assert!(!out.exists(), "an empty --out was left behind");
 }

@@ -27,14 +27,44 @@ pub async fn serve(
     metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
-    let db = config.db.clone();
-    let _lock = lock_database(&db)?;
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || SqliteStore::open(&db))
-            .await
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))??,
-    );
-    serve_with_store(config, store, listener, metrics, shutdown).await
+    let opened = OpenedDatabase::open(&config.db).await?;
+    opened.serve(config, listener, metrics, shutdown).await
+}
+
+/// A coordinator's database, locked and opened: opening it first lets a
+/// caller report a database in use (or not a database) before it says it
+/// is listening or starts anything else.
+pub struct OpenedDatabase {
+    store: Arc<dyn Store>,
+    /// Held until the coordinator stops; see [`lock_database`].
+    _lock: std::fs::File,
+}
+
+impl OpenedDatabase {
+    pub async fn open(db: &std::path::Path) -> Result<OpenedDatabase, CoordinatorError> {
+        let lock = lock_database(db)?;
+        let db = db.to_path_buf();
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(&db))
+                .await
+                .map_err(|e| CoordinatorError::Internal(e.to_string()))??,
+        );
+        Ok(OpenedDatabase { store, _lock: lock })
+    }
+
+    /// [`serve_with_store`] on this database, holding its lock throughout.
+    pub async fn serve(
+        self,
+        config: Config,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), CoordinatorError> {
+        let OpenedDatabase { store, _lock } = self;
+        let served = serve_with_store(config, store, listener, metrics, shutdown).await;
+        drop(_lock);
+        served
+    }
 }
 
 /// One coordinator per database: a second one would run the same jobs and

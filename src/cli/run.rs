@@ -7,6 +7,7 @@ use super::{load_spec, summary};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crossfold_coordinator::config::Config;
+use crossfold_coordinator::server::OpenedDatabase;
 use crossfold_proto::client::ClientSecurity;
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::manifest::manifest_root;
@@ -101,12 +102,24 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
             spec.train.device
         );
     }
+    let out_existed = a.out.exists();
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = a.out.canonicalize()?;
     {
         let s = spec.clone();
-        let p = tokio::task::spawn_blocking(move || prepare(&s)).await??;
+        let prepared = tokio::task::spawn_blocking(move || prepare(&s)).await?;
+        let p = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                if !out_existed {
+                    // Leave no empty folder behind for a refused data set
+                    // (remove_dir removes only an empty one).
+                    let _ = std::fs::remove_dir(&out);
+                }
+                return Err(e.into());
+            }
+        };
         for w in p.plan.warnings(&p.manifest) {
             eprintln!("warning: {w}");
         }
@@ -119,20 +132,20 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     }
     let data_root = manifest_root(&spec.manifest_path()).canonicalize()?;
     let mut config = Config::new(out.join("coordinator.db"), vec![data_root]);
+    // Locked first: a second `run` on the same --out stops here, before it
+    // touches the first one's worker logs.
+    let opened = OpenedDatabase::open(&config.db)
+        .await
+        .with_context(|| format!("--out {}", out.display()))?;
     config.heartbeat_interval = Duration::from_secs(2);
     config.lease_ttl = Duration::from_secs(20);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
     // One machine, loopback only: plaintext and no tokens.
-    let server = tokio::spawn(crossfold_coordinator::server::serve(
-        config,
-        listener,
-        None,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = tokio::spawn(opened.serve(config, listener, None, async {
+        let _ = stopped.await;
+    }));
 
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
@@ -216,9 +229,18 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     }
     let _ = stop_server.send(());
-    let _ = server.await;
+    let served = match server.await {
+        Ok(r) => r.map_err(anyhow::Error::from),
+        Err(e) => Err(anyhow::anyhow!("the embedded coordinator panicked: {e}")),
+    };
 
-    let (id, state, doc) = outcome?;
+    // A coordinator that stopped on its own is the cause of whatever the
+    // client saw (say, "cannot reach the coordinator"): report it instead.
+    let (id, state, doc) = match (outcome, served) {
+        (Ok(done), _) => done,
+        (Err(_), Err(e)) => return Err(e.context("the embedded coordinator stopped")),
+        (Err(e), Ok(())) => return Err(e),
+    };
     print!("{}", summary::tables(&doc));
     println!(
         "experiment {id}: {state}; wrote {}/{{report.json,report.md,report.html,*.svg,predictions.csv,rounds.csv,plan.json,spec.toml}}",

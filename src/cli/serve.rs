@@ -189,6 +189,9 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         db = %a.db.display(),
         "coordinator starting"
     );
+    // The database is locked and opened before the coordinator says it is
+    // listening: one in use or damaged is reported instead.
+    let opened = crossfold_coordinator::server::OpenedDatabase::open(&config.db).await?;
     eprintln!(
         "crossfold coordinator listening on {scheme}://{addr} (db {})",
         a.db.display()
@@ -203,7 +206,7 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
             "shutting down: no new calls; waiting for calls in flight"
         );
     };
-    crossfold_coordinator::server::serve(config, listener, metrics, shutdown).await?;
+    opened.serve(config, listener, metrics, shutdown).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
