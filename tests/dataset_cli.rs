@@ -117,6 +117,24 @@ fn import_a_folder_tree() {
         run.stderr
     );
     crossfold(&["dataset", "import", tree.to_str().unwrap(), "--force"]).ok();
+    // A corrupt image: the manifest is written, the file is named, and the
+    // import fails as `dataset check` would.
+    let corrupt = std::fs::read_dir(tree.join("benign"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&corrupt, b"not a PNG").unwrap();
+    let run = crossfold(&["dataset", "import", tree.to_str().unwrap(), "--force"]);
+    run.failed();
+    let name = corrupt.file_name().unwrap().to_str().unwrap();
+    assert!(
+        run.stderr.contains(name) && run.stderr.contains("1 error(s)"),
+        "{}",
+        run.stderr
+    );
+    assert!(imported.exists());
     // A stray class folder is refused with its name.
     std::fs::create_dir_all(tree.join("tumor")).unwrap();
     let run = crossfold(&["dataset", "import", tree.to_str().unwrap()]);

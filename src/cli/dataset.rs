@@ -169,7 +169,26 @@ fn import(a: ImportArgs) -> Result<ExitCode> {
             if summary.shared_prefixes.len() > shown.len() { ", ..." } else { "" }
         );
     }
+    // The files themselves (corrupt, empty, the same image under two
+    // patients) are checked now, not at the first submit.
+    let report =
+        dataset::check(&out, None).with_context(|| format!("checking {}", out.display()))?;
+    for w in &report.warnings {
+        eprintln!("warning: {}: {w}", out.display());
+    }
+    for e in &report.errors {
+        eprintln!("error: {}: {e}", out.display());
+    }
     println!("{}", out.display());
+    if !report.ok() {
+        eprintln!(
+            "{} error(s): {} was written but does not pass `crossfold dataset check`; fix the files \
+             (or edit the manifest) and check it again",
+            report.errors.len(),
+            out.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

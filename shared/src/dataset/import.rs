@@ -7,6 +7,11 @@
 //! `root/benign/P17/lat.png`). Files with other extensions than
 //! [`super::IMAGE_EXTENSIONS`] are skipped and counted. Any other folder at
 //! the top level is an error, so no data is dropped silently.
+//!
+//! What `dataset check` would refuse is refused here already, all of it in
+//! one error: a patient id under two class folders, and a symbolic link
+//! that leads out of the root. Links to folders are not followed (they could
+//! loop); they are listed with the skipped files.
 
 use super::{DatasetError, IMAGE_EXTENSIONS};
 use crate::label::Label;
@@ -47,8 +52,10 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
         let path = path.to_path_buf();
         move |source| DatasetError::Io { path, source }
     };
+    let real_root = root.canonicalize().map_err(io(root))?;
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
+    let mut problems = Vec::new();
     let mut found_class = false;
     let mut stems = Vec::new();
     for dirent in sorted_dir(root).map_err(io(root))? {
@@ -61,20 +68,43 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
             skipped.push(path);
             continue;
         }
-        let label: Label = name.parse().map_err(|_| DatasetError::Layout {
-            path: path.clone(),
-            message: format!(
+        let Ok(label) = name.parse::<Label>() else {
+            problems.push(format!(
                 "unexpected folder {name:?}: class folders are normal, benign and malignant"
-            ),
-        })?;
+            ));
+            continue;
+        };
         found_class = true;
         for item in sorted_dir(&path).map_err(io(&path))? {
+            if is_link(&item) {
+                match item.canonicalize() {
+                    Ok(target) if !target.starts_with(&real_root) => {
+                        problems.push(format!(
+                            "{}: a symbolic link to {}, outside the root",
+                            relative(root, &item),
+                            target.display()
+                        ));
+                        continue;
+                    }
+                    Ok(target) if target.is_dir() => {
+                        skipped.push(item);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        problems.push(format!("{}: {e}", relative(root, &item)));
+                        continue;
+                    }
+                }
+            }
             if item.is_dir() {
                 let patient = item
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                for file in walk_files(&item).map_err(io(&item))? {
+                let files = walk_files(&item, &real_root, &mut skipped, &mut problems)
+                    .map_err(io(&item))?;
+                for file in files {
                     add(root, &file, label, &patient, &mut entries, &mut skipped);
                 }
             } else {
@@ -89,6 +119,23 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
                 }
             }
         }
+    }
+    problems.extend(conflicting_labels(&entries));
+    if !problems.is_empty() {
+        let shown: Vec<String> = problems.iter().take(20).map(|p| format!("  {p}")).collect();
+        return Err(DatasetError::Layout {
+            path: root.to_path_buf(),
+            message: format!(
+                "{} problem(s); no manifest written:\n{}{}",
+                problems.len(),
+                shown.join("\n"),
+                if problems.len() > shown.len() {
+                    "\n  ..."
+                } else {
+                    ""
+                }
+            ),
+        });
     }
     if !found_class {
         return Err(DatasetError::Layout {
@@ -156,16 +203,75 @@ fn sorted_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn walk_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// Every file under `dir`. Links are checked as in [`import_tree`]: one
+/// that leads out of `real_root` is a problem, one to a folder is skipped.
+fn walk_files(
+    dir: &Path,
+    real_root: &Path,
+    skipped: &mut Vec<PathBuf>,
+    problems: &mut Vec<String>,
+) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in sorted_dir(dir)? {
+        if is_link(&p) {
+            match p.canonicalize() {
+                Ok(target) if !target.starts_with(real_root) => {
+                    problems.push(format!(
+                        "{}: a symbolic link to {}, outside the root",
+                        p.display(),
+                        target.display()
+                    ));
+                    continue;
+                }
+                Ok(target) if target.is_dir() => {
+                    skipped.push(p);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    problems.push(format!("{}: {e}", p.display()));
+                    continue;
+                }
+            }
+        }
         if p.is_dir() {
-            out.extend(walk_files(&p)?);
+            out.extend(walk_files(&p, real_root, skipped, problems)?);
         } else {
             out.push(p);
         }
     }
     Ok(out)
+}
+
+fn is_link(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+fn relative(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+/// One line per patient id found under two class folders, naming a file of
+/// each (a patient has one label; the split plan would refuse it).
+fn conflicting_labels(entries: &[Entry]) -> Vec<String> {
+    let mut first: std::collections::BTreeMap<&str, &Entry> = Default::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for e in entries {
+        match first.get(e.patient_id.as_str()) {
+            None => {
+                first.insert(&e.patient_id, e);
+            }
+            Some(f) if f.label != e.label && seen.insert((&e.patient_id, e.label)) => {
+                out.push(format!(
+                    "patient {:?} is under {} ({}) and {} ({}): a patient has one label; rename one of them",
+                    e.patient_id, f.label, f.path, e.label, e.path
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -236,6 +342,56 @@ mod tests {
         touch(&dir.path().join("tumour/b.png"));
         let err = import_tree(dir.path()).unwrap_err();
         assert!(err.to_string().contains("\"tumour\""), "{err}");
+    }
+
+    #[test]
+    fn what_check_would_refuse_is_refused_all_at_once_and_nothing_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let r = dir.path().join("tree");
+        touch(&r.join("normal/P0001.png"));
+        touch(&r.join("malignant/P0001.png"));
+        touch(&r.join("benign/P2/ap.png"));
+        touch(&r.join("tumour/x.png"));
+        touch(&r.join("other/y.png"));
+        touch(&outside.path().join("far.png"));
+        std::os::unix::fs::symlink(outside.path().join("far.png"), r.join("benign/link.png"))
+            .unwrap();
+        // A link back up the tree: followed, it would never end.
+        std::os::unix::fs::symlink(&r, r.join("benign/P2/loop")).unwrap();
+        let err = import_tree(&r).unwrap_err().to_string();
+        for part in [
+            "4 problem(s); no manifest written",
+            "patient \"P0001\" is under malignant (malignant/P0001.png) and normal (normal/P0001.png)",
+            "benign/link.png: a symbolic link to",
+            "outside the root",
+            "\"tumour\"",
+            "\"other\"",
+        ] {
+            assert!(err.contains(part), "{part:?} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn links_inside_the_root_are_kept_and_links_to_folders_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        touch(&r.join("normal/n1.png"));
+        touch(&r.join("normal/n2.png"));
+        std::fs::create_dir_all(r.join("benign")).unwrap();
+        std::os::unix::fs::symlink(r.join("normal/n2.png"), r.join("benign/b1.png")).unwrap();
+        std::os::unix::fs::symlink(r.join("normal"), r.join("benign/P9")).unwrap();
+        let (m, summary) = import_tree(r).unwrap();
+        let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["normal/n1.png", "normal/n2.png", "benign/b1.png"]);
+        assert!(
+            summary.skipped_files.contains(&r.join("benign/P9")),
+            "{summary:?}"
+        );
+        // A link to nothing is a problem, not a silently missing image.
+        std::os::unix::fs::symlink(r.join("gone.png"), r.join("benign/b2.png")).unwrap();
+        let err = import_tree(r).unwrap_err().to_string();
+        assert!(err.contains("benign/b2.png"), "{err}");
     }
 
     #[test]
