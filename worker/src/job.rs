@@ -611,13 +611,21 @@ fn parse_card(text: &str) -> Result<ModelCard, serde_json::Error> {
     serde_json::from_value(value)
 }
 
+/// Per image, in the order given: its score, or why it could not be read.
+pub type Scores = Vec<Result<f64, crossfold_shared::imaging::ImagingError>>;
+
+/// Images decoded and scored at a time, so a folder of any size fits in
+/// memory (256 images at 224 px are 51 MB of floats).
+const PREDICT_CHUNK: usize = 256;
+
 /// Scores of new images with a saved checkpoint (`model.safetensors`,
-/// which carries its model card).
+/// which carries its model card). An image that cannot be read gets its
+/// error in its place; the others are scored all the same.
 pub fn predict(
     checkpoint: &Path,
     images: &[PathBuf],
     device: Device,
-) -> Result<(ModelCard, Vec<f64>), PredictError> {
+) -> Result<(ModelCard, Scores), PredictError> {
     catching(
         || predict_unguarded(checkpoint, images, device),
         PredictError::Aborted,
@@ -628,7 +636,7 @@ fn predict_unguarded(
     checkpoint: &Path,
     images: &[PathBuf],
     device: Device,
-) -> Result<(ModelCard, Vec<f64>), PredictError> {
+) -> Result<(ModelCard, Scores), PredictError> {
     let card = model_card(checkpoint)?;
     let mut vs = nn::VarStore::new(device);
     let net = resnet(&vs.root(), card.arch, 2);
@@ -638,23 +646,34 @@ fn predict_unguarded(
     })?;
     let mode = crate::data::resize_mode(card.resize);
     let size = card.image_size as i64;
-    let mut pixels = Vec::with_capacity(images.len() * (size * size) as usize);
-    for p in images {
-        pixels.extend(crossfold_shared::imaging::load_square(
-            p,
-            card.image_size,
-            mode,
-        )?);
-    }
-    let stack = Tensor::f_from_slice(&pixels)?
-        .f_reshape([images.len() as i64, 1, size, size])?
-        .f_to_device(device)?;
-    let idx = Tensor::f_arange(images.len() as i64, (Kind::Int64, device))?;
     // The training run's numerics (autocast, layout, TF32), on this device.
     let compute = predict_compute(card.compute, device);
     let _globals = compute.apply_globals(&|| false)?;
-    let scores = score(&net, &stack, &idx, card.normalise, 64, compute)?;
-    Ok((card, scores))
+    let mut out: Scores = Vec::with_capacity(images.len());
+    for chunk in images.chunks(PREDICT_CHUNK) {
+        let mut pixels = Vec::with_capacity(chunk.len() * (size * size) as usize);
+        let mut read = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            let image = crossfold_shared::imaging::load_square(p, card.image_size, mode);
+            if let Ok(px) = &image {
+                pixels.extend_from_slice(px);
+            }
+            read.push(image.map(|_| ()));
+        }
+        let n = read.iter().filter(|r| r.is_ok()).count() as i64;
+        let mut scores = Vec::new().into_iter();
+        if n > 0 {
+            let stack = Tensor::f_from_slice(&pixels)?
+                .f_reshape([n, 1, size, size])?
+                .f_to_device(device)?;
+            let idx = Tensor::f_arange(n, (Kind::Int64, device))?;
+            scores = score(&net, &stack, &idx, card.normalise, 64, compute)?.into_iter();
+        }
+        for r in read {
+            out.push(r.map(|()| scores.next().unwrap_or(f64::NAN)));
+        }
+    }
+    Ok((card, out))
 }
 
 /// The compute settings for scoring on `device` with a network trained
@@ -699,8 +718,6 @@ pub enum PredictError {
     Card { path: PathBuf, message: String },
     #[error("{path}: cannot load the checkpoint: {message}")]
     Checkpoint { path: PathBuf, message: String },
-    #[error("{0}")]
-    Image(#[from] crossfold_shared::imaging::ImagingError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("{0}")]

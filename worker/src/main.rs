@@ -105,6 +105,10 @@ enum Command {
         round: u32,
         #[arg(long)]
         out: PathBuf,
+        /// Replace the outputs of an earlier run in --out (checkpoint,
+        /// predictions); without it such a folder is refused.
+        #[arg(long)]
+        force: bool,
         /// CPU threads for libtorch (default: all cores).
         #[arg(long)]
         threads: Option<i32>,
@@ -187,8 +191,9 @@ fn run(cli: Cli) -> Result<()> {
             task,
             round,
             out,
+            force,
             threads,
-        } => train_one(spec, sets, task, round, out, threads),
+        } => train_one(spec, sets, task, round, out, force, threads),
         Command::Bench {
             arch,
             size,
@@ -271,15 +276,29 @@ fn run(cli: Cli) -> Result<()> {
             let class = |s: f64, t: f64| if s >= t { pos } else { neg };
             // predicted: at the spec's threshold; predicted_youden: at the
             // one chosen on the validation set (blank when there was none).
+            // An image that cannot be read is named on stderr, and the
+            // others are scored all the same.
             println!("image,score,predicted,predicted_youden");
+            let mut unread = 0;
             for (p, s) in images.iter().zip(scores) {
-                println!(
-                    "{},{s:.6},{},{}",
-                    crossfold_worker::outputs::quote(&p.to_string_lossy()),
-                    class(s, card.threshold),
-                    card.youden_threshold.map_or("", |t| class(s, t))
-                );
+                match s {
+                    Ok(s) => println!(
+                        "{},{s:.6},{},{}",
+                        crossfold_worker::outputs::quote(&p.to_string_lossy()),
+                        class(s, card.threshold),
+                        card.youden_threshold.map_or("", |t| class(s, t))
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        unread += 1;
+                    }
+                }
             }
+            anyhow::ensure!(
+                unread == 0,
+                "{unread} of {} image(s) could not be read (named above); the others are scored",
+                images.len()
+            );
             Ok(())
         }
     }
@@ -291,11 +310,25 @@ fn train_one(
     task: Task,
     round: u32,
     out: PathBuf,
+    force: bool,
     threads: Option<i32>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    // An --out that cannot take the outputs is found before the training.
+    // An --out that cannot take the outputs is found before the training,
+    // and so is one holding an earlier run's checkpoint.
     writable_dir("--out", &out)?;
+    if !force {
+        let earlier: Vec<&str> = ["model.safetensors", "predictions.csv", "result.json"]
+            .into_iter()
+            .filter(|f| out.join(f).exists())
+            .collect();
+        anyhow::ensure!(
+            earlier.is_empty(),
+            "--out {}: holds an earlier run's {}; add --force to replace them, or give another --out",
+            out.display(),
+            earlier.join(", ")
+        );
+    }
     let overrides: Vec<Override> = sets.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     let spec = Spec::load(&spec_path, &overrides)?;
     if let Some(n) = threads {

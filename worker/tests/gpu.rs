@@ -146,8 +146,11 @@ fn a_model_scores_the_same_on_the_gpu_and_the_cpu() {
     let root = dir.path().join("data");
     let images: Vec<_> = r.predictions.iter().map(|p| root.join(&p.image)).collect();
     let checkpoint = out.join("model.safetensors");
-    let (_, on_gpu) = predict(&checkpoint, &images, device).unwrap();
-    let (_, on_cpu) = predict(&checkpoint, &images, tch::Device::Cpu).unwrap();
+    let scores = |d| -> Vec<f64> {
+        let (_, s) = predict(&checkpoint, &images, d).unwrap();
+        s.into_iter().map(Result::unwrap).collect()
+    };
+    let (on_gpu, on_cpu) = (scores(device), scores(tch::Device::Cpu));
     for ((p, g), c) in r.predictions.iter().zip(&on_gpu).zip(&on_cpu) {
         assert!(
             (p.score - g).abs() < 1e-4,

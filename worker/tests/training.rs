@@ -130,8 +130,33 @@ fn outputs_and_predict_agree() {
         .map(|x| p.manifest.root.join(&x.image))
         .collect();
     let (_, scores) = predict(&out.join("model.safetensors"), &images, tch::Device::Cpu).unwrap();
+    let scores: Vec<f64> = scores.into_iter().map(Result::unwrap).collect();
     for (x, s) in r.predictions.iter().zip(&scores) {
         assert!((x.score - s).abs() < 1e-5, "{} vs {s}", x.score);
+    }
+    // An unreadable image among them gets its error in its place; the
+    // others keep their scores.
+    let broken = dir.path().join("broken.png");
+    std::fs::write(&broken, b"not an image").unwrap();
+    let mut with_broken = images.clone();
+    with_broken.insert(1, broken.clone());
+    let (_, mixed) = predict(
+        &out.join("model.safetensors"),
+        &with_broken,
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(mixed.len(), images.len() + 1);
+    let err = mixed[1].as_ref().unwrap_err().to_string();
+    assert!(err.contains("broken.png"), "{err}");
+    let rest: Vec<f64> = mixed
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 1)
+        .map(|(_, s)| *s.as_ref().unwrap())
+        .collect();
+    for (a, b) in rest.iter().zip(&scores) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
     // The checkpoint carries its card (spec, provenance) in its metadata:
     // copied alone, without model.json, it still scores the same.
@@ -148,6 +173,7 @@ fn outputs_and_predict_agree() {
         tch::Device::Cpu,
     )
     .unwrap();
+    let again: Vec<f64> = again.into_iter().map(Result::unwrap).collect();
     assert_eq!(again, scores);
     let embedded = crossfold_worker::outputs::read_card(&alone.join("weights.safetensors"))
         .unwrap()
@@ -455,6 +481,41 @@ fn the_train_command_writes_predictions() {
     let fields: Vec<&str> = lines[1].rsplitn(4, ',').collect();
     assert!(["normal", "tumour"].contains(&fields[0]), "{printed}");
     assert!(["normal", "tumour"].contains(&fields[1]), "{printed}");
+    // Images that cannot be read are named, the others still scored, and
+    // the exit status says that not all were.
+    let o = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
+        .args(["predict", "--checkpoint"])
+        .arg(out.join("model.safetensors"))
+        .arg(dir.path().join("missing.png"))
+        .arg(&image)
+        .arg(dir.path().join("spec.toml"))
+        .output()
+        .unwrap();
+    let (printed, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(!o.status.success());
+    assert_eq!(printed.lines().count(), 2, "{printed}");
+    assert!(printed.contains("a,b.png"), "{printed}");
+    assert!(
+        err.contains("missing.png") && err.contains("spec.toml") && err.contains("2 of 3 image(s)"),
+        "{err}"
+    );
+    // An --out with an earlier run in it is not overwritten silently.
+    let o = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
+        .args(["train", "--spec"])
+        .arg(dir.path().join("spec.toml"))
+        .args(["--task", "screening", "--round", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("earlier run's model.safetensors") && err.contains("--force"),
+        "{err}"
+    );
     // An --out that is a file is refused before any training.
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
@@ -481,7 +542,7 @@ fn the_train_command_writes_predictions() {
             "1",
             "--out",
         ])
-        .arg(&out)
+        .arg(dir.path().join("other"))
         .output()
         .unwrap();
     assert!(!bad.status.success());
