@@ -150,10 +150,16 @@ pub fn write_file(path: &PathBuf, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// A fraction as a percentage with one decimal, rounding halves up as the
+/// paper does (9/16 = 56.25 % -> 56.3; `format!` alone rounds that tie to
+/// even, 56.2). Every table, in the terminal and in the reports, uses it.
+pub fn percent(x: f64) -> String {
+    format!("{:.1}", (x * 1000.0 + 1e-9).round() / 10.0)
+}
+
 /// Format an optional fraction as a percentage with one decimal, or `-`.
 pub fn pct(v: Option<f64>) -> String {
-    v.map(|x| format!("{:.1}", 100.0 * x))
-        .unwrap_or_else(|| "-".into())
+    v.map(percent).unwrap_or_else(|| "-".into())
 }
 
 /// Format an optional number with `digits` decimals, or `-`.

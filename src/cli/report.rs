@@ -38,12 +38,9 @@ pub(super) fn f(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
 }
 
-/// A percentage with one decimal, rounding halves up as the paper does, or "–".
+/// A percentage with one decimal ([`super::percent`]), or "–".
 pub(super) fn pct(v: Option<f64>) -> String {
-    match v {
-        Some(x) => format!("{:.1}", (x * 1000.0 + 1e-9).round() / 10.0),
-        None => "–".into(),
-    }
+    v.map(super::percent).unwrap_or_else(|| "–".into())
 }
 
 pub(super) fn dec(v: Option<f64>, d: usize) -> String {
@@ -456,6 +453,23 @@ fn csv_field(s: &str) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn percentages_round_halves_up_the_same_in_the_terminal_and_the_reports() {
+        // 9/16, 13/16, 5/32: exact binary fractions whose tie `format!`
+        // would round to even.
+        for (x, want) in [
+            (0.5625, "56.3"),
+            (0.8125, "81.3"),
+            (0.15625, "15.6"),
+            (0.25, "25.0"),
+        ] {
+            assert_eq!(pct(Some(x)), want, "{x}");
+            assert_eq!(super::super::pct(Some(x)), want, "{x}");
+        }
+        assert_eq!(pct(None), "–");
+        assert_eq!(super::super::pct(None), "-");
+    }
 
     #[test]
     fn worker_warnings_are_listed_by_task_and_round() {
