@@ -698,6 +698,19 @@ fn a_finished_experiment_cannot_be_cancelled() {
     assert_eq!(out.trim(), id);
     assert!(err.contains("not submitted again"), "{err}");
     assert_eq!(status(&url, &id)["jobs"]["succeeded"], 5);
+    // Finished jobs carry no progress (an old ETA would read as running).
+    let (code, out, err) = cli(&["watch", &id, "--coordinator", &url, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["job"].is_string())
+        .collect();
+    assert_eq!(events.len(), 5, "{out}");
+    for e in &events {
+        assert_eq!(e["state"], "succeeded", "{e}");
+        assert!(e["progress"].is_null(), "{e}");
+    }
 }
 
 /// Worker processes (pid, state letter) whose command line names `dir`.

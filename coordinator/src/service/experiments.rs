@@ -64,7 +64,11 @@ impl ExperimentsService {
                     attempt,
                     worker_id: worker,
                     last_error: error.unwrap_or_default(),
-                    progress: self.coordinator.progress_of(e.id, &j.key, attempt),
+                    // Only a running job's: a finished one's last progress
+                    // (its ETA) would read as still going.
+                    progress: matches!(j.state, JobState::Leased(_))
+                        .then(|| self.coordinator.progress_of(e.id, &j.key, attempt))
+                        .flatten(),
                 }
             })
             .collect();
