@@ -13,6 +13,8 @@ use crate::synth::{self, SynthConfig, SynthError};
 pub enum PrepareError {
     #[error("dataset.manifest = {manifest:?}: {path} does not exist (and the spec has no [dataset.synthetic] to generate it)")]
     NoManifest { manifest: String, path: String },
+    #[error("dataset.manifest = {manifest:?}: {path} is a folder; name the manifest file in it (e.g. {path}/manifest.csv)")]
+    ManifestIsFolder { manifest: String, path: String },
     #[error("dataset.manifest = {0:?}: a synthetic cohort's manifest must be named manifest.csv")]
     SyntheticName(String),
     #[error("generating the synthetic cohort: {0}")]
@@ -91,6 +93,12 @@ pub fn prepare_task(spec: &Spec, task: Task) -> Result<(Prepared, Option<String>
 
 fn prepare_dataset(spec: &Spec) -> Result<(Manifest, Fingerprint, bool), PrepareError> {
     let path = spec.manifest_path();
+    if path.is_dir() {
+        return Err(PrepareError::ManifestIsFolder {
+            manifest: spec.dataset.manifest.clone(),
+            path: path.display().to_string(),
+        });
+    }
     let mut generated = false;
     if !path.exists() {
         let Some(s) = &spec.dataset.synthetic else {
@@ -167,6 +175,21 @@ mod tests {
         // The task at fault itself still fails, with the same error.
         let err = prepare_task(&spec, Task::Malignancy).unwrap_err();
         assert!(err.to_string().contains("no benign image"), "{err}");
+    }
+
+    #[test]
+    fn a_manifest_that_is_a_folder_is_named_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("images")).unwrap();
+        let path = dir.path().join("spec.toml");
+        std::fs::write(&path, "name = \"t\"\n[dataset]\nmanifest = \"images\"\n").unwrap();
+        let err = prepare(&Spec::load(&path, &[]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("dataset.manifest = \"images\"") && err.contains("is a folder"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -159,9 +159,16 @@ pub fn plan_text(plan: &SplitPlan, manifest: &Manifest) -> String {
             .count()
             .to_string()
     };
+    // The protocol as a spec spells it (`paper`, `leave-p-groups-out`).
+    let kind = serde_json::to_value(plan.protocol.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    // Groups are numbered from 1 here, as rounds are (plan.json keeps the
+    // 0-based indices).
     let mut out = format!(
-        "split plan {} ({:?} protocol, seed {})\n\n",
-        plan.plan_sha256, plan.protocol.kind, plan.protocol.seed
+        "split plan {} ({kind} protocol, seed {})\n\n",
+        plan.plan_sha256, plan.protocol.seed
     );
     let rows: Vec<Vec<String>> = plan
         .groups
@@ -169,7 +176,7 @@ pub fn plan_text(plan: &SplitPlan, manifest: &Manifest) -> String {
         .enumerate()
         .map(|(i, g)| {
             vec![
-                i.to_string(),
+                (i + 1).to_string(),
                 count(g, Label::Normal),
                 count(g, Label::Benign),
                 count(g, Label::Malignant),
@@ -199,7 +206,7 @@ pub fn plan_text(plan: &SplitPlan, manifest: &Manifest) -> String {
                     r.round.to_string(),
                     r.test_groups
                         .iter()
-                        .map(|g| g.to_string())
+                        .map(|g| (g + 1).to_string())
                         .collect::<Vec<_>>()
                         .join("+"),
                     r.train.len().to_string(),

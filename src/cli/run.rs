@@ -74,9 +74,10 @@ fn worker_gpus(device: Device, found: usize) -> Result<(usize, usize)> {
     match device {
         Device::Auto => Ok((found, 0)),
         Device::Cpu => Ok((0, 0)),
-        Device::Cuda(_) if found == 0 => bail!(
-            "train.device = cuda, but this machine has no GPU that nvidia-smi can see; \
-             set train.device = \"auto\" or \"cpu\" to train on the CPU"
+        Device::Cuda(index) if found == 0 => bail!(
+            "train.device = {}, but this machine has no GPU that nvidia-smi can see; \
+             set train.device = \"auto\" or \"cpu\" to train on the CPU",
+            index.map_or("cuda".to_string(), |i| format!("cuda:{i}"))
         ),
         Device::Cuda(None) => Ok((found, 0)),
         Device::Cuda(Some(i)) if i < found => Ok((1, i)),
@@ -269,6 +270,10 @@ mod tests {
             err.contains("train.device = cuda") && err.contains("no GPU"),
             "{err}"
         );
+        let err = worker_gpus(Device::Cuda(Some(1)), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.device = cuda:1,"), "{err}");
         let err = worker_gpus(Device::Cuda(Some(2)), 2)
             .unwrap_err()
             .to_string();

@@ -31,6 +31,9 @@ pub enum IssueKind {
     DuplicateContent,
     /// Warning: every pixel has the same value.
     BlankImage,
+    /// Warning: two patient ids that differ only in letter case (`P0001`,
+    /// `p0001`): two patients to crossfold, perhaps one in fact.
+    PatientIdCase,
 }
 
 /// One finding, naming the manifest line, the row's path and the bad value.
@@ -172,6 +175,29 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
                         first.1, first.0.line, first.0.path
                     ),
                 ));
+            }
+        }
+    }
+
+    // Patient ids that differ only in case: counted as two patients, so
+    // one patient's images could land on both sides of a round.
+    let mut by_folded: BTreeMap<String, &RawRow> = BTreeMap::new();
+    for (patient, images) in &by_patient {
+        let folded = patient.to_lowercase();
+        match by_folded.get(&folded) {
+            Some(first) => warnings.push(issue(
+                IssueKind::PatientIdCase,
+                images[0].0,
+                Some("patient_id"),
+                Some(patient),
+                format!(
+                    "differs from patient {:?} (line {}) only in letter case: they are two patients here; \
+                     if they are one, spell the id the same",
+                    first.patient_id, first.line
+                ),
+            )),
+            None => {
+                by_folded.insert(folded, images[0].0);
             }
         }
     }
@@ -374,6 +400,31 @@ mod tests {
         assert_eq!(report.warnings[0].kind, IssueKind::BlankImage);
         assert!(report.errors[0].to_string().contains("\"Tumor\""));
         assert!(report.errors[7].to_string().contains("\"p1\""));
+    }
+
+    #[test]
+    fn patient_ids_that_differ_only_in_case_are_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_png(&d.join("a.png"), 10, true);
+        write_png(&d.join("b.png"), 20, true);
+        write_png(&d.join("c.png"), 30, true);
+        let manifest = d.join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\na.png,normal,P0001\nb.png,normal,p0001\nc.png,normal,P0002\n",
+        )
+        .unwrap();
+        let report = check(&manifest, None).unwrap();
+        assert!(report.ok(), "{:?}", report.errors);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        let w = &report.warnings[0];
+        assert_eq!((w.kind, w.line), (IssueKind::PatientIdCase, 3));
+        let text = w.to_string();
+        assert!(
+            text.contains("patient_id = \"p0001\"") && text.contains("\"P0001\" (line 2)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -119,7 +119,8 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
             "must be >= 0",
         );
     }
-    if t.warmup_epochs >= t.epochs.max(1) && t.warmup_epochs > 0 {
+    // Only against a valid train.epochs: with epochs = 0 that one error says it all.
+    if t.epochs >= 1 && t.warmup_epochs >= t.epochs && t.warmup_epochs > 0 {
         bad(
             "train.warmup_epochs",
             t.warmup_epochs.to_string(),
