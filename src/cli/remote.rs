@@ -397,6 +397,12 @@ fn show_event(
         ),
         None => String::new(),
     };
+    // A queued or running job's message is its previous attempt's error.
+    let about = if matches!(state, "pending" | "leased") {
+        "last attempt"
+    } else {
+        "error"
+    };
     if tty {
         let bar = by_job.entry(ev.job_key.clone()).or_insert_with(|| {
             let b = bars.add(ProgressBar::new(1));
@@ -411,7 +417,7 @@ fn show_event(
         let err = if ev.message.is_empty() {
             String::new()
         } else {
-            format!(" ({})", ev.message)
+            format!(" ({about}: {})", ev.message)
         };
         bar.set_message(format!("{state} #{} {detail}{err}", ev.attempt));
         if state == "succeeded" {
@@ -421,7 +427,7 @@ fn show_event(
         let err = if ev.message.is_empty() {
             String::new()
         } else {
-            format!(" error: {}", ev.message)
+            format!(" {about}: {}", ev.message)
         };
         eprintln!(
             "{} {} attempt {} {}{}",
