@@ -74,13 +74,13 @@ fn undefined_metrics_are_null() {
 fn metrics_errors_name_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("bad.csv");
-    std::fs::write(&f, "label,score\n1,0.9\n2,0.3\n").unwrap();
+    std::fs::write(&f, "label,score\n1,0.9\n2,0.3\n0,x\n").unwrap();
     let run = crossfold(&["metrics", f.to_str().unwrap()]);
     run.failed();
     assert!(
-        run.stderr.contains("bad.csv")
-            && run.stderr.contains("line 3")
-            && run.stderr.contains("label"),
+        run.stderr.contains("bad.csv: 2 bad value(s)")
+            && run.stderr.contains("line 3: label = \"2\"")
+            && run.stderr.contains("line 4: score = \"x\""),
         "{}",
         run.stderr
     );

@@ -46,20 +46,47 @@ pub fn read_scores(path: &Path) -> Result<(Vec<bool>, Vec<f64>)> {
         );
     };
     let (mut labels, mut scores) = (Vec::new(), Vec::new());
+    // Every bad row is listed (the first 20), not just the first.
+    let mut problems = Vec::new();
     for rec in reader.records() {
         let rec = rec.map_err(|e| anyhow!("{name}: {e}"))?;
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let field = |i: usize| rec.get(i).unwrap_or("").trim();
-        labels.push(match field(li) {
-            "1" => true,
-            "0" => false,
-            v => bail!("{name}: line {line}: label = {v:?}: expected 0 or 1"),
-        });
+        let label = match field(li) {
+            "1" => Some(true),
+            "0" => Some(false),
+            v => {
+                problems.push(format!("line {line}: label = {v:?}: expected 0 or 1"));
+                None
+            }
+        };
         let s = field(si);
-        match s.parse::<f64>() {
-            Ok(v) if v.is_finite() => scores.push(v),
-            _ => bail!("{name}: line {line}: score = {s:?}: expected a finite number"),
+        let score = match s.parse::<f64>() {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => {
+                problems.push(format!(
+                    "line {line}: score = {s:?}: expected a finite number"
+                ));
+                None
+            }
+        };
+        if let (Some(l), Some(v)) = (label, score) {
+            labels.push(l);
+            scores.push(v);
         }
+    }
+    if !problems.is_empty() {
+        let shown: Vec<String> = problems.iter().take(20).map(|p| format!("  {p}")).collect();
+        bail!(
+            "{name}: {} bad value(s):\n{}{}",
+            problems.len(),
+            shown.join("\n"),
+            if problems.len() > shown.len() {
+                "\n  ..."
+            } else {
+                ""
+            }
+        );
     }
     if labels.is_empty() {
         bail!("{name}: no rows");
