@@ -21,6 +21,11 @@ pub struct Config {
     pub job_time_limit: Duration,
     /// After a restart, leased jobs get this long for their workers to report.
     pub restart_grace: Duration,
+    /// At start, give every leased job back to the queue at once (not counted
+    /// as an attempt) instead of waiting `restart_grace` for its worker: for
+    /// a coordinator whose workers cannot outlive it (`crossfold run`'s,
+    /// which listens on a new port each time).
+    pub release_leases_on_start: bool,
     /// Most jobs one experiment may have.
     pub max_jobs_per_experiment: usize,
     /// Largest gRPC message accepted or sent.
@@ -70,6 +75,7 @@ impl Config {
             stall_timeout: Duration::from_secs(30 * 60),
             job_time_limit: Duration::from_secs(24 * 3600),
             restart_grace: Duration::from_secs(60),
+            release_leases_on_start: false,
             max_jobs_per_experiment: 10_000,
             max_message_bytes: 16 * 1024 * 1024,
             tls: None,

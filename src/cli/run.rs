@@ -140,6 +140,10 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("--out {}", out.display()))?;
     config.heartbeat_interval = Duration::from_secs(2);
     config.lease_ttl = Duration::from_secs(20);
+    // This coordinator listens on a new port each time, so the workers of an
+    // earlier `run` on this --out (killed outright) can never report: their
+    // jobs go back to the queue at once instead of after a grace period.
+    config.release_leases_on_start = true;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -568,12 +568,20 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
 /// After a restart, give every leased job a grace period for its worker.
 pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorError> {
     let grace = ms(coordinator.config.restart_grace);
+    let release = coordinator.config.release_leases_on_start;
     let n = coordinator
         .with_store(move |s| {
             let mut n = 0;
             for job in s.active_jobs()? {
-                if matches!(job.state, JobState::Leased(_)) {
-                    let next = job.state.reclaim_after_restart(now_ms(), grace);
+                if let JobState::Leased(l) = &job.state {
+                    // With `release`, its worker is gone with the
+                    // coordinator that leased it (a release by the lease's
+                    // own attempt and worker is never refused).
+                    let released = release
+                        .then(|| job.state.release(l.attempt, &l.worker_id).ok())
+                        .flatten();
+                    let next = released
+                        .unwrap_or_else(|| job.state.reclaim_after_restart(now_ms(), grace));
                     if s.update_job(job.experiment, &job.key, job.version, next)
                         .is_ok()
                     {
@@ -600,6 +608,48 @@ pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::store::tests::{experiment, jobs};
+    use crate::store::{MemoryStore, Store};
+
+    /// A coordinator over a store with one experiment whose job "a" is
+    /// leased (attempt 1, worker "gone") and "b" pending.
+    fn restarted(release: bool) -> (Arc<Coordinator>, uuid::Uuid) {
+        let store = Arc::new(MemoryStore::new());
+        let (e, _) = store
+            .create_experiment(experiment(1), jobs(&["a", "b"]))
+            .unwrap();
+        let a = &store.jobs(e.id).unwrap()[0];
+        let leased = a.state.lease("gone", now_ms(), 30_000).unwrap();
+        store.update_job(e.id, "a", a.version, leased).unwrap();
+        let mut config = Config::new("unused.db".into(), Vec::new());
+        config.release_leases_on_start = release;
+        (Coordinator::new(store, config), e.id)
+    }
+
+    #[tokio::test]
+    async fn a_restart_keeps_leases_for_their_workers_or_releases_them() {
+        // A standalone coordinator: the lease waits for its worker.
+        let (c, id) = restarted(false);
+        assert_eq!(recover(&c).await.unwrap(), 1);
+        let jobs = c.with_store(move |s| s.jobs(id)).await.unwrap();
+        assert_eq!(jobs[0].state.name(), "leased");
+        // `crossfold run`'s: the job is queued again at once, and the lost
+        // attempt does not count against the retry budget.
+        let (c, id) = restarted(true);
+        assert_eq!(recover(&c).await.unwrap(), 1);
+        let jobs = c.with_store(move |s| s.jobs(id)).await.unwrap();
+        assert_eq!(
+            jobs[0].state,
+            JobState::Pending(crate::state::Pending {
+                attempts: 1,
+                released: 1,
+                not_before_ms: 0,
+                last_error: None,
+            })
+        );
+        assert_eq!(jobs[1].state.name(), "pending");
+    }
 
     #[test]
     fn warnings_are_kept_as_bounded_single_lines() {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub mod memory;
 pub mod sqlite;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
