@@ -395,6 +395,9 @@ fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
         doc["missing_rounds"].as_array().unwrap().is_empty(),
         "{doc}"
     );
+    // The aggregate was made again: it covers all five rounds.
+    let summary = &doc["tasks"]["screening"]["summary"];
+    assert_eq!(summary["auc"]["n"], 5, "{summary}");
 }
 
 #[test]

@@ -222,36 +222,29 @@ impl Experiments for ExperimentsService {
                 .await
                 .map_err(|e| CoordinatorError::Internal(e.to_string()))??;
         let dataset = record.dataset_sha256.clone();
-        let (stored, created, resumed) = self
+        let (stored, created, replay, resumed) = self
             .coordinator
             .with_store(move |s| {
+                let request_id = record.request_id.clone();
                 let (stored, created) = s.create_experiment(record, jobs)?;
                 // The same spec and data again after a cancel or a failure:
                 // the rounds that were cut off or failed are queued again,
-                // succeeded ones are kept.
-                let mut resumed = 0;
-                if !created {
-                    let again: Vec<JobRecord> = s
-                        .jobs(stored.id)?
-                        .into_iter()
-                        .filter(|j| matches!(j.state, JobState::Cancelled(_) | JobState::Failed(_)))
-                        .collect();
-                    if stored.cancelled || !again.is_empty() {
-                        s.reopen(stored.id)?;
-                    }
-                    for j in again {
-                        s.update_job(stored.id, &j.key, j.version, j.state.resume())?;
-                        resumed += 1;
-                    }
-                }
-                Ok((stored, created, resumed))
+                // succeeded ones are kept. A repeat of the same request (a
+                // client's retry) only gets the id back.
+                let replay = request_id.is_some() && stored.request_id == request_id;
+                let resumed = if created || replay {
+                    0
+                } else {
+                    s.resume(stored.id)?
+                };
+                Ok((stored, created, replay, resumed))
             })
             .await?;
         self.coordinator
             .remember_files(&dataset, &files.0, &files.1);
         tracing::info!(experiment = %stored.id, name = %stored.name, created, resumed, "experiment submitted");
         self.coordinator.changed.notify_waiters();
-        if resumed == 0 && !created && stored.cancelled {
+        if resumed == 0 && !created && !replay && stored.cancelled {
             // Cancelled with every job already finished: nothing to run, but it is not cancelled any more.
             self.coordinator.maybe_finish(stored.id).await?;
         }

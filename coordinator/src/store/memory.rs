@@ -196,12 +196,28 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn reopen(&self, id: ExperimentId) -> Result<(), StoreError> {
+    fn resume(&self, id: ExperimentId) -> Result<u32, StoreError> {
         let mut inner = self.lock();
-        let e = inner.experiment_mut(id)?;
-        e.cancelled = false;
-        e.summary_json = None;
-        Ok(())
+        let was_cancelled = inner.experiment_mut(id)?.cancelled;
+        let mut resumed = 0;
+        for job in inner
+            .jobs
+            .get_mut(&id)
+            .ok_or(StoreError::NoExperiment(id))?
+            .values_mut()
+        {
+            if matches!(job.state, JobState::Cancelled(_) | JobState::Failed(_)) {
+                job.state = job.state.resume();
+                job.version += 1;
+                resumed += 1;
+            }
+        }
+        if was_cancelled || resumed > 0 {
+            let e = inner.experiment_mut(id)?;
+            e.cancelled = false;
+            e.summary_json = None;
+        }
+        Ok(resumed)
     }
 
     fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError> {

@@ -180,10 +180,13 @@ pub trait Store: Send + Sync + 'static {
     /// the caller cancels them with [`Store::update_job`].
     fn set_cancelled(&self, id: ExperimentId) -> Result<(), StoreError>;
 
-    /// Clear the cancelled mark and the aggregated results: a cancelled
-    /// experiment submitted again runs on. Its jobs are not touched: the
-    /// caller resumes them with [`Store::update_job`].
-    fn reopen(&self, id: ExperimentId) -> Result<(), StoreError>;
+    /// The experiment submitted again, in one transaction: its cancelled
+    /// and failed jobs are queued again ([`JobState::resume`]) and, when the
+    /// experiment was cancelled or any job was queued again, the cancelled
+    /// mark and the aggregated results are cleared. Returns how many jobs
+    /// were queued again. One transaction, so no job can finish in between
+    /// and leave a summary that misses the resumed rounds.
+    fn resume(&self, id: ExperimentId) -> Result<u32, StoreError>;
 
     /// Store the experiment's aggregated results (replacing any earlier).
     fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError>;

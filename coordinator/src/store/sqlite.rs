@@ -421,18 +421,33 @@ impl Store for SqliteStore {
         })
     }
 
-    fn reopen(&self, id: ExperimentId) -> Result<(), StoreError> {
+    fn resume(&self, id: ExperimentId) -> Result<u32, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE experiment = ?1 ORDER BY key");
         self.write(|tx| {
-            let n = tx
-                .execute(
+            let was_cancelled: bool = tx
+                .query_row(
+                    "SELECT cancelled FROM experiments WHERE id = ?1",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db(&self.label)?
+                .ok_or(StoreError::NoExperiment(id))?;
+            let mut resumed = 0;
+            for job in self.query_jobs(tx, &sql, [id.to_string()])? {
+                if matches!(job.state, JobState::Cancelled(_) | JobState::Failed(_)) {
+                    self.put_state(tx, &job, &job.state.resume())?;
+                    resumed += 1;
+                }
+            }
+            if was_cancelled || resumed > 0 {
+                tx.execute(
                     "UPDATE experiments SET cancelled = 0, summary_json = NULL WHERE id = ?1",
                     [id.to_string()],
                 )
                 .db(&self.label)?;
-            if n == 0 {
-                return Err(StoreError::NoExperiment(id));
             }
-            Ok(())
+            Ok(resumed)
         })
     }
 

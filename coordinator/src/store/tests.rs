@@ -37,6 +37,7 @@ store_suite!(
     commit_result_once_twice_and_wrong_attempt,
     results_are_ordered_by_key,
     cancel_and_summary,
+    resume_queues_failed_and_cancelled_jobs_again_and_keeps_the_rest,
     active_jobs_are_the_unfinished_ones_in_submission_order,
     job_counts_are_per_state_across_experiments,
 );
@@ -200,7 +201,7 @@ fn unknown_experiment_and_job(store: &dyn Store) {
         Err(StoreError::NoExperiment(_))
     ));
     assert!(matches!(
-        store.reopen(missing),
+        store.resume(missing),
         Err(StoreError::NoExperiment(_))
     ));
     let e = create(store, 1, &["a"]);
@@ -340,12 +341,56 @@ fn cancel_and_summary(store: &dyn Store) {
     assert_eq!(got.summary_json.as_deref(), Some("{\"auc\":0.8}"));
     // The jobs are not touched.
     assert_eq!(store.job(e.id, "a").unwrap().version, 0);
-    // Submitted again: running, without the stale summary.
-    store.reopen(e.id).unwrap();
+    // Submitted again: running, without the stale summary; its pending
+    // job is left as it is.
+    assert_eq!(store.resume(e.id).unwrap(), 0);
     let got = store.experiment(e.id).unwrap();
     assert!(!got.cancelled);
     assert_eq!(got.summary_json, None);
     assert_eq!(store.job(e.id, "a").unwrap().version, 0);
+}
+
+fn resume_queues_failed_and_cancelled_jobs_again_and_keeps_the_rest(store: &dyn Store) {
+    let e = create(store, 1, &["ok", "bad", "off", "run", "wait"]);
+    lease(store, e.id, "ok");
+    store.commit_result(e.id, "ok", 1, 1, "{}").unwrap();
+    let bad = lease(store, e.id, "bad");
+    let failed = bad
+        .state
+        .fail(1, "bad file", false, 1, &RetryPolicy::default())
+        .unwrap();
+    store.update_job(e.id, "bad", bad.version, failed).unwrap();
+    let off = lease(store, e.id, "off");
+    store
+        .update_job(e.id, "off", off.version, off.state.cancel())
+        .unwrap();
+    let run = lease(store, e.id, "run");
+    store.set_summary(e.id, "{\"stale\":true}").unwrap();
+
+    assert_eq!(store.resume(e.id).unwrap(), 2);
+    let state = |k: &str| store.job(e.id, k).unwrap();
+    assert_eq!(state("ok").state.name(), "succeeded");
+    assert_eq!(state("run"), run, "a running job is not touched");
+    assert_eq!(state("wait").state.name(), "pending");
+    for k in ["bad", "off"] {
+        let j = state(k);
+        assert_eq!(j.state.name(), "pending", "{k}");
+        // A compare-and-set version bump, and the next lease is attempt 2.
+        assert!(j.version > 0, "{k}");
+        let again = j.state.lease("w", 10, 60_000).unwrap();
+        assert!(
+            matches!(again, JobState::Leased(ref l) if l.attempt == 2),
+            "{k}"
+        );
+    }
+    assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
+    // Nothing left to resume: the summary of a finished run is kept.
+    store.set_summary(e.id, "{}").unwrap();
+    assert_eq!(store.resume(e.id).unwrap(), 0);
+    assert_eq!(
+        store.experiment(e.id).unwrap().summary_json.as_deref(),
+        Some("{}")
+    );
 }
 
 fn active_jobs_are_the_unfinished_ones_in_submission_order(store: &dyn Store) {
