@@ -122,6 +122,13 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
     }
 
     let (_, problems) = check_rows(&rows);
+    let all_rows = rows.len();
+    // A row with too many or too few fields has its values in the wrong
+    // columns: reported above, and kept out of every check below.
+    let rows: Vec<RawRow> = rows
+        .into_iter()
+        .filter(|r| r.fields.0 == r.fields.1)
+        .collect();
     for p in problems {
         errors.push(Issue {
             kind: IssueKind::BadValue,
@@ -182,12 +189,17 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
     // Patient ids that differ only in case: counted as two patients, so
     // one patient's images could land on both sides of a round.
     let mut by_folded: BTreeMap<String, &RawRow> = BTreeMap::new();
-    for (patient, images) in &by_patient {
+    let mut in_order: Vec<(&str, &RawRow)> = by_patient
+        .iter()
+        .map(|(patient, images)| (*patient, images[0].0))
+        .collect();
+    in_order.sort_by_key(|(_, row)| row.line);
+    for (patient, first_row) in in_order {
         let folded = patient.to_lowercase();
         match by_folded.get(&folded) {
             Some(first) => warnings.push(issue(
                 IssueKind::PatientIdCase,
-                images[0].0,
+                first_row,
                 Some("patient_id"),
                 Some(patient),
                 format!(
@@ -197,7 +209,7 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
                 ),
             )),
             None => {
-                by_folded.insert(folded, images[0].0);
+                by_folded.insert(folded, first_row);
             }
         }
     }
@@ -261,7 +273,7 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
     Ok(CheckReport {
         manifest: manifest.to_path_buf(),
         data_root: root,
-        rows: rows.len(),
+        rows: all_rows,
         counts,
         patients: by_patient.len(),
         errors,
@@ -403,6 +415,38 @@ mod tests {
     }
 
     #[test]
+    fn a_ragged_row_is_one_error_and_kept_out_of_the_file_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_png(&d.join("a.png"), 10, true);
+        write_png(&d.join("c.png"), 30, true);
+        let manifest = d.join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\na.png,normal,p1\nb,x.png,benign,p2\nc.png,malignant\n",
+        )
+        .unwrap();
+        let report = check(&manifest, None).unwrap();
+        let found: Vec<_> = report
+            .errors
+            .iter()
+            .map(|e| (e.line, e.kind, e.field.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (3, IssueKind::BadValue, Some("fields")),
+                (4, IssueKind::BadValue, Some("fields"))
+            ],
+            "{:?}",
+            report.errors
+        );
+        assert_eq!(report.rows, 3);
+        assert_eq!(report.counts.get("malignant"), None, "{:?}", report.counts);
+        assert_eq!(report.patients, 1);
+    }
+
+    #[test]
     fn patient_ids_that_differ_only_in_case_are_a_warning() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -412,7 +456,7 @@ mod tests {
         let manifest = d.join("manifest.csv");
         std::fs::write(
             &manifest,
-            "path,label,patient_id\na.png,normal,P0001\nb.png,normal,p0001\nc.png,normal,P0002\n",
+            "path,label,patient_id\na.png,normal,p0001\nb.png,normal,P0001\nc.png,normal,P0002\n",
         )
         .unwrap();
         let report = check(&manifest, None).unwrap();
@@ -422,7 +466,8 @@ mod tests {
         assert_eq!((w.kind, w.line), (IssueKind::PatientIdCase, 3));
         let text = w.to_string();
         assert!(
-            text.contains("patient_id = \"p0001\"") && text.contains("\"P0001\" (line 2)"),
+            // The later line is the one warned about, naming the earlier.
+            text.contains("patient_id = \"P0001\"") && text.contains("\"p0001\" (line 2)"),
             "{text}"
         );
     }

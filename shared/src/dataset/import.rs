@@ -74,35 +74,21 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
             ));
             continue;
         };
+        // A class folder may be a link, but not to a folder outside the root.
+        if is_link(&path) && !within(root, &real_root, &path, &mut problems) {
+            continue;
+        }
         found_class = true;
         for item in sorted_dir(&path).map_err(io(&path))? {
-            if is_link(&item) {
-                match item.canonicalize() {
-                    Ok(target) if !target.starts_with(&real_root) => {
-                        problems.push(format!(
-                            "{}: a symbolic link to {}, outside the root",
-                            relative(root, &item),
-                            target.display()
-                        ));
-                        continue;
-                    }
-                    Ok(target) if target.is_dir() => {
-                        skipped.push(item);
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        problems.push(format!("{}: {e}", relative(root, &item)));
-                        continue;
-                    }
-                }
+            if !follow(root, &real_root, &item, &mut skipped, &mut problems) {
+                continue;
             }
             if item.is_dir() {
                 let patient = item
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let files = walk_files(&item, &real_root, &mut skipped, &mut problems)
+                let files = walk_files(root, &real_root, &item, &mut skipped, &mut problems)
                     .map_err(io(&item))?;
                 for file in files {
                     add(root, &file, label, &patient, &mut entries, &mut skipped);
@@ -206,41 +192,70 @@ fn sorted_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Every file under `dir`. Links are checked as in [`import_tree`]: one
 /// that leads out of `real_root` is a problem, one to a folder is skipped.
 fn walk_files(
-    dir: &Path,
+    root: &Path,
     real_root: &Path,
+    dir: &Path,
     skipped: &mut Vec<PathBuf>,
     problems: &mut Vec<String>,
 ) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in sorted_dir(dir)? {
-        if is_link(&p) {
-            match p.canonicalize() {
-                Ok(target) if !target.starts_with(real_root) => {
-                    problems.push(format!(
-                        "{}: a symbolic link to {}, outside the root",
-                        p.display(),
-                        target.display()
-                    ));
-                    continue;
-                }
-                Ok(target) if target.is_dir() => {
-                    skipped.push(p);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    problems.push(format!("{}: {e}", p.display()));
-                    continue;
-                }
-            }
+        if !follow(root, real_root, &p, skipped, problems) {
+            continue;
         }
         if p.is_dir() {
-            out.extend(walk_files(&p, real_root, skipped, problems)?);
+            out.extend(walk_files(root, real_root, &p, skipped, problems)?);
         } else {
             out.push(p);
         }
     }
     Ok(out)
+}
+
+/// Whether to take `p` (below a class folder): anything but a link, or a
+/// link to a file inside the root. A link out of the root, or to nothing,
+/// is a problem; a link to a folder is skipped (following it could loop).
+fn follow(
+    root: &Path,
+    real_root: &Path,
+    p: &Path,
+    skipped: &mut Vec<PathBuf>,
+    problems: &mut Vec<String>,
+) -> bool {
+    if !is_link(p) {
+        return true;
+    }
+    if !within(root, real_root, p, problems) {
+        return false;
+    }
+    if p.is_dir() {
+        skipped.push(p.to_path_buf());
+        return false;
+    }
+    true
+}
+
+/// Whether the link `p` leads to something inside the root; if not, the
+/// problem is recorded, naming `p` relative to the root.
+fn within(root: &Path, real_root: &Path, p: &Path, problems: &mut Vec<String>) -> bool {
+    match p.canonicalize() {
+        Ok(target) if target.starts_with(real_root) => true,
+        Ok(target) => {
+            problems.push(format!(
+                "{}: a symbolic link to {}, outside the root",
+                relative(root, p),
+                target.display()
+            ));
+            false
+        }
+        Err(e) => {
+            problems.push(format!(
+                "{}: a symbolic link to nothing: {e}",
+                relative(root, p)
+            ));
+            false
+        }
+    }
 }
 
 fn is_link(p: &Path) -> bool {
@@ -359,9 +374,13 @@ mod tests {
             .unwrap();
         // A link back up the tree: followed, it would never end.
         std::os::unix::fs::symlink(&r, r.join("benign/P2/loop")).unwrap();
+        // A link out of the root deep in a patient's folder.
+        std::os::unix::fs::symlink(outside.path().join("far.png"), r.join("benign/P2/far.png"))
+            .unwrap();
         let err = import_tree(&r).unwrap_err().to_string();
         for part in [
-            "4 problem(s); no manifest written",
+            "5 problem(s); no manifest written",
+            "\n  benign/P2/far.png: a symbolic link to",
             "patient \"P0001\" is under malignant (malignant/P0001.png) and normal (normal/P0001.png)",
             "benign/link.png: a symbolic link to",
             "outside the root",
@@ -373,17 +392,38 @@ mod tests {
     }
 
     #[test]
+    fn a_class_folder_linked_out_of_the_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        touch(&dir.path().join("normal/n1.png"));
+        touch(&outside.path().join("b1.png"));
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("benign")).unwrap();
+        let err = import_tree(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("1 problem(s)") && err.contains("\n  benign: a symbolic link to"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn links_inside_the_root_are_kept_and_links_to_folders_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
         touch(&r.join("normal/n1.png"));
-        touch(&r.join("normal/n2.png"));
+        // A file kept at the top level (itself skipped), linked from a class.
+        touch(&r.join("b1-original.png"));
         std::fs::create_dir_all(r.join("benign")).unwrap();
-        std::os::unix::fs::symlink(r.join("normal/n2.png"), r.join("benign/b1.png")).unwrap();
+        std::os::unix::fs::symlink(r.join("b1-original.png"), r.join("benign/b1.png")).unwrap();
         std::os::unix::fs::symlink(r.join("normal"), r.join("benign/P9")).unwrap();
+        // A class folder that is a link to a (hidden) folder inside the root.
+        touch(&r.join(".store/m1.png"));
+        std::os::unix::fs::symlink(r.join(".store"), r.join("malignant")).unwrap();
         let (m, summary) = import_tree(r).unwrap();
         let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["normal/n1.png", "normal/n2.png", "benign/b1.png"]);
+        assert_eq!(
+            paths,
+            ["normal/n1.png", "benign/b1.png", "malignant/m1.png"]
+        );
         assert!(
             summary.skipped_files.contains(&r.join("benign/P9")),
             "{summary:?}"
