@@ -774,7 +774,7 @@ fn run_stops_its_workers_when_interrupted_or_killed() {
             let err = String::from_utf8_lossy(&second.stderr);
             assert!(!second.status.success(), "{err}");
             assert!(
-                err.contains("another coordinator is using this database"),
+                err.contains("another `crossfold run` is using it") && !err.contains("data set"),
                 "{err}"
             );
             let text = std::fs::read(&log).unwrap();
@@ -1084,7 +1084,7 @@ fn run_refuses_a_bad_data_set_and_leaves_no_empty_folder() {
     let text = std::fs::read_to_string(&manifest).unwrap();
     let first_image = text.lines().nth(1).unwrap().split(',').next().unwrap();
     std::fs::remove_file(dir.path().join("data").join(first_image)).unwrap();
-    let out = dir.path().join("out");
+    let out = dir.path().join("runs/out");
     let (code, _, err) = cli(&[
         "run",
         spec.to_str().unwrap(),
@@ -1094,5 +1094,8 @@ fn run_refuses_a_bad_data_set_and_leaves_no_empty_folder() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains(first_image), "{err}");
-    assert!(!out.exists(), "an empty --out was left behind");
+    assert!(
+        !dir.path().join("runs").exists(),
+        "the --out folders made for the run were left behind"
+    );
 }

@@ -15,6 +15,12 @@ pub enum CoordinatorError {
     ResourceExhausted(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// Another coordinator holds the database's lock file.
+    #[error("--db {}: another coordinator is using this database (it holds {}); stop it first", db.display(), lock.display())]
+    DatabaseInUse {
+        db: std::path::PathBuf,
+        lock: std::path::PathBuf,
+    },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -30,9 +36,9 @@ impl From<CoordinatorError> for tonic::Status {
         match e {
             CoordinatorError::InvalidArgument(_) => Status::invalid_argument(msg),
             CoordinatorError::NotFound(_) => Status::not_found(msg),
-            CoordinatorError::FailedPrecondition(_) | CoordinatorError::Transition(_) => {
-                Status::failed_precondition(msg)
-            }
+            CoordinatorError::FailedPrecondition(_)
+            | CoordinatorError::Transition(_)
+            | CoordinatorError::DatabaseInUse { .. } => Status::failed_precondition(msg),
             CoordinatorError::ResourceExhausted(_) => Status::resource_exhausted(msg),
             CoordinatorError::PermissionDenied(_) => Status::permission_denied(msg),
             CoordinatorError::Store(StoreError::NoExperiment(_))

@@ -90,13 +90,10 @@ fn lock_database(db: &std::path::Path) -> Result<std::fs::File, CoordinatorError
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(CoordinatorError::FailedPrecondition(format!(
-                "--db {}: another coordinator is using this database (it holds {}); stop it first",
-                db.display(),
-                path.display()
-            )))
-        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(CoordinatorError::DatabaseInUse {
+            db: db.to_path_buf(),
+            lock: path,
+        }),
         Err(std::fs::TryLockError::Error(e)) => Err(CoordinatorError::FailedPrecondition(format!(
             "--db {}: cannot lock {}: {e}",
             db.display(),

@@ -7,6 +7,7 @@ use super::{load_spec, summary};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crossfold_coordinator::config::Config;
+use crossfold_coordinator::error::CoordinatorError;
 use crossfold_coordinator::server::OpenedDatabase;
 use crossfold_proto::client::ClientSecurity;
 use crossfold_shared::experiment::prepare;
@@ -103,20 +104,38 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
             spec.train.device
         );
     }
-    let out_existed = a.out.exists();
+    // The outermost folder of --out that does not exist yet: removed again
+    // if the data set is refused, so a failed start leaves nothing behind.
+    let created = a
+        .out
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .last()
+        .map(std::path::Path::to_path_buf);
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = a.out.canonicalize()?;
+    // Locked first: a second `run` on the same --out stops here, before it
+    // checks the data set or touches the first one's worker logs.
+    let opened = match OpenedDatabase::open(&out.join("coordinator.db")).await {
+        Ok(opened) => opened,
+        Err(CoordinatorError::DatabaseInUse { .. }) => bail!(
+            "--out {}: another `crossfold run` is using it (the coordinator database in it is locked); \
+             wait for that run to end, or give another --out",
+            a.out.display()
+        ),
+        Err(e) => return Err(anyhow::Error::from(e).context(format!("--out {}", a.out.display()))),
+    };
     {
         let s = spec.clone();
         let prepared = tokio::task::spawn_blocking(move || prepare(&s)).await?;
         let p = match prepared {
             Ok(p) => p,
             Err(e) => {
-                if !out_existed {
-                    // Leave no empty folder behind for a refused data set
-                    // (remove_dir removes only an empty one).
-                    let _ = std::fs::remove_dir(&out);
+                if let Some(created) = &created {
+                    drop(opened);
+                    // Only what this call created: its database and lock.
+                    let _ = std::fs::remove_dir_all(created);
                 }
                 return Err(e.into());
             }
@@ -133,11 +152,6 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     }
     let data_root = manifest_root(&spec.manifest_path()).canonicalize()?;
     let mut config = Config::new(out.join("coordinator.db"), vec![data_root]);
-    // Locked first: a second `run` on the same --out stops here, before it
-    // touches the first one's worker logs.
-    let opened = OpenedDatabase::open(&config.db)
-        .await
-        .with_context(|| format!("--out {}", out.display()))?;
     config.heartbeat_interval = Duration::from_secs(2);
     config.lease_ttl = Duration::from_secs(20);
     // This coordinator listens on a new port each time, so the workers of an
