@@ -137,6 +137,35 @@ fn general_protocols() {
     .json();
     assert_eq!(plan["tasks"]["screening"].as_array().unwrap().len(), 12);
     assert!(plan["tasks"].get("malignancy").is_none());
+    // The text form numbers groups from 1, as rounds are, and spells the
+    // protocol as a spec does.
+    let text = crossfold(&[
+        "folds",
+        "--manifest",
+        m,
+        "--protocol",
+        "leave-p-groups-out",
+        "--groups",
+        "4",
+        "--test-groups",
+        "2",
+        "--tasks",
+        "screening",
+    ])
+    .ok()
+    .stdout
+    .clone();
+    assert!(text.contains("(leave-p-groups-out protocol"), "{text}");
+    let test_groups: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|c| c.contains('+'))
+        .collect();
+    assert_eq!(
+        test_groups,
+        ["1+2", "1+3", "1+4", "2+3", "2+4", "3+4"],
+        "{text}"
+    );
     let run = crossfold(&["folds", "--manifest", m, "--groups", "1"]);
     run.failed();
     assert!(run.stderr.contains("--groups 1"), "{}", run.stderr);

@@ -626,8 +626,19 @@ pub fn predict(
     images: &[PathBuf],
     device: Device,
 ) -> Result<(ModelCard, Scores), PredictError> {
+    predict_in_chunks(checkpoint, images, device, PREDICT_CHUNK)
+}
+
+/// [`predict`], decoding and scoring `chunk` images at a time (the scores
+/// do not depend on it; tests use small chunks to cross their boundaries).
+pub fn predict_in_chunks(
+    checkpoint: &Path,
+    images: &[PathBuf],
+    device: Device,
+    chunk: usize,
+) -> Result<(ModelCard, Scores), PredictError> {
     catching(
-        || predict_unguarded(checkpoint, images, device),
+        || predict_unguarded(checkpoint, images, device, chunk.max(1)),
         PredictError::Aborted,
     )
 }
@@ -636,6 +647,7 @@ fn predict_unguarded(
     checkpoint: &Path,
     images: &[PathBuf],
     device: Device,
+    chunk: usize,
 ) -> Result<(ModelCard, Scores), PredictError> {
     let card = model_card(checkpoint)?;
     let mut vs = nn::VarStore::new(device);
@@ -650,7 +662,7 @@ fn predict_unguarded(
     let compute = predict_compute(card.compute, device);
     let _globals = compute.apply_globals(&|| false)?;
     let mut out: Scores = Vec::with_capacity(images.len());
-    for chunk in images.chunks(PREDICT_CHUNK) {
+    for chunk in images.chunks(chunk) {
         let mut pixels = Vec::with_capacity(chunk.len() * (size * size) as usize);
         let mut read = Vec::with_capacity(chunk.len());
         for p in chunk {
@@ -661,14 +673,21 @@ fn predict_unguarded(
             read.push(image.map(|_| ()));
         }
         let n = read.iter().filter(|r| r.is_ok()).count() as i64;
-        let mut scores = Vec::new().into_iter();
+        let mut scores = Vec::new();
         if n > 0 {
             let stack = Tensor::f_from_slice(&pixels)?
                 .f_reshape([n, 1, size, size])?
                 .f_to_device(device)?;
             let idx = Tensor::f_arange(n, (Kind::Int64, device))?;
-            scores = score(&net, &stack, &idx, card.normalise, 64, compute)?.into_iter();
+            scores = score(&net, &stack, &idx, card.normalise, 64, compute)?;
         }
+        if scores.len() != n as usize {
+            return Err(PredictError::Count {
+                got: scores.len(),
+                want: n as usize,
+            });
+        }
+        let mut scores = scores.into_iter();
         for r in read {
             out.push(r.map(|()| scores.next().unwrap_or(f64::NAN)));
         }
@@ -724,6 +743,8 @@ pub enum PredictError {
     Score(#[from] ScoreError),
     #[error("libtorch failed: {0}")]
     Aborted(String),
+    #[error("scoring gave {got} scores for {want} images")]
+    Count { got: usize, want: usize },
 }
 
 #[cfg(test)]

@@ -158,6 +158,23 @@ fn outputs_and_predict_agree() {
     for (a, b) in rest.iter().zip(&scores) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
+    // Two images at a time: the unreadable one is alone with a good one in
+    // its chunk, and the last chunk is short; the scores are the same.
+    let (_, small) = crossfold_worker::job::predict_in_chunks(
+        &out.join("model.safetensors"),
+        &with_broken,
+        tch::Device::Cpu,
+        2,
+    )
+    .unwrap();
+    assert_eq!(small.len(), mixed.len());
+    for (i, (a, b)) in small.iter().zip(&mixed).enumerate() {
+        match (a, b) {
+            (Ok(a), Ok(b)) => assert!((a - b).abs() < 1e-5, "image {i}: {a} vs {b}"),
+            (Err(_), Err(_)) => assert_eq!(i, 1),
+            _ => panic!("image {i}: {a:?} vs {b:?}"),
+        }
+    }
     // The checkpoint carries its card (spec, provenance) in its metadata:
     // copied alone, without model.json, it still scores the same.
     let alone = dir.path().join("alone");
