@@ -123,16 +123,10 @@ fn prepare_dataset(spec: &Spec) -> Result<(Manifest, Fingerprint, bool), Prepare
     }
     let report = dataset::check(&path, None)?;
     if !report.ok() {
-        let listing: Vec<String> = report
-            .errors
-            .iter()
-            .take(20)
-            .map(|e| format!("  {e}"))
-            .collect();
         return Err(PrepareError::Check {
             path: path.display().to_string(),
             count: report.errors.len(),
-            listing: listing.join("\n"),
+            listing: crate::listing::indented(&report.errors),
         });
     }
     let manifest = Manifest::load(&path)?;

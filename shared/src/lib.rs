@@ -13,6 +13,7 @@
 //! - [`experiment`]: getting a spec's data set and split plan ready.
 //! - [`imaging`]: decoding PNG, JPEG and DICOM to grayscale, resizing to the network's square input.
 //! - [`hash`]: SHA-256 helpers shared by the modules above.
+//! - [`listing`]: the first few of many problems, for error messages.
 //! - [`logging`]: the binaries' log set-up (text or JSON, `RUST_LOG`).
 
 pub mod dataset;
@@ -21,6 +22,7 @@ pub mod folds;
 pub mod hash;
 pub mod imaging;
 pub mod label;
+pub mod listing;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;

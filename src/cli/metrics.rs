@@ -76,16 +76,10 @@ pub fn read_scores(path: &Path) -> Result<(Vec<bool>, Vec<f64>)> {
         }
     }
     if !problems.is_empty() {
-        let shown: Vec<String> = problems.iter().take(20).map(|p| format!("  {p}")).collect();
         bail!(
-            "{name}: {} bad value(s):\n{}{}",
+            "{name}: {} bad value(s):\n{}",
             problems.len(),
-            shown.join("\n"),
-            if problems.len() > shown.len() {
-                "\n  ..."
-            } else {
-                ""
-            }
+            crossfold_shared::listing::indented(&problems)
         );
     }
     if labels.is_empty() {

@@ -108,18 +108,12 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
     }
     problems.extend(conflicting_labels(&entries));
     if !problems.is_empty() {
-        let shown: Vec<String> = problems.iter().take(20).map(|p| format!("  {p}")).collect();
         return Err(DatasetError::Layout {
             path: root.to_path_buf(),
             message: format!(
-                "{} problem(s); no manifest written:\n{}{}",
+                "{} problem(s); no manifest written:\n{}",
                 problems.len(),
-                shown.join("\n"),
-                if problems.len() > shown.len() {
-                    "\n  ..."
-                } else {
-                    ""
-                }
+                crate::listing::indented(&problems)
             ),
         });
     }
