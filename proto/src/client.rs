@@ -45,6 +45,73 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// TLS problems that retrying cannot fix, found by the text rustls gives
+/// them somewhere in an error's causes, and what each means to the user.
+const TLS_PROBLEMS: &[(&str, &str)] = &[
+    (
+        "CertificateRequired",
+        "the coordinator requires a client certificate (mutual TLS): give --cert and --key",
+    ),
+    (
+        "alert: CertificateExpired",
+        "the coordinator refused the client certificate (--cert): it has expired",
+    ),
+    (
+        "alert: CertificateRevoked",
+        "the coordinator refused the client certificate (--cert): it was revoked",
+    ),
+    (
+        "alert: UnknownCA",
+        "the coordinator refused the client certificate (--cert): it is not signed by the CA the coordinator trusts (its --client-ca)",
+    ),
+    (
+        "alert: BadCertificate",
+        "the coordinator refused the client certificate (--cert): it is not signed by the CA the coordinator trusts (its --client-ca), or it is not a client certificate",
+    ),
+    (
+        "alert: DecryptError",
+        "the coordinator refused the TLS handshake: does --key belong to --cert?",
+    ),
+    (
+        "UnknownIssuer",
+        "the coordinator's certificate is not signed by --ca: give the CA that signed it",
+    ),
+    (
+        "certificate expired",
+        "the coordinator's certificate has expired: renew its --tls-cert",
+    ),
+    (
+        "not valid for name",
+        "the coordinator's certificate is not for the host name in the URL: use a name it lists",
+    ),
+];
+
+/// What a failed connection or call means, in plain words with what to
+/// do, when its causes show a TLS problem that retrying cannot fix (an
+/// expired or refused certificate, an unknown CA, a wrong host name).
+pub fn tls_problem(e: &dyn std::error::Error) -> Option<&'static str> {
+    let text = chain(e);
+    TLS_PROBLEMS
+        .iter()
+        .find(|(needle, _)| text.contains(needle))
+        .map(|(_, meaning)| *meaning)
+}
+
+/// An error for people: its TLS problem in plain words with the innermost
+/// cause in brackets, or else the error and its causes ([`chain`]).
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let Some(meaning) = tls_problem(e) else {
+        return chain(e);
+    };
+    let mut innermost = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        innermost = c.to_string();
+        cause = c.source();
+    }
+    format!("{meaning} ({innermost})")
+}
+
 /// TLS settings of a client.
 #[derive(Clone)]
 pub struct ClientTls {
@@ -219,7 +286,7 @@ impl ClientSecurity {
                 }
                 endpoint = endpoint
                     .tls_config(cfg)
-                    .map_err(|e| bad(format!("TLS: {e}")))?;
+                    .map_err(|e| bad(format!("TLS: {}", chain(&e))))?;
             }
             (None, true) => {
                 return Err(bad(
@@ -244,7 +311,7 @@ impl ClientSecurity {
             .await
             .map_err(|e| ClientError::Connect {
                 url: url.to_string(),
-                reason: chain(&e),
+                reason: describe(&e),
             })?;
         self.wrap(channel)
     }
@@ -274,6 +341,58 @@ pub type AuthChannel = InterceptedService<Channel, Bearer>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error with a chain of causes, as tonic's transport errors have.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    fn transport(inner: &'static str) -> Layer {
+        Layer(
+            "transport error",
+            Some(Box::new(Layer(
+                "connection error",
+                Some(Box::new(Layer(inner, None))),
+            ))),
+        )
+    }
+
+    #[test]
+    fn tls_problems_deep_in_the_causes_are_named_in_plain_words() {
+        for (inner, expected) in [
+            ("received fatal alert: CertificateRequired", "requires a client certificate"),
+            ("received fatal alert: CertificateExpired", "client certificate (--cert): it has expired"),
+            ("received fatal alert: UnknownCA", "not signed by the CA the coordinator trusts"),
+            ("invalid peer certificate: UnknownIssuer", "not signed by --ca"),
+            (
+                "certificate expired: verification time 1764000000 (UNIX), but certificate is not valid after 1577923200 (UNIX)",
+                "coordinator's certificate has expired",
+            ),
+        ] {
+            let e = transport(inner);
+            assert!(tls_problem(&e).is_some_and(|m| m.contains(expected)), "{inner}");
+            let text = describe(&e);
+            assert!(text.contains(expected) && text.ends_with(&format!("({inner})")), "{text}");
+        }
+        // Anything else is not a TLS problem and keeps its whole chain.
+        let refused = transport("tcp connect error: Connection refused (os error 111)");
+        assert_eq!(tls_problem(&refused), None);
+        assert_eq!(
+            describe(&refused),
+            "transport error: connection error: tcp connect error: Connection refused (os error 111)"
+        );
+    }
 
     #[test]
     fn url_and_tls_must_agree() {

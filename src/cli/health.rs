@@ -47,7 +47,11 @@ pub async fn run(a: HealthArgs) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Ok(Err(e)) => {
-            eprintln!("unhealthy: {e:#}");
+            let text = match e.downcast_ref::<tonic::Status>() {
+                Some(status) => super::remote::rpc_text(status),
+                None => crossfold_proto::client::describe(e.as_ref()),
+            };
+            eprintln!("unhealthy: {text}");
             Ok(ExitCode::FAILURE)
         }
         Err(_) => {

@@ -92,10 +92,41 @@ pub async fn client_with(url: &str, security: &ClientSecurity) -> Result<Client>
 /// A failed call as an error, with its causes (a TLS alert, a reset
 /// connection) rather than tonic's bare "transport error".
 pub fn rpc(e: tonic::Status) -> anyhow::Error {
-    let causes = std::error::Error::source(&e)
+    anyhow!("{}", rpc_text(&e))
+}
+
+/// A failed call for people: a TLS problem in plain words, else the code,
+/// the message and its causes, with a hint when a plaintext client seems to
+/// have reached a TLS server.
+pub fn rpc_text(e: &tonic::Status) -> String {
+    if crossfold_proto::client::tls_problem(e).is_some() {
+        return crossfold_proto::client::describe(e);
+    }
+    let causes = std::error::Error::source(e)
         .map(|c| format!(": {}", crossfold_proto::client::chain(c)))
         .unwrap_or_default();
-    anyhow!("{:?}: {}{causes}", e.code(), e.message())
+    // A plaintext client at a TLS port, or a client without the
+    // certificate a mutual-TLS coordinator asks for, often sees only the
+    // connection dropped (TLS 1.3 may close before the alert is read),
+    // which HTTP/2 reports as one of these.
+    let plaintext_to_tls = matches!(
+        e.code(),
+        tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+    ) && [
+        "broken pipe",
+        "h2 protocol error",
+        "FRAME_SIZE_ERROR",
+        "connection closed",
+    ]
+    .iter()
+    .any(|s| causes.contains(s) || e.message().contains(s));
+    let hint = if plaintext_to_tls {
+        " (the coordinator closed the connection: one that uses TLS needs an https:// URL and \
+         --ca, and with mutual TLS --cert and --key too)"
+    } else {
+        ""
+    };
+    format!("{:?}: {}{causes}{hint}", e.code(), e.message())
 }
 
 /// Resolve the spec here (overrides, manifest path made absolute, the

@@ -54,6 +54,9 @@ pub enum RuntimeError {
     BadUrl(String, String),
     #[error("gRPC {:?}: {}", .0.code(), .0.message())]
     Rpc(tonic::Status),
+    /// A TLS problem retrying cannot fix (a refused or expired certificate).
+    #[error("coordinator {0}: {1}")]
+    Tls(String, String),
 }
 
 impl From<tonic::Status> for RuntimeError {
@@ -86,8 +89,16 @@ pub async fn connect(
                     .map_err(|e| RuntimeError::BadUrl(url.to_string(), e.to_string()))?;
                 return Ok(Some(ch));
             }
+            // A certificate problem does not go away by waiting: stop,
+            // naming it, so an orchestrator shows a failed worker.
+            Err(e) if crossfold_proto::client::tls_problem(&e).is_some() => {
+                let why = crossfold_proto::client::describe(&e);
+                tracing::error!(coordinator = %url, error = %why, "cannot connect");
+                return Err(RuntimeError::Tls(url.to_string(), why));
+            }
             Err(e) => {
-                tracing::warn!(coordinator = %url, error = %e, retry_in_ms = wait.as_millis() as u64, "coordinator unreachable");
+                let why = crossfold_proto::client::chain(&e);
+                tracing::warn!(coordinator = %url, error = %why, retry_in_ms = wait.as_millis() as u64, "coordinator unreachable");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
@@ -159,8 +170,16 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 continue 'connect;
             }
+            // The handshake happens on the first call: a certificate the
+            // coordinator refuses shows up here.
+            Err(e) if crossfold_proto::client::tls_problem(&e).is_some() => {
+                let why = crossfold_proto::client::describe(&e);
+                tracing::error!(error = %why, "registration refused");
+                return Err(RuntimeError::Tls(cfg.coordinator.clone(), why));
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "register failed; reconnecting");
+                let why = crossfold_proto::client::chain(&e);
+                tracing::warn!(error = %why, "register failed; reconnecting");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue 'connect;
             }
