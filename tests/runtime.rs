@@ -651,6 +651,10 @@ fn cancel_stops_the_experiment_and_watch_ends() {
     let s = status(&url, &id);
     assert_eq!(s["state"], "cancelled");
     assert_eq!(s["jobs"]["cancelled"], 5, "{s}");
+    // Every job is finished: the results are complete (with no rounds).
+    let doc = results(&url, &id);
+    assert_eq!(doc["complete"], true, "{doc}");
+    assert_eq!(doc["missing_rounds"].as_array().unwrap().len(), 5);
     // The worker stops training the cancelled job (keep_going = false).
     wait_for(
         "the worker to drop the job",

@@ -137,7 +137,7 @@ impl Metrics {
         );
         registry.register(
             "attempts",
-            "Job attempts by outcome (succeeded, failed, released, reaped)",
+            "Job attempts by outcome (succeeded, failed, released, reaped, cancelled)",
             m.attempts.clone(),
         );
         registry.register(

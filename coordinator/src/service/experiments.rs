@@ -365,24 +365,38 @@ impl Experiments for ExperimentsService {
                 let (e, jobs) = (s.experiment(id)?, s.jobs(id)?);
                 // A finished experiment keeps its outcome (cancelling it again is a no-op).
                 if !e.cancelled && jobs.iter().all(|j| j.state.is_terminal()) {
-                    return Ok(Some(super::experiment_state(&e, &jobs)));
+                    return Ok(Ok(super::experiment_state(&e, &jobs)));
                 }
                 s.set_cancelled(id)?;
+                let mut running = 0;
                 for j in jobs {
                     if !j.state.is_terminal() {
                         // A concurrent change is fine: the reaper cancels what is left.
-                        let _ = s.update_job(id, &j.key, j.version, j.state.cancel());
+                        let cancelled = s.update_job(id, &j.key, j.version, j.state.cancel());
+                        if cancelled.is_ok() && matches!(j.state, JobState::Leased(_)) {
+                            running += 1;
+                        }
                     }
                 }
-                Ok(None)
+                Ok(Err(running))
             })
             .await?;
-        if let Some(state) = finished {
-            return Err(CoordinatorError::FailedPrecondition(format!(
-                "experiment {id} has already finished ({state}); there is nothing to cancel"
-            ))
-            .into());
+        let running = match finished {
+            Ok(state) => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "experiment {id} has already finished ({state}); there is nothing to cancel"
+                ))
+                .into())
+            }
+            Err(running) => running,
+        };
+        // Every lease granted ends in one outcome: these attempts were cut off.
+        for _ in 0..running {
+            self.coordinator.metrics.attempt("cancelled");
         }
+        // Every job is finished now (the reaper takes any a concurrent call
+        // kept): the results get their summary and `complete`.
+        self.coordinator.maybe_finish(id).await?;
         self.coordinator.changed.notify_waiters();
         let (e, jobs) = self.load(id).await?;
         Ok(Response::new(self.describe(&e, &jobs)))

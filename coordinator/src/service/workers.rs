@@ -542,18 +542,21 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
                         && s.update_job(job.experiment, &job.key, job.version, next.clone())
                             .is_ok()
                     {
-                        changed.push((job.experiment, job.key.clone(), next));
+                        let was_leased = matches!(job.state, JobState::Leased(_));
+                        changed.push((job.experiment, job.key.clone(), next, was_leased));
                     }
                 }
             }
             Ok(changed)
         })
         .await?;
-    for (id, key, state) in &changed {
+    for (id, key, state, was_leased) in &changed {
         tracing::warn!(experiment = %id, job = %key, state = state.name(), "lease reaped");
         if !matches!(state, JobState::Cancelled(_)) {
             coordinator.metrics.leases_expired.inc();
             coordinator.metrics.attempt("reaped");
+        } else if *was_leased {
+            coordinator.metrics.attempt("cancelled");
         }
         if state.is_terminal() {
             coordinator.maybe_finish(*id).await?;
