@@ -1103,3 +1103,46 @@ fn run_refuses_a_bad_data_set_and_leaves_no_empty_folder() {
         "the --out folders made for the run were left behind"
     );
 }
+
+#[test]
+fn run_again_on_one_out_keeps_the_logs_and_names_a_changed_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let out = dir.path().join("out");
+    let run = |sets: &[&str]| {
+        let mut args = vec![
+            "run",
+            spec.to_str().unwrap(),
+            "--quiet",
+            "--workers",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        cli(&args)
+    };
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("note:"), "{err}");
+    // The same spec again: the same experiment, nothing to run, no note.
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("not submitted again") && !err.contains("note:"),
+        "{err}"
+    );
+    // Another spec on the same --out: a new experiment, and said so.
+    let (code, _, err) = run(&["train.seed=7"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("note:") && err.contains("held another experiment"),
+        "{err}"
+    );
+    // Each run's worker log is kept, one after the other.
+    let log = std::fs::read_to_string(out.join("worker-0.log")).unwrap();
+    assert_eq!(log.matches("--- crossfold run (pid").count(), 3, "{log}");
+}

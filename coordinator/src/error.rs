@@ -21,7 +21,8 @@ pub enum CoordinatorError {
         db: std::path::PathBuf,
         lock: std::path::PathBuf,
     },
-    #[error("store: {0}")]
+    /// Its own message says what (the database file, the experiment).
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
     Transition(#[from] TransitionError),

@@ -198,7 +198,9 @@ fn status_json(e: &v1::Experiment) -> serde_json::Value {
         "jobs": {"pending": j.pending, "leased": j.leased, "succeeded": j.succeeded, "failed": j.failed, "cancelled": j.cancelled},
         "plan_sha256": e.plan_sha256, "dataset_sha256": e.dataset_sha256,
         "job_status": e.job_status.iter().map(|s| serde_json::json!({
-            "key": s.job_key, "state": state_name(s.state), "attempt": s.attempt, "worker": s.worker_id, "last_error": s.last_error,
+            "key": s.job_key, "state": state_name(s.state), "attempt": s.attempt,
+            "worker": (!s.worker_id.is_empty()).then_some(&s.worker_id),
+            "last_error": (!s.last_error.is_empty()).then_some(&s.last_error),
         })).collect::<Vec<_>>(),
     })
 }

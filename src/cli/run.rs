@@ -10,9 +10,11 @@ use crossfold_coordinator::config::Config;
 use crossfold_coordinator::error::CoordinatorError;
 use crossfold_coordinator::server::OpenedDatabase;
 use crossfold_proto::client::ClientSecurity;
+use crossfold_proto::v1;
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::manifest::manifest_root;
 use crossfold_shared::spec::Device;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -171,7 +173,23 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         .unwrap_or(1);
     let mut children = Vec::new();
     for i in 0..n {
-        let log = std::fs::File::create(out.join(format!("worker-{i}.log")))?;
+        // Appended to: an earlier run's lines (say, why its rounds failed)
+        // stay above this run's.
+        let path = out.join(format!("worker-{i}.log"));
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(
+            log,
+            "--- crossfold run (pid {}), worker {i}, started at {} s since the Unix epoch ---",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        )?;
         let mut cmd = tokio::process::Command::new(&worker_bin);
         cmd.args([
             "--coordinator",
@@ -218,8 +236,26 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
 
     let work = async {
         let mut c = client_with(&url, &ClientSecurity::plaintext()).await?;
+        let earlier: Vec<String> = c
+            .list(v1::ListExperimentsRequest {})
+            .await
+            .map_err(super::remote::rpc)?
+            .into_inner()
+            .experiments
+            .into_iter()
+            .map(|e| e.experiment_id)
+            .collect();
         let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
         eprintln!("experiment {id}");
+        if !earlier.is_empty() && !earlier.contains(&id) {
+            eprintln!(
+                "note: {} held another experiment ({}); the spec or the data differ, so this is a new \
+                 one, and its report replaces the earlier report there (the earlier experiment stays in \
+                 coordinator.db)",
+                out.display(),
+                earlier.join(", ")
+            );
+        }
         let show = if a.quiet { Show::Nothing } else { Show::Text };
         let state = follow(&mut c, &id, show).await?;
         let doc = fetch_results(&mut c, &id).await?;

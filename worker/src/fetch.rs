@@ -17,7 +17,7 @@ pub enum FetchError {
     Rpc { path: String, source: tonic::Status },
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
-    #[error("{path}: the coordinator sent a file with sha256 {got}, but the experiment's data set has {want}: the file changed after the experiment was submitted (submit it again to use the new file)")]
+    #[error("{path}: the coordinator sent a file with sha256 {got}, but the experiment's data set has {want}: the file changed after the experiment was submitted (submit the spec again, or run `crossfold run` again, to use the new file)")]
     Corrupt {
         path: String,
         got: String,
