@@ -62,11 +62,11 @@ pub enum TokensError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {reason}")]
-    Line {
+    /// Every bad line, each as `path:line: reason`.
+    #[error("{}", lines.iter().map(|(n, reason)| format!("{}:{n}: {reason}", path.display())).collect::<Vec<_>>().join("\n"))]
+    Lines {
         path: PathBuf,
-        line: usize,
-        reason: String,
+        lines: Vec<(usize, String)>,
     },
     #[error("{path}: no tokens (lines of `<scope> <token>`, scope worker, submit or read)")]
     Empty { path: PathBuf },
@@ -93,6 +93,7 @@ impl Tokens {
     /// names the file and line (never the token).
     pub fn parse(path: &Path, text: &str) -> Result<Tokens, TokensError> {
         let mut entries = Vec::new();
+        let mut problems = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             // `#` starts a comment at the start of a line or after white
             // space, so a token may contain `#`.
@@ -107,17 +108,15 @@ impl Tokens {
             if line.is_empty() {
                 continue;
             }
-            let bad = |reason: String| TokensError::Line {
-                path: path.to_path_buf(),
-                line: i + 1,
-                reason,
-            };
+            let mut bad = |reason: String| problems.push((i + 1, reason));
             let mut parts = line.split_whitespace();
             let (Some(scope), Some(token), None) = (parts.next(), parts.next(), parts.next())
             else {
-                return Err(bad("expected `<scope> <token>`".into()));
+                bad("expected `<scope> <token>`".into());
+                continue;
             };
-            let scope = Scope::parse(scope).ok_or_else(|| {
+            let known = Scope::parse(scope);
+            if known.is_none() {
                 // Never echo what may be a token (columns swapped).
                 let shown = if scope.len() <= 8 {
                     format!("{scope:?}")
@@ -126,15 +125,23 @@ impl Tokens {
                 };
                 bad(format!(
                     "unknown scope {shown}: expected `<scope> <token>` with scope worker, submit or read"
-                ))
-            })?;
+                ));
+            }
             if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(bad(format!(
+                bad(format!(
                     "the token must be at least {MIN_TOKEN_LEN} visible ASCII characters \
                      (e.g. `openssl rand -hex 32`)"
-                )));
+                ));
             }
-            entries.push((digest(token.as_bytes()), scope));
+            if let Some(scope) = known {
+                entries.push((digest(token.as_bytes()), scope));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(TokensError::Lines {
+                path: path.to_path_buf(),
+                lines: problems,
+            });
         }
         if entries.is_empty() {
             return Err(TokensError::Empty {
@@ -421,6 +428,28 @@ mod tests {
         );
         let e = Tokens::parse(p, "worker\n").err().unwrap().to_string();
         assert!(e.contains("<scope> <token>"), "{e}");
+        // Every bad line at once, in order, good lines between them.
+        let e = Tokens::parse(
+            p,
+            "worker short\nread 0123456789abcdef\nadmin 0123456789abcdef\nsubmit\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 3, "{e}");
+        assert!(
+            lines[0].starts_with("/etc/crossfold/tokens:1: the token"),
+            "{e}"
+        );
+        assert!(
+            lines[1].starts_with("/etc/crossfold/tokens:3: unknown scope"),
+            "{e}"
+        );
+        assert!(
+            lines[2].starts_with("/etc/crossfold/tokens:4: expected"),
+            "{e}"
+        );
         let e = Tokens::parse(p, "# nothing\n\n").err().unwrap().to_string();
         assert!(e.contains("no tokens"), "{e}");
         let e = Tokens::load(Path::new("/nonexistent/tokens"))

@@ -75,7 +75,12 @@ where
     Fut: Future<Output = String>,
 {
     let mut builder = Response::builder();
-    let body = if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
+    let method = req.method();
+    let body = if req.uri().path() == "/metrics" && method == hyper::Method::HEAD {
+        // What GET would answer, without the body (curl -I, probes).
+        builder = builder.header(hyper::header::CONTENT_TYPE, CONTENT_TYPE);
+        String::new()
+    } else if req.uri().path() == "/metrics" && method == hyper::Method::GET {
         builder = builder.header(hyper::header::CONTENT_TYPE, CONTENT_TYPE);
         render().await
     } else {
@@ -93,9 +98,13 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        request(addr, "GET", path).await
+    }
+
+    async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await
         .unwrap();
@@ -124,6 +133,12 @@ mod tests {
         );
         let missing = get(addr, "/other").await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        let head = request(addr, "HEAD", "/metrics").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.contains("openmetrics-text") && !head.contains("up 1"),
+            "{head}"
+        );
         tx.send(()).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), server)
             .await

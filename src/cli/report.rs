@@ -87,8 +87,11 @@ pub(super) fn missing_rounds(doc: &Value) -> Vec<String> {
                 r["state"].as_str().unwrap_or("?")
             );
             let attempts = r["attempts"].as_u64().unwrap_or(0);
-            if attempts > 0 {
-                line.push_str(&format!(" after {attempts} attempt(s)"));
+            match r["state"].as_str() {
+                // Still going: its attempt number, not a count of finished ones.
+                Some("leased") => line.push_str(&format!(" (attempt {attempts})")),
+                _ if attempts > 0 => line.push_str(&format!(" after {attempts} attempt(s)")),
+                _ => {}
             }
             if let Some(e) = r["error"].as_str() {
                 line.push_str(&format!(": {e}"));
@@ -509,12 +512,14 @@ pub(super) mod tests {
         let doc = json!({"missing_rounds": [
             {"task": "malignancy", "round": 1, "state": "failed", "attempts": 3, "error": "no benign image"},
             {"task": "screening", "round": 4, "state": "cancelled", "attempts": 0, "error": null},
+            {"task": "screening", "round": 5, "state": "leased", "attempts": 1, "error": null},
         ]});
         assert_eq!(
             missing_rounds(&doc),
             [
                 "malignancy round 1: failed after 3 attempt(s): no benign image",
-                "screening round 4: cancelled"
+                "screening round 4: cancelled",
+                "screening round 5: leased (attempt 1)"
             ]
         );
         assert!(missing_rounds(&json!({})).is_empty());

@@ -136,6 +136,8 @@ pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtime
 
 async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
     let mut done = 0usize;
+    // Between failed registrations: 1 s, doubling to 10 s.
+    let mut register_wait = Duration::from_secs(1);
     'connect: loop {
         let Some(channel) = connect(&cfg.coordinator, &cfg.security, &stop).await? else {
             return Ok(());
@@ -179,12 +181,14 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
             }
             Err(e) => {
                 let why = crossfold_proto::client::chain(&e);
-                tracing::warn!(error = %why, "register failed; reconnecting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(error = %why, retry_in_ms = register_wait.as_millis() as u64, "register failed; reconnecting");
+                tokio::time::sleep(register_wait).await;
+                register_wait = (register_wait * 2).min(Duration::from_secs(10));
                 continue 'connect;
             }
         };
         tracing::info!(worker = %registered.worker_id, device = ?cfg.device, "registered");
+        register_wait = Duration::from_secs(1);
         loop {
             if stop.load(Ordering::SeqCst) || cfg.max_jobs.is_some_and(|m| done >= m) {
                 return Ok(());
