@@ -75,6 +75,26 @@ struct Frame {
     h: f64,
     x: (f64, f64),
     y: (f64, f64),
+    /// Tick intervals along each axis.
+    ticks: (usize, usize),
+}
+
+/// An axis from `lo` up to at least `hi` in round steps (1, 2 or 5 times a
+/// power of ten), at most `most` of them: (end, step count).
+fn nice_axis(lo: f64, hi: f64, most: usize) -> (f64, usize) {
+    let range = hi - lo;
+    if !(range.is_finite() && range > 0.0) {
+        return (lo + 1.0, 1);
+    }
+    let rough = range / most as f64;
+    let power = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * power)
+        .find(|&st| range / st <= most as f64 + 1e-9)
+        .unwrap_or(10.0 * power);
+    let n = ((range / step) - 1e-9).ceil().max(1.0);
+    (lo + n * step, n as usize)
 }
 
 const ML: f64 = 50.0;
@@ -112,6 +132,7 @@ impl Frame {
             h: 400.0,
             x: (0.0, 1.0),
             y: (0.0, 1.0),
+            ticks: (4, 4),
         }
     }
 
@@ -134,20 +155,24 @@ impl Frame {
             x1 - x0,
             y0 - y1
         );
-        for i in 0..=4 {
-            let t = i as f64 / 4.0;
-            let (xv, yv) = (
-                self.x.0 + t * (self.x.1 - self.x.0),
-                self.y.0 + t * (self.y.1 - self.y.0),
-            );
-            let (tx, ty) = (self.px(xv), self.py(yv));
+        for i in 0..=self.ticks.0 {
+            let xv = self.x.0 + i as f64 / self.ticks.0 as f64 * (self.x.1 - self.x.0);
+            let tx = self.px(xv);
             let _ = write!(
                 s,
-                r##"<line x1="{tx:.1}" y1="{y0:.1}" x2="{tx:.1}" y2="{:.1}" stroke="#444"/><line x1="{x0:.1}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="#444"/>"##,
-                y0 + 4.0,
-                x0 - 4.0
+                r##"<line x1="{tx:.1}" y1="{y0:.1}" x2="{tx:.1}" y2="{:.1}" stroke="#444"/>"##,
+                y0 + 4.0
             );
             s += &text(tx, y0 + 16.0, "middle", "", &tick(xv));
+        }
+        for i in 0..=self.ticks.1 {
+            let yv = self.y.0 + i as f64 / self.ticks.1 as f64 * (self.y.1 - self.y.0);
+            let ty = self.py(yv);
+            let _ = write!(
+                s,
+                r##"<line x1="{x0:.1}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="#444"/>"##,
+                x0 - 4.0
+            );
             s += &text(x0 - 6.0, ty + 4.0, "end", "", &tick(yv));
         }
         s += &text(
@@ -277,20 +302,19 @@ fn training_svg(es: &[&Value], name: &str) -> Option<String> {
         .chain(&vloss)
         .map(|p| p.0)
         .fold(f64::NEG_INFINITY, f64::max);
-    // Whole epochs on the axis: stretch it to a multiple of the 4 tick steps.
-    let (e0, e1) = if e0.is_finite() && e1 > e0 {
-        (e0, e0 + 4.0 * ((e1 - e0) / 4.0).ceil())
-    } else {
-        (0.0, 4.0)
-    };
+    // Whole epochs in round steps (1, 2, 5, 10, ...), ending at or just
+    // after the last epoch; the loss from 0 in round steps too.
+    let e0 = if e0.is_finite() { e0 } else { 0.0 };
+    let (e1, xticks) = nice_axis(e0, e1.max(e0 + 1.0), 6);
     let lmax = loss.iter().chain(&vloss).map(|p| p.1).fold(0.0, f64::max);
-    let lmax = if lmax > 0.0 { lmax * 1.05 } else { 1.0 };
+    let (lmax, yticks) = nice_axis(0.0, if lmax > 0.0 { lmax } else { 1.0 }, 5);
     let left = Frame {
         ox: 0.0,
         w: 380.0,
         h: 300.0,
         x: (e0, e1),
         y: (0.0, lmax),
+        ticks: (xticks, yticks),
     };
     let right = Frame {
         ox: 380.0,
@@ -298,6 +322,7 @@ fn training_svg(es: &[&Value], name: &str) -> Option<String> {
         h: 300.0,
         x: (e0, e1),
         y: (0.0, 1.0),
+        ticks: (xticks, 4),
     };
     let mut s = svg_open(760.0, 300.0)
         + &left.axes(
@@ -664,6 +689,22 @@ mod tests {
         assert!((printed[0] - 0.14525).abs() <= 0.00006, "{printed:?}");
         assert!((printed[1] - 0.228125).abs() <= 0.00006, "{printed:?}");
         assert!(page.contains(": 0.2281 over 8 predictions"));
+    }
+
+    #[test]
+    fn axes_end_in_round_steps_just_past_the_data() {
+        // Epochs 1-6: steps of 1 up to 6 (not 9).
+        assert_eq!(nice_axis(1.0, 6.0, 6), (6.0, 5));
+        // Epochs 1-30: steps of 5 up to 31.
+        assert_eq!(nice_axis(1.0, 30.0, 6), (31.0, 6));
+        // A loss up to 2.23: steps of 0.5 up to 2.5.
+        let (end, n) = nice_axis(0.0, 2.23, 5);
+        assert!((end - 2.5).abs() < 1e-9 && n == 5, "{end} {n}");
+        // Up to 0.7: steps of 0.2 up to 0.8.
+        let (end, n) = nice_axis(0.0, 0.7, 5);
+        assert!((end - 0.8).abs() < 1e-9 && n == 4, "{end} {n}");
+        // Nothing to span.
+        assert_eq!(nice_axis(3.0, 3.0, 5), (4.0, 1));
     }
 
     #[test]
