@@ -850,6 +850,20 @@ fn jobs_that_need_a_gpu_are_not_leased_to_a_cpu_worker() {
             .all(|j| j["attempt"].as_u64().unwrap_or(0) == 0),
         "{s}"
     );
+    // And status says why.
+    assert!(
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("5 job(s) wait for a GPU worker")),
+        "{s}"
+    );
+    let (code, out, err) = cli(&["status", &gpu, "--coordinator", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("note: 5 job(s) wait for a GPU worker"),
+        "{out}"
+    );
+    assert!(status(&url, &cpu2)["note"].is_null());
 }
 
 #[test]
@@ -1145,4 +1159,25 @@ fn run_again_on_one_out_keeps_the_logs_and_names_a_changed_spec() {
     // Each run's worker log is kept, one after the other.
     let log = std::fs::read_to_string(out.join("worker-0.log")).unwrap();
     assert_eq!(log.matches("--- crossfold run (pid").count(), 3, "{log}");
+}
+
+#[test]
+fn status_says_when_no_worker_is_there_to_take_the_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let id = submit(&url, &spec, &[]);
+    let s = status(&url, &id);
+    assert!(
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("5 job(s) wait: no worker has been heard from")),
+        "{s}"
+    );
+    // Once a worker is there, the note goes.
+    let _w = start_worker(dir.path(), &url, "w", &[]);
+    wait_for("the note to go", LONG, || {
+        status(&url, &id)["note"].is_null()
+    });
 }

@@ -197,6 +197,7 @@ fn status_json(e: &v1::Experiment) -> serde_json::Value {
         "id": e.experiment_id, "name": e.name, "state": e.state,
         "jobs": {"pending": j.pending, "leased": j.leased, "succeeded": j.succeeded, "failed": j.failed, "cancelled": j.cancelled},
         "plan_sha256": e.plan_sha256, "dataset_sha256": e.dataset_sha256,
+        "note": (!e.note.is_empty()).then_some(&e.note),
         "job_status": e.job_status.iter().map(|s| serde_json::json!({
             "key": s.job_key, "state": state_name(s.state), "attempt": s.attempt,
             "worker": (!s.worker_id.is_empty()).then_some(&s.worker_id),
@@ -249,6 +250,9 @@ pub async fn status(a: StatusArgs) -> Result<ExitCode> {
                     j.failed,
                     j.cancelled
                 );
+                if !e.note.is_empty() {
+                    println!("  note: {}", e.note);
+                }
                 if a.id.is_some() {
                     for s in &e.job_status {
                         let err = if s.last_error.is_empty() {

@@ -81,6 +81,33 @@ impl ExperimentsService {
             dataset_sha256: e.dataset_sha256.clone(),
             job_status,
             submitted_ms: e.submitted_ms,
+            note: self.waiting_note(e, jobs),
+        }
+    }
+
+    /// Why the experiment's pending jobs wait, when that can be told: no
+    /// worker heard from lately, or none with the GPU its spec asks for.
+    fn waiting_note(&self, e: &ExperimentRecord, jobs: &[JobRecord]) -> String {
+        let pending = jobs
+            .iter()
+            .filter(|j| matches!(j.state, JobState::Pending(_)))
+            .count();
+        if pending == 0 || e.cancelled {
+            return String::new();
+        }
+        let ttl = self.coordinator.config.lease_ttl;
+        let (live, gpu) = self.coordinator.live_workers(ttl.as_millis() as i64);
+        if live == 0 {
+            format!(
+                "{pending} job(s) wait: no worker has been heard from in the last {} s (start one with `crossfold-worker --coordinator URL`)",
+                ttl.as_secs()
+            )
+        } else if gpu == 0 && !crate::scheduler::runs_on(e, false) {
+            format!(
+                "{pending} job(s) wait for a GPU worker: the spec asks for train.device = cuda and none of the {live} worker(s) heard from has a GPU"
+            )
+        } else {
+            String::new()
         }
     }
 

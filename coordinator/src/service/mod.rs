@@ -81,6 +81,25 @@ impl Coordinator {
     }
 
     /// Workers heard from within `window_ms`.
+    /// Workers heard from within `window_ms`, and how many of them have a GPU.
+    pub fn live_workers(&self, window_ms: i64) -> (usize, usize) {
+        let now = now_ms();
+        self.workers
+            .lock()
+            .map(|m| {
+                let live: Vec<_> = m
+                    .values()
+                    .filter(|w| now - w.last_seen_ms <= window_ms)
+                    .collect();
+                let gpu = live
+                    .iter()
+                    .filter(|w| w.devices.iter().any(|d| d.starts_with("cuda")))
+                    .count();
+                (live.len(), gpu)
+            })
+            .unwrap_or((0, 0))
+    }
+
     pub fn workers_seen_within(&self, window_ms: i64) -> usize {
         let now = now_ms();
         self.workers
