@@ -1153,12 +1153,23 @@ fn run_again_on_one_out_keeps_the_logs_and_names_a_changed_spec() {
     let (code, _, err) = run(&["train.seed=7"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("note:") && err.contains("held another experiment"),
+        err.contains("note:") && err.contains("held the report of another"),
         "{err}"
     );
+    // Back to the first spec: its experiment again, but the report there was
+    // the other one's, so the note too; once more, and the report is its own.
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("not submitted again") && err.contains("note:"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("note:"), "{err}");
     // Each run's worker log is kept, one after the other.
     let log = std::fs::read_to_string(out.join("worker-0.log")).unwrap();
-    assert_eq!(log.matches("--- crossfold run (pid").count(), 3, "{log}");
+    assert_eq!(log.matches("--- crossfold run (pid").count(), 5, "{log}");
 }
 
 #[test]

@@ -241,7 +241,7 @@ fn mutual_tls_and_scoped_tokens_guard_every_call() {
             "{what}: not refused at the connection: {err}"
         );
         if what == "plaintext client" {
-            assert!(err.contains("needs an https:// URL"), "{err}");
+            assert!(err.contains("https:// URL and --ca"), "{err}");
         }
     }
 

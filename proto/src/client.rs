@@ -45,62 +45,104 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// TLS problems that retrying cannot fix, found by the text rustls gives
-/// them somewhere in an error's causes, and what each means to the user.
-const TLS_PROBLEMS: &[(&str, &str)] = &[
+/// A TLS problem found in an error's causes, in plain words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsProblem {
+    /// What it means and what to do.
+    pub meaning: &'static str,
+    /// The coordinator refused this client's certificate: only the client's
+    /// own files (restarted with others) can fix it. Otherwise the problem
+    /// is the coordinator's certificate as this client sees it, which a fix
+    /// on the coordinator's side (or a clock that syncs) may heal.
+    pub client_side: bool,
+}
+
+/// TLS problems by the text rustls gives them somewhere in an error's
+/// causes (the alert names are rustls's `AlertDescription` in Debug form).
+const TLS_PROBLEMS: &[(&str, TlsProblem)] = &[
     (
         "CertificateRequired",
-        "the coordinator requires a client certificate (mutual TLS): give --cert and --key",
+        TlsProblem {
+            meaning: "the coordinator requires a client certificate (mutual TLS): give --cert and --key",
+            client_side: true,
+        },
     ),
     (
         "alert: CertificateExpired",
-        "the coordinator refused the client certificate (--cert): it has expired",
+        TlsProblem {
+            meaning: "the coordinator refused the client certificate (--cert): it has expired",
+            client_side: true,
+        },
     ),
     (
         "alert: CertificateRevoked",
-        "the coordinator refused the client certificate (--cert): it was revoked",
+        TlsProblem {
+            meaning: "the coordinator refused the client certificate (--cert): it was revoked",
+            client_side: true,
+        },
     ),
     (
         "alert: UnknownCA",
-        "the coordinator refused the client certificate (--cert): it is not signed by the CA the coordinator trusts (its --client-ca)",
+        TlsProblem {
+            meaning: "the coordinator refused the client certificate (--cert): it is not signed by the CA the coordinator trusts (its --client-ca)",
+            client_side: true,
+        },
     ),
     (
         "alert: BadCertificate",
-        "the coordinator refused the client certificate (--cert): it is not signed by the CA the coordinator trusts (its --client-ca), or it is not a client certificate",
+        TlsProblem {
+            meaning: "the coordinator refused the client certificate (--cert): it is not signed by the CA the coordinator trusts (its --client-ca), or it is not a client certificate",
+            client_side: true,
+        },
     ),
     (
         "alert: DecryptError",
-        "the coordinator refused the TLS handshake: does --key belong to --cert?",
+        TlsProblem {
+            meaning: "the coordinator refused the TLS handshake: does --key belong to --cert?",
+            client_side: true,
+        },
     ),
     (
         "UnknownIssuer",
-        "the coordinator's certificate is not signed by --ca: give the CA that signed it",
+        TlsProblem {
+            meaning: "the coordinator's certificate is not signed by --ca: give the CA that signed it",
+            client_side: false,
+        },
     ),
     (
         "certificate expired",
-        "the coordinator's certificate has expired: renew its --tls-cert",
+        TlsProblem {
+            meaning: "the coordinator's certificate has expired (or this machine's clock is wrong): renew its --tls-cert",
+            client_side: false,
+        },
     ),
     (
         "not valid for name",
-        "the coordinator's certificate is not for the host name in the URL: use a name it lists",
+        TlsProblem {
+            meaning: "the coordinator's certificate is not for the host name in the URL: use a name it lists",
+            client_side: false,
+        },
     ),
 ];
 
-/// What a failed connection or call means, in plain words with what to
-/// do, when its causes show a TLS problem that retrying cannot fix (an
-/// expired or refused certificate, an unknown CA, a wrong host name).
-pub fn tls_problem(e: &dyn std::error::Error) -> Option<&'static str> {
-    let text = chain(e);
+/// The TLS problem an error's causes show, if any. Only the causes are
+/// searched, not a failed call's own message, which the server wrote.
+pub fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<TlsProblem> {
+    let text = if e.is::<tonic::Status>() {
+        e.source().map(chain).unwrap_or_default()
+    } else {
+        chain(e)
+    };
     TLS_PROBLEMS
         .iter()
         .find(|(needle, _)| text.contains(needle))
-        .map(|(_, meaning)| *meaning)
+        .map(|(_, problem)| *problem)
 }
 
 /// An error for people: its TLS problem in plain words with the innermost
 /// cause in brackets, or else the error and its causes ([`chain`]).
-pub fn describe(e: &dyn std::error::Error) -> String {
-    let Some(meaning) = tls_problem(e) else {
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let Some(problem) = tls_problem(e) else {
         return chain(e);
     };
     let mut innermost = e.to_string();
@@ -109,7 +151,7 @@ pub fn describe(e: &dyn std::error::Error) -> String {
         innermost = c.to_string();
         cause = c.source();
     }
-    format!("{meaning} ({innermost})")
+    format!("{} ({innermost})", problem.meaning)
 }
 
 /// TLS settings of a client.
@@ -381,10 +423,24 @@ mod tests {
             ),
         ] {
             let e = transport(inner);
-            assert!(tls_problem(&e).is_some_and(|m| m.contains(expected)), "{inner}");
+            assert!(
+                tls_problem(&e).is_some_and(|p| p.meaning.contains(expected)),
+                "{inner}"
+            );
             let text = describe(&e);
             assert!(text.contains(expected) && text.ends_with(&format!("({inner})")), "{text}");
         }
+        // Refused client certificates only the client can fix; a server
+        // certificate problem may heal on the coordinator's side.
+        let side = |inner| tls_problem(&transport(inner)).map(|p| p.client_side);
+        assert_eq!(
+            side("received fatal alert: CertificateRequired"),
+            Some(true)
+        );
+        assert_eq!(side("invalid peer certificate: UnknownIssuer"), Some(false));
+        // A failed call's own message is the server's words, not a cause.
+        let status = tonic::Status::unavailable("invalid peer certificate: UnknownIssuer");
+        assert_eq!(tls_problem(&status), None);
         // Anything else is not a TLS problem and keeps its whole chain.
         let refused = transport("tcp connect error: Connection refused (os error 111)");
         assert_eq!(tls_problem(&refused), None);

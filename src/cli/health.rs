@@ -49,7 +49,8 @@ pub async fn run(a: HealthArgs) -> Result<ExitCode> {
         Ok(Err(e)) => {
             let text = match e.downcast_ref::<tonic::Status>() {
                 Some(status) => super::remote::rpc_text(status),
-                None => crossfold_proto::client::describe(e.as_ref()),
+                // Connection errors are described where they are made.
+                None => format!("{e:#}"),
             };
             eprintln!("unhealthy: {text}");
             Ok(ExitCode::FAILURE)

@@ -80,11 +80,12 @@ struct Frame {
 }
 
 /// An axis from `lo` up to at least `hi` in round steps (1, 2 or 5 times a
-/// power of ten), at most `most` of them: (end, step count).
-fn nice_axis(lo: f64, hi: f64, most: usize) -> (f64, usize) {
+/// power of ten, and at least `least`), at most `most` of them: (end, step
+/// count).
+fn nice_axis(lo: f64, hi: f64, most: usize, least: f64) -> (f64, usize) {
     let range = hi - lo;
     if !(range.is_finite() && range > 0.0) {
-        return (lo + 1.0, 1);
+        return (lo + least.max(1.0), 1);
     }
     let rough = range / most as f64;
     let power = 10f64.powf(rough.log10().floor());
@@ -92,7 +93,8 @@ fn nice_axis(lo: f64, hi: f64, most: usize) -> (f64, usize) {
         .iter()
         .map(|m| m * power)
         .find(|&st| range / st <= most as f64 + 1e-9)
-        .unwrap_or(10.0 * power);
+        .unwrap_or(10.0 * power)
+        .max(least);
     let n = ((range / step) - 1e-9).ceil().max(1.0);
     (lo + n * step, n as usize)
 }
@@ -102,12 +104,16 @@ const MR: f64 = 12.0;
 const MT: f64 = 28.0;
 const MB: f64 = 40.0;
 
-fn tick(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
+/// A tick label with as many decimals as the axis `step` needs (0.25: 2;
+/// 0.5: 1; 5: 0; at most 4).
+fn tick(v: f64, step: f64) -> String {
+    let decimals = (0..=4)
+        .find(|&d| {
+            let scaled = step * 10f64.powi(d);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.abs().max(1.0)
+        })
+        .unwrap_or(4) as usize;
+    format!("{v:.decimals$}")
 }
 
 fn text(x: f64, y: f64, anchor: &str, extra: &str, s: &str) -> String {
@@ -155,25 +161,27 @@ impl Frame {
             x1 - x0,
             y0 - y1
         );
+        let xstep = (self.x.1 - self.x.0) / self.ticks.0 as f64;
+        let ystep = (self.y.1 - self.y.0) / self.ticks.1 as f64;
         for i in 0..=self.ticks.0 {
-            let xv = self.x.0 + i as f64 / self.ticks.0 as f64 * (self.x.1 - self.x.0);
+            let xv = self.x.0 + i as f64 * xstep;
             let tx = self.px(xv);
             let _ = write!(
                 s,
                 r##"<line x1="{tx:.1}" y1="{y0:.1}" x2="{tx:.1}" y2="{:.1}" stroke="#444"/>"##,
                 y0 + 4.0
             );
-            s += &text(tx, y0 + 16.0, "middle", "", &tick(xv));
+            s += &text(tx, y0 + 16.0, "middle", "", &tick(xv, xstep));
         }
         for i in 0..=self.ticks.1 {
-            let yv = self.y.0 + i as f64 / self.ticks.1 as f64 * (self.y.1 - self.y.0);
+            let yv = self.y.0 + i as f64 * ystep;
             let ty = self.py(yv);
             let _ = write!(
                 s,
                 r##"<line x1="{x0:.1}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="#444"/>"##,
                 x0 - 4.0
             );
-            s += &text(x0 - 6.0, ty + 4.0, "end", "", &tick(yv));
+            s += &text(x0 - 6.0, ty + 4.0, "end", "", &tick(yv, ystep));
         }
         s += &text(
             self.ox + self.w / 2.0,
@@ -305,9 +313,9 @@ fn training_svg(es: &[&Value], name: &str) -> Option<String> {
     // Whole epochs in round steps (1, 2, 5, 10, ...), ending at or just
     // after the last epoch; the loss from 0 in round steps too.
     let e0 = if e0.is_finite() { e0 } else { 0.0 };
-    let (e1, xticks) = nice_axis(e0, e1.max(e0 + 1.0), 6);
+    let (e1, xticks) = nice_axis(e0, e1.max(e0 + 1.0), 6, 1.0);
     let lmax = loss.iter().chain(&vloss).map(|p| p.1).fold(0.0, f64::max);
-    let (lmax, yticks) = nice_axis(0.0, if lmax > 0.0 { lmax } else { 1.0 }, 5);
+    let (lmax, yticks) = nice_axis(0.0, if lmax > 0.0 { lmax } else { 1.0 }, 5, 0.0);
     let left = Frame {
         ox: 0.0,
         w: 380.0,
@@ -694,17 +702,24 @@ mod tests {
     #[test]
     fn axes_end_in_round_steps_just_past_the_data() {
         // Epochs 1-6: steps of 1 up to 6 (not 9).
-        assert_eq!(nice_axis(1.0, 6.0, 6), (6.0, 5));
+        assert_eq!(nice_axis(1.0, 6.0, 6, 1.0), (6.0, 5));
         // Epochs 1-30: steps of 5 up to 31.
-        assert_eq!(nice_axis(1.0, 30.0, 6), (31.0, 6));
+        assert_eq!(nice_axis(1.0, 30.0, 6, 1.0), (31.0, 6));
+        // Epochs 1-2: whole epochs still (not 1.2, 1.4, ...).
+        assert_eq!(nice_axis(1.0, 2.0, 6, 1.0), (2.0, 1));
         // A loss up to 2.23: steps of 0.5 up to 2.5.
-        let (end, n) = nice_axis(0.0, 2.23, 5);
+        let (end, n) = nice_axis(0.0, 2.23, 5, 0.0);
         assert!((end - 2.5).abs() < 1e-9 && n == 5, "{end} {n}");
         // Up to 0.7: steps of 0.2 up to 0.8.
-        let (end, n) = nice_axis(0.0, 0.7, 5);
+        let (end, n) = nice_axis(0.0, 0.7, 5, 0.0);
         assert!((end - 0.8).abs() < 1e-9 && n == 4, "{end} {n}");
         // Nothing to span.
-        assert_eq!(nice_axis(3.0, 3.0, 5), (4.0, 1));
+        assert_eq!(nice_axis(3.0, 3.0, 5, 1.0), (4.0, 1));
+        // Labels carry the decimals their step needs, no more.
+        assert_eq!(tick(0.75, 0.25), "0.75");
+        assert_eq!(tick(1.5, 0.5), "1.5");
+        assert_eq!(tick(6.0, 1.0), "6");
+        assert_eq!(tick(0.015, 0.005), "0.015");
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub fn rpc(e: tonic::Status) -> anyhow::Error {
 }
 
 /// A failed call for people: a TLS problem in plain words, else the code,
-/// the message and its causes, with a hint when a plaintext client seems to
-/// have reached a TLS server.
+/// the message and its causes, with a hint where the connection was dropped
+/// in a way a TLS mismatch causes.
 pub fn rpc_text(e: &tonic::Status) -> String {
     if crossfold_proto::client::tls_problem(e).is_some() {
         return crossfold_proto::client::describe(e);
@@ -105,24 +105,19 @@ pub fn rpc_text(e: &tonic::Status) -> String {
     let causes = std::error::Error::source(e)
         .map(|c| format!(": {}", crossfold_proto::client::chain(c)))
         .unwrap_or_default();
-    // A plaintext client at a TLS port, or a client without the
-    // certificate a mutual-TLS coordinator asks for, often sees only the
-    // connection dropped (TLS 1.3 may close before the alert is read),
-    // which HTTP/2 reports as one of these.
-    let plaintext_to_tls = matches!(
+    let said = |s: &str| causes.contains(s) || e.message().contains(s);
+    // A TLS server's alert read as HTTP/2 is a frame of about 1.3 MB: a
+    // plaintext client at a TLS port.
+    let hint = if said("FRAME_SIZE_ERROR") || said("frame with invalid size") {
+        " (the coordinator speaks TLS: use an https:// URL and --ca)"
+    } else if matches!(
         e.code(),
         tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
-    ) && [
-        "broken pipe",
-        "h2 protocol error",
-        "FRAME_SIZE_ERROR",
-        "connection closed",
-    ]
-    .iter()
-    .any(|s| causes.contains(s) || e.message().contains(s));
-    let hint = if plaintext_to_tls {
-        " (the coordinator closed the connection: one that uses TLS needs an https:// URL and \
-         --ca, and with mutual TLS --cert and --key too)"
+    ) && (said("broken pipe") || said("connection closed"))
+    {
+        // A restart, or a TLS refusal whose alert was not read (TLS 1.3).
+        " (the coordinator closed the connection: is it restarting? Or it uses TLS, which needs \
+         an https:// URL and --ca, and with mutual TLS --cert and --key too)"
     } else {
         ""
     };
@@ -533,4 +528,28 @@ pub async fn results(a: IdArgs) -> Result<ExitCode> {
         bail!("no results yet");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_connections_get_a_hint_and_other_errors_none() {
+        let plaintext = tonic::Status::internal(
+            "h2 protocol error: http2 error: connection error detected: frame with invalid size",
+        );
+        assert!(rpc_text(&plaintext).contains("the coordinator speaks TLS"));
+        let closed = tonic::Status::cancelled("operation was canceled: connection closed");
+        let text = rpc_text(&closed);
+        assert!(
+            text.contains("is it restarting?") && text.contains("--cert and --key"),
+            "{text}"
+        );
+        let missing = tonic::Status::not_found("experiment x not found");
+        assert_eq!(rpc_text(&missing), "NotFound: experiment x not found");
+        // The server's own words are not taken for a TLS problem.
+        let said = tonic::Status::failed_precondition("invalid peer certificate: UnknownIssuer");
+        assert!(!rpc_text(&said).contains("not signed by --ca"));
+    }
 }

@@ -10,7 +10,6 @@ use crossfold_coordinator::config::Config;
 use crossfold_coordinator::error::CoordinatorError;
 use crossfold_coordinator::server::OpenedDatabase;
 use crossfold_proto::client::ClientSecurity;
-use crossfold_proto::v1;
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::manifest::manifest_root;
 use crossfold_shared::spec::Device;
@@ -236,24 +235,19 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
 
     let work = async {
         let mut c = client_with(&url, &ClientSecurity::plaintext()).await?;
-        let earlier: Vec<String> = c
-            .list(v1::ListExperimentsRequest {})
-            .await
-            .map_err(super::remote::rpc)?
-            .into_inner()
-            .experiments
-            .into_iter()
-            .map(|e| e.experiment_id)
-            .collect();
+        // The experiment whose report --out holds now, if any: only for a
+        // note, so an unreadable report.json is no reason to stop.
+        let latest = std::fs::read_to_string(out.join("report.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|d| d["experiment_id"].as_str().map(str::to_string));
         let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
         eprintln!("experiment {id}");
-        if !earlier.is_empty() && !earlier.contains(&id) {
+        if let Some(latest) = latest.filter(|l| *l != id) {
             eprintln!(
-                "note: {} held another experiment ({}); the spec or the data differ, so this is a new \
-                 one, and its report replaces the earlier report there (the earlier experiment stays in \
-                 coordinator.db)",
+                "note: {} held the report of another experiment ({latest}); the spec or the data \
+                 differ, so this run's report replaces it (every experiment stays in coordinator.db)",
                 out.display(),
-                earlier.join(", ")
             );
         }
         let show = if a.quiet { Show::Nothing } else { Show::Text };

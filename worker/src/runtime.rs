@@ -89,15 +89,17 @@ pub async fn connect(
                     .map_err(|e| RuntimeError::BadUrl(url.to_string(), e.to_string()))?;
                 return Ok(Some(ch));
             }
-            // A certificate problem does not go away by waiting: stop,
-            // naming it, so an orchestrator shows a failed worker.
-            Err(e) if crossfold_proto::client::tls_problem(&e).is_some() => {
+            // This worker's own certificate refused: waiting cannot fix it,
+            // so stop, naming it, and an orchestrator shows a failed worker.
+            Err(e) if crossfold_proto::client::tls_problem(&e).is_some_and(|p| p.client_side) => {
                 let why = crossfold_proto::client::describe(&e);
                 tracing::error!(coordinator = %url, error = %why, "cannot connect");
                 return Err(RuntimeError::Tls(url.to_string(), why));
             }
+            // Anything else (the coordinator's certificate included, which a
+            // fix there or a clock that syncs may heal) is retried, named.
             Err(e) => {
-                let why = crossfold_proto::client::chain(&e);
+                let why = crossfold_proto::client::describe(&e);
                 tracing::warn!(coordinator = %url, error = %why, retry_in_ms = wait.as_millis() as u64, "coordinator unreachable");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(10));
@@ -174,13 +176,13 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
             }
             // The handshake happens on the first call: a certificate the
             // coordinator refuses shows up here.
-            Err(e) if crossfold_proto::client::tls_problem(&e).is_some() => {
+            Err(e) if crossfold_proto::client::tls_problem(&e).is_some_and(|p| p.client_side) => {
                 let why = crossfold_proto::client::describe(&e);
                 tracing::error!(error = %why, "registration refused");
                 return Err(RuntimeError::Tls(cfg.coordinator.clone(), why));
             }
             Err(e) => {
-                let why = crossfold_proto::client::chain(&e);
+                let why = crossfold_proto::client::describe(&e);
                 tracing::warn!(error = %why, retry_in_ms = register_wait.as_millis() as u64, "register failed; reconnecting");
                 tokio::time::sleep(register_wait).await;
                 register_wait = (register_wait * 2).min(Duration::from_secs(10));

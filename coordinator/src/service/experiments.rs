@@ -96,13 +96,13 @@ impl ExperimentsService {
             return String::new();
         }
         let ttl = self.coordinator.config.lease_ttl;
-        let (live, gpu) = self.coordinator.live_workers(ttl.as_millis() as i64);
+        let (live, gpu, unknown) = self.coordinator.live_workers(ttl.as_millis() as i64);
         if live == 0 {
             format!(
                 "{pending} job(s) wait: no worker has been heard from in the last {} s (start one with `crossfold-worker --coordinator URL`)",
                 ttl.as_secs()
             )
-        } else if gpu == 0 && !crate::scheduler::runs_on(e, false) {
+        } else if gpu == 0 && unknown == 0 && !crate::scheduler::runs_on(e, false) {
             format!(
                 "{pending} job(s) wait for a GPU worker: the spec asks for train.device = cuda and none of the {live} worker(s) heard from has a GPU"
             )
@@ -423,7 +423,11 @@ impl Experiments for ExperimentsService {
         }
         // Every job is finished now (the reaper takes any a concurrent call
         // kept): the results get their summary and `complete`.
-        self.coordinator.maybe_finish(id).await?;
+        if let Err(err) = self.coordinator.maybe_finish(id).await {
+            // The cancel itself took effect; the summary is made at the
+            // coordinator's next start (recover) if not before.
+            tracing::warn!(experiment = %id, error = %err, "summary after cancel");
+        }
         self.coordinator.changed.notify_waiters();
         let (e, jobs) = self.load(id).await?;
         Ok(Response::new(self.describe(&e, &jobs)))

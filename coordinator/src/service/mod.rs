@@ -80,9 +80,10 @@ impl Coordinator {
         self.stopping.subscribe()
     }
 
-    /// Workers heard from within `window_ms`.
-    /// Workers heard from within `window_ms`, and how many of them have a GPU.
-    pub fn live_workers(&self, window_ms: i64) -> (usize, usize) {
+    /// Workers heard from within `window_ms`, as (all, with a GPU, devices
+    /// unknown). A worker known only from a heartbeat after a coordinator
+    /// restart has no device list until it registers again.
+    pub fn live_workers(&self, window_ms: i64) -> (usize, usize, usize) {
         let now = now_ms();
         self.workers
             .lock()
@@ -95,11 +96,13 @@ impl Coordinator {
                     .iter()
                     .filter(|w| w.devices.iter().any(|d| d.starts_with("cuda")))
                     .count();
-                (live.len(), gpu)
+                let unknown = live.iter().filter(|w| w.devices.is_empty()).count();
+                (live.len(), gpu, unknown)
             })
-            .unwrap_or((0, 0))
+            .unwrap_or((0, 0, 0))
     }
 
+    /// Workers heard from within `window_ms`.
     pub fn workers_seen_within(&self, window_ms: i64) -> usize {
         let now = now_ms();
         self.workers
