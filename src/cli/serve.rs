@@ -106,7 +106,11 @@ impl ServeArgs {
         }
         c.tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(ServerTls {
-                cert_pem: read(cert, "tls-cert")?,
+                cert_pem: {
+                    let pem = read(cert, "tls-cert")?;
+                    check_dates(&pem, cert, now_unix())?;
+                    pem
+                },
                 key_pem: read(key, "tls-key")?,
                 client_ca_pem: self
                     .client_ca
@@ -209,4 +213,85 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
     opened.serve(config, listener, metrics, shutdown).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Days before its end that a certificate is warned about.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// The coordinator's certificate must be valid at `now` (Unix seconds):
+/// every client would refuse one that expired or is not valid yet, and the
+/// coordinator itself never sees those refusals. One that ends within
+/// [`EXPIRY_WARNING_DAYS`] is warned about. A file that does not parse is
+/// left to the TLS set-up, which names it.
+fn check_dates(pem: &[u8], path: &Path, now: i64) -> Result<()> {
+    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem) else {
+        return Ok(());
+    };
+    let Ok(cert) = block.parse_x509() else {
+        return Ok(());
+    };
+    let v = cert.validity();
+    let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
+    anyhow::ensure!(
+        now <= to,
+        "--tls-cert {}: the certificate expired on {} (clients refuse it); renew it",
+        path.display(),
+        v.not_after
+    );
+    anyhow::ensure!(
+        now >= from,
+        "--tls-cert {}: the certificate is not valid before {} (is this machine's clock right?)",
+        path.display(),
+        v.not_before
+    );
+    if to - now < EXPIRY_WARNING_DAYS * 86_400 {
+        tracing::warn!(cert = %path.display(), expires = %v.not_after, "the coordinator's TLS certificate expires within {EXPIRY_WARNING_DAYS} days");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate valid from `from` to `to` (y, m, d).
+    fn cert(from: (i32, u8, u8), to: (i32, u8, u8)) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        params.self_signed(&key).unwrap().pem().into_bytes()
+    }
+
+    #[test]
+    fn an_expired_or_future_certificate_is_refused_by_name() {
+        let path = Path::new("coordinator.pem");
+        let pem = cert((2019, 1, 1), (2020, 1, 2));
+        // 2026-11-27 00:00:00 UTC.
+        let now = 1_795_737_600;
+        let err = check_dates(&pem, path, now).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--tls-cert coordinator.pem: the certificate expired on")
+                && err.contains("2020"),
+            "{err}"
+        );
+        let pem = cert((2030, 1, 1), (2031, 1, 1));
+        let err = check_dates(&pem, path, now).unwrap_err().to_string();
+        assert!(
+            err.contains("not valid before") && err.contains("2030"),
+            "{err}"
+        );
+        // Valid now (also when it ends soon: only a warning).
+        assert!(check_dates(&cert((2026, 1, 1), (2027, 1, 1)), path, now).is_ok());
+        assert!(check_dates(&cert((2026, 1, 1), (2026, 12, 1)), path, now).is_ok());
+        // Not a certificate: left to the TLS set-up, which names the file.
+        assert!(check_dates(b"not a pem", path, now).is_ok());
+    }
 }
