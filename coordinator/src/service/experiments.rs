@@ -46,8 +46,23 @@ fn counts(jobs: &[JobRecord]) -> v1::JobCounts {
 
 impl ExperimentsService {
     fn describe(&self, e: &ExperimentRecord, jobs: &[JobRecord]) -> v1::Experiment {
-        let job_status = jobs
-            .iter()
+        v1::Experiment {
+            experiment_id: e.id.to_string(),
+            name: e.name.clone(),
+            state: experiment_state(e, jobs).to_string(),
+            jobs: Some(counts(jobs)),
+            plan_sha256: e.plan_sha256.clone(),
+            dataset_sha256: e.dataset_sha256.clone(),
+            job_status: self.job_status(e, jobs),
+            submitted_ms: e.submitted_ms,
+            note: self.waiting_note(e, jobs),
+        }
+    }
+
+    /// Each job's state, attempt, worker, last error and (while it runs)
+    /// progress: all that `watch` needs, on every change.
+    fn job_status(&self, e: &ExperimentRecord, jobs: &[JobRecord]) -> Vec<v1::JobStatus> {
+        jobs.iter()
             .map(|j| {
                 let (attempt, worker, error) = match &j.state {
                     JobState::Pending(p) => (p.attempts, String::new(), p.last_error.clone()),
@@ -71,18 +86,7 @@ impl ExperimentsService {
                         .flatten(),
                 }
             })
-            .collect();
-        v1::Experiment {
-            experiment_id: e.id.to_string(),
-            name: e.name.clone(),
-            state: experiment_state(e, jobs).to_string(),
-            jobs: Some(counts(jobs)),
-            plan_sha256: e.plan_sha256.clone(),
-            dataset_sha256: e.dataset_sha256.clone(),
-            job_status,
-            submitted_ms: e.submitted_ms,
-            note: self.waiting_note(e, jobs),
-        }
+            .collect()
     }
 
     /// Why the experiment's pending jobs wait, when that can be told: no
@@ -343,8 +347,9 @@ impl Experiments for ExperimentsService {
                         return;
                     }
                 };
-                let desc = this.describe(&e, &jobs);
-                for js in desc.job_status {
+                // Not the whole description: the note and counts are not
+                // streamed, and this runs on every progress report.
+                for js in this.job_status(&e, &jobs) {
                     let mark = (
                         js.state,
                         js.attempt,
@@ -386,13 +391,15 @@ impl Experiments for ExperimentsService {
         request: Request<v1::CancelRequest>,
     ) -> Result<Response<v1::Experiment>, Status> {
         let id = parse_id(&request.get_ref().experiment_id)?;
-        let finished = self
+        // (the state of an experiment that had already finished, or the
+        // number of running attempts the cancel cut off)
+        let (finished, running) = self
             .coordinator
             .with_store(move |s| {
                 let (e, jobs) = (s.experiment(id)?, s.jobs(id)?);
                 // A finished experiment keeps its outcome (cancelling it again is a no-op).
                 if !e.cancelled && jobs.iter().all(|j| j.state.is_terminal()) {
-                    return Ok(Ok(super::experiment_state(&e, &jobs)));
+                    return Ok((Some(super::experiment_state(&e, &jobs)), 0));
                 }
                 s.set_cancelled(id)?;
                 let mut running = 0;
@@ -405,18 +412,15 @@ impl Experiments for ExperimentsService {
                         }
                     }
                 }
-                Ok(Err(running))
+                Ok((None, running))
             })
             .await?;
-        let running = match finished {
-            Ok(state) => {
-                return Err(CoordinatorError::FailedPrecondition(format!(
-                    "experiment {id} has already finished ({state}); there is nothing to cancel"
-                ))
-                .into())
-            }
-            Err(running) => running,
-        };
+        if let Some(state) = finished {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "experiment {id} has already finished ({state}); there is nothing to cancel"
+            ))
+            .into());
+        }
         // Every lease granted ends in one outcome: these attempts were cut off.
         for _ in 0..running {
             self.coordinator.metrics.attempt("cancelled");
