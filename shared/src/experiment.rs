@@ -2,8 +2,9 @@
 //! spec asks for the synthetic cohort and it does not exist yet) checked and
 //! fingerprinted, and its split plan.
 
-use crate::dataset::{self, DatasetError, Fingerprint};
+use crate::dataset::{self, DatasetError, Fingerprint, Squares};
 use crate::folds::{make_plan, FoldsError, SplitPlan};
+use crate::imaging::ResizeMode;
 use crate::label::Task;
 use crate::manifest::{manifest_root, Manifest, ManifestError};
 use crate::spec::Spec;
@@ -46,7 +47,7 @@ pub struct Prepared {
 /// Make sure the spec's data set exists (generating the synthetic cohort when
 /// the spec asks for it), passes `dataset check`, and has a split plan.
 pub fn prepare(spec: &Spec) -> Result<Prepared, PrepareError> {
-    let (manifest, fingerprint, generated) = prepare_dataset(spec)?;
+    let (manifest, fingerprint, generated, _) = prepare_dataset(spec, None)?;
     let plan = make_plan(&manifest, &spec.protocol)?;
     Ok(Prepared {
         manifest,
@@ -56,14 +57,29 @@ pub fn prepare(spec: &Spec) -> Result<Prepared, PrepareError> {
     })
 }
 
-/// [`prepare`] for one task's rounds only (`crossfold-worker train`): when
-/// the full plan fails because another task in `protocol.tasks` cannot be
-/// split (say, too few malignant patients), the plan is made for `task`
-/// alone and the second value says so. Its rounds are the same as in the full
-/// plan (groups are assigned over the whole cohort either way); only its
-/// `plan_sha256` differs.
-pub fn prepare_task(spec: &Spec, task: Task) -> Result<(Prepared, Option<String>), PrepareError> {
-    let (manifest, fingerprint, generated) = prepare_dataset(spec)?;
+/// One task of an experiment made ready to run here and now
+/// (`crossfold-worker train`).
+#[derive(Debug)]
+pub struct PreparedTask {
+    pub prepared: Prepared,
+    /// Why the plan covers this task only, when another task of the spec
+    /// cannot be split.
+    pub note: Option<String>,
+    /// The images the data-set check decoded, resized as asked, so the job
+    /// need not decode them again.
+    pub squares: Option<Squares>,
+}
+
+/// [`prepare`] for running one task: when another task of the spec cannot
+/// be split, the plan covers this task alone and `note` says so. With
+/// `keep = Some((size, mode))`, the images decoded by the data set's check
+/// are kept at that size.
+pub fn prepare_task(
+    spec: &Spec,
+    task: Task,
+    keep: Option<(u32, ResizeMode)>,
+) -> Result<PreparedTask, PrepareError> {
+    let (manifest, fingerprint, generated, squares) = prepare_dataset(spec, keep)?;
     let (plan, note) = match make_plan(&manifest, &spec.protocol) {
         Ok(plan) => (plan, None),
         Err(e)
@@ -80,18 +96,24 @@ pub fn prepare_task(spec: &Spec, task: Task) -> Result<(Prepared, Option<String>
         }
         Err(e) => return Err(e.into()),
     };
-    Ok((
-        Prepared {
+    Ok(PreparedTask {
+        prepared: Prepared {
             manifest,
             fingerprint,
             plan,
             generated,
         },
         note,
-    ))
+        squares,
+    })
 }
 
-fn prepare_dataset(spec: &Spec) -> Result<(Manifest, Fingerprint, bool), PrepareError> {
+type PreparedDataset = (Manifest, Fingerprint, bool, Option<Squares>);
+
+fn prepare_dataset(
+    spec: &Spec,
+    keep: Option<(u32, ResizeMode)>,
+) -> Result<PreparedDataset, PrepareError> {
     let path = spec.manifest_path();
     if path.is_dir() {
         return Err(PrepareError::ManifestIsFolder {
@@ -121,7 +143,13 @@ fn prepare_dataset(spec: &Spec) -> Result<(Manifest, Fingerprint, bool), Prepare
         synth::generate(&cfg, &manifest_root(&path))?;
         generated = true;
     }
-    let report = dataset::check(&path, None)?;
+    let (report, squares) = match keep {
+        Some((size, mode)) => {
+            let (report, squares) = dataset::check_keeping(&path, None, size, mode)?;
+            (report, Some(squares))
+        }
+        None => (dataset::check(&path, None)?, None),
+    };
     if !report.ok() {
         return Err(PrepareError::Check {
             path: path.display().to_string(),
@@ -130,8 +158,8 @@ fn prepare_dataset(spec: &Spec) -> Result<(Manifest, Fingerprint, bool), Prepare
         });
     }
     let manifest = Manifest::load(&path)?;
-    let fingerprint = dataset::fingerprint(&manifest)?;
-    Ok((manifest, fingerprint, generated))
+    let fingerprint = dataset::fingerprint_known(&manifest, &report.file_sha256)?;
+    Ok((manifest, fingerprint, generated, squares))
 }
 
 #[cfg(test)]
@@ -157,7 +185,8 @@ mod tests {
         let err = prepare(&spec).unwrap_err();
         assert!(err.to_string().contains("task malignancy"), "{err}");
 
-        let (prepared, note) = prepare_task(&spec, Task::Screening).unwrap();
+        let PreparedTask { prepared, note, .. } =
+            prepare_task(&spec, Task::Screening, None).unwrap();
         let note = note.expect("a note that the plan covers one task");
         assert!(note.contains("covers task screening only"), "{note}");
         assert!(note.contains("no benign image"), "{note}");
@@ -167,7 +196,7 @@ mod tests {
         );
 
         // The task at fault itself still fails, with the same error.
-        let err = prepare_task(&spec, Task::Malignancy).unwrap_err();
+        let err = prepare_task(&spec, Task::Malignancy, None).unwrap_err();
         assert!(err.to_string().contains("no benign image"), "{err}");
     }
 
@@ -192,8 +221,9 @@ mod tests {
         let mut spec = spec_with_one_benign(dir.path());
         spec.protocol.tasks = vec![Task::Screening];
         let full = prepare(&spec).unwrap();
-        let (one, note) = prepare_task(&spec, Task::Screening).unwrap();
-        assert!(note.is_none());
-        assert_eq!(one.plan.plan_sha256, full.plan.plan_sha256);
+        let one = prepare_task(&spec, Task::Screening, None).unwrap();
+        assert!(one.note.is_none());
+        assert!(one.squares.is_none());
+        assert_eq!(one.prepared.plan.plan_sha256, full.plan.plan_sha256);
     }
 }

@@ -139,12 +139,14 @@ pub struct Prediction {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     /// Before the job proper: the spec, the data set's check (local
-    /// `train`: every image decoded) or its fingerprint and any fetching
-    /// (a worker), and the split plan.
+    /// `train`: every image decoded and kept resized for data loading) or
+    /// its fingerprint and any fetching (a worker), and the split plan.
     #[serde(default)]
     pub preparation: f64,
     /// The model built, pretrained weights loaded, the device readied.
     pub startup: f64,
+    /// The round's images onto the device (decoded here unless the check
+    /// kept them).
     pub data_loading: f64,
     pub training: f64,
     pub evaluation: f64,
@@ -201,6 +203,9 @@ pub struct JobOptions<'a> {
     /// Set to stop the job while it decodes images (training itself stops
     /// through the progress callback).
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+    /// The images as the data set's check decoded them, if it kept them at
+    /// the job's size (`train`): not decoded a second time.
+    pub squares: Option<&'a crossfold_shared::dataset::Squares>,
     /// When the caller began getting the job ready (loading the spec,
     /// checking or fetching the data set, the split plan): counted as the
     /// job's preparation time. `None`: the job starts at `run_job`.
@@ -291,6 +296,16 @@ fn validation_warnings(
     }]
 }
 
+/// The training settings a job uses on `device`: on a CPU, the spec's
+/// `[train.cpu]` settings apply.
+pub fn settings_on(spec: &Spec, device: Device) -> crossfold_shared::spec::TrainSpec {
+    if device.is_cuda() {
+        spec.train.clone()
+    } else {
+        spec.train.for_cpu()
+    }
+}
+
 /// A round of the split plan, or why there is none.
 pub fn find_round(
     plan: &crossfold_shared::folds::SplitPlan,
@@ -339,14 +354,8 @@ fn run_job_unguarded(
     let train_entries: Vec<&Entry> = r.train.iter().map(lookup).collect::<Result<_, _>>()?;
     let test_entries: Vec<&Entry> = r.test.iter().map(lookup).collect::<Result<_, _>>()?;
     let device = options.device;
-    // On a CPU the spec's [train.cpu] settings apply.
-    let effective = if device.is_cuda() {
-        spec.train.clone()
-    } else {
-        spec.train.for_cpu()
-    };
     let spec = &Spec {
-        train: effective,
+        train: settings_on(spec, device),
         ..spec.clone()
     };
     let t = &spec.train;
@@ -417,8 +426,11 @@ fn run_job_unguarded(
         t.image_size,
         t.resize,
         device,
-        options.decode_threads,
-        options.cancel,
+        crate::data::Sources {
+            threads: options.decode_threads,
+            squares: options.squares,
+            cancel: options.cancel,
+        },
     )
     .map_err(|e| match e {
         crate::data::DataError::Cancelled => train_error(TrainError::Cancelled),
@@ -656,7 +668,7 @@ fn predict_unguarded(
         path: checkpoint.to_path_buf(),
         message: without_backtrace(&e.to_string()),
     })?;
-    let mode = crate::data::resize_mode(card.resize);
+    let mode = card.resize.mode();
     let size = card.image_size as i64;
     // The training run's numerics (autocast, layout, TF32), on this device.
     let compute = predict_compute(card.compute, device);

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use crossfold_shared::experiment::prepare_task;
+use crossfold_shared::experiment::{prepare_task, PreparedTask};
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::{Override, Spec};
 use crossfold_worker::device;
@@ -336,7 +336,14 @@ fn train_one(
         tch::set_num_threads(n);
     }
     let d = device::choose(spec.device())?;
-    let (prepared, note) = prepare_task(&spec, task)?;
+    // The data set's check decodes every image: it keeps them at the job's
+    // size, so the job does not decode them again.
+    let t = crossfold_worker::job::settings_on(&spec, d);
+    let PreparedTask {
+        prepared,
+        note,
+        squares,
+    } = prepare_task(&spec, task, Some((t.image_size, t.resize.mode())))?;
     if let Some(note) = note {
         tracing::warn!("{note}");
     }
@@ -381,6 +388,7 @@ fn train_one(
             .unwrap_or(1),
         out: Some(&out),
         cancel: None,
+        squares: squares.as_ref(),
         started: Some(started),
     };
     let result =

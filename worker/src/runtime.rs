@@ -537,6 +537,7 @@ fn train_lease(
             .unwrap_or(1),
         out: out.as_deref(),
         cancel: Some(cancel),
+        squares: None,
         started: Some(started),
     };
     let mut on_progress = |p: &Progress| {

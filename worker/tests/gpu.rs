@@ -44,6 +44,7 @@ fn job(dir: &Path, sets: &[&str], device: tch::Device, out: Option<&Path>) -> Jo
         decode_threads: 4,
         out,
         cancel: None,
+        squares: None,
         started: None,
     };
     let mut go = |_: &Progress| Control::Continue;

@@ -1,7 +1,8 @@
 //! The trainer on CPU with small synthetic images: it learns, it is
 //! deterministic, it can be cancelled, and bad input gets clear errors.
 
-use crossfold_shared::experiment::{prepare, Prepared};
+use crossfold_shared::experiment::{prepare, prepare_task, Prepared};
+use crossfold_shared::imaging::ResizeMode;
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::{Arch, Override, Spec};
 use crossfold_worker::job::{predict, run_job, JobOptions};
@@ -39,6 +40,7 @@ fn options(out: Option<&Path>) -> JobOptions<'_> {
         decode_threads: 2,
         out,
         cancel: None,
+        squares: None,
         started: None,
     }
 }
@@ -66,6 +68,18 @@ fn same_job_twice_gives_identical_predictions() {
     let b = run_job(&s, &p, Task::Screening, 1, &options(None), &mut go).unwrap();
     assert_eq!(a.predictions, b.predictions);
     assert_eq!(a.history[0].train_loss, b.history[0].train_loss);
+    // As `crossfold-worker train` runs it: the images the data set's check
+    // decoded are used, not decoded again, with the same predictions.
+    let kept = prepare_task(&s, Task::Screening, Some((48, ResizeMode::Pad))).unwrap();
+    let squares = kept.squares.expect("the check's images kept");
+    assert_eq!(squares.len(), 24);
+    let with = JobOptions {
+        squares: Some(&squares),
+        ..options(None)
+    };
+    let k = run_job(&s, &kept.prepared, Task::Screening, 1, &with, &mut go).unwrap();
+    assert_eq!(a.predictions, k.predictions);
+    assert!(squares.is_empty(), "let go once loaded");
     // A different training seed changes them.
     let s2 = Spec {
         train: crossfold_shared::spec::TrainSpec {
@@ -240,6 +254,7 @@ fn cancellation_stops_within_a_step() {
     let flag = std::sync::atomic::AtomicBool::new(true);
     let opts = JobOptions {
         cancel: Some(&flag),
+        squares: None,
         ..options(None)
     };
     let mut steps = 0;

@@ -2,13 +2,14 @@
 
 use super::paths::{contained_in, normalise};
 use super::{available_threads, parallel_map, DatasetError};
-use crate::imaging::{decode_file, ImagingError};
+use crate::imaging::{decode_bytes, resize_to_square, GrayImage, ImagingError, ResizeMode};
 use crate::label::Label;
 use crate::manifest::{check_rows, read_raw, RawRow};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,6 +75,10 @@ pub struct CheckReport {
     pub patients: usize,
     pub errors: Vec<Issue>,
     pub warnings: Vec<Issue>,
+    /// The SHA-256 of every decodable file, by normalised path: what the
+    /// data set's fingerprint is made of, so it need not read them again.
+    #[serde(skip)]
+    pub file_sha256: HashMap<String, String>,
 }
 
 impl CheckReport {
@@ -99,10 +104,81 @@ fn issue(
     }
 }
 
+/// Every decodable image of a checked manifest, resized to the network's
+/// square input while the check had it decoded, so that a job run right
+/// after its check (`crossfold-worker train`) decodes each image once.
+/// Images are taken out as they are used, so they are not held twice.
+#[derive(Debug)]
+pub struct Squares {
+    pub size: u32,
+    pub mode: ResizeMode,
+    /// `size * size` bytes per image, keyed by its normalised path.
+    by_path: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl Squares {
+    /// Take out the image at `path` (as a manifest row spells it), if it
+    /// is here at `size` and `mode`.
+    pub fn take(&self, path: &str, size: u32, mode: ResizeMode) -> Option<Vec<u8>> {
+        if size != self.size || mode != self.mode {
+            return None;
+        }
+        self.images().remove(&normalise(path))
+    }
+
+    /// Images still here.
+    pub fn len(&self) -> usize {
+        self.images().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Let go of every image left.
+    pub fn clear(&self) {
+        self.images().clear();
+    }
+
+    fn images(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        // A panic while holding the lock leaves the map whole.
+        self.by_path.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Check a manifest and its files. `data_root` defaults to the manifest's
 /// directory; no path may leave it. Fails only when the manifest itself
 /// cannot be read or has a bad header; everything else is a finding.
 pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, DatasetError> {
+    check_with(manifest, data_root, None).map(|(report, _)| report)
+}
+
+/// [`check`], keeping every decodable image resized to `size` x `size`
+/// (`mode`) as it goes.
+pub fn check_keeping(
+    manifest: &Path,
+    data_root: Option<&Path>,
+    size: u32,
+    mode: ResizeMode,
+) -> Result<(CheckReport, Squares), DatasetError> {
+    let (report, by_path) = check_with(manifest, data_root, Some((size, mode)))?;
+    Ok((
+        report,
+        Squares {
+            size,
+            mode,
+            by_path: Mutex::new(by_path),
+        },
+    ))
+}
+
+type Kept = HashMap<String, Vec<u8>>;
+
+fn check_with(
+    manifest: &Path,
+    data_root: Option<&Path>,
+    keep: Option<(u32, ResizeMode)>,
+) -> Result<(CheckReport, Kept), DatasetError> {
     let rows = read_raw(manifest)?;
     let base = crate::manifest::manifest_root(manifest);
     let root = data_root
@@ -217,13 +293,19 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
     // Files: containment, existence, decoding.
     let file_rows: Vec<&RawRow> = rows.iter().filter(|r| !r.path.is_empty()).collect();
     let findings = parallel_map(&file_rows, available_threads(), |row| {
-        check_file(&base, &root, row)
+        check_file(&base, &root, row, keep)
     });
     let mut by_content: BTreeMap<String, &RawRow> = BTreeMap::new();
-    for (row, (errs, warns, sha)) in file_rows.iter().zip(findings) {
-        errors.extend(errs);
-        warnings.extend(warns);
-        let Some(sha) = sha else { continue };
+    let mut kept = Kept::new();
+    let mut file_sha256 = HashMap::new();
+    for (row, found) in file_rows.iter().zip(findings) {
+        errors.extend(found.errors);
+        warnings.extend(found.warnings);
+        if let Some(square) = found.square {
+            kept.insert(normalise(&row.path), square);
+        }
+        let Some(sha) = found.sha else { continue };
+        file_sha256.insert(normalise(&row.path), sha.clone());
         match by_content.get(&sha) {
             // The same path twice is a DuplicatePath error already.
             Some(first)
@@ -270,7 +352,7 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
             *counts.entry(l.to_string()).or_insert(0) += 1;
         }
     }
-    Ok(CheckReport {
+    let report = CheckReport {
         manifest: manifest.to_path_buf(),
         data_root: root,
         rows: all_rows,
@@ -278,14 +360,42 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
         patients: by_patient.len(),
         errors,
         warnings,
-    })
+        file_sha256,
+    };
+    Ok((report, kept))
 }
 
-/// Errors, warnings and (for a readable file) the SHA-256 of its content.
-fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>, Option<String>) {
+/// The image at `path` and the SHA-256 of the bytes it was decoded from
+/// (the file is read once).
+fn read_and_decode(path: &Path) -> Result<(GrayImage, String), ImagingError> {
+    let bytes = std::fs::read(path).map_err(|source| ImagingError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let img = decode_bytes(&bytes, path)?;
+    Ok((img, crate::hash::sha256_hex(&bytes)))
+}
+
+/// What the check of one file found.
+struct FileFindings {
+    errors: Vec<Issue>,
+    warnings: Vec<Issue>,
+    /// The SHA-256 of a decodable file's content.
+    sha: Option<String>,
+    /// A decodable image resized, when asked to keep it.
+    square: Option<Vec<u8>>,
+}
+
+fn check_file(
+    base: &Path,
+    root: &Path,
+    row: &RawRow,
+    keep: Option<(u32, ResizeMode)>,
+) -> FileFindings {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut sha = None;
+    let mut square = None;
     // The path is relative to the manifest; it must stay under the data root.
     let full = match contained_in(root, base, &row.path) {
         Ok(full) => full,
@@ -297,7 +407,12 @@ fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>
                 Some(&row.path),
                 format!("escapes the data root {}: {reason}", root.display()),
             ));
-            return (errors, warnings, None);
+            return FileFindings {
+                errors,
+                warnings,
+                sha,
+                square,
+            };
         }
     };
     match std::fs::metadata(&full) {
@@ -320,9 +435,10 @@ fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>
             ));
         }
         // Decode the whole image, whatever its format (recognised by content).
-        Ok(_) => match decode_file(&full) {
-            Ok(img) => {
-                sha = crate::hash::sha256_file(&full).ok();
+        Ok(_) => match read_and_decode(&full) {
+            Ok((img, digest)) => {
+                sha = Some(digest);
+                square = keep.map(|(size, mode)| resize_to_square(&img, size, mode));
                 if img.is_blank() {
                     warnings.push(issue(
                         IssueKind::BlankImage,
@@ -347,7 +463,12 @@ fn check_file(base: &Path, root: &Path, row: &RawRow) -> (Vec<Issue>, Vec<Issue>
             }
         },
     }
-    (errors, warnings, sha)
+    FileFindings {
+        errors,
+        warnings,
+        sha,
+        square,
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +533,35 @@ mod tests {
         assert_eq!(report.warnings[0].kind, IssueKind::BlankImage);
         assert!(report.errors[0].to_string().contains("\"Tumor\""));
         assert!(report.errors[7].to_string().contains("\"p1\""));
+    }
+
+    #[test]
+    fn keeping_the_images_finds_the_same_and_keeps_what_decodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_png(&d.join("a.png"), 10, true);
+        write_png(&d.join("sub/b.png"), 90, true);
+        std::fs::write(d.join("junk.png"), b"not an image").unwrap();
+        let manifest = d.join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\na.png,normal,p1\nsub/b.png,benign,p2\njunk.png,normal,p3\n",
+        )
+        .unwrap();
+        let plain = check(&manifest, None).unwrap();
+        let (report, squares) = check_keeping(&manifest, None, 6, ResizeMode::Stretch).unwrap();
+        assert_eq!(report.errors, plain.errors);
+        assert_eq!(report.warnings, plain.warnings);
+        assert_eq!(squares.len(), 2, "the undecodable file is not kept");
+        let want =
+            crate::imaging::load_square(&d.join("sub/b.png"), 6, ResizeMode::Stretch).unwrap();
+        // Found however a row spells the path; taken out once.
+        assert_eq!(
+            squares.take("./sub//b.png", 6, ResizeMode::Stretch),
+            Some(want)
+        );
+        assert_eq!(squares.take("sub/b.png", 6, ResizeMode::Stretch), None);
+        assert_eq!(squares.len(), 1);
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //! sorted bytewise and the fingerprint is the SHA-256 of their
 //! concatenation.
 
+use super::paths::normalise;
 use super::{available_threads, contained_in, parallel_map, DatasetError};
 use crate::hash::{sha256_file, sha256_hex};
 use crate::manifest::Manifest;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fingerprint {
@@ -20,7 +21,20 @@ pub struct Fingerprint {
 }
 
 pub fn fingerprint(manifest: &Manifest) -> Result<Fingerprint, DatasetError> {
+    fingerprint_known(manifest, &HashMap::new())
+}
+
+/// [`fingerprint`], taking the SHA-256 of a file from `known` (by
+/// normalised path, as [`super::CheckReport::file_sha256`] has them) when
+/// it is there, so files just checked are not read again.
+pub fn fingerprint_known(
+    manifest: &Manifest,
+    known: &HashMap<String, String>,
+) -> Result<Fingerprint, DatasetError> {
     let hashes = parallel_map(&manifest.entries, available_threads(), |e| {
+        if let Some(h) = known.get(&normalise(&e.path)) {
+            return Ok(h.clone());
+        }
         let path = contained_in(&manifest.root, &manifest.root, &e.path).map_err(|reason| {
             DatasetError::Escape {
                 path: e.path.clone(),
@@ -93,6 +107,30 @@ mod tests {
         m.entries[0].label = Label::Benign;
         std::fs::write(dir.path().join("a.png"), b"aab").unwrap();
         assert_ne!(fingerprint(&m).unwrap().sha256, fp);
+    }
+
+    #[test]
+    fn the_checks_digests_give_the_same_fingerprint() {
+        let (dir, mut m) = setup();
+        for (name, v) in [("a.png", 10u8), ("b.png", 20)] {
+            image::GrayImage::from_fn(4, 3, |x, _| image::Luma([v + x as u8]))
+                .save(dir.path().join(name))
+                .unwrap();
+        }
+        m.entries[1].path = "./b.png".into();
+        let fp = fingerprint(&m).unwrap();
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\na.png,normal,p1\n./b.png,benign,p2\n",
+        )
+        .unwrap();
+        let report = super::super::check(&manifest, None).unwrap();
+        assert_eq!(report.file_sha256.len(), 2);
+        assert_eq!(fingerprint_known(&m, &report.file_sha256).unwrap(), fp);
+        // A digest given is used as it is: the file is not read again.
+        std::fs::remove_file(dir.path().join("a.png")).unwrap();
+        assert_eq!(fingerprint_known(&m, &report.file_sha256).unwrap(), fp);
     }
 
     #[test]

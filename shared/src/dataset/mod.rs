@@ -6,8 +6,8 @@ mod fingerprint;
 mod import;
 mod paths;
 
-pub use check::{check, CheckReport, Issue, IssueKind};
-pub use fingerprint::{fingerprint, Fingerprint};
+pub use check::{check, check_keeping, CheckReport, Issue, IssueKind, Squares};
+pub use fingerprint::{fingerprint, fingerprint_known, Fingerprint};
 pub use import::{import_tree, ImportSummary};
 pub use paths::{contained_in, contained_path, PathEscape};
 

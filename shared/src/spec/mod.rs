@@ -181,6 +181,15 @@ pub enum Resize {
     Stretch,
 }
 
+impl Resize {
+    pub fn mode(self) -> crate::imaging::ResizeMode {
+        match self {
+            Resize::Pad => crate::imaging::ResizeMode::Pad,
+            Resize::Stretch => crate::imaging::ResizeMode::Stretch,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClassWeighting {

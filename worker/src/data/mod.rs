@@ -6,7 +6,8 @@ mod augment;
 
 pub use augment::Augmenter;
 
-use crossfold_shared::imaging::{load_square, ImagingError, ResizeMode};
+use crossfold_shared::dataset::Squares;
+use crossfold_shared::imaging::{load_square, ImagingError};
 use crossfold_shared::manifest::{Entry, Manifest};
 use crossfold_shared::spec::Resize;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,27 +29,37 @@ pub struct ImageSet {
     pub size: i64,
 }
 
-pub fn resize_mode(r: Resize) -> ResizeMode {
-    match r {
-        Resize::Pad => ResizeMode::Pad,
-        Resize::Stretch => ResizeMode::Stretch,
-    }
+/// Where a job's images come from besides their files.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    /// CPU threads for decoding.
+    pub threads: usize,
+    /// Images already decoded and resized (by the data set's check): those
+    /// found here at the job's size are taken out and not decoded again;
+    /// the rest are let go once the job's images are loaded.
+    pub squares: Option<&'a Squares>,
+    /// When it becomes true, decoding stops within one image per thread.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
-/// Decode and resize `entries` (on `threads` CPU threads), then move them to
-/// `device` in one transfer. Any unreadable image fails the job, naming it.
-/// When `cancel` becomes true, decoding stops within one image per thread.
+/// Decode and resize `entries` (on `sources.threads` CPU threads) unless
+/// `sources.squares` has them, then move them to `device` in one transfer.
+/// Any unreadable image fails the job, naming it.
 pub fn load_images(
     manifest: &Manifest,
     entries: &[&Entry],
     size: u32,
     resize: Resize,
     device: Device,
-    threads: usize,
-    cancel: Option<&AtomicBool>,
+    sources: Sources,
 ) -> Result<ImageSet, DataError> {
+    let Sources {
+        threads,
+        squares,
+        cancel,
+    } = sources;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-    let mode = resize_mode(resize);
+    let mode = resize.mode();
     let per = (size as usize) * (size as usize);
     let threads = threads.max(1).min(entries.len().max(1));
     let chunk = entries.len().div_ceil(threads).max(1);
@@ -62,7 +73,10 @@ pub fn load_images(
                         if cancelled() {
                             return Err(DataError::Cancelled);
                         }
-                        buf.extend(load_square(&manifest.resolve(e), size, mode)?);
+                        match squares.and_then(|sq| sq.take(&e.path, size, mode)) {
+                            Some(pixels) => buf.extend(pixels),
+                            None => buf.extend(load_square(&manifest.resolve(e), size, mode)?),
+                        }
                     }
                     Ok(buf)
                 })
@@ -73,6 +87,11 @@ pub fn load_images(
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
+    if let Some(sq) = squares {
+        // What the job does not use (say, the normal images of a
+        // malignancy round) is not kept through training.
+        sq.clear();
+    }
     let mut all = Vec::with_capacity(entries.len() * per);
     for r in results {
         all.extend(r?);
@@ -114,6 +133,81 @@ pub fn pixel_stats(images: &Tensor, index: &Tensor) -> Result<(f64, f64), tch::T
     let mean = sum / n.max(1.0);
     let var = ((sum_sq - n * mean * mean) / (n - 1.0).max(1.0)).max(0.0);
     Ok((mean, var.sqrt().max(1e-3)))
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+    use crossfold_shared::dataset::check_keeping;
+    use crossfold_shared::imaging::ResizeMode;
+
+    /// Three gradient PNGs and their manifest in `dir`.
+    fn data_set(dir: &std::path::Path) -> Manifest {
+        let mut csv = String::from("path,label,patient_id\n");
+        for i in 0..3u8 {
+            let img = image::GrayImage::from_fn(20, 12, |x, y| {
+                image::Luma([(x as u8 * 7).wrapping_add(y as u8 * 3 + i * 40)])
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+            csv.push_str(&format!("./{i}.png,normal,p{i}\n"));
+        }
+        std::fs::write(dir.join("manifest.csv"), csv).unwrap();
+        Manifest::load(&dir.join("manifest.csv")).unwrap()
+    }
+
+    fn sources(squares: Option<&Squares>) -> Sources<'_> {
+        Sources {
+            threads: 2,
+            squares,
+            cancel: None,
+        }
+    }
+
+    #[test]
+    fn images_kept_by_the_check_are_not_decoded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = data_set(dir.path());
+        let entries: Vec<&Entry> = m.entries.iter().collect();
+        let decoded = load_images(&m, &entries, 16, Resize::Pad, Device::Cpu, sources(None))
+            .unwrap()
+            .images;
+        let (report, squares) =
+            check_keeping(&dir.path().join("manifest.csv"), None, 16, ResizeMode::Pad).unwrap();
+        assert!(report.ok());
+        // At another size or mode the kept images do not serve.
+        assert!(squares.take("0.png", 16, ResizeMode::Stretch).is_none());
+        assert!(squares.take("0.png", 32, ResizeMode::Pad).is_none());
+        // The files are spoiled after the check: the job still loads the
+        // same pixels, so it did not read them again.
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("{i}.png")), b"spoiled").unwrap();
+        }
+        let kept = load_images(
+            &m,
+            &entries[1..],
+            16,
+            Resize::Pad,
+            Device::Cpu,
+            sources(Some(&squares)),
+        )
+        .unwrap()
+        .images;
+        assert!(kept.equal(&decoded.narrow(0, 1, 2)));
+        // What the job did not use is let go as well.
+        assert!(squares.is_empty());
+        // Without them, a spoiled file fails the job, naming it.
+        let err = load_images(
+            &m,
+            &entries,
+            16,
+            Resize::Pad,
+            Device::Cpu,
+            sources(Some(&squares)),
+        )
+        .err()
+        .expect("spoiled files");
+        assert!(err.to_string().contains(".png"), "{err}");
+    }
 }
 
 #[cfg(test)]
