@@ -498,7 +498,13 @@ fn sigterm_releases_the_lease_and_a_fetching_worker_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
     make_data(&spec);
-    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    // Heartbeats 20 s apart: the stop must not wait for the next one.
+    let (_coord, url) = start_coordinator(
+        dir.path(),
+        "127.0.0.1:0",
+        &dir.path().join("data"),
+        &["--lease-ttl", "40", "--heartbeat-interval", "20"],
+    );
     let mut leaver = start_worker(dir.path(), &url, "leaver", &[]);
     let id = submit(&url, &spec, &["train.epochs=60"]);
     wait_for("a job leased to the leaver", LONG, || {
@@ -508,12 +514,21 @@ fn sigterm_releases_the_lease_and_a_fetching_worker_finishes() {
             .iter()
             .any(|j| j["worker"] == "leaver")
     });
+    // Past the lease's first heartbeat, so the next is about 20 s away.
+    wait_for("the leaver training", LONG, || {
+        leaver.log_text().contains("lease received")
+    });
+    std::thread::sleep(Duration::from_secs(1));
     leaver.signal(libc::SIGTERM);
     let mut exited = None;
-    wait_for("the leaver to exit", Duration::from_secs(60), || {
-        exited = leaver.child.try_wait().ok().flatten();
-        exited.is_some()
-    });
+    wait_for(
+        "the leaver to exit well before its next heartbeat",
+        Duration::from_secs(12),
+        || {
+            exited = leaver.child.try_wait().ok().flatten();
+            exited.is_some()
+        },
+    );
     assert!(exited.unwrap().success(), "{}", leaver.log_text());
     assert!(
         leaver.log_text().contains("lease released"),

@@ -85,7 +85,11 @@ pub fn start_coordinator(
         .arg(dir.join("coordinator.db"))
         .arg("--data-root")
         .arg(data_root)
-        .args(["--lease-ttl", "4", "--heartbeat-interval", "0.5"])
+        .args(if extra.contains(&"--heartbeat-interval") {
+            &[][..]
+        } else {
+            &["--lease-ttl", "4", "--heartbeat-interval", "0.5"][..]
+        })
         .args(if extra.contains(&"--restart-grace") {
             &[][..]
         } else {

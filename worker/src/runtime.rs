@@ -253,14 +253,19 @@ async fn run_lease(
     }
     let interval = Duration::from_secs_f64(lease.heartbeat_interval_seconds.clamp(0.2, 60.0));
     let mut ticker = tokio::time::interval(interval);
+    // A SIGTERM reaches the training thread within this, not at the next
+    // heartbeat (up to a minute away): the job stops within one step more.
+    let mut stop_poll = tokio::time::interval(STOP_POLL);
     let mut told_to_stop = false;
     let outcome = loop {
         tokio::select! {
             r = &mut rx => break r.unwrap_or(Outcome::Failed { error: "training thread panicked".into(), retryable: true }),
-            _ = ticker.tick() => {
+            _ = stop_poll.tick() => {
                 if stop.load(Ordering::SeqCst) {
                     cancel.store(true, Ordering::SeqCst);
                 }
+            }
+            _ = ticker.tick() => {
                 let p = progress.lock().ok().and_then(|p| p.clone());
                 if let Some(p) = &p {
                     cfg.metrics.images_per_second.set(p.images_per_second);
@@ -381,6 +386,9 @@ async fn report(
 
 /// The longest wait between two tries to report an outcome.
 const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// How often a running job looks whether the worker was told to stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 /// How long a stopping worker keeps trying to report.
 const REPORT_AFTER_STOP: Duration = Duration::from_secs(30);
 
