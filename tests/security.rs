@@ -571,3 +571,76 @@ fn sigterm_stops_the_coordinator_cleanly() {
         status(&url2, &id)
     );
 }
+
+#[test]
+fn a_coordinator_that_never_answers_is_given_up_on_at_the_timeout() {
+    // Accepts connections and says nothing: a stuck coordinator, or a
+    // middlebox holding the connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tls_url = url.replace("http://", "https://");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = write(dir.path(), "ca.pem", &ca("silent CA").pem);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    for (args, want) in [
+        (
+            vec!["status", "--coordinator", &url, "--timeout", "2"],
+            "no answer from the coordinator within 2 s (--timeout)",
+        ),
+        (
+            vec!["results", "x", "--coordinator", &url, "--timeout", "1.5"],
+            "no answer from the coordinator within 1.5 s (--timeout)",
+        ),
+        (
+            vec!["health", "--coordinator", &url, "--timeout", "1"],
+            "unhealthy: no answer within 1 s",
+        ),
+        // With TLS the handshake itself waits: tonic's connect time-out
+        // covers the TCP connect alone (this used to wait for ever).
+        (
+            vec![
+                "status",
+                "--coordinator",
+                &tls_url,
+                "--ca",
+                &ca_pem,
+                "--timeout",
+                "2",
+            ],
+            "no answer to the connection's handshakes within 2 s",
+        ),
+        (
+            vec![
+                "health",
+                "--coordinator",
+                &tls_url,
+                "--ca",
+                &ca_pem,
+                "--timeout",
+                "1",
+            ],
+            "no answer to the connection's handshakes within 1 s",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let (code, _, err) = cli(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        // Not waiting for a keep-alive or connect time-out instead.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, _, err) = cli(&["status", "--coordinator", &url, "--timeout", "0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--timeout 0: must be 0 < seconds <= 3600"),
+        "{err}"
+    );
+}

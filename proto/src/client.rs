@@ -24,8 +24,12 @@ pub enum ClientError {
     Invalid { what: String, reason: String },
     #[error("coordinator URL {url:?}: {reason}")]
     Url { url: String, reason: String },
-    #[error("cannot reach the coordinator at {url}: {reason}")]
-    Connect { url: String, reason: String },
+    #[error("cannot reach the coordinator at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: ConnectFailure,
+    },
 }
 
 /// An error and its causes on one line (tonic's transport errors say only
@@ -345,15 +349,22 @@ impl ClientSecurity {
         Ok(endpoint)
     }
 
-    /// Connect once.
+    /// Connect once, giving up after [`CONNECT_LIMIT`].
     pub async fn connect(&self, url: &str) -> Result<AuthChannel, ClientError> {
-        let channel = self
-            .endpoint(url)?
-            .connect()
+        self.connect_within(url, CONNECT_LIMIT).await
+    }
+
+    /// Connect once, giving up after `limit`.
+    pub async fn connect_within(
+        &self,
+        url: &str,
+        limit: Duration,
+    ) -> Result<AuthChannel, ClientError> {
+        let channel = connect_within(&self.endpoint(url)?, limit)
             .await
-            .map_err(|e| ClientError::Connect {
+            .map_err(|source| ClientError::Connect {
                 url: url.to_string(),
-                reason: describe(&e),
+                source,
             })?;
         self.wrap(channel)
     }
@@ -361,6 +372,36 @@ impl ClientSecurity {
     /// Put this client's token on a connected channel.
     pub fn wrap(&self, channel: Channel) -> Result<AuthChannel, ClientError> {
         Ok(InterceptedService::new(channel, self.bearer()?))
+    }
+}
+
+/// How long a connection may take where the caller names no limit: the
+/// TCP, TLS and HTTP/2 handshakes together. tonic's connect time-out covers
+/// the TCP connect alone, so a server that accepts and then says nothing
+/// would hold the caller for ever.
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Why a connection was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectFailure {
+    #[error("{}", describe(.0))]
+    Transport(#[source] tonic::transport::Error),
+    #[error(
+        "no answer to the connection's handshakes within {} s: is the coordinator stuck, or is \
+         something in between holding the connection?",
+        .0.as_secs_f64()
+    )]
+    Silent(Duration),
+}
+
+/// Connect to `endpoint`, giving up after `limit`.
+pub async fn connect_within(
+    endpoint: &Endpoint,
+    limit: Duration,
+) -> Result<Channel, ConnectFailure> {
+    match tokio::time::timeout(limit, endpoint.connect()).await {
+        Ok(connected) => connected.map_err(ConnectFailure::Transport),
+        Err(_) => Err(ConnectFailure::Silent(limit)),
     }
 }
 

@@ -16,19 +16,16 @@ pub struct HealthArgs {
     /// Service to ask about (default: the server as a whole).
     #[arg(long, default_value = "")]
     pub service: String,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub timeout: f64,
 }
 
+/// Seconds `health` waits by default: probes want a quick verdict.
+const HEALTH_LIMIT: f64 = 5.0;
+
 pub async fn run(a: HealthArgs) -> Result<ExitCode> {
-    let limit = std::time::Duration::try_from_secs_f64(a.timeout)
-        .ok()
-        .filter(|d| !d.is_zero() && *d <= std::time::Duration::from_secs(3600))
-        .ok_or_else(|| anyhow::anyhow!("--timeout {}: must be 0 < seconds <= 3600", a.timeout))?;
+    let limit = a.target.limit(HEALTH_LIMIT)?;
     let security = a.target.security()?;
     let ask = async {
-        let channel = security.connect(&a.target.coordinator).await?;
+        let channel = super::remote::connect(&a.target.coordinator, &security, limit).await?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: a.service.clone(),
@@ -56,7 +53,7 @@ pub async fn run(a: HealthArgs) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Err(_) => {
-            eprintln!("unhealthy: no answer within {} s", a.timeout);
+            eprintln!("unhealthy: no answer within {} s", limit.as_secs_f64());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -3,7 +3,7 @@
 use super::{load_spec, Format};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use crossfold_proto::client::{AuthChannel, ClientSecurity};
+use crossfold_proto::client::{AuthChannel, ClientError, ClientSecurity, ConnectFailure};
 use crossfold_proto::v1::{self, experiments_client::ExperimentsClient};
 use crossfold_shared::experiment::prepare;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio_stream::StreamExt;
 
 #[derive(Args)]
@@ -31,9 +32,24 @@ pub struct Target {
     /// variable; never on the command line, where other users can read it).
     #[arg(long, env = "CROSSFOLD_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Seconds to wait for the coordinator's answer before giving up
+    /// (default 60; `health`: 5). `submit`, which waits for the
+    /// coordinator's check of the data set, and `watch`'s stream wait as
+    /// long as they need.
+    #[arg(long, env = "CROSSFOLD_TIMEOUT", value_name = "SECONDS")]
+    pub timeout: Option<f64>,
 }
 
 impl Target {
+    /// `--timeout`, or `default` seconds.
+    pub fn limit(&self, default: f64) -> Result<Duration> {
+        let secs = self.timeout.unwrap_or(default);
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
+            .ok_or_else(|| anyhow!("--timeout {secs}: must be 0 < seconds <= 3600"))
+    }
+
     /// The TLS files and token this target names.
     pub fn security(&self) -> Result<ClientSecurity> {
         Ok(ClientSecurity::from_files_or_env(
@@ -79,11 +95,15 @@ pub type Client = ExperimentsClient<AuthChannel>;
 
 /// Connect to the coordinator `target` names, with its TLS files and token.
 pub async fn client(target: &Target) -> Result<Client> {
-    client_with(&target.coordinator, &target.security()?).await
+    let limit = target.limit(DEFAULT_LIMIT)?;
+    client_with(&target.coordinator, &target.security()?, limit).await
 }
 
-pub async fn client_with(url: &str, security: &ClientSecurity) -> Result<Client> {
-    let channel = security.connect(url).await?;
+/// Seconds a call but `submit` and `watch`'s stream may wait for an answer.
+pub const DEFAULT_LIMIT: f64 = 60.0;
+
+pub async fn client_with(url: &str, security: &ClientSecurity, limit: Duration) -> Result<Client> {
+    let channel = connect(url, security, limit).await?;
     Ok(ExperimentsClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
@@ -115,13 +135,118 @@ pub fn rpc_text(e: &tonic::Status) -> String {
         tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
     ) && (said("broken pipe") || said("connection closed"))
     {
-        // A restart, or a TLS refusal whose alert was not read (TLS 1.3).
-        " (the coordinator closed the connection: is it restarting? Or it uses TLS, which needs \
-         an https:// URL and --ca, and with mutual TLS --cert and --key too)"
+        closed_hint(CALLS.get().map(|c| c.sent))
     } else {
         ""
     };
     format!("{:?}: {}{causes}{hint}", e.code(), e.message())
+}
+
+/// What this process offered the coordinator when it connected.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sent {
+    Plaintext,
+    /// TLS without a client certificate.
+    Tls,
+    MutualTls,
+}
+
+/// How this process talks to its coordinator (one per process).
+#[derive(Clone, Copy, Debug)]
+struct Calls {
+    sent: Sent,
+    limit: Duration,
+}
+
+static CALLS: std::sync::OnceLock<Calls> = std::sync::OnceLock::new();
+
+/// Note what the CLI offers the coordinator, so that a dropped connection
+/// can be explained, and how long a call may wait for its answer.
+pub fn remember(security: &ClientSecurity, limit: Duration) {
+    let sent = match &security.tls {
+        None => Sent::Plaintext,
+        Some(t) if t.identity.is_some() => Sent::MutualTls,
+        Some(_) => Sent::Tls,
+    };
+    let _ = CALLS.set(Calls { sent, limit });
+}
+
+/// The answer to a call, or an error once `--timeout` passes without one.
+pub async fn answer<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    let calls = CALLS.get().copied();
+    let limit = calls.map_or(Duration::from_secs_f64(DEFAULT_LIMIT), |c| c.limit);
+    answer_within(limit, calls.map(|c| c.sent), call).await
+}
+
+async fn answer_within<T>(
+    limit: Duration,
+    sent: Option<Sent>,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(reply) => Ok(reply.map_err(rpc)?.into_inner()),
+        Err(_) => Err(anyhow!(
+            "no answer from the coordinator within {} s (--timeout){}",
+            limit.as_secs_f64(),
+            silence_hint(sent)
+        )),
+    }
+}
+
+/// Connect to the coordinator at `url`, giving up after `limit`; a silent
+/// one is explained as [`answer`] explains a call without an answer.
+pub async fn connect(url: &str, security: &ClientSecurity, limit: Duration) -> Result<AuthChannel> {
+    remember(security, limit);
+    match security.connect_within(url, limit).await {
+        Ok(channel) => Ok(channel),
+        Err(
+            e @ ClientError::Connect {
+                source: ConnectFailure::Silent(_),
+                ..
+            },
+        ) => Err(anyhow!(
+            "{e} (--timeout){}",
+            silence_hint(CALLS.get().map(|c| c.sent))
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a coordinator may not answer at all.
+fn silence_hint(sent: Option<Sent>) -> &'static str {
+    match sent {
+        Some(Sent::Tls) => {
+            ": a coordinator that requires a client certificate (mutual TLS) may drop this \
+             connection without a word; give --cert and --key"
+        }
+        _ => ": is it overloaded, or is something between here and there holding the connection?",
+    }
+}
+
+/// Why a coordinator may have closed the connection: a restart, or a TLS
+/// refusal whose alert the client never read (TLS 1.3 finishes the
+/// client's side of the handshake before the server checks it).
+fn closed_hint(sent: Option<Sent>) -> &'static str {
+    match sent {
+        Some(Sent::Tls) => {
+            " (the coordinator closed the connection: it probably requires a client certificate \
+             (mutual TLS): give --cert and --key; or it is restarting)"
+        }
+        Some(Sent::MutualTls) => {
+            " (the coordinator closed the connection: is it restarting? Or it refused this \
+             client certificate: is it signed by the CA the coordinator's --client-ca names?)"
+        }
+        Some(Sent::Plaintext) => {
+            " (the coordinator closed the connection: is it restarting? Or it uses TLS, which \
+             needs an https:// URL and --ca)"
+        }
+        None => {
+            " (the coordinator closed the connection: is it restarting? Or it uses TLS, which \
+             needs an https:// URL and --ca, and with mutual TLS --cert and --key too)"
+        }
+    }
 }
 
 /// Resolve the spec here (overrides, manifest path made absolute, the
@@ -204,18 +329,15 @@ fn status_json(e: &v1::Experiment) -> serde_json::Value {
 pub async fn status(a: StatusArgs) -> Result<ExitCode> {
     let mut c = client(&a.target).await?;
     let experiments = match &a.id {
-        Some(id) => vec![c
-            .get(v1::GetExperimentRequest {
+        Some(id) => vec![
+            answer(c.get(v1::GetExperimentRequest {
                 experiment_id: id.clone(),
-            })
-            .await
-            .map_err(rpc)?
-            .into_inner()],
+            }))
+            .await?,
+        ],
         None => {
-            c.list(v1::ListExperimentsRequest {})
-                .await
-                .map_err(rpc)?
-                .into_inner()
+            answer(c.list(v1::ListExperimentsRequest {}))
+                .await?
                 .experiments
         }
     };
@@ -332,13 +454,10 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
             break;
         }
     }
-    let e = c
-        .get(v1::GetExperimentRequest {
-            experiment_id: id.to_string(),
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let e = answer(c.get(v1::GetExperimentRequest {
+        experiment_id: id.to_string(),
+    }))
+    .await?;
     Ok(e.state)
 }
 
@@ -491,13 +610,10 @@ pub async fn watch(a: IdArgs) -> Result<ExitCode> {
 
 pub async fn cancel(a: IdArgs) -> Result<ExitCode> {
     let mut c = client(&a.target).await?;
-    let e = c
-        .cancel(v1::CancelRequest {
-            experiment_id: a.id.clone(),
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let e = answer(c.cancel(v1::CancelRequest {
+        experiment_id: a.id.clone(),
+    }))
+    .await?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&status_json(&e))?),
         Format::Text => println!("{} {}", e.experiment_id, e.state),
@@ -506,13 +622,10 @@ pub async fn cancel(a: IdArgs) -> Result<ExitCode> {
 }
 
 pub async fn fetch_results(c: &mut Client, id: &str) -> Result<serde_json::Value> {
-    let r = c
-        .results(v1::ResultsRequest {
-            experiment_id: id.to_string(),
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let r = answer(c.results(v1::ResultsRequest {
+        experiment_id: id.to_string(),
+    }))
+    .await?;
     serde_json::from_str(&r.results_json)
         .map_err(|e| anyhow!("coordinator sent unreadable results: {e}"))
 }
@@ -534,6 +647,29 @@ pub async fn results(a: IdArgs) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_call_without_an_answer_ends_at_the_limit_naming_it() {
+        let never = std::future::pending::<Result<tonic::Response<()>, tonic::Status>>();
+        let err = answer_within(Duration::from_millis(50), Some(Sent::Tls), never)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("within 0.05 s (--timeout)"), "{err}");
+        assert!(err.contains("give --cert and --key"), "{err}");
+        let refused = async { Err::<tonic::Response<()>, _>(tonic::Status::not_found("x")) };
+        let err = answer_within(Duration::from_secs(5), None, refused)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "NotFound: x");
+        let ok = async { Ok(tonic::Response::new(7)) };
+        assert_eq!(
+            answer_within(Duration::from_secs(5), None, ok)
+                .await
+                .unwrap(),
+            7
+        );
+    }
+
     #[test]
     fn dropped_connections_get_a_hint_and_other_errors_none() {
         let plaintext = tonic::Status::internal(
@@ -548,6 +684,11 @@ mod tests {
         );
         let missing = tonic::Status::not_found("experiment x not found");
         assert_eq!(rpc_text(&missing), "NotFound: experiment x not found");
+        // What the CLI offered decides which explanation comes first.
+        assert!(closed_hint(Some(Sent::Tls)).contains("requires a client certificate"));
+        assert!(closed_hint(Some(Sent::MutualTls)).contains("refused this client certificate"));
+        let plain = closed_hint(Some(Sent::Plaintext));
+        assert!(plain.contains("https:// URL and --ca") && !plain.contains("--cert"));
         // The server's own words are not taken for a TLS problem.
         let said = tonic::Status::failed_precondition("invalid peer certificate: UnknownIssuer");
         assert!(!rpc_text(&said).contains("not signed by --ca"));

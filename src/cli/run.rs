@@ -234,7 +234,8 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     );
 
     let work = async {
-        let mut c = client_with(&url, &ClientSecurity::plaintext()).await?;
+        let limit = std::time::Duration::from_secs_f64(super::remote::DEFAULT_LIMIT);
+        let mut c = client_with(&url, &ClientSecurity::plaintext(), limit).await?;
         // The experiment whose report --out holds now, if any: only for a
         // note, so an unreadable report.json is no reason to stop.
         let latest = std::fs::read_to_string(out.join("report.json"))

@@ -8,7 +8,9 @@ use crate::fetch::{materialise, FetchError};
 use crate::job::{run_job, JobOptions, JobResult};
 use crate::metrics::WorkerMetrics;
 use crate::train::{Control, Progress};
-use crossfold_proto::client::{AuthChannel, ClientSecurity};
+use crossfold_proto::client::{
+    connect_within, AuthChannel, ClientSecurity, ConnectFailure, CONNECT_LIMIT,
+};
 use crossfold_proto::v1::{self, workers_client::WorkersClient};
 use crossfold_shared::experiment::Prepared;
 use crossfold_shared::folds::SplitPlan;
@@ -82,7 +84,7 @@ pub async fn connect(
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        match endpoint.connect().await {
+        match connect_within(&endpoint, CONNECT_LIMIT).await {
             Ok(ch) => {
                 let ch = security
                     .wrap(ch)
@@ -91,15 +93,18 @@ pub async fn connect(
             }
             // This worker's own certificate refused: waiting cannot fix it,
             // so stop, naming it, and an orchestrator shows a failed worker.
-            Err(e) if crossfold_proto::client::tls_problem(&e).is_some_and(|p| p.client_side) => {
+            Err(ConnectFailure::Transport(e))
+                if crossfold_proto::client::tls_problem(&e).is_some_and(|p| p.client_side) =>
+            {
                 let why = crossfold_proto::client::describe(&e);
                 tracing::error!(coordinator = %url, error = %why, "cannot connect");
                 return Err(RuntimeError::Tls(url.to_string(), why));
             }
             // Anything else (the coordinator's certificate included, which a
-            // fix there or a clock that syncs may heal) is retried, named.
+            // fix there or a clock that syncs may heal, or a coordinator
+            // that accepted and said nothing) is retried, named.
             Err(e) => {
-                let why = crossfold_proto::client::describe(&e);
+                let why = e.to_string();
                 tracing::warn!(coordinator = %url, error = %why, retry_in_ms = wait.as_millis() as u64, "coordinator unreachable");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(10));
