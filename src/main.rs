@@ -12,9 +12,12 @@ fn main() -> std::process::ExitCode {
     } else {
         crossfold_shared::logging::quiet_on_closed_stdout_panic();
     }
-    // The coordinator reports what it does at info; other commands only warn.
+    // The coordinator reports what it does at info, and the handshakes it
+    // refused (which tonic logs at debug: a client without the right
+    // certificate, a plaintext client at a TLS port); other commands only
+    // warn.
     let level = if args.is_coordinator() {
-        "info"
+        "info,tonic::transport::server::io_stream=debug"
     } else {
         "warn"
     };

@@ -252,6 +252,15 @@ fn mutual_tls_and_scoped_tokens_guard_every_call() {
         };
         assert!(err.contains(expected), "{what}: {err}");
     }
+    // The coordinator logs the handshakes it refused, naming why.
+    wait_for(
+        "the refused handshakes logged",
+        Duration::from_secs(10),
+        || {
+            let log = coord.log_text();
+            log.contains("tls accept error") && log.contains("no certificates")
+        },
+    );
 
     // Health needs no token (probes), but still the TLS handshake.
     let mut health = vec!["health"];

@@ -53,11 +53,17 @@ impl std::fmt::Debug for ServerTls {
     }
 }
 
+/// How long a client has to finish its TLS handshake.
+pub const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
 impl ServerTls {
     pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
         use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let mut cfg =
-            ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        // A client that opens a connection and never finishes its handshake
+        // is dropped instead of holding a task for ever.
+        let mut cfg = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .timeout(TLS_HANDSHAKE_LIMIT);
         if let Some(ca) = &self.client_ca_pem {
             cfg = cfg.client_ca_root(Certificate::from_pem(ca));
         }
