@@ -1010,6 +1010,32 @@ fn a_worker_that_cannot_write_its_folders_stops_before_taking_jobs() {
     }
 }
 
+#[test]
+fn a_worker_waiting_for_its_coordinator_stops_at_once_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: connections are refused, and the worker backs
+    // off 0.5, 1, 2, 4 s between tries.
+    let mut w = start_worker(dir.path(), "http://127.0.0.1:9", "patient", &[]);
+    wait_for("a 4 s wait before the next try", LONG, || {
+        w.log_text().contains("retry_in_ms=4000")
+    });
+    let signalled = std::time::Instant::now();
+    w.signal(libc::SIGTERM);
+    let mut exited = None;
+    wait_for("the worker to exit", Duration::from_secs(10), || {
+        exited = w.child.try_wait().ok().flatten();
+        exited.is_some()
+    });
+    assert!(exited.unwrap().success(), "{}", w.log_text());
+    // Not at the end of its wait.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "{:?}: {}",
+        signalled.elapsed(),
+        w.log_text()
+    );
+}
+
 /// Whether this machine has an NVIDIA GPU (the worker then finds CUDA).
 fn tch_has_cuda() -> bool {
     std::process::Command::new("nvidia-smi")

@@ -106,7 +106,7 @@ pub async fn connect(
             Err(e) => {
                 let why = e.to_string();
                 tracing::warn!(coordinator = %url, error = %why, retry_in_ms = wait.as_millis() as u64, "coordinator unreachable");
-                tokio::time::sleep(wait).await;
+                pause(wait, stop).await;
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
         }
@@ -176,7 +176,7 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
             // worker restarted before its old process was given up on. Wait.
             Err(e) if e.code() == tonic::Code::FailedPrecondition => {
                 tracing::warn!(error = %e, "registration refused; trying again in 5 s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                pause(Duration::from_secs(5), &stop).await;
                 continue 'connect;
             }
             // The handshake happens on the first call: a certificate the
@@ -189,7 +189,7 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
             Err(e) => {
                 let why = crossfold_proto::client::describe(&e);
                 tracing::warn!(error = %why, retry_in_ms = register_wait.as_millis() as u64, "register failed; reconnecting");
-                tokio::time::sleep(register_wait).await;
+                pause(register_wait, &stop).await;
                 register_wait = (register_wait * 2).min(Duration::from_secs(10));
                 continue 'connect;
             }
@@ -210,7 +210,7 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
                 Ok(r) => r.into_inner().lease,
                 Err(e) => {
                     tracing::warn!(error = %e, "lease request failed; reconnecting");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    pause(Duration::from_millis(500), &stop).await;
                     continue 'connect;
                 }
             };
@@ -393,6 +393,18 @@ async fn report(
 const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// How often a running job looks whether the worker was told to stop.
 const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Wait `d`, or less once `stop` is set (the callers then see it and end).
+async fn pause(d: Duration, stop: &AtomicBool) {
+    let end = tokio::time::Instant::now() + d;
+    while !stop.load(Ordering::SeqCst) {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(STOP_POLL)).await;
+    }
+}
 
 /// How long a stopping worker keeps trying to report.
 const REPORT_AFTER_STOP: Duration = Duration::from_secs(30);
