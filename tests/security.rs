@@ -599,11 +599,11 @@ fn a_coordinator_that_never_answers_is_given_up_on_at_the_timeout() {
     for (args, want) in [
         (
             vec!["status", "--coordinator", &url, "--timeout", "2"],
-            "no answer from the coordinator within 2 s (--timeout)",
+            "no answer from the coordinator within 2 s (--timeout, CROSSFOLD_TIMEOUT)",
         ),
         (
-            vec!["results", "x", "--coordinator", &url, "--timeout", "1.5"],
-            "no answer from the coordinator within 1.5 s (--timeout)",
+            vec!["cancel", "x", "--coordinator", &url, "--timeout", "1.5"],
+            "no answer from the coordinator within 1.5 s",
         ),
         (
             vec!["health", "--coordinator", &url, "--timeout", "1"],
@@ -649,7 +649,7 @@ fn a_coordinator_that_never_answers_is_given_up_on_at_the_timeout() {
     let (code, _, err) = cli(&["status", "--coordinator", &url, "--timeout", "0"]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("--timeout 0: must be 0 < seconds <= 3600"),
+        err.contains("--timeout (or CROSSFOLD_TIMEOUT) 0: must be 0 < seconds <= 3600"),
         "{err}"
     );
 }

@@ -24,11 +24,12 @@ pub enum ClientError {
     Invalid { what: String, reason: String },
     #[error("coordinator URL {url:?}: {reason}")]
     Url { url: String, reason: String },
-    #[error("cannot reach the coordinator at {url}: {source}")]
+    /// `failure` is not a `source`: its text already holds every cause
+    /// (see [`describe`]), which would otherwise be printed again.
+    #[error("cannot reach the coordinator at {url}: {failure}")]
     Connect {
         url: String,
-        #[source]
-        source: ConnectFailure,
+        failure: ConnectFailure,
     },
 }
 
@@ -322,8 +323,11 @@ impl ClientSecurity {
             .keep_alive_while_idle(true);
         match (&self.tls, https) {
             (Some(tls), true) => {
-                let mut cfg =
-                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+                // The handshake's own limit holds for reconnections too,
+                // which tonic's channel makes by itself.
+                let mut cfg = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                    .timeout(CONNECT_LIMIT);
                 if let Some((cert, key)) = &tls.identity {
                     cfg = cfg.identity(Identity::from_pem(cert, key));
                 }
@@ -362,9 +366,9 @@ impl ClientSecurity {
     ) -> Result<AuthChannel, ClientError> {
         let channel = connect_within(&self.endpoint(url)?, limit)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|failure| ClientError::Connect {
                 url: url.to_string(),
-                source,
+                failure,
             })?;
         self.wrap(channel)
     }
@@ -385,7 +389,8 @@ pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectFailure {
     #[error("{}", describe(.0))]
-    Transport(#[source] tonic::transport::Error),
+    /// Not a `source`, for the same reason as [`ClientError::Connect`].
+    Transport(tonic::transport::Error),
     #[error(
         "no answer to the connection's handshakes within {} s: is the coordinator stuck, or is \
          something in between holding the connection?",
@@ -489,6 +494,24 @@ mod tests {
             describe(&refused),
             "transport error: connection error: tcp connect error: Connection refused (os error 111)"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_its_cause_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = ClientSecurity::plaintext()
+            .connect_within(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5))
+            .await
+            .err()
+            .expect("nothing listens there");
+        let text = err.to_string();
+        assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+        // Its text holds the causes: none are chained for a printer to repeat.
+        assert!(std::error::Error::source(&err).is_none(), "{text}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! spec asks for the synthetic cohort and it does not exist yet) checked and
 //! fingerprinted, and its split plan.
 
-use crate::dataset::{self, DatasetError, Fingerprint, Squares};
+use crate::dataset::{self, DatasetError, Fingerprint, Keep, Squares};
 use crate::folds::{make_plan, FoldsError, SplitPlan};
 use crate::imaging::ResizeMode;
 use crate::label::Task;
@@ -72,13 +72,18 @@ pub struct PreparedTask {
 
 /// [`prepare`] for running one task: when another task of the spec cannot
 /// be split, the plan covers this task alone and `note` says so. With
-/// `keep = Some((size, mode))`, the images decoded by the data set's check
-/// are kept at that size.
+/// `keep = Some((size, mode))`, the task's images decoded by the data set's
+/// check are kept at that size.
 pub fn prepare_task(
     spec: &Spec,
     task: Task,
     keep: Option<(u32, ResizeMode)>,
 ) -> Result<PreparedTask, PrepareError> {
+    let keep = keep.map(|(size, mode)| Keep {
+        size,
+        mode,
+        task: Some(task),
+    });
     let (manifest, fingerprint, generated, squares) = prepare_dataset(spec, keep)?;
     let (plan, note) = match make_plan(&manifest, &spec.protocol) {
         Ok(plan) => (plan, None),
@@ -110,10 +115,7 @@ pub fn prepare_task(
 
 type PreparedDataset = (Manifest, Fingerprint, bool, Option<Squares>);
 
-fn prepare_dataset(
-    spec: &Spec,
-    keep: Option<(u32, ResizeMode)>,
-) -> Result<PreparedDataset, PrepareError> {
+fn prepare_dataset(spec: &Spec, keep: Option<Keep>) -> Result<PreparedDataset, PrepareError> {
     let path = spec.manifest_path();
     if path.is_dir() {
         return Err(PrepareError::ManifestIsFolder {
@@ -144,8 +146,8 @@ fn prepare_dataset(
         generated = true;
     }
     let (report, squares) = match keep {
-        Some((size, mode)) => {
-            let (report, squares) = dataset::check_keeping(&path, None, size, mode)?;
+        Some(keep) => {
+            let (report, squares) = dataset::check_keeping(&path, None, keep)?;
             (report, Some(squares))
         }
         None => (dataset::check(&path, None)?, None),

@@ -24,36 +24,39 @@ const HEALTH_LIMIT: f64 = 5.0;
 pub async fn run(a: HealthArgs) -> Result<ExitCode> {
     let limit = a.target.limit(HEALTH_LIMIT)?;
     let security = a.target.security()?;
+    // One deadline for the connection and the call: the connection's own
+    // limit ends first when the handshakes get no answer, and says so.
+    let deadline = tokio::time::Instant::now() + limit;
     let ask = async {
         let channel = super::remote::connect(&a.target.coordinator, &security, limit).await?;
-        let reply = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: a.service.clone(),
-            })
-            .await?;
-        Ok::<_, anyhow::Error>(reply.into_inner().status())
+        let mut client = HealthClient::new(channel);
+        let call = client.check(HealthCheckRequest {
+            service: a.service.clone(),
+        });
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(reply) => Ok(reply?.into_inner().status()),
+            Err(_) => Err(anyhow::anyhow!(
+                "no answer within {} s",
+                limit.as_secs_f64()
+            )),
+        }
     };
-    let status = tokio::time::timeout(limit, ask).await;
-    match status {
-        Ok(Ok(ServingStatus::Serving)) => {
+    match ask.await {
+        Ok(ServingStatus::Serving) => {
             println!("SERVING");
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Ok(other)) => {
+        Ok(other) => {
             println!("{}", other.as_str_name());
             Ok(ExitCode::FAILURE)
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             let text = match e.downcast_ref::<tonic::Status>() {
                 Some(status) => super::remote::rpc_text(status),
                 // Connection errors are described where they are made.
                 None => format!("{e:#}"),
             };
             eprintln!("unhealthy: {text}");
-            Ok(ExitCode::FAILURE)
-        }
-        Err(_) => {
-            eprintln!("unhealthy: no answer within {} s", limit.as_secs_f64());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -3,7 +3,7 @@
 use super::{load_spec, Format};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use crossfold_proto::client::{AuthChannel, ClientError, ClientSecurity, ConnectFailure};
+use crossfold_proto::client::{AuthChannel, ClientSecurity};
 use crossfold_proto::v1::{self, experiments_client::ExperimentsClient};
 use crossfold_shared::experiment::prepare;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -33,9 +33,10 @@ pub struct Target {
     #[arg(long, env = "CROSSFOLD_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Seconds to wait for the coordinator's answer before giving up
-    /// (default 60; `health`: 5). `submit`, which waits for the
-    /// coordinator's check of the data set, and `watch`'s stream wait as
-    /// long as they need.
+    /// (default 60; `health`: 5), and for a connection's handshakes.
+    /// `submit` (the coordinator checks the data set first), `results`
+    /// (which may carry much data) and `watch`'s stream wait as long as
+    /// they need; a dead connection is still found within about 30 s.
     #[arg(long, env = "CROSSFOLD_TIMEOUT", value_name = "SECONDS")]
     pub timeout: Option<f64>,
 }
@@ -47,7 +48,9 @@ impl Target {
         Duration::try_from_secs_f64(secs)
             .ok()
             .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
-            .ok_or_else(|| anyhow!("--timeout {secs}: must be 0 < seconds <= 3600"))
+            .ok_or_else(|| {
+                anyhow!("--timeout (or CROSSFOLD_TIMEOUT) {secs}: must be 0 < seconds <= 3600")
+            })
     }
 
     /// The TLS files and token this target names.
@@ -171,58 +174,40 @@ pub fn remember(security: &ClientSecurity, limit: Duration) {
     let _ = CALLS.set(Calls { sent, limit });
 }
 
-/// The answer to a call, or an error once `--timeout` passes without one.
+/// How long a call may wait for its answer (`--timeout`).
+fn limit() -> Duration {
+    CALLS
+        .get()
+        .map_or(Duration::from_secs_f64(DEFAULT_LIMIT), |c| c.limit)
+}
+
+/// The answer to a short call (not one that may carry much data: the time
+/// limit would include its transfer), or an error once `--timeout` passes
+/// without one.
 pub async fn answer<T>(
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T> {
-    let calls = CALLS.get().copied();
-    let limit = calls.map_or(Duration::from_secs_f64(DEFAULT_LIMIT), |c| c.limit);
-    answer_within(limit, calls.map(|c| c.sent), call).await
+    answer_within(limit(), call).await
 }
 
 async fn answer_within<T>(
     limit: Duration,
-    sent: Option<Sent>,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T> {
     match tokio::time::timeout(limit, call).await {
         Ok(reply) => Ok(reply.map_err(rpc)?.into_inner()),
         Err(_) => Err(anyhow!(
-            "no answer from the coordinator within {} s (--timeout){}",
+            "no answer from the coordinator within {} s (--timeout, CROSSFOLD_TIMEOUT): is it \
+             overloaded, or is something between here and there holding the connection?",
             limit.as_secs_f64(),
-            silence_hint(sent)
         )),
     }
 }
 
-/// Connect to the coordinator at `url`, giving up after `limit`; a silent
-/// one is explained as [`answer`] explains a call without an answer.
+/// Connect to the coordinator at `url`, giving up after `limit`.
 pub async fn connect(url: &str, security: &ClientSecurity, limit: Duration) -> Result<AuthChannel> {
     remember(security, limit);
-    match security.connect_within(url, limit).await {
-        Ok(channel) => Ok(channel),
-        Err(
-            e @ ClientError::Connect {
-                source: ConnectFailure::Silent(_),
-                ..
-            },
-        ) => Err(anyhow!(
-            "{e} (--timeout){}",
-            silence_hint(CALLS.get().map(|c| c.sent))
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Why a coordinator may not answer at all.
-fn silence_hint(sent: Option<Sent>) -> &'static str {
-    match sent {
-        Some(Sent::Tls) => {
-            ": a coordinator that requires a client certificate (mutual TLS) may drop this \
-             connection without a word; give --cert and --key"
-        }
-        _ => ": is it overloaded, or is something between here and there holding the connection?",
-    }
+    Ok(security.connect_within(url, limit).await?)
 }
 
 /// Why a coordinator may have closed the connection: a restart, or a TLS
@@ -419,11 +404,19 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
     let mut by_job: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let mut lost: Option<std::time::Instant> = None;
     loop {
-        let opened = c
-            .watch(v1::WatchRequest {
-                experiment_id: id.to_string(),
-            })
-            .await;
+        // The coordinator answers the opening at once; a silent one is
+        // treated as one that went away.
+        let call = c.watch(v1::WatchRequest {
+            experiment_id: id.to_string(),
+        });
+        let opened = tokio::time::timeout(limit(), call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::unavailable(format!(
+                    "no answer to opening the watch within {} s",
+                    limit().as_secs_f64()
+                )))
+            });
         let mut stream = match opened {
             Ok(s) => {
                 if lost.take().is_some() {
@@ -622,10 +615,15 @@ pub async fn cancel(a: IdArgs) -> Result<ExitCode> {
 }
 
 pub async fn fetch_results(c: &mut Client, id: &str) -> Result<serde_json::Value> {
-    let r = answer(c.results(v1::ResultsRequest {
-        experiment_id: id.to_string(),
-    }))
-    .await?;
+    // Up to 64 MB: no time limit, which would count the transfer (a dead
+    // connection is found by HTTP/2 keep-alive pings within about 30 s).
+    let r = c
+        .results(v1::ResultsRequest {
+            experiment_id: id.to_string(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
     serde_json::from_str(&r.results_json)
         .map_err(|e| anyhow!("coordinator sent unreadable results: {e}"))
 }
@@ -650,24 +648,21 @@ mod tests {
     #[tokio::test]
     async fn a_call_without_an_answer_ends_at_the_limit_naming_it() {
         let never = std::future::pending::<Result<tonic::Response<()>, tonic::Status>>();
-        let err = answer_within(Duration::from_millis(50), Some(Sent::Tls), never)
+        let err = answer_within(Duration::from_millis(50), never)
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("within 0.05 s (--timeout)"), "{err}");
-        assert!(err.contains("give --cert and --key"), "{err}");
+        assert!(
+            err.contains("within 0.05 s (--timeout, CROSSFOLD_TIMEOUT)"),
+            "{err}"
+        );
         let refused = async { Err::<tonic::Response<()>, _>(tonic::Status::not_found("x")) };
-        let err = answer_within(Duration::from_secs(5), None, refused)
+        let err = answer_within(Duration::from_secs(5), refused)
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "NotFound: x");
         let ok = async { Ok(tonic::Response::new(7)) };
-        assert_eq!(
-            answer_within(Duration::from_secs(5), None, ok)
-                .await
-                .unwrap(),
-            7
-        );
+        assert_eq!(answer_within(Duration::from_secs(5), ok).await.unwrap(), 7);
     }
 
     #[test]

@@ -291,7 +291,21 @@ async fn run_lease(
                         eta_seconds: p.eta_seconds,
                     }),
                 };
-                match client.heartbeat(hb).await {
+                // A stop is passed on while the call waits, too (a stalled
+                // coordinator can hold it until keep-alive gives up).
+                let call = client.heartbeat(hb);
+                tokio::pin!(call);
+                let reply = loop {
+                    tokio::select! {
+                        r = &mut call => break r,
+                        _ = stop_poll.tick() => {
+                            if stop.load(Ordering::SeqCst) {
+                                cancel.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                };
+                match reply {
                     Ok(r) if !r.get_ref().keep_going => {
                         told_to_stop = true;
                         cancel.store(true, Ordering::SeqCst);

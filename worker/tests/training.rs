@@ -2,10 +2,9 @@
 //! deterministic, it can be cancelled, and bad input gets clear errors.
 
 use crossfold_shared::experiment::{prepare, prepare_task, Prepared};
-use crossfold_shared::imaging::ResizeMode;
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::{Arch, Override, Spec};
-use crossfold_worker::job::{predict, run_job, JobOptions};
+use crossfold_worker::job::{predict, run_job, settings_on, JobOptions};
 use crossfold_worker::train::{Control, Progress};
 use std::path::Path;
 use std::process::Command;
@@ -68,18 +67,6 @@ fn same_job_twice_gives_identical_predictions() {
     let b = run_job(&s, &p, Task::Screening, 1, &options(None), &mut go).unwrap();
     assert_eq!(a.predictions, b.predictions);
     assert_eq!(a.history[0].train_loss, b.history[0].train_loss);
-    // As `crossfold-worker train` runs it: the images the data set's check
-    // decoded are used, not decoded again, with the same predictions.
-    let kept = prepare_task(&s, Task::Screening, Some((48, ResizeMode::Pad))).unwrap();
-    let squares = kept.squares.expect("the check's images kept");
-    assert_eq!(squares.len(), 24);
-    let with = JobOptions {
-        squares: Some(&squares),
-        ..options(None)
-    };
-    let k = run_job(&s, &kept.prepared, Task::Screening, 1, &with, &mut go).unwrap();
-    assert_eq!(a.predictions, k.predictions);
-    assert!(squares.is_empty(), "let go once loaded");
     // A different training seed changes them.
     let s2 = Spec {
         train: crossfold_shared::spec::TrainSpec {
@@ -90,6 +77,26 @@ fn same_job_twice_gives_identical_predictions() {
     };
     let c = run_job(&s2, &p, Task::Screening, 1, &options(None), &mut go).unwrap();
     assert_ne!(a.predictions, c.predictions);
+
+    // As `crossfold-worker train` runs it: the images the data set's check
+    // decoded are kept at the job's size and used, with the same
+    // predictions. The files are spoiled after the check, so the job
+    // cannot have read them again.
+    let t = settings_on(&s, tch::Device::Cpu);
+    let keep = Some((t.image_size, t.resize.mode()));
+    let kept = prepare_task(&s, Task::Screening, keep).unwrap();
+    let squares = kept.squares.expect("the check's images kept");
+    assert_eq!(squares.len(), 24);
+    for e in &kept.prepared.manifest.entries {
+        std::fs::write(kept.prepared.manifest.resolve(e), b"spoiled").unwrap();
+    }
+    let with = JobOptions {
+        squares: Some(&squares),
+        ..options(None)
+    };
+    let k = run_job(&s, &kept.prepared, Task::Screening, 1, &with, &mut go).unwrap();
+    assert_eq!(a.predictions, k.predictions);
+    assert!(squares.is_empty(), "let go once loaded");
 }
 
 #[test]

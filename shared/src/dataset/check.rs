@@ -3,7 +3,7 @@
 use super::paths::{contained_in, normalise};
 use super::{available_threads, parallel_map, DatasetError};
 use crate::imaging::{decode_bytes, resize_to_square, GrayImage, ImagingError, ResizeMode};
-use crate::label::Label;
+use crate::label::{Label, Task};
 use crate::manifest::{check_rows, read_raw, RawRow};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -153,15 +153,25 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
     check_with(manifest, data_root, None).map(|(report, _)| report)
 }
 
-/// [`check`], keeping every decodable image resized to `size` x `size`
-/// (`mode`) as it goes.
+/// Which images [`check_keeping`] keeps, and at what size.
+#[derive(Clone, Copy, Debug)]
+pub struct Keep {
+    pub size: u32,
+    pub mode: ResizeMode,
+    /// Only images with one of these labels (say, a malignancy round's
+    /// benign and malignant images): the others are checked and let go.
+    pub task: Option<Task>,
+}
+
+/// [`check`], keeping the decodable images `keep` asks for, resized, as it
+/// goes.
 pub fn check_keeping(
     manifest: &Path,
     data_root: Option<&Path>,
-    size: u32,
-    mode: ResizeMode,
+    keep: Keep,
 ) -> Result<(CheckReport, Squares), DatasetError> {
-    let (report, by_path) = check_with(manifest, data_root, Some((size, mode)))?;
+    let Keep { size, mode, .. } = keep;
+    let (report, by_path) = check_with(manifest, data_root, Some(keep))?;
     Ok((
         report,
         Squares {
@@ -177,7 +187,7 @@ type Kept = HashMap<String, Vec<u8>>;
 fn check_with(
     manifest: &Path,
     data_root: Option<&Path>,
-    keep: Option<(u32, ResizeMode)>,
+    keep: Option<Keep>,
 ) -> Result<(CheckReport, Kept), DatasetError> {
     let rows = read_raw(manifest)?;
     let base = crate::manifest::manifest_root(manifest);
@@ -293,7 +303,14 @@ fn check_with(
     // Files: containment, existence, decoding.
     let file_rows: Vec<&RawRow> = rows.iter().filter(|r| !r.path.is_empty()).collect();
     let findings = parallel_map(&file_rows, available_threads(), |row| {
-        check_file(&base, &root, row, keep)
+        let wanted = keep.filter(|k| {
+            k.task.is_none_or(|task| {
+                row.label
+                    .parse::<Label>()
+                    .is_ok_and(|label| task.includes(label))
+            })
+        });
+        check_file(&base, &root, row, wanted.map(|k| (k.size, k.mode)))
     });
     let mut by_content: BTreeMap<String, &RawRow> = BTreeMap::new();
     let mut kept = Kept::new();
@@ -549,7 +566,12 @@ mod tests {
         )
         .unwrap();
         let plain = check(&manifest, None).unwrap();
-        let (report, squares) = check_keeping(&manifest, None, 6, ResizeMode::Stretch).unwrap();
+        let keep = Keep {
+            size: 6,
+            mode: ResizeMode::Stretch,
+            task: None,
+        };
+        let (report, squares) = check_keeping(&manifest, None, keep).unwrap();
         assert_eq!(report.errors, plain.errors);
         assert_eq!(report.warnings, plain.warnings);
         assert_eq!(squares.len(), 2, "the undecodable file is not kept");
@@ -562,6 +584,15 @@ mod tests {
         );
         assert_eq!(squares.take("sub/b.png", 6, ResizeMode::Stretch), None);
         assert_eq!(squares.len(), 1);
+        // For one task, only its images are kept: not the normal one here.
+        let malignancy = Keep {
+            task: Some(Task::Malignancy),
+            ..keep
+        };
+        let (_, squares) = check_keeping(&manifest, None, malignancy).unwrap();
+        assert_eq!(squares.len(), 1);
+        assert!(squares.take("a.png", 6, ResizeMode::Stretch).is_none());
+        assert!(squares.take("sub/b.png", 6, ResizeMode::Stretch).is_some());
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod fingerprint;
 mod import;
 mod paths;
 
-pub use check::{check, check_keeping, CheckReport, Issue, IssueKind, Squares};
+pub use check::{check, check_keeping, CheckReport, Issue, IssueKind, Keep, Squares};
 pub use fingerprint::{fingerprint, fingerprint_known, Fingerprint};
 pub use import::{import_tree, ImportSummary};
 pub use paths::{contained_in, contained_path, PathEscape};

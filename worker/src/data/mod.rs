@@ -138,7 +138,7 @@ pub fn pixel_stats(images: &Tensor, index: &Tensor) -> Result<(f64, f64), tch::T
 #[cfg(test)]
 mod load_tests {
     use super::*;
-    use crossfold_shared::dataset::check_keeping;
+    use crossfold_shared::dataset::{check_keeping, Keep};
     use crossfold_shared::imaging::ResizeMode;
 
     /// Three gradient PNGs and their manifest in `dir`.
@@ -171,8 +171,13 @@ mod load_tests {
         let decoded = load_images(&m, &entries, 16, Resize::Pad, Device::Cpu, sources(None))
             .unwrap()
             .images;
+        let keep = Keep {
+            size: 16,
+            mode: ResizeMode::Pad,
+            task: None,
+        };
         let (report, squares) =
-            check_keeping(&dir.path().join("manifest.csv"), None, 16, ResizeMode::Pad).unwrap();
+            check_keeping(&dir.path().join("manifest.csv"), None, keep).unwrap();
         assert!(report.ok());
         // At another size or mode the kept images do not serve.
         assert!(squares.take("0.png", 16, ResizeMode::Stretch).is_none());
