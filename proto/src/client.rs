@@ -503,11 +503,12 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let err = ClientSecurity::plaintext()
+        let connected = ClientSecurity::plaintext()
             .connect_within(&format!("http://127.0.0.1:{port}"), Duration::from_secs(5))
-            .await
-            .err()
-            .expect("nothing listens there");
+            .await;
+        let Err(err) = connected else {
+            panic!("nothing listens there")
+        };
         let text = err.to_string();
         assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
         // Its text holds the causes: none are chained for a printer to repeat.
