@@ -109,6 +109,78 @@ fn a_written_plan_verifies_and_a_leaky_one_is_refused() {
     let run = crossfold(&["folds", "--manifest", m, "--verify", out.to_str().unwrap()]);
     run.failed();
     assert!(run.stderr.contains("plan_sha256"), "{}", run.stderr);
+
+    // An edit whose hash is made again is found by rebuilding the plan from
+    // its own protocol: here a test image dropped, so it is never tested.
+    crossfold(&["folds", "--manifest", m, "--out", out.to_str().unwrap()]).ok();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut plan: crossfold_shared::folds::SplitPlan = serde_json::from_str(&text).unwrap();
+    let rounds = plan.tasks.values_mut().next().unwrap();
+    let gone = rounds[1].test.remove(0);
+    plan.plan_sha256 = plan.compute_hash();
+    std::fs::write(&out, plan.to_json_pretty()).unwrap();
+    let run = crossfold(&["folds", "--manifest", m, "--verify", out.to_str().unwrap()]);
+    run.failed();
+    assert!(
+        run.stderr
+            .contains(&format!("round 2: {gone} is missing from the test set")),
+        "{}",
+        run.stderr
+    );
+    // Flags that would contradict the plan's own protocol are refused.
+    let run = crossfold(&[
+        "folds",
+        "--manifest",
+        m,
+        "--verify",
+        out.to_str().unwrap(),
+        "--seed",
+        "9",
+        "--groups",
+        "3",
+    ]);
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("against the protocol written in it; drop --groups, --seed"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn protocol_flags_are_checked_as_a_spec_is_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = small_cohort(dir.path());
+    let m = manifest.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--tasks", "screening,screening"],
+            "--tasks screening: listed twice",
+        ),
+        (vec!["--repeats", "101"], "--repeats 101: must be 1..100"),
+        (
+            vec!["--groups", "2"],
+            "--test-groups 2 (the default; give --test-groups): must be 1..1",
+        ),
+        (
+            vec![
+                "--protocol",
+                "leave-p-groups-out",
+                "--groups",
+                "20",
+                "--test-groups",
+                "10",
+            ],
+            "--test-groups 10: the plan would have 369512 rounds",
+        ),
+    ] {
+        let mut all = vec!["folds", "--manifest", m];
+        all.extend(&args);
+        let run = crossfold(&all);
+        run.failed();
+        assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use clap::Args;
 use crossfold_shared::folds::{make_plan, SplitPlan};
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::manifest::Manifest;
-use crossfold_shared::spec::{ProtocolKind, ProtocolSpec};
+use crossfold_shared::spec::{protocol_problems, ProtocolKind, ProtocolSpec};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +55,27 @@ pub enum ProtocolArg {
 }
 
 pub fn run(a: FoldsArgs) -> Result<ExitCode> {
+    if a.verify.is_some() {
+        // The plan file names its protocol: flags that would contradict it
+        // are refused, not ignored.
+        let given: Vec<&str> = [
+            ("--protocol", a.protocol.is_some()),
+            ("--groups", a.groups.is_some()),
+            ("--test-groups", a.test_groups.is_some()),
+            ("--repeats", a.repeats.is_some()),
+            ("--seed", a.seed.is_some()),
+            ("--tasks", a.tasks.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            bail!(
+                "--verify checks a plan against the protocol written in it; drop {}",
+                given.join(", ")
+            );
+        }
+    }
     let (manifest_path, mut protocol) = match (&a.spec, &a.manifest) {
         (Some(spec), _) => {
             let spec = load_spec(spec, &a.sets)?;
@@ -97,13 +118,14 @@ pub fn run(a: FoldsArgs) -> Result<ExitCode> {
              --test-groups applies to paper and leave-p-groups-out"
         );
     }
-    check_protocol(&protocol)?;
+    check_protocol(&protocol, &a)?;
     let manifest = Manifest::load(&manifest_path)?;
     let plan = match &a.verify {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
             let plan = SplitPlan::from_json(&text, &manifest)
+                .and_then(|plan| plan.check_rebuilt(&manifest).map(|()| plan))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             eprintln!("{}: ok (plan_sha256 {})", path.display(), plan.plan_sha256);
             plan
@@ -123,26 +145,35 @@ pub fn run(a: FoldsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_protocol(p: &ProtocolSpec) -> Result<()> {
-    if p.groups < 2 {
-        bail!("--groups {}: must be at least 2", p.groups);
+/// The protocol's problems, as a spec's are found, named by the flag (or
+/// spec key) that set each value.
+fn check_protocol(p: &ProtocolSpec, a: &FoldsArgs) -> Result<()> {
+    let problems = protocol_problems(p);
+    if problems.is_empty() {
+        return Ok(());
     }
-    if matches!(p.kind, ProtocolKind::Paper | ProtocolKind::LeavePGroupsOut)
-        && (p.test_groups < 1 || p.test_groups >= p.groups)
-    {
-        bail!(
-            "--test-groups {}: must be 1..{}",
-            p.test_groups,
-            p.groups - 1
-        );
-    }
-    if p.repeats < 1 {
-        bail!("--repeats {}: must be at least 1", p.repeats);
-    }
-    if p.tasks.is_empty() {
-        bail!("--tasks: name at least one task");
-    }
-    Ok(())
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|problem| {
+            let key = problem.field.trim_start_matches("protocol.");
+            let flag = format!("--{}", key.replace('_', "-"));
+            let given = match key {
+                "groups" => a.groups.is_some(),
+                "test_groups" => a.test_groups.is_some(),
+                "repeats" => a.repeats.is_some(),
+                "tasks" => a.tasks.is_some(),
+                _ => true,
+            };
+            let value = problem.value.as_deref().unwrap_or("");
+            let named = match (given, &a.spec) {
+                (true, _) => format!("{flag} {value}"),
+                (false, Some(_)) => format!("{} = {value} (from the spec)", problem.field),
+                (false, None) => format!("{flag} {value} (the default; give {flag})"),
+            };
+            format!("{named}: {}", problem.message)
+        })
+        .collect();
+    bail!("{}", lines.join("\n"))
 }
 
 /// Groups and rounds as tables.

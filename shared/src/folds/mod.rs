@@ -74,6 +74,8 @@ pub enum FoldsError {
     },
     #[error("split plan: plan_sha256 is {stated} but the plan hashes to {actual}; it was edited or damaged")]
     HashMismatch { stated: String, actual: String },
+    #[error("split plan: {0}: it is not the plan its own protocol (kind, groups, seed, repeats, tasks) gives on this manifest, so it was edited (and its hash made again) or made from another data set")]
+    NotRebuilt(String),
     #[error("split plan: not valid JSON: {0}")]
     Json(String),
     #[error("split plan: version {0} is not supported (this build reads {PLAN_VERSION})")]

@@ -89,6 +89,17 @@ impl SplitPlan {
         Ok(plan)
     }
 
+    /// Refuse a plan that is not the one its own `protocol` gives on
+    /// `manifest`. Plans are deterministic, so this finds any edit, even
+    /// one whose hash was made again, and a manifest that changed since.
+    pub fn check_rebuilt(&self, manifest: &Manifest) -> Result<(), FoldsError> {
+        let rebuilt = make_plan(manifest, &self.protocol)?;
+        if rebuilt.plan_sha256 == self.plan_sha256 {
+            return Ok(());
+        }
+        Err(FoldsError::NotRebuilt(first_difference(self, &rebuilt)))
+    }
+
     /// Refuse a plan that names images missing from the manifest or puts one
     /// patient on both sides of a round.
     pub fn verify(&self, manifest: &Manifest) -> Result<(), FoldsError> {
@@ -190,6 +201,68 @@ impl SplitPlan {
         }
         out
     }
+}
+
+/// Where `plan` first differs from `rebuilt`, in words.
+fn first_difference(plan: &SplitPlan, rebuilt: &SplitPlan) -> String {
+    if plan.version != rebuilt.version {
+        return format!(
+            "version {} (this build writes {})",
+            plan.version, rebuilt.version
+        );
+    }
+    let tasks = |p: &SplitPlan| p.tasks.keys().map(Task::to_string).collect::<Vec<_>>();
+    if tasks(plan) != tasks(rebuilt) {
+        return format!(
+            "it has task(s) [{}] where its protocol gives [{}]",
+            tasks(plan).join(", "),
+            tasks(rebuilt).join(", ")
+        );
+    }
+    for (a, b) in plan.repeats.iter().zip(&rebuilt.repeats) {
+        if a != b {
+            return format!("repeat {}: its groups differ", a.repeat);
+        }
+    }
+    if plan.repeats.len() != rebuilt.repeats.len() || plan.groups != rebuilt.groups {
+        return "its groups differ".into();
+    }
+    for (task, rounds) in &plan.tasks {
+        let theirs = &rebuilt.tasks[task];
+        if rounds.len() != theirs.len() {
+            return format!(
+                "task {task}: {} round(s) where its protocol gives {}",
+                rounds.len(),
+                theirs.len()
+            );
+        }
+        for (a, b) in rounds.iter().zip(theirs) {
+            let at = format!("task {task}, round {}", a.round);
+            let differ = |side: &str, mine: &[String], want: &[String]| {
+                let mine_set: BTreeSet<&String> = mine.iter().collect();
+                let want_set: BTreeSet<&String> = want.iter().collect();
+                let extra = mine_set.difference(&want_set).next();
+                let missing = want_set.difference(&mine_set).next();
+                match (extra, missing) {
+                    (Some(p), _) => format!(
+                        "{at}: {p} is in the {side} set, where its protocol does not put it"
+                    ),
+                    (None, Some(p)) => format!("{at}: {p} is missing from the {side} set"),
+                    (None, None) => format!("{at}: the {side} set is in another order"),
+                }
+            };
+            if a.test != b.test {
+                return differ("test", &a.test, &b.test);
+            }
+            if a.train != b.train {
+                return differ("training", &a.train, &b.train);
+            }
+            if a != b {
+                return format!("{at}: its round number, repeat or test groups differ");
+            }
+        }
+    }
+    "it differs".into()
 }
 
 pub fn make_plan(manifest: &Manifest, protocol: &ProtocolSpec) -> Result<SplitPlan, FoldsError> {
@@ -430,6 +503,43 @@ mod tests {
             SplitPlan::from_json(&tampered, &m),
             Err(FoldsError::HashMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn an_edited_plan_with_its_hash_made_again_is_found_by_rebuilding_it() {
+        let m = paper_cohort();
+        let plan = make_plan(&m, &ProtocolSpec::default()).unwrap();
+        plan.check_rebuilt(&m).unwrap();
+        let rehash = |mut p: SplitPlan| {
+            p.plan_sha256 = p.compute_hash();
+            SplitPlan::from_json(&p.to_json_pretty(), &m).expect("passes the hash and leak checks")
+        };
+        // One test image dropped: never tested.
+        let mut dropped = plan.clone();
+        let gone = dropped.tasks.get_mut(&Task::Screening).unwrap()[2]
+            .test
+            .remove(0);
+        let err = rehash(dropped).check_rebuilt(&m).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "task screening, round 3: {gone} is missing from the test set"
+            )),
+            "{err}"
+        );
+        // A task left out.
+        let mut one_task = plan.clone();
+        one_task.tasks.remove(&Task::Malignancy);
+        let err = rehash(one_task).check_rebuilt(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("task(s) [screening] where its protocol gives [screening, malignancy]"),
+            "{err}"
+        );
+        // The protocol block changed, the rounds kept.
+        let mut reseeded = plan.clone();
+        reseeded.protocol.seed += 1;
+        let err = rehash(reseeded).check_rebuilt(&m).unwrap_err().to_string();
+        assert!(err.contains("repeat 1: its groups differ"), "{err}");
+        assert!(err.contains("edited (and its hash made again)"), "{err}");
     }
 
     #[test]

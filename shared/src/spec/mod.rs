@@ -22,6 +22,7 @@ mod load;
 mod validate;
 
 pub use load::{Override, SpecError, SpecProblem};
+pub use validate::{protocol_problems, round_count, MAX_ROUNDS};
 
 use crate::label::Task;
 use serde::{Deserialize, Serialize};

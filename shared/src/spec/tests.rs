@@ -281,3 +281,46 @@ fn stored_specs_keep_parsing_after_a_rule_is_tightened() {
     let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
     assert_eq!(fields, ["retry.max_attempts"]);
 }
+
+#[test]
+fn rounds_are_counted_per_protocol_and_capped() {
+    let count = |sets: &[&str]| round_count(&parse(MINIMAL, sets).unwrap().protocol);
+    // The paper: 5 screening folds + C(5,2) = 10 malignancy rounds.
+    assert_eq!(count(&[]), 15);
+    assert_eq!(
+        count(&["protocol.kind=\"kfold\"", "protocol.repeats=3"]),
+        30
+    );
+    assert_eq!(
+        count(&[
+            "protocol.kind=\"leave-p-groups-out\"",
+            "protocol.groups=6",
+            "protocol.test_groups=3",
+            "protocol.tasks=[\"screening\"]",
+        ]),
+        20
+    );
+    // C(24,12) = 2,704,156 rounds are refused before any plan is made.
+    let err = parse(
+        MINIMAL,
+        &[
+            "protocol.kind=\"leave-p-groups-out\"",
+            "protocol.groups=24",
+            "protocol.test_groups=12",
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("protocol.test_groups = 12: the plan would have 5408312 rounds"),
+        "{err}"
+    );
+    // Huge values saturate instead of overflowing.
+    let p = ProtocolSpec {
+        kind: ProtocolKind::LeavePGroupsOut,
+        groups: usize::MAX,
+        test_groups: usize::MAX / 2,
+        ..ProtocolSpec::default()
+    };
+    assert_eq!(round_count(&p), u128::MAX);
+}

@@ -1,6 +1,99 @@
 //! Semantic checks of a spec that parsed: ranges and combinations.
 
-use super::{Device, ProtocolKind, Spec, SpecProblem, SPEC_VERSION};
+use super::{Device, ProtocolKind, ProtocolSpec, Spec, SpecProblem, SPEC_VERSION};
+use crate::label::Task;
+
+/// The most rounds a spec may plan (all tasks and repeats together), as
+/// many as a coordinator takes per experiment by default: far beyond any
+/// study, and short of a plan that would not fit in memory.
+pub const MAX_ROUNDS: u128 = 10_000;
+
+/// Rounds `p` plans: per repeat and task, k for k-fold, C(k, p) for
+/// leave-p-groups-out (the paper's screening is k-fold, its malignancy
+/// task leave-p-groups-out). Saturates instead of overflowing.
+pub fn round_count(p: &ProtocolSpec) -> u128 {
+    let k = p.groups as u128;
+    // C(n, r), or u128::MAX once it no longer fits: acc * (n - i) is
+    // divisible by i + 1 at every step, so the division is exact.
+    let choose = |n: u128, r: u128| -> u128 {
+        let r = r.min(n.saturating_sub(r));
+        let mut acc = 1u128;
+        for i in 0..r {
+            match acc.checked_mul(n - i) {
+                Some(v) => acc = v / (i + 1),
+                None => return u128::MAX,
+            }
+        }
+        acc
+    };
+    let per_task = |t: &Task| match (p.kind, t) {
+        (ProtocolKind::Kfold, _) | (ProtocolKind::Paper, Task::Screening) => k,
+        _ => choose(k, p.test_groups as u128),
+    };
+    p.tasks
+        .iter()
+        .map(per_task)
+        .fold(0u128, u128::saturating_add)
+        .saturating_mul(p.repeats as u128)
+}
+
+/// Every problem of a protocol, each naming its `protocol.*` key.
+pub fn protocol_problems(p: &ProtocolSpec) -> Vec<SpecProblem> {
+    let mut out = Vec::new();
+    let mut bad = |field: &str, value: String, message: &str| {
+        out.push(SpecProblem::new(field, Some(value), message))
+    };
+    if p.groups < 2 {
+        bad(
+            "protocol.groups",
+            p.groups.to_string(),
+            "must be at least 2",
+        );
+    }
+    let uses_p = matches!(p.kind, ProtocolKind::LeavePGroupsOut | ProtocolKind::Paper);
+    // With protocol.groups itself out of range, the bound below means nothing.
+    if uses_p && p.groups >= 2 && (p.test_groups < 1 || p.test_groups >= p.groups) {
+        bad(
+            "protocol.test_groups",
+            p.test_groups.to_string(),
+            &format!(
+                "must be 1..{} (fewer than protocol.groups)",
+                p.groups.max(2) - 1
+            ),
+        );
+    }
+    if p.repeats < 1 || p.repeats > 100 {
+        bad("protocol.repeats", p.repeats.to_string(), "must be 1..100");
+    }
+    if p.tasks.is_empty() {
+        bad("protocol.tasks", "[]".into(), "name at least one task");
+    }
+    for (i, t) in p.tasks.iter().enumerate() {
+        if p.tasks[..i].contains(t) {
+            bad("protocol.tasks", t.to_string(), "listed twice");
+        }
+    }
+    let rounds = round_count(p);
+    if out.is_empty() && rounds > MAX_ROUNDS {
+        let (field, value) = if uses_p {
+            ("protocol.test_groups", p.test_groups.to_string())
+        } else {
+            ("protocol.groups", p.groups.to_string())
+        };
+        out.push(SpecProblem::new(
+            field,
+            Some(value),
+            format!(
+                "the plan would have {rounds} rounds (protocol.groups = {}, {} repeat(s), {} task(s)); \
+                 at most {MAX_ROUNDS}",
+                p.groups,
+                p.repeats,
+                p.tasks.len()
+            ),
+        ));
+    }
+    out
+}
 
 /// Every semantic problem of the spec, each naming its field and value.
 pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
@@ -46,37 +139,10 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
         }
     }
 
-    let p = &spec.protocol;
-    if p.groups < 2 {
-        bad(
-            "protocol.groups",
-            p.groups.to_string(),
-            "must be at least 2",
-        );
-    }
-    let uses_p = matches!(p.kind, ProtocolKind::LeavePGroupsOut | ProtocolKind::Paper);
-    // With protocol.groups itself out of range, the bound below means nothing.
-    if uses_p && p.groups >= 2 && (p.test_groups < 1 || p.test_groups >= p.groups) {
-        bad(
-            "protocol.test_groups",
-            p.test_groups.to_string(),
-            &format!(
-                "must be 1..{} (fewer than protocol.groups)",
-                p.groups.max(2) - 1
-            ),
-        );
-    }
-    if p.repeats < 1 || p.repeats > 100 {
-        bad("protocol.repeats", p.repeats.to_string(), "must be 1..100");
-    }
-    if p.tasks.is_empty() {
-        bad("protocol.tasks", "[]".into(), "name at least one task");
-    }
-    for (i, t) in p.tasks.iter().enumerate() {
-        if p.tasks[..i].contains(t) {
-            bad("protocol.tasks", t.to_string(), "listed twice");
-        }
-    }
+    out.extend(protocol_problems(&spec.protocol));
+    let mut bad = |field: &str, value: String, message: &str| {
+        out.push(SpecProblem::new(field, Some(value), message))
+    };
 
     let t = &spec.train;
     if !(32..=2048).contains(&t.image_size) {
