@@ -457,6 +457,9 @@ pub fn html(doc: &Value) -> String {
     let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>crossfold report: {name}</title><style>{STYLE}</style></head><body>\n<h1>crossfold report: {name}</h1>\n"
     );
+    for line in super::report::protocol_lines(doc) {
+        let _ = writeln!(out, "<p>{}</p>", esc(&line));
+    }
     for (heading, lines) in notices(doc) {
         let items: String = lines
             .iter()

@@ -228,6 +228,13 @@ pub fn markdown(doc: &Value) -> String {
         doc["plan_sha256"].as_str().unwrap_or("-"),
         doc["dataset_sha256"].as_str().unwrap_or("-"),
     );
+    let protocol = protocol_lines(doc);
+    if !protocol.is_empty() {
+        out.push_str("\nSplit protocol:\n\n");
+        for line in &protocol {
+            out.push_str(&format!("- {line}\n"));
+        }
+    }
     for (heading, lines) in notices(doc) {
         out.push_str(&format!("\n{heading}:\n\n"));
         for line in &lines {
@@ -309,6 +316,116 @@ pub fn markdown(doc: &Value) -> String {
     out
 }
 
+/// The split protocol in words, from the plan the report holds: how each
+/// task's rounds were made, the repeats with their split seeds, and which
+/// groups each round tested where that is not simply group i in round i.
+pub fn protocol_lines(doc: &Value) -> Vec<String> {
+    let plan = &doc["plan"];
+    let p = &plan["protocol"];
+    let (Some(kind), Some(k)) = (p["kind"].as_str(), p["groups"].as_u64()) else {
+        return Vec::new();
+    };
+    let repeats = p["repeats"].as_u64().unwrap_or(1);
+    let seed = p["seed"].as_u64().unwrap_or(0);
+    let seeds = if repeats > 1 {
+        format!(
+            "{repeats} repeats, each with its own groups (split seeds {seed} to {})",
+            seed + repeats - 1
+        )
+    } else {
+        format!("1 repeat (split seed {seed})")
+    };
+    let mut out = vec![format!(
+        "Protocol {kind}: {k} groups of patients (all images of a patient in one group), stratified on the label; {seeds}."
+    )];
+    let mut tasks: Vec<(&String, &Value)> =
+        plan["tasks"].as_object().into_iter().flatten().collect();
+    // Screening first, as the tables are.
+    tasks.sort_by_key(|(name, _)| {
+        let order = ["screening", "malignancy"].iter().position(|t| t == name);
+        (order.unwrap_or(2), name.to_string())
+    });
+    for (task, rounds) in tasks {
+        let rounds = rounds.as_array().cloned().unwrap_or_default();
+        let groups_of = |r: &Value| -> Vec<u64> {
+            r["test_groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .map(|g| g + 1)
+                .collect()
+        };
+        let width = rounds.first().map_or(1, |r| groups_of(r).len());
+        let how = if width == 1 {
+            format!("{k}-fold: round i of a repeat tests group i")
+        } else {
+            format!("leave-{width}-of-{k}-groups-out: every choice of {width} groups is a test set once per repeat")
+        };
+        let mut line = format!("{task}: {} round(s), {how}", rounds.len());
+        if repeats > 1 {
+            let spans: Vec<String> = (1..=repeats)
+                .filter_map(|rep| {
+                    let nums: Vec<u64> = rounds
+                        .iter()
+                        .filter(|r| r["repeat"].as_u64() == Some(rep))
+                        .filter_map(|r| r["round"].as_u64())
+                        .collect();
+                    Some(format!(
+                        "rounds {}-{} are repeat {rep}",
+                        nums.first()?,
+                        nums.last()?
+                    ))
+                })
+                .collect();
+            line.push_str(&format!("; {}", spans.join(", ")));
+        }
+        if width > 1 {
+            let tested: Vec<String> = rounds
+                .iter()
+                .filter(|r| r["repeat"].as_u64() == Some(1))
+                .map(|r| {
+                    let g: Vec<String> = groups_of(r).iter().map(u64::to_string).collect();
+                    format!("{} tests {}", r["round"], g.join("+"))
+                })
+                .collect();
+            line.push_str(&format!("; round {}", tested.join(", ")));
+        }
+        out.push(format!("{line}."));
+    }
+    if repeats > 1 {
+        out.push(
+            "Mean ± SD and the pooled AUC take every round of every repeat together: the SD mixes the variation within and between repeats, and each image counts once per repeat in the pooled AUC.".into(),
+        );
+    }
+    out
+}
+
+/// Per task and round: the repeat and the test groups (1-based, joined by
+/// a space), for the CSV files.
+fn round_layout(doc: &Value) -> std::collections::HashMap<(String, u64), (u64, String)> {
+    let mut out = std::collections::HashMap::new();
+    for (task, rounds) in doc["plan"]["tasks"].as_object().into_iter().flatten() {
+        for r in rounds.as_array().into_iter().flatten() {
+            let Some(round) = r["round"].as_u64() else {
+                continue;
+            };
+            let groups: Vec<String> = r["test_groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .map(|g| (g + 1).to_string())
+                .collect();
+            out.insert(
+                (task.clone(), round),
+                (r["repeat"].as_u64().unwrap_or(1), groups.join(" ")),
+            );
+        }
+    }
+    out
+}
+
 /// For the definition of the pooled AUC: the tasks whose plan tests an
 /// image in more than one round, e.g. "; an image tested in several rounds
 /// (malignancy: each in 4 of 10) counts once per round, so its CI is
@@ -385,7 +502,22 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
     for (name, svg) in &plots {
         write_file(&dir.join(name), svg)?;
     }
-    let mut csv = String::from("image,patient,label,task,round,score,predicted\n");
+    let layout = round_layout(doc);
+    let repeat_of = |task: &str, round: &Value| {
+        round
+            .as_u64()
+            .and_then(|n| layout.get(&(task.to_string(), n)))
+            .map(|(repeat, _)| repeat.to_string())
+            .unwrap_or_default()
+    };
+    let groups_of = |task: &str, round: &Value| {
+        round
+            .as_u64()
+            .and_then(|n| layout.get(&(task.to_string(), n)))
+            .map(|(_, groups)| groups.clone())
+            .unwrap_or_default()
+    };
+    let mut csv = String::from("image,patient,label,task,round,score,predicted,repeat\n");
     let threshold_of = |task: &str, round: &Value| -> f64 {
         doc["tasks"][task]["rounds"]
             .as_array()
@@ -404,19 +536,20 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
         for p in r["predictions"].as_array().into_iter().flatten() {
             let score = p["score"].as_f64().unwrap_or(f64::NAN);
             csv.push_str(&format!(
-                "{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{}\n",
                 csv_field(p["image"].as_str().unwrap_or("")),
                 csv_field(p["patient"].as_str().unwrap_or("")),
                 p["label"].as_str().unwrap_or(""),
                 task,
                 r["round"],
                 score,
-                (score >= threshold) as u8
+                (score >= threshold) as u8,
+                repeat_of(task, &r["round"])
             ));
         }
     }
     write_file(&dir.join("predictions.csv"), &csv)?;
-    let mut rounds = format!("task,round,{}\n", ROUND_KEYS.join(","));
+    let mut rounds = format!("task,round,{},repeat,test_groups\n", ROUND_KEYS.join(","));
     for (task, t) in doc
         .get("tasks")
         .and_then(Value::as_object)
@@ -432,7 +565,13 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
                     v => v.to_string(),
                 })
                 .collect();
-            rounds.push_str(&format!("{task},{},{}\n", r["round"], vals.join(",")));
+            rounds.push_str(&format!(
+                "{task},{},{},{},{}\n",
+                r["round"],
+                vals.join(","),
+                repeat_of(task, &r["round"]),
+                groups_of(task, &r["round"])
+            ));
         }
     }
     write_file(&dir.join("rounds.csv"), &rounds)?;
@@ -631,7 +770,19 @@ pub(super) mod tests {
         o.insert("report_version".into(), 1.into());
         o.insert("complete".into(), true.into());
         o.insert("spec_toml".into(), "version = 1\nname = \"fixed\"\n".into());
-        o.insert("plan".into(), json!({"plan_sha256": plan, "tasks": {}}));
+        let rounds = json!([
+            {"round": 1, "repeat": 1, "test_groups": [0]},
+            {"round": 2, "repeat": 1, "test_groups": [1]}
+        ]);
+        o.insert(
+            "plan".into(),
+            json!({
+                "plan_sha256": plan,
+                "protocol": {"kind": "kfold", "groups": 2, "test_groups": 1, "repeats": 1, "seed": 3,
+                             "tasks": ["screening", "malignancy"]},
+                "tasks": {"screening": rounds, "malignancy": rounds}
+            }),
+        );
         o.insert("name".into(), "fixed".into());
         o.insert(
             "experiment_id".into(),
@@ -705,11 +856,11 @@ pub(super) mod tests {
         let mut lines = csv.lines();
         assert_eq!(
             lines.next(),
-            Some("image,patient,label,task,round,score,predicted")
+            Some("image,patient,label,task,round,score,predicted,repeat")
         );
         assert_eq!(csv.lines().count(), 1 + 5 + 5 + 4 + 4);
         assert!(
-            csv.contains("images/normal/P101_ap.png,P101,normal,screening,1,0.6,1"),
+            csv.contains("images/normal/P101_ap.png,P101,normal,screening,1,0.6,1,1\n"),
             "{csv}"
         );
         let rounds = std::fs::read_to_string(dir.path().join("rounds.csv")).unwrap();
@@ -718,6 +869,14 @@ pub(super) mod tests {
             "{rounds}"
         );
         assert_eq!(rounds.lines().count(), 5);
+        // Each round's repeat and (1-based) test groups, from the plan.
+        let header = rounds.lines().next().unwrap();
+        assert!(header.ends_with(",repeat,test_groups"), "{header}");
+        let second = rounds
+            .lines()
+            .find(|l| l.starts_with("screening,2,"))
+            .unwrap();
+        assert!(second.ends_with(",1,2"), "{second}");
         let json: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
                 .unwrap();
@@ -732,6 +891,58 @@ pub(super) mod tests {
         assert!(!dir.path().join("calibration-malignancy.svg").exists());
         assert!(dir.path().join("roc-screening.svg").exists());
         assert!(dir.path().join("roc-notes.txt").exists());
+    }
+
+    #[test]
+    fn the_protocol_is_said_in_words_with_repeats_and_test_groups() {
+        let round = |n: u64, repeat: u64, groups: &[u64]| json!({"round": n, "repeat": repeat, "test_groups": groups});
+        // The paper's design on 3 groups: k-fold screening, leave-2-out
+        // malignancy.
+        let paper = json!({"plan": {
+            "protocol": {"kind": "paper", "groups": 3, "test_groups": 2, "repeats": 1, "seed": 5},
+            "tasks": {
+                "screening": [round(1, 1, &[0]), round(2, 1, &[1]), round(3, 1, &[2])],
+                "malignancy": [round(1, 1, &[0, 1]), round(2, 1, &[0, 2]), round(3, 1, &[1, 2])],
+            }
+        }});
+        let lines = protocol_lines(&paper);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("Protocol paper: 3 groups of patients"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("1 repeat (split seed 5)"), "{lines:?}");
+        assert_eq!(
+            lines[2],
+            "malignancy: 3 round(s), leave-2-of-3-groups-out: every choice of 2 groups is a test set \
+             once per repeat; round 1 tests 1+2, 2 tests 1+3, 3 tests 2+3."
+        );
+        assert_eq!(
+            lines[1],
+            "screening: 3 round(s), 3-fold: round i of a repeat tests group i."
+        );
+        // k-fold twice: which rounds are which repeat, and how they are pooled.
+        let twice = json!({"plan": {
+            "protocol": {"kind": "kfold", "groups": 2, "test_groups": 2, "repeats": 2, "seed": 7},
+            "tasks": {"screening": [
+                round(1, 1, &[0]), round(2, 1, &[1]), round(3, 2, &[0]), round(4, 2, &[1])
+            ]}
+        }});
+        let lines = protocol_lines(&twice);
+        assert!(
+            lines[0].contains("2 repeats, each with its own groups (split seeds 7 to 8)"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].ends_with("rounds 1-2 are repeat 1, rounds 3-4 are repeat 2."),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].contains("mixes the variation within and between repeats"),
+            "{lines:?}"
+        );
+        // No plan (an old report): nothing is made up.
+        assert!(protocol_lines(&json!({})).is_empty());
     }
 
     #[test]

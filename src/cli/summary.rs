@@ -11,9 +11,14 @@ fn f(v: &Value, k: &str) -> Option<f64> {
 /// Per task: the rounds and the summary (mean ± SD with n - 1), the pooled AUC.
 pub fn tables(doc: &Value) -> String {
     let mut out = String::new();
-    let Some(tasks) = doc.get("tasks").and_then(Value::as_object) else {
+    if doc.get("tasks").and_then(Value::as_object).is_none() {
         return "no results yet\n".into();
-    };
+    }
+    // Screening first, as in report.md and report.html.
+    let tasks = super::report::tasks_in_order(doc);
+    for line in super::report::protocol_lines(doc) {
+        out.push_str(&format!("{line}\n"));
+    }
     for line in missing_rounds(doc) {
         out.push_str(&format!("no result: {line}\n"));
     }
