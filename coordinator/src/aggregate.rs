@@ -1,6 +1,7 @@
 //! Aggregating an experiment's committed results: per task, the rounds'
 //! statistics, their summary (mean, sample SD with n - 1, min, max) and the
-//! pooled out-of-fold AUC with its DeLong CI.
+//! pooled out-of-fold AUC with its DeLong CI, and with repeats, the pooled
+//! AUC of each repeat.
 
 use crossfold_shared::label::{Label, Task};
 use crossfold_shared::metrics::{summarize_optional, Pooled, RoundStats, SUMMARY_KEYS};
@@ -65,8 +66,52 @@ pub fn round_stats(
     RoundStats::compute(&labels, &scores, threshold).map_err(|e| e.to_string())
 }
 
-/// The experiment's summary document from its jobs' results.
-pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str) -> Value {
+/// The repeat of each task's round, from the stored split plan document
+/// (rounds it does not name are taken as repeat 1).
+pub fn repeats_of(plan_json: &str) -> BTreeMap<(String, u32), u32> {
+    let plan: Value = serde_json::from_str(plan_json).unwrap_or(Value::Null);
+    let mut out = BTreeMap::new();
+    for (task, rounds) in plan["tasks"].as_object().into_iter().flatten() {
+        for r in rounds.as_array().into_iter().flatten() {
+            if let (Some(round), Some(repeat)) = (r["round"].as_u64(), r["repeat"].as_u64()) {
+                out.insert((task.clone(), round as u32), repeat as u32);
+            }
+        }
+    }
+    out
+}
+
+/// The pooled AUC (DeLong CI) of the test predictions of `rounds`.
+fn pooled_of(task: Task, rounds: &[&JobResult]) -> Option<Value> {
+    let mut labels = Vec::new();
+    let mut scores = Vec::new();
+    for r in rounds {
+        for p in &r.predictions {
+            if let Ok(l) = p.label.parse::<Label>() {
+                labels.push(task.is_positive(l));
+                scores.push(p.score);
+            }
+        }
+    }
+    let pooled = Pooled::from_rounds([(&labels[..], &scores[..])]).ok()?;
+    let d = pooled.delong().ok().flatten();
+    Some(json!({
+        "n": labels.len(),
+        "auc": pooled.auc().ok().flatten(),
+        "auc_ci_low": d.map(|d| d.ci(0.95).0),
+        "auc_ci_high": d.map(|d| d.ci(0.95).1),
+        "auc_ci_method": "delong",
+    }))
+}
+
+/// The experiment's summary document from its jobs' results; `repeats`
+/// (from [`repeats_of`]) gives each round's repeat.
+pub fn summarize(
+    results: &[JobResult],
+    plan_sha256: &str,
+    dataset_sha256: &str,
+    repeats: &BTreeMap<(String, u32), u32>,
+) -> Value {
     let mut by_task: BTreeMap<&str, Vec<&JobResult>> = BTreeMap::new();
     for r in results {
         by_task.entry(&r.task).or_default().push(r);
@@ -117,28 +162,29 @@ pub fn summarize(results: &[JobResult], plan_sha256: &str, dataset_sha256: &str)
             }
         }
         let task_kind: Option<Task> = task.parse().ok();
-        let pooled = task_kind.and_then(|t| {
-            let mut labels = Vec::new();
-            let mut scores = Vec::new();
-            for r in &rounds {
-                for p in &r.predictions {
-                    if let Ok(l) = p.label.parse::<Label>() {
-                        labels.push(t.is_positive(l));
-                        scores.push(p.score);
-                    }
-                }
-            }
-            let pooled = Pooled::from_rounds([(&labels[..], &scores[..])]).ok()?;
-            let d = pooled.delong().ok().flatten();
-            Some(json!({
-                "n": labels.len(),
-                "auc": pooled.auc().ok().flatten(),
-                "auc_ci_low": d.map(|d| d.ci(0.95).0),
-                "auc_ci_high": d.map(|d| d.ci(0.95).1),
-                "auc_ci_method": "delong",
-            }))
-        });
+        let pooled = task_kind.and_then(|t| pooled_of(t, &rounds));
         let mut entry = json!({"rounds": rows, "summary": summary, "sd": "sample standard deviation (n - 1)", "pooled": pooled});
+        // With repeats, an image is tested once per repeat: each repeat's
+        // pooled AUC uses every image once.
+        let mut by_repeat: BTreeMap<u32, Vec<&JobResult>> = BTreeMap::new();
+        for r in &rounds {
+            let repeat = repeats
+                .get(&(task.to_string(), r.round))
+                .copied()
+                .unwrap_or(1);
+            by_repeat.entry(repeat).or_default().push(r);
+        }
+        if let (Some(t), Some(o), true) = (task_kind, entry.as_object_mut(), by_repeat.len() > 1) {
+            let per: Vec<Value> = by_repeat
+                .iter()
+                .filter_map(|(repeat, rs)| {
+                    let mut v = pooled_of(t, rs)?;
+                    v.as_object_mut()?.insert("repeat".into(), (*repeat).into());
+                    Some(v)
+                })
+                .collect();
+            o.insert("pooled_by_repeat".into(), per.into());
+        }
         if let (Some(t), Some(o)) = (task_kind, entry.as_object_mut()) {
             let mut breakdowns = Map::new();
             for (field, get) in [
@@ -251,7 +297,7 @@ mod tests {
                 ("normal", 0.2),
             ],
         );
-        let v = summarize(&[r2, r1], "p", "d");
+        let v = summarize(&[r2, r1], "p", "d", &BTreeMap::new());
         let acc = &v["tasks"]["screening"]["summary"]["accuracy"];
         assert!((acc["mean"].as_f64().unwrap() - 0.875).abs() < 1e-12);
         // Sample SD of (1, 0.75) = 0.25 / sqrt(2).
@@ -260,6 +306,34 @@ mod tests {
         assert_eq!(v["tasks"]["screening"]["pooled"]["n"], 8);
         // Pooled: positives 0.9 0.8 0.9 0.8; negatives 0.1 0.2 0.6 0.2: AUC 1.
         assert_eq!(v["tasks"]["screening"]["pooled"]["auc"], 1.0);
+    }
+
+    #[test]
+    fn with_repeats_each_repeat_gets_its_own_pooled_auc() {
+        // The same two images tested once per repeat: repeat 1 ranks them
+        // right (AUC 1), repeat 2 wrong (AUC 0); pooled over both, each
+        // image counts twice.
+        let r1 = result(1, &[("normal", 0.2), ("benign", 0.8)]);
+        let r2 = result(2, &[("normal", 0.9), ("benign", 0.1)]);
+        let repeats = repeats_of(
+            r#"{"tasks": {"screening": [{"round": 1, "repeat": 1}, {"round": 2, "repeat": 2}]}}"#,
+        );
+        let v = summarize(&[r1.clone(), r2.clone()], "p", "d", &repeats);
+        let t = &v["tasks"]["screening"];
+        assert_eq!(t["pooled"]["n"], 4);
+        let per = t["pooled_by_repeat"].as_array().unwrap();
+        assert_eq!(per.len(), 2);
+        assert_eq!(
+            (&per[0]["repeat"], &per[0]["n"], &per[0]["auc"]),
+            (&json!(1), &json!(2), &json!(1.0))
+        );
+        assert_eq!(
+            (&per[1]["repeat"], &per[1]["auc"]),
+            (&json!(2), &json!(0.0))
+        );
+        // One repeat: nothing more than the pooled AUC.
+        let v = summarize(&[r1, r2], "p", "d", &BTreeMap::new());
+        assert!(v["tasks"]["screening"].get("pooled_by_repeat").is_none());
     }
 
     #[test]
@@ -278,7 +352,7 @@ mod tests {
         r.youden_threshold = Some(0.7);
         let mut warned = result(2, &[("normal", 0.1), ("benign", 0.9)]);
         warned.warnings = vec!["the validation set lacks a class".into()];
-        let v = summarize(&[r, warned], "p", "d");
+        let v = summarize(&[r, warned], "p", "d", &BTreeMap::new());
         let rounds = &v["tasks"]["screening"]["rounds"];
         assert!(rounds[0].get("warnings").is_none(), "none: none listed");
         assert_eq!(rounds[1]["warnings"][0], "the validation set lacks a class");

@@ -509,6 +509,9 @@ pub fn html(doc: &Value) -> String {
                 j(&p["n"])
             );
         }
+        if let Some(line) = super::report::per_repeat_line(t, dec, "–") {
+            let _ = writeln!(out, "<p>{}</p>", esc(&line));
+        }
         out.push_str("<h3>Confusion matrices</h3>\n<div class=\"cms\">");
         for r in &rounds {
             let c = |k: &str| j(&r[k]);

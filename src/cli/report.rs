@@ -47,6 +47,46 @@ pub(super) fn dec(v: Option<f64>, d: usize) -> String {
     v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into())
 }
 
+/// With repeats: each repeat's pooled AUC (which tests every image once)
+/// and their mean ± SD, in one sentence; `number` writes a value ("–" or
+/// "-" when undefined) and `to` joins a CI's ends.
+pub(super) fn per_repeat_line(
+    task: &Value,
+    number: fn(Option<f64>, usize) -> String,
+    to: &str,
+) -> Option<String> {
+    let per = task.get("pooled_by_repeat")?.as_array()?;
+    if per.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = per
+        .iter()
+        .map(|p| {
+            format!(
+                "repeat {} {} (95% CI {}{to}{})",
+                p["repeat"],
+                number(f(p, "auc"), 3),
+                number(f(p, "auc_ci_low"), 3),
+                number(f(p, "auc_ci_high"), 3)
+            )
+        })
+        .collect();
+    let aucs: Vec<Option<f64>> = per.iter().map(|p| f(p, "auc")).collect();
+    let spread = crossfold_shared::metrics::summarize_optional(&aucs)
+        .map(|s| {
+            format!(
+                "; mean ± SD over repeats {} ± {}",
+                number(Some(s.mean), 3),
+                number(s.sd, 3)
+            )
+        })
+        .unwrap_or_default();
+    Some(format!(
+        "Pooled out-of-fold AUC per repeat (each image once): {}{spread}.",
+        parts.join(", ")
+    ))
+}
+
 /// "mean ± SD" of a summary metric, with "(k of n rounds)" when some of the
 /// task's `rounds` left it undefined; "–" when none defines it.
 pub(super) fn mean_sd(summary: &Value, key: &str, percent: bool, rounds: usize) -> String {
@@ -285,6 +325,9 @@ pub fn markdown(doc: &Value) -> String {
                 p["n"]
             ));
         }
+        if let Some(line) = per_repeat_line(t, dec, "–") {
+            out.push_str(&format!("\n{line}\n"));
+        }
         for (title, table) in breakdowns(t) {
             out.push_str(&format!(
                 "\n### {title} (pooled out-of-fold predictions)\n\n"
@@ -395,7 +438,7 @@ pub fn protocol_lines(doc: &Value) -> Vec<String> {
     }
     if repeats > 1 {
         out.push(
-            "Mean ± SD and the pooled AUC take every round of every repeat together: the SD mixes the variation within and between repeats, and each image counts once per repeat in the pooled AUC.".into(),
+            "Mean ± SD and the pooled AUC take every round of every repeat together: the SD mixes the variation within and between repeats, and the pooled AUC counts each image once per repeat (each repeat's own pooled AUC is given too).".into(),
         );
     }
     out
@@ -765,7 +808,7 @@ pub(super) mod tests {
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
         );
-        let mut doc = summarize(&results, plan, data);
+        let mut doc = summarize(&results, plan, data, &Default::default());
         let o = doc.as_object_mut().unwrap();
         o.insert("report_version".into(), 1.into());
         o.insert("complete".into(), true.into());
@@ -830,9 +873,18 @@ pub(super) mod tests {
         let mut bad = doc.clone();
         bad.as_object_mut().unwrap().remove("tasks");
         assert!(!schema_errors(&bad).is_empty());
-        let mut bad = doc;
+        let mut bad = doc.clone();
         bad["predictions"][0]["predictions"][0]["label"] = "tumour".into();
         assert!(schema_errors(&bad).iter().any(|e| e.contains("label")));
+        // Each repeat's pooled AUC, with repeats.
+        let mut repeated = doc;
+        let one = json!({"repeat": 1, "n": 4, "auc": 0.75, "auc_ci_low": 0.2, "auc_ci_high": 1.0, "auc_ci_method": "delong"});
+        repeated["tasks"]["screening"]["pooled_by_repeat"] = json!([one.clone(), one]);
+        assert_eq!(schema_errors(&repeated), Vec::<String>::new());
+        repeated["tasks"]["screening"]["pooled_by_repeat"][1]["auc"] = 1.5.into();
+        assert!(schema_errors(&repeated)
+            .iter()
+            .any(|e| e.contains("pooled_by_repeat")));
     }
 
     /// Golden file: tests/golden/report.md. To accept a deliberate change,

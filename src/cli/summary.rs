@@ -78,6 +78,9 @@ pub fn tables(doc: &Value) -> String {
                 p["n"]
             ));
         }
+        if let Some(line) = super::report::per_repeat_line(t, num, "-") {
+            out.push_str(&format!("{line}\n"));
+        }
     }
     out.push_str("SD is the sample standard deviation (n - 1); '-' marks an undefined value.\n");
     out

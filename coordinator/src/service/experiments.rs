@@ -450,7 +450,12 @@ impl Experiments for ExperimentsService {
         let mut doc = match &e.summary_json {
             Some(s) => serde_json::from_str(s)
                 .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?,
-            None => aggregate::summarize(&results, &e.plan_sha256, &e.dataset_sha256),
+            None => aggregate::summarize(
+                &results,
+                &e.plan_sha256,
+                &e.dataset_sha256,
+                &aggregate::repeats_of(&e.plan_json),
+            ),
         };
         if let Some(o) = doc.as_object_mut() {
             o.insert("experiment_id".into(), e.id.to_string().into());
