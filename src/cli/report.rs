@@ -253,10 +253,40 @@ pub(super) fn notices(doc: &Value) -> Vec<(&'static str, Vec<String>)> {
             missing_rounds(doc),
         ),
         ("Warnings from the workers", round_warnings(doc)),
+        ("Several images per patient", several_views(doc)),
     ]
     .into_iter()
     .filter(|(_, lines)| !lines.is_empty())
     .collect()
+}
+
+/// A line when some patient has more than one image in a round's test set:
+/// every statistic here counts images, which are then not independent.
+pub(super) fn several_views(doc: &Value) -> Vec<String> {
+    let mut most = 0usize;
+    let mut patients = std::collections::HashSet::new();
+    for r in doc["predictions"].as_array().into_iter().flatten() {
+        let mut per: std::collections::HashMap<&str, usize> = Default::default();
+        for p in r["predictions"].as_array().into_iter().flatten() {
+            let patient = p["patient"].as_str().unwrap_or_default();
+            if !patient.is_empty() {
+                *per.entry(patient).or_default() += 1;
+            }
+        }
+        for (patient, n) in per {
+            if n > 1 {
+                most = most.max(n);
+                patients.insert(patient.to_string());
+            }
+        }
+    }
+    if patients.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "{} patient(s) have several images (up to {most}) in a round's test set; every statistic counts images, as the paper did, but a patient's images are not independent, so the confidence intervals are narrower than they should be",
+        patients.len()
+    )]
 }
 
 pub fn markdown(doc: &Value) -> String {
@@ -995,6 +1025,28 @@ pub(super) mod tests {
         );
         // No plan (an old report): nothing is made up.
         assert!(protocol_lines(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn several_images_of_a_patient_in_a_test_set_are_pointed_out() {
+        let doc = |patients: &[&str]| {
+            let predictions: Vec<Value> = patients
+                .iter()
+                .map(|p| json!({"image": "x.png", "patient": p, "label": "normal", "score": 0.5}))
+                .collect();
+            json!({"predictions": [{"task": "screening", "round": 1, "predictions": predictions}]})
+        };
+        assert!(several_views(&doc(&["a", "b", "c"])).is_empty());
+        let lines = several_views(&doc(&["a", "b", "a", "a", "c", "c"]));
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("2 patient(s) have several images (up to 3)"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            notices(&doc(&["a", "a"]))[0].0,
+            "Several images per patient"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub fn tables(doc: &Value) -> String {
     for line in round_warnings(doc) {
         out.push_str(&format!("warning: {line}\n"));
     }
+    for line in super::report::several_views(doc) {
+        out.push_str(&format!("note: {line}\n"));
+    }
     for (task, t) in tasks {
         let rounds = t
             .get("rounds")
