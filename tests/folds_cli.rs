@@ -146,6 +146,27 @@ fn a_written_plan_verifies_and_a_leaky_one_is_refused() {
         "{}",
         run.stderr
     );
+    // With --spec, the plan must be of the spec's protocol.
+    crossfold(&["folds", "--manifest", m, "--out", out.to_str().unwrap()]).ok();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!("name = \"t\"\n[dataset]\nmanifest = {m:?}\n[protocol]\nseed = 99\n"),
+    )
+    .unwrap();
+    let run = crossfold(&[
+        "folds",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--verify",
+        out.to_str().unwrap(),
+    ]);
+    run.failed();
+    assert!(
+        run.stderr.contains("of another protocol than the spec's"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -172,7 +193,7 @@ fn protocol_flags_are_checked_as_a_spec_is_naming_the_flag() {
                 "--test-groups",
                 "10",
             ],
-            "--test-groups 10: the plan would have 369512 rounds",
+            "protocol = 369512 rounds: protocol.groups = 20, protocol.test_groups = 10",
         ),
     ] {
         let mut all = vec!["folds", "--manifest", m];

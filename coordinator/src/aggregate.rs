@@ -179,7 +179,9 @@ pub fn summarize(
                 .iter()
                 .filter_map(|(repeat, rs)| {
                     let mut v = pooled_of(t, rs)?;
-                    v.as_object_mut()?.insert("repeat".into(), (*repeat).into());
+                    let o = v.as_object_mut()?;
+                    o.insert("repeat".into(), (*repeat).into());
+                    o.insert("rounds".into(), rs.len().into());
                     Some(v)
                 })
                 .collect();
@@ -331,6 +333,7 @@ mod tests {
             (&per[1]["repeat"], &per[1]["auc"]),
             (&json!(2), &json!(0.0))
         );
+        assert_eq!(per[1]["rounds"], 1);
         // One repeat: nothing more than the pooled AUC.
         let v = summarize(&[r1, r2], "p", "d", &BTreeMap::new());
         assert!(v["tasks"]["screening"].get("pooled_by_repeat").is_none());

@@ -127,6 +127,14 @@ pub fn run(a: FoldsArgs) -> Result<ExitCode> {
             let plan = SplitPlan::from_json(&text, &manifest)
                 .and_then(|plan| plan.check_rebuilt(&manifest).map(|()| plan))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if a.spec.is_some() && plan.protocol != protocol {
+                bail!(
+                    "{}: a sound plan, but of another protocol than the spec's [protocol] ({:?} against {:?})",
+                    path.display(),
+                    plan.protocol,
+                    protocol
+                );
+            }
             eprintln!("{}: ok (plan_sha256 {})", path.display(), plan.plan_sha256);
             plan
         }
@@ -155,6 +163,10 @@ fn check_protocol(p: &ProtocolSpec, a: &FoldsArgs) -> Result<()> {
     let lines: Vec<String> = problems
         .iter()
         .map(|problem| {
+            if problem.field == "protocol" {
+                // A rule of the whole protocol: it names its settings.
+                return problem.to_string();
+            }
             let key = problem.field.trim_start_matches("protocol.");
             let flag = format!("--{}", key.replace('_', "-"));
             let given = match key {

@@ -509,7 +509,8 @@ pub fn html(doc: &Value) -> String {
                 j(&p["n"])
             );
         }
-        if let Some(line) = super::report::per_repeat_line(t, dec, "–") {
+        let planned = super::report::planned_rounds(doc, task);
+        if let Some(line) = super::report::per_repeat_line(t, &planned, dec, "–") {
             let _ = writeln!(out, "<p>{}</p>", esc(&line));
         }
         out.push_str("<h3>Confusion matrices</h3>\n<div class=\"cms\">");

@@ -52,18 +52,34 @@ pub(super) fn dec(v: Option<f64>, d: usize) -> String {
 /// "-" when undefined) and `to` joins a CI's ends.
 pub(super) fn per_repeat_line(
     task: &Value,
+    planned_rounds: &[Value],
     number: fn(Option<f64>, usize) -> String,
     to: &str,
 ) -> Option<String> {
     let per = task.get("pooled_by_repeat")?.as_array()?;
+    let planned = |repeat: Option<u64>| {
+        repeat.map(|rep| {
+            planned_rounds
+                .iter()
+                .filter(|r| r["repeat"].as_u64() == Some(rep))
+                .count() as u64
+        })
+    };
     if per.is_empty() {
         return None;
     }
     let parts: Vec<String> = per
         .iter()
         .map(|p| {
+            // A repeat whose rounds are not all in tests only some images.
+            let partial = match (p["rounds"].as_u64(), planned(p["repeat"].as_u64())) {
+                (Some(have), Some(want)) if have < want => {
+                    format!(", {have} of {want} rounds")
+                }
+                _ => String::new(),
+            };
             format!(
-                "repeat {} {} (95% CI {}{to}{})",
+                "repeat {} {} (95% CI {}{to}{}{partial})",
                 p["repeat"],
                 number(f(p, "auc"), 3),
                 number(f(p, "auc_ci_low"), 3),
@@ -355,7 +371,7 @@ pub fn markdown(doc: &Value) -> String {
                 p["n"]
             ));
         }
-        if let Some(line) = per_repeat_line(t, dec, "–") {
+        if let Some(line) = per_repeat_line(t, &planned_rounds(doc, task), dec, "–") {
             out.push_str(&format!("\n{line}\n"));
         }
         for (title, table) in breakdowns(t) {
@@ -403,7 +419,7 @@ pub fn protocol_lines(doc: &Value) -> Vec<String> {
     let seeds = if repeats > 1 {
         format!(
             "{repeats} repeats, each with its own groups (split seeds {seed} to {})",
-            seed + repeats - 1
+            seed.wrapping_add(repeats - 1)
         )
     } else {
         format!("1 repeat (split seed {seed})")
@@ -467,15 +483,29 @@ pub fn protocol_lines(doc: &Value) -> Vec<String> {
         out.push(format!("{line}."));
     }
     if repeats > 1 {
-        out.push(
-            "Mean ± SD and the pooled AUC take every round of every repeat together: the SD mixes the variation within and between repeats, and the pooled AUC counts each image once per repeat (each repeat's own pooled AUC is given too).".into(),
-        );
+        let per_repeat = doc["tasks"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, t)| t.get("pooled_by_repeat").is_some());
+        out.push(format!(
+            "Mean ± SD and the pooled AUC take every round of every repeat together: the SD mixes the variation within and between repeats, and the pooled AUC counts each image once per repeat{}.",
+            if per_repeat { " (each repeat's own pooled AUC is given too)" } else { "" }
+        ));
     }
     out
 }
 
-/// Per task and round: the repeat and the test groups (1-based, joined by
-/// a space), for the CSV files.
+/// The plan's rounds of `task` (empty without a plan).
+pub(super) fn planned_rounds(doc: &Value, task: &str) -> Vec<Value> {
+    doc["plan"]["tasks"][task]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Per task and round: the repeat and the test groups (1-based, as
+/// `g1+g3`: never read as a number), for the CSV files.
 fn round_layout(doc: &Value) -> std::collections::HashMap<(String, u64), (u64, String)> {
     let mut out = std::collections::HashMap::new();
     for (task, rounds) in doc["plan"]["tasks"].as_object().into_iter().flatten() {
@@ -488,11 +518,11 @@ fn round_layout(doc: &Value) -> std::collections::HashMap<(String, u64), (u64, S
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_u64)
-                .map(|g| (g + 1).to_string())
+                .map(|g| format!("g{}", g + 1))
                 .collect();
             out.insert(
                 (task.clone(), round),
-                (r["repeat"].as_u64().unwrap_or(1), groups.join(" ")),
+                (r["repeat"].as_u64().unwrap_or(1), groups.join("+")),
             );
         }
     }
@@ -958,7 +988,7 @@ pub(super) mod tests {
             .lines()
             .find(|l| l.starts_with("screening,2,"))
             .unwrap();
-        assert!(second.ends_with(",1,2"), "{second}");
+        assert!(second.ends_with(",1,g2"), "{second}");
         let json: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
                 .unwrap();
@@ -1025,6 +1055,23 @@ pub(super) mod tests {
         );
         // No plan (an old report): nothing is made up.
         assert!(protocol_lines(&json!({})).is_empty());
+        // Each repeat's own pooled AUC; a repeat with rounds missing says so.
+        let entry = |repeat: u64, rounds: u64, auc: f64| {
+            json!({"repeat": repeat, "rounds": rounds, "n": 8, "auc": auc, "auc_ci_low": 0.25,
+                   "auc_ci_high": 1.0, "auc_ci_method": "delong"})
+        };
+        let task = json!({"pooled_by_repeat": [entry(1, 2, 0.5), entry(2, 1, 0.75)]});
+        let planned = twice["plan"]["tasks"]["screening"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let line = per_repeat_line(&task, &planned, dec, "–").unwrap();
+        assert_eq!(
+            line,
+            "Pooled out-of-fold AUC per repeat (each image once): repeat 1 0.500 (95% CI 0.250–1.000), \
+             repeat 2 0.750 (95% CI 0.250–1.000, 1 of 2 rounds); mean ± SD over repeats 0.625 ± 0.177."
+        );
+        assert!(per_repeat_line(&json!({}), &planned, dec, "–").is_none());
     }
 
     #[test]

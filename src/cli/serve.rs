@@ -35,7 +35,8 @@ pub struct ServeArgs {
     /// Grace period in seconds for workers to report after a restart.
     #[arg(long, default_value_t = 60.0)]
     pub restart_grace: f64,
-    /// Most jobs one experiment may have.
+    /// Most jobs one experiment may have (a spec plans at most 10,000
+    /// rounds, one job each).
     #[arg(long, default_value_t = 10_000)]
     pub max_jobs: usize,
     /// The coordinator's TLS certificate (PEM; with --tls-key).

@@ -81,7 +81,8 @@ pub fn tables(doc: &Value) -> String {
                 p["n"]
             ));
         }
-        if let Some(line) = super::report::per_repeat_line(t, num, "-") {
+        let planned = super::report::planned_rounds(doc, task);
+        if let Some(line) = super::report::per_repeat_line(t, &planned, num, "-") {
             out.push_str(&format!("{line}\n"));
         }
     }

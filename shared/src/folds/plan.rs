@@ -92,12 +92,47 @@ impl SplitPlan {
     /// Refuse a plan that is not the one its own `protocol` gives on
     /// `manifest`. Plans are deterministic, so this finds any edit, even
     /// one whose hash was made again, and a manifest that changed since.
+    /// Only the order of paths within a list is free: a manifest whose rows
+    /// were reordered is the same data set (its fingerprint ignores order).
     pub fn check_rebuilt(&self, manifest: &Manifest) -> Result<(), FoldsError> {
-        let rebuilt = make_plan(manifest, &self.protocol)?;
-        if rebuilt.plan_sha256 == self.plan_sha256 {
+        // The protocol block is as untrusted as the rest of the file: a
+        // bad one is named before anything is built from it.
+        let problems = crate::spec::protocol_problems(&self.protocol);
+        if !problems.is_empty() {
+            let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(FoldsError::NotRebuilt(format!(
+                "its protocol block is not valid ({})",
+                listed.join("; ")
+            )));
+        }
+        let rebuilt = make_plan(manifest, &self.protocol).map_err(|e| {
+            FoldsError::NotRebuilt(format!("this build would not make a plan from it ({e})"))
+        })?;
+        let (mine, theirs) = (self.sorted(), rebuilt.sorted());
+        if mine.compute_hash() == theirs.compute_hash() {
             return Ok(());
         }
-        Err(FoldsError::NotRebuilt(first_difference(self, &rebuilt)))
+        Err(FoldsError::NotRebuilt(first_difference(&mine, &theirs)))
+    }
+
+    /// This plan with every list of paths sorted.
+    fn sorted(&self) -> SplitPlan {
+        let mut plan = self.clone();
+        for g in plan.groups.iter_mut() {
+            g.sort();
+        }
+        for r in plan.repeats.iter_mut() {
+            for g in r.groups.iter_mut() {
+                g.sort();
+            }
+        }
+        for rounds in plan.tasks.values_mut() {
+            for r in rounds.iter_mut() {
+                r.train.sort();
+                r.test.sort();
+            }
+        }
+        plan
     }
 
     /// Refuse a plan that names images missing from the manifest or puts one
@@ -205,12 +240,6 @@ impl SplitPlan {
 
 /// Where `plan` first differs from `rebuilt`, in words.
 fn first_difference(plan: &SplitPlan, rebuilt: &SplitPlan) -> String {
-    if plan.version != rebuilt.version {
-        return format!(
-            "version {} (this build writes {})",
-            plan.version, rebuilt.version
-        );
-    }
     let tasks = |p: &SplitPlan| p.tasks.keys().map(Task::to_string).collect::<Vec<_>>();
     if tasks(plan) != tasks(rebuilt) {
         return format!(
@@ -220,6 +249,12 @@ fn first_difference(plan: &SplitPlan, rebuilt: &SplitPlan) -> String {
         );
     }
     for (a, b) in plan.repeats.iter().zip(&rebuilt.repeats) {
+        if a.seed != b.seed {
+            return format!(
+                "repeat {}: split seed {} where its protocol gives {}",
+                a.repeat, a.seed, b.seed
+            );
+        }
         if a != b {
             return format!("repeat {}: its groups differ", a.repeat);
         }
@@ -248,7 +283,7 @@ fn first_difference(plan: &SplitPlan, rebuilt: &SplitPlan) -> String {
                         "{at}: {p} is in the {side} set, where its protocol does not put it"
                     ),
                     (None, Some(p)) => format!("{at}: {p} is missing from the {side} set"),
-                    (None, None) => format!("{at}: the {side} set is in another order"),
+                    (None, None) => format!("{at}: the {side} set lists an image twice"),
                 }
             };
             if a.test != b.test {
@@ -538,8 +573,23 @@ mod tests {
         let mut reseeded = plan.clone();
         reseeded.protocol.seed += 1;
         let err = rehash(reseeded).check_rebuilt(&m).unwrap_err().to_string();
-        assert!(err.contains("repeat 1: its groups differ"), "{err}");
+        assert!(
+            err.contains("repeat 1: split seed 2021 where its protocol gives 2022"),
+            "{err}"
+        );
         assert!(err.contains("edited (and its hash made again)"), "{err}");
+        // A protocol block that cannot be built from is named, not run.
+        let mut broken = plan.clone();
+        broken.protocol.groups = 0;
+        let err = rehash(broken).check_rebuilt(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("protocol.groups = 0: must be at least 2"),
+            "{err}"
+        );
+        // The manifest's rows reordered: the same data set, the same plan.
+        let mut shuffled = m.clone();
+        shuffled.entries.reverse();
+        plan.check_rebuilt(&shuffled).unwrap();
     }
 
     #[test]

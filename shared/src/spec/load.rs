@@ -217,6 +217,8 @@ impl Spec {
 pub const TIGHTENED: &[&str] = &[
     "resources.devices_per_job",
     "train.batch_size",
+    // The 10,000-round limit, newer than `serve --max-jobs` above it.
+    "protocol",
     "train.cpu.batch_size",
 ];
 

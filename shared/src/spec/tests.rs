@@ -312,9 +312,17 @@ fn rounds_are_counted_per_protocol_and_capped() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("protocol.test_groups = 12: the plan would have 5408312 rounds"),
+        err.contains(
+            "protocol = 5408312 rounds: protocol.groups = 24, protocol.test_groups = 12, 1 repeat(s) \
+             and 2 task(s) would plan 5408312 rounds; at most 10000"
+        ),
         "{err}"
     );
+    // An experiment stored before the limit existed still loads.
+    let stored = "name = \"t\"\n[dataset]\nmanifest = \"m.csv\"\n[protocol]\n\
+                  kind = \"leave-p-groups-out\"\ngroups = 24\ntest_groups = 12\n";
+    assert!(Spec::parse_stored(stored, "stored").is_ok());
+    assert!(Spec::parse(stored, "new", &[]).is_err());
     // Huge values saturate instead of overflowing.
     let p = ProtocolSpec {
         kind: ProtocolKind::LeavePGroupsOut,
