@@ -606,18 +606,12 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
         write_file(&dir.join(name), svg)?;
     }
     let layout = round_layout(doc);
-    let repeat_of = |task: &str, round: &Value| {
+    // A round's repeat and test groups as CSV cells (empty without a plan).
+    let placed = |task: &str, round: &Value| -> (String, String) {
         round
             .as_u64()
             .and_then(|n| layout.get(&(task.to_string(), n)))
-            .map(|(repeat, _)| repeat.to_string())
-            .unwrap_or_default()
-    };
-    let groups_of = |task: &str, round: &Value| {
-        round
-            .as_u64()
-            .and_then(|n| layout.get(&(task.to_string(), n)))
-            .map(|(_, groups)| groups.clone())
+            .map(|(repeat, groups)| (repeat.to_string(), groups.clone()))
             .unwrap_or_default()
     };
     let mut csv = String::from("image,patient,label,task,round,score,predicted,repeat\n");
@@ -647,7 +641,7 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
                 r["round"],
                 score,
                 (score >= threshold) as u8,
-                repeat_of(task, &r["round"])
+                placed(task, &r["round"]).0
             ));
         }
     }
@@ -668,12 +662,11 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
                     v => v.to_string(),
                 })
                 .collect();
+            let (repeat, groups) = placed(task, &r["round"]);
             rounds.push_str(&format!(
-                "{task},{},{},{},{}\n",
+                "{task},{},{},{repeat},{groups}\n",
                 r["round"],
-                vals.join(","),
-                repeat_of(task, &r["round"]),
-                groups_of(task, &r["round"])
+                vals.join(",")
             ));
         }
     }
