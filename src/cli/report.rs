@@ -229,11 +229,26 @@ pub(super) fn tasks_in_order(doc: &Value) -> Vec<(&String, &Value)> {
         .into_iter()
         .flatten()
         .collect();
-    tasks.sort_by_key(|(name, _)| {
-        let order = ["screening", "malignancy"].iter().position(|t| t == name);
-        (order.unwrap_or(2), name.to_string())
-    });
+    tasks.sort_by_key(|(name, _)| task_rank(name));
     tasks
+}
+
+/// Where a task goes among others: screening first, then malignancy, then
+/// any other by name.
+fn task_rank(name: &str) -> (usize, String) {
+    let order = ["screening", "malignancy"].iter().position(|t| *t == name);
+    (order.unwrap_or(2), name.to_string())
+}
+
+/// A planned round's test groups, numbered from 1.
+fn test_groups(round: &Value) -> Vec<u64> {
+    round["test_groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .map(|g| g + 1)
+        .collect()
 }
 
 /// One line per warning a worker reported for a round (e.g. a validation
@@ -430,22 +445,10 @@ pub fn protocol_lines(doc: &Value) -> Vec<String> {
     let mut tasks: Vec<(&String, &Value)> =
         plan["tasks"].as_object().into_iter().flatten().collect();
     // Screening first, as the tables are.
-    tasks.sort_by_key(|(name, _)| {
-        let order = ["screening", "malignancy"].iter().position(|t| t == name);
-        (order.unwrap_or(2), name.to_string())
-    });
+    tasks.sort_by_key(|(name, _)| task_rank(name));
     for (task, rounds) in tasks {
         let rounds = rounds.as_array().cloned().unwrap_or_default();
-        let groups_of = |r: &Value| -> Vec<u64> {
-            r["test_groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_u64)
-                .map(|g| g + 1)
-                .collect()
-        };
-        let width = rounds.first().map_or(1, |r| groups_of(r).len());
+        let width = rounds.first().map_or(1, |r| test_groups(r).len());
         let how = if width == 1 {
             format!("{k}-fold: round i of a repeat tests group i")
         } else {
@@ -474,7 +477,7 @@ pub fn protocol_lines(doc: &Value) -> Vec<String> {
                 .iter()
                 .filter(|r| r["repeat"].as_u64() == Some(1))
                 .map(|r| {
-                    let g: Vec<String> = groups_of(r).iter().map(u64::to_string).collect();
+                    let g: Vec<String> = test_groups(r).iter().map(u64::to_string).collect();
                     format!("{} tests {}", r["round"], g.join("+"))
                 })
                 .collect();
@@ -513,13 +516,7 @@ fn round_layout(doc: &Value) -> std::collections::HashMap<(String, u64), (u64, S
             let Some(round) = r["round"].as_u64() else {
                 continue;
             };
-            let groups: Vec<String> = r["test_groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_u64)
-                .map(|g| format!("g{}", g + 1))
-                .collect();
+            let groups: Vec<String> = test_groups(r).iter().map(|g| format!("g{g}")).collect();
             out.insert(
                 (task.clone(), round),
                 (r["repeat"].as_u64().unwrap_or(1), groups.join("+")),

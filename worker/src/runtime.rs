@@ -261,15 +261,16 @@ async fn run_lease(
     // A SIGTERM reaches the training thread within this, not at the next
     // heartbeat (up to a minute away): the job stops within one step more.
     let mut stop_poll = tokio::time::interval(STOP_POLL);
+    let pass_stop = || {
+        if stop.load(Ordering::SeqCst) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    };
     let mut told_to_stop = false;
     let outcome = loop {
         tokio::select! {
             r = &mut rx => break r.unwrap_or(Outcome::Failed { error: "training thread panicked".into(), retryable: true }),
-            _ = stop_poll.tick() => {
-                if stop.load(Ordering::SeqCst) {
-                    cancel.store(true, Ordering::SeqCst);
-                }
-            }
+            _ = stop_poll.tick() => pass_stop(),
             _ = ticker.tick() => {
                 let p = progress.lock().ok().and_then(|p| p.clone());
                 if let Some(p) = &p {
@@ -298,11 +299,7 @@ async fn run_lease(
                 let reply = loop {
                     tokio::select! {
                         r = &mut call => break r,
-                        _ = stop_poll.tick() => {
-                            if stop.load(Ordering::SeqCst) {
-                                cancel.store(true, Ordering::SeqCst);
-                            }
-                        }
+                        _ = stop_poll.tick() => pass_stop(),
                     }
                 };
                 match reply {
