@@ -81,6 +81,17 @@ pub fn repeats_of(plan_json: &str) -> BTreeMap<(String, u32), u32> {
     out
 }
 
+/// The summary of a stored experiment from its results: [`summarize`] with
+/// the record's hashes and its plan's repeats.
+pub fn summarize_record(results: &[JobResult], e: &crate::store::ExperimentRecord) -> Value {
+    summarize(
+        results,
+        &e.plan_sha256,
+        &e.dataset_sha256,
+        &repeats_of(&e.plan_json),
+    )
+}
+
 /// The pooled AUC (DeLong CI) of the test predictions of `rounds`.
 fn pooled_of(task: Task, rounds: &[&JobResult]) -> Option<Value> {
     let mut labels = Vec::new();

@@ -450,12 +450,7 @@ impl Experiments for ExperimentsService {
         let mut doc = match &e.summary_json {
             Some(s) => serde_json::from_str(s)
                 .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?,
-            None => aggregate::summarize(
-                &results,
-                &e.plan_sha256,
-                &e.dataset_sha256,
-                &aggregate::repeats_of(&e.plan_json),
-            ),
+            None => aggregate::summarize_record(&results, &e),
         };
         if let Some(o) = doc.as_object_mut() {
             o.insert("experiment_id".into(), e.id.to_string().into());

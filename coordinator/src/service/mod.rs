@@ -330,12 +330,7 @@ impl Coordinator {
                 return Ok(());
             }
             let results = parse_results(&s.results(id)?)?;
-            let summary = aggregate::summarize(
-                &results,
-                &e.plan_sha256,
-                &e.dataset_sha256,
-                &aggregate::repeats_of(&e.plan_json),
-            );
+            let summary = aggregate::summarize_record(&results, &e);
             s.set_summary(id, &summary.to_string())
         })
         .await?;

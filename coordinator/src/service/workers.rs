@@ -597,12 +597,7 @@ pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorErro
                 let jobs = s.jobs(e.id)?;
                 if e.summary_json.is_none() && jobs.iter().all(|j| j.state.is_terminal()) {
                     let results = super::parse_results(&s.results(e.id)?)?;
-                    let summary = crate::aggregate::summarize(
-                        &results,
-                        &e.plan_sha256,
-                        &e.dataset_sha256,
-                        &crate::aggregate::repeats_of(&e.plan_json),
-                    );
+                    let summary = crate::aggregate::summarize_record(&results, &e);
                     s.set_summary(e.id, &summary.to_string())?;
                 }
             }
