@@ -133,9 +133,12 @@ pub struct Prediction {
 }
 
 /// Seconds spent in each phase. `total` is the whole job, from preparation
-/// to the last output written; besides the phases it holds the per-epoch
-/// validation scoring, the best epoch's weights kept and restored, and
-/// writing the outputs.
+/// to the result (the output files are written after it, since
+/// `result.json` holds it); besides the phases it holds the training
+/// loop's set-up (pixel statistics, the weights' layout, the optimiser's
+/// state), the per-epoch validation scoring, the best epoch's weights kept
+/// and restored, and the provenance. `training` is the epochs' batches
+/// alone (order, augmentation, steps).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     /// Before the job proper: the spec, the data set's check (local
