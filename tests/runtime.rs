@@ -131,6 +131,32 @@ fn two_workers_complete_the_15_job_paper_experiment() {
     let r1 = &report["tasks"]["screening"]["rounds"][0];
     assert_eq!(r1["provenance"]["device"], "cpu", "{r1}");
     assert!(r1["worker_id"].is_string() && r1["attempt"] == 1, "{r1}");
+    // And where its time went, the phases within the whole.
+    let t = &r1["timing"];
+    let secs = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("timing.{k}: {r1}"));
+    assert!(
+        secs("training") > 0.0 && secs("images_per_second") > 0.0,
+        "{r1}"
+    );
+    let phases: f64 = [
+        "preparation",
+        "startup",
+        "data_loading",
+        "training",
+        "evaluation",
+    ]
+    .iter()
+    .map(|k| secs(k))
+    .sum();
+    assert!(phases <= secs("total") + 1e-9, "{r1}");
+    let csv = std::fs::read_to_string(out.join("rounds.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",seconds,training_seconds,images_per_second"),
+        "{csv}"
+    );
     // The workers sent the threshold each round chose on its validation
     // images, and the report shows the round's statistics at it.
     let rounds: Vec<&serde_json::Value> = ["screening", "malignancy"]

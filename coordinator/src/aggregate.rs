@@ -45,6 +45,60 @@ pub struct JobResult {
     /// What the worker reported as going other than the spec intended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Where the job's time went, as the worker measured it (absent from
+    /// older workers' results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<JobTiming>,
+}
+
+/// Seconds of one job by phase, and its training throughput (images/s).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct JobTiming {
+    pub preparation: f64,
+    pub startup: f64,
+    pub data_loading: f64,
+    pub training: f64,
+    pub evaluation: f64,
+    pub total: f64,
+    pub images_per_second: f64,
+}
+
+impl JobTiming {
+    /// The timing a worker sent, or the first field that is not a finite
+    /// number of at least 0.
+    pub fn checked(
+        preparation: f64,
+        startup: f64,
+        data_loading: f64,
+        training: f64,
+        evaluation: f64,
+        total: f64,
+        images_per_second: f64,
+    ) -> Result<JobTiming, String> {
+        let t = JobTiming {
+            preparation,
+            startup,
+            data_loading,
+            training,
+            evaluation,
+            total,
+            images_per_second,
+        };
+        for (name, v) in [
+            ("preparation", preparation),
+            ("startup", startup),
+            ("data_loading", data_loading),
+            ("training", training),
+            ("evaluation", evaluation),
+            ("total", total),
+            ("images_per_second", images_per_second),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("timing.{name} = {v}: not a number of at least 0"));
+            }
+        }
+        Ok(t)
+    }
 }
 
 /// Statistics of one round from its predictions.
@@ -144,6 +198,12 @@ pub fn summarize(
                     }
                     if !r.warnings.is_empty() {
                         o.insert("warnings".into(), r.warnings.clone().into());
+                    }
+                    if let Some(t) = &r.timing {
+                        o.insert(
+                            "timing".into(),
+                            serde_json::to_value(t).unwrap_or(Value::Null),
+                        );
                     }
                     if let (Some(th), Ok(kind)) = (r.youden_threshold, task.parse::<Task>()) {
                         o.insert("youden_threshold".into(), th.into());
@@ -286,6 +346,7 @@ mod tests {
             provenance: Value::Null,
             youden_threshold: None,
             warnings: Vec::new(),
+            timing: None,
         }
     }
 

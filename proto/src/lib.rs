@@ -47,6 +47,11 @@ mod tests {
             provenance_json: r#"{"device":"cuda(0)"}"#.into(),
             youden_threshold: Some(0.4375),
             warnings: vec!["the validation set lacks a class".into()],
+            timing: Some(JobTiming {
+                total: 4.25,
+                images_per_second: 2650.5,
+                ..Default::default()
+            }),
         };
         let bytes = chunk.encode_to_vec();
         let back = CompleteChunk::decode(bytes.as_slice()).unwrap();
@@ -54,6 +59,7 @@ mod tests {
         assert_eq!(back.history[0].validation_loss, None);
         assert_eq!(back.youden_threshold, Some(0.4375));
         assert_eq!(back.warnings.len(), 1);
+        assert_eq!(back.timing.map(|t| t.total), Some(4.25));
         assert_eq!(Task::try_from(2), Ok(Task::Malignancy));
     }
 }

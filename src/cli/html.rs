@@ -599,15 +599,24 @@ fn round_provenance(doc: &Value) -> String {
                 }
                 parts.join(", ")
             };
+            let t = &r["timing"];
+            let time = match (t["total"].as_f64(), t["training"].as_f64()) {
+                (Some(total), Some(training)) => format!(
+                    "{total:.1} s (training {training:.1} s, {:.0} img/s)",
+                    t["images_per_second"].as_f64().unwrap_or(f64::NAN)
+                ),
+                _ => "–".to_string(),
+            };
             let _ = write!(
                 rows,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(task),
                 s(&r["round"]),
                 s(&r["worker_id"]),
                 s(&r["attempt"]),
                 s(&p["device_name"]),
                 precision,
+                time,
                 s(&p["seed"]),
                 s(&p["crossfold_version"]),
                 s(&p["libtorch_version"]),
@@ -618,7 +627,7 @@ fn round_provenance(doc: &Value) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    format!("<h3>Per round</h3>\n<table><tr><th>Task</th><th>Round</th><th>Worker</th><th>Attempt</th><th>Device</th><th>Precision</th><th>Seed</th><th>crossfold</th><th>libtorch</th><th>git</th></tr>{rows}</table>\n")
+    format!("<h3>Per round</h3>\n<table><tr><th>Task</th><th>Round</th><th>Worker</th><th>Attempt</th><th>Device</th><th>Precision</th><th>Time</th><th>Seed</th><th>crossfold</th><th>libtorch</th><th>git</th></tr>{rows}</table>\n")
 }
 
 #[cfg(test)]
@@ -658,6 +667,12 @@ mod tests {
             assert!(page.contains(&pooled), "{pooled}");
         }
         assert!(page.contains("<h2>Definitions</h2>") && page.contains("DeLong"));
+        // Round time as its worker reported it; a dash for rounds without.
+        assert!(
+            page.contains("<td>42.5 s (training 40.0 s, 176 img/s)</td>"),
+            "{page}"
+        );
+        assert!(page.contains("<td>–</td><td>2023</td>"), "{page}");
         assert!(
             page.contains(&"a".repeat(64))
                 && page.contains(&"b".repeat(64))

@@ -643,7 +643,12 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
         }
     }
     write_file(&dir.join("predictions.csv"), &csv)?;
-    let mut rounds = format!("task,round,{},repeat,test_groups\n", ROUND_KEYS.join(","));
+    // Appended after the metrics: the round's place in the plan, then its
+    // time as the worker measured it (empty from workers that did not).
+    let mut rounds = format!(
+        "task,round,{},repeat,test_groups,seconds,training_seconds,images_per_second\n",
+        ROUND_KEYS.join(",")
+    );
     for (task, t) in doc
         .get("tasks")
         .and_then(Value::as_object)
@@ -660,8 +665,12 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
                 })
                 .collect();
             let (repeat, groups) = placed(task, &r["round"]);
+            let t = &r["timing"];
+            let time = ["total", "training", "images_per_second"]
+                .map(|k| t[k].as_f64().map(|v| format!("{v:.3}")).unwrap_or_default())
+                .join(",");
             rounds.push_str(&format!(
-                "{task},{},{},{repeat},{groups}\n",
+                "{task},{},{},{repeat},{groups},{time}\n",
                 r["round"],
                 vals.join(",")
             ));
@@ -772,7 +781,9 @@ pub(super) mod tests {
         );
     }
 
-    use crossfold_coordinator::aggregate::{round_stats, summarize, JobResult, ScoredImage};
+    use crossfold_coordinator::aggregate::{
+        round_stats, summarize, JobResult, JobTiming, ScoredImage,
+    };
     use crossfold_shared::label::Task;
     use serde_json::json;
 
@@ -808,6 +819,17 @@ pub(super) mod tests {
                     "compute": {"autocast_bf16": false, "tf32": false, "channels_last": false}}),
                 youden_threshold: None,
                 warnings: Vec::new(),
+                // As a worker reports it; none from round 2 on, as from
+                // workers older than timing.
+                timing: (round == 1).then_some(JobTiming {
+                    preparation: 0.25,
+                    startup: 0.5,
+                    data_loading: 0.125,
+                    training: 40.0,
+                    evaluation: 0.75,
+                    total: 42.5,
+                    images_per_second: 176.25,
+                }),
             }
         };
         let results = vec![
@@ -926,6 +948,11 @@ pub(super) mod tests {
         let mut bad = doc.clone();
         bad["predictions"][0]["predictions"][0]["label"] = "tumour".into();
         assert!(schema_errors(&bad).iter().any(|e| e.contains("label")));
+        // A round's timing, as stored and in the round's row.
+        assert_eq!(t["rounds"][0]["timing"]["total"], 42.5, "{t}");
+        let mut bad = doc.clone();
+        bad["tasks"]["screening"]["rounds"][0]["timing"]["training"] = (-1.0).into();
+        assert!(schema_errors(&bad).iter().any(|e| e.contains("timing")));
         // Each repeat's pooled AUC, with repeats.
         let mut repeated = doc;
         let one = json!({"repeat": 1, "n": 4, "auc": 0.75, "auc_ci_low": 0.2, "auc_ci_high": 1.0, "auc_ci_method": "delong"});
@@ -973,12 +1000,21 @@ pub(super) mod tests {
         assert_eq!(rounds.lines().count(), 5);
         // Each round's repeat and (1-based) test groups, from the plan.
         let header = rounds.lines().next().unwrap();
-        assert!(header.ends_with(",repeat,test_groups"), "{header}");
+        assert!(
+            header.ends_with(",repeat,test_groups,seconds,training_seconds,images_per_second"),
+            "{header}"
+        );
         let second = rounds
             .lines()
             .find(|l| l.starts_with("screening,2,"))
             .unwrap();
-        assert!(second.ends_with(",1,g2"), "{second}");
+        assert!(second.ends_with(",1,g2,,,"), "{second}");
+        // The time of a round whose worker reported it.
+        let first = rounds
+            .lines()
+            .find(|l| l.starts_with("screening,1,"))
+            .unwrap();
+        assert!(first.ends_with(",1,g1,42.500,40.000,176.250"), "{first}");
         let json: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
                 .unwrap();

@@ -483,6 +483,18 @@ async fn upload(
             } else {
                 Vec::new()
             },
+            timing: (i == 0).then(|| {
+                let t = &result.timing;
+                v1::JobTiming {
+                    preparation: t.preparation,
+                    startup: t.startup,
+                    data_loading: t.data_loading,
+                    training: t.training,
+                    evaluation: t.evaluation,
+                    total: t.total,
+                    images_per_second: result.images_per_second,
+                }
+            }),
         });
     }
     Ok(client

@@ -3,7 +3,7 @@
 //! other attempt than the job's current one are refused (fencing).
 
 use super::{retry_policy, spec_of, Coordinator, WorkerInfo};
-use crate::aggregate::{round_stats, JobResult, ScoredImage};
+use crate::aggregate::{round_stats, JobResult, JobTiming, ScoredImage};
 use crate::config::now_ms;
 use crate::error::{parse_id, CoordinatorError};
 use crate::scheduler;
@@ -19,6 +19,24 @@ use tonic::{Request, Response, Status, Streaming};
 /// Bounds on the warnings one result keeps (they are stored with it).
 const MAX_WARNINGS: usize = 20;
 const MAX_WARNING_BYTES: usize = 2000;
+
+/// A result's timing as stored. It is informational: one that is not
+/// made of numbers of at least 0 is dropped (and logged), never costing
+/// the round its result.
+fn timing_of(t: Option<&v1::JobTiming>, job: &str) -> Option<JobTiming> {
+    let t = t?;
+    JobTiming::checked(
+        t.preparation,
+        t.startup,
+        t.data_loading,
+        t.training,
+        t.evaluation,
+        t.total,
+        t.images_per_second,
+    )
+    .map_err(|problem| tracing::warn!(job, "result's timing dropped: {problem}"))
+    .ok()
+}
 
 /// A result's warnings as stored: at most [`MAX_WARNINGS`], each one line of
 /// at most [`MAX_WARNING_BYTES`] (cut at a character boundary). Too much
@@ -390,6 +408,7 @@ impl Workers for WorkersService {
             provenance,
             youden_threshold,
             warnings: bounded_warnings(&head.warnings),
+            timing: timing_of(head.timing.as_ref(), &key),
         };
         let doc = serde_json::to_string(&result)
             .map_err(|err| CoordinatorError::Internal(err.to_string()))?;
@@ -627,6 +646,33 @@ mod tests {
         let mut config = Config::new("unused.db".into(), Vec::new());
         config.release_leases_on_start = release;
         (Coordinator::new(store, config), e.id)
+    }
+
+    #[test]
+    fn a_results_timing_is_kept_when_sound_and_dropped_when_not() {
+        let sent = v1::JobTiming {
+            preparation: 0.3,
+            startup: 0.1,
+            data_loading: 0.05,
+            training: 3.5,
+            evaluation: 0.02,
+            total: 4.25,
+            images_per_second: 2650.0,
+        };
+        let kept = timing_of(Some(&sent), "screening-r01").unwrap();
+        assert_eq!((kept.total, kept.images_per_second), (4.25, 2650.0));
+        assert_eq!(timing_of(None, "screening-r01"), None);
+        for bad in [f64::NAN, -1.0, f64::INFINITY] {
+            let t = v1::JobTiming {
+                training: bad,
+                ..sent
+            };
+            assert_eq!(timing_of(Some(&t), "screening-r01"), None, "{bad}");
+        }
+        assert_eq!(
+            JobTiming::checked(0.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0).unwrap_err(),
+            "timing.training = -2: not a number of at least 0"
+        );
     }
 
     #[tokio::test]
