@@ -14,9 +14,12 @@
 #    against PyTorch (bench/reference.py) fp32 channels-last, PyTorch's best
 #    configuration so far, and its fused-AdamW variant;
 # 4. at the spec's batch (32): crossfold with a job's optimiser (SGD), the
-#    rate a job's pure training time is measured against, and one whole job
-#    (screening round 1 of examples/paper.toml) with its time split into
-#    start-up, data loading, training and evaluation;
+#    rate a job's pure training time is measured against; the synthetic
+#    cohort generated (`crossfold plan`); then the whole job (screening
+#    round 1 of examples/paper.toml, a new `train` process) JOBS times, each
+#    followed by JOB_VARIANT's if given, with its time split into
+#    preparation, start-up, data loading, training and evaluation and its
+#    ratio to pure training;
 # 5. the rest of the configuration matrix (BENCH=full, the default), or
 #    TF32 channels-last with and without cuDNN autotuning on both sides
 #    (BENCH=tune), or nothing (BENCH=short); each run is skipped once the
@@ -25,7 +28,7 @@
 #    time allowing, a variant of it (RUN_VARIANT="--set key=value ...").
 # Writes OUT_DIR/{summary.txt,bench.jsonl,...} and prints a table.
 # Settings (environment): PYTHON (python3), BIN (target/release), STEPS (100;
-# 30 gave crossfold's default anywhere from 4,863 to 6,766 img/s on one H200),
+# 30 gave crossfold's default anywhere from 5,692 to 6,766 img/s on one H200),
 # DEADLINE (seconds after which optional steps are skipped; 250), BENCH,
 # JOB_VARIANT ("--set key=value ...": a variant of the whole job, run after
 # each default one), JOBS (how many times each runs; 1) and

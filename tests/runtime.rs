@@ -157,6 +157,19 @@ fn two_workers_complete_the_15_job_paper_experiment() {
             .ends_with(",seconds,training_seconds,images_per_second"),
         "{csv}"
     );
+    // The first screening round's row ends in its total, training and
+    // images/s, as in report.json (to the CSV's three decimals).
+    let row = csv.lines().find(|l| l.starts_with("screening,1,")).unwrap();
+    let cells: Vec<Option<f64>> = row
+        .rsplitn(4, ',')
+        .take(3)
+        .map(|c| c.parse().ok())
+        .collect();
+    let want: Vec<Option<f64>> = ["images_per_second", "training", "total"]
+        .iter()
+        .map(|k| Some(format!("{:.3}", secs(k)).parse().unwrap()))
+        .collect();
+    assert_eq!(cells, want, "{row}");
     // The workers sent the threshold each round chose on its validation
     // images, and the report shows the round's statistics at it.
     let rounds: Vec<&serde_json::Value> = ["screening", "malignancy"]

@@ -601,10 +601,13 @@ fn round_provenance(doc: &Value) -> String {
             };
             let t = &r["timing"];
             let time = match (t["total"].as_f64(), t["training"].as_f64()) {
-                (Some(total), Some(training)) => format!(
-                    "{total:.1} s (training {training:.1} s, {:.0} img/s)",
-                    t["images_per_second"].as_f64().unwrap_or(f64::NAN)
-                ),
+                (Some(total), Some(training)) => {
+                    let rate = t["images_per_second"]
+                        .as_f64()
+                        .map(|v| format!(", {v:.0} img/s"))
+                        .unwrap_or_default();
+                    format!("{total:.1} s (training {training:.1} s{rate})")
+                }
                 _ => "–".to_string(),
             };
             let _ = write!(

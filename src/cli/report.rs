@@ -665,9 +665,14 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
                 })
                 .collect();
             let (repeat, groups) = placed(task, &r["round"]);
-            let t = &r["timing"];
+            let timing = &r["timing"];
             let time = ["total", "training", "images_per_second"]
-                .map(|k| t[k].as_f64().map(|v| format!("{v:.3}")).unwrap_or_default())
+                .map(|k| {
+                    timing[k]
+                        .as_f64()
+                        .map(|v| format!("{v:.3}"))
+                        .unwrap_or_default()
+                })
                 .join(",");
             rounds.push_str(&format!(
                 "{task},{},{},{repeat},{groups},{time}\n",
