@@ -513,6 +513,9 @@ pub fn html(doc: &Value) -> String {
         if let Some(line) = super::report::per_repeat_line(t, &planned, dec, "–") {
             let _ = writeln!(out, "<p>{}</p>", esc(&line));
         }
+        if let Some(line) = super::summary::time_line(t, "–") {
+            let _ = writeln!(out, "<p>T{}.</p>", esc(&line[1..]));
+        }
         out.push_str("<h3>Confusion matrices</h3>\n<div class=\"cms\">");
         for r in &rounds {
             let c = |k: &str| j(&r[k]);

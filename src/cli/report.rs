@@ -389,6 +389,9 @@ pub fn markdown(doc: &Value) -> String {
         if let Some(line) = per_repeat_line(t, &planned_rounds(doc, task), dec, "–") {
             out.push_str(&format!("\n{line}\n"));
         }
+        if let Some(line) = super::summary::time_line(t, "–") {
+            out.push_str(&format!("\nT{}.\n", &line[1..]));
+        }
         for (title, table) in breakdowns(t) {
             out.push_str(&format!(
                 "\n### {title} (pooled out-of-fold predictions)\n\n"

@@ -85,7 +85,86 @@ pub fn tables(doc: &Value) -> String {
         if let Some(line) = super::report::per_repeat_line(t, &planned, num, "-") {
             out.push_str(&format!("{line}\n"));
         }
+        if let Some(line) = time_line(t, "-") {
+            out.push_str(&format!("{line}\n"));
+        }
     }
     out.push_str("SD is the sample standard deviation (n - 1); '-' marks an undefined value.\n");
     out
+}
+
+/// How long a task's rounds took, as their workers measured it: per round
+/// the range and median, the sum, and the range of training throughput;
+/// `to` joins a range's ends. None when no round was timed (results of
+/// workers older than timing).
+pub(super) fn time_line(task: &Value, to: &str) -> Option<String> {
+    let rounds = task.get("rounds")?.as_array()?;
+    let timed: Vec<&Value> = rounds
+        .iter()
+        .map(|r| &r["timing"])
+        .filter(|t| t["total"].is_number())
+        .collect();
+    if timed.is_empty() {
+        return None;
+    }
+    let sorted = |key: &str| {
+        let mut v: Vec<f64> = timed.iter().filter_map(|t| t[key].as_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let range = |v: &[f64], d: usize| match (v.first(), v.last()) {
+        (Some(lo), Some(hi)) if format!("{lo:.d$}") != format!("{hi:.d$}") => {
+            format!("{lo:.d$}{to}{hi:.d$}")
+        }
+        (Some(lo), _) => format!("{lo:.d$}"),
+        _ => String::new(),
+    };
+    let totals = sorted("total");
+    let n = totals.len();
+    let median = (totals[(n - 1) / 2] + totals[n / 2]) / 2.0;
+    let all: f64 = totals.iter().sum();
+    let rates = sorted("images_per_second");
+    let rate = if rates.is_empty() {
+        String::new()
+    } else {
+        format!(", training at {} images/s", range(&rates, 0))
+    };
+    let partial = if n < rounds.len() {
+        format!(" ({n} of {} rounds timed)", rounds.len())
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "time per round {} s (median {median:.1} s, {all:.1} s in all){rate}, as the workers measured it{partial}",
+        range(&totals, 1)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_time_line_gives_range_median_sum_and_rates_of_timed_rounds() {
+        let timed =
+            |total: f64, rate: f64| json!({"timing": {"total": total, "images_per_second": rate}});
+        // Totals 4.0, 5.0, 3.0 and 6.0 s: median (4 + 5) / 2 = 4.5, sum 18.
+        let task = json!({"rounds": [timed(4.0, 2650.4), timed(5.0, 2870.0), timed(3.0, 2700.0),
+            timed(6.0, 2800.0), {"round": 5}]});
+        assert_eq!(
+            time_line(&task, "-").unwrap(),
+            "time per round 3.0-6.0 s (median 4.5 s, 18.0 s in all), training at 2650-2870 images/s, \
+             as the workers measured it (4 of 5 rounds timed)"
+        );
+        // One round: no range.
+        let one = json!({"rounds": [timed(42.5, 176.25)]});
+        assert_eq!(
+            time_line(&one, "–").unwrap(),
+            "time per round 42.5 s (median 42.5 s, 42.5 s in all), training at 176 images/s, \
+             as the workers measured it"
+        );
+        // Results without timing: nothing to say.
+        assert!(time_line(&json!({"rounds": [{"round": 1}]}), "-").is_none());
+    }
 }
