@@ -350,7 +350,9 @@ async fn report(
     for attempt in 1u64.. {
         let r = match &outcome {
             Outcome::Done(result) => upload(client, worker_id, lease, result).await.map(|resp| {
-                tracing::info!(job = %lease.job_key, accepted = resp.accepted, duplicate = resp.duplicate, message = %resp.message, "result uploaded");
+                let t = &result.timing;
+                tracing::info!(job = %lease.job_key, accepted = resp.accepted, duplicate = resp.duplicate, message = %resp.message,
+                    seconds = t.total, training_seconds = t.training, images_per_second = result.images_per_second, "result uploaded");
             }),
             Outcome::Failed { error, retryable } => client
                 .fail(v1::FailRequest {
