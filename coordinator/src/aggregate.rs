@@ -64,40 +64,23 @@ pub struct JobTiming {
 }
 
 impl JobTiming {
-    /// The timing a worker sent, or the first field that is not a finite
-    /// number of at least 0.
-    pub fn checked(
-        preparation: f64,
-        startup: f64,
-        data_loading: f64,
-        training: f64,
-        evaluation: f64,
-        total: f64,
-        images_per_second: f64,
-    ) -> Result<JobTiming, String> {
-        let t = JobTiming {
-            preparation,
-            startup,
-            data_loading,
-            training,
-            evaluation,
-            total,
-            images_per_second,
-        };
+    /// The timing itself, or the first field that is not a finite number
+    /// of at least 0.
+    pub fn checked(self) -> Result<JobTiming, String> {
         for (name, v) in [
-            ("preparation", preparation),
-            ("startup", startup),
-            ("data_loading", data_loading),
-            ("training", training),
-            ("evaluation", evaluation),
-            ("total", total),
-            ("images_per_second", images_per_second),
+            ("preparation", self.preparation),
+            ("startup", self.startup),
+            ("data_loading", self.data_loading),
+            ("training", self.training),
+            ("evaluation", self.evaluation),
+            ("total", self.total),
+            ("images_per_second", self.images_per_second),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("timing.{name} = {v}: not a number of at least 0"));
             }
         }
-        Ok(t)
+        Ok(self)
     }
 }
 

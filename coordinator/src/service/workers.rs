@@ -25,15 +25,16 @@ const MAX_WARNING_BYTES: usize = 2000;
 /// the round its result.
 fn timing_of(t: Option<&v1::JobTiming>, job: &str) -> Option<JobTiming> {
     let t = t?;
-    JobTiming::checked(
-        t.preparation,
-        t.startup,
-        t.data_loading,
-        t.training,
-        t.evaluation,
-        t.total,
-        t.images_per_second,
-    )
+    JobTiming {
+        preparation: t.preparation,
+        startup: t.startup,
+        data_loading: t.data_loading,
+        training: t.training,
+        evaluation: t.evaluation,
+        total: t.total,
+        images_per_second: t.images_per_second,
+    }
+    .checked()
     .map_err(|problem| tracing::warn!(job, "result's timing dropped: {problem}"))
     .ok()
 }
@@ -669,8 +670,12 @@ mod tests {
             };
             assert_eq!(timing_of(Some(&t), "screening-r01"), None, "{bad}");
         }
+        let negative = JobTiming {
+            training: -2.0,
+            ..kept
+        };
         assert_eq!(
-            JobTiming::checked(0.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0).unwrap_err(),
+            negative.checked().unwrap_err(),
             "timing.training = -2: not a number of at least 0"
         );
     }
