@@ -143,6 +143,7 @@ fn two_workers_complete_the_15_job_paper_experiment() {
         "startup",
         "data_loading",
         "training",
+        "validation",
         "evaluation",
     ]
     .iter()

@@ -58,6 +58,10 @@ pub struct JobTiming {
     pub startup: f64,
     pub data_loading: f64,
     pub training: f64,
+    /// Per-epoch validation scoring and the best weights kept and
+    /// restored (absent from older workers' results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<f64>,
     pub evaluation: f64,
     pub total: f64,
     pub images_per_second: f64,
@@ -72,6 +76,7 @@ impl JobTiming {
             ("startup", self.startup),
             ("data_loading", self.data_loading),
             ("training", self.training),
+            ("validation", self.validation.unwrap_or(0.0)),
             ("evaluation", self.evaluation),
             ("total", self.total),
             ("images_per_second", self.images_per_second),

@@ -49,6 +49,7 @@ mod tests {
             warnings: vec!["the validation set lacks a class".into()],
             timing: Some(JobTiming {
                 total: 4.25,
+                validation: Some(0.5),
                 images_per_second: 2650.5,
                 ..Default::default()
             }),
@@ -60,6 +61,7 @@ mod tests {
         assert_eq!(back.youden_threshold, Some(0.4375));
         assert_eq!(back.warnings.len(), 1);
         assert_eq!(back.timing.map(|t| t.total), Some(4.25));
+        assert_eq!(back.timing.and_then(|t| t.validation), Some(0.5));
         assert_eq!(Task::try_from(2), Ok(Task::Malignancy));
     }
 }

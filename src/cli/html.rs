@@ -605,11 +605,15 @@ fn round_provenance(doc: &Value) -> String {
             let t = &r["timing"];
             let time = match (t["total"].as_f64(), t["training"].as_f64()) {
                 (Some(total), Some(training)) => {
+                    let validation = t["validation"]
+                        .as_f64()
+                        .map(|v| format!(", validation {v:.1} s"))
+                        .unwrap_or_default();
                     let rate = t["images_per_second"]
                         .as_f64()
                         .map(|v| format!(", {v:.0} img/s"))
                         .unwrap_or_default();
-                    format!("{total:.1} s (training {training:.1} s{rate})")
+                    format!("{total:.1} s (training {training:.1} s{validation}{rate})")
                 }
                 _ => "–".to_string(),
             };
@@ -675,7 +679,7 @@ mod tests {
         assert!(page.contains("<h2>Definitions</h2>") && page.contains("DeLong"));
         // Round time as its worker reported it; a dash for rounds without.
         assert!(
-            page.contains("<td>42.5 s (training 40.0 s, 176 img/s)</td>"),
+            page.contains("<td>42.5 s (training 40.0 s, validation 1.2 s, 176 img/s)</td>"),
             "{page}"
         );
         assert!(page.contains("<td>–</td><td>2023</td>"), "{page}");

@@ -834,6 +834,7 @@ pub(super) mod tests {
                     startup: 0.5,
                     data_loading: 0.125,
                     training: 40.0,
+                    validation: Some(1.25),
                     evaluation: 0.75,
                     total: 42.5,
                     images_per_second: 176.25,

@@ -134,11 +134,11 @@ pub struct Prediction {
 
 /// Seconds spent in each phase. `total` is the whole job, from preparation
 /// to the result (the output files are written after it, since
-/// `result.json` holds it); besides the phases it holds the training
+/// `result.json` holds it); besides the phases it holds only the training
 /// loop's set-up (pixel statistics, the weights' layout, the optimiser's
-/// state), the per-epoch validation scoring, the best epoch's weights kept
-/// and restored, and the provenance. `training` is the epochs' batches
-/// alone (order, augmentation, steps).
+/// state) and the provenance. `training` is the epochs' batches alone
+/// (order, augmentation, steps); `validation` the per-epoch scoring of the
+/// validation images and the best epoch's weights kept and restored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     /// Before the job proper: the spec, the data set's check (local
@@ -152,6 +152,8 @@ pub struct Timing {
     /// kept them).
     pub data_loading: f64,
     pub training: f64,
+    #[serde(default)]
+    pub validation: f64,
     pub evaluation: f64,
     pub total: f64,
 }
@@ -523,6 +525,7 @@ fn run_job_unguarded(
             startup,
             data_loading,
             training: trained.training_seconds,
+            validation: trained.validation_seconds,
             evaluation,
             total: preparation + started.elapsed().as_secs_f64(),
         },

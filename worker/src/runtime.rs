@@ -492,6 +492,7 @@ async fn upload(
                     startup: t.startup,
                     data_loading: t.data_loading,
                     training: t.training,
+                    validation: Some(t.validation),
                     evaluation: t.evaluation,
                     total: t.total,
                     images_per_second: result.images_per_second,

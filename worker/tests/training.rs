@@ -482,12 +482,17 @@ fn the_train_command_writes_predictions() {
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
     let t = &result["timing_seconds"];
     let phase = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("{k} in {t}"));
-    assert!(phase("preparation") > 0.0, "{t}");
+    // The round has validation images, scored after its epoch.
+    assert!(
+        phase("preparation") > 0.0 && phase("validation") > 0.0,
+        "{t}"
+    );
     let sum: f64 = [
         "preparation",
         "startup",
         "data_loading",
         "training",
+        "validation",
         "evaluation",
     ]
     .iter()

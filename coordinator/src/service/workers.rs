@@ -30,6 +30,7 @@ fn timing_of(t: Option<&v1::JobTiming>, job: &str) -> Option<JobTiming> {
         startup: t.startup,
         data_loading: t.data_loading,
         training: t.training,
+        validation: t.validation,
         evaluation: t.evaluation,
         total: t.total,
         images_per_second: t.images_per_second,
@@ -656,16 +657,34 @@ mod tests {
             startup: 0.1,
             data_loading: 0.05,
             training: 3.5,
+            validation: Some(0.25),
             evaluation: 0.02,
             total: 4.25,
             images_per_second: 2650.0,
         };
         let kept = timing_of(Some(&sent), "screening-r01").unwrap();
-        assert_eq!((kept.total, kept.images_per_second), (4.25, 2650.0));
+        assert_eq!(
+            (kept.total, kept.images_per_second, kept.validation),
+            (4.25, 2650.0, Some(0.25))
+        );
         assert_eq!(timing_of(None, "screening-r01"), None);
+        // A worker older than the validation phase sends none.
+        let older = v1::JobTiming {
+            validation: None,
+            ..sent
+        };
+        assert_eq!(
+            timing_of(Some(&older), "screening-r01").unwrap().validation,
+            None
+        );
         for bad in [f64::NAN, -1.0, f64::INFINITY] {
             let t = v1::JobTiming {
                 training: bad,
+                ..sent
+            };
+            assert_eq!(timing_of(Some(&t), "screening-r01"), None, "{bad}");
+            let t = v1::JobTiming {
+                validation: Some(bad),
                 ..sent
             };
             assert_eq!(timing_of(Some(&t), "screening-r01"), None, "{bad}");

@@ -119,7 +119,12 @@ pub struct Trained {
     pub normalise: Normalise,
     /// Training throughput (fit images per second of optimisation steps).
     pub images_per_second: f64,
+    /// The epochs' batches (order, augmentation, steps) and the read-back
+    /// of each epoch's loss.
     pub training_seconds: f64,
+    /// Scoring the validation images after each epoch, keeping the best
+    /// epoch's weights, and restoring them at the end.
+    pub validation_seconds: f64,
 }
 
 fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
@@ -259,6 +264,7 @@ pub fn train(
     let mut saved = None;
     let mut stopped_early = false;
     let mut train_seconds = 0.0;
+    let mut validation_seconds = 0.0;
     let mut images_seen = 0usize;
     let mut last_loss = None;
     let mut last_auc = None;
@@ -346,6 +352,7 @@ pub fn train(
             });
         }
         train_seconds += epoch_start.elapsed().as_secs_f64();
+        let validation_started = Instant::now();
         let (validation_loss, validation_auc) = if data.validation.is_empty() {
             (None, None)
         } else {
@@ -390,6 +397,7 @@ pub fn train(
                 saved = Some(snapshot(vs));
             }
         }
+        validation_seconds += validation_started.elapsed().as_secs_f64();
         let elapsed = started.elapsed().as_secs_f64();
         let progress = Progress {
             epoch,
@@ -417,7 +425,9 @@ pub fn train(
     }
     let best_epoch = match (best, saved) {
         (Some((_, _, b)), Some(s)) => {
+            let restoring = Instant::now();
             restore(vs, &s);
+            validation_seconds += restoring.elapsed().as_secs_f64();
             b
         }
         _ => history.len() as u32,
@@ -429,6 +439,7 @@ pub fn train(
         normalise,
         images_per_second: images_seen as f64 / train_seconds.max(1e-9),
         training_seconds: train_seconds,
+        validation_seconds,
     })
 }
 
