@@ -671,6 +671,31 @@ fn one_worker_with_two_slots_runs_two_jobs_at_once() {
 }
 
 #[test]
+fn max_jobs_bounds_the_whole_worker_not_each_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let id = submit(&url, &spec, &[]);
+    let mut w = start_worker_with(
+        dir.path(),
+        &url,
+        "bounded",
+        &[],
+        &["--slots-per-gpu", "2", "--max-jobs", "1"],
+    );
+    let mut exit = None;
+    wait_for("the worker to exit after its one job", LONG, || {
+        exit = w.child.try_wait().unwrap();
+        exit.is_some()
+    });
+    assert!(exit.unwrap().success(), "{}", w.log_text());
+    let log = w.log_text();
+    assert_eq!(log.matches("lease received").count(), 1, "{log}");
+    assert_eq!(count_results(&results(&url, &id)), 1);
+}
+
+#[test]
 fn cancel_stops_the_experiment_and_watch_ends() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");

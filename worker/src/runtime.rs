@@ -17,7 +17,7 @@ use crossfold_shared::folds::SplitPlan;
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::{Device as SpecDevice, Spec};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
@@ -121,16 +121,50 @@ fn devices(device: tch::Device) -> Vec<v1::DeviceInfo> {
     }]
 }
 
+/// The jobs a worker may still take (`--max-jobs`), shared by its slots: a
+/// slot takes one before asking for a lease and gives it back when no job
+/// came, so the whole worker, not each slot, stops after `max_jobs`.
+#[derive(Clone, Debug)]
+struct JobBudget(Option<Arc<AtomicUsize>>);
+
+impl JobBudget {
+    fn new(max_jobs: Option<usize>) -> Self {
+        JobBudget(max_jobs.map(|m| Arc::new(AtomicUsize::new(m))))
+    }
+
+    /// Take one job from the budget; false when none is left.
+    fn take(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(left) => left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok(),
+        }
+    }
+
+    /// Give back a job taken for a lease that brought none.
+    fn give_back(&self) {
+        if let Some(left) = &self.0 {
+            left.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Run until `stop` is set (or `max_jobs` are done).
 pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
+    let budget = JobBudget::new(cfg.max_jobs);
     if cfg.slots <= 1 {
-        return run_slot(cfg, stop).await;
+        return run_slot(cfg, stop, budget).await;
     }
     // Several slots on one device (small jobs packed on a big GPU): each slot
     // leases and trains on its own, under the same worker id.
     let mut tasks = Vec::new();
     for _ in 0..cfg.slots {
-        tasks.push(tokio::spawn(run_slot(cfg.clone(), stop.clone())));
+        tasks.push(tokio::spawn(run_slot(
+            cfg.clone(),
+            stop.clone(),
+            budget.clone(),
+        )));
     }
     for t in tasks {
         match t.await {
@@ -141,8 +175,11 @@ pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtime
     Ok(())
 }
 
-async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
-    let mut done = 0usize;
+async fn run_slot(
+    cfg: WorkerConfig,
+    stop: Arc<AtomicBool>,
+    budget: JobBudget,
+) -> Result<(), RuntimeError> {
     // Between failed registrations: 1 s, doubling to 10 s.
     let mut register_wait = Duration::from_secs(1);
     'connect: loop {
@@ -197,7 +234,7 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
         tracing::info!(worker = %registered.worker_id, device = ?cfg.device, "registered");
         register_wait = Duration::from_secs(1);
         loop {
-            if stop.load(Ordering::SeqCst) || cfg.max_jobs.is_some_and(|m| done >= m) {
+            if stop.load(Ordering::SeqCst) || !budget.take() {
                 return Ok(());
             }
             let req = v1::LeaseRequest {
@@ -209,14 +246,17 @@ async fn run_slot(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtim
             let lease = match client.lease(req).await {
                 Ok(r) => r.into_inner().lease,
                 Err(e) => {
+                    budget.give_back();
                     tracing::warn!(error = %e, "lease request failed; reconnecting");
                     pause(Duration::from_millis(500), &stop).await;
                     continue 'connect;
                 }
             };
-            let Some(lease) = lease else { continue };
+            let Some(lease) = lease else {
+                budget.give_back();
+                continue;
+            };
             run_lease(&cfg, &mut client, &registered.worker_id, lease, &stop).await;
-            done += 1;
         }
     }
 }
@@ -612,5 +652,41 @@ fn train_lease(
         Ok(r) => Outcome::Done(Box::new(r)),
         Err(e) if e.is_cancelled() => Outcome::Dropped,
         Err(e) => failed(e.to_string(), e.is_retryable()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobBudget;
+
+    #[test]
+    fn the_job_budget_is_shared_and_given_back_when_no_job_came() {
+        let unlimited = JobBudget::new(None);
+        assert!((0..1000).all(|_| unlimited.take()));
+
+        let budget = JobBudget::new(Some(2));
+        let slot = budget.clone();
+        assert!(budget.take() && slot.take());
+        assert!(
+            !budget.take() && !slot.take(),
+            "two jobs in all, not per slot"
+        );
+        // A lease that brought no job gives its share back.
+        slot.give_back();
+        assert!(budget.take());
+        assert!(!slot.take());
+
+        // Slots taking at once never take more than the budget.
+        let budget = JobBudget::new(Some(100));
+        let taken: usize = std::thread::scope(|s| {
+            let hands: Vec<_> = (0..8)
+                .map(|_| {
+                    let b = budget.clone();
+                    s.spawn(move || (0..50).filter(|_| b.take()).count())
+                })
+                .collect();
+            hands.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(taken, 100);
     }
 }
