@@ -488,6 +488,33 @@ fn bad_requests_get_the_right_grpc_codes() {
             status.message()
         );
     }
+    // Pretrained weights by a relative path would be looked for in each
+    // worker's working folder: refused, naming the field.
+    let manifest = dir.path().join("data/manifest.csv").canonicalize().unwrap();
+    let status = rt.block_on(async {
+        let mut c =
+            crossfold_proto::v1::experiments_client::ExperimentsClient::connect(url.clone())
+                .await
+                .unwrap();
+        c.submit(crossfold_proto::v1::SubmitRequest {
+            request_id: "r2".into(),
+            spec_toml: format!(
+                "name = \"x\"\n[dataset]\nmanifest = {:?}\n[train]\npretrained = \"w/r18.safetensors\"\n",
+                manifest.display().to_string()
+            ),
+            overrides: Vec::new(),
+        })
+        .await
+        .unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("train.pretrained = \"w/r18.safetensors\": must be an absolute path"),
+        "{}",
+        status.message()
+    );
     // A manifest outside the data roots.
     let other = tempfile::tempdir().unwrap();
     let spec2 = tiny_spec(other.path(), "");

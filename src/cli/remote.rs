@@ -247,14 +247,7 @@ pub async fn submit_spec(
         let s = spec.clone();
         tokio::task::spawn_blocking(move || prepare(&s)).await??;
     }
-    let real = path.canonicalize().with_context(|| {
-        format!(
-            "dataset.manifest = {:?}: {}",
-            spec.dataset.manifest,
-            path.display()
-        )
-    })?;
-    spec.dataset.manifest = real.display().to_string();
+    absolute_paths(&mut spec)?;
     let resp = client
         .submit(v1::SubmitRequest {
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -641,9 +634,77 @@ pub async fn results(a: IdArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Make the spec's file paths absolute, resolved against the spec's folder
+/// here: the coordinator and the workers read the spec elsewhere, from
+/// other working folders. Each must exist.
+fn absolute_paths(spec: &mut crossfold_shared::spec::Spec) -> Result<()> {
+    let path = spec.manifest_path();
+    let real = path.canonicalize().with_context(|| {
+        format!(
+            "dataset.manifest = {:?}: {}",
+            spec.dataset.manifest,
+            path.display()
+        )
+    })?;
+    spec.dataset.manifest = real.display().to_string();
+    if let (Some(given), Some(path)) = (spec.train.pretrained.clone(), spec.pretrained_path()) {
+        let real = path
+            .canonicalize()
+            .with_context(|| format!("train.pretrained = {given:?}: {}", path.display()))?;
+        spec.train.pretrained = Some(real.display().to_string());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_manifest_and_pretrained_weights_are_sent_as_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let exp = dir.path().join("exp");
+        std::fs::create_dir_all(exp.join("data")).unwrap();
+        std::fs::create_dir_all(exp.join("weights")).unwrap();
+        std::fs::write(exp.join("data/manifest.csv"), "").unwrap();
+        std::fs::write(exp.join("weights/r18.safetensors"), "").unwrap();
+        let text = "name = \"t\"\n[dataset]\nmanifest = \"data/manifest.csv\"\n\
+                    [train]\narch = \"resnet18\"\npretrained = \"weights/r18.safetensors\"\n";
+        std::fs::write(exp.join("spec.toml"), text).unwrap();
+        let mut spec = load_spec(&exp.join("spec.toml"), &[]).unwrap();
+        absolute_paths(&mut spec).unwrap();
+        let real = exp.canonicalize().unwrap();
+        assert_eq!(
+            spec.dataset.manifest,
+            real.join("data/manifest.csv").display().to_string()
+        );
+        assert_eq!(
+            spec.train.pretrained.as_deref(),
+            Some(
+                real.join("weights/r18.safetensors")
+                    .display()
+                    .to_string()
+                    .as_str()
+            )
+        );
+        // As a worker reads the submitted spec, from any working folder.
+        let stored = crossfold_shared::spec::Spec::parse_stored(&spec.to_toml(), "s").unwrap();
+        assert_eq!(
+            stored.pretrained_path(),
+            Some(real.join("weights/r18.safetensors"))
+        );
+        // Weights that are not there are named before anything is submitted.
+        let mut spec = load_spec(
+            &exp.join("spec.toml"),
+            &["train.pretrained=\"gone.ot\"".into()],
+        )
+        .unwrap();
+        let err = format!("{:#}", absolute_paths(&mut spec).unwrap_err());
+        assert!(
+            err.starts_with("train.pretrained = \"gone.ot\": ") && err.contains("exp/gone.ot"),
+            "{err}"
+        );
+    }
 
     #[tokio::test]
     async fn a_call_without_an_answer_ends_at_the_limit_naming_it() {

@@ -144,6 +144,18 @@ impl ExperimentsService {
                 spec.dataset.manifest
             )));
         }
+        // Workers read the weights from their own working folders: only an
+        // absolute path means the same file to all of them.
+        if let Some(pre) = spec
+            .train
+            .pretrained
+            .as_deref()
+            .filter(|p| !std::path::Path::new(p).is_absolute())
+        {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "train.pretrained = {pre:?}: must be an absolute path on the workers (the CLI resolves it)"
+            )));
+        }
         let real = manifest.canonicalize().map_err(|e| {
             CoordinatorError::InvalidArgument(format!(
                 "dataset.manifest = {:?}: {e}",
