@@ -5,10 +5,14 @@
 
 use crossfold_proto::client::ClientSecurity;
 use crossfold_proto::v1::{self, data_client::DataClient};
-use crossfold_shared::dataset::{contained_path, fingerprint, Fingerprint};
+use crossfold_shared::dataset::{
+    contained_path, fingerprint_cancellable, DatasetError, Fingerprint,
+};
 use crossfold_shared::hash::sha256_hex;
 use crossfold_shared::manifest::Manifest;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio_stream::StreamExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,10 @@ pub enum FetchError {
     Dataset(String),
     #[error("the data set here has fingerprint {got}, the coordinator's is {want}")]
     Fingerprint { got: String, want: String },
+    /// Told to stop (the job cancelled, or the worker shutting down)
+    /// before the data set was ready.
+    #[error("cancelled while getting the data set")]
+    Cancelled,
 }
 
 impl FetchError {
@@ -46,20 +54,30 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
 }
 
 /// The data set of `lease`, ready to load (runs on the training thread).
+/// Ends with [`FetchError::Cancelled`] soon after `cancel` is set: between
+/// files while hashing, and within 0.1 s while fetching.
 pub fn materialise(
     coordinator: &str,
     security: &ClientSecurity,
     cache: &Path,
     lease: &v1::Lease,
     always_fetch: bool,
+    cancel: &AtomicBool,
 ) -> Result<(Manifest, Fingerprint), FetchError> {
+    let fingerprint = |m: &Manifest| {
+        fingerprint_cancellable(m, cancel).map_err(|e| match e {
+            DatasetError::Cancelled => FetchError::Cancelled,
+            other => FetchError::Dataset(other.to_string()),
+        })
+    };
     let shared = Path::new(&lease.manifest_path);
     if shared.exists() && !always_fetch {
         if let Ok(m) = Manifest::load(shared) {
-            if let Ok(fp) = fingerprint(&m) {
-                if fp.sha256 == lease.dataset_sha256 {
-                    return Ok((m, fp));
-                }
+            match fingerprint(&m) {
+                Ok(fp) if fp.sha256 == lease.dataset_sha256 => return Ok((m, fp)),
+                Err(FetchError::Cancelled) => return Err(FetchError::Cancelled),
+                // Not the submitted data, or unreadable here: fetch it.
+                _ => {}
             }
         }
     }
@@ -72,32 +90,35 @@ pub fn materialise(
     if std::fs::read(&manifest_path).ok().as_deref() != Some(lease.manifest_csv.as_bytes()) {
         write_atomic(&manifest_path, lease.manifest_csv.as_bytes())?;
     }
-    let missing: Vec<&v1::FileRef> = lease
-        .files
-        .iter()
-        .filter(|f| {
-            contained_path(&dir, &f.path)
-                .ok()
-                .and_then(|p| std::fs::read(p).ok())
-                .is_none_or(|bytes| sha256_hex(&bytes) != f.sha256)
-        })
-        .collect();
+    let mut missing: Vec<&v1::FileRef> = Vec::new();
+    for f in &lease.files {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(FetchError::Cancelled);
+        }
+        let cached = contained_path(&dir, &f.path)
+            .ok()
+            .and_then(|p| std::fs::read(p).ok());
+        if cached.is_none_or(|bytes| sha256_hex(&bytes) != f.sha256) {
+            missing.push(f);
+        }
+    }
     if !missing.is_empty() {
         tracing::info!(files = missing.len(), dataset = %lease.dataset_sha256, "fetching data-set files from the coordinator");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(io(&dir))?;
-        rt.block_on(fetch_all(
-            coordinator,
-            security,
-            &dir,
-            &lease.dataset_sha256,
-            &missing,
-        ))?;
+        rt.block_on(async {
+            // Each file is written whole (atomically) or not at all, so
+            // stopping between awaits leaves the cache sound.
+            tokio::select! {
+                done = fetch_all(coordinator, security, &dir, &lease.dataset_sha256, &missing) => done,
+                _ = until_set(cancel) => Err(FetchError::Cancelled),
+            }
+        })?;
     }
     let m = Manifest::load(&manifest_path).map_err(|e| FetchError::Dataset(e.to_string()))?;
-    let fp = fingerprint(&m).map_err(|e| FetchError::Dataset(e.to_string()))?;
+    let fp = fingerprint(&m)?;
     if fp.sha256 != lease.dataset_sha256 {
         return Err(FetchError::Fingerprint {
             got: fp.sha256,
@@ -105,6 +126,13 @@ pub fn materialise(
         });
     }
     Ok((m, fp))
+}
+
+/// Resolves once `flag` is set (looked at every 0.1 s).
+async fn until_set(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn fetch_all(
@@ -179,6 +207,44 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stop_ends_getting_the_data_set_even_when_the_coordinator_is_silent() {
+        let cache = tempfile::tempdir().unwrap();
+        // A coordinator that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let lease = v1::Lease {
+            manifest_path: "/nonexistent/manifest.csv".into(),
+            dataset_sha256: "d".repeat(64),
+            manifest_csv: "path,label,patient_id\na.png,normal,p1\n".into(),
+            files: vec![v1::FileRef {
+                path: "a.png".into(),
+                sha256: "0".repeat(64),
+            }],
+            ..Default::default()
+        };
+        let stop = AtomicBool::new(false);
+        let security = ClientSecurity::plaintext();
+        let started = std::time::Instant::now();
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                stop.store(true, Ordering::Relaxed);
+            });
+            materialise(&url, &security, cache.path(), &lease, false, &stop)
+        });
+        assert!(matches!(got, Err(FetchError::Cancelled)), "{got:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // Set before it starts: nothing is read.
+        let got = materialise(&url, &security, cache.path(), &lease, false, &stop);
+        assert!(matches!(got, Err(FetchError::Cancelled)), "{got:?}");
+        drop(silent);
+    }
 
     #[test]
     fn concurrent_atomic_writes_of_one_file_all_succeed_and_leave_no_temporaries() {

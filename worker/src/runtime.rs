@@ -605,8 +605,10 @@ fn train_lease(
         &cfg.cache_dir,
         lease,
         cfg.always_fetch,
+        cancel,
     ) {
         Ok(x) => x,
+        Err(FetchError::Cancelled) => return Outcome::Dropped,
         Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
         Err(e) => return failed(e.to_string(), false),
     };

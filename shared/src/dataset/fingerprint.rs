@@ -12,6 +12,7 @@ use crate::hash::{sha256_file, sha256_hex};
 use crate::manifest::Manifest;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fingerprint {
@@ -31,9 +32,30 @@ pub fn fingerprint_known(
     manifest: &Manifest,
     known: &HashMap<String, String>,
 ) -> Result<Fingerprint, DatasetError> {
+    fingerprint_with(manifest, known, None)
+}
+
+/// [`fingerprint`], ending with [`DatasetError::Cancelled`] soon after
+/// `cancel` is set (it is looked at before each file is read): a worker
+/// told to stop does not read the rest of a large data set first.
+pub fn fingerprint_cancellable(
+    manifest: &Manifest,
+    cancel: &AtomicBool,
+) -> Result<Fingerprint, DatasetError> {
+    fingerprint_with(manifest, &HashMap::new(), Some(cancel))
+}
+
+fn fingerprint_with(
+    manifest: &Manifest,
+    known: &HashMap<String, String>,
+    cancel: Option<&AtomicBool>,
+) -> Result<Fingerprint, DatasetError> {
     let hashes = parallel_map(&manifest.entries, available_threads(), |e| {
         if let Some(h) = known.get(&normalise(&e.path)) {
             return Ok(h.clone());
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(DatasetError::Cancelled);
         }
         let path = contained_in(&manifest.root, &manifest.root, &e.path).map_err(|reason| {
             DatasetError::Escape {
@@ -94,6 +116,21 @@ mod tests {
             .as_bytes(),
         );
         assert_eq!(fp.sha256, expected);
+    }
+
+    #[test]
+    fn a_cancelled_fingerprint_ends_without_reading_and_an_uncancelled_one_agrees() {
+        let (_dir, m) = setup();
+        let stop = AtomicBool::new(true);
+        assert!(matches!(
+            fingerprint_cancellable(&m, &stop),
+            Err(DatasetError::Cancelled)
+        ));
+        let go = AtomicBool::new(false);
+        assert_eq!(
+            fingerprint_cancellable(&m, &go).unwrap(),
+            fingerprint(&m).unwrap()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod import;
 mod paths;
 
 pub use check::{check, check_keeping, CheckReport, Issue, IssueKind, Keep, Squares};
-pub use fingerprint::{fingerprint, fingerprint_known, Fingerprint};
+pub use fingerprint::{fingerprint, fingerprint_cancellable, fingerprint_known, Fingerprint};
 pub use import::{import_tree, ImportSummary};
 pub use paths::{contained_in, contained_path, PathEscape};
 
@@ -30,6 +30,9 @@ pub enum DatasetError {
         root: PathBuf,
         reason: PathEscape,
     },
+    /// Stopped on request before every file was read.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Image file extensions crossfold reads (lower case).
