@@ -285,7 +285,10 @@ pub struct TrainSpec {
     /// Share of the training groups' patients held out for early stopping
     /// and threshold choice.
     pub validation_fraction: f64,
-    /// Stop after this many epochs without a better validation AUC (0 = never).
+    /// Stop after this many epochs without a better validation AUC, where an
+    /// equal AUC with a lower validation loss also counts as better (once
+    /// validation is perfectly separated, AUC 1.0, the loss still ranks
+    /// epochs). 0 = never.
     pub early_stopping_patience: u32,
     /// Optional pretrained weights (`.safetensors` or `.ot`), relative to the spec.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -127,6 +127,15 @@ pub struct Trained {
     pub validation_seconds: f64,
 }
 
+/// Whether an epoch with validation AUC `auc` and loss `loss` is better
+/// than the best so far, `(AUC, loss, epoch)`: a higher AUC is; so is an
+/// equal AUC (within 1e-9, e.g. both 1.0 once validation is separated) with
+/// a lower loss. The best epoch's weights are kept, and early stopping's
+/// patience counts from it.
+fn improves(best: Option<(f64, f64, u32)>, auc: f64, loss: f64) -> bool {
+    best.is_none_or(|(b, bl, _)| auc > b + 1e-9 || ((auc - b).abs() <= 1e-9 && loss < bl))
+}
+
 fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
     tch::no_grad(|| {
         vs.variables()
@@ -386,13 +395,9 @@ pub fn train(
             learning_rate: lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
         });
-        // A higher validation AUC wins; on a tie (e.g. both 1.0) the lower
-        // validation loss does.
         if let Some(v) = validation_auc {
             let loss = validation_loss.unwrap_or(f64::INFINITY);
-            let better =
-                best.is_none_or(|(b, bl, _)| v > b + 1e-9 || ((v - b).abs() <= 1e-9 && loss < bl));
-            if better {
+            if improves(best, v, loss) {
                 best = Some((v, loss, epoch));
                 saved = Some(snapshot(vs));
             }
@@ -638,6 +643,25 @@ mod tests {
         let (trained, _, _) = run(&t, 1, &mut |_| Control::Continue);
         assert!(!trained.stopped_early);
         assert_eq!(trained.history.len(), 5);
+    }
+
+    #[test]
+    fn a_better_epoch_has_a_higher_auc_or_an_equal_one_with_a_lower_loss() {
+        assert!(improves(None, 0.5, f64::INFINITY));
+        let best = Some((0.9, 0.30, 4));
+        assert!(
+            improves(best, 0.91, 0.90),
+            "a higher AUC, whatever the loss"
+        );
+        assert!(
+            !improves(best, 0.89, 0.01),
+            "a lower AUC, whatever the loss"
+        );
+        assert!(improves(best, 0.9 + 1e-12, 0.29), "a tie with a lower loss");
+        assert!(!improves(best, 0.9, 0.30), "a tie with the same loss");
+        assert!(!improves(best, 0.9, 0.31), "a tie with a higher loss");
+        // Without a validation loss (infinite), a tie never improves.
+        assert!(!improves(Some((1.0, f64::INFINITY, 2)), 1.0, f64::INFINITY));
     }
 
     #[test]
