@@ -187,6 +187,28 @@ fn synth_does_not_overwrite_a_data_set_unless_forced() {
         .lines()
         .count();
     assert_eq!(rows, 1 + 6);
+    // A file synth did not write (a real radiograph, notes) stops --force
+    // before anything is removed.
+    let mine = out.join("images").join("normal").join("real.dcm");
+    std::fs::write(&mine, b"a radiograph").unwrap();
+    let run = synth("3", true);
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("1 file(s) synth did not write (images/normal/real.dcm)")
+            && run.stderr.contains("nothing was removed"),
+        "{}",
+        run.stderr
+    );
+    assert!(mine.exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("manifest.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        1 + 6,
+        "the earlier data set is kept whole"
+    );
 }
 
 #[test]

@@ -42,7 +42,8 @@ pub struct SynthArgs {
     /// Views per patient (ap, lat, ...).
     #[arg(long, default_value_t = 1)]
     views: u32,
-    /// Replace a data set already in OUT (its manifest.csv and images/).
+    /// Replace a synthetic data set already in OUT (its manifest.csv and the
+    /// images synth wrote; refused when images/ holds other files).
     #[arg(long)]
     force: bool,
 }
@@ -105,11 +106,9 @@ fn synth(a: SynthArgs) -> Result<ExitCode> {
                 if manifest.exists() { "manifest.csv" } else { "images/" }
             );
         }
-        // Only what synth writes: a larger earlier cohort leaves no stale images.
-        if images.exists() {
-            std::fs::remove_dir_all(&images)
-                .with_context(|| format!("--force: cannot remove {}", images.display()))?;
-        }
+        // Only what synth writes, so that a larger earlier cohort leaves no
+        // stale images; nothing when images/ holds anything else.
+        synth::remove_earlier(&a.out).context("--force")?;
     }
     let started = Instant::now();
     let manifest = synth::generate(&synth_config(&a), &a.out)?;

@@ -32,6 +32,7 @@ pub mod lesion;
 pub mod lesion_render;
 pub mod raster;
 pub mod render;
+mod replace;
 
 use crate::label::Label;
 use crate::manifest::{Entry, Manifest, ManifestError};
@@ -46,6 +47,7 @@ use std::sync::Mutex;
 
 pub use cohort::{draw_cohort, Sex, Site, Subject, Subtype, CENTERS};
 pub use render::VIEWS;
+pub use replace::remove_earlier;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +147,17 @@ pub enum SynthError {
     Manifest(#[from] ManifestError),
     #[error("an image worker thread panicked")]
     Worker,
+    #[error("{}: holds {count} file(s) synth did not write ({examples}); nothing was removed: move them, or choose another --out", dir.display())]
+    Foreign {
+        dir: PathBuf,
+        count: usize,
+        examples: String,
+    },
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub(crate) const STREAM_COHORT: u64 = 1;

@@ -1,0 +1,145 @@
+//! Removing an earlier synthetic cohort before a new one is written over it
+//! (`crossfold dataset synth --force`): only the images synth writes, and
+//! nothing at all when the folder holds anything else.
+
+use super::{SynthError, VIEWS};
+use crate::label::Label;
+use std::path::{Path, PathBuf};
+
+/// Whether `rel` (a path under `images/`, `/`-separated) is one synth
+/// writes: `<class>/P<digits>_<view>.png`.
+fn written_by_synth(rel: &str) -> bool {
+    let Some((class, file)) = rel.split_once('/') else {
+        return false;
+    };
+    let Some(stem) = file.strip_suffix(".png") else {
+        return false;
+    };
+    let Some((patient, view)) = stem.split_once('_') else {
+        return false;
+    };
+    Label::ALL.iter().any(|l| l.as_str() == class)
+        && patient.len() > 1
+        && patient.starts_with('P')
+        && patient[1..].bytes().all(|b| b.is_ascii_digit())
+        && VIEWS.iter().any(|(v, _)| *v == view)
+}
+
+/// Every file under `dir`, as paths relative to it joined with `/`.
+fn files_under(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), SynthError> {
+    let remove_error = |source| SynthError::Remove {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(remove_error)? {
+        let entry = entry.map_err(remove_error)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = format!("{prefix}{name}");
+        if entry.file_type().map_err(remove_error)?.is_dir() {
+            files_under(&entry.path(), &format!("{rel}/"), out)?;
+        } else {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Remove the synthetic images in `out_dir/images/`, the class folders
+/// and `images/` itself once empty. When `images/` holds any file synth
+/// does not write (notes, real radiographs), nothing is removed and the
+/// error names them. Returns how many images were removed.
+pub fn remove_earlier(out_dir: &Path) -> Result<usize, SynthError> {
+    let images = out_dir.join("images");
+    if !images.exists() {
+        return Ok(0);
+    }
+    let mut files = Vec::new();
+    files_under(&images, "", &mut files)?;
+    let (ours, foreign): (Vec<String>, Vec<String>) =
+        files.into_iter().partition(|f| written_by_synth(f));
+    if !foreign.is_empty() {
+        let mut foreign = foreign;
+        foreign.sort();
+        return Err(SynthError::Foreign {
+            dir: images,
+            count: foreign.len(),
+            examples: foreign
+                .iter()
+                .take(3)
+                .map(|f| format!("images/{f}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    for f in &ours {
+        let path: PathBuf = images.join(f);
+        std::fs::remove_file(&path).map_err(|source| SynthError::Remove { path, source })?;
+    }
+    // Folders left empty go too; one that is not empty stays.
+    for label in Label::ALL {
+        let _ = std::fs::remove_dir(images.join(label.as_str()));
+    }
+    let _ = std::fs::remove_dir(&images);
+    Ok(ours.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_names_synth_writes_are_its_own() {
+        for ours in [
+            "normal/P0001_ap.png",
+            "malignant/P0520_lat.png",
+            "benign/P12_ap.png",
+        ] {
+            assert!(written_by_synth(ours), "{ours}");
+        }
+        for not in [
+            "normal/P0001_ap.dcm",
+            "normal/p0001_ap.png",
+            "normal/P_ap.png",
+            "normal/PX001_ap.png",
+            "normal/P0001_side.png",
+            "tumour/P0001_ap.png",
+            "notes.txt",
+            "normal/sub/P0001_ap.png",
+        ] {
+            assert!(!written_by_synth(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn an_earlier_cohort_is_removed_but_nothing_when_other_files_are_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::synth::SynthConfig {
+            normal: 3,
+            benign: 2,
+            malignant: 2,
+            size: 32,
+            seed: 1,
+            views_per_patient: 1,
+        };
+        crate::synth::generate(&cfg, dir.path()).unwrap();
+        let real = dir.path().join("images/normal/real1.dcm");
+        std::fs::write(&real, b"a radiograph").unwrap();
+        std::fs::write(dir.path().join("images/notes.txt"), b"mine").unwrap();
+        let err = remove_earlier(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("2 file(s) synth did not write")
+                && err.contains("images/normal/real1.dcm, images/notes.txt"),
+            "{err}"
+        );
+        // Nothing was removed.
+        let mut left = Vec::new();
+        files_under(&dir.path().join("images"), "", &mut left).unwrap();
+        assert_eq!(left.len(), 7 + 2, "{left:?}");
+
+        std::fs::remove_file(&real).unwrap();
+        std::fs::remove_file(dir.path().join("images/notes.txt")).unwrap();
+        assert_eq!(remove_earlier(dir.path()).unwrap(), 7);
+        assert!(!dir.path().join("images").exists());
+        assert_eq!(remove_earlier(dir.path()).unwrap(), 0);
+    }
+}
