@@ -94,6 +94,37 @@ fn metrics_errors_name_file_line_and_field() {
     std::fs::write(&f, "label,prob\n1,0.3\n").unwrap();
     let run = crossfold(&["metrics", f.to_str().unwrap()]);
     assert!(run.stderr.contains("score"), "{}", run.stderr);
+    // CRLF line endings (Excel) and a blank line: the file's own line numbers.
+    std::fs::write(&f, "label,score\r\n1,0.9\r\n\r\n0,x\r\n").unwrap();
+    let run = crossfold(&["metrics", f.to_str().unwrap()]);
+    assert!(
+        run.stderr.contains("line 4: score = \"x\""),
+        "{}",
+        run.stderr
+    );
+    // Class names, as in crossfold's predictions.csv: say how to map them.
+    std::fs::write(
+        &f,
+        "image,label,score\na.png,normal,0.2\nb.png,malignant,0.9\n",
+    )
+    .unwrap();
+    let run = crossfold(&["metrics", f.to_str().unwrap()]);
+    run.failed();
+    assert!(
+        run.stderr.contains("line 2: label = \"normal\"")
+            && run.stderr.contains("the labels are class names"),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&f, "label,score\n1,0.9\n0,0.1\n").unwrap();
+    let run = crossfold(&["metrics", f.to_str().unwrap(), "--bootstrap", "1000000000"]);
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("--bootstrap 1000000000: at most 1000000 resamples"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -195,4 +226,8 @@ fn summarize_refuses_a_stray_text_value() {
         "{}",
         run.stderr
     );
+    std::fs::write(&f, "auc\r\n0.7\r\n\r\nn/a\r\n").unwrap();
+    let run = crossfold(&["summarize", f.to_str().unwrap()]);
+    run.failed();
+    assert!(run.stderr.contains("line 4"), "{}", run.stderr);
 }

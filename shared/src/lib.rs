@@ -14,8 +14,10 @@
 //! - [`imaging`]: decoding PNG, JPEG and DICOM to grayscale, resizing to the network's square input.
 //! - [`hash`]: SHA-256 helpers shared by the modules above.
 //! - [`listing`]: the first few of many problems, for error messages.
+//! - [`csv_line`]: line numbers of CSV records, whatever the line endings.
 //! - [`logging`]: the binaries' log set-up (text or JSON, `RUST_LOG`).
 
+pub mod csv_line;
 pub mod dataset;
 pub mod experiment;
 pub mod folds;

@@ -160,7 +160,10 @@ pub fn read_raw(path: &Path) -> Result<Vec<RawRow>, ManifestError> {
 fn read_raw_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<RawRow>, ManifestError> {
     let csv_err = |e: csv::Error| ManifestError::Csv {
         path: path.to_path_buf(),
-        line: e.position().map(|p| p.line()).unwrap_or(0),
+        line: e
+            .position()
+            .map(|p| crate::csv_line::line_at(bytes, p.byte()))
+            .unwrap_or(0),
         message: e.to_string(),
     };
     let mut reader = csv::ReaderBuilder::new()
@@ -207,7 +210,10 @@ fn read_raw_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<RawRow>, ManifestErro
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(csv_err)?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = record
+            .position()
+            .map(|p| crate::csv_line::line_at(bytes, p.byte()))
+            .unwrap_or(0);
         let get = |k: usize| index[k].and_then(|i| record.get(i));
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
@@ -419,6 +425,18 @@ mod tests {
         assert_eq!(entries[0].age, Some(31.0));
         assert_eq!(entries[1].age, None);
         assert_eq!(rows[1].line, 3);
+    }
+
+    #[test]
+    fn line_numbers_are_the_files_whatever_its_line_endings() {
+        // Excel and Python's csv module write CRLF; quoted fields may hold
+        // line breaks; blank lines are skipped but counted.
+        let lf = "path,label,patient_id\na.png,normal,p1\n\nb.png,benign,p2\n\"c\nd.png\",normal,p3\ne.png,normal,p4\n";
+        let crlf = lf.replace('\n', "\r\n");
+        for text in [lf, crlf.as_str()] {
+            let lines: Vec<u64> = parse(text).unwrap().iter().map(|r| r.line).collect();
+            assert_eq!(lines, [2, 4, 5, 7], "{text:?}");
+        }
     }
 
     #[test]

@@ -3,9 +3,15 @@
 use super::{num, pct, table, Format};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use crossfold_shared::csv_line::line_at;
+use crossfold_shared::label::Label;
 use crossfold_shared::metrics::{bootstrap_auc_ci, RoundStats};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// More resamples than this change the CI's third decimal no more, and each
+/// costs memory.
+const MAX_BOOTSTRAP: usize = 1_000_000;
 
 #[derive(Args)]
 pub struct MetricsArgs {
@@ -28,8 +34,8 @@ pub struct MetricsArgs {
 /// Read `label,score` rows; errors name the file, line and field.
 pub fn read_scores(path: &Path) -> Result<(Vec<bool>, Vec<f64>)> {
     let name = path.display();
-    let mut reader =
-        csv::Reader::from_path(path).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let headers = reader
         .headers()
         .map_err(|e| anyhow!("{name}: {e}"))?
@@ -48,14 +54,19 @@ pub fn read_scores(path: &Path) -> Result<(Vec<bool>, Vec<f64>)> {
     let (mut labels, mut scores) = (Vec::new(), Vec::new());
     // Every bad row is listed (the first 20), not just the first.
     let mut problems = Vec::new();
+    let mut named_classes = false;
     for rec in reader.records() {
         let rec = rec.map_err(|e| anyhow!("{name}: {e}"))?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = rec
+            .position()
+            .map(|p| line_at(&bytes, p.byte()))
+            .unwrap_or(0);
         let field = |i: usize| rec.get(i).unwrap_or("").trim();
         let label = match field(li) {
             "1" => Some(true),
             "0" => Some(false),
             v => {
+                named_classes |= v.parse::<Label>().is_ok();
                 problems.push(format!("line {line}: label = {v:?}: expected 0 or 1"));
                 None
             }
@@ -76,8 +87,16 @@ pub fn read_scores(path: &Path) -> Result<(Vec<bool>, Vec<f64>)> {
         }
     }
     if !problems.is_empty() {
+        // crossfold's own predictions.csv names the class.
+        let hint = if named_classes {
+            "\nthe labels are class names (as in crossfold's predictions.csv): write 1 for the task's \
+             positive class and 0 for the other (screening: benign and malignant are 1; \
+             malignancy: malignant is 1, benign 0)"
+        } else {
+            ""
+        };
         bail!(
-            "{name}: {} bad value(s):\n{}",
+            "{name}: {} bad value(s):\n{}{hint}",
             problems.len(),
             crossfold_shared::listing::indented(&problems)
         );
@@ -93,6 +112,9 @@ pub fn run(a: MetricsArgs) -> Result<ExitCode> {
     let stats = RoundStats::compute(&labels, &scores, a.threshold)
         .map_err(|e| anyhow!("{}: {e}", a.file.display()))?;
     let boot = match a.bootstrap {
+        Some(n) if n > MAX_BOOTSTRAP => {
+            bail!("--bootstrap {n}: at most {MAX_BOOTSTRAP} resamples")
+        }
         Some(n) => bootstrap_auc_ci(&labels, &scores, n, 0.95, a.seed)
             .map_err(|e| anyhow!("--bootstrap {n}: {e}"))?,
         None => None,

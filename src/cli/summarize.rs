@@ -33,8 +33,8 @@ type Summaries = (Map<String, Value>, Vec<Vec<String>>);
 
 pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
     let name = a.file.display().to_string();
-    let mut reader =
-        csv::Reader::from_path(&a.file).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    let bytes = std::fs::read(&a.file).map_err(|e| anyhow!("cannot read {name}: {e}"))?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| anyhow!("{name}: {e}"))?
@@ -44,7 +44,10 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
     let mut cells: Vec<Column> = vec![Vec::new(); headers.len()];
     for rec in reader.records() {
         let rec = rec.map_err(|e| anyhow!("{name}: {e}"))?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = rec
+            .position()
+            .map(|p| crossfold_shared::csv_line::line_at(&bytes, p.byte()))
+            .unwrap_or(0);
         for (i, c) in rec.iter().enumerate().take(headers.len()) {
             cells[i].push((line, c.trim().to_string()));
         }
