@@ -8,6 +8,7 @@
 
 use crate::label::Label;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -315,7 +316,27 @@ impl Manifest {
                 path: path.to_path_buf(),
             });
         }
-        let (entries, problems) = check_rows(&rows);
+        let (entries, mut problems) = check_rows(&rows);
+        // One file under two rows would put an image on both sides of a
+        // split (and be blamed on its patient): named here as `dataset
+        // check` names it.
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        for row in rows.iter().filter(|r| !r.path.is_empty()) {
+            let key = crate::dataset::paths::normalise(&row.path);
+            match seen.get(&key) {
+                Some(&first) => problems.push(RowProblem {
+                    line: row.line,
+                    path: row.path.clone(),
+                    field: "path",
+                    value: row.path.clone(),
+                    message: format!("same file as line {first}"),
+                }),
+                None => {
+                    seen.insert(key, row.line);
+                }
+            }
+        }
+        problems.sort_by_key(|p| p.line);
         if !problems.is_empty() {
             return Err(ManifestError::Rows {
                 path: path.to_path_buf(),
@@ -437,6 +458,22 @@ mod tests {
             let lines: Vec<u64> = parse(text).unwrap().iter().map(|r| r.line).collect();
             assert_eq!(lines, [2, 4, 5, 7], "{text:?}");
         }
+    }
+
+    #[test]
+    fn loading_names_a_file_listed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.csv");
+        std::fs::write(
+            &path,
+            "path,label,patient_id\na.png,normal,p1\nb.png,benign,p2\n./a.png,normal,p3\n",
+        )
+        .unwrap();
+        let err = Manifest::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("line 4: ./a.png: path = \"./a.png\": same file as line 2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 mod check;
 mod fingerprint;
 mod import;
-mod paths;
+pub(crate) mod paths;
 
 pub use check::{check, check_keeping, CheckReport, Issue, IssueKind, Keep, Squares};
 pub use fingerprint::{fingerprint, fingerprint_cancellable, fingerprint_known, Fingerprint};
