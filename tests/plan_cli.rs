@@ -75,3 +75,25 @@ fn a_bad_spec_names_every_problem() {
         );
     }
 }
+
+#[test]
+fn missing_pretrained_weights_are_named_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "[train]\npretrained = \"weights/r34.safetensors\"\n",
+    );
+    for cmd in ["plan", "run"] {
+        let run = crossfold(&[cmd, spec.to_str().unwrap()]);
+        run.failed();
+        assert!(
+            run.stderr
+                .contains("train.pretrained = \"weights/r34.safetensors\": ")
+                && run.stderr.contains("weights/r34.safetensors: No such file"),
+            "{cmd}: {}",
+            run.stderr
+        );
+    }
+    // Nothing was generated or started.
+    assert!(!dir.path().join("data").exists());
+}

@@ -132,6 +132,22 @@ fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Result<E
         .block_on(f)
 }
 
+/// The spec's pretrained weights, when it names some, are a file here:
+/// checked before any work starts, rather than failing every round.
+pub fn check_pretrained(spec: &Spec) -> Result<()> {
+    if let (Some(given), Some(path)) = (&spec.train.pretrained, spec.pretrained_path()) {
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            anyhow::anyhow!("train.pretrained = {given:?}: {}: {e}", path.display())
+        })?;
+        anyhow::ensure!(
+            meta.is_file(),
+            "train.pretrained = {given:?}: {} is not a file",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Load a spec with `--set` overrides.
 pub fn load_spec(path: &Path, sets: &[String]) -> Result<Spec> {
     let overrides: Vec<Override> = sets
