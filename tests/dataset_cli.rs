@@ -29,6 +29,22 @@ fn synth_then_check_passes_and_fingerprint_is_reproducible() {
         .clone();
     assert_eq!(fa, fb, "same seed must give the same data set");
     assert_eq!(fa.trim().len(), 64);
+    // A --data-root that is not there is one error, not one per row.
+    let missing = a.path().join("nowhere");
+    let run = crossfold(&[
+        "dataset",
+        "check",
+        ma.to_str().unwrap(),
+        "--data-root",
+        missing.to_str().unwrap(),
+    ]);
+    run.failed();
+    assert!(
+        run.stderr.contains("nowhere: the data root does not exist")
+            && run.stderr.lines().count() <= 2,
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

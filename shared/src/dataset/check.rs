@@ -189,6 +189,20 @@ fn check_with(
     data_root: Option<&Path>,
     keep: Option<Keep>,
 ) -> Result<(CheckReport, Kept), DatasetError> {
+    // A root that is not a folder would fail every row the same way: one
+    // error instead.
+    if let Some(root) = data_root {
+        if !root.is_dir() {
+            return Err(DatasetError::Layout {
+                path: root.to_path_buf(),
+                message: if root.exists() {
+                    "the data root is not a folder".into()
+                } else {
+                    "the data root does not exist".into()
+                },
+            });
+        }
+    }
     let rows = read_raw(manifest)?;
     let base = crate::manifest::manifest_root(manifest);
     let root = data_root

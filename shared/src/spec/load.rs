@@ -168,10 +168,21 @@ impl Spec {
         let invalid = |problems: Vec<SpecProblem>| {
             // The warm-up hint helps only when train.epochs itself is fine.
             let epochs_bad = problems.iter().any(|p| p.field == "train.epochs");
+            // A --set train.K the spec's [train.cpu] K followed is one
+            // problem, the command line's, not also one in the file.
+            let fields: Vec<String> = problems.iter().map(|p| p.field.clone()).collect();
+            let given = |key: &str| overrides.iter().any(|o| o.key == key);
+            let followed = |field: &str| {
+                field.strip_prefix("train.cpu.").is_some_and(|k| {
+                    let key = format!("train.{k}");
+                    !given(field) && given(&key) && fields.contains(&key)
+                })
+            };
             SpecError::Invalid {
                 source_name: source_name.to_string(),
                 problems: problems
                     .into_iter()
+                    .filter(|p| !followed(&p.field))
                     .map(|mut p| {
                         let given = |key: &str| overrides.iter().any(|o| o.key == key);
                         if given(&p.field) {

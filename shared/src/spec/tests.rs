@@ -234,12 +234,19 @@ fn a_set_of_a_train_key_also_wins_over_the_files_cpu_setting() {
     // said to come from the command line.
     let err = parse(&text, &["train.epochs=0"]).unwrap_err();
     let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
-    assert!(fields.contains(&"train.epochs"), "{fields:?}");
+    assert_eq!(
+        fields,
+        ["train.epochs"],
+        "not also train.cpu.epochs, which followed it"
+    );
     assert!(
         err.to_string()
             .contains("train.epochs = 0: must be 1..10000 (given by --set)"),
         "{err}"
     );
+    let err = parse(&text, &["train.epochs=\"abc\""]).unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["train.epochs"], "{err}");
 }
 
 #[test]
