@@ -30,6 +30,13 @@ fn plan_generates_the_data_and_lists_15_jobs() {
     ]);
     run.ok();
     assert!(dir.path().join("data/manifest.csv").exists());
+    assert!(
+        run.stderr.contains(
+            "dataset.manifest = \"data/manifest.csv\" did not exist: generated the synthetic cohort"
+        ),
+        "{}",
+        run.stderr
+    );
     assert!(run.stdout.contains("15 jobs"), "{}", run.stdout);
     let jobs: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("jobs.json")).unwrap()).unwrap();
@@ -46,7 +53,7 @@ fn plan_generates_the_data_and_lists_15_jobs() {
     ]);
     again.ok();
     assert!(again.stdout.contains("5 jobs"), "{}", again.stdout);
-    assert!(!again.stderr.contains("generating"), "{}", again.stderr);
+    assert!(!again.stderr.contains("generated"), "{}", again.stderr);
 }
 
 #[test]

@@ -30,8 +30,11 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let prepared = prepare(&spec)?;
     if prepared.generated {
+        // Said plainly: a mistyped manifest path lands here too.
         eprintln!(
-            "generated the synthetic cohort in {} ({:.1} s)",
+            "dataset.manifest = {:?} did not exist: generated the synthetic cohort of \
+             [dataset.synthetic] in {} ({:.1} s); if you meant a real data set, fix the path",
+            spec.dataset.manifest,
             manifest_root(&spec.manifest_path()).display(),
             started.elapsed().as_secs_f64()
         );

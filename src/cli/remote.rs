@@ -139,6 +139,12 @@ pub fn rpc_text(e: &tonic::Status) -> String {
     ) && (said("broken pipe") || said("connection closed"))
     {
         closed_hint(CALLS.get().map(|c| c.sent))
+    } else if said("keep-alive timed out") {
+        // Calls that may carry much data (results, report, compare) have no
+        // --timeout; a coordinator that stops answering is found this way.
+        " (the coordinator accepted the connection but stopped answering: no reply to \
+         HTTP/2 keep-alive pings within about 30 s; is it overloaded, stopped (SIGSTOP), or \
+         is something between here and there holding the connection?)"
     } else {
         ""
     };
@@ -738,6 +744,10 @@ mod tests {
             text.contains("is it restarting?") && text.contains("--cert and --key"),
             "{text}"
         );
+        let silent = tonic::Status::unavailable(
+            "http2 error: transport error: http2 error: keep-alive timed out: operation timed out",
+        );
+        assert!(rpc_text(&silent).contains("stopped answering"));
         let missing = tonic::Status::not_found("experiment x not found");
         assert_eq!(rpc_text(&missing), "NotFound: experiment x not found");
         // What the CLI offered decides which explanation comes first.

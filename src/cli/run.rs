@@ -142,6 +142,14 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
                 return Err(e.into());
             }
         };
+        if p.generated {
+            eprintln!(
+                "dataset.manifest = {:?} did not exist: generated the synthetic cohort of \
+                 [dataset.synthetic] in {}; if you meant a real data set, fix the path",
+                spec.dataset.manifest,
+                crossfold_shared::manifest::manifest_root(&spec.manifest_path()).display(),
+            );
+        }
         for w in p.plan.warnings(&p.manifest) {
             eprintln!("warning: {w}");
         }
