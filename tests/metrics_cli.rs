@@ -116,6 +116,14 @@ fn metrics_errors_name_file_line_and_field() {
         "{}",
         run.stderr
     );
+    std::fs::write(&f, "label,score\n1,2.5\n0,-1.5\n").unwrap();
+    let run = crossfold(&["metrics", f.to_str().unwrap()]);
+    run.ok();
+    assert!(
+        run.stderr.contains("2 score(s) outside [0, 1] (logits?)"),
+        "{}",
+        run.stderr
+    );
     std::fs::write(&f, "label,score\n1,0.9\n0,0.1\n").unwrap();
     let run = crossfold(&["metrics", f.to_str().unwrap(), "--bootstrap", "1000000000"]);
     run.failed();
@@ -223,6 +231,14 @@ fn summarize_refuses_a_stray_text_value() {
     run.failed();
     assert!(
         run.stderr.contains("line 3") && run.stderr.contains("auc = \"n/a\""),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&f, "auc,auc\n0.7,0.8\n").unwrap();
+    let run = crossfold(&["summarize", f.to_str().unwrap()]);
+    run.failed();
+    assert!(
+        run.stderr.contains("the header names column \"auc\" twice"),
         "{}",
         run.stderr
     );

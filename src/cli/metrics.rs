@@ -104,6 +104,13 @@ pub fn read_scores(path: &Path) -> Result<(Vec<bool>, Vec<f64>)> {
     if labels.is_empty() {
         bail!("{name}: no rows");
     }
+    let outside = scores.iter().filter(|s| !(0.0..=1.0).contains(*s)).count();
+    if outside > 0 {
+        eprintln!(
+            "warning: {name}: {outside} score(s) outside [0, 1] (logits?): the AUC only ranks them, \
+             but the statistics at the threshold assume probabilities"
+        );
+    }
     Ok((labels, scores))
 }
 

@@ -41,6 +41,14 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
+    if let Some(twice) = headers
+        .iter()
+        .enumerate()
+        .find(|(i, h)| headers[..*i].contains(h))
+        .map(|(_, h)| h)
+    {
+        bail!("{name}: the header names column {twice:?} twice");
+    }
     let mut cells: Vec<Column> = vec![Vec::new(); headers.len()];
     for rec in reader.records() {
         let rec = rec.map_err(|e| anyhow!("{name}: {e}"))?;
