@@ -103,4 +103,23 @@ fn missing_pretrained_weights_are_named_before_any_work() {
     }
     // Nothing was generated or started.
     assert!(!dir.path().join("data").exists());
+    // Weights by an absolute path may be on the workers only: plan warns,
+    // a local run refuses.
+    let elsewhere = "train.pretrained=\"/models/r34.safetensors\"";
+    let run = crossfold(&["run", spec.to_str().unwrap(), "--set", elsewhere]);
+    run.failed();
+    assert!(
+        run.stderr.contains("/models/r34.safetensors: No such file"),
+        "{}",
+        run.stderr
+    );
+    let run = crossfold(&["plan", spec.to_str().unwrap(), "--set", elsewhere]);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("warning: train.pretrained = \"/models/r34.safetensors\"")
+            && run.stderr.contains("fine if the workers have it there"),
+        "{}",
+        run.stderr
+    );
 }

@@ -321,7 +321,11 @@ impl Manifest {
         // split (and be blamed on its patient): named here as `dataset
         // check` names it.
         let mut seen: HashMap<String, u64> = HashMap::new();
-        for row in rows.iter().filter(|r| !r.path.is_empty()) {
+        // (A row with the wrong number of fields is reported as such.)
+        for row in rows
+            .iter()
+            .filter(|r| !r.path.is_empty() && r.fields.0 == r.fields.1)
+        {
             let key = crate::dataset::paths::normalise(&row.path);
             match seen.get(&key) {
                 Some(&first) => problems.push(RowProblem {

@@ -133,17 +133,23 @@ fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Result<E
 }
 
 /// The spec's pretrained weights, when it names some, are a file here:
-/// checked before any work starts, rather than failing every round.
-pub fn check_pretrained(spec: &Spec) -> Result<()> {
+/// checked before any work starts, rather than failing every round. With
+/// `local = false` (a plan for workers elsewhere) weights by an absolute
+/// path may be on the workers only: a warning, not an error.
+pub fn check_pretrained(spec: &Spec, local: bool) -> Result<()> {
     if let (Some(given), Some(path)) = (&spec.train.pretrained, spec.pretrained_path()) {
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            anyhow::anyhow!("train.pretrained = {given:?}: {}: {e}", path.display())
-        })?;
-        anyhow::ensure!(
-            meta.is_file(),
-            "train.pretrained = {given:?}: {} is not a file",
-            path.display()
-        );
+        let problem = match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => return Ok(()),
+            Ok(_) => format!(
+                "train.pretrained = {given:?}: {} is not a file",
+                path.display()
+            ),
+            Err(e) => format!("train.pretrained = {given:?}: {}: {e}", path.display()),
+        };
+        if local || !Path::new(given).is_absolute() {
+            anyhow::bail!(problem);
+        }
+        eprintln!("warning: {problem} (fine if the workers have it there)");
     }
     Ok(())
 }

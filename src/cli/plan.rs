@@ -26,7 +26,7 @@ pub struct PlanArgs {
 
 pub fn run(a: PlanArgs) -> Result<ExitCode> {
     let spec = load_spec(&a.spec, &a.sets)?;
-    super::check_pretrained(&spec)?;
+    super::check_pretrained(&spec, false)?;
     let started = Instant::now();
     let prepared = prepare(&spec)?;
     if prepared.generated {

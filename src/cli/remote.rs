@@ -642,7 +642,10 @@ pub async fn results(a: IdArgs) -> Result<ExitCode> {
 
 /// Make the spec's file paths absolute, resolved against the spec's folder
 /// here: the coordinator and the workers read the spec elsewhere, from
-/// other working folders. Each must exist.
+/// other working folders. The manifest must exist here (the coordinator
+/// reads it); pretrained weights given by a relative path must too, while
+/// an absolute one is passed on as written (it may exist on the workers
+/// only).
 fn absolute_paths(spec: &mut crossfold_shared::spec::Spec) -> Result<()> {
     let path = spec.manifest_path();
     let real = path.canonicalize().with_context(|| {
@@ -654,10 +657,12 @@ fn absolute_paths(spec: &mut crossfold_shared::spec::Spec) -> Result<()> {
     })?;
     spec.dataset.manifest = real.display().to_string();
     if let (Some(given), Some(path)) = (spec.train.pretrained.clone(), spec.pretrained_path()) {
-        let real = path
-            .canonicalize()
-            .with_context(|| format!("train.pretrained = {given:?}: {}", path.display()))?;
-        spec.train.pretrained = Some(real.display().to_string());
+        if !std::path::Path::new(&given).is_absolute() {
+            let named = || format!("train.pretrained = {given:?}: {}", path.display());
+            std::fs::metadata(&path).with_context(named)?;
+            let full = std::path::absolute(&path).with_context(named)?;
+            spec.train.pretrained = Some(full.display().to_string());
+        }
     }
     Ok(())
 }
@@ -684,21 +689,14 @@ mod tests {
             spec.dataset.manifest,
             real.join("data/manifest.csv").display().to_string()
         );
+        let weights = std::path::absolute(exp.join("weights/r18.safetensors")).unwrap();
         assert_eq!(
             spec.train.pretrained.as_deref(),
-            Some(
-                real.join("weights/r18.safetensors")
-                    .display()
-                    .to_string()
-                    .as_str()
-            )
+            Some(weights.display().to_string().as_str())
         );
         // As a worker reads the submitted spec, from any working folder.
         let stored = crossfold_shared::spec::Spec::parse_stored(&spec.to_toml(), "s").unwrap();
-        assert_eq!(
-            stored.pretrained_path(),
-            Some(real.join("weights/r18.safetensors"))
-        );
+        assert_eq!(stored.pretrained_path(), Some(weights));
         // Weights that are not there are named before anything is submitted.
         let mut spec = load_spec(
             &exp.join("spec.toml"),
@@ -709,6 +707,18 @@ mod tests {
         assert!(
             err.starts_with("train.pretrained = \"gone.ot\": ") && err.contains("exp/gone.ot"),
             "{err}"
+        );
+        // An absolute path is passed on as written: the weights may be on
+        // the workers only.
+        let mut spec = load_spec(
+            &exp.join("spec.toml"),
+            &["train.pretrained=\"/models/r18.safetensors\"".into()],
+        )
+        .unwrap();
+        absolute_paths(&mut spec).unwrap();
+        assert_eq!(
+            spec.train.pretrained.as_deref(),
+            Some("/models/r18.safetensors")
         );
     }
 

@@ -92,7 +92,7 @@ fn worker_gpus(device: Device, found: usize) -> Result<(usize, usize)> {
 
 pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let spec = load_spec(&a.spec, &a.sets)?;
-    super::check_pretrained(&spec)?;
+    super::check_pretrained(&spec, true)?;
     let worker_bin = worker_binary()?;
     let (gpus, first_gpu) = worker_gpus(spec.device(), gpu_count())?;
     if a.workers == Some(0) {

@@ -44,7 +44,7 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
     if let Some(twice) = headers
         .iter()
         .enumerate()
-        .find(|(i, h)| headers[..*i].contains(h))
+        .find(|(i, h)| !h.is_empty() && headers[..*i].contains(h))
         .map(|(_, h)| h)
     {
         bail!("{name}: the header names column {twice:?} twice");

@@ -153,6 +153,11 @@ pub enum SynthError {
         count: usize,
         examples: String,
     },
+    #[error("cannot list {}: {source}", path.display())]
+    List {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot remove {}: {source}", path.display())]
     Remove {
         path: PathBuf,

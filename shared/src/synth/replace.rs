@@ -25,17 +25,24 @@ fn written_by_synth(rel: &str) -> bool {
         && VIEWS.iter().any(|(v, _)| *v == view)
 }
 
+/// What a file manager leaves beside images (`.DS_Store`, `._x.png`,
+/// `Thumbs.db`): neither a reason to refuse nor anything to remove.
+fn clutter(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.starts_with('.') || name.eq_ignore_ascii_case("Thumbs.db")
+}
+
 /// Every file under `dir`, as paths relative to it joined with `/`.
 fn files_under(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), SynthError> {
-    let remove_error = |source| SynthError::Remove {
+    let list_error = |source| SynthError::List {
         path: dir.to_path_buf(),
         source,
     };
-    for entry in std::fs::read_dir(dir).map_err(remove_error)? {
-        let entry = entry.map_err(remove_error)?;
+    for entry in std::fs::read_dir(dir).map_err(list_error)? {
+        let entry = entry.map_err(list_error)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let rel = format!("{prefix}{name}");
-        if entry.file_type().map_err(remove_error)?.is_dir() {
+        if entry.file_type().map_err(list_error)?.is_dir() {
             files_under(&entry.path(), &format!("{rel}/"), out)?;
         } else {
             out.push(rel);
@@ -55,8 +62,10 @@ pub fn remove_earlier(out_dir: &Path) -> Result<usize, SynthError> {
     }
     let mut files = Vec::new();
     files_under(&images, "", &mut files)?;
-    let (ours, foreign): (Vec<String>, Vec<String>) =
-        files.into_iter().partition(|f| written_by_synth(f));
+    let (ours, foreign): (Vec<String>, Vec<String>) = files
+        .into_iter()
+        .filter(|f| !clutter(f))
+        .partition(|f| written_by_synth(f));
     if !foreign.is_empty() {
         let mut foreign = foreign;
         foreign.sort();
@@ -125,6 +134,8 @@ mod tests {
         let real = dir.path().join("images/normal/real1.dcm");
         std::fs::write(&real, b"a radiograph").unwrap();
         std::fs::write(dir.path().join("images/notes.txt"), b"mine").unwrap();
+        // A file manager's clutter counts for nothing.
+        std::fs::write(dir.path().join("images/benign/.DS_Store"), b"x").unwrap();
         let err = remove_earlier(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("2 file(s) synth did not write")
@@ -134,12 +145,16 @@ mod tests {
         // Nothing was removed.
         let mut left = Vec::new();
         files_under(&dir.path().join("images"), "", &mut left).unwrap();
-        assert_eq!(left.len(), 7 + 2, "{left:?}");
+        assert_eq!(left.len(), 7 + 3, "{left:?}");
 
         std::fs::remove_file(&real).unwrap();
         std::fs::remove_file(dir.path().join("images/notes.txt")).unwrap();
         assert_eq!(remove_earlier(dir.path()).unwrap(), 7);
-        assert!(!dir.path().join("images").exists());
+        // Only the clutter's folder is left.
+        let mut left = Vec::new();
+        files_under(&dir.path().join("images"), "", &mut left).unwrap();
+        assert_eq!(left, ["benign/.DS_Store"]);
+        std::fs::remove_dir_all(dir.path().join("images")).unwrap();
         assert_eq!(remove_earlier(dir.path()).unwrap(), 0);
     }
 }
