@@ -239,5 +239,36 @@ fn synth_rejects_bad_settings_by_name() {
         "8",
     ]);
     run.failed();
-    assert!(run.stderr.contains("size"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--size 8: must be 32 to 4096 pixels"),
+        "{}",
+        run.stderr
+    );
+    // Named by the flag; and an earlier cohort is not touched by --force
+    // when the new settings are bad.
+    let cohort = small_cohort(dir.path()).parent().unwrap().to_path_buf();
+    let images = |d: &std::path::Path| {
+        ["normal", "benign", "malignant"]
+            .iter()
+            .map(|l| std::fs::read_dir(d.join("images").join(l)).map_or(0, |r| r.count()))
+            .sum::<usize>()
+    };
+    let before = images(&cohort);
+    assert!(before > 0);
+    let run = crossfold(&[
+        "dataset",
+        "synth",
+        "--out",
+        cohort.to_str().unwrap(),
+        "--views",
+        "0",
+        "--force",
+    ]);
+    run.failed();
+    assert!(
+        run.stderr.contains("--views 0: must be 1 to 4"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(images(&cohort), before);
 }

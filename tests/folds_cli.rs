@@ -95,6 +95,17 @@ fn a_written_plan_verifies_and_a_leaky_one_is_refused() {
     let out = dir.path().join("plan.json");
     crossfold(&["folds", "--manifest", m, "--out", out.to_str().unwrap()]).ok();
     crossfold(&["folds", "--manifest", m, "--verify", out.to_str().unwrap()]).ok();
+    // --out naming the manifest itself is refused, the manifest kept.
+    let before = std::fs::read_to_string(&manifest).unwrap();
+    let run = crossfold(&["folds", "--manifest", m, "--out", m]);
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("that is the manifest this command reads"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), before);
 
     // Move a test image into the same round's training set and re-hash: the
     // hash is right, but the patient is on both sides.

@@ -54,6 +54,25 @@ fn plan_generates_the_data_and_lists_15_jobs() {
     again.ok();
     assert!(again.stdout.contains("5 jobs"), "{}", again.stdout);
     assert!(!again.stderr.contains("generated"), "{}", again.stderr);
+    // --out at the spec's own folder would replace the spec (exp.toml is
+    // safe; a spec named spec.toml is not).
+    let named = dir.path().join("spec.toml");
+    std::fs::copy(&spec, &named).unwrap();
+    let before = std::fs::read_to_string(&named).unwrap();
+    let run = crossfold(&[
+        "plan",
+        named.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("spec.toml: that is the spec this command reads"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&named).unwrap(), before);
 }
 
 #[test]

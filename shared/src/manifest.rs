@@ -127,6 +127,14 @@ pub enum ManifestError {
     DuplicateColumn { path: PathBuf, column: String },
     #[error("{path}: no rows")]
     Empty { path: PathBuf },
+    #[error("{path}: the file is empty (a manifest starts with the header path,label,patient_id)")]
+    NoHeader { path: PathBuf },
+    #[error("{path}: the header is one column {header:?}: manifests are comma-separated, and this one seems to use {separator:?}")]
+    Separator {
+        path: PathBuf,
+        header: String,
+        separator: char,
+    },
     #[error("{path}: {} bad row(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Rows {
         path: PathBuf,
@@ -171,7 +179,21 @@ fn read_raw_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<RawRow>, ManifestErro
         .flexible(true)
         .trim(csv::Trim::None)
         .from_reader(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ManifestError::NoHeader {
+            path: path.to_path_buf(),
+        });
+    }
     let headers = reader.headers().map_err(csv_err)?.clone();
+    if let (1, Some(only)) = (headers.len(), headers.get(0)) {
+        if let Some(separator) = [';', '\t', '|'].into_iter().find(|c| only.contains(*c)) {
+            return Err(ManifestError::Separator {
+                path: path.to_path_buf(),
+                header: only.to_string(),
+                separator,
+            });
+        }
+    }
     let mut index: [Option<usize>; 9] = [None; 9];
     let names: Vec<&str> = REQUIRED_COLUMNS
         .iter()
@@ -478,6 +500,16 @@ mod tests {
             err.contains("line 4: ./a.png: path = \"./a.png\": same file as line 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_empty_file_and_another_separator_are_named() {
+        let err = parse("").unwrap_err().to_string();
+        assert!(err.contains("the file is empty"), "{err}");
+        let err = parse("path;label;patient_id\na.png;normal;p1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("seems to use ';'"), "{err}");
     }
 
     #[test]

@@ -95,7 +95,28 @@ pub fn synth_config(a: &SynthArgs) -> SynthConfig {
     }
 }
 
+/// A synth setting's problem, named by the flag that gave it.
+fn synth_flag_error(e: synth::SynthError) -> anyhow::Error {
+    match e {
+        synth::SynthError::InvalidConfig {
+            field,
+            value,
+            reason,
+        } => {
+            let flag = match field {
+                "views_per_patient" => "--views".to_string(),
+                "normal+benign+malignant" => "--normal + --benign + --malignant".to_string(),
+                other => format!("--{other}"),
+            };
+            anyhow::anyhow!("{flag} {value}: {reason}")
+        }
+        other => other.into(),
+    }
+}
+
 fn synth(a: SynthArgs) -> Result<ExitCode> {
+    // Bad settings are refused before anything already there is touched.
+    synth_config(&a).validate().map_err(synth_flag_error)?;
     let manifest = a.out.join("manifest.csv");
     let images = a.out.join("images");
     if manifest.exists() || images.exists() {
@@ -192,8 +213,16 @@ fn import(a: ImportArgs) -> Result<ExitCode> {
 }
 
 fn check(a: CheckArgs) -> Result<ExitCode> {
-    let report = dataset::check(&a.manifest, a.data_root.as_deref())
-        .with_context(|| format!("checking {}", a.manifest.display()))?;
+    let report = dataset::check(&a.manifest, a.data_root.as_deref()).map_err(|e| {
+        // Most errors name the manifest already.
+        let text = e.to_string();
+        let name = a.manifest.display().to_string();
+        if text.contains(&name) {
+            anyhow::Error::new(e)
+        } else {
+            anyhow::Error::new(e).context(format!("checking {name}"))
+        }
+    })?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", check_text(&report)),

@@ -144,6 +144,11 @@ pub fn run(a: FoldsArgs) -> Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     if let Some(out) = &a.out {
+        let mut inputs = vec![("manifest", manifest_path.as_path())];
+        if let Some(spec) = &a.spec {
+            inputs.push(("spec", spec.as_path()));
+        }
+        super::not_an_input(out, &inputs)?;
         write_file(out, &plan.to_json_pretty())?;
     }
     match a.format {

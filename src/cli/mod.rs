@@ -154,6 +154,24 @@ pub fn check_pretrained(spec: &Spec, local: bool) -> Result<()> {
     Ok(())
 }
 
+/// Refuse to write `out` when it is one of the command's own inputs
+/// (`--out` pointed at the spec's or the manifest's folder): the input
+/// would be replaced by the output.
+pub fn not_an_input(out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    let Ok(target) = out.canonicalize() else {
+        return Ok(()); // not there yet: nothing to replace
+    };
+    for (what, input) in inputs {
+        if input.canonicalize().is_ok_and(|i| i == target) {
+            anyhow::bail!(
+                "{}: that is the {what} this command reads; writing there would replace it: give another --out",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Load a spec with `--set` overrides.
 pub fn load_spec(path: &Path, sets: &[String]) -> Result<Spec> {
     let overrides: Vec<Override> = sets

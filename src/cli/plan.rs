@@ -80,6 +80,16 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
             .join(", ")
     );
     if let Some(out) = &a.out {
+        let manifest_path = spec.manifest_path();
+        for f in ["plan.json", "spec.toml", "jobs.json"] {
+            super::not_an_input(
+                &out.join(f),
+                &[
+                    ("spec", a.spec.as_path()),
+                    ("manifest", manifest_path.as_path()),
+                ],
+            )?;
+        }
         write_file(&out.join("plan.json"), &plan.to_json_pretty())?;
         write_file(&out.join("spec.toml"), &spec.to_toml())?;
         write_file(

@@ -672,7 +672,7 @@ fn predict_unguarded(
     let net = resnet(&vs.root(), card.arch, 2);
     vs.load(checkpoint).map_err(|e| PredictError::Checkpoint {
         path: checkpoint.to_path_buf(),
-        message: without_backtrace(&e.to_string()),
+        message: crate::torch_error::weights_message(&e.to_string()),
     })?;
     let mode = card.resize.mode();
     let size = card.image_size as i64;

@@ -296,8 +296,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             anyhow::ensure!(
                 unread == 0,
-                "{unread} of {} image(s) could not be read (named above); the others are scored",
-                images.len()
+                "{unread} of {} image(s) could not be read (named above){}",
+                images.len(),
+                if unread < images.len() {
+                    "; the others are scored"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }

@@ -7,7 +7,6 @@
 //! fed as three equal channels gives the same activations); its classifier
 //! (`fc`) is replaced when its class count is not 2.
 
-use crate::torch_error::without_backtrace;
 use crossfold_shared::spec::Arch;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -149,7 +148,7 @@ pub fn load_pretrained(
     // A missing or unreadable file is said plainly, before libtorch's
     // own (C++) messages about it.
     std::fs::File::open(path).map_err(|e| read(e.to_string()))?;
-    let torch = |e: tch::TchError| read(without_backtrace(&e.to_string()));
+    let torch = |e: tch::TchError| read(crate::torch_error::weights_message(&e.to_string()));
     let lower = path.to_string_lossy().to_ascii_lowercase();
     let tensors: Vec<(String, Tensor)> = if lower.ends_with(".safetensors") {
         Tensor::read_safetensors(path).map_err(torch)?

@@ -11,9 +11,38 @@ pub fn without_backtrace(message: &str) -> String {
     message[..cut].trim_end().to_string()
 }
 
+/// A weights file's reading error, with what the safetensors library's
+/// terse names mean (a truncated copy, a file of another kind).
+pub fn weights_message(message: &str) -> String {
+    let text = without_backtrace(message);
+    let meaning = if text.contains("MetadataIncompleteBuffer") {
+        " (the file is shorter than its header says: truncated, e.g. by an interrupted copy)"
+    } else if ["HeaderTooLarge", "HeaderTooSmall", "InvalidHeader"]
+        .iter()
+        .any(|n| text.contains(n))
+    {
+        " (not a safetensors file: its first bytes are not a safetensors header)"
+    } else {
+        ""
+    };
+    format!("{text}{meaning}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn safetensors_error_names_are_explained() {
+        assert!(
+            weights_message("safetensors error: MetadataIncompleteBuffer")
+                .ends_with("truncated, e.g. by an interrupted copy)")
+        );
+        assert!(
+            weights_message("safetensors error: HeaderTooLarge").contains("not a safetensors file")
+        );
+        assert_eq!(weights_message("shape mismatch"), "shape mismatch");
+    }
 
     #[test]
     fn libtorch_messages_lose_their_cpp_stack_trace() {

@@ -96,13 +96,13 @@ impl SynthConfig {
             })
         };
         if !(32..=4096).contains(&self.size) {
-            return bad("size", self.size.to_string(), "must be 32..=4096 pixels");
+            return bad("size", self.size.to_string(), "must be 32 to 4096 pixels");
         }
         if !(1..=VIEWS.len() as u32).contains(&self.views_per_patient) {
             return bad(
                 "views_per_patient",
                 self.views_per_patient.to_string(),
-                "must be 1..=4",
+                "must be 1 to 4",
             );
         }
         let total = self.normal as u128 + self.benign as u128 + self.malignant as u128;
