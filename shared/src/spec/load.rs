@@ -354,6 +354,31 @@ fn check_section<T: DeserializeOwned>(table: &Table, prefix: &str) -> Vec<SpecPr
     problems
 }
 
+/// serde's Rust type names in words a spec's author knows.
+fn plain_types(message: &str) -> String {
+    let mut text = message.to_string();
+    for (rust, words) in [
+        ("expected u32", "expected a whole number of at least 0"),
+        ("expected u64", "expected a whole number of at least 0"),
+        ("expected usize", "expected a whole number of at least 0"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        (
+            "expected a sequence",
+            "expected a list in brackets, e.g. [\"screening\"]",
+        ),
+    ] {
+        if let Some(rest) = text.strip_suffix(rust) {
+            text = format!("{rest}{words}");
+        }
+    }
+    if let Some(at) = text.find("expected struct ") {
+        text = format!("{}expected a table of settings", &text[..at]);
+    }
+    text
+}
+
 fn check_key<T: DeserializeOwned>(key: &str, value: &Value, prefix: &str) -> Option<SpecProblem> {
     let mut single = Table::new();
     single.insert(key.to_string(), value.clone());
@@ -381,7 +406,11 @@ fn check_key<T: DeserializeOwned>(key: &str, value: &Value, prefix: &str) -> Opt
                     )
                 })
                 .unwrap_or(message);
-            Some(SpecProblem::new(field, Some(value.to_string()), message))
+            Some(SpecProblem::new(
+                field,
+                Some(value.to_string()),
+                plain_types(&message),
+            ))
         }
     }
 }

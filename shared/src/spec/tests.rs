@@ -250,6 +250,28 @@ fn a_set_of_a_train_key_also_wins_over_the_files_cpu_setting() {
 }
 
 #[test]
+fn type_errors_are_in_words_not_rust_types() {
+    let err = parse(MINIMAL, &["train.epochs=\"abc\""])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected a whole number of at least 0"),
+        "{err}"
+    );
+    let err = parse(MINIMAL, &["train.lr=\"fast\""])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected a number"), "{err}");
+    let err = parse(MINIMAL, &["protocol.tasks=\"screening\""])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected a list in brackets"), "{err}");
+    let err = parse(MINIMAL, &["train=3"]).unwrap_err().to_string();
+    assert!(err.contains("expected a table of settings"), "{err}");
+    assert!(!err.contains("struct"), "{err}");
+}
+
+#[test]
 fn one_cause_one_message() {
     // protocol.groups out of range does not drag test_groups' bound along.
     let err = parse(MINIMAL, &["protocol.groups=1"]).unwrap_err();
