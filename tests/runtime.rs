@@ -1087,7 +1087,11 @@ fn a_worker_that_cannot_write_its_folders_stops_before_taking_jobs() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag}: {err}");
         assert!(
-            err.contains(&format!("{flag} {}", value.display())) && err.contains("cannot create"),
+            err.contains(&format!("{flag} {}", value.display()))
+                && err.contains(&format!(
+                    "cannot create the folder: {} is a file",
+                    file.display()
+                )),
             "{flag}: {err}"
         );
     }

@@ -128,6 +128,11 @@ pub fn compare(a: &Value, b: &Value, partial: bool) -> Result<Value> {
 }
 
 pub async fn run(args: CompareArgs) -> Result<ExitCode> {
+    anyhow::ensure!(
+        args.a != args.b,
+        "A and B are both experiment {}: compare two different experiments",
+        args.a
+    );
     let mut c = client(&args.target).await?;
     let a = fetch_results(&mut c, &args.a).await?;
     let b = fetch_results(&mut c, &args.b).await?;

@@ -181,11 +181,25 @@ pub fn load_spec(path: &Path, sets: &[String]) -> Result<Spec> {
     Ok(Spec::load(path, &overrides)?)
 }
 
+/// Create the folder `dir` and its parents; when one of them is a file,
+/// say which.
+pub fn create_folder(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        match dir.ancestors().find(|p| p.exists() && !p.is_dir()) {
+            Some(file) => anyhow::anyhow!(
+                "cannot create the folder {}: {} is a file",
+                dir.display(),
+                file.display()
+            ),
+            None => anyhow::anyhow!("cannot create the folder {}: {e}", dir.display()),
+        }
+    })
+}
+
 /// Write `text` to `path`, naming the file on failure.
 pub fn write_file(path: &PathBuf, text: &str) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+        create_folder(parent)?;
     }
     std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }

@@ -114,8 +114,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
         .last()
         .map(std::path::Path::to_path_buf);
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    super::create_folder(&a.out).context("--out")?;
     let out = a.out.canonicalize()?;
     // Locked first: a second `run` on the same --out stops here, before it
     // checks the data set or touches the first one's worker logs.
