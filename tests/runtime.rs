@@ -467,19 +467,25 @@ fn bad_requests_get_the_right_grpc_codes() {
         .enable_all()
         .build()
         .unwrap();
-    let status = rt.block_on(async {
-        let mut c =
-            crossfold_proto::v1::experiments_client::ExperimentsClient::connect(url.clone())
-                .await
-                .unwrap();
-        c.submit(crossfold_proto::v1::SubmitRequest {
-            request_id: "r1".into(),
-            spec_toml: "name = \"x\"\n[train]\nepochs = 0\n".into(),
-            overrides: vec!["train.optimizer=adagrad".into()],
+    let refused = |spec_toml: String, overrides: Vec<String>| {
+        rt.block_on(async {
+            let mut c =
+                crossfold_proto::v1::experiments_client::ExperimentsClient::connect(url.clone())
+                    .await
+                    .unwrap();
+            c.submit(crossfold_proto::v1::SubmitRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                spec_toml,
+                overrides,
+            })
+            .await
+            .unwrap_err()
         })
-        .await
-        .unwrap_err()
-    });
+    };
+    let status = refused(
+        "name = \"x\"\n[train]\nepochs = 0\n".into(),
+        vec!["train.optimizer=adagrad".into()],
+    );
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     for field in ["train.epochs", "train.optimizer", "dataset.manifest"] {
         assert!(
@@ -491,22 +497,13 @@ fn bad_requests_get_the_right_grpc_codes() {
     // Pretrained weights by a relative path would be looked for in each
     // worker's working folder: refused, naming the field.
     let manifest = dir.path().join("data/manifest.csv").canonicalize().unwrap();
-    let status = rt.block_on(async {
-        let mut c =
-            crossfold_proto::v1::experiments_client::ExperimentsClient::connect(url.clone())
-                .await
-                .unwrap();
-        c.submit(crossfold_proto::v1::SubmitRequest {
-            request_id: "r2".into(),
-            spec_toml: format!(
-                "name = \"x\"\n[dataset]\nmanifest = {:?}\n[train]\npretrained = \"w/r18.safetensors\"\n",
-                manifest.display().to_string()
-            ),
-            overrides: Vec::new(),
-        })
-        .await
-        .unwrap_err()
-    });
+    let status = refused(
+        format!(
+            "name = \"x\"\n[dataset]\nmanifest = {:?}\n[train]\npretrained = \"w/r18.safetensors\"\n",
+            manifest.display().to_string()
+        ),
+        Vec::new(),
+    );
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(
         status
@@ -1087,11 +1084,11 @@ fn a_worker_that_cannot_write_its_folders_stops_before_taking_jobs() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag}: {err}");
         assert!(
-            err.contains(&format!("{flag} {}", value.display()))
-                && err.contains(&format!(
-                    "cannot create the folder: {} is a file",
-                    file.display()
-                )),
+            err.contains(&format!(
+                "{flag}: cannot create the folder {}: {} is a file",
+                value.display(),
+                file.display()
+            )),
             "{flag}: {err}"
         );
     }

@@ -15,11 +15,13 @@
 //! - [`hash`]: SHA-256 helpers shared by the modules above.
 //! - [`listing`]: the first few of many problems, for error messages.
 //! - [`csv_line`]: line numbers of CSV records, whatever the line endings.
+//! - [`folder`]: creating output folders, naming a file in the way.
 //! - [`logging`]: the binaries' log set-up (text or JSON, `RUST_LOG`).
 
 pub mod csv_line;
 pub mod dataset;
 pub mod experiment;
+pub mod folder;
 pub mod folds;
 pub mod hash;
 pub mod imaging;

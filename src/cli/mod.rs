@@ -184,16 +184,7 @@ pub fn load_spec(path: &Path, sets: &[String]) -> Result<Spec> {
 /// Create the folder `dir` and its parents; when one of them is a file,
 /// say which.
 pub fn create_folder(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        match dir.ancestors().find(|p| p.exists() && !p.is_dir()) {
-            Some(file) => anyhow::anyhow!(
-                "cannot create the folder {}: {} is a file",
-                dir.display(),
-                file.display()
-            ),
-            None => anyhow::anyhow!("cannot create the folder {}: {e}", dir.display()),
-        }
-    })
+    Ok(crossfold_shared::folder::create(dir)?)
 }
 
 /// Write `text` to `path`, naming the file on failure.

@@ -491,16 +491,7 @@ fn devices(check: bool, json: bool) -> Result<()> {
 
 /// Create `dir` if needed and prove a file can be written in it.
 fn writable_dir(flag: &str, dir: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        match dir.ancestors().find(|p| p.exists() && !p.is_dir()) {
-            Some(file) => anyhow::anyhow!(
-                "{flag} {}: cannot create the folder: {} is a file",
-                dir.display(),
-                file.display()
-            ),
-            None => anyhow::anyhow!("{flag} {}: cannot create the folder: {e}", dir.display()),
-        }
-    })?;
+    crossfold_shared::folder::create(dir).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
     let probe = dir.join(format!(".crossfold-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| {
         anyhow::anyhow!("{flag} {}: cannot write in the folder: {e}", dir.display())
