@@ -8,7 +8,7 @@ use crossfold_proto::v1::{self, data_client::DataClient};
 use crossfold_shared::dataset::{
     contained_path, fingerprint_cancellable, DatasetError, Fingerprint,
 };
-use crossfold_shared::hash::sha256_hex;
+use crossfold_shared::hash::{sha256_hex, HashCache};
 use crossfold_shared::manifest::Manifest;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,19 +53,37 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> FetchError + '_ {
     }
 }
 
+/// Where a job's data set comes from and where it may go.
+pub struct FetchFrom<'a> {
+    pub coordinator: &'a str,
+    pub security: &'a ClientSecurity,
+    /// Folder of data sets fetched from the coordinator.
+    pub cache: &'a Path,
+    /// Fetch even when the coordinator's manifest path is visible here.
+    pub always_fetch: bool,
+    /// Files' hashes from earlier jobs of this worker.
+    pub hashes: &'a HashCache,
+}
+
 /// The data set of `lease`, ready to load (runs on the training thread).
 /// Ends with [`FetchError::Cancelled`] soon after `cancel` is set: between
-/// files while hashing, and within 0.1 s while fetching.
+/// files while hashing, and within 0.1 s while fetching. A file that looks
+/// unchanged (size, modification time) since an earlier job is not hashed
+/// again.
 pub fn materialise(
-    coordinator: &str,
-    security: &ClientSecurity,
-    cache: &Path,
+    from: &FetchFrom,
     lease: &v1::Lease,
-    always_fetch: bool,
     cancel: &AtomicBool,
 ) -> Result<(Manifest, Fingerprint), FetchError> {
+    let FetchFrom {
+        coordinator,
+        security,
+        cache,
+        always_fetch,
+        hashes,
+    } = *from;
     let fingerprint = |m: &Manifest| {
-        fingerprint_cancellable(m, cancel).map_err(|e| match e {
+        fingerprint_cancellable(m, cancel, Some(hashes)).map_err(|e| match e {
             DatasetError::Cancelled => FetchError::Cancelled,
             other => FetchError::Dataset(other.to_string()),
         })
@@ -97,8 +115,8 @@ pub fn materialise(
         }
         let cached = contained_path(&dir, &f.path)
             .ok()
-            .and_then(|p| std::fs::read(p).ok());
-        if cached.is_none_or(|bytes| sha256_hex(&bytes) != f.sha256) {
+            .and_then(|p| hashes.sha256_file(&p).ok());
+        if cached.is_none_or(|sha| sha != f.sha256) {
             missing.push(f);
         }
     }
@@ -226,13 +244,21 @@ mod tests {
         };
         let stop = AtomicBool::new(false);
         let security = ClientSecurity::plaintext();
+        let hashes = HashCache::new();
+        let from = FetchFrom {
+            coordinator: &url,
+            security: &security,
+            cache: cache.path(),
+            always_fetch: false,
+            hashes: &hashes,
+        };
         let started = std::time::Instant::now();
         let got = std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(300));
                 stop.store(true, Ordering::Relaxed);
             });
-            materialise(&url, &security, cache.path(), &lease, false, &stop)
+            materialise(&from, &lease, &stop)
         });
         assert!(matches!(got, Err(FetchError::Cancelled)), "{got:?}");
         assert!(
@@ -241,7 +267,7 @@ mod tests {
             started.elapsed()
         );
         // Set before it starts: nothing is read.
-        let got = materialise(&url, &security, cache.path(), &lease, false, &stop);
+        let got = materialise(&from, &lease, &stop);
         assert!(matches!(got, Err(FetchError::Cancelled)), "{got:?}");
         drop(silent);
     }

@@ -211,6 +211,9 @@ pub struct JobOptions<'a> {
     /// The images as the data set's check decoded them, if it kept them at
     /// the job's size (`train`): not decoded a second time.
     pub squares: Option<&'a crossfold_shared::dataset::Squares>,
+    /// Images a worker's earlier jobs decoded, kept for its later ones (and
+    /// filled by this one); `None` decodes every image.
+    pub image_cache: Option<&'a crate::data::DecodedCache>,
     /// When the caller began getting the job ready (loading the spec,
     /// checking or fetching the data set, the split plan): counted as the
     /// job's preparation time. `None`: the job starts at `run_job`.
@@ -435,6 +438,10 @@ fn run_job_unguarded(
             threads: options.decode_threads,
             squares: options.squares,
             cancel: options.cancel,
+            cache: options.image_cache.map(|cache| crate::data::CacheUse {
+                cache,
+                dataset: &prepared.fingerprint.sha256,
+            }),
         },
     )
     .map_err(|e| match e {

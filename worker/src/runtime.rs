@@ -48,6 +48,11 @@ pub struct WorkerConfig {
     /// TLS and bearer token for every call to the coordinator.
     pub security: ClientSecurity,
     pub metrics: Arc<WorkerMetrics>,
+    /// Images decoded by earlier jobs, for later ones on the same data set.
+    pub image_cache: Arc<crate::data::DecodedCache>,
+    /// Data-set files' hashes from earlier jobs (files that look unchanged
+    /// are not read again to fingerprint the data set).
+    pub hashes: Arc<crossfold_shared::hash::HashCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -599,14 +604,14 @@ fn train_lease(
         Ok(v1::Task::Malignancy) => Task::Malignancy,
         _ => return failed(format!("lease names unknown task {}", lease.task), false),
     };
-    let (manifest, fingerprint) = match materialise(
-        &cfg.coordinator,
-        &cfg.security,
-        &cfg.cache_dir,
-        lease,
-        cfg.always_fetch,
-        cancel,
-    ) {
+    let from = crate::fetch::FetchFrom {
+        coordinator: &cfg.coordinator,
+        security: &cfg.security,
+        cache: &cfg.cache_dir,
+        always_fetch: cfg.always_fetch,
+        hashes: &cfg.hashes,
+    };
+    let (manifest, fingerprint) = match materialise(&from, lease, cancel) {
         Ok(x) => x,
         Err(FetchError::Cancelled) => return Outcome::Dropped,
         Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
@@ -631,6 +636,7 @@ fn train_lease(
         out: out.as_deref(),
         cancel: Some(cancel),
         squares: None,
+        image_cache: Some(&cfg.image_cache),
         started: Some(started),
     };
     let mut on_progress = |p: &Progress| {

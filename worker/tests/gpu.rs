@@ -45,6 +45,7 @@ fn job(dir: &Path, sets: &[&str], device: tch::Device, out: Option<&Path>) -> Jo
         out,
         cancel: None,
         squares: None,
+        image_cache: None,
         started: None,
     };
     let mut go = |_: &Progress| Control::Continue;

@@ -40,6 +40,7 @@ fn options(out: Option<&Path>) -> JobOptions<'_> {
         out,
         cancel: None,
         squares: None,
+        image_cache: None,
         started: None,
     }
 }
@@ -92,6 +93,7 @@ fn same_job_twice_gives_identical_predictions() {
     }
     let with = JobOptions {
         squares: Some(&squares),
+        image_cache: None,
         ..options(None)
     };
     let k = run_job(&s, &kept.prepared, Task::Screening, 1, &with, &mut go).unwrap();
@@ -262,6 +264,7 @@ fn cancellation_stops_within_a_step() {
     let opts = JobOptions {
         cancel: Some(&flag),
         squares: None,
+        image_cache: None,
         ..options(None)
     };
     let mut steps = 0;

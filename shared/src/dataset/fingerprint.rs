@@ -8,7 +8,7 @@
 
 use super::paths::normalise;
 use super::{available_threads, contained_in, parallel_map, DatasetError};
-use crate::hash::{sha256_file, sha256_hex};
+use crate::hash::{sha256_file, sha256_hex, HashCache};
 use crate::manifest::Manifest;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -32,23 +32,26 @@ pub fn fingerprint_known(
     manifest: &Manifest,
     known: &HashMap<String, String>,
 ) -> Result<Fingerprint, DatasetError> {
-    fingerprint_with(manifest, known, None)
+    fingerprint_with(manifest, known, None, None)
 }
 
 /// [`fingerprint`], ending with [`DatasetError::Cancelled`] soon after
 /// `cancel` is set (it is looked at before each file is read): a worker
-/// told to stop does not read the rest of a large data set first.
+/// told to stop does not read the rest of a large data set first. With
+/// `hashes`, files that look unchanged since an earlier call are not read.
 pub fn fingerprint_cancellable(
     manifest: &Manifest,
     cancel: &AtomicBool,
+    hashes: Option<&HashCache>,
 ) -> Result<Fingerprint, DatasetError> {
-    fingerprint_with(manifest, &HashMap::new(), Some(cancel))
+    fingerprint_with(manifest, &HashMap::new(), Some(cancel), hashes)
 }
 
 fn fingerprint_with(
     manifest: &Manifest,
     known: &HashMap<String, String>,
     cancel: Option<&AtomicBool>,
+    hashes: Option<&HashCache>,
 ) -> Result<Fingerprint, DatasetError> {
     let hashes = parallel_map(&manifest.entries, available_threads(), |e| {
         if let Some(h) = known.get(&normalise(&e.path)) {
@@ -64,7 +67,11 @@ fn fingerprint_with(
                 reason,
             }
         })?;
-        sha256_file(&path).map_err(|source| DatasetError::Io { path, source })
+        match hashes {
+            Some(h) => h.sha256_file(&path),
+            None => sha256_file(&path),
+        }
+        .map_err(|source| DatasetError::Io { path, source })
     });
     let mut lines = Vec::with_capacity(hashes.len());
     let mut files = BTreeMap::new();
@@ -123,12 +130,12 @@ mod tests {
         let (_dir, m) = setup();
         let stop = AtomicBool::new(true);
         assert!(matches!(
-            fingerprint_cancellable(&m, &stop),
+            fingerprint_cancellable(&m, &stop, None),
             Err(DatasetError::Cancelled)
         ));
         let go = AtomicBool::new(false);
         assert_eq!(
-            fingerprint_cancellable(&m, &go).unwrap(),
+            fingerprint_cancellable(&m, &go, Some(&HashCache::new())).unwrap(),
             fingerprint(&m).unwrap()
         );
     }

@@ -3,14 +3,17 @@
 //! augmented and normalised there, so no epoch waits on the CPU.
 
 mod augment;
+mod cache;
 
 pub use augment::Augmenter;
+pub use cache::{CacheUse, DecodedCache};
 
 use crossfold_shared::dataset::Squares;
 use crossfold_shared::imaging::{load_square, ImagingError};
 use crossfold_shared::manifest::{Entry, Manifest};
 use crossfold_shared::spec::Resize;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,9 @@ pub struct Sources<'a> {
     pub squares: Option<&'a Squares>,
     /// When it becomes true, decoding stops within one image per thread.
     pub cancel: Option<&'a AtomicBool>,
+    /// Images decoded by this worker's earlier jobs, kept for later ones:
+    /// used, and filled with what is decoded here.
+    pub cache: Option<CacheUse<'a>>,
 }
 
 /// Decode and resize `entries` (on `sources.threads` CPU threads) unless
@@ -57,6 +63,7 @@ pub fn load_images(
         threads,
         squares,
         cancel,
+        cache,
     } = sources;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let mode = resize.mode();
@@ -73,9 +80,21 @@ pub fn load_images(
                         if cancelled() {
                             return Err(DataError::Cancelled);
                         }
-                        match squares.and_then(|sq| sq.take(&e.path, size, mode)) {
-                            Some(pixels) => buf.extend(pixels),
-                            None => buf.extend(load_square(&manifest.resolve(e), size, mode)?),
+                        if let Some(pixels) = squares.and_then(|sq| sq.take(&e.path, size, mode)) {
+                            buf.extend(pixels);
+                            continue;
+                        }
+                        let kept = cache.and_then(|c| c.cache.get(c.dataset, size, mode, &e.path));
+                        match kept {
+                            Some(pixels) => buf.extend_from_slice(&pixels),
+                            None => {
+                                let pixels = load_square(&manifest.resolve(e), size, mode)?;
+                                buf.extend_from_slice(&pixels);
+                                if let Some(c) = cache {
+                                    c.cache
+                                        .put(c.dataset, size, mode, &e.path, Arc::new(pixels));
+                                }
+                            }
                         }
                     }
                     Ok(buf)
@@ -160,6 +179,7 @@ mod load_tests {
             threads: 2,
             squares,
             cancel: None,
+            cache: None,
         }
     }
 
@@ -212,6 +232,40 @@ mod load_tests {
         .err()
         .expect("spoiled files");
         assert!(err.to_string().contains(".png"), "{err}");
+    }
+
+    #[test]
+    fn a_later_job_on_the_same_data_set_takes_the_cached_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = data_set(dir.path());
+        let entries: Vec<&Entry> = m.entries.iter().collect();
+        let cache = DecodedCache::new(1 << 20);
+        let with = |dataset: &'static str| Sources {
+            cache: Some(CacheUse {
+                cache: &cache,
+                dataset,
+            }),
+            ..sources(None)
+        };
+        let first = load_images(&m, &entries, 16, Resize::Pad, Device::Cpu, with("d1"))
+            .unwrap()
+            .images;
+        assert_eq!(cache.bytes(), 3 * 16 * 16);
+        // The files are spoiled: a later job of the same data set and size,
+        // in another order, still loads the same pixels from the cache.
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("{i}.png")), b"spoiled").unwrap();
+        }
+        let reversed: Vec<&Entry> = entries.iter().rev().copied().collect();
+        let later = load_images(&m, &reversed, 16, Resize::Pad, Device::Cpu, with("d1"))
+            .unwrap()
+            .images;
+        assert!(later.equal(&first.flip([0])));
+        // Another size, or another data set (fingerprint), reads the files.
+        for (size, dataset) in [(20, "d1"), (16, "d2")] {
+            let err = load_images(&m, &entries, size, Resize::Pad, Device::Cpu, with(dataset));
+            assert!(err.is_err(), "{size} {dataset}");
+        }
     }
 }
 
