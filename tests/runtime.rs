@@ -672,7 +672,7 @@ fn one_worker_with_two_slots_runs_two_jobs_at_once() {
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
     make_data(&spec);
     let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
-    let _w = start_worker_with(dir.path(), &url, "packed", &[], &["--slots-per-gpu", "2"]);
+    let w = start_worker_with(dir.path(), &url, "packed", &[], &["--slots-per-gpu", "2"]);
     let id = submit(&url, &spec, &["train.epochs=30"]);
     let mut most = 0;
     wait_for("the experiment to finish", LONG, || {
@@ -692,6 +692,13 @@ fn one_worker_with_two_slots_runs_two_jobs_at_once() {
     );
     assert_eq!(status(&url, &id)["state"], "succeeded");
     assert_eq!(count_results(&results(&url, &id)), 5);
+    // Later jobs took the images earlier ones decoded (each job loads all
+    // 40 images of the screening task).
+    let log = w.log_text();
+    assert!(
+        log.contains("from_cache=40"),
+        "no job took its images from the cache:\n{log}"
+    );
 }
 
 #[test]

@@ -27,38 +27,88 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Files' SHA-256 remembered by path, size and modification time, for a
-/// process that fingerprints the same data set job after job (a worker):
-/// a file is read again only when its size or modification time changed.
-/// (A file rewritten in place keeping both, to the nanosecond, is not
-/// noticed: as with `make` or `rsync`'s quick check.)
+/// Files' SHA-256 remembered, for a process that fingerprints the same
+/// data set job after job (a worker): a file is read again unless it is the
+/// same file (device and inode) with the same size, modification time and
+/// status-change time as when it was hashed. The change time cannot be set
+/// back (`touch -r`, `cp -p` and `tar x` keep the modification time, not
+/// it), and the file is opened before it is looked at, so that NFS clients
+/// revalidate its attributes (close-to-open). A hash is not remembered for
+/// a file modified within the last [`HashCache::SETTLE`], whose next change
+/// could fall in the same tick of a coarse file-system clock.
 #[derive(Debug, Default)]
 pub struct HashCache {
-    known: Mutex<HashMap<PathBuf, (u64, SystemTime, String)>>,
+    known: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+}
+
+/// What must not have changed for a remembered hash to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: SystemTime,
+    #[cfg(unix)]
+    unix: (u64, u64, i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> io::Result<Stamp> {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Ok(Stamp {
+            len: meta.len(),
+            modified: meta.modified()?,
+            #[cfg(unix)]
+            unix: (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()),
+        })
+    }
 }
 
 impl HashCache {
+    /// How long a file must have been left alone for its hash to be kept.
+    pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
     pub fn new() -> Self {
         HashCache::default()
     }
 
-    /// [`sha256_file`], from memory when the file looks unchanged.
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Stamp, String)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many files' hashes are remembered.
+    pub fn remembered(&self) -> usize {
+        self.known().len()
+    }
+
+    /// [`sha256_file`], from memory when the file is unchanged.
     pub fn sha256_file(&self, path: &Path) -> io::Result<String> {
-        let meta = std::fs::metadata(path)?;
-        let stamp = (meta.len(), meta.modified()?);
-        let known = |k: &HashMap<PathBuf, (u64, SystemTime, String)>| {
-            k.get(path)
-                .filter(|(len, time, _)| (*len, *time) == stamp)
-                .map(|(_, _, sha)| sha.clone())
-        };
-        if let Some(sha) = known(&self.known.lock().unwrap_or_else(|e| e.into_inner())) {
-            return Ok(sha);
+        let mut file = std::fs::File::open(path)?;
+        let before = Stamp::of(&file.metadata()?)?;
+        if let Some((stamp, sha)) = self.known().get(path) {
+            if *stamp == before {
+                return Ok(sha.clone());
+            }
         }
-        let sha = sha256_file(path)?;
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_path_buf(), (stamp.0, stamp.1, sha.clone()));
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let sha = hex::encode(hasher.finalize());
+        let after = Stamp::of(&file.metadata()?)?;
+        let settled = SystemTime::now()
+            .duration_since(after.modified)
+            .is_ok_and(|age| age >= Self::SETTLE);
+        let mut known = self.known();
+        if after == before && settled {
+            known.insert(path.to_path_buf(), (after, sha.clone()));
+        } else {
+            known.remove(path);
+        }
         Ok(sha)
     }
 }
@@ -68,35 +118,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_is_hashed_again_only_when_its_size_or_time_changes() {
+    fn a_file_is_hashed_again_unless_it_is_unchanged_and_settled() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("a.png");
+        let set_time = |t: SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(t)
+                .unwrap()
+        };
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
         std::fs::write(&f, b"abc").unwrap();
+        set_time(old);
         let cache = HashCache::new();
-        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let abc = sha256_hex(b"abc");
         assert_eq!(cache.sha256_file(&f).unwrap(), abc);
-        // Same size, same modification time: remembered, not read.
-        let time = std::fs::metadata(&f).unwrap().modified().unwrap();
+        // Remembered: the same answer without reading the file again. (The
+        // test cannot change the content unseen: any write moves the change
+        // time, so it tampers with the memory instead.)
+        let planted = "0".repeat(64);
+        cache.known().get_mut(&f).unwrap().1 = planted.clone();
+        assert_eq!(cache.sha256_file(&f).unwrap(), planted);
+        // Rewritten in place with the same size and modification time put
+        // back (as `touch -r` does): the change time moved, so read again.
         std::fs::write(&f, b"abd").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&f)
-            .unwrap()
-            .set_modified(time)
-            .unwrap();
-        assert_eq!(cache.sha256_file(&f).unwrap(), abc);
-        // A new modification time: read again.
-        let later = time + std::time::Duration::from_secs(1);
-        std::fs::File::options()
-            .write(true)
-            .open(&f)
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        set_time(old);
         assert_eq!(cache.sha256_file(&f).unwrap(), sha256_hex(b"abd"));
-        // A new size: read again.
-        std::fs::write(&f, b"abcd").unwrap();
-        assert_eq!(cache.sha256_file(&f).unwrap(), sha256_hex(b"abcd"));
+        // Replaced by another file (rename): another inode, read again.
+        let g = dir.path().join("b.png");
+        std::fs::write(&g, b"abe").unwrap();
+        std::fs::rename(&g, &f).unwrap();
+        set_time(old);
+        assert_eq!(cache.sha256_file(&f).unwrap(), sha256_hex(b"abe"));
+        // A file modified just now is hashed but not remembered: its next
+        // change could keep the same time on a coarse clock.
+        std::fs::write(&f, b"abf").unwrap();
+        assert_eq!(cache.sha256_file(&f).unwrap(), sha256_hex(b"abf"));
+        assert!(cache.known().get(&f).is_none());
         assert!(cache.sha256_file(&dir.path().join("gone.png")).is_err());
     }
 

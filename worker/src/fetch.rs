@@ -1,7 +1,9 @@
 //! Getting a leased job's data set: straight from a shared file system when
 //! the manifest's path is visible here and its fingerprint matches, else
 //! from the coordinator's Data service into a cache keyed by the data set's
-//! fingerprint, every file checked against its SHA-256.
+//! fingerprint, every fetched file checked against its SHA-256. Files
+//! already there are hashed once per worker process, then trusted while
+//! unchanged ([`HashCache`]).
 
 use crossfold_proto::client::ClientSecurity;
 use crossfold_proto::v1::{self, data_client::DataClient};
@@ -225,6 +227,50 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_data_set_is_fingerprinted_through_the_workers_hash_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(60);
+        let mut csv = String::from("path,label,patient_id\n");
+        for i in 0..3 {
+            let f = dir.path().join(format!("{i}.png"));
+            std::fs::write(&f, [i as u8; 10]).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+            csv.push_str(&format!("{i}.png,normal,p{i}\n"));
+        }
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(&manifest, csv).unwrap();
+        let want = crossfold_shared::dataset::fingerprint(&Manifest::load(&manifest).unwrap())
+            .unwrap()
+            .sha256;
+        let lease = v1::Lease {
+            manifest_path: manifest.display().to_string(),
+            dataset_sha256: want.clone(),
+            ..Default::default()
+        };
+        let security = ClientSecurity::plaintext();
+        let hashes = HashCache::new();
+        let cache = tempfile::tempdir().unwrap();
+        let from = FetchFrom {
+            coordinator: "http://127.0.0.1:9",
+            security: &security,
+            cache: cache.path(),
+            always_fetch: false,
+            hashes: &hashes,
+        };
+        let stop = AtomicBool::new(false);
+        for _ in 0..2 {
+            let (_, fp) = materialise(&from, &lease, &stop).unwrap();
+            assert_eq!(fp.sha256, want);
+        }
+        assert_eq!(hashes.remembered(), 3);
+    }
 
     #[test]
     fn a_stop_ends_getting_the_data_set_even_when_the_coordinator_is_silent() {

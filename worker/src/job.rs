@@ -448,6 +448,13 @@ fn run_job_unguarded(
         crate::data::DataError::Cancelled => train_error(TrainError::Cancelled),
         other => JobError::Data(other),
     })?;
+    tracing::info!(
+        task = %task,
+        round,
+        images = all.len(),
+        from_cache = set.from_cache,
+        "images loaded"
+    );
     let positive: Vec<bool> = all.iter().map(|e| task.is_positive(e.label)).collect();
     let labels = Tensor::f_from_slice(&positive.iter().map(|&p| p as i64).collect::<Vec<_>>())?
         .f_to_device(device)?;

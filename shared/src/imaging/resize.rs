@@ -3,7 +3,7 @@
 use super::GrayImage;
 
 /// How a non-square image is fitted into the square.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResizeMode {
     /// Keep the aspect ratio: scale the long side to the square's side, centre
     /// the image and fill the rest with black (0).

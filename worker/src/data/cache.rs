@@ -5,15 +5,20 @@
 //!
 //! Images are keyed by the data set's fingerprint (which covers every
 //! file's content and path), the side and the resize mode, and by the path
-//! as the manifest writes it. One data set at one size is kept; a job on
-//! another one replaces it. Nothing is added past the byte limit.
+//! as the manifest writes it. Several such sets can be kept at once (slots
+//! training different experiments side by side); when a new image does not
+//! fit under the limit, the sets used longest ago are let go, and if it
+//! still does not fit it is not kept.
 
 use crossfold_shared::imaging::ResizeMode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Which images a cache holds: data-set fingerprint, side, resize mode.
+/// Which images a set holds: data-set fingerprint, side, resize mode.
 type Key = (String, u32, ResizeMode);
+
+/// What an image costs besides its pixels (its path, the map's slot).
+const PER_IMAGE: usize = 96;
 
 /// Decoded, resized images (`side * side` bytes each) shared by a
 /// worker's jobs.
@@ -25,9 +30,17 @@ pub struct DecodedCache {
 
 #[derive(Debug, Default)]
 struct Kept {
-    key: Option<Key>,
+    sets: HashMap<Key, Set>,
+    bytes: usize,
+    /// Counts uses, to find the set used longest ago.
+    clock: u64,
+}
+
+#[derive(Debug, Default)]
+struct Set {
     images: HashMap<String, Arc<Vec<u8>>>,
     bytes: usize,
+    used: u64,
 }
 
 /// One job's use of the cache: its data set at its size.
@@ -38,8 +51,12 @@ pub struct CacheUse<'a> {
     pub dataset: &'a str,
 }
 
+fn cost(path: &str, pixels: &[u8]) -> usize {
+    pixels.len() + path.len() + PER_IMAGE
+}
+
 impl DecodedCache {
-    /// A cache of at most `limit_bytes` of pixels (0: keeps nothing).
+    /// A cache of at most `limit_bytes` (0: keeps nothing).
     pub fn new(limit_bytes: usize) -> Self {
         DecodedCache {
             limit_bytes,
@@ -48,7 +65,7 @@ impl DecodedCache {
     }
 
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
-        // A panic while holding the lock leaves the map whole.
+        // A panic while holding the lock leaves the maps whole.
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -60,17 +77,16 @@ impl DecodedCache {
         mode: ResizeMode,
         path: &str,
     ) -> Option<Arc<Vec<u8>>> {
-        let kept = self.kept();
-        match &kept.key {
-            Some((d, s, m)) if d == dataset && *s == size && *m == mode => {
-                kept.images.get(path).cloned()
-            }
-            _ => None,
-        }
+        let mut kept = self.kept();
+        kept.clock += 1;
+        let now = kept.clock;
+        let set = kept.sets.get_mut(&(dataset.to_string(), size, mode))?;
+        set.used = now;
+        set.images.get(path).cloned()
     }
 
-    /// Keep `pixels` as the image at `path`; a different data set, size or
-    /// mode replaces everything kept. Over the limit, nothing is added.
+    /// Keep `pixels` as the image at `path` of `dataset` at `size` and
+    /// `mode`, letting go of the sets used longest ago if it needs room.
     pub fn put(
         &self,
         dataset: &str,
@@ -79,22 +95,49 @@ impl DecodedCache {
         path: &str,
         pixels: Arc<Vec<u8>>,
     ) {
-        let mut kept = self.kept();
-        let key = (dataset.to_string(), size, mode);
-        if kept.key.as_ref() != Some(&key) {
-            *kept = Kept {
-                key: Some(key),
-                ..Kept::default()
-            };
-        }
-        if kept.images.contains_key(path) || kept.bytes + pixels.len() > self.limit_bytes {
+        let need = cost(path, &pixels);
+        if need > self.limit_bytes {
             return;
         }
-        kept.bytes += pixels.len();
-        kept.images.insert(path.to_string(), pixels);
+        let key = (dataset.to_string(), size, mode);
+        // Sets let go are dropped after the lock is released.
+        let mut gone = Vec::new();
+        {
+            let mut kept = self.kept();
+            kept.clock += 1;
+            let now = kept.clock;
+            if kept
+                .sets
+                .get(&key)
+                .is_some_and(|s| s.images.contains_key(path))
+            {
+                return;
+            }
+            while kept.bytes + need > self.limit_bytes {
+                let oldest = kept
+                    .sets
+                    .iter()
+                    .filter(|(k, _)| **k != key)
+                    .min_by_key(|(_, s)| s.used)
+                    .map(|(k, _)| k.clone());
+                let Some(oldest) = oldest else { break };
+                if let Some(set) = kept.sets.remove(&oldest) {
+                    kept.bytes -= set.bytes;
+                    gone.push(set);
+                }
+            }
+            if kept.bytes + need <= self.limit_bytes {
+                kept.bytes += need;
+                let set = kept.sets.entry(key).or_default();
+                set.used = now;
+                set.bytes += need;
+                set.images.insert(path.to_string(), pixels);
+            }
+        }
+        drop(gone);
     }
 
-    /// Bytes of pixels kept.
+    /// Bytes kept (pixels and their bookkeeping).
     pub fn bytes(&self) -> usize {
         self.kept().bytes
     }
@@ -105,30 +148,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_data_set_at_one_size_is_kept_within_the_limit() {
-        let cache = DecodedCache::new(10);
+    fn sets_are_kept_within_the_limit_and_the_least_used_go_first() {
         let px = |n: usize| Arc::new(vec![7u8; n]);
-        cache.put("d1", 2, ResizeMode::Pad, "a.png", px(4));
-        cache.put("d1", 2, ResizeMode::Pad, "b.png", px(4));
+        let one = cost("a.png", &[0; 100]);
+        let cache = DecodedCache::new(3 * one);
+        cache.put("d1", 2, ResizeMode::Pad, "a.png", px(100));
+        cache.put("d1", 2, ResizeMode::Pad, "b.png", px(100));
         assert_eq!(
             cache.get("d1", 2, ResizeMode::Pad, "a.png").as_deref(),
-            Some(&vec![7u8; 4])
+            Some(&vec![7u8; 100])
         );
         // Another size, mode or data set is not the same image.
         assert!(cache.get("d1", 3, ResizeMode::Pad, "a.png").is_none());
         assert!(cache.get("d1", 2, ResizeMode::Stretch, "a.png").is_none());
         assert!(cache.get("d2", 2, ResizeMode::Pad, "a.png").is_none());
-        // Past the limit nothing more is kept.
-        cache.put("d1", 2, ResizeMode::Pad, "c.png", px(4));
-        assert!(cache.get("d1", 2, ResizeMode::Pad, "c.png").is_none());
-        assert_eq!(cache.bytes(), 8);
-        // Another data set replaces what was kept.
-        cache.put("d2", 2, ResizeMode::Pad, "a.png", px(4));
-        assert!(cache.get("d1", 2, ResizeMode::Pad, "b.png").is_none());
-        assert_eq!(cache.bytes(), 4);
+        // Two sets side by side (two slots on two experiments).
+        cache.put("d2", 2, ResizeMode::Pad, "a.png", px(100));
+        assert!(cache.get("d1", 2, ResizeMode::Pad, "b.png").is_some());
+        assert!(cache.get("d2", 2, ResizeMode::Pad, "a.png").is_some());
+        assert_eq!(cache.bytes(), 3 * one);
+        // Full: d1 was used longest ago, so it goes to make room for d2.
+        cache.put("d2", 2, ResizeMode::Pad, "b.png", px(100));
+        assert!(cache.get("d1", 2, ResizeMode::Pad, "a.png").is_none());
+        assert!(cache.get("d2", 2, ResizeMode::Pad, "b.png").is_some());
+        assert_eq!(cache.bytes(), 2 * one);
+        // A set never evicts itself: past the limit its new images are not kept.
+        cache.put("d2", 2, ResizeMode::Pad, "c.png", px(100));
+        cache.put("d2", 2, ResizeMode::Pad, "d.png", px(100));
+        assert!(cache.get("d2", 2, ResizeMode::Pad, "d.png").is_none());
+        assert_eq!(cache.bytes(), 3 * one);
         // A limit of 0 keeps nothing.
         let off = DecodedCache::new(0);
         off.put("d1", 2, ResizeMode::Pad, "a.png", px(4));
         assert!(off.get("d1", 2, ResizeMode::Pad, "a.png").is_none());
+        assert_eq!(off.bytes(), 0);
     }
 }
