@@ -14,11 +14,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lower-case hex SHA-256 of a file's contents, streamed.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+    sha256_read(&mut std::fs::File::open(path)?)
+}
+
+/// Lower-case hex SHA-256 of what `r` holds, read in 64 KiB pieces.
+fn sha256_read(r: &mut impl Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = file.read(&mut buf)?;
+        let n = r.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -89,16 +93,7 @@ impl HashCache {
                 return Ok(sha.clone());
             }
         }
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let sha = hex::encode(hasher.finalize());
+        let sha = sha256_read(&mut file)?;
         let after = Stamp::of(&file.metadata()?)?;
         let settled = SystemTime::now()
             .duration_since(after.modified)
