@@ -45,6 +45,26 @@ fn synth_then_check_passes_and_fingerprint_is_reproducible() {
         "{}",
         run.stderr
     );
+    // With --format json a script still gets a document, with the error.
+    let run = crossfold(&[
+        "dataset",
+        "check",
+        ma.to_str().unwrap(),
+        "--data-root",
+        missing.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    run.failed();
+    let doc = run.json();
+    assert_eq!(doc["errors"][0]["kind"], "manifest", "{doc}");
+    assert!(
+        doc["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the data root does not exist"),
+        "{doc}"
+    );
 }
 
 #[test]

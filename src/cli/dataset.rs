@@ -217,11 +217,24 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
         // Most errors name the manifest already.
         let text = e.to_string();
         let name = a.manifest.display().to_string();
-        if text.contains(&name) {
+        let err = if text.contains(&name) {
             anyhow::Error::new(e)
         } else {
             anyhow::Error::new(e).context(format!("checking {name}"))
+        };
+        if matches!(a.format, Format::Json) {
+            // A script reading the JSON gets a document in any case: the
+            // manifest as its one error (line 0: the file as a whole).
+            let doc = serde_json::json!({
+                "manifest": name,
+                "rows": 0,
+                "errors": [{"kind": "manifest", "line": 0, "path": "", "field": null,
+                            "value": null, "message": format!("{err:#}")}],
+                "warnings": [],
+            });
+            println!("{doc:#}");
         }
+        err
     })?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
