@@ -73,6 +73,21 @@ fn plan_generates_the_data_and_lists_15_jobs() {
         run.stderr
     );
     assert_eq!(std::fs::read_to_string(&named).unwrap(), before);
+    // So would run's report.
+    let run = crossfold(&[
+        "run",
+        named.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("spec.toml: that is the spec this command reads"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&named).unwrap(), before);
 }
 
 #[test]

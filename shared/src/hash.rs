@@ -39,10 +39,18 @@ fn sha256_read(r: &mut impl Read) -> io::Result<String> {
 /// it), and the file is opened before it is looked at, so that NFS clients
 /// revalidate its attributes (close-to-open). A hash is not remembered for
 /// a file modified within the last [`HashCache::SETTLE`], whose next change
-/// could fall in the same tick of a coarse file-system clock.
-#[derive(Debug, Default)]
+/// could fall in the same tick of a coarse file-system clock (the later of
+/// its modification and change times counts).
+#[derive(Debug)]
 pub struct HashCache {
     known: Mutex<HashMap<PathBuf, (Stamp, String)>>,
+    settle: std::time::Duration,
+}
+
+impl Default for HashCache {
+    fn default() -> Self {
+        HashCache::with_settle(HashCache::SETTLE)
+    }
 }
 
 /// What must not have changed for a remembered hash to hold.
@@ -50,20 +58,38 @@ pub struct HashCache {
 struct Stamp {
     len: u64,
     modified: SystemTime,
+    /// The status-change time (where the system has one).
+    changed: SystemTime,
     #[cfg(unix)]
-    unix: (u64, u64, i64, i64),
+    file: (u64, u64),
 }
 
 impl Stamp {
     fn of(meta: &std::fs::Metadata) -> io::Result<Stamp> {
         #[cfg(unix)]
         use std::os::unix::fs::MetadataExt;
+        let modified = meta.modified()?;
+        #[cfg(unix)]
+        let changed = {
+            let (secs, nanos) = (meta.ctime(), meta.ctime_nsec());
+            let since =
+                std::time::Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32);
+            SystemTime::UNIX_EPOCH + since
+        };
+        #[cfg(not(unix))]
+        let changed = modified;
         Ok(Stamp {
             len: meta.len(),
-            modified: meta.modified()?,
+            modified,
+            changed,
             #[cfg(unix)]
-            unix: (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec()),
+            file: (meta.dev(), meta.ino()),
         })
+    }
+
+    /// The last time the file or its metadata changed.
+    fn latest(&self) -> SystemTime {
+        self.modified.max(self.changed)
     }
 }
 
@@ -73,6 +99,14 @@ impl HashCache {
 
     pub fn new() -> Self {
         HashCache::default()
+    }
+
+    /// A cache that remembers only files left alone for `settle`.
+    pub fn with_settle(settle: std::time::Duration) -> Self {
+        HashCache {
+            known: Mutex::default(),
+            settle,
+        }
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Stamp, String)>> {
@@ -96,8 +130,8 @@ impl HashCache {
         let sha = sha256_read(&mut file)?;
         let after = Stamp::of(&file.metadata()?)?;
         let settled = SystemTime::now()
-            .duration_since(after.modified)
-            .is_ok_and(|age| age >= Self::SETTLE);
+            .duration_since(after.latest())
+            .is_ok_and(|age| age >= self.settle);
         let mut known = self.known();
         if after == before && settled {
             known.insert(path.to_path_buf(), (after, sha.clone()));
@@ -124,12 +158,15 @@ mod tests {
                 .set_modified(t)
                 .unwrap()
         };
+        // Kernels before 6.13 stamp change times on a clock that moves
+        // every few milliseconds: wait past a tick before each change.
+        let tick = || std::thread::sleep(std::time::Duration::from_millis(30));
         let old = SystemTime::now() - std::time::Duration::from_secs(60);
         std::fs::write(&f, b"abc").unwrap();
         set_time(old);
-        let cache = HashCache::new();
-        let abc = sha256_hex(b"abc");
-        assert_eq!(cache.sha256_file(&f).unwrap(), abc);
+        // Remembering at once (the settling wait is tested below).
+        let cache = HashCache::with_settle(std::time::Duration::ZERO);
+        assert_eq!(cache.sha256_file(&f).unwrap(), sha256_hex(b"abc"));
         // Remembered: the same answer without reading the file again. (The
         // test cannot change the content unseen: any write moves the change
         // time, so it tampers with the memory instead.)
@@ -138,21 +175,25 @@ mod tests {
         assert_eq!(cache.sha256_file(&f).unwrap(), planted);
         // Rewritten in place with the same size and modification time put
         // back (as `touch -r` does): the change time moved, so read again.
+        tick();
         std::fs::write(&f, b"abd").unwrap();
         set_time(old);
         assert_eq!(cache.sha256_file(&f).unwrap(), sha256_hex(b"abd"));
         // Replaced by another file (rename): another inode, read again.
+        tick();
         let g = dir.path().join("b.png");
         std::fs::write(&g, b"abe").unwrap();
         std::fs::rename(&g, &f).unwrap();
         set_time(old);
         assert_eq!(cache.sha256_file(&f).unwrap(), sha256_hex(b"abe"));
-        // A file modified just now is hashed but not remembered: its next
-        // change could keep the same time on a coarse clock.
-        std::fs::write(&f, b"abf").unwrap();
-        assert_eq!(cache.sha256_file(&f).unwrap(), sha256_hex(b"abf"));
-        assert!(cache.known().get(&f).is_none());
         assert!(cache.sha256_file(&dir.path().join("gone.png")).is_err());
+        // By default a file changed within the last seconds (here its
+        // change time, though its modification time is old) is hashed but
+        // not remembered: its next change could keep the same times on a
+        // coarse clock.
+        let fresh = HashCache::new();
+        assert_eq!(fresh.sha256_file(&f).unwrap(), sha256_hex(b"abe"));
+        assert_eq!(fresh.remembered(), 0);
     }
 
     #[test]

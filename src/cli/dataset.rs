@@ -217,7 +217,7 @@ fn check(a: CheckArgs) -> Result<ExitCode> {
         // Most errors name the manifest already.
         let text = e.to_string();
         let name = a.manifest.display().to_string();
-        let err = if text.contains(&name) {
+        let err = if text.contains(&format!("{name}:")) {
             anyhow::Error::new(e)
         } else {
             anyhow::Error::new(e).context(format!("checking {name}"))

@@ -93,6 +93,8 @@ fn worker_gpus(device: Device, found: usize) -> Result<(usize, usize)> {
 pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let spec = load_spec(&a.spec, &a.sets)?;
     super::check_pretrained(&spec, true)?;
+    // The report writes the resolved spec as spec.toml in --out.
+    super::not_an_input(&a.out.join("spec.toml"), &[("spec", a.spec.as_path())])?;
     let worker_bin = worker_binary()?;
     let (gpus, first_gpu) = worker_gpus(spec.device(), gpu_count())?;
     if a.workers == Some(0) {

@@ -69,9 +69,8 @@ pub struct FetchFrom<'a> {
 
 /// The data set of `lease`, ready to load (runs on the training thread).
 /// Ends with [`FetchError::Cancelled`] soon after `cancel` is set: between
-/// files while hashing, and within 0.1 s while fetching. A file that looks
-/// unchanged (size, modification time) since an earlier job is not hashed
-/// again.
+/// files while hashing, and within 0.1 s while fetching. A file unchanged
+/// since an earlier job (see [`HashCache`]) is not hashed again.
 pub fn materialise(
     from: &FetchFrom,
     lease: &v1::Lease,
@@ -255,7 +254,9 @@ mod tests {
             ..Default::default()
         };
         let security = ClientSecurity::plaintext();
-        let hashes = HashCache::new();
+        // Files just written are remembered only after a settling time:
+        // none here.
+        let hashes = HashCache::with_settle(Duration::ZERO);
         let cache = tempfile::tempdir().unwrap();
         let from = FetchFrom {
             coordinator: "http://127.0.0.1:9",

@@ -16,8 +16,13 @@ pub fn without_backtrace(message: &str) -> String {
 pub fn weights_message(message: &str) -> String {
     let text = without_backtrace(message);
     let meaning = if text.contains("MetadataIncompleteBuffer") {
-        " (the file is shorter than its header says: truncated, e.g. by an interrupted copy)"
-    } else if ["HeaderTooLarge", "HeaderTooSmall", "InvalidHeader"]
+        " (the file's size is not what its header says: cut off, e.g. by an interrupted copy, or with bytes added)"
+    } else if ["HeaderTooSmall", "InvalidHeaderLength"]
+        .iter()
+        .any(|n| text.contains(n))
+    {
+        " (the file is too short to hold a safetensors header: empty or cut off)"
+    } else if ["HeaderTooLarge", "InvalidHeader"]
         .iter()
         .any(|n| text.contains(n))
     {
@@ -36,8 +41,11 @@ mod tests {
     fn safetensors_error_names_are_explained() {
         assert!(
             weights_message("safetensors error: MetadataIncompleteBuffer")
-                .ends_with("truncated, e.g. by an interrupted copy)")
+                .contains("cut off, e.g. by an interrupted copy, or with bytes added")
         );
+        for short in ["HeaderTooSmall", "InvalidHeaderLength"] {
+            assert!(weights_message(short).contains("too short"), "{short}");
+        }
         assert!(
             weights_message("safetensors error: HeaderTooLarge").contains("not a safetensors file")
         );

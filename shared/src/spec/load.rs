@@ -358,7 +358,10 @@ fn check_section<T: DeserializeOwned>(table: &Table, prefix: &str) -> Vec<SpecPr
 fn plain_types(message: &str) -> String {
     let mut text = message.to_string();
     for (rust, words) in [
-        ("expected u32", "expected a whole number of at least 0"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
         ("expected u64", "expected a whole number of at least 0"),
         ("expected usize", "expected a whole number of at least 0"),
         ("expected i64", "expected a whole number"),

@@ -255,7 +255,15 @@ fn type_errors_are_in_words_not_rust_types() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("expected a whole number of at least 0"),
+        err.contains("expected a whole number from 0 to 4294967295"),
+        "{err}"
+    );
+    // Too large for the field: the same words, with the range.
+    let err = parse(MINIMAL, &["train.epochs=5000000000"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected a whole number from 0 to 4294967295"),
         "{err}"
     );
     let err = parse(MINIMAL, &["train.lr=\"fast\""])

@@ -7,8 +7,10 @@
 //! file's content and path), the side and the resize mode, and by the path
 //! as the manifest writes it. Several such sets can be kept at once (slots
 //! training different experiments side by side); when a new image does not
-//! fit under the limit, the sets used longest ago are let go, and if it
-//! still does not fit it is not kept.
+//! fit under the limit, the sets used longest ago are let go, but never one
+//! that a job is loading from at that moment (two jobs whose sets do not fit
+//! together would otherwise evict each other image by image); if it still
+//! does not fit it is not kept.
 
 use crossfold_shared::imaging::ResizeMode;
 use std::collections::HashMap;
@@ -41,6 +43,24 @@ struct Set {
     images: HashMap<String, Arc<Vec<u8>>>,
     bytes: usize,
     used: u64,
+    /// Jobs loading from this set now ([`DecodedCache::hold`]).
+    loading: usize,
+}
+
+/// A job's claim on its set while it loads: the set is not let go to make
+/// room for another's images meanwhile.
+#[must_use]
+pub struct Hold<'a> {
+    cache: &'a DecodedCache,
+    key: Key,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Some(set) = self.cache.kept().sets.get_mut(&self.key) {
+            set.loading = set.loading.saturating_sub(1);
+        }
+    }
 }
 
 /// One job's use of the cache: its data set at its size.
@@ -67,6 +87,18 @@ impl DecodedCache {
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
         // A panic while holding the lock leaves the maps whole.
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claim the set of `dataset` at `size` and `mode` while loading from it.
+    pub fn hold(&self, dataset: &str, size: u32, mode: ResizeMode) -> Hold<'_> {
+        let key = (dataset.to_string(), size, mode);
+        let mut kept = self.kept();
+        kept.clock += 1;
+        let now = kept.clock;
+        let set = kept.sets.entry(key.clone()).or_default();
+        set.loading += 1;
+        set.used = now;
+        Hold { cache: self, key }
     }
 
     /// The image at `path` of `dataset` at `size` and `mode`, if kept.
@@ -117,7 +149,7 @@ impl DecodedCache {
                 let oldest = kept
                     .sets
                     .iter()
-                    .filter(|(k, _)| **k != key)
+                    .filter(|(k, s)| **k != key && s.loading == 0)
                     .min_by_key(|(_, s)| s.used)
                     .map(|(k, _)| k.clone());
                 let Some(oldest) = oldest else { break };
@@ -177,6 +209,16 @@ mod tests {
         cache.put("d2", 2, ResizeMode::Pad, "d.png", px(100));
         assert!(cache.get("d2", 2, ResizeMode::Pad, "d.png").is_none());
         assert_eq!(cache.bytes(), 3 * one);
+        // A set being loaded from is not let go for another's images: with
+        // d2 held, d3's image is not kept rather than evicting d2.
+        let held = cache.hold("d2", 2, ResizeMode::Pad);
+        cache.put("d3", 2, ResizeMode::Pad, "a.png", px(100));
+        assert!(cache.get("d3", 2, ResizeMode::Pad, "a.png").is_none());
+        assert!(cache.get("d2", 2, ResizeMode::Pad, "a.png").is_some());
+        drop(held);
+        cache.put("d3", 2, ResizeMode::Pad, "a.png", px(100));
+        assert!(cache.get("d3", 2, ResizeMode::Pad, "a.png").is_some());
+        assert!(cache.get("d2", 2, ResizeMode::Pad, "a.png").is_none());
         // A limit of 0 keeps nothing.
         let off = DecodedCache::new(0);
         off.put("d1", 2, ResizeMode::Pad, "a.png", px(4));

@@ -69,6 +69,7 @@ pub fn load_images(
     } = sources;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let mode = resize.mode();
+    let _hold = cache.map(|c| c.cache.hold(c.dataset, size, mode));
     let per = (size as usize) * (size as usize);
     let threads = threads.max(1).min(entries.len().max(1));
     let chunk = entries.len().div_ceil(threads).max(1);
