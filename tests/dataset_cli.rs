@@ -31,13 +31,8 @@ fn synth_then_check_passes_and_fingerprint_is_reproducible() {
     assert_eq!(fa.trim().len(), 64);
     // A --data-root that is not there is one error, not one per row.
     let missing = a.path().join("nowhere");
-    let run = crossfold(&[
-        "dataset",
-        "check",
-        ma.to_str().unwrap(),
-        "--data-root",
-        missing.to_str().unwrap(),
-    ]);
+    let (m, root) = (ma.to_str().unwrap(), missing.to_str().unwrap());
+    let run = crossfold(&["dataset", "check", m, "--data-root", root]);
     run.failed();
     assert!(
         run.stderr.contains("nowhere: the data root does not exist")
@@ -49,9 +44,9 @@ fn synth_then_check_passes_and_fingerprint_is_reproducible() {
     let run = crossfold(&[
         "dataset",
         "check",
-        ma.to_str().unwrap(),
+        m,
         "--data-root",
-        missing.to_str().unwrap(),
+        root,
         "--format",
         "json",
     ]);
@@ -275,15 +270,8 @@ fn synth_rejects_bad_settings_by_name() {
     };
     let before = images(&cohort);
     assert!(before > 0);
-    let run = crossfold(&[
-        "dataset",
-        "synth",
-        "--out",
-        cohort.to_str().unwrap(),
-        "--views",
-        "0",
-        "--force",
-    ]);
+    let out = cohort.to_str().unwrap();
+    let run = crossfold(&["dataset", "synth", "--out", out, "--views", "0", "--force"]);
     run.failed();
     assert!(
         run.stderr.contains("--views 0: must be 1 to 4"),

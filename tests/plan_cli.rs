@@ -59,35 +59,19 @@ fn plan_generates_the_data_and_lists_15_jobs() {
     let named = dir.path().join("spec.toml");
     std::fs::copy(&spec, &named).unwrap();
     let before = std::fs::read_to_string(&named).unwrap();
-    let run = crossfold(&[
-        "plan",
-        named.to_str().unwrap(),
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
-    run.failed();
-    assert!(
-        run.stderr
-            .contains("spec.toml: that is the spec this command reads"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(std::fs::read_to_string(&named).unwrap(), before);
-    // So would run's report.
-    let run = crossfold(&[
-        "run",
-        named.to_str().unwrap(),
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
-    run.failed();
-    assert!(
-        run.stderr
-            .contains("spec.toml: that is the spec this command reads"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(std::fs::read_to_string(&named).unwrap(), before);
+    // plan's own spec.toml, and run's through its report.
+    for cmd in ["plan", "run"] {
+        let out = dir.path().to_str().unwrap();
+        let run = crossfold(&[cmd, named.to_str().unwrap(), "--out", out]);
+        run.failed();
+        assert!(
+            run.stderr
+                .contains("spec.toml: that is the spec this command reads"),
+            "{cmd}: {}",
+            run.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&named).unwrap(), before);
+    }
 }
 
 #[test]
