@@ -347,6 +347,33 @@ fn a_late_result_from_a_cut_off_worker_is_refused() {
 }
 
 #[test]
+fn a_lease_whose_data_cannot_be_read_fails_its_attempt_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(
+        dir.path(),
+        "[protocol]\ntasks = [\"screening\"]\n[retry]\nmax_attempts = 1\n",
+    );
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let id = submit(&url, &spec, &[]);
+    // The manifest moves after submission, before any worker comes.
+    let manifest = dir.path().join("data/manifest.csv");
+    std::fs::rename(&manifest, dir.path().join("data/moved.csv")).unwrap();
+    let _w = start_worker(dir.path(), &url, "w", &[]);
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "failed", "{s}");
+    // Each round failed with the reason, not "stopped heartbeating" after
+    // a lease left to expire.
+    for j in s["job_status"].as_array().unwrap() {
+        let why = j["last_error"].as_str().unwrap_or_default();
+        assert!(why.contains("cannot read its manifest"), "{j}");
+    }
+}
+
+#[test]
 fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(

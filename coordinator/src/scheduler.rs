@@ -101,6 +101,7 @@ mod tests {
             leased_at_ms: 0,
             deadline_ms: 10,
             last_progress_ms: 0,
+            last_position: 0,
             last_error: None,
             released: 0,
         })

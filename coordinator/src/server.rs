@@ -19,6 +19,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+/// The largest Experiments answer (results) sent; the CLI reads up to this.
+const RESULTS_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Open the store named in `config` and serve gRPC on `listener` (and the
 /// metrics on `metrics`, when given) until `shutdown`.
 pub async fn serve(
@@ -151,11 +153,13 @@ pub async fn serve_with_store(
         .set_serving::<ExperimentsServer<ExperimentsService>>()
         .await;
     health.set_serving::<WorkersServer<WorkersService>>().await;
+    // An experiment's results may be tens of MB (one row per test image and
+    // round): answers up to what the CLI accepts (64 MiB).
     let experiments = ExperimentsServer::new(ExperimentsService {
         coordinator: coordinator.clone(),
     })
     .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
+    .max_encoding_message_size(max.max(RESULTS_MAX_BYTES));
     let workers = WorkersServer::new(WorkersService {
         coordinator: coordinator.clone(),
     })

@@ -79,6 +79,10 @@ pub struct Leased {
     pub deadline_ms: i64,
     /// When the worker last reported progress (initially the lease time).
     pub last_progress_ms: i64,
+    /// How far the attempt had got then (steps done in all; 0 before the
+    /// first): a heartbeat repeating it is not progress.
+    #[serde(default)]
+    pub last_position: u64,
     /// The error of the previous failed attempt, if any.
     pub last_error: Option<String>,
     /// Earlier leases that were released (see [`Pending::released`]).
@@ -249,6 +253,7 @@ impl Pending {
             leased_at_ms: now_ms,
             deadline_ms: now_ms.saturating_add(ttl_ms),
             last_progress_ms: now_ms,
+            last_position: 0,
             last_error: self.last_error.clone(),
             released: self.released,
         })
@@ -294,13 +299,16 @@ impl Leased {
         worker_id: &str,
         now_ms: i64,
         ttl_ms: i64,
-        progressed: bool,
+        position: Option<u64>,
     ) -> Result<Leased, TransitionError> {
         self.check(attempt, Some(worker_id))?;
         let mut next = self.clone();
         next.deadline_ms = now_ms.saturating_add(ttl_ms);
-        if progressed {
+        // Progress is a step further than the last report: a worker whose
+        // training hangs keeps sending the same position, and stalls.
+        if let Some(p) = position.filter(|&p| p > self.last_position) {
             next.last_progress_ms = now_ms;
+            next.last_position = p;
         }
         Ok(next)
     }
@@ -417,10 +425,12 @@ impl Leased {
     }
 
     /// After a coordinator restart: give the worker at least `grace_ms` from
-    /// `now` to reconnect and report before the lease expires.
+    /// `now` to reconnect and report before the lease expires, and count
+    /// its progress from now (time the coordinator was down is no stall).
     pub fn reclaim_after_restart(&self, now_ms: i64, grace_ms: i64) -> Leased {
         let mut next = self.clone();
         next.deadline_ms = self.deadline_ms.max(now_ms.saturating_add(grace_ms));
+        next.last_progress_ms = self.last_progress_ms.max(now_ms);
         next
     }
 }
@@ -517,11 +527,11 @@ impl JobState {
         worker_id: &str,
         now_ms: i64,
         ttl_ms: i64,
-        progressed: bool,
+        position: Option<u64>,
     ) -> Result<JobState, TransitionError> {
         match self {
             JobState::Leased(l) => l
-                .heartbeat(attempt, worker_id, now_ms, ttl_ms, progressed)
+                .heartbeat(attempt, worker_id, now_ms, ttl_ms, position)
                 .map(JobState::Leased),
             _ => Err(self.not_leased(attempt)),
         }

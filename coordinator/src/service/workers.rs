@@ -18,6 +18,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Bounds on the warnings one result keeps (they are stored with it).
 const MAX_WARNINGS: usize = 20;
+/// Bounds on one result's predictions (a round tests part of one cohort)
+/// and epochs (a spec allows at most 10,000): the coordinator holds a
+/// result whole before storing it.
+const MAX_PREDICTIONS: usize = 1_000_000;
+const MAX_HISTORY: usize = 10_000;
 const MAX_WARNING_BYTES: usize = 2000;
 
 /// A result's timing as stored. It is informational: one that is not
@@ -146,13 +151,58 @@ impl WorkersService {
             return Ok(None);
         };
         let attempt = job.state.attempt().unwrap_or(0);
+        // What the lease needs besides the job: if it cannot be had (the
+        // data set moved since submission), the attempt fails at once with
+        // that reason (retried as the spec allows; not left to expire as
+        // "stopped heartbeating"), and the worker is told why.
+        let data = async {
+            let manifest_csv =
+                tokio::fs::read_to_string(&e.manifest_path)
+                    .await
+                    .map_err(|err| {
+                        CoordinatorError::FailedPrecondition(format!(
+                            "experiment {}: cannot read its manifest {}: {err}",
+                            e.id, e.manifest_path
+                        ))
+                    })?;
+            self.coordinator.learn_dataset(&e.dataset_sha256).await?;
+            Ok::<_, CoordinatorError>(manifest_csv)
+        };
+        let manifest_csv = match data.await {
+            Ok(m) => m,
+            Err(err) => {
+                let policy = spec_of(&e).map(|spec| retry_policy(&spec));
+                let (id, key, why) = (e.id, job.key.clone(), err.to_string());
+                let failed = match policy {
+                    Ok(policy) => self
+                        .coordinator
+                        .with_store(move |s| {
+                            let job = s.job(id, &key)?;
+                            match job
+                                .state
+                                .clone()
+                                .fail(attempt, &why, true, now_ms(), &policy)
+                            {
+                                Ok(next) => s.update_job(id, &key, job.version, next).map(|_| true),
+                                Err(_) => Ok(false),
+                            }
+                        })
+                        .await
+                        .is_ok_and(|f| f),
+                    Err(_) => false,
+                };
+                tracing::warn!(experiment = %e.id, job = %job.key, attempt, error = %err, failed, "job attempt failed: its data cannot be sent");
+                if failed {
+                    self.coordinator.metrics.attempt("failed");
+                }
+                self.coordinator.changed.notify_waiters();
+                self.coordinator.maybe_finish(e.id).await?;
+                return Err(err);
+            }
+        };
         tracing::info!(experiment = %e.id, job = %job.key, attempt, worker = %worker, "job leased");
         self.coordinator.metrics.leases_granted.inc();
         self.coordinator.changed.notify_waiters();
-        let manifest_csv = tokio::fs::read_to_string(&e.manifest_path)
-            .await
-            .unwrap_or_default();
-        self.coordinator.learn_dataset(&e.dataset_sha256).await?;
         let files = self
             .coordinator
             .files_of(&e.dataset_sha256)
@@ -236,7 +286,12 @@ impl Workers for WorkersService {
         if r.free_slots == 0 {
             return Ok(Response::new(v1::LeaseResponse { lease: None }));
         }
-        let wait = Duration::from_secs_f64(r.wait_seconds.clamp(0.0, 30.0));
+        // NaN (from a broken client) waits not at all.
+        let wait = Duration::from_secs_f64(if r.wait_seconds.is_finite() {
+            r.wait_seconds.clamp(0.0, 30.0)
+        } else {
+            0.0
+        });
         let until = Instant::now() + wait;
         let mut stopping = self.coordinator.stopping();
         loop {
@@ -269,22 +324,24 @@ impl Workers for WorkersService {
         let id = parse_id(&r.experiment_id)?;
         let ttl = ms(self.coordinator.config.lease_ttl);
         let (key, worker, attempt) = (r.job_key.clone(), r.worker_id.clone(), r.attempt);
-        let progressed = r.progress.is_some();
+        // How far the attempt has got: steps done in all.
+        let position = r.progress.as_ref().map(|p| {
+            u64::from(p.epoch.saturating_sub(1)) * u64::from(p.steps_per_epoch) + u64::from(p.step)
+        });
         let keep_going = self
             .coordinator
             .with_store(move |s| {
                 for _ in 0..8 {
                     let job = s.job(id, &key)?;
-                    let next = match job.state.clone().heartbeat(
-                        attempt,
-                        &worker,
-                        now_ms(),
-                        ttl,
-                        progressed,
-                    ) {
-                        Ok(n) => n,
-                        Err(_) => return Ok(false),
-                    };
+                    let next =
+                        match job
+                            .state
+                            .clone()
+                            .heartbeat(attempt, &worker, now_ms(), ttl, position)
+                        {
+                            Ok(n) => n,
+                            Err(_) => return Ok(false),
+                        };
                     match s.update_job(id, &key, job.version, next) {
                         Ok(_) => return Ok(true),
                         Err(StoreError::Conflict { .. }) => continue,
@@ -335,6 +392,19 @@ impl Workers for WorkersService {
                     )
                     .into());
                 }
+            }
+            if head.is_none() {
+                // A caller that is no worker is refused before anything
+                // it sends is held.
+                self.check_worker(&chunk.worker_id)?;
+            }
+            if predictions.len() + chunk.predictions.len() > MAX_PREDICTIONS
+                || history.len() + chunk.history.len() > MAX_HISTORY
+            {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "a result holds at most {MAX_PREDICTIONS} predictions and {MAX_HISTORY} epochs"
+                ))
+                .into());
             }
             predictions.append(&mut chunk.predictions);
             history.append(&mut chunk.history);

@@ -87,7 +87,8 @@ fn apply(s: &JobState, op: &Op, now: i64, p: &RetryPolicy) -> Result<JobState, T
             WORKERS[worker],
             now,
             ttl,
-            progressed,
+            // A step further each time it progresses (time only grows).
+            progressed.then(|| now.max(0) as u64 + 1),
         ),
         Op::Complete { attempt } => match s.complete(named_attempt(s, attempt), now)? {
             Completion::Committed(ok) => Ok(ok.into()),

@@ -73,26 +73,59 @@ fn lease_respects_backoff_and_needs_pending() {
 #[test]
 fn heartbeat_extends_deadline_and_records_progress() {
     let s = first_lease();
-    let h = s.heartbeat(1, "w1", 10_000, TTL, false).unwrap();
+    let h = s.heartbeat(1, "w1", 10_000, TTL, None).unwrap();
     assert_eq!(leased(&h).deadline_ms, 10_000 + TTL);
     assert_eq!(leased(&h).last_progress_ms, 1_000);
-    let h = h.heartbeat(1, "w1", 20_000, TTL, true).unwrap();
+    let h = h.heartbeat(1, "w1", 20_000, TTL, Some(5)).unwrap();
     assert_eq!(leased(&h).deadline_ms, 20_000 + TTL);
     assert_eq!(leased(&h).last_progress_ms, 20_000);
+    // The same position again (a worker whose training hangs still sends
+    // its last progress) extends the lease but is no progress.
+    let h = h.heartbeat(1, "w1", 30_000, TTL, Some(5)).unwrap();
+    assert_eq!(leased(&h).deadline_ms, 30_000 + TTL);
+    assert_eq!(leased(&h).last_progress_ms, 20_000);
+    let h = h.heartbeat(1, "w1", 40_000, TTL, Some(6)).unwrap();
+    assert_eq!(leased(&h).last_progress_ms, 40_000);
+}
+
+#[test]
+fn a_hung_job_that_keeps_heartbeating_stalls() {
+    let p = policy();
+    let mut s = first_lease();
+    s = s.heartbeat(1, "w1", 2_000, TTL, Some(3)).unwrap();
+    // Heartbeats every 10 s for 70 s, always at step 3.
+    for t in (12_000..=72_000).step_by(10_000) {
+        s = s.heartbeat(1, "w1", t, TTL, Some(3)).unwrap();
+    }
+    assert!(
+        s.stall(72_000, 60_000, &p).is_ok(),
+        "no step for 70 s is a stall"
+    );
+}
+
+#[test]
+fn a_restart_counts_progress_from_the_restart() {
+    let s = first_lease();
+    let JobState::Leased(l) = &s else { panic!() };
+    // Down for an hour: the lease is reclaimed with a grace period, and the
+    // stall clock starts again.
+    let back = l.reclaim_after_restart(3_600_000, 60_000);
+    assert_eq!(back.deadline_ms, 3_660_000);
+    assert_eq!(back.last_progress_ms, 3_600_000);
 }
 
 #[test]
 fn heartbeat_checks_attempt_then_worker() {
     let s = first_lease();
     assert_eq!(
-        s.heartbeat(2, "w1", 2_000, TTL, true),
+        s.heartbeat(2, "w1", 2_000, TTL, Some(1)),
         Err(TransitionError::StaleAttempt {
             current: Some(1),
             given: 2
         })
     );
     assert_eq!(
-        s.heartbeat(1, "w2", 2_000, TTL, true),
+        s.heartbeat(1, "w2", 2_000, TTL, Some(1)),
         Err(TransitionError::WrongWorker {
             attempt: 1,
             holder: "w1".into(),
@@ -115,7 +148,7 @@ fn fencing_refuses_the_old_attempt_after_a_re_lease() {
         given: 1,
     };
     assert_eq!(
-        s.heartbeat(1, "w1", not_before, TTL, true),
+        s.heartbeat(1, "w1", not_before, TTL, Some(1)),
         Err(stale.clone())
     );
     assert_eq!(s.complete(1, not_before), Err(stale.clone()));
@@ -136,7 +169,7 @@ fn reports_on_a_pending_job_are_stale_and_on_a_finished_job_wrong_state() {
         current: None,
         given: 1,
     };
-    assert_eq!(pend.heartbeat(1, "w", 0, TTL, true), Err(stale.clone()));
+    assert_eq!(pend.heartbeat(1, "w", 0, TTL, Some(1)), Err(stale.clone()));
     assert_eq!(pend.complete(1, 0), Err(stale.clone()));
     assert_eq!(pend.fail(1, "e", true, 0, &p), Err(stale.clone()));
     assert_eq!(pend.release(1, "w"), Err(stale));
@@ -146,7 +179,7 @@ fn reports_on_a_pending_job_are_stale_and_on_a_finished_job_wrong_state() {
         wanted: "leased",
     };
     assert_eq!(
-        cancelled.heartbeat(1, "w1", 0, TTL, true),
+        cancelled.heartbeat(1, "w1", 0, TTL, Some(1)),
         Err(wrong.clone())
     );
     assert_eq!(cancelled.complete(1, 0), Err(wrong.clone()));
@@ -344,7 +377,9 @@ fn release_does_not_count_as_an_attempt_but_fences() {
 #[test]
 fn stall_is_a_retryable_failure_after_no_progress() {
     let p = policy();
-    let s = first_lease().heartbeat(1, "w1", 5_000, TTL, true).unwrap();
+    let s = first_lease()
+        .heartbeat(1, "w1", 5_000, TTL, Some(1))
+        .unwrap();
     assert_eq!(
         s.stall(64_999, 60_000, &p),
         Err(TransitionError::NotYet {
