@@ -331,7 +331,10 @@ impl Coordinator {
             }
             let results = parse_results(&s.results(id)?)?;
             let summary = aggregate::summarize_record(&results, &e);
-            s.set_summary(id, &summary.to_string())
+            // Only if still finished: a resubmission may have queued rounds
+            // again since the jobs were read.
+            s.set_summary_if_finished(id, &summary.to_string())
+                .map(|_| ())
         })
         .await?;
         self.changed.notify_waiters();

@@ -225,6 +225,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn set_summary_if_finished(
+        &self,
+        id: ExperimentId,
+        summary_json: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let finished = inner
+            .jobs
+            .get(&id)
+            .is_none_or(|jobs| jobs.values().all(|j| j.state.is_terminal()));
+        if !finished {
+            inner.experiment_mut(id)?;
+            return Ok(false);
+        }
+        inner.experiment_mut(id)?.summary_json = Some(summary_json.to_string());
+        Ok(true)
+    }
+
     fn active_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         let inner = self.lock();
         let mut experiments: Vec<_> = inner.experiments.values().collect();

@@ -191,6 +191,16 @@ pub trait Store: Send + Sync + 'static {
     /// Store the experiment's aggregated results (replacing any earlier).
     fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError>;
 
+    /// [`Store::set_summary`], only if every job of the experiment is
+    /// terminal, checked in the same transaction: a resubmission that
+    /// queued rounds again between the aggregation and this write keeps
+    /// its cleared summary. Returns whether it was stored.
+    fn set_summary_if_finished(
+        &self,
+        id: ExperimentId,
+        summary_json: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Every job in a non-terminal state (pending or leased) across all
     /// experiments, ordered by experiment submission order, then key (for the
     /// scheduler and restart recovery).

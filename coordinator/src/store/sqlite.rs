@@ -466,6 +466,30 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_summary_if_finished(
+        &self,
+        id: ExperimentId,
+        summary_json: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE experiment = ?1 ORDER BY key");
+        self.write(|tx| {
+            let jobs = self.query_jobs(tx, &sql, [id.to_string()])?;
+            if !jobs.iter().all(|j| j.state.is_terminal()) {
+                return Ok(false);
+            }
+            let n = tx
+                .execute(
+                    "UPDATE experiments SET summary_json = ?1 WHERE id = ?2",
+                    params![summary_json, id.to_string()],
+                )
+                .db(&self.label)?;
+            if n == 0 {
+                return Err(StoreError::NoExperiment(id));
+            }
+            Ok(true)
+        })
+    }
+
     fn active_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
         let columns = JOB_COLUMNS
             .split(", ")

@@ -332,6 +332,12 @@ fn results_are_ordered_by_key(store: &dyn Store) {
 
 fn cancel_and_summary(store: &dyn Store) {
     let e = create(store, 1, &["a"]);
+    // Job a is pending: a summary made when all looked finished (a
+    // resubmission queued it again since) is not stored.
+    assert!(!store
+        .set_summary_if_finished(e.id, "{\"auc\":0.7}")
+        .unwrap());
+    assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
     store.set_cancelled(e.id).unwrap();
     store.set_cancelled(e.id).unwrap();
     store.set_summary(e.id, "{\"auc\":0.9}").unwrap();
@@ -385,6 +391,10 @@ fn resume_queues_failed_and_cancelled_jobs_again_and_keeps_the_rest(store: &dyn 
     }
     assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
     // Nothing left to resume: the summary of a finished run is kept.
+    assert!(
+        !store.set_summary_if_finished(e.id, "{}").unwrap(),
+        "run and wait are not finished"
+    );
     store.set_summary(e.id, "{}").unwrap();
     assert_eq!(store.resume(e.id).unwrap(), 0);
     assert_eq!(
