@@ -7,8 +7,8 @@ use crate::aggregate::{round_stats, JobResult, JobTiming, ScoredImage};
 use crate::config::now_ms;
 use crate::error::{parse_id, CoordinatorError};
 use crate::scheduler;
-use crate::state::JobState;
-use crate::store::StoreError;
+use crate::state::{JobState, RetryPolicy};
+use crate::store::{ExperimentId, StoreError};
 use crossfold_proto::v1::{self, workers_server::Workers};
 use crossfold_shared::label::Task;
 use std::sync::Arc;
@@ -108,6 +108,33 @@ impl WorkersService {
         Ok(())
     }
 
+    /// Fail attempt `attempt` of job `key` with `error`; false when the
+    /// attempt is stale (nothing to do).
+    async fn fail_attempt(
+        &self,
+        id: ExperimentId,
+        key: &str,
+        attempt: u32,
+        error: String,
+        retryable: bool,
+        policy: RetryPolicy,
+    ) -> Result<bool, CoordinatorError> {
+        let key = key.to_string();
+        self.coordinator
+            .with_store(move |s| {
+                let job = s.job(id, &key)?;
+                match job
+                    .state
+                    .clone()
+                    .fail(attempt, &error, retryable, now_ms(), &policy)
+                {
+                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| true),
+                    Err(_) => Ok(false),
+                }
+            })
+            .await
+    }
+
     /// Try once to lease a ready job to `worker`.
     /// Lease the next job this worker may run; `gpu` is what the worker
     /// says of itself (older workers do not: then what it registered).
@@ -171,22 +198,16 @@ impl WorkersService {
         let manifest_csv = match data.await {
             Ok(m) => m,
             Err(err) => {
-                let policy = spec_of(&e).map(|spec| retry_policy(&spec));
-                let (id, key, why) = (e.id, job.key.clone(), err.to_string());
-                let failed = match policy {
-                    Ok(policy) => self
-                        .coordinator
-                        .with_store(move |s| {
-                            let job = s.job(id, &key)?;
-                            match job
-                                .state
-                                .clone()
-                                .fail(attempt, &why, true, now_ms(), &policy)
-                            {
-                                Ok(next) => s.update_job(id, &key, job.version, next).map(|_| true),
-                                Err(_) => Ok(false),
-                            }
-                        })
+                let failed = match spec_of(&e) {
+                    Ok(spec) => self
+                        .fail_attempt(
+                            e.id,
+                            &job.key,
+                            attempt,
+                            err.to_string(),
+                            true,
+                            retry_policy(&spec),
+                        )
                         .await
                         .is_ok_and(|f| f),
                     Err(_) => false,
@@ -547,21 +568,15 @@ impl Workers for WorkersService {
             .with_store(move |s| s.experiment(id))
             .await?;
         let policy = retry_policy(&spec_of(&e)?);
-        let (key, attempt, error, retryable) =
-            (r.job_key.clone(), r.attempt, r.error.clone(), r.retryable);
         let changed = self
-            .coordinator
-            .with_store(move |s| {
-                let job = s.job(id, &key)?;
-                match job
-                    .state
-                    .clone()
-                    .fail(attempt, &error, retryable, now_ms(), &policy)
-                {
-                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| true),
-                    Err(_) => Ok(false), // stale attempt: nothing to do
-                }
-            })
+            .fail_attempt(
+                id,
+                &r.job_key,
+                r.attempt,
+                r.error.clone(),
+                r.retryable,
+                policy,
+            )
             .await?;
         tracing::warn!(experiment = %id, job = %r.job_key, attempt = r.attempt, error = %r.error, stale = !changed, "job attempt failed");
         if changed {

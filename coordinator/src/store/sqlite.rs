@@ -105,6 +105,25 @@ impl SqliteStore {
 
     /// Run `f` in a write transaction, committed when `f` succeeds and
     /// rolled back when it fails.
+    /// The experiment's summary, within `tx`.
+    fn write_summary(
+        &self,
+        tx: &Transaction,
+        id: ExperimentId,
+        summary_json: &str,
+    ) -> Result<(), StoreError> {
+        let n = tx
+            .execute(
+                "UPDATE experiments SET summary_json = ?1 WHERE id = ?2",
+                params![summary_json, id.to_string()],
+            )
+            .db(&self.label)?;
+        if n == 0 {
+            return Err(StoreError::NoExperiment(id));
+        }
+        Ok(())
+    }
+
     fn write<T>(
         &self,
         f: impl FnOnce(&Transaction) -> Result<T, StoreError>,
@@ -452,18 +471,7 @@ impl Store for SqliteStore {
     }
 
     fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let n = tx
-                .execute(
-                    "UPDATE experiments SET summary_json = ?1 WHERE id = ?2",
-                    params![summary_json, id.to_string()],
-                )
-                .db(&self.label)?;
-            if n == 0 {
-                return Err(StoreError::NoExperiment(id));
-            }
-            Ok(())
-        })
+        self.write(|tx| self.write_summary(tx, id, summary_json))
     }
 
     fn set_summary_if_finished(
@@ -477,16 +485,7 @@ impl Store for SqliteStore {
             if !jobs.iter().all(|j| j.state.is_terminal()) {
                 return Ok(false);
             }
-            let n = tx
-                .execute(
-                    "UPDATE experiments SET summary_json = ?1 WHERE id = ?2",
-                    params![summary_json, id.to_string()],
-                )
-                .db(&self.label)?;
-            if n == 0 {
-                return Err(StoreError::NoExperiment(id));
-            }
-            Ok(true)
+            self.write_summary(tx, id, summary_json).map(|()| true)
         })
     }
 
