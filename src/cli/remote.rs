@@ -656,11 +656,12 @@ fn absolute_paths(spec: &mut crossfold_shared::spec::Spec) -> Result<()> {
         )
     })?;
     spec.dataset.manifest = real.display().to_string();
+    // The same check as plan's: a relative path must be a file here.
+    super::check_pretrained(spec, false)?;
     if let (Some(given), Some(path)) = (spec.train.pretrained.clone(), spec.pretrained_path()) {
         if !std::path::Path::new(&given).is_absolute() {
-            let named = || format!("train.pretrained = {given:?}: {}", path.display());
-            std::fs::metadata(&path).with_context(named)?;
-            let full = std::path::absolute(&path).with_context(named)?;
+            let full = std::path::absolute(&path)
+                .with_context(|| format!("train.pretrained = {given:?}: {}", path.display()))?;
             spec.train.pretrained = Some(full.display().to_string());
         }
     }
