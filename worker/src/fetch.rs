@@ -14,7 +14,6 @@ use crossfold_shared::hash::{sha256_hex, HashCache};
 use crossfold_shared::manifest::Manifest;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use tokio_stream::StreamExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +131,7 @@ pub fn materialise(
             // stopping between awaits leaves the cache sound.
             tokio::select! {
                 done = fetch_all(coordinator, security, &dir, &lease.dataset_sha256, &missing) => done,
-                _ = until_set(cancel) => Err(FetchError::Cancelled),
+                _ = crate::runtime::until_set(cancel) => Err(FetchError::Cancelled),
             }
         })?;
     }
@@ -145,13 +144,6 @@ pub fn materialise(
         });
     }
     Ok((m, fp))
-}
-
-/// Resolves once `flag` is set (looked at every 0.1 s).
-async fn until_set(flag: &AtomicBool) {
-    while !flag.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn fetch_all(
@@ -226,6 +218,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_shared_data_set_is_fingerprinted_through_the_workers_hash_memory() {

@@ -454,13 +454,16 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Wait `d`, or less once `stop` is set (the callers then see it and end).
 async fn pause(d: Duration, stop: &AtomicBool) {
-    let end = tokio::time::Instant::now() + d;
-    while !stop.load(Ordering::SeqCst) {
-        let left = end.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        tokio::time::sleep(left.min(STOP_POLL)).await;
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = until_set(stop) => {}
+    }
+}
+
+/// Resolves once `flag` is set (looked at every [`STOP_POLL`]).
+pub(crate) async fn until_set(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(STOP_POLL).await;
     }
 }
 
