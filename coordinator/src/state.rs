@@ -22,7 +22,11 @@
 //!   count as an attempt.
 //! - The attempt number (1-based) is the lease's fencing token: every report
 //!   from a worker names its attempt, and a report for any other attempt than
-//!   the current one is refused with [`TransitionError::StaleAttempt`].
+//!   the current one is refused with [`TransitionError::StaleAttempt`]. A
+//!   report naming the current attempt from another worker than the one
+//!   holding it is refused with [`TransitionError::WrongWorker`] (heartbeat
+//!   and release check it in the transition; complete and fail through
+//!   [`JobState::check_worker`]).
 //! - Completing a job that already succeeded with the same attempt is
 //!   acknowledged as [`Completion::AlreadyCommitted`]: a repeated report is
 //!   counted once.
@@ -468,6 +472,18 @@ impl JobState {
             JobState::Leased(l) => Some(l.attempt),
             JobState::Succeeded(s) => Some(s.attempt),
             _ => None,
+        }
+    }
+
+    /// Refused with [`TransitionError::WrongWorker`] when attempt `attempt`
+    /// holds the lease under another worker than `worker_id`; fine in every
+    /// other case (the transition itself then says whether the attempt is
+    /// current). An attempt number is leased once, to one worker, so this
+    /// check cannot go stale between reading the job and changing it.
+    pub fn check_worker(&self, attempt: u32, worker_id: &str) -> Result<(), TransitionError> {
+        match self {
+            JobState::Leased(l) if l.attempt == attempt => l.check(attempt, Some(worker_id)),
+            _ => Ok(()),
         }
     }
 

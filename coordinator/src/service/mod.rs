@@ -368,6 +368,15 @@ pub fn retry_policy(spec: &Spec) -> RetryPolicy {
     }
 }
 
+/// The experiment's retry policy; the default one when its stored spec no
+/// longer parses (a spec format change since it was submitted), so its
+/// jobs still expire, fail and end instead of staying leased for ever.
+pub fn stored_policy(e: &ExperimentRecord) -> RetryPolicy {
+    spec_of(e)
+        .map(|spec| retry_policy(&spec))
+        .unwrap_or_default()
+}
+
 /// Experiment state from its jobs: cancelled, succeeded (all jobs),
 /// failed (all terminal, some failed), running (some leased or done), pending.
 pub fn experiment_state(e: &ExperimentRecord, jobs: &[JobRecord]) -> &'static str {

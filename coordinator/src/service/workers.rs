@@ -2,12 +2,12 @@
 //! fail, release. Every call after the lease names its attempt; calls for any
 //! other attempt than the job's current one are refused (fencing).
 
-use super::{retry_policy, spec_of, Coordinator, WorkerInfo};
+use super::{spec_of, stored_policy, Coordinator, WorkerInfo};
 use crate::aggregate::{round_stats, JobResult, JobTiming, ScoredImage};
 use crate::config::now_ms;
 use crate::error::{parse_id, CoordinatorError};
 use crate::scheduler;
-use crate::state::{JobState, RetryPolicy};
+use crate::state::JobState;
 use crate::store::{ExperimentId, StoreError};
 use crossfold_proto::v1::{self, workers_server::Workers};
 use crossfold_shared::label::Task;
@@ -108,21 +108,26 @@ impl WorkersService {
         Ok(())
     }
 
-    /// Fail attempt `attempt` of job `key` with `error`; false when the
-    /// attempt is stale (nothing to do).
+    /// Fail attempt `attempt` of job `key`, held by `worker`, with `error`,
+    /// under the experiment's retry policy; false when the attempt is stale
+    /// or held by another worker (nothing to do).
     async fn fail_attempt(
         &self,
         id: ExperimentId,
         key: &str,
         attempt: u32,
+        worker: &str,
         error: String,
         retryable: bool,
-        policy: RetryPolicy,
     ) -> Result<bool, CoordinatorError> {
-        let key = key.to_string();
+        let (key, worker) = (key.to_string(), worker.to_string());
         self.coordinator
             .with_store(move |s| {
+                let policy = stored_policy(&s.experiment(id)?);
                 let job = s.job(id, &key)?;
+                if job.state.check_worker(attempt, &worker).is_err() {
+                    return Ok(false);
+                }
                 match job
                     .state
                     .clone()
@@ -198,20 +203,10 @@ impl WorkersService {
         let manifest_csv = match data.await {
             Ok(m) => m,
             Err(err) => {
-                let failed = match spec_of(&e) {
-                    Ok(spec) => self
-                        .fail_attempt(
-                            e.id,
-                            &job.key,
-                            attempt,
-                            err.to_string(),
-                            true,
-                            retry_policy(&spec),
-                        )
-                        .await
-                        .is_ok_and(|f| f),
-                    Err(_) => false,
-                };
+                let failed = self
+                    .fail_attempt(e.id, &job.key, attempt, worker, err.to_string(), true)
+                    .await
+                    .is_ok_and(|f| f);
                 tracing::warn!(experiment = %e.id, job = %job.key, attempt, error = %err, failed, "job attempt failed: its data cannot be sent");
                 if failed {
                     self.coordinator.metrics.attempt("failed");
@@ -452,6 +447,14 @@ impl Workers for WorkersService {
                 move |s| Ok((s.experiment(id)?, s.job(id, &key)?))
             })
             .await?;
+        if let Err(why) = job.state.check_worker(head.attempt, &head.worker_id) {
+            tracing::warn!(experiment = %id, job = %key, attempt = head.attempt, worker = %head.worker_id, reason = %why, "result from another worker than the lease's refused");
+            return Ok(Response::new(v1::CompleteResponse {
+                accepted: false,
+                duplicate: false,
+                message: format!("refused: {why}"),
+            }));
+        }
         let spec = spec_of(&e)?;
         let task: Task = job.task.parse().map_err(CoordinatorError::Internal)?;
         let scored: Vec<ScoredImage> = predictions
@@ -563,19 +566,14 @@ impl Workers for WorkersService {
         let r = request.into_inner();
         self.check_worker(&r.worker_id)?;
         let id = parse_id(&r.experiment_id)?;
-        let e = self
-            .coordinator
-            .with_store(move |s| s.experiment(id))
-            .await?;
-        let policy = retry_policy(&spec_of(&e)?);
         let changed = self
             .fail_attempt(
                 id,
                 &r.job_key,
                 r.attempt,
+                &r.worker_id,
                 r.error.clone(),
                 r.retryable,
-                policy,
             )
             .await?;
         tracing::warn!(experiment = %id, job = %r.job_key, attempt = r.attempt, error = %r.error, stale = !changed, "job attempt failed");
@@ -630,12 +628,7 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
                 let next = if e.cancelled {
                     Some(job.state.cancel())
                 } else {
-                    let Ok(spec) =
-                        crossfold_shared::spec::Spec::parse_stored(&e.spec_toml, "stored spec")
-                    else {
-                        continue;
-                    };
-                    let policy = retry_policy(&spec);
+                    let policy = stored_policy(e);
                     let st = job.state.clone();
                     st.clone()
                         .expire(now, &policy)
@@ -806,6 +799,67 @@ mod tests {
             })
         );
         assert_eq!(jobs[1].state.name(), "pending");
+    }
+
+    fn fail_request(id: uuid::Uuid, worker: &str) -> Request<v1::FailRequest> {
+        Request::new(v1::FailRequest {
+            worker_id: worker.into(),
+            experiment_id: id.to_string(),
+            job_key: "a".into(),
+            attempt: 1,
+            error: "out of memory".into(),
+            retryable: true,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failure_from_another_worker_than_the_leases_is_ignored() {
+        let (c, id) = restarted(false);
+        let service = WorkersService {
+            coordinator: c.clone(),
+        };
+        service.fail(fail_request(id, "intruder")).await.unwrap();
+        let a = c.with_store(move |s| s.job(id, "a")).await.unwrap();
+        assert_eq!(a.state.name(), "leased", "{:?}", a.state);
+        service.fail(fail_request(id, "gone")).await.unwrap();
+        let a = c.with_store(move |s| s.job(id, "a")).await.unwrap();
+        match a.state {
+            JobState::Pending(p) => assert_eq!(p.last_error.as_deref(), Some("out of memory")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn leases_of_an_experiment_whose_stored_spec_no_longer_parses_still_end() {
+        let store = Arc::new(MemoryStore::new());
+        let e = crate::store::ExperimentRecord {
+            spec_toml: "[train]\narch = \"resnet1000\"\n".into(),
+            ..experiment(1)
+        };
+        let (e, _) = store.create_experiment(e, jobs(&["a"])).unwrap();
+        let a = &store.jobs(e.id).unwrap()[0];
+        // Leased long ago: the lease's deadline has passed.
+        let leased = a.state.lease("gone", now_ms() - 60_000, 1_000).unwrap();
+        store.update_job(e.id, "a", a.version, leased).unwrap();
+        let c = Coordinator::new(store, Config::new("unused.db".into(), Vec::new()));
+        assert!(spec_of(&c.store.experiment(e.id).unwrap()).is_err());
+        reap(&c).await.unwrap();
+        let a = c.store.job(e.id, "a").unwrap();
+        // Expired under the default policy (3 attempts): queued again.
+        assert_eq!(a.state.name(), "pending", "{:?}", a.state);
+        // And a worker's failure report is taken, not refused.
+        let service = WorkersService {
+            coordinator: c.clone(),
+        };
+        // Leased again after its backoff.
+        let later = now_ms() + crate::state::MAX_BACKOFF_MS;
+        let leased = a.state.lease("w", later, 30_000).unwrap();
+        c.store.update_job(e.id, "a", a.version, leased).unwrap();
+        let mut failed = fail_request(e.id, "w");
+        failed.get_mut().attempt = 2;
+        failed.get_mut().retryable = false;
+        service.fail(failed).await.unwrap();
+        assert_eq!(c.store.job(e.id, "a").unwrap().state.name(), "failed");
     }
 
     #[test]

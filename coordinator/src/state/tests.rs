@@ -338,6 +338,28 @@ fn expiry_needs_the_deadline_and_counts_as_an_attempt() {
 }
 
 #[test]
+fn only_the_holder_of_an_attempt_passes_the_worker_check() {
+    let s = first_lease();
+    assert_eq!(s.check_worker(1, "w1"), Ok(()));
+    assert_eq!(
+        s.check_worker(1, "w2"),
+        Err(TransitionError::WrongWorker {
+            attempt: 1,
+            holder: "w1".into(),
+            given: "w2".into()
+        })
+    );
+    // Another attempt, or a job not leased: for the transition to refuse.
+    assert_eq!(s.check_worker(2, "w2"), Ok(()));
+    assert_eq!(JobState::new().check_worker(1, "w2"), Ok(()));
+    let done: JobState = match s.complete(1, 2_000).unwrap() {
+        Completion::Committed(d) => d.into(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(done.check_worker(1, "w2"), Ok(()));
+}
+
+#[test]
 fn release_does_not_count_as_an_attempt_but_fences() {
     let s = first_lease();
     assert!(matches!(

@@ -1,0 +1,90 @@
+//! The worker protocol spoken by hand over gRPC to a real coordinator
+//! process: what it does with reports that do not come from the worker
+//! holding the lease.
+
+mod common;
+use common::cluster::*;
+use crossfold_proto::client::ClientSecurity;
+use crossfold_proto::v1::{self, workers_client::WorkersClient};
+
+#[test]
+fn a_report_naming_another_workers_attempt_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let id = submit(&url, &spec, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (job, attempt) = rt.block_on(async {
+        let channel = ClientSecurity::plaintext().connect(&url).await.unwrap();
+        let mut client = WorkersClient::new(channel);
+        for name in ["holder", "intruder"] {
+            client
+                .register(v1::RegisterRequest {
+                    worker_name: name.into(),
+                    slots: 1,
+                    instance: format!("{name}-instance"),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let lease = client
+            .lease(v1::LeaseRequest {
+                worker_id: "holder".into(),
+                free_slots: 1,
+                wait_seconds: 5.0,
+                gpu: Some(false),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .lease
+            .expect("a lease");
+        // The intruder names the holder's attempt: its result is refused.
+        let chunk = v1::CompleteChunk {
+            worker_id: "intruder".into(),
+            experiment_id: lease.experiment_id.clone(),
+            job_key: lease.job_key.clone(),
+            attempt: lease.attempt,
+            last: true,
+            ..Default::default()
+        };
+        let reply = client
+            .complete(tokio_stream::iter(vec![chunk]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!reply.accepted, "{reply:?}");
+        assert!(
+            reply.message.contains("leased to worker holder, not to intruder"),
+            "{reply:?}"
+        );
+        // And its failure report changes nothing.
+        client
+            .fail(v1::FailRequest {
+                worker_id: "intruder".into(),
+                experiment_id: lease.experiment_id.clone(),
+                job_key: lease.job_key.clone(),
+                attempt: lease.attempt,
+                error: "made up".into(),
+                retryable: false,
+            })
+            .await
+            .unwrap();
+        (lease.job_key, lease.attempt)
+    });
+    let s = status(&url, &id);
+    let j = s["job_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["key"] == job.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (j["state"].as_str(), j["worker"].as_str(), j["attempt"].as_u64()),
+        (Some("leased"), Some("holder"), Some(u64::from(attempt))),
+        "{s}"
+    );
+}
