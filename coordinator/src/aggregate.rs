@@ -1,10 +1,12 @@
 //! Aggregating an experiment's committed results: per task, the rounds'
 //! statistics, their summary (mean, sample SD with n - 1, min, max) and the
-//! pooled out-of-fold AUC with its DeLong CI, and with repeats, the pooled
-//! AUC of each repeat.
+//! pooled out-of-fold AUC with its DeLong CI clustered by patient, and with
+//! repeats, the pooled AUC of each repeat.
 
 use crossfold_shared::label::{Label, Task};
-use crossfold_shared::metrics::{summarize_optional, Pooled, RoundStats, SUMMARY_KEYS};
+use crossfold_shared::metrics::{
+    clustered_delong, summarize_optional, Pooled, RoundStats, SUMMARY_KEYS,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -134,28 +136,46 @@ pub fn summarize_record(results: &[JobResult], e: &crate::store::ExperimentRecor
     )
 }
 
-/// The pooled AUC (DeLong CI) of the test predictions of `rounds`.
+/// The pooled AUC of the test predictions of `rounds`, with DeLong's CI
+/// clustered by patient (Obuchowski 1997): an image tested in several
+/// rounds, and a patient's several images, are one cluster, not
+/// independent cases. A prediction without a patient id is its image's
+/// own cluster.
 fn pooled_of(task: Task, rounds: &[&JobResult]) -> Option<Value> {
     let mut labels = Vec::new();
     let mut scores = Vec::new();
+    let mut patients = Vec::new();
+    let mut images = std::collections::BTreeSet::new();
     for r in rounds {
         for p in &r.predictions {
             if let Ok(l) = p.label.parse::<Label>() {
                 labels.push(task.is_positive(l));
                 scores.push(p.score);
+                patients.push(if p.patient.is_empty() {
+                    format!("image {}", p.image)
+                } else {
+                    format!("patient {}", p.patient)
+                });
+                images.insert(p.image.as_str());
             }
         }
     }
     let pooled = Pooled::from_rounds([(&labels[..], &scores[..])]).ok()?;
-    let d = pooled.delong().ok().flatten();
+    let d = clustered_delong(&labels, &scores, &patients).ok().flatten();
+    let clusters = patients.iter().collect::<std::collections::HashSet<_>>();
     Some(json!({
         "n": labels.len(),
+        "images": images.len(),
+        "clusters": clusters.len(),
         "auc": pooled.auc().ok().flatten(),
         "auc_ci_low": d.map(|d| d.ci(0.95).0),
         "auc_ci_high": d.map(|d| d.ci(0.95).1),
-        "auc_ci_method": "delong",
+        "auc_ci_method": POOLED_CI_METHOD,
     }))
 }
+
+/// How the pooled AUC's CI is computed, as `report.json` names it.
+pub const POOLED_CI_METHOD: &str = "delong-clustered-by-patient";
 
 /// The experiment's summary document from its jobs' results; `repeats`
 /// (from [`repeats_of`]) gives each round's repeat.
@@ -195,7 +215,9 @@ pub fn summarize(
                     }
                     if let (Some(th), Ok(kind)) = (r.youden_threshold, task.parse::<Task>()) {
                         o.insert("youden_threshold".into(), th.into());
-                        if let Ok(at) = round_stats(kind, &r.predictions, th) {
+                        // Clamped as the worker clamps it for its own
+                        // predictions: a threshold outside [0, 1] is refused.
+                        if let Ok(at) = round_stats(kind, &r.predictions, th.clamp(0.0, 1.0)) {
                             o.insert(
                                 "at_youden".into(),
                                 serde_json::to_value(at).unwrap_or(Value::Null),
@@ -223,8 +245,9 @@ pub fn summarize(
         let task_kind: Option<Task> = task.parse().ok();
         let pooled = task_kind.and_then(|t| pooled_of(t, &rounds));
         let mut entry = json!({"rounds": rows, "summary": summary, "sd": "sample standard deviation (n - 1)", "pooled": pooled});
-        // With repeats, an image is tested once per repeat: each repeat's
-        // pooled AUC uses every image once.
+        // With repeats, each repeat's own pooled AUC: every image as often
+        // as one repeat tests it (once in k-fold, 4 times in the 2-of-5
+        // design).
         let mut by_repeat: BTreeMap<u32, Vec<&JobResult>> = BTreeMap::new();
         for r in &rounds {
             let repeat = repeats
@@ -371,6 +394,55 @@ mod tests {
     }
 
     #[test]
+    fn the_pooled_ci_counts_an_image_tested_twice_as_one_case() {
+        // Six images, each tested in two rounds with the same score (as in
+        // the 2-of-5 design, where each is tested in 4 of 10 rounds).
+        let preds = [
+            ("normal", 0.1),
+            ("normal", 0.4),
+            ("normal", 0.7),
+            ("benign", 0.3),
+            ("benign", 0.6),
+            ("malignant", 0.9),
+        ];
+        let same_images = |round| {
+            let mut r = result(round, &preds);
+            for (i, p) in r.predictions.iter_mut().enumerate() {
+                p.image = format!("{i}.png");
+                p.patient = format!("p{i}");
+            }
+            r
+        };
+        let twice = summarize(
+            &[same_images(1), same_images(2)],
+            "p",
+            "d",
+            &BTreeMap::new(),
+        );
+        let once = summarize(&[same_images(1)], "p", "d", &BTreeMap::new());
+        let (p2, p1) = (
+            &twice["tasks"]["screening"]["pooled"],
+            &once["tasks"]["screening"]["pooled"],
+        );
+        assert_eq!(
+            (&p2["n"], &p2["images"], &p2["clusters"]),
+            (&json!(12), &json!(6), &json!(6))
+        );
+        assert_eq!(p2["auc_ci_method"], POOLED_CI_METHOD);
+        // The same interval as the six images tested once: not narrower.
+        for end in ["auc_ci_low", "auc_ci_high"] {
+            let (a, b) = (p2[end].as_f64().unwrap(), p1[end].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-12, "{end}: {a} vs {b}");
+        }
+        assert!(p1["auc_ci_low"].as_f64().unwrap() > 0.0);
+        // Two images of one patient are one cluster.
+        let mut r = same_images(1);
+        r.predictions[1].patient = "p0".into();
+        let v = summarize(&[r], "p", "d", &BTreeMap::new());
+        assert_eq!(v["tasks"]["screening"]["pooled"]["clusters"], 5);
+    }
+
+    #[test]
     fn with_repeats_each_repeat_gets_its_own_pooled_auc() {
         // The same two images tested once per repeat: repeat 1 ranks them
         // right (AUC 1), repeat 2 wrong (AUC 0); pooled over both, each
@@ -433,6 +505,16 @@ mod tests {
         // A round without a validation set has neither.
         assert!(rounds[1].get("youden_threshold").is_none());
         assert!(rounds[1].get("at_youden").is_none());
+        // A threshold beyond 1 is taken as 1 (as the worker takes it), not
+        // dropped.
+        let mut above = result(1, &[("normal", 0.6), ("benign", 1.0)]);
+        above.youden_threshold = Some(1.2);
+        let v = summarize(&[above], "p", "d", &BTreeMap::new());
+        let at = &v["tasks"]["screening"]["rounds"][0]["at_youden"];
+        assert_eq!(
+            (at["threshold"].as_f64(), at["tp"].as_u64()),
+            (Some(1.0), Some(1))
+        );
     }
 
     #[test]

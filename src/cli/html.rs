@@ -498,16 +498,8 @@ pub fn html(doc: &Value) -> String {
             "<tr><th>Mean ± SD</th><td></td><td></td><td></td><td></td><td></td><td>{}</td></tr></table>",
             mean_sd_cells(&t["summary"], rounds.len()).join("</td><td>")
         );
-        let p = &t["pooled"];
-        if !p.is_null() {
-            let _ = writeln!(
-                out,
-                "<p>Pooled out-of-fold AUC: {} (95% CI {}–{}) over {} predictions.</p>",
-                dec(f(p, "auc"), 3),
-                dec(f(p, "auc_ci_low"), 3),
-                dec(f(p, "auc_ci_high"), 3),
-                j(&p["n"])
-            );
+        if let Some(line) = super::report::pooled_line(t, dec, "–") {
+            let _ = writeln!(out, "<p>{}.</p>", esc(&line));
         }
         let planned = super::report::planned_rounds(doc, task);
         if let Some(line) = super::report::per_repeat_line(t, &planned, dec, "–") {

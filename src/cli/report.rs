@@ -47,8 +47,34 @@ pub(super) fn dec(v: Option<f64>, d: usize) -> String {
     v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "–".into())
 }
 
-/// With repeats: each repeat's pooled AUC (which tests every image once)
-/// and their mean ± SD, in one sentence; `number` writes a value ("–" or
+/// The pooled AUC of a task, e.g. "Pooled out-of-fold AUC: 0.521 (95% CI
+/// 0.45–0.59) over 1040 predictions of 260 images (CI clustered by
+/// patient)"; `None` when the task has none. `number` writes a value and
+/// `to` joins the CI's ends. Results aggregated before the clustered CI
+/// have no image count and say nothing of it.
+pub(super) fn pooled_line(
+    task: &Value,
+    number: fn(Option<f64>, usize) -> String,
+    to: &str,
+) -> Option<String> {
+    let p = task.get("pooled").filter(|p| !p.is_null())?;
+    let of_images = match (p["images"].as_u64(), p["n"].as_u64()) {
+        (Some(images), Some(n)) if images < n => {
+            format!(" of {images} images (CI clustered by patient)")
+        }
+        (Some(_), _) => " (CI clustered by patient)".to_string(),
+        _ => String::new(),
+    };
+    Some(format!(
+        "Pooled out-of-fold AUC: {} (95% CI {}{to}{}) over {} predictions{of_images}",
+        number(f(p, "auc"), 3),
+        number(f(p, "auc_ci_low"), 3),
+        number(f(p, "auc_ci_high"), 3),
+        p["n"]
+    ))
+}
+
+/// With repeats: each repeat's pooled AUC and their mean ± SD, in one sentence; `number` writes a value ("–" or
 /// "-" when undefined) and `to` joins a CI's ends.
 pub(super) fn per_repeat_line(
     task: &Value,
@@ -98,7 +124,7 @@ pub(super) fn per_repeat_line(
         })
         .unwrap_or_default();
     Some(format!(
-        "Pooled out-of-fold AUC per repeat (each image once): {}{spread}.",
+        "Pooled out-of-fold AUC per repeat: {}{spread}.",
         parts.join(", ")
     ))
 }
@@ -376,15 +402,8 @@ pub fn markdown(doc: &Value) -> String {
             "| Mean ± SD | | | | | | {} |\n",
             mean_sd_cells(&t["summary"], rounds.len()).join(" | ")
         ));
-        let p = &t["pooled"];
-        if !p.is_null() {
-            out.push_str(&format!(
-                "\nPooled out-of-fold AUC: {} (95% CI {}–{}) over {} predictions.\n",
-                dec(f(p, "auc"), 3),
-                dec(f(p, "auc_ci_low"), 3),
-                dec(f(p, "auc_ci_high"), 3),
-                p["n"]
-            ));
+        if let Some(line) = pooled_line(t, dec, "–") {
+            out.push_str(&format!("\n{line}.\n"));
         }
         if let Some(line) = per_repeat_line(t, &planned_rounds(doc, task), dec, "–") {
             out.push_str(&format!("\n{line}\n"));
@@ -413,12 +432,13 @@ pub fn markdown(doc: &Value) -> String {
          - Sensitivity = TP / (TP + FN); specificity = TN / (TN + FP); PPV = TP / (TP + FP); NPV = TN / (TN + FN); accuracy = (TP + TN) / n.\n\
          - AUC is the area under the empirical ROC curve (Mann-Whitney, ties count one half); its 95% CI is DeLong's.\n\
          - Mean ± SD across rounds; SD is the sample standard deviation (n − 1).\n\
-         - The pooled AUC puts every round's test predictions together{}.\n\
+         - The pooled AUC puts every round's test predictions together{}.{} It mixes the scores of the rounds' separately trained models, whose calibration differs, so it is often below the mean of the rounds' AUCs.\n\
          - – marks a value that is undefined for the counts (e.g. PPV with no predicted positives).\n\
          - Breakdowns by site and subtype pool every round's test predictions of a task and split them by the manifest's columns; a subtype only occurs among positives or negatives, so its sensitivity (or specificity) is the detection rate of that subtype.\n\
          - The 2021 paper's columns labelled PPV and NPV are in fact sensitivity and specificity; here every metric is under its own name.\n",
         threshold.map(|t| t.to_string()).unwrap_or_else(|| "the threshold".into()),
-        repeated_tests(doc)
+        repeated_tests(doc),
+        pooled_ci_definition(doc)
     ));
     out
 }
@@ -495,7 +515,7 @@ pub fn protocol_lines(doc: &Value) -> Vec<String> {
             .flatten()
             .any(|(_, t)| t.get("pooled_by_repeat").is_some());
         out.push(format!(
-            "Mean ± SD and the pooled AUC take every round of every repeat together: the SD mixes the variation within and between repeats, and the pooled AUC counts each image once per repeat{}.",
+            "Mean ± SD and the pooled AUC take every round of every repeat together: the SD mixes the variation within and between repeats, and the pooled AUC counts each image once per round that tests it{}.",
             if per_repeat { " (each repeat's own pooled AUC is given too)" } else { "" }
         ));
     }
@@ -530,9 +550,11 @@ fn round_layout(doc: &Value) -> std::collections::HashMap<(String, u64), (u64, S
 }
 
 /// For the definition of the pooled AUC: the tasks whose plan tests an
-/// image in more than one round, e.g. "; an image tested in several rounds
-/// (malignancy: each in 4 of 10) counts once per round, so its CI is
-/// optimistic"; empty when every image is tested once.
+/// image in more than one round and how its CI deals with that, e.g. "; an
+/// image tested in several rounds (malignancy: each in 4 of 10) counts once
+/// per round, and its CI counts it as one case"; empty when every image is
+/// tested once. Results aggregated by a coordinator older than the
+/// clustered CI get the old caveat: their CI is optimistic.
 fn repeated_tests(doc: &Value) -> String {
     let mut parts = Vec::new();
     for (task, rounds) in doc["plan"]["tasks"].as_object().into_iter().flatten() {
@@ -558,10 +580,36 @@ fn repeated_tests(doc: &Value) -> String {
     if parts.is_empty() {
         String::new()
     } else {
+        let how = if clustered_pooled_ci(doc) {
+            "and its CI counts it as one case"
+        } else {
+            "so its CI, which takes the predictions as independent, is optimistic"
+        };
         format!(
-            "; an image tested in several rounds ({}) counts once per round, so its CI is optimistic",
+            "; an image tested in several rounds ({}) counts once per round, {how}",
             parts.join("; ")
         )
+    }
+}
+
+/// Whether the pooled AUCs' CIs are clustered by patient (results
+/// aggregated by a coordinator older than that have plain DeLong CIs).
+fn clustered_pooled_ci(doc: &Value) -> bool {
+    doc["tasks"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .any(|(_, t)| {
+            t["pooled"]["auc_ci_method"] == crossfold_coordinator::aggregate::POOLED_CI_METHOD
+        })
+}
+
+/// How the pooled AUC's CI is computed, for the Definitions.
+fn pooled_ci_definition(doc: &Value) -> &'static str {
+    if clustered_pooled_ci(doc) {
+        " Its 95% CI is DeLong's clustered by patient (Obuchowski 1997): the predictions of one patient (an image tested in several rounds, several images of one patient) are one cluster, not independent cases."
+    } else {
+        ""
     }
 }
 
@@ -780,8 +828,19 @@ pub(super) mod tests {
         assert_eq!(repeated_tests(&plan(&[&["a"], &["b"]])), "");
         assert_eq!(
             repeated_tests(&plan(&[&["a", "b"], &["a", "c"], &["b", "c"]])),
-            "; an image tested in several rounds (malignancy: each in 2 of 3) counts once per round, so its CI is optimistic"
+            "; an image tested in several rounds (malignancy: each in 2 of 3) counts once per round, \
+             so its CI, which takes the predictions as independent, is optimistic"
         );
+        let mut clustered = plan(&[&["a", "b"], &["a", "c"], &["b", "c"]]);
+        clustered["tasks"]["malignancy"]["pooled"]["auc_ci_method"] =
+            crossfold_coordinator::aggregate::POOLED_CI_METHOD.into();
+        assert_eq!(
+            repeated_tests(&clustered),
+            "; an image tested in several rounds (malignancy: each in 2 of 3) counts once per round, \
+             and its CI counts it as one case"
+        );
+        assert!(pooled_ci_definition(&clustered).contains("clustered by patient"));
+        assert_eq!(pooled_ci_definition(&plan(&[&["a"]])), "");
         let md = markdown(&doc);
         assert!(
             md.contains("Rounds without a result") && md.contains("- screening round 4: cancelled"),
@@ -1103,7 +1162,7 @@ pub(super) mod tests {
         let line = per_repeat_line(&task, &planned, dec, "–").unwrap();
         assert_eq!(
             line,
-            "Pooled out-of-fold AUC per repeat (each image once): repeat 1 0.500 (95% CI 0.250–1.000), \
+            "Pooled out-of-fold AUC per repeat: repeat 1 0.500 (95% CI 0.250–1.000), \
              repeat 2 0.750 (95% CI 0.250–1.000, 1 of 2 rounds); mean ± SD over repeats 0.625 ± 0.177."
         );
         assert!(per_repeat_line(&json!({}), &planned, dec, "–").is_none());

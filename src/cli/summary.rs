@@ -72,14 +72,8 @@ pub fn tables(doc: &Value) -> String {
             ],
             &rows,
         ));
-        if let Some(p) = t.get("pooled").filter(|p| !p.is_null()) {
-            out.push_str(&format!(
-                "pooled out-of-fold AUC {} (95% CI {}-{}) over {} predictions\n",
-                num(f(p, "auc"), 3),
-                num(f(p, "auc_ci_low"), 3),
-                num(f(p, "auc_ci_high"), 3),
-                p["n"]
-            ));
+        if let Some(line) = super::report::pooled_line(t, num, "-") {
+            out.push_str(&format!("{line}\n"));
         }
         let planned = super::report::planned_rounds(doc, task);
         if let Some(line) = super::report::per_repeat_line(t, &planned, num, "-") {

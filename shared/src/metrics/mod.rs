@@ -26,6 +26,8 @@
 //! - [`delong()`], [`DelongAuc`]: the DeLong, DeLong & Clarke-Pearson (1988) variance
 //!   of the AUC, computed in O(N log N) with the mid-rank algorithm of Sun & Xu (2014),
 //!   and its normal-approximation confidence interval.
+//! - [`clustered_delong`]: the AUC's variance for clustered cases (an image
+//!   tested in several rounds, a patient's several images), Obuchowski (1997).
 //! - [`paired_delong`], [`PairedDelong`]: DeLong's test of two correlated AUCs (two
 //!   score sets on the same cases).
 //! - [`bootstrap_auc_ci`]: a stratified percentile-bootstrap interval for the AUC.
@@ -39,6 +41,8 @@
 //! - E. R. DeLong, D. M. DeLong, D. L. Clarke-Pearson (1988). Comparing the areas under
 //!   two or more correlated receiver operating characteristic curves: a nonparametric
 //!   approach. *Biometrics* 44(3):837–845.
+//! - N. A. Obuchowski (1997). Nonparametric analysis of clustered ROC curve data.
+//!   *Biometrics* 53(2):567–578.
 //! - X. Sun, W. Xu (2014). Fast implementation of DeLong's algorithm for comparing the
 //!   areas under correlated receiver operating characteristic curves. *IEEE Signal
 //!   Processing Letters* 21(11):1389–1393.
@@ -51,6 +55,7 @@
 //!   distribution. *Applied Statistics* 37(3):477–484.
 
 mod bootstrap;
+mod clustered;
 mod confusion;
 mod delong;
 mod normal;
@@ -64,6 +69,7 @@ mod youden;
 mod tests;
 
 pub use bootstrap::bootstrap_auc_ci;
+pub use clustered::clustered_delong;
 pub use confusion::Confusion;
 pub use delong::{delong, paired_delong, DelongAuc, PairedDelong};
 pub use normal::{normal_cdf, normal_quantile};
@@ -86,6 +92,14 @@ pub enum MetricsError {
         labels: usize,
         /// Number of scores.
         scores: usize,
+    },
+    /// The cluster ids differ in number from the cases.
+    #[error("labels and cluster ids differ in length: {cases} cases, {clusters} cluster ids")]
+    ClusterCount {
+        /// Number of cases (labels).
+        cases: usize,
+        /// Number of cluster ids.
+        clusters: usize,
     },
     /// A score is NaN or infinite.
     #[error("score at index {index} is not finite: {value}")]

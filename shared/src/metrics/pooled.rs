@@ -3,8 +3,10 @@
 //! In k-fold screening every image is tested once, so the pool is the
 //! out-of-fold prediction of each image. In the malignancy task every tumour
 //! image is tested in several rounds (4 of 10 in the paper's design); the
-//! pool then holds each image once per round that tested it, and the DeLong
-//! interval, which assumes independent cases, is optimistic. Reports say so.
+//! pool then holds each image once per round that tested it, and the plain
+//! DeLong interval ([`Pooled::delong`]), which assumes independent cases, is
+//! optimistic. The coordinator's pooled CI is therefore
+//! [`super::clustered_delong`] with each patient as a cluster.
 
 use super::{auc, delong, roc_curve, DelongAuc, MetricsError, RocPoint};
 

@@ -113,6 +113,70 @@ fn midrank_delong_matches_direct_components() {
     }
 }
 
+/// Obuchowski's clustered variance straight from its definition, with
+/// components from ψ over all pairs (the formulas in `clustered.rs`).
+fn brute_clustered(labels: &[bool], scores: &[f64], clusters: &[usize]) -> (f64, f64) {
+    let (pos, neg) = split(labels, scores);
+    let (v10, v01) = brute_components(&pos, &neg);
+    let theta = mean(&v10);
+    let k = clusters.iter().max().map_or(0, |c| c + 1);
+    let (mut sx, mut sy) = (vec![0.0; k], vec![0.0; k]);
+    let (mut m, mut n) = (vec![0.0; k], vec![0.0; k]);
+    let (mut i, mut j) = (0, 0);
+    for (&l, &c) in labels.iter().zip(clusters) {
+        if l {
+            sx[c] += v10[i];
+            m[c] += 1.0;
+            i += 1;
+        } else {
+            sy[c] += v01[j];
+            n[c] += 1.0;
+            j += 1;
+        }
+    }
+    let used: Vec<usize> = (0..k).filter(|&c| m[c] + n[c] > 0.0).collect();
+    let count = |w: &[f64]| used.iter().filter(|&&c| w[c] > 0.0).count() as f64;
+    let (i10, i01, ic) = (count(&m), count(&n), used.len() as f64);
+    let (big_m, big_n) = (pos.len() as f64, neg.len() as f64);
+    let dx = |c: usize| sx[c] - m[c] * theta;
+    let dy = |c: usize| sy[c] - n[c] * theta;
+    let s10 = i10 / ((i10 - 1.0) * big_m) * used.iter().map(|&c| dx(c) * dx(c)).sum::<f64>();
+    let s01 = i01 / ((i01 - 1.0) * big_n) * used.iter().map(|&c| dy(c) * dy(c)).sum::<f64>();
+    let s11 = ic / (ic - 1.0) * used.iter().map(|&c| dx(c) * dy(c)).sum::<f64>();
+    (
+        theta,
+        s10 / big_m + s01 / big_n + 2.0 * s11 / (big_m * big_n),
+    )
+}
+
+#[test]
+fn clustered_delong_matches_its_definition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1997);
+    let mut checked = 0;
+    for case in 0..200 {
+        let len = 6 + case % 60;
+        let (labels, scores, _) = random_case(&mut rng, len, [3, 7, 20, 1000][case % 4]);
+        // Clusters of mixed classes and sizes: 1 to len/2 of them.
+        let k = 1 + rng.random_range(0..len / 2);
+        let clusters: Vec<usize> = (0..len).map(|_| rng.random_range(0..k)).collect();
+        let Some(fast) = clustered_delong(&labels, &scores, &clusters).expect("valid") else {
+            continue;
+        };
+        let (theta, var) = brute_clustered(&labels, &scores, &clusters);
+        assert!((fast.auc - theta).abs() < 1e-12, "case {case}");
+        assert!(
+            (fast.variance - var).abs() < 1e-12 * (1.0 + var.abs()),
+            "case {case}: {} vs {var}",
+            fast.variance
+        );
+        checked += 1;
+    }
+    assert!(
+        checked > 150,
+        "only {checked} cases had two clusters per class"
+    );
+}
+
 #[test]
 fn paired_delong_matches_direct_covariance() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);

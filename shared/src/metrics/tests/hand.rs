@@ -165,3 +165,38 @@ fn bad_threshold_names_the_value() {
     assert!(matches!(err, MetricsError::InvalidThreshold { threshold } if threshold.is_nan()));
     assert!(err.to_string().contains("NaN"));
 }
+
+/// Obuchowski's variance worked by hand. Clusters A: (+0.9, −0.2), B: +0.4,
+/// C: −0.5, D: (+0.6, −0.6). V10 = 1, 1/3, 5/6 (A, B, D); V01 = 1, 2/3, 1/2
+/// (A, C, D); θ = 6.5/9 = 13/18. Deviations from mᵢθ and nᵢθ, in 18ths:
+/// dx = 5, −7, 0, 2 and dy = 5, 0, −1, −4 (A, B, C, D). With I = 4,
+/// I10 = I01 = 3, M = N = 3:
+/// S10 = 3/(2·3) · 78/324 = 39/324, S01 = 3/(2·3) · 42/324 = 21/324,
+/// S11 = 4/3 · 17/324 = 68/972, and
+/// Var = 39/972 + 21/972 + 2·68/(972·9) = 169/2187.
+/// Plain DeLong on the same cases: 39/972 + 21/972 = 5/81, smaller: the two
+/// cases of A (and of D) are positively correlated.
+#[test]
+fn clustered_delong_by_hand() {
+    let labels = [true, false, true, false, true, false];
+    let scores = [0.9, 0.2, 0.4, 0.5, 0.6, 0.6];
+    let clusters = ["A", "A", "B", "C", "D", "D"];
+    let c = clustered_delong(&labels, &scores, &clusters)
+        .unwrap()
+        .unwrap();
+    assert!(close(c.auc, 13.0 / 18.0));
+    assert!(close(c.variance, 169.0 / 2187.0), "{}", c.variance);
+    assert_eq!((c.n_pos, c.n_neg), (3, 3));
+    let plain = delong(&labels, &scores).unwrap().unwrap();
+    assert!(close(plain.variance, 5.0 / 81.0), "{}", plain.variance);
+    // Fewer than two clusters with a negative: undefined.
+    let one = ["A", "A", "B", "A", "D", "A"];
+    assert_eq!(clustered_delong(&labels, &scores, &one), Ok(None));
+    assert_eq!(
+        clustered_delong(&labels, &scores, &clusters[..5]),
+        Err(MetricsError::ClusterCount {
+            cases: 6,
+            clusters: 5
+        })
+    );
+}

@@ -160,6 +160,44 @@ proptest! {
     }
 
     #[test]
+    fn one_case_per_cluster_is_plain_delong((labels, scores) in case()) {
+        let own: Vec<usize> = (0..labels.len()).collect();
+        let plain = delong(&labels, &scores).expect("valid");
+        let clustered = clustered_delong(&labels, &scores, &own).expect("valid");
+        match (plain, clustered) {
+            (Some(p), Some(c)) => {
+                prop_assert!((p.auc - c.auc).abs() < 1e-12);
+                prop_assert!((p.variance - c.variance).abs() < 1e-12 * (1.0 + p.variance));
+            }
+            (p, c) => prop_assert!(p.is_none() && c.is_none()),
+        }
+    }
+
+    #[test]
+    fn repeating_each_case_in_its_own_cluster_changes_nothing(
+        (labels, scores) in case(),
+        k in 2usize..5,
+    ) {
+        // An image tested k times with the same score is one cluster.
+        let own: Vec<usize> = (0..labels.len()).collect();
+        let rep = |v: &[bool]| v.iter().flat_map(|&x| std::iter::repeat_n(x, k)).collect::<Vec<_>>();
+        let rep_scores: Vec<f64> = scores.iter().flat_map(|&x| std::iter::repeat_n(x, k)).collect();
+        let rep_clusters: Vec<usize> = own.iter().flat_map(|&x| std::iter::repeat_n(x, k)).collect();
+        let once = clustered_delong(&labels, &scores, &own).expect("valid");
+        let repeated = clustered_delong(&rep(&labels), &rep_scores, &rep_clusters).expect("valid");
+        match (once, repeated) {
+            (Some(a), Some(b)) => {
+                prop_assert!((a.auc - b.auc).abs() < 1e-12);
+                prop_assert!((a.variance - b.variance).abs() < 1e-12 * (1.0 + a.variance));
+                // Plain DeLong on the repeats is too small by about k.
+                let naive = delong(&rep(&labels), &rep_scores).expect("valid").expect("defined");
+                prop_assert!(naive.variance <= a.variance + 1e-15);
+            }
+            (a, b) => prop_assert!(a.is_none() && b.is_none()),
+        }
+    }
+
+    #[test]
     fn quantile_inverts_cdf(p in 1e-12f64..(1.0 - 1e-12)) {
         let x = normal_quantile(p);
         prop_assert!((normal_cdf(x) - p).abs() <= 1e-12 * p.min(1.0 - p) + 1e-15);
