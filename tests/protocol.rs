@@ -57,7 +57,9 @@ fn a_report_naming_another_workers_attempt_is_refused() {
             .into_inner();
         assert!(!reply.accepted, "{reply:?}");
         assert!(
-            reply.message.contains("leased to worker holder, not to intruder"),
+            reply
+                .message
+                .contains("leased to worker holder, not to intruder"),
             "{reply:?}"
         );
         // And its failure report changes nothing.
@@ -83,7 +85,11 @@ fn a_report_naming_another_workers_attempt_is_refused() {
         .unwrap()
         .clone();
     assert_eq!(
-        (j["state"].as_str(), j["worker"].as_str(), j["attempt"].as_u64()),
+        (
+            j["state"].as_str(),
+            j["worker"].as_str(),
+            j["attempt"].as_u64()
+        ),
         (Some("leased"), Some("holder"), Some(u64::from(attempt))),
         "{s}"
     );

@@ -275,6 +275,42 @@ fn the_coordinator_survives_kill_9_and_restart() {
 }
 
 #[test]
+fn a_stopping_worker_gives_up_reporting_to_a_gone_coordinator_after_30_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (mut coord, url) =
+        start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let mut w = start_worker(dir.path(), &url, "w", &[]);
+    let _id = submit(&url, &spec, &["train.epochs=2"]);
+    wait_for("a job leased", LONG, || {
+        w.log_text().contains("lease received")
+    });
+    coord.kill9();
+    // Backing off (1, 2, 4, 8 s...) before the stop comes: the stop wakes
+    // it, and 30 s after it the worker gives up and exits.
+    wait_for("the worker's third try to report", LONG, || {
+        w.log_text().matches("retrying the report").count() >= 3
+    });
+    let stopped = std::time::Instant::now();
+    w.signal(libc::SIGTERM);
+    wait_for("the worker to exit", Duration::from_secs(60), || {
+        matches!(w.child.try_wait(), Ok(Some(_)))
+    });
+    let took = stopped.elapsed();
+    assert!(
+        took >= Duration::from_secs(29) && took < Duration::from_secs(36),
+        "exited {took:?} after SIGTERM"
+    );
+    assert!(
+        w.log_text()
+            .contains("stopping with the outcome unreported"),
+        "{}",
+        w.log_text()
+    );
+}
+
+#[test]
 fn a_result_finished_while_the_coordinator_is_down_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");

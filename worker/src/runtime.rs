@@ -427,16 +427,27 @@ async fn report(
         match r {
             Ok(()) => return,
             Err(e) if e.code() == tonic::Code::Unavailable || e.code() == tonic::Code::Unknown => {
-                if stop.load(Ordering::SeqCst) {
+                // Once stopping: the time left of REPORT_AFTER_STOP.
+                let left = if stop.load(Ordering::SeqCst) {
                     let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
-                    if since.elapsed() >= REPORT_AFTER_STOP {
+                    let left = REPORT_AFTER_STOP.saturating_sub(since.elapsed());
+                    if left.is_zero() {
                         tracing::error!(job = %lease.job_key, attempt = lease.attempt, error = %e, tries = attempt,
                             "stopping with the outcome unreported: the coordinator stayed unreachable (with --outputs the job's files are kept)");
                         return;
                     }
-                }
+                    Some(left)
+                } else {
+                    None
+                };
                 tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, retry_in_seconds = wait.as_secs(), "coordinator unreachable; retrying the report");
-                tokio::time::sleep(wait).await;
+                match left {
+                    // The last try comes when the time is up, not a back-off later.
+                    Some(left) => tokio::time::sleep(wait.min(left)).await,
+                    // A stop during the wait ends it: try again at once, then
+                    // for REPORT_AFTER_STOP at most.
+                    None => pause(wait, stop).await,
+                }
                 wait = (wait * 2).min(REPORT_BACKOFF_MAX);
             }
             Err(e) => {
