@@ -16,10 +16,14 @@ use crate::state::{JobState, RetryPolicy};
 use crate::store::{ExperimentId, ExperimentRecord, JobRecord, Store, StoreError};
 use crossfold_proto::v1;
 use crossfold_shared::spec::Spec;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+/// A worker not heard from for this long (or ten lease TTLs, if longer)
+/// is forgotten.
+pub const FORGET_WORKERS_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A registered worker.
 #[derive(Debug, Clone)]
@@ -176,6 +180,31 @@ impl Coordinator {
         if let Ok(mut m) = self.progress.lock() {
             m.insert((id, key.to_string()), (attempt, p));
         }
+    }
+
+    /// Drop what is kept in memory for the past: the progress of attempts
+    /// no longer in `leased` (experiment, job, attempt), and workers not
+    /// heard from for [`FORGET_WORKERS_AFTER`] (a worker that comes back is
+    /// taken back as after a coordinator restart). A long-running
+    /// coordinator that sees many jobs and many short-lived workers (pods
+    /// with new names) keeps its memory bounded.
+    pub fn forget(&self, leased: &HashSet<(ExperimentId, String, u32)>, now_ms: i64) {
+        if let Ok(mut m) = self.progress.lock() {
+            m.retain(|(id, key), (attempt, _)| leased.contains(&(*id, key.clone(), *attempt)));
+        }
+        let quiet = (FORGET_WORKERS_AFTER.as_millis() as i64)
+            .max(10 * self.config.lease_ttl.as_millis() as i64);
+        if let Ok(mut m) = self.workers.lock() {
+            m.retain(|_, w| now_ms - w.last_seen_ms <= quiet);
+        }
+    }
+
+    /// How many workers and job progress records are held in memory.
+    pub fn remembered(&self) -> (usize, usize) {
+        (
+            self.workers.lock().map(|m| m.len()).unwrap_or(0),
+            self.progress.lock().map(|m| m.len()).unwrap_or(0),
+        )
     }
 
     pub fn progress_of(&self, id: ExperimentId, key: &str, attempt: u32) -> Option<v1::Progress> {

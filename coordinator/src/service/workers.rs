@@ -616,11 +616,17 @@ impl Workers for WorkersService {
 /// cancelled experiments. Run periodically by the server.
 pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     let cfg = coordinator.config.clone();
-    let changed = coordinator
+    let (changed, leased) = coordinator
         .with_store(move |s| {
             let experiments = s.experiments()?;
             let mut changed = Vec::new();
+            // The attempts leased as the reaper found them (one reaped now
+            // is forgotten at the next pass).
+            let mut leased = std::collections::HashSet::new();
             for job in s.active_jobs()? {
+                if let JobState::Leased(l) = &job.state {
+                    leased.insert((job.experiment, job.key.clone(), l.attempt));
+                }
                 let Some(e) = experiments.iter().find(|e| e.id == job.experiment) else {
                     continue;
                 };
@@ -646,9 +652,10 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
                     }
                 }
             }
-            Ok(changed)
+            Ok((changed, leased))
         })
         .await?;
+    coordinator.forget(&leased, now_ms());
     for (id, key, state, was_leased) in &changed {
         tracing::warn!(experiment = %id, job = %key, state = state.name(), "lease reaped");
         if !matches!(state, JobState::Cancelled(_)) {
@@ -860,6 +867,33 @@ mod tests {
         failed.get_mut().retryable = false;
         service.fail(failed).await.unwrap();
         assert_eq!(c.store.job(e.id, "a").unwrap().state.name(), "failed");
+    }
+
+    #[tokio::test]
+    async fn the_reaper_forgets_finished_progress_and_long_gone_workers() {
+        let (c, id) = restarted(false);
+        let progress = v1::Progress::default();
+        // Attempt 1 of "a" is leased; "b" is not (its attempt is over).
+        c.record_progress(id, "a", 1, progress);
+        c.record_progress(id, "b", 1, progress);
+        let worker = |last_seen_ms| WorkerInfo {
+            name: String::new(),
+            instance: String::new(),
+            devices: Vec::new(),
+            slots: 1,
+            last_seen_ms,
+        };
+        let hour = crate::service::FORGET_WORKERS_AFTER.as_millis() as i64;
+        c.register_worker("recent".into(), worker(now_ms() - hour / 2))
+            .unwrap();
+        c.register_worker("gone".into(), worker(now_ms() - 2 * hour))
+            .unwrap();
+        assert_eq!(c.remembered(), (2, 2));
+        reap(&c).await.unwrap();
+        assert_eq!(c.remembered(), (1, 1));
+        assert!(c.progress_of(id, "a", 1).is_some());
+        assert!(c.progress_of(id, "b", 1).is_none());
+        assert!(c.touch_worker("recent") && !c.touch_worker("gone"));
     }
 
     #[test]
