@@ -23,7 +23,7 @@ impl Normalise {
 /// is padded to full size (and the padding's scores dropped), so every
 /// forward pass has the training batch's shape and cuDNN's autotuned
 /// kernels are reused. The scores stay on the device until the end (one
-/// transfer).
+/// transfer), and the softmax is taken in f64.
 pub fn score(
     net: &impl ModuleT,
     images: &Tensor,
@@ -51,7 +51,15 @@ pub fn score(
             let idx = index.f_narrow(0, start, batch)?;
             let x = norm.apply(&gather(images, &idx)?)?;
             let logits = compute.forward(net, &x, false)?;
-            parts.push(logits.f_softmax(1, Kind::Float)?.f_select(1, 1)?);
+            // In f64: an f32 softmax is exactly 1.0 from a logit gap of
+            // about 17, so confident scores would tie (and a tie between
+            // a positive and a negative counts one half in the AUC).
+            parts.push(
+                logits
+                    .f_to_kind(Kind::Double)?
+                    .f_softmax(1, Kind::Double)?
+                    .f_select(1, 1)?,
+            );
             start += batch;
         }
         let all = Tensor::f_cat(&parts, 0)?
@@ -99,5 +107,30 @@ mod tests {
         let l = log_loss(&[true, false], &[0.8, 0.4]).unwrap();
         assert!((l - (-(0.8f64).ln() - (0.6f64).ln()) / 2.0).abs() < 1e-12);
         assert_eq!(log_loss(&[], &[]), None);
+    }
+
+    #[test]
+    fn confident_scores_stay_below_one_and_apart() {
+        // A "network" whose logit gap is the image's first pixel x 40:
+        // gaps of 20 and 30, where an f32 softmax gives 1.0 for both.
+        let net = tch::nn::func_t(|x, _train| {
+            let gap = x.flatten(1, -1).narrow(1, 0, 1) * 40.0;
+            Tensor::cat(&[gap.zeros_like(), gap], 1)
+        });
+        let images = Tensor::from_slice(&[128u8, 191]).reshape([2, 1, 1, 1]);
+        let index = Tensor::from_slice(&[0i64, 1]);
+        let plain = Normalise {
+            mean: 0.0,
+            std: 1.0,
+        };
+        let s = score(&net, &images, &index, plain, 1, Compute::plain()).unwrap();
+        assert!(s[0] < s[1] && s[1] < 1.0, "{s:?}");
+        let f32_scores = Tensor::from_slice(&[0.0f32, 20.0, 0.0, 30.0])
+            .reshape([2, 2])
+            .softmax(1, Kind::Float);
+        assert_eq!(
+            Vec::<f32>::try_from(f32_scores.select(1, 1)).unwrap(),
+            [1.0, 1.0]
+        );
     }
 }
