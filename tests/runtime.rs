@@ -274,8 +274,10 @@ fn the_coordinator_survives_kill_9_and_restart() {
     assert_eq!(store.integrity_check().unwrap(), "ok");
 }
 
-#[test]
-fn a_stopping_worker_gives_up_reporting_to_a_gone_coordinator_after_30_s() {
+/// A worker with a job leased from a coordinator that then goes away
+/// (`hang`: stops answering, its connections open; else killed) is told to
+/// stop: it gives up reporting 30 s after the stop and exits. Returns its log.
+fn stop_with_the_coordinator_gone(hang: bool) -> String {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
     make_data(&spec);
@@ -286,27 +288,52 @@ fn a_stopping_worker_gives_up_reporting_to_a_gone_coordinator_after_30_s() {
     wait_for("a job leased", LONG, || {
         w.log_text().contains("lease received")
     });
-    coord.kill9();
-    // Backing off (1, 2, 4, 8 s...) before the stop comes: the stop wakes
-    // it, and 30 s after it the worker gives up and exits.
-    wait_for("the worker's third try to report", LONG, || {
-        w.log_text().matches("retrying the report").count() >= 3
-    });
+    if hang {
+        // Every call now waits for an answer that never comes.
+        coord.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_secs(1));
+    } else {
+        coord.kill9();
+        // Backing off (1, 2, 4, 8 s...) before the stop comes: the stop
+        // wakes it.
+        wait_for("the worker's third try to report", LONG, || {
+            w.log_text().matches("retrying the report").count() >= 3
+        });
+    }
     let stopped = std::time::Instant::now();
     w.signal(libc::SIGTERM);
-    wait_for("the worker to exit", Duration::from_secs(60), || {
+    wait_for("the worker to exit", Duration::from_secs(90), || {
         matches!(w.child.try_wait(), Ok(Some(_)))
     });
     let took = stopped.elapsed();
+    if hang {
+        coord.signal(libc::SIGCONT);
+    }
     assert!(
         took >= Duration::from_secs(29) && took < Duration::from_secs(36),
-        "exited {took:?} after SIGTERM"
+        "exited {took:?} after SIGTERM:\n{}",
+        w.log_text()
     );
+    w.log_text()
+}
+
+#[test]
+fn a_stopping_worker_gives_up_reporting_to_a_gone_coordinator_after_30_s() {
+    let log = stop_with_the_coordinator_gone(false);
     assert!(
-        w.log_text()
-            .contains("stopping with the outcome unreported"),
-        "{}",
-        w.log_text()
+        log.contains("stopping with the outcome unreported"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stopping_worker_gives_up_on_a_coordinator_that_never_answers_after_30_s() {
+    // The job is cancelled by the stop; its release is the report that
+    // never gets an answer.
+    let log = stop_with_the_coordinator_gone(true);
+    assert!(
+        log.contains("no answer before the time allowed after the stop"),
+        "{log}"
     );
 }
 

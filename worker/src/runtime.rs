@@ -303,6 +303,9 @@ async fn run_lease(
     }
     let interval = Duration::from_secs_f64(lease.heartbeat_interval_seconds.clamp(0.2, 60.0));
     let mut ticker = tokio::time::interval(interval);
+    // After a heartbeat that waited long, the next one an interval later,
+    // not a burst of the missed ones.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A SIGTERM reaches the training thread within this, not at the next
     // heartbeat (up to a minute away): the job stops within one step more.
     let mut stop_poll = tokio::time::interval(STOP_POLL);
@@ -312,9 +315,15 @@ async fn run_lease(
         }
     };
     let mut told_to_stop = false;
+    let ended = |r: Result<Outcome, _>| {
+        r.unwrap_or(Outcome::Failed {
+            error: "training thread panicked".into(),
+            retryable: true,
+        })
+    };
     let outcome = loop {
         tokio::select! {
-            r = &mut rx => break r.unwrap_or(Outcome::Failed { error: "training thread panicked".into(), retryable: true }),
+            r = &mut rx => break ended(r),
             _ = stop_poll.tick() => pass_stop(),
             _ = ticker.tick() => {
                 let p = progress.lock().ok().and_then(|p| p.clone());
@@ -337,15 +346,22 @@ async fn run_lease(
                         eta_seconds: p.eta_seconds,
                     }),
                 };
-                // A stop is passed on while the call waits, too (a stalled
-                // coordinator can hold it until keep-alive gives up).
+                // A stop is passed on while the call waits, too, and a job
+                // that ends meanwhile is not kept waiting for the answer (a
+                // stalled coordinator can hold the call until keep-alive
+                // gives up, 30 s).
                 let call = client.heartbeat(hb);
                 tokio::pin!(call);
                 let reply = loop {
                     tokio::select! {
-                        r = &mut call => break r,
+                        r = &mut call => break Ok(r),
+                        r = &mut rx => break Err(ended(r)),
                         _ = stop_poll.tick() => pass_stop(),
                     }
+                };
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(outcome) => break outcome,
                 };
                 match reply {
                     Ok(r) if !r.get_ref().keep_going => {
@@ -389,64 +405,67 @@ async fn report(
     // A finished result is worth waiting for: retry until the coordinator
     // is back (it keeps the lease for its restart grace), backing off up to
     // REPORT_BACKOFF_MAX; once the worker is told to stop, for at most
-    // REPORT_AFTER_STOP more.
+    // REPORT_AFTER_STOP more, counted from when the stop is seen, and a try
+    // still waiting for an answer then is given up too.
     let mut wait = Duration::from_secs(1);
-    let mut stopping_since: Option<std::time::Instant> = None;
+    let mut stopped_at: Option<std::time::Instant> = None;
     for attempt in 1u64.. {
-        let r = match &outcome {
-            Outcome::Done(result) => upload(client, worker_id, lease, result).await.map(|resp| {
-                let t = &result.timing;
-                tracing::info!(job = %lease.job_key, accepted = resp.accepted, duplicate = resp.duplicate, message = %resp.message,
-                    seconds = t.total, training_seconds = t.training, images_per_second = result.images_per_second, "result uploaded");
-            }),
-            Outcome::Failed { error, retryable } => client
-                .fail(v1::FailRequest {
-                    worker_id: worker_id.to_string(),
-                    experiment_id: lease.experiment_id.clone(),
-                    job_key: lease.job_key.clone(),
-                    attempt: lease.attempt,
-                    error: error.clone(),
-                    retryable: *retryable,
-                })
-                .await
-                .map(|_| tracing::warn!(job = %lease.job_key, error = %error, "job failed")),
-            Outcome::Release => client
-                .release(v1::ReleaseRequest {
-                    worker_id: worker_id.to_string(),
-                    experiment_id: lease.experiment_id.clone(),
-                    job_key: lease.job_key.clone(),
-                    attempt: lease.attempt,
-                })
-                .await
-                .map(|_| tracing::info!(job = %lease.job_key, "lease released")),
-            Outcome::Dropped => {
-                tracing::info!(job = %lease.job_key, "stopped: the coordinator no longer wants this attempt");
-                Ok(())
+        let try_once = async {
+            match &outcome {
+                Outcome::Done(result) => upload(client, worker_id, lease, result).await.map(|resp| {
+                    let t = &result.timing;
+                    tracing::info!(job = %lease.job_key, accepted = resp.accepted, duplicate = resp.duplicate, message = %resp.message,
+                        seconds = t.total, training_seconds = t.training, images_per_second = result.images_per_second, "result uploaded");
+                }),
+                Outcome::Failed { error, retryable } => client
+                    .fail(v1::FailRequest {
+                        worker_id: worker_id.to_string(),
+                        experiment_id: lease.experiment_id.clone(),
+                        job_key: lease.job_key.clone(),
+                        attempt: lease.attempt,
+                        error: error.clone(),
+                        retryable: *retryable,
+                    })
+                    .await
+                    .map(|_| tracing::warn!(job = %lease.job_key, error = %error, "job failed")),
+                Outcome::Release => client
+                    .release(v1::ReleaseRequest {
+                        worker_id: worker_id.to_string(),
+                        experiment_id: lease.experiment_id.clone(),
+                        job_key: lease.job_key.clone(),
+                        attempt: lease.attempt,
+                    })
+                    .await
+                    .map(|_| tracing::info!(job = %lease.job_key, "lease released")),
+                Outcome::Dropped => {
+                    tracing::info!(job = %lease.job_key, "stopped: the coordinator no longer wants this attempt");
+                    Ok(())
+                }
+            }
+        };
+        let unreported = |why: &dyn std::fmt::Display| {
+            tracing::error!(job = %lease.job_key, attempt = lease.attempt, error = %why, tries = attempt,
+                "stopping with the outcome unreported: the coordinator stayed unreachable (with --outputs the job's files are kept)");
+        };
+        let r = tokio::select! {
+            r = try_once => r,
+            _ = after_stop(stop, &mut stopped_at) => {
+                unreported(&"no answer before the time allowed after the stop");
+                return;
             }
         };
         match r {
             Ok(()) => return,
             Err(e) if e.code() == tonic::Code::Unavailable || e.code() == tonic::Code::Unknown => {
-                // Once stopping: the time left of REPORT_AFTER_STOP.
-                let left = if stop.load(Ordering::SeqCst) {
-                    let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
-                    let left = REPORT_AFTER_STOP.saturating_sub(since.elapsed());
-                    if left.is_zero() {
-                        tracing::error!(job = %lease.job_key, attempt = lease.attempt, error = %e, tries = attempt,
-                            "stopping with the outcome unreported: the coordinator stayed unreachable (with --outputs the job's files are kept)");
+                tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, retry_in_seconds = wait.as_secs(), "coordinator unreachable; retrying the report");
+                tokio::select! {
+                    // A stop during the wait ends it: one more try at once.
+                    _ = pause(wait, stop), if stopped_at.is_none() => {}
+                    _ = tokio::time::sleep(wait), if stopped_at.is_some() => {}
+                    _ = after_stop(stop, &mut stopped_at), if stopped_at.is_some() => {
+                        unreported(&e);
                         return;
                     }
-                    Some(left)
-                } else {
-                    None
-                };
-                tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, retry_in_seconds = wait.as_secs(), "coordinator unreachable; retrying the report");
-                match left {
-                    // The last try comes when the time is up, not a back-off later.
-                    Some(left) => tokio::time::sleep(wait.min(left)).await,
-                    // A stop during the wait ends it: try again at once, then
-                    // for REPORT_AFTER_STOP at most.
-                    None => pause(wait, stop).await,
                 }
                 wait = (wait * 2).min(REPORT_BACKOFF_MAX);
             }
@@ -456,6 +475,14 @@ async fn report(
             }
         }
     }
+}
+
+/// Resolves REPORT_AFTER_STOP after the stop was first seen (noting that
+/// time in `stopped_at`); never before the stop.
+async fn after_stop(stop: &AtomicBool, stopped_at: &mut Option<std::time::Instant>) {
+    until_set(stop).await;
+    let at = *stopped_at.get_or_insert_with(std::time::Instant::now);
+    tokio::time::sleep(REPORT_AFTER_STOP.saturating_sub(at.elapsed())).await;
 }
 
 /// The longest wait between two tries to report an outcome.

@@ -194,8 +194,21 @@ impl Coordinator {
         }
         let quiet = (FORGET_WORKERS_AFTER.as_millis() as i64)
             .max(10 * self.config.lease_ttl.as_millis() as i64);
+        let mut gone = Vec::new();
         if let Ok(mut m) = self.workers.lock() {
-            m.retain(|_, w| now_ms - w.last_seen_ms <= quiet);
+            m.retain(|id, w| {
+                let keep = now_ms - w.last_seen_ms <= quiet;
+                if !keep {
+                    gone.push(id.clone());
+                }
+                keep
+            });
+        }
+        // Their series too, in case no scrape removed them.
+        for worker in gone {
+            self.metrics
+                .worker_images_per_second
+                .remove(&crate::metrics::WorkerLabel { worker });
         }
     }
 

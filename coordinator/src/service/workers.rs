@@ -455,7 +455,17 @@ impl Workers for WorkersService {
                 message: format!("refused: {why}"),
             }));
         }
-        let spec = spec_of(&e)?;
+        // A stored spec that no longer parses (a spec format change since
+        // submission) must not cost the trained result: the default
+        // threshold is used, and said.
+        let threshold = match spec_of(&e) {
+            Ok(spec) => spec.train.threshold,
+            Err(err) => {
+                let fallback = crossfold_shared::spec::TrainSpec::default().threshold;
+                tracing::warn!(experiment = %id, job = %key, error = %err, threshold = fallback, "stored spec no longer parses: the result's statistics use the default threshold");
+                fallback
+            }
+        };
         let task: Task = job.task.parse().map_err(CoordinatorError::Internal)?;
         let scored: Vec<ScoredImage> = predictions
             .iter()
@@ -475,8 +485,8 @@ impl Workers for WorkersService {
                 CoordinatorError::InvalidArgument(format!("provenance_json: {err}"))
             })?
         };
-        let stats = round_stats(task, &scored, spec.train.threshold)
-            .map_err(CoordinatorError::InvalidArgument)?;
+        let stats =
+            round_stats(task, &scored, threshold).map_err(CoordinatorError::InvalidArgument)?;
         let history_json: Vec<serde_json::Value> = history
             .iter()
             .map(|h| {
