@@ -607,7 +607,7 @@ fn clustered_pooled_ci(doc: &Value) -> bool {
 /// How the pooled AUC's CI is computed, for the Definitions.
 fn pooled_ci_definition(doc: &Value) -> &'static str {
     if clustered_pooled_ci(doc) {
-        " Its 95% CI is DeLong's clustered by patient (Obuchowski 1997): the predictions of one patient (an image tested in several rounds, several images of one patient) are one cluster, not independent cases."
+        " Its 95% CI is DeLong's clustered by patient (Obuchowski 1997): the predictions of one patient (an image tested in several rounds, several images of one patient) are one cluster, not independent cases. Like every DeLong interval it takes the trained models as given: the variation between the rounds' models shows in the per-round SD, not in this CI."
     } else {
         ""
     }
