@@ -248,7 +248,22 @@ async fn run_slot(
                 wait_seconds: cfg.lease_wait.as_secs_f64(),
                 gpu: Some(cfg.device.is_cuda()),
             };
-            let lease = match client.lease(req).await {
+            // Stopping: the answer is still awaited (a job leased meanwhile
+            // is then released, not left to expire), but from a coordinator
+            // that no longer answers only for the long poll's own time and
+            // 5 s more.
+            let answer = tokio::select! {
+                biased;
+                r = client.lease(req) => r,
+                _ = async {
+                    until_set(&stop).await;
+                    tokio::time::sleep(cfg.lease_wait + Duration::from_secs(5)).await;
+                } => {
+                    tracing::warn!("stopping without the answer to a lease request: the coordinator stopped answering");
+                    return Ok(());
+                }
+            };
+            let lease = match answer {
                 Ok(r) => r.into_inner().lease,
                 Err(e) => {
                     budget.give_back();
@@ -303,8 +318,9 @@ async fn run_lease(
     }
     let interval = Duration::from_secs_f64(lease.heartbeat_interval_seconds.clamp(0.2, 60.0));
     let mut ticker = tokio::time::interval(interval);
-    // After a heartbeat that waited long, the next one an interval later,
-    // not a burst of the missed ones.
+    // After a heartbeat that waited long, no burst of the missed ticks
+    // (and the ticker is reset after each heartbeat: the next one an
+    // interval later).
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A SIGTERM reaches the training thread within this, not at the next
     // heartbeat (up to a minute away): the job stops within one step more.
@@ -363,6 +379,7 @@ async fn run_lease(
                     Ok(reply) => reply,
                     Err(outcome) => break outcome,
                 };
+                ticker.reset();
                 match reply {
                     Ok(r) if !r.get_ref().keep_going => {
                         told_to_stop = true;
@@ -448,6 +465,8 @@ async fn report(
                 "stopping with the outcome unreported: the coordinator stayed unreachable (with --outputs the job's files are kept)");
         };
         let r = tokio::select! {
+            // An answer that came in time counts, even at the deadline.
+            biased;
             r = try_once => r,
             _ = after_stop(stop, &mut stopped_at) => {
                 unreported(&"no answer before the time allowed after the stop");
