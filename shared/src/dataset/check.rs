@@ -2,7 +2,9 @@
 
 use super::paths::{contained_in, normalise};
 use super::{available_threads, parallel_map, DatasetError};
-use crate::imaging::{decode_bytes, resize_to_square, GrayImage, ImagingError, ResizeMode};
+use crate::imaging::{
+    decode_bytes_noting, resize_to_square, Gray16, GrayImage, ImagingError, ResizeMode,
+};
 use crate::label::{Label, Task};
 use crate::manifest::{check_rows, read_raw, RawRow};
 use serde::Serialize;
@@ -35,6 +37,11 @@ pub enum IssueKind {
     /// Warning: two patient ids that differ only in letter case (`P0001`,
     /// `p0001`): two patients to crossfold, perhaps one in fact.
     PatientIdCase,
+    /// Warning: the data set's 16-bit gray PNGs were read on two scales
+    /// (some as 12-bit data, some as 16-bit): the images read on the rarer
+    /// scale are named, as 16 times too bright or too dark if all come from
+    /// one detector.
+    MixedBitDepth,
 }
 
 /// One finding, naming the manifest line, the row's path and the bad value.
@@ -329,9 +336,13 @@ fn check_with(
     let mut by_content: BTreeMap<String, &RawRow> = BTreeMap::new();
     let mut kept = Kept::new();
     let mut file_sha256 = HashMap::new();
+    let mut gray16 = Vec::new();
     for (row, found) in file_rows.iter().zip(findings) {
         errors.extend(found.errors);
         warnings.extend(found.warnings);
+        if let Some(g) = found.gray16 {
+            gray16.push((*row, g));
+        }
         if let Some(square) = found.square {
             kept.insert(normalise(&row.path), square);
         }
@@ -375,6 +386,7 @@ fn check_with(
         }
     }
 
+    warnings.extend(mixed_bit_depths(&gray16));
     errors.sort_by_key(|i| (i.line, i.kind));
     warnings.sort_by_key(|i| (i.line, i.kind));
     let mut counts = BTreeMap::new();
@@ -398,13 +410,53 @@ fn check_with(
 
 /// The image at `path` and the SHA-256 of the bytes it was decoded from
 /// (the file is read once).
-fn read_and_decode(path: &Path) -> Result<(GrayImage, String), ImagingError> {
+fn read_and_decode(path: &Path) -> Result<(GrayImage, Option<Gray16>, String), ImagingError> {
     let bytes = std::fs::read(path).map_err(|source| ImagingError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let img = decode_bytes(&bytes, path)?;
-    Ok((img, crate::hash::sha256_hex(&bytes)))
+    let (img, gray16) = decode_bytes_noting(&bytes, path)?;
+    Ok((img, gray16, crate::hash::sha256_hex(&bytes)))
+}
+
+/// A warning for each 16-bit gray image read on the rarer of two scales,
+/// when the data set has both (ties: the 16-bit ones are named).
+fn mixed_bit_depths(read: &[(&RawRow, Gray16)]) -> Vec<Issue> {
+    let as12 = read.iter().filter(|(_, g)| *g == Gray16::As12Bit).count();
+    let as16 = read.len() - as12;
+    if as12 == 0 || as16 == 0 {
+        return Vec::new();
+    }
+    let (rare, others, how, other_how) = if as12 < as16 {
+        (
+            Gray16::As12Bit,
+            as16,
+            "as 12-bit data (no pixel above 4095: full scale 4095)",
+            "as 16-bit data (full scale 65535)",
+        )
+    } else {
+        (
+            Gray16::As16Bit,
+            as12,
+            "as 16-bit data (a pixel above 4095: full scale 65535)",
+            "as 12-bit data (full scale 4095)",
+        )
+    };
+    read.iter()
+        .filter(|(_, g)| *g == rare)
+        .map(|(row, _)| {
+            issue(
+                IssueKind::MixedBitDepth,
+                row,
+                None,
+                None,
+                format!(
+                    "16-bit gray image read {how}, while {others} other 16-bit gray images of this data set were read {other_how}: \
+                     if they come from one detector, this one is 16 times too dark or too bright; store them all at one bit depth"
+                ),
+            )
+        })
+        .collect()
 }
 
 /// What the check of one file found.
@@ -415,6 +467,8 @@ struct FileFindings {
     sha: Option<String>,
     /// A decodable image resized, when asked to keep it.
     square: Option<Vec<u8>>,
+    /// How a 16-bit gray image was scaled.
+    gray16: Option<Gray16>,
 }
 
 fn check_file(
@@ -427,6 +481,7 @@ fn check_file(
     let mut warnings = Vec::new();
     let mut sha = None;
     let mut square = None;
+    let mut gray16 = None;
     // The path is relative to the manifest; it must stay under the data root.
     let full = match contained_in(root, base, &row.path) {
         Ok(full) => full,
@@ -443,6 +498,7 @@ fn check_file(
                 warnings,
                 sha,
                 square,
+                gray16,
             };
         }
     };
@@ -467,8 +523,9 @@ fn check_file(
         }
         // Decode the whole image, whatever its format (recognised by content).
         Ok(_) => match read_and_decode(&full) {
-            Ok((img, digest)) => {
+            Ok((img, read_as, digest)) => {
                 sha = Some(digest);
+                gray16 = read_as;
                 square = keep.map(|(size, mode)| resize_to_square(&img, size, mode));
                 if img.is_blank() {
                     warnings.push(issue(
@@ -499,6 +556,7 @@ fn check_file(
         warnings,
         sha,
         square,
+        gray16,
     }
 }
 
@@ -765,5 +823,38 @@ mod tests {
             "{e}"
         );
         assert!(e.message.contains("two labels"), "{e}");
+    }
+
+    #[test]
+    fn sixteen_bit_images_read_on_two_scales_are_pointed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Three look like 12-bit data (all below 4096), one does not.
+        let write16 = |name: &str, top: u16| {
+            let img = image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(8, 8, |x, y| {
+                Luma([top / 64 * (x + 8 * y) as u16 / 63 * 64])
+            });
+            img.save(d.join(name)).unwrap();
+        };
+        write16("a.png", 4000);
+        write16("b.png", 3000);
+        write16("c.png", 4095);
+        write16("d.png", 60000);
+        let manifest = d.join("manifest.csv");
+        let rows = "path,label,patient_id\na.png,normal,p1\nb.png,benign,p2\nc.png,normal,p3\nd.png,normal,p4\n";
+        std::fs::write(&manifest, rows).unwrap();
+        let report = check(&manifest, None).unwrap();
+        assert!(report.ok(), "{:?}", report.errors);
+        let w: Vec<(u64, IssueKind)> = report.warnings.iter().map(|i| (i.line, i.kind)).collect();
+        assert_eq!(w, vec![(5, IssueKind::MixedBitDepth)]);
+        assert!(
+            report.warnings[0].message.contains("as 16-bit data")
+                && report.warnings[0].message.contains("3 other"),
+            "{}",
+            report.warnings[0]
+        );
+        // One scale for all: nothing to say.
+        write16("d.png", 2000);
+        assert!(check(&manifest, None).unwrap().warnings.is_empty());
     }
 }

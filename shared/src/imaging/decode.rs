@@ -23,13 +23,32 @@ pub fn decode_file(path: &Path) -> Result<GrayImage, ImagingError> {
 /// [`ImagingError::Empty`]; another recognised format (TIFF, BMP, …) gives
 /// [`ImagingError::Unsupported`]; anything else [`ImagingError::Undecodable`].
 pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<GrayImage, ImagingError> {
+    decode_bytes_noting(bytes, name).map(|(img, _)| img)
+}
+
+/// How a 16-bit gray PNG's samples were scaled ([`gray16_full_scale`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gray16 {
+    /// No sample above 4095: read as 12-bit data (full scale 4095).
+    As12Bit,
+    /// Read as 16-bit data (full scale 65535).
+    As16Bit,
+}
+
+/// [`decode_bytes`], also saying how a 16-bit gray image was scaled
+/// (`None` for every other kind of image), so that a data set whose
+/// 16-bit images were read on both scales can be pointed out.
+pub fn decode_bytes_noting(
+    bytes: &[u8],
+    name: &Path,
+) -> Result<(GrayImage, Option<Gray16>), ImagingError> {
     if bytes.is_empty() {
         return Err(ImagingError::Empty {
             path: name.to_path_buf(),
         });
     }
     if dicom::is_dicom(bytes) {
-        return dicom::decode(bytes, name);
+        return dicom::decode(bytes, name).map(|img| (img, None));
     }
     let format = image::guess_format(bytes)
         .map_err(|_| ImagingError::undecodable(name, "not a PNG, JPEG or DICOM file"))?;
@@ -73,12 +92,21 @@ pub fn gray16_full_scale(samples: impl Iterator<Item = u16>) -> f32 {
 }
 
 /// Gray pixels of any `DynamicImage`: 8-bit values / 255, 16-bit gray by
-/// its full scale ([`gray16_full_scale`]), colour to BT.601 luma, alpha
-/// dropped.
-fn to_gray(img: DynamicImage) -> GrayImage {
+/// its full scale ([`gray16_full_scale`], and which it was), colour to
+/// BT.601 luma, alpha dropped.
+fn to_gray(img: DynamicImage) -> (GrayImage, Option<Gray16>) {
     let (width, height) = (img.width(), img.height());
     const U8: f32 = 255.0;
     const U16: f32 = 65535.0;
+    let mut gray16 = None;
+    let mut note = |scale: f32| {
+        gray16 = Some(if scale < U16 {
+            Gray16::As12Bit
+        } else {
+            Gray16::As16Bit
+        });
+        scale
+    };
     let pixels: Vec<f32> = match img {
         DynamicImage::ImageLuma8(b) => b.as_raw().iter().map(|&v| f32::from(v) / U8).collect(),
         DynamicImage::ImageLumaA8(b) => b
@@ -87,11 +115,11 @@ fn to_gray(img: DynamicImage) -> GrayImage {
             .map(|p| f32::from(p[0]) / U8)
             .collect(),
         DynamicImage::ImageLuma16(b) => {
-            let scale = gray16_full_scale(b.as_raw().iter().copied());
+            let scale = note(gray16_full_scale(b.as_raw().iter().copied()));
             b.as_raw().iter().map(|&v| f32::from(v) / scale).collect()
         }
         DynamicImage::ImageLumaA16(b) => {
-            let scale = gray16_full_scale(b.as_raw().chunks_exact(2).map(|p| p[0]));
+            let scale = note(gray16_full_scale(b.as_raw().chunks_exact(2).map(|p| p[0])));
             b.as_raw()
                 .chunks_exact(2)
                 .map(|p| f32::from(p[0]) / scale)
@@ -106,11 +134,14 @@ fn to_gray(img: DynamicImage) -> GrayImage {
         // `DynamicImage` is non-exhaustive: go through 32-bit float RGB.
         other => rgb_luma(other.to_rgb32f().as_raw(), 3, 1.0),
     };
-    GrayImage {
-        width,
-        height,
-        pixels,
-    }
+    (
+        GrayImage {
+            width,
+            height,
+            pixels,
+        },
+        gray16,
+    )
 }
 
 /// Luma of interleaved samples with `stride` channels (R, G, B first), each

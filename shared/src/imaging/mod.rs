@@ -49,7 +49,7 @@ mod resize;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use decode::{decode_bytes, decode_file};
+pub use decode::{decode_bytes, decode_bytes_noting, decode_file, Gray16};
 pub use resize::{resize_to_square, ResizeMode};
 
 use std::path::{Path, PathBuf};
