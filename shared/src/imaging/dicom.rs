@@ -14,6 +14,9 @@ use std::path::Path;
 /// Length of the DICOM file preamble, after which `DICM` follows.
 const PREAMBLE: usize = 128;
 
+/// The RLE Lossless transfer syntax.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
 /// Whether `bytes` start like a DICOM file (Part 10): a 128-byte preamble and `DICM`.
 pub(crate) fn is_dicom(bytes: &[u8]) -> bool {
     bytes.get(PREAMBLE..PREAMBLE + 4) == Some(b"DICM")
@@ -61,6 +64,14 @@ pub(crate) fn decode(bytes: &[u8], name: &Path) -> Result<GrayImage, ImagingErro
         });
     }
     let pi = px.photometric_interpretation().clone();
+    // dicom-pixeldata labels every decoded 3-sample frame RGB, but its RLE
+    // decoder does not convert YBR_FULL: the first plane is still Y.
+    let stored_ybr = obj
+        .element(dicom_dictionary_std::tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .is_some_and(|s| s.trim_end_matches(['\0', ' ']) == "YBR_FULL");
+    let ybr_still = stored_ybr && ts_uid.trim_end_matches('\0') == RLE_LOSSLESS;
     let spp = px.samples_per_pixel();
     let expected_spp = match pi {
         PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2 => 1,
@@ -92,7 +103,12 @@ pub(crate) fn decode(bytes: &[u8], name: &Path) -> Result<GrayImage, ImagingErro
         )
         .map_err(|e| undecodable("pixel attributes", &e))?
     } else {
-        colour(&px, &layout, data, pi == PhotometricInterpretation::Rgb)
+        colour(
+            &px,
+            &layout,
+            data,
+            pi == PhotometricInterpretation::Rgb && !ybr_still,
+        )
     };
     Ok(GrayImage {
         width,

@@ -10,6 +10,7 @@ use std::path::Path;
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const JPEG_2000: &str = "1.2.840.10008.1.2.4.90";
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 /// Digital X-Ray Image Storage - For Presentation.
 const DX_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.1.1";
 
@@ -395,6 +396,33 @@ fn dicom_monochrome2_rescale_and_linear_window() {
 }
 
 #[test]
+fn dicom_multi_valued_windows_use_their_first_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = [0u16, 100, 200, 400];
+    let read = |name: &str, window: (&'static str, &'static str)| {
+        let path = dir.path().join(name);
+        let d = Dcm {
+            window: Some(window),
+            ..Dcm::mono2(2, 2, &raw)
+        };
+        write_dicom(&path, &d);
+        decode_file(&path).unwrap()
+    };
+    // Two centers, one width: the first center with that width (LINEAR,
+    // c = 2048, w = 4096: (x - 2047.5) / 4095 + 0.5), not a refused file.
+    let img = read("unpaired.dcm", ("2048\\1024", "4096"));
+    let linear = |x: f64| (x - 2047.5) / 4095.0 + 0.5;
+    assert_pixels(
+        &img,
+        &[0.0, linear(100.0), linear(200.0), linear(400.0)],
+        1e-6,
+    );
+    // Two of each: the first pair (LINEAR, c = 200, w = 401).
+    let img = read("paired.dcm", ("200\\1000", "401\\10"));
+    assert_pixels(&img, &[0.00125, 0.25125, 0.50125, 1.0], 1e-6);
+}
+
+#[test]
 fn dicom_monochrome1_is_inverted() {
     let dir = tempfile::tempdir().unwrap();
     // With a window: c = 2048, w = 4096: 0 at x <= 0, 1 at x > 4095,
@@ -505,6 +533,54 @@ fn dicom_8bit_rgb_becomes_luma() {
     write_dicom(&path, &d);
     let expected = [0.299, 0.587, 0.114, 123.81 / 255.0];
     assert_pixels(&decode_file(&path).unwrap(), &expected, 1e-6);
+}
+
+/// One RLE Lossless fragment of an 8-bit, 3-sample frame of 4 pixels: a
+/// 64-byte header (3 segments) and one PackBits literal run per plane.
+fn rle_fragment(planes: [[u8; 4]; 3]) -> Vec<u8> {
+    let mut header = vec![0u8; 64];
+    header[0..4].copy_from_slice(&3u32.to_le_bytes());
+    let mut body = Vec::new();
+    for (i, plane) in planes.iter().enumerate() {
+        let offset = 64 + body.len() as u32;
+        header[4 + 4 * i..8 + 4 * i].copy_from_slice(&offset.to_le_bytes());
+        body.push(3); // four literal bytes follow
+        body.extend_from_slice(plane);
+        body.push(0x80); // no-op: keeps each segment even
+    }
+    header.extend(body);
+    header
+}
+
+#[test]
+fn dicom_rle_ybr_full_is_read_by_its_y_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    // Gray pixels stored as YBR_FULL: Y carries the image, Cb = Cr = 128.
+    let y = [200u8, 50, 0, 255];
+    let write = |name: &str, photometric: &'static str, planes| {
+        let path = dir.path().join(name);
+        let d = Dcm {
+            bits_allocated: 8,
+            bits_stored: 8,
+            samples_per_pixel: 3,
+            photometric,
+            transfer_syntax: RLE_LOSSLESS,
+            pixels: PrimitiveValue::U8(rle_fragment(planes).into_iter().collect()),
+            ..Dcm::mono2(2, 2, &[])
+        };
+        write_dicom(&path, &d);
+        decode_file(&path).unwrap()
+    };
+    let img = write("ybr.dcm", "YBR_FULL", [y, [128; 4], [128; 4]]);
+    let expected: Vec<f64> = y.iter().map(|&v| f64::from(v) / 255.0).collect();
+    assert_pixels(&img, &expected, 1e-6);
+    // RGB under RLE is still read as RGB (BT.601 luma).
+    let img = write(
+        "rgb.dcm",
+        "RGB",
+        [[255, 0, 0, 10], [0, 255, 0, 200], [0, 0, 255, 30]],
+    );
+    assert_pixels(&img, &[0.299, 0.587, 0.114, 123.81 / 255.0], 1e-6);
 }
 
 #[test]
