@@ -7,6 +7,7 @@ mod health;
 mod html;
 mod metrics;
 mod plan;
+mod progress;
 mod remote;
 mod report;
 mod run;

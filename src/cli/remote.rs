@@ -6,8 +6,6 @@ use clap::Args;
 use crossfold_proto::client::{AuthChannel, ClientSecurity};
 use crossfold_proto::v1::{self, experiments_client::ExperimentsClient};
 use crossfold_shared::experiment::prepare;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -284,7 +282,7 @@ pub async fn submit(a: SubmitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn state_name(s: i32) -> &'static str {
+pub(super) fn state_name(s: i32) -> &'static str {
     match v1::JobState::try_from(s) {
         Ok(v1::JobState::Pending) => "pending",
         Ok(v1::JobState::Leased) => "leased",
@@ -396,11 +394,7 @@ const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 /// connection (the coordinator restarting) is said and retried for
 /// [`RECONNECT_FOR`].
 pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
-    let tty = std::io::stderr().is_terminal() && show == Show::Text;
-    let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>16} {bar:30} {pos}/{len} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let mut by_job: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    let mut view = super::progress::View::new(show, std::io::stderr().is_terminal());
     let mut lost: Option<std::time::Instant> = None;
     loop {
         // The coordinator answers the opening at once; a silent one is
@@ -419,12 +413,12 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
         let mut stream = match opened {
             Ok(s) => {
                 if lost.take().is_some() {
-                    eprintln!("reconnected to the coordinator");
+                    view.say("reconnected to the coordinator");
                 }
                 s.into_inner()
             }
             Err(e) if connection_lost(&e) => {
-                wait_to_reconnect(&mut lost, &e).await?;
+                wait_to_reconnect(&mut lost, &e, &view).await?;
                 continue;
             }
             Err(e) => return Err(rpc(e)),
@@ -434,13 +428,13 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
             let ev = match ev {
                 Ok(ev) => ev,
                 Err(e) if connection_lost(&e) => {
-                    wait_to_reconnect(&mut lost, &e).await?;
+                    wait_to_reconnect(&mut lost, &e, &view).await?;
                     ended = false;
                     break;
                 }
                 Err(e) => return Err(rpc(e)),
             };
-            show_event(&ev, show, tty, &bars, &style, &mut by_job);
+            view.event(&ev);
         }
         if ended {
             break;
@@ -454,25 +448,31 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
 }
 
 /// The call failed because the coordinator could not be reached (restarting,
-/// shutting down, network), not because it refused the request.
+/// shutting down, network), not because it refused the request. A TLS
+/// problem (a certificate the CA does not sign, an expired one) will not
+/// heal by waiting: not lost, an error at once.
 fn connection_lost(e: &tonic::Status) -> bool {
     matches!(
         e.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-    )
+    ) && crossfold_proto::client::tls_problem(e).is_none()
 }
 
 /// Say the connection was lost (once) and wait before the next try; an
 /// error once [`RECONNECT_FOR`] has passed.
-async fn wait_to_reconnect(lost: &mut Option<std::time::Instant>, e: &tonic::Status) -> Result<()> {
+async fn wait_to_reconnect(
+    lost: &mut Option<std::time::Instant>,
+    e: &tonic::Status,
+    view: &super::progress::View,
+) -> Result<()> {
     let since = match lost {
         Some(t) => *t,
         None => {
-            eprintln!(
+            view.say(&format!(
                 "lost the connection to the coordinator ({}); reconnecting for up to {} s",
-                e.message(),
+                rpc_text(e),
                 RECONNECT_FOR.as_secs()
-            );
+            ));
             *lost.insert(std::time::Instant::now())
         }
     };
@@ -480,103 +480,11 @@ async fn wait_to_reconnect(lost: &mut Option<std::time::Instant>, e: &tonic::Sta
         bail!(
             "cannot reach the coordinator again after {} s: {}",
             RECONNECT_FOR.as_secs(),
-            e.message()
+            rpc_text(e)
         );
     }
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     Ok(())
-}
-
-fn show_event(
-    ev: &v1::ExperimentEvent,
-    show: Show,
-    tty: bool,
-    bars: &MultiProgress,
-    style: &ProgressStyle,
-    by_job: &mut BTreeMap<String, ProgressBar>,
-) {
-    let state = state_name(ev.state);
-    let progress = ev.progress.as_ref();
-    if show == Show::Json {
-        let p = progress.map(|p| {
-            serde_json::json!({
-                "epoch": p.epoch, "epochs": p.epochs, "step": p.step,
-                "steps_per_epoch": p.steps_per_epoch,
-                "train_loss": p.train_loss.is_finite().then_some(p.train_loss),
-                "validation_auc": p.validation_auc, "images_per_second": p.images_per_second,
-                "eta_seconds": p.eta_seconds,
-            })
-        });
-        println!(
-            "{}",
-            serde_json::json!({
-                "experiment_id": ev.experiment_id, "job": ev.job_key, "state": state,
-                "attempt": ev.attempt, "progress": p,
-                "message": (!ev.message.is_empty()).then_some(&ev.message),
-            })
-        );
-        return;
-    }
-    if show == Show::Nothing {
-        return;
-    }
-    let detail = match progress {
-        Some(p) => format!(
-            "epoch {}/{} step {}/{} loss {} val AUC {} {:.0} img/s ETA {:.0} s",
-            p.epoch,
-            p.epochs,
-            p.step,
-            p.steps_per_epoch,
-            if p.train_loss.is_finite() {
-                format!("{:.4}", p.train_loss)
-            } else {
-                "-".into()
-            },
-            p.validation_auc
-                .map(|v| format!("{v:.3}"))
-                .unwrap_or_else(|| "-".into()),
-            p.images_per_second,
-            p.eta_seconds
-        ),
-        None => String::new(),
-    };
-    // A queued or running job's message is its previous attempt's error.
-    let about = if matches!(state, "pending" | "leased") {
-        "last attempt"
-    } else {
-        "error"
-    };
-    if tty {
-        let bar = by_job.entry(ev.job_key.clone()).or_insert_with(|| {
-            let b = bars.add(ProgressBar::new(1));
-            b.set_style(style.clone());
-            b.set_prefix(ev.job_key.clone());
-            b
-        });
-        if let Some(p) = progress {
-            bar.set_length((p.epochs * p.steps_per_epoch).max(1) as u64);
-            bar.set_position(((p.epoch.saturating_sub(1)) * p.steps_per_epoch + p.step) as u64);
-        }
-        let err = if ev.message.is_empty() {
-            String::new()
-        } else {
-            format!(" ({about}: {})", ev.message)
-        };
-        bar.set_message(format!("{state} #{} {detail}{err}", ev.attempt));
-        if state == "succeeded" {
-            bar.finish();
-        }
-    } else {
-        let err = if ev.message.is_empty() {
-            String::new()
-        } else {
-            format!(" {about}: {}", ev.message)
-        };
-        eprintln!(
-            "{} {} attempt {} {}{}",
-            ev.job_key, state, ev.attempt, detail, err
-        );
-    }
 }
 
 pub async fn watch(a: IdArgs) -> Result<ExitCode> {
