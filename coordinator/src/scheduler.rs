@@ -3,7 +3,7 @@
 //! Experiments are served in submission order with fair sharing: among the
 //! experiments that have a job ready to run, the one with the fewest jobs
 //! currently leased goes first (ties: the earlier submission); within it,
-//! the first ready job in key order. Experiments whose spec asks for
+//! the first ready job by task and round number. Experiments whose spec asks for
 //! `train.device = "cuda"` are served to GPU workers only.
 
 use crate::state::JobState;
@@ -44,7 +44,7 @@ pub fn pick<'a>(
             .filter(|j| j.experiment == e.id)
             .filter(ready)
             .collect();
-        jobs.sort_by(|a, b| a.key.cmp(&b.key));
+        jobs.sort_by(|a, b| (&a.task, a.round, &a.key).cmp(&(&b.task, b.round, &b.key)));
         // Checked only for experiments with a job ready (it parses the spec).
         if let Some(j) = jobs.first().filter(|_| eligible(e)) {
             return Some(j);

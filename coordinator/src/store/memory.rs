@@ -132,7 +132,9 @@ impl Store for MemoryStore {
     }
 
     fn jobs(&self, id: ExperimentId) -> Result<Vec<JobRecord>, StoreError> {
-        Ok(self.lock().jobs_of(id)?.values().cloned().collect())
+        let mut jobs: Vec<JobRecord> = self.lock().jobs_of(id)?.values().cloned().collect();
+        jobs.sort_by(|a, b| (&a.task, a.round, &a.key).cmp(&(&b.task, b.round, &b.key)));
+        Ok(jobs)
     }
 
     fn job(&self, id: ExperimentId, key: &str) -> Result<JobRecord, StoreError> {

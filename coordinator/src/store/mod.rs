@@ -141,7 +141,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every experiment, in submission order (`seq`).
     fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
 
-    /// An experiment's jobs, ordered by key.
+    /// An experiment's jobs, ordered by task, then round number (round 9
+    /// before 10 before 100, which key order would not give).
     fn jobs(&self, id: ExperimentId) -> Result<Vec<JobRecord>, StoreError>;
 
     /// One job.

@@ -340,7 +340,9 @@ impl Store for SqliteStore {
     }
 
     fn jobs(&self, id: ExperimentId) -> Result<Vec<JobRecord>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE experiment = ?1 ORDER BY key");
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE experiment = ?1 ORDER BY task, round, key"
+        );
         self.read(|tx| {
             if !self.experiment_exists(tx, id)? {
                 return Err(StoreError::NoExperiment(id));

@@ -31,6 +31,7 @@ store_suite!(
     create_is_idempotent_by_fingerprint,
     create_refuses_a_taken_id_and_duplicate_keys,
     experiments_are_in_submission_order,
+    jobs_are_in_task_then_round_order,
     unknown_experiment_and_job,
     update_job_is_compare_and_set,
     concurrent_writers_of_one_version_one_wins,
@@ -99,12 +100,13 @@ fn create_and_read_back(store: &dyn Store) {
     assert_eq!(e.seq, 1);
     assert_eq!(e, ExperimentRecord { seq: 1, ..input });
     assert_eq!(store.experiment(e.id).unwrap(), e);
+    // In round order (`jobs` numbers them 1, 2 in the order given).
     let all = store.jobs(e.id).unwrap();
-    assert_eq!(keys(&all), ["a-r01", "b-r02"]);
-    let a = &all[0];
+    assert_eq!(keys(&all), ["b-r02", "a-r01"]);
+    let a = &all[1];
     assert_eq!((a.task.as_str(), a.round, a.version), ("screening", 2, 0));
     assert_eq!(a.state, JobState::Pending(Pending::new()));
-    assert_eq!(store.job(e.id, "b-r02").unwrap(), all[1]);
+    assert_eq!(store.job(e.id, "b-r02").unwrap(), all[0]);
 }
 
 fn create_is_idempotent_by_request_id(store: &dyn Store) {
@@ -165,6 +167,36 @@ fn create_refuses_a_taken_id_and_duplicate_keys(store: &dyn Store) {
         Err(StoreError::NoExperiment(_))
     ));
     assert_eq!(store.experiments().unwrap().len(), 1);
+}
+
+fn jobs_are_in_task_then_round_order(store: &dyn Store) {
+    let job = |task: &str, round: u32| NewJob {
+        key: format!("{task}-r{round:02}"),
+        task: task.to_string(),
+        round,
+    };
+    let new = vec![
+        job("screening", 100),
+        job("screening", 10),
+        job("malignancy", 2),
+        job("screening", 9),
+    ];
+    let (e, _) = store.create_experiment(experiment(1), new).unwrap();
+    let keys: Vec<String> = store
+        .jobs(e.id)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "malignancy-r02",
+            "screening-r09",
+            "screening-r10",
+            "screening-r100"
+        ]
+    );
 }
 
 fn experiments_are_in_submission_order(store: &dyn Store) {
