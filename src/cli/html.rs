@@ -14,6 +14,19 @@ const COLOURS: [&str; 10] = [
     "#cfcf6e", "#7fd0da",
 ];
 const POOLED: &str = "#1f3b73";
+/// More rounds than this are drawn in one grey with one legend entry: a
+/// legend line each would not fit the plot (nor ten colours tell them apart).
+const MAX_NAMED_ROUNDS: usize = 12;
+const MANY_ROUNDS: &str = "#b8b8b8";
+
+/// A round's colour, width and whether it gets its own legend entry.
+fn round_look(i: usize, rounds: usize, width: f64) -> (&'static str, f64, bool) {
+    if rounds > MAX_NAMED_ROUNDS {
+        (MANY_ROUNDS, 1.0, false)
+    } else {
+        (COLOURS[i % COLOURS.len()], width, true)
+    }
+}
 
 /// Escapes text for HTML and SVG (element content and attribute values).
 fn esc(s: &str) -> String {
@@ -234,6 +247,9 @@ fn roc_svg(t: &Value, es: &[&Value], task: Task, name: &str) -> Option<String> {
         svg_open(fr.w, fr.h) + &fr.axes(&format!("ROC: {name}"), "1 − specificity", "sensitivity");
     s += &fr.line(&[(0.0, 0.0), (1.0, 1.0)], "#999", 1.0, true);
     let (mut all_l, mut all_s, mut legend) = (vec![], vec![], vec![]);
+    if es.len() > MAX_NAMED_ROUNDS {
+        legend.push((MANY_ROUNDS, format!("each of {} rounds", es.len()), 1.5));
+    }
     for (i, e) in es.iter().enumerate() {
         let (l, sc) = labelled(e, task);
         let pts = roc_curve(&l, &sc).unwrap_or_default();
@@ -242,9 +258,12 @@ fn roc_svg(t: &Value, es: &[&Value], task: Task, name: &str) -> Option<String> {
         if pts.is_empty() {
             continue;
         }
-        let colour = COLOURS[i % COLOURS.len()];
+        let (colour, width, named) = round_look(i, es.len(), 1.2);
         let xy: Vec<(f64, f64)> = pts.iter().map(|p| (p.fpr, p.tpr)).collect();
-        s += &fr.line(&xy, colour, 1.2, false);
+        s += &fr.line(&xy, colour, width, false);
+        if !named {
+            continue;
+        }
         let round = t["rounds"]
             .as_array()
             .into_iter()
@@ -340,12 +359,17 @@ fn training_svg(es: &[&Value], name: &str) -> Option<String> {
         )
         + &right.axes(&format!("{name}: validation AUC"), "epoch", "AUC");
     let mut legend = vec![];
+    if hs.len() > MAX_NAMED_ROUNDS {
+        legend.push((MANY_ROUNDS, format!("each of {} rounds", hs.len()), 1.5));
+    }
     for (i, round, h) in &hs {
-        let colour = COLOURS[i % COLOURS.len()];
-        s += &left.line(&series(h, "train_loss"), colour, 1.8, false);
-        s += &left.line(&series(h, "validation_loss"), colour, 1.8, true);
-        s += &right.line(&series(h, "validation_auc"), colour, 1.8, false);
-        legend.push((colour, format!("round {}", j(round)), 1.8));
+        let (colour, width, named) = round_look(*i, hs.len(), 1.8);
+        s += &left.line(&series(h, "train_loss"), colour, width, false);
+        s += &left.line(&series(h, "validation_loss"), colour, width, true);
+        s += &right.line(&series(h, "validation_auc"), colour, width, false);
+        if named {
+            legend.push((colour, format!("round {}", j(round)), 1.8));
+        }
     }
     Some(s + &right.legend(&legend) + "</svg>")
 }
@@ -744,6 +768,30 @@ mod tests {
         assert_eq!(tick(1.5, 0.5), "1.5");
         assert_eq!(tick(6.0, 1.0), "6");
         assert_eq!(tick(0.015, 0.005), "0.015");
+    }
+
+    #[test]
+    fn many_rounds_share_one_grey_legend_entry_that_fits_the_plot() {
+        let preds = serde_json::json!([
+            {"label": "normal", "score": 0.2}, {"label": "normal", "score": 0.6},
+            {"label": "benign", "score": 0.7}, {"label": "malignant", "score": 0.4},
+        ]);
+        let entries: Vec<Value> = (1..=30)
+            .map(|r| serde_json::json!({"round": r, "predictions": preds}))
+            .collect();
+        let es: Vec<&Value> = entries.iter().collect();
+        let t = serde_json::json!({"rounds": [], "pooled": {"auc": 0.75}});
+        let svg = roc_svg(&t, &es, Task::Screening, "screening").unwrap();
+        assert!(svg.contains("each of 30 rounds") && svg.contains("pooled (AUC 0.750)"));
+        assert!(!svg.contains("round 1 (AUC"), "{svg}");
+        assert_eq!(
+            svg.matches(MANY_ROUNDS).count(),
+            31,
+            "30 curves and the legend line"
+        );
+        // Twelve rounds: each named, in colour.
+        let svg = roc_svg(&t, &es[..12], Task::Screening, "screening").unwrap();
+        assert!(svg.contains("round 12 (AUC") && !svg.contains(MANY_ROUNDS));
     }
 
     #[test]
