@@ -977,6 +977,55 @@ fn live_workers(out: &std::path::Path) -> usize {
 }
 
 #[test]
+fn a_second_signal_stops_run_and_its_workers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let out = dir.path().join("out");
+    let run = std::process::Command::new(crossfold_bin())
+        .args(["run", spec.to_str().unwrap(), "--quiet", "--workers", "1"])
+        .args(["--set", "train.epochs=500", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = out.join("worker-0.log");
+    wait_for("the worker to lease a job", LONG, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("lease received"))
+    });
+    // A worker that cannot stop (frozen): `run` would wait 35 s for it.
+    let workers = workers_under(&out);
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let pid = workers[0].0;
+    // SAFETY: kill(2) on processes this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+        libc::kill(run.id() as i32, libc::SIGINT);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let second = std::time::Instant::now();
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(run.id() as i32, libc::SIGINT);
+    }
+    let ended = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&ended.stderr);
+    assert!(!ended.status.success(), "{err}");
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "{:?} after the second signal: {err}",
+        second.elapsed()
+    );
+    assert!(
+        err.contains("SIGINT again: stopping the workers at once"),
+        "{err}"
+    );
+    wait_for("the worker to be gone", Duration::from_secs(30), || {
+        live_workers(&out) == 0
+    });
+}
+
+#[test]
 fn run_stops_its_workers_when_interrupted_or_killed() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");

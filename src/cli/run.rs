@@ -285,8 +285,21 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
             }
         }
     }
-    for child in &mut children {
-        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    // All together, for as long as a stopping worker may take to report
+    // (30 s); a second signal stops them at once.
+    let mut again = None;
+    {
+        let all = wait_all(&mut children);
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_secs(35), all) => {}
+            sig = super::signal::shutdown() => again = Some(sig),
+        }
+    }
+    if let Some(sig) = again {
+        eprintln!("{sig} again: stopping the workers at once");
+        for child in &mut children {
+            let _ = child.start_kill();
+        }
     }
     let _ = stop_server.send(());
     let served = match server.await {
@@ -311,6 +324,13 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Wait for every child to exit.
+async fn wait_all(children: &mut [tokio::process::Child]) {
+    for child in children.iter_mut() {
+        let _ = child.wait().await;
+    }
 }
 
 #[cfg(test)]
