@@ -274,6 +274,16 @@ fn the_coordinator_survives_kill_9_and_restart() {
     assert_eq!(store.integrity_check().unwrap(), "ok");
 }
 
+/// SIGTERM `w` and wait (90 s at most) for it to exit; how long it took.
+fn sigterm_and_time_the_exit(w: &mut Proc) -> Duration {
+    let stopped = std::time::Instant::now();
+    w.signal(libc::SIGTERM);
+    wait_for("the worker to exit", Duration::from_secs(90), || {
+        matches!(w.child.try_wait(), Ok(Some(_)))
+    });
+    stopped.elapsed()
+}
+
 /// A worker with a job leased from a coordinator that then goes away
 /// (`hang`: stops answering, its connections open; else killed) is told to
 /// stop: it gives up reporting 30 s after the stop and exits. Returns its log.
@@ -300,12 +310,7 @@ fn stop_with_the_coordinator_gone(hang: bool) -> String {
             w.log_text().matches("retrying the report").count() >= 3
         });
     }
-    let stopped = std::time::Instant::now();
-    w.signal(libc::SIGTERM);
-    wait_for("the worker to exit", Duration::from_secs(90), || {
-        matches!(w.child.try_wait(), Ok(Some(_)))
-    });
-    let took = stopped.elapsed();
+    let took = sigterm_and_time_the_exit(&mut w);
     if hang {
         coord.signal(libc::SIGCONT);
     }
@@ -329,12 +334,7 @@ fn an_idle_worker_stops_within_15_s_when_its_coordinator_stops_answering() {
     });
     // Its lease request (a long poll of up to 10 s) never gets an answer.
     coord.signal(libc::SIGSTOP);
-    let stopped = std::time::Instant::now();
-    w.signal(libc::SIGTERM);
-    wait_for("the worker to exit", Duration::from_secs(60), || {
-        matches!(w.child.try_wait(), Ok(Some(_)))
-    });
-    let took = stopped.elapsed();
+    let took = sigterm_and_time_the_exit(&mut w);
     coord.signal(libc::SIGCONT);
     // Not the 30 s of keep-alive: the long poll's 10 s and 5 s more.
     assert!(
