@@ -14,6 +14,15 @@ pub fn tables(doc: &Value) -> String {
     if doc.get("tasks").and_then(Value::as_object).is_none() {
         return "no results yet\n".into();
     }
+    // An experiment still running (or stopped with rounds missing) says so
+    // first: its tables cover only the rounds with a result.
+    if doc["complete"] == false {
+        out.push_str(&format!(
+            "partial results: the experiment is {}; {} round(s) have no result yet (listed below)\n",
+            doc["state"].as_str().unwrap_or("unfinished"),
+            missing_rounds(doc).len()
+        ));
+    }
     // Screening first, as in report.md and report.html.
     let tasks = super::report::tasks_in_order(doc);
     for line in super::report::protocol_lines(doc) {
@@ -160,5 +169,26 @@ mod tests {
         );
         // Results without timing: nothing to say.
         assert!(time_line(&json!({"rounds": [{"round": 1}]}), "-").is_none());
+    }
+
+    #[test]
+    fn unfinished_results_say_so_first() {
+        let partial = json!({
+            "complete": false, "state": "running", "tasks": {},
+            "missing_rounds": [{"task": "screening", "round": 4, "state": "leased", "attempts": 1}],
+        });
+        let text = tables(&partial);
+        assert!(
+            text.starts_with(
+                "partial results: the experiment is running; 1 round(s) have no result yet"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("no result: screening round 4: leased (attempt 1)"),
+            "{text}"
+        );
+        let done = json!({"complete": true, "state": "succeeded", "tasks": {}});
+        assert!(!tables(&done).contains("partial"));
     }
 }
