@@ -156,11 +156,7 @@ impl Coordinator {
                     .collect()
             })
             .unwrap_or_default();
-        for worker in gone {
-            self.metrics
-                .worker_images_per_second
-                .remove(&crate::metrics::WorkerLabel { worker });
-        }
+        self.drop_worker_series(gone);
         self.metrics.encode()
     }
 
@@ -205,7 +201,12 @@ impl Coordinator {
             });
         }
         // Their series too, in case no scrape removed them.
-        for worker in gone {
+        self.drop_worker_series(gone);
+    }
+
+    /// Remove the per-worker metric series of `workers`.
+    fn drop_worker_series(&self, workers: Vec<String>) {
+        for worker in workers {
             self.metrics
                 .worker_images_per_second
                 .remove(&crate::metrics::WorkerLabel { worker });
