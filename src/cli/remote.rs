@@ -134,7 +134,9 @@ pub fn rpc_text(e: &tonic::Status) -> String {
     } else if matches!(
         e.code(),
         tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
-    ) && (said("broken pipe") || said("connection closed"))
+    ) && (said("broken pipe")
+        || said("connection closed")
+        || said("connection was not ready"))
     {
         closed_hint(CALLS.get().map(|c| c.sent))
     } else if said("keep-alive timed out") {
@@ -663,6 +665,12 @@ mod tests {
             text.contains("is it restarting?") && text.contains("--cert and --key"),
             "{text}"
         );
+        // hyper's words when the connection closed before the call was sent.
+        let not_ready = tonic::Status::cancelled(
+            "operation was canceled: transport error: operation was canceled: connection was \
+             not ready",
+        );
+        assert!(rpc_text(&not_ready).contains("--cert and --key"));
         let silent = tonic::Status::unavailable(
             "http2 error: transport error: http2 error: keep-alive timed out: operation timed out",
         );
