@@ -22,10 +22,13 @@
 #    ratio to pure training;
 # 5. the rest of the configuration matrix (BENCH=full, the default), or
 #    TF32 channels-last with and without cuDNN autotuning on both sides
-#    (BENCH=tune), or nothing (BENCH=short); each run is skipped once the
-#    script is past DEADLINE;
+#    (BENCH=tune), or fp16 channels-last on both sides, twice (BENCH=fp16),
+#    or nothing (BENCH=short); each run is skipped once the script is past
+#    DEADLINE;
 # 6. the whole paper experiment (`crossfold run examples/paper.toml`), then,
-#    time allowing, a variant of it (RUN_VARIANT="--set key=value ...").
+#    time allowing, a variant of it (RUN_VARIANT="--set key=value ..."),
+#    each round's time in the running worker against its pure training
+#    time (its images trained / the batch-32 SGD rate of step 4).
 # Writes OUT_DIR/{summary.txt,bench.jsonl,...} and prints a table.
 # Settings (environment): PYTHON (python3), BIN (target/release), STEPS (100;
 # 30 gave crossfold's default anywhere from 5,692 to 6,766 img/s on one H200),
@@ -201,6 +204,13 @@ elif [ "${BENCH}" = tune ]; then
     bench_ours tf32 on on off
     bench_ours auto auto auto on
   done
+elif [ "${BENCH}" = fp16 ]; then
+  # fp16 with loss scaling, what `auto` picks on compute capability 7.x.
+  for _ in 1 2; do
+    bench_ref fp16 "--channels-last"
+    bench_ours fp16 on on
+  done
+  bench_ours auto auto auto
 fi
 
 # 6. The whole experiment, then a variant.
@@ -213,6 +223,30 @@ run_paper() { # name, extra args
   log "run $1 exit $?"
   tail -40 "$out/$1.log" | tee -a "$out/summary.txt"
   find "$out/$1" -name '*.safetensors' -delete 2>/dev/null
+  # Each round inside the running worker (from lease to result, as the
+  # worker timed it) against its pure training time.
+  "$py" - "$out/$1/rounds.csv" "$out/bench.jsonl" <<'PY' | tee -a "$out/summary.txt"
+import csv, json, sys
+try:
+    rows = list(csv.DictReader(open(sys.argv[1])))
+    rates = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+except OSError as e:
+    print("no per-round timing:", e); sys.exit()
+rates = [x["images_per_second"] for x in rates
+         if x.get("implementation") == "crossfold" and x.get("batch") == 32 and x.get("optimizer") == "sgd"]
+if not rates:
+    print("no batch-32 SGD rate measured above"); sys.exit()
+print(f"per round in the running worker (pure training = images trained / {rates[-1]:.0f} img/s)")
+print("task        round  total_s  training_s  images  pure_s  ratio")
+for r in rows:
+    try:
+        total, training, ips = float(r["seconds"]), float(r["training_seconds"]), float(r["images_per_second"])
+    except (KeyError, ValueError):
+        continue
+    images = training * ips
+    pure = images / rates[-1]
+    print(f"{r['task']:<11} {r['round']:>5}  {total:7.2f}  {training:10.2f}  {images:6.0f}  {pure:6.2f}  {total / pure:5.2f}")
+PY
 }
 run_paper paper ""
 if [ -n "${RUN_VARIANT:-}" ]; then run_paper paper-variant "$RUN_VARIANT"; fi

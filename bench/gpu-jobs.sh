@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Where a job's time goes on a GPU, beyond bench/gpu.sh (same bundle: build
+# here with `make gpu-bundle`, carry target/release/{crossfold,crossfold-worker}):
+#
+#   bench/gpu-jobs.sh OUT_DIR
+#
+# 1. Step time by batch (16, 32, 64, 128) at the default precision, and at
+#    batch 32 in TF32 too, each twice: a step time that does not grow with
+#    the batch means the step waits on the CPU launching kernels, not on
+#    the GPU.
+# 2. Screening rounds as a new `crossfold-worker train` process (rounds 1
+#    and 2) and inside a running worker (`crossfold run` of the screening
+#    task, rounds 1-5), ROUNDS times, each preceded by the batch-32 SGD
+#    benchmark, and the benchmark once more at the end: the benchmark's own
+#    drift between readings says how far a whole-job ratio can be trusted.
+# Writes OUT_DIR/summary.txt and each run's outputs (checkpoints deleted).
+# Settings (environment): PYTHON (python3), BIN (target/release), ROUNDS (2).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+out=${1:?usage: bench/gpu-jobs.sh OUT_DIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+bin=${BIN:-target/release}
+py=${PYTHON:-python3}
+start=$SECONDS
+log() { echo "[$((SECONDS - start))s] $*" | tee -a "$out/summary.txt"; }
+torch_lib=$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') || {
+  log "no PyTorch under $py"
+  exit 1
+}
+export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
+gpu() { log "gpu: $(nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu,power.draw --format=csv,noheader)"; }
+
+bench() { # batch, precision
+  local r
+  r=$(timeout 60 "$bin/crossfold-worker" bench --arch resnet34 --size 224 --batch "$1" --steps 100 \
+    --threads 8 --device cuda --precision "$2" --channels-last auto --fused-optimizer auto \
+    --cudnn-benchmark auto --optimizer sgd 2>>"$out/bench.err" | tail -1)
+  "$py" - "$r" "$2" <<'PY' | tee -a "$out/summary.txt"
+import json, sys
+try:
+    d = json.loads(sys.argv[1])
+except ValueError:
+    print("benchmark failed: see bench.err"); sys.exit()
+b, rate = d["batch"], d["images_per_second"]
+print(f"bench batch {b:>3} {sys.argv[2]:<4} sgd: {rate:7.0f} img/s, {1000 * b / rate:6.2f} ms per step")
+PY
+}
+
+fresh() { # round, run
+  local d="$out/train-r$1-$2"
+  timeout 90 "$bin/crossfold-worker" train --spec examples/paper.toml --task screening --round "$1" \
+    --set train.device=cuda --out "$d" >"$d.log" 2>&1
+  "$py" - "$d/result.json" "$1" <<'PY' | tee -a "$out/summary.txt"
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    print("new train process: no result:", e); sys.exit()
+t = r["timing_seconds"]
+print(f"new train process   screening {sys.argv[2]}: total {t['total']:.2f} s, training {t['training']:.2f} s "
+      f"at {r['images_per_second']:.0f} img/s")
+PY
+}
+
+in_worker() { # run
+  local d="$out/run-$1"
+  timeout 150 "$bin/crossfold" run examples/paper.toml --quiet --out "$d" --set train.device=cuda \
+    --set 'protocol.tasks=["screening"]' >"$d.log" 2>&1
+  log "crossfold run (screening only): exit $?"
+  "$py" - "$d/rounds.csv" <<'PY' | tee -a "$out/summary.txt"
+import csv, sys
+try:
+    rows = list(csv.DictReader(open(sys.argv[1])))
+except OSError as e:
+    print("no rounds:", e); sys.exit()
+for r in rows:
+    print(f"in a running worker {r['task']} {r['round']}: total {float(r['seconds']):.2f} s, "
+          f"training {float(r['training_seconds']):.2f} s at {float(r['images_per_second']):.0f} img/s")
+PY
+}
+
+gpu
+log "1. step time by batch"
+for _ in 1 2; do
+  for b in 16 32 64 128; do bench "$b" auto; done
+  bench 32 tf32
+done
+"$bin/crossfold" plan examples/paper.toml >/dev/null 2>&1 || log "crossfold plan examples/paper.toml failed"
+log "2. screening rounds: new process against a running worker"
+for i in $(seq 1 "${ROUNDS:-2}"); do
+  gpu
+  bench 32 auto
+  fresh 1 "$i"
+  fresh 2 "$i"
+  in_worker "$i"
+done
+bench 32 auto
+gpu
+find "$out" -name '*.safetensors' -delete
+log "done"
