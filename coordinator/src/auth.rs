@@ -349,6 +349,11 @@ mod tests {
             code("/crossfold.v1.Experiments/Results", w),
             PermissionDenied
         );
+        assert_eq!(
+            code("/crossfold.v1.Experiments/ResultsStream", w),
+            PermissionDenied
+        );
+        assert_eq!(code("/crossfold.v1.Experiments/ResultsStream", r), Ok);
         assert_eq!(code("/crossfold.v1.Experiments/Get", None), Unauthenticated);
         assert_eq!(
             code(

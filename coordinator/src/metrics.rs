@@ -59,6 +59,7 @@ pub const KNOWN_METHODS: &[&str] = &[
     "/crossfold.v1.Experiments/Watch",
     "/crossfold.v1.Experiments/Cancel",
     "/crossfold.v1.Experiments/Results",
+    "/crossfold.v1.Experiments/ResultsStream",
     "/crossfold.v1.Workers/Register",
     "/crossfold.v1.Workers/Lease",
     "/crossfold.v1.Workers/Heartbeat",
@@ -326,7 +327,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 13);
+        assert_eq!(n, 14);
         assert_eq!(method_label("/x.Y/Z"), "other");
         assert_eq!(method_label("/crossfold.v1.Workers/lease"), "other");
     }

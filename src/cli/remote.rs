@@ -523,18 +523,33 @@ pub async fn cancel(a: IdArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An experiment's results document, streamed in pieces (any size); from a
+/// coordinator older than the stream, in one message (up to 64 MiB). No
+/// time limit, which would count the transfer: a dead connection is found
+/// by HTTP/2 keep-alive pings within about 30 s.
 pub async fn fetch_results(c: &mut Client, id: &str) -> Result<serde_json::Value> {
-    // Up to 64 MB: no time limit, which would count the transfer (a dead
-    // connection is found by HTTP/2 keep-alive pings within about 30 s).
-    let r = c
-        .results(v1::ResultsRequest {
-            experiment_id: id.to_string(),
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    serde_json::from_str(&r.results_json)
-        .map_err(|e| anyhow!("coordinator sent unreadable results: {e}"))
+    let request = v1::ResultsRequest {
+        experiment_id: id.to_string(),
+    };
+    let text = match c.results_stream(request.clone()).await {
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            let mut text = Vec::new();
+            while let Some(chunk) = stream.message().await.map_err(rpc)? {
+                text.extend_from_slice(&chunk.json);
+            }
+            text
+        }
+        Err(e) if e.code() == tonic::Code::Unimplemented => c
+            .results(request)
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .results_json
+            .into_bytes(),
+        Err(e) => return Err(rpc(e)),
+    };
+    serde_json::from_slice(&text).map_err(|e| anyhow!("coordinator sent unreadable results: {e}"))
 }
 
 pub async fn results(a: IdArgs) -> Result<ExitCode> {

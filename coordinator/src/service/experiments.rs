@@ -6,7 +6,7 @@ use crate::config::now_ms;
 use crate::error::{parse_id, CoordinatorError};
 use crate::jobs::plan_jobs;
 use crate::state::JobState;
-use crate::store::{ExperimentRecord, JobRecord, NewJob};
+use crate::store::{ExperimentId, ExperimentRecord, JobRecord, NewJob};
 use crossfold_proto::v1::{self, experiments_server::Experiments};
 use crossfold_shared::experiment::prepare;
 use crossfold_shared::hash::sha256_hex;
@@ -407,24 +407,13 @@ impl Experiments for ExperimentsService {
         // number of running attempts the cancel cut off)
         let (finished, running) = self
             .coordinator
-            .with_store(move |s| {
-                let (e, jobs) = (s.experiment(id)?, s.jobs(id)?);
-                // A finished experiment keeps its outcome (cancelling it again is a no-op).
-                if !e.cancelled && jobs.iter().all(|j| j.state.is_terminal()) {
-                    return Ok((Some(super::experiment_state(&e, &jobs)), 0));
+            .with_store(move |s| match s.cancel(id)? {
+                Some(running) => Ok((None, running)),
+                // A finished experiment keeps its outcome.
+                None => {
+                    let (e, jobs) = (s.experiment(id)?, s.jobs(id)?);
+                    Ok((Some(super::experiment_state(&e, &jobs)), 0))
                 }
-                s.set_cancelled(id)?;
-                let mut running = 0;
-                for j in jobs {
-                    if !j.state.is_terminal() {
-                        // A concurrent change is fine: the reaper cancels what is left.
-                        let cancelled = s.update_job(id, &j.key, j.version, j.state.cancel());
-                        if cancelled.is_ok() && matches!(j.state, JobState::Leased(_)) {
-                            running += 1;
-                        }
-                    }
-                }
-                Ok((None, running))
             })
             .await?;
         if let Some(state) = finished {
@@ -454,36 +443,216 @@ impl Experiments for ExperimentsService {
         request: Request<v1::ResultsRequest>,
     ) -> Result<Response<v1::ResultsResponse>, Status> {
         let id = parse_id(&request.get_ref().experiment_id)?;
+        let results_json = self.results_document(id).await?;
+        Ok(Response::new(v1::ResultsResponse {
+            experiment_id: id.to_string(),
+            results_json,
+        }))
+    }
+
+    type ResultsStreamStream = ChunkStream;
+
+    async fn results_stream(
+        &self,
+        request: Request<v1::ResultsRequest>,
+    ) -> Result<Response<Self::ResultsStreamStream>, Status> {
+        let id = parse_id(&request.get_ref().experiment_id)?;
+        let text = self.results_document(id).await?.into_bytes();
+        let pieces = text.len().div_ceil(RESULTS_CHUNK);
+        // Each piece is copied out when the client is ready for it.
+        let chunks = (0..pieces).map(move |i| {
+            let end = ((i + 1) * RESULTS_CHUNK).min(text.len());
+            Ok(v1::ResultsChunk {
+                json: text[i * RESULTS_CHUNK..end].to_vec(),
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+/// The size of the pieces `ResultsStream` sends: well under any message
+/// size limit, so that no limit bounds an experiment's results.
+pub const RESULTS_CHUNK: usize = 1 << 20;
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::ResultsChunk, Status>> + Send>>;
+
+impl ExperimentsService {
+    /// An experiment's results document (JSON): the aggregated results,
+    /// what the experiment is, and every round's predictions. Built off the
+    /// async threads: for a large experiment it is hundreds of megabytes.
+    async fn results_document(&self, id: ExperimentId) -> Result<String, CoordinatorError> {
         let (e, jobs, rows) = self
             .coordinator
             .with_store(move |s| Ok((s.experiment(id)?, s.jobs(id)?, s.results(id)?)))
             .await?;
-        let results = parse_results(&rows).map_err(CoordinatorError::from)?;
-        let mut doc = match &e.summary_json {
-            Some(s) => serde_json::from_str(s)
-                .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?,
-            None => aggregate::summarize_record(&results, &e),
-        };
-        if let Some(o) = doc.as_object_mut() {
-            o.insert("experiment_id".into(), e.id.to_string().into());
-            o.insert("name".into(), e.name.clone().into());
-            o.insert("state".into(), experiment_state(&e, &jobs).into());
-            o.insert("complete".into(), e.summary_json.is_some().into());
-            o.insert("report_version".into(), 1.into());
-            o.insert("spec_toml".into(), e.spec_toml.clone().into());
-            o.insert(
-                "plan".into(),
-                serde_json::from_str(&e.plan_json).unwrap_or(serde_json::Value::Null),
-            );
-            o.insert(
-                "predictions".into(),
-                serde_json::to_value(&results).unwrap_or_default(),
-            );
-            o.insert("missing_rounds".into(), missing_rounds(&jobs));
+        tokio::task::spawn_blocking(move || results_document(&e, &jobs, &rows))
+            .await
+            .map_err(|err| CoordinatorError::Internal(format!("results task: {err}")))?
+    }
+}
+
+fn results_document(
+    e: &ExperimentRecord,
+    jobs: &[JobRecord],
+    rows: &[(String, String)],
+) -> Result<String, CoordinatorError> {
+    let results = parse_results(rows)?;
+    let mut doc = match &e.summary_json {
+        Some(s) => serde_json::from_str(s)
+            .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?,
+        None => aggregate::summarize_record(&results, e),
+    };
+    let Some(o) = doc.as_object_mut() else {
+        return Err(CoordinatorError::Internal(format!(
+            "experiment {}: the stored summary is not a JSON object",
+            e.id
+        )));
+    };
+    o.insert("experiment_id".into(), e.id.to_string().into());
+    o.insert("name".into(), e.name.clone().into());
+    o.insert("state".into(), experiment_state(e, jobs).into());
+    o.insert("complete".into(), e.summary_json.is_some().into());
+    o.insert("report_version".into(), 1.into());
+    o.insert("spec_toml".into(), e.spec_toml.clone().into());
+    o.insert(
+        "plan".into(),
+        serde_json::from_str(&e.plan_json).unwrap_or(serde_json::Value::Null),
+    );
+    o.insert("missing_rounds".into(), missing_rounds(jobs));
+    o.remove("predictions");
+    // The predictions, the bulk of the document, are written straight into
+    // its text rather than built as a JSON tree first (several times their
+    // size in memory).
+    let predictions = serde_json::to_string(&results)
+        .map_err(|err| CoordinatorError::Internal(format!("results: {err}")))?;
+    let mut text = doc.to_string();
+    // An object's text ends with '}', and it has keys (those just inserted).
+    text.pop();
+    text.push_str(",\"predictions\":");
+    text.push_str(&predictions);
+    text.push('}');
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{round_stats, JobResult, ScoredImage};
+    use crate::config::Config;
+    use crate::store::tests::{experiment, jobs};
+    use crate::store::{MemoryStore, Store};
+    use crossfold_shared::label::Task;
+    use serde_json::Value;
+    use tokio_stream::StreamExt;
+
+    fn result_json(round: u32, n: usize) -> String {
+        let predictions: Vec<ScoredImage> = (0..n)
+            .map(|i| ScoredImage {
+                image: format!("images/round-{round}/image-{i:06}.png"),
+                patient: format!("p{round}-{i}"),
+                label: if i % 2 == 0 { "normal" } else { "malignant" }.into(),
+                score: (i % 97) as f64 / 97.0,
+                site: String::new(),
+                subtype: String::new(),
+            })
+            .collect();
+        let stats = round_stats(Task::Screening, &predictions, 0.5).unwrap();
+        serde_json::to_string(&JobResult {
+            task: "screening".into(),
+            round,
+            attempt: 1,
+            worker_id: "w".into(),
+            predictions,
+            history: Value::Null,
+            stats,
+            provenance: Value::Null,
+            youden_threshold: None,
+            warnings: Vec::new(),
+            timing: None,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn results_larger_than_a_piece_arrive_whole_in_pieces() {
+        let store = Arc::new(MemoryStore::new());
+        let (e, _) = store
+            .create_experiment(experiment(1), jobs(&["a", "b"]))
+            .unwrap();
+        for (key, round) in [("a", 1), ("b", 2)] {
+            let j = store.job(e.id, key).unwrap();
+            let leased = j.state.lease("w", now_ms(), 30_000).unwrap();
+            store.update_job(e.id, key, j.version, leased).unwrap();
+            let committed = store
+                .commit_result(e.id, key, 1, now_ms(), &result_json(round, 6000))
+                .unwrap();
+            assert!(committed);
         }
-        Ok(Response::new(v1::ResultsResponse {
-            experiment_id: e.id.to_string(),
-            results_json: doc.to_string(),
-        }))
+        let service = ExperimentsService {
+            coordinator: Coordinator::new(
+                store.clone(),
+                Config::new("unused.db".into(), Vec::new()),
+            ),
+        };
+        let request = || {
+            Request::new(v1::ResultsRequest {
+                experiment_id: e.id.to_string(),
+            })
+        };
+        let mut stream = service
+            .results_stream(request())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut pieces = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            pieces.push(chunk.unwrap().json);
+        }
+        assert!(pieces.len() >= 2, "{} piece(s)", pieces.len());
+        assert!(pieces
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= RESULTS_CHUNK));
+        let streamed: Value = serde_json::from_slice(&pieces.concat()).unwrap();
+        // The same document as the one-message call, predictions as stored.
+        let whole = service.results(request()).await.unwrap().into_inner();
+        assert_eq!(
+            streamed,
+            serde_json::from_str::<Value>(&whole.results_json).unwrap()
+        );
+        let stored = parse_results(&store.results(e.id).unwrap()).unwrap();
+        assert_eq!(
+            streamed["predictions"],
+            serde_json::to_value(&stored).unwrap()
+        );
+        assert_eq!(
+            streamed["predictions"][1]["predictions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6000
+        );
+        assert_eq!(streamed["experiment_id"], e.id.to_string());
+        assert_eq!(
+            streamed["tasks"]["screening"]["rounds"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn results_of_an_unknown_experiment_are_not_found_before_any_piece() {
+        let service = ExperimentsService {
+            coordinator: Coordinator::new(
+                Arc::new(MemoryStore::new()),
+                Config::new("unused.db".into(), Vec::new()),
+            ),
+        };
+        let request = Request::new(v1::ResultsRequest {
+            experiment_id: uuid::Uuid::new_v4().to_string(),
+        });
+        let err = service.results_stream(request).await.err().unwrap();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
     }
 }

@@ -193,9 +193,26 @@ impl Store for MemoryStore {
         Ok(results.map(|(k, r)| (k.clone(), r.clone())).collect())
     }
 
-    fn set_cancelled(&self, id: ExperimentId) -> Result<(), StoreError> {
-        self.lock().experiment_mut(id)?.cancelled = true;
-        Ok(())
+    fn cancel(&self, id: ExperimentId) -> Result<Option<u32>, StoreError> {
+        let mut inner = self.lock();
+        let was_cancelled = inner.experiment_mut(id)?.cancelled;
+        let jobs = inner
+            .jobs
+            .get_mut(&id)
+            .ok_or(StoreError::NoExperiment(id))?;
+        if !was_cancelled && jobs.values().all(|j| j.state.is_terminal()) {
+            return Ok(None);
+        }
+        let mut leased = 0;
+        for job in jobs.values_mut().filter(|j| !j.state.is_terminal()) {
+            if matches!(job.state, JobState::Leased(_)) {
+                leased += 1;
+            }
+            job.state = job.state.cancel();
+            job.version += 1;
+        }
+        inner.experiment_mut(id)?.cancelled = true;
+        Ok(Some(leased))
     }
 
     fn resume(&self, id: ExperimentId) -> Result<u32, StoreError> {

@@ -177,9 +177,15 @@ pub trait Store: Send + Sync + 'static {
     /// by key.
     fn results(&self, id: ExperimentId) -> Result<Vec<(String, String)>, StoreError>;
 
-    /// Mark the experiment cancelled (idempotent). Its jobs are not touched:
-    /// the caller cancels them with [`Store::update_job`].
-    fn set_cancelled(&self, id: ExperimentId) -> Result<(), StoreError>;
+    /// Cancel the experiment, in one transaction: mark it cancelled and
+    /// cancel its pending and leased jobs ([`JobState::cancel`], version
+    /// bumped). Returns how many of them were leased (the attempts cut
+    /// off), or `None`, changing nothing, when the experiment has finished
+    /// (every job terminal and the experiment not cancelled): a finished
+    /// experiment keeps its outcome. Cancelling a cancelled experiment again
+    /// returns `Some(0)`. One transaction, so a crash leaves all of it or
+    /// none, and 10,000 jobs cost one disk sync, not 10,000.
+    fn cancel(&self, id: ExperimentId) -> Result<Option<u32>, StoreError>;
 
     /// The experiment submitted again, in one transaction: its cancelled
     /// and failed jobs are queued again ([`JobState::resume`]) and, when the

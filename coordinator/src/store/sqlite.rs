@@ -427,18 +427,35 @@ impl Store for SqliteStore {
         })
     }
 
-    fn set_cancelled(&self, id: ExperimentId) -> Result<(), StoreError> {
+    fn cancel(&self, id: ExperimentId) -> Result<Option<u32>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE experiment = ?1 ORDER BY key");
         self.write(|tx| {
-            let n = tx
-                .execute(
-                    "UPDATE experiments SET cancelled = 1 WHERE id = ?1",
+            let was_cancelled: bool = tx
+                .query_row(
+                    "SELECT cancelled FROM experiments WHERE id = ?1",
                     [id.to_string()],
+                    |r| r.get(0),
                 )
-                .db(&self.label)?;
-            if n == 0 {
-                return Err(StoreError::NoExperiment(id));
+                .optional()
+                .db(&self.label)?
+                .ok_or(StoreError::NoExperiment(id))?;
+            let jobs = self.query_jobs(tx, &sql, [id.to_string()])?;
+            if !was_cancelled && jobs.iter().all(|j| j.state.is_terminal()) {
+                return Ok(None);
             }
-            Ok(())
+            let mut leased = 0;
+            for job in jobs.iter().filter(|j| !j.state.is_terminal()) {
+                if matches!(job.state, JobState::Leased(_)) {
+                    leased += 1;
+                }
+                self.put_state(tx, job, &job.state.cancel())?;
+            }
+            tx.execute(
+                "UPDATE experiments SET cancelled = 1 WHERE id = ?1",
+                [id.to_string()],
+            )
+            .db(&self.label)?;
+            Ok(Some(leased))
         })
     }
 

@@ -38,6 +38,7 @@ store_suite!(
     commit_result_once_twice_and_wrong_attempt,
     results_are_ordered_by_key,
     cancel_and_summary,
+    cancel_ends_the_unfinished_jobs_and_leaves_a_finished_experiment_as_it_was,
     resume_queues_failed_and_cancelled_jobs_again_and_keeps_the_rest,
     active_jobs_are_the_unfinished_ones_in_submission_order,
     job_counts_are_per_state_across_experiments,
@@ -225,7 +226,7 @@ fn unknown_experiment_and_job(store: &dyn Store) {
         Err(StoreError::NoExperiment(_))
     ));
     assert!(matches!(
-        store.set_cancelled(missing),
+        store.cancel(missing),
         Err(StoreError::NoExperiment(_))
     ));
     assert!(matches!(
@@ -370,22 +371,66 @@ fn cancel_and_summary(store: &dyn Store) {
         .set_summary_if_finished(e.id, "{\"auc\":0.7}")
         .unwrap());
     assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
-    store.set_cancelled(e.id).unwrap();
-    store.set_cancelled(e.id).unwrap();
+    assert_eq!(store.cancel(e.id).unwrap(), Some(0));
+    // Again: nothing more to do (not "finished": it was cancelled).
+    assert_eq!(store.cancel(e.id).unwrap(), Some(0));
     store.set_summary(e.id, "{\"auc\":0.9}").unwrap();
     store.set_summary(e.id, "{\"auc\":0.8}").unwrap();
     let got = store.experiment(e.id).unwrap();
     assert!(got.cancelled);
     assert_eq!(got.summary_json.as_deref(), Some("{\"auc\":0.8}"));
-    // The jobs are not touched.
-    assert_eq!(store.job(e.id, "a").unwrap().version, 0);
-    // Submitted again: running, without the stale summary; its pending
-    // job is left as it is.
-    assert_eq!(store.resume(e.id).unwrap(), 0);
+    let a = store.job(e.id, "a").unwrap();
+    assert_eq!((a.state.name(), a.version), ("cancelled", 1));
+    // Submitted again: running, without the stale summary, its cancelled
+    // job queued again.
+    assert_eq!(store.resume(e.id).unwrap(), 1);
     let got = store.experiment(e.id).unwrap();
     assert!(!got.cancelled);
     assert_eq!(got.summary_json, None);
-    assert_eq!(store.job(e.id, "a").unwrap().version, 0);
+    let a = store.job(e.id, "a").unwrap();
+    assert_eq!((a.state.name(), a.version), ("pending", 2));
+}
+
+fn cancel_ends_the_unfinished_jobs_and_leaves_a_finished_experiment_as_it_was(store: &dyn Store) {
+    let e = create(store, 1, &["done", "run1", "run2", "wait"]);
+    lease(store, e.id, "done");
+    assert!(store.commit_result(e.id, "done", 1, 1, "{}").unwrap());
+    lease(store, e.id, "run1");
+    lease(store, e.id, "run2");
+    // Two attempts cut off; the finished job and its result kept.
+    assert_eq!(store.cancel(e.id).unwrap(), Some(2));
+    let states: Vec<(String, &str, i64)> = store
+        .jobs(e.id)
+        .unwrap()
+        .iter()
+        .map(|j| (j.key.clone(), j.state.name(), j.version))
+        .collect();
+    let want = [
+        ("done", "succeeded", 2),
+        ("run1", "cancelled", 2),
+        ("run2", "cancelled", 2),
+        ("wait", "cancelled", 1),
+    ];
+    for (key, state, version) in want {
+        assert!(
+            states.contains(&(key.to_string(), state, version)),
+            "{key}: {states:?}"
+        );
+    }
+    assert!(store.experiment(e.id).unwrap().cancelled);
+    assert_eq!(store.results(e.id).unwrap().len(), 1);
+    assert!(store.active_jobs().unwrap().is_empty());
+
+    // Every job finished, not cancelled: nothing changes.
+    let f = create(store, 2, &["a"]);
+    lease(store, f.id, "a");
+    assert!(store.commit_result(f.id, "a", 1, 1, "{}").unwrap());
+    let before = (store.experiment(f.id).unwrap(), store.jobs(f.id).unwrap());
+    assert_eq!(store.cancel(f.id).unwrap(), None);
+    assert_eq!(
+        (store.experiment(f.id).unwrap(), store.jobs(f.id).unwrap()),
+        before
+    );
 }
 
 fn resume_queues_failed_and_cancelled_jobs_again_and_keeps_the_rest(store: &dyn Store) {

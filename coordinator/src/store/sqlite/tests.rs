@@ -31,8 +31,11 @@ fn everything_survives_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let e = create_and_finish_a(&store, 1);
-    store.set_cancelled(e.id).unwrap();
     store.set_summary(e.id, "{\"auc\":0.5}").unwrap();
+    let (off, _) = store
+        .create_experiment(experiment(3), jobs(&["x"]))
+        .unwrap();
+    assert_eq!(store.cancel(off.id).unwrap(), Some(0));
     let before = (
         store.experiments().unwrap(),
         store.jobs(e.id).unwrap(),
@@ -48,14 +51,16 @@ fn everything_survives_reopening_the_file() {
         store.active_jobs().unwrap(),
     );
     assert_eq!(after, before);
-    assert!(after.0[0].cancelled);
+    assert!(!after.0[0].cancelled && after.0[1].cancelled);
+    assert_eq!(after.0[0].summary_json.as_deref(), Some("{\"auc\":0.5}"));
     assert_eq!(after.1[0].state.name(), "succeeded");
     assert_eq!(keys_of(&after.3), ["b"]);
+    assert_eq!(store.job(off.id, "x").unwrap().state.name(), "cancelled");
     // Submission order goes on after a restart.
     let (next, _) = store
         .create_experiment(experiment(2), jobs(&["a"]))
         .unwrap();
-    assert_eq!(next.seq, 2);
+    assert_eq!(next.seq, 3);
     // The idempotency check sees the old submission.
     assert!(!store.create_experiment(experiment(1), vec![]).unwrap().1);
     assert_eq!(store.integrity_check().unwrap(), "ok");
