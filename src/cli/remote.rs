@@ -596,6 +596,92 @@ fn absolute_paths(spec: &mut crossfold_shared::spec::Spec) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
+    use tokio_stream::Stream;
+    use tonic::{Request, Response, Status};
+
+    /// A coordinator from before `ResultsStream`: it has the one-message
+    /// `Results` only (and answers nothing else here).
+    struct OldCoordinator;
+
+    type Events = Pin<Box<dyn Stream<Item = Result<v1::ExperimentEvent, Status>> + Send>>;
+    type Chunks = Pin<Box<dyn Stream<Item = Result<v1::ResultsChunk, Status>> + Send>>;
+
+    fn absent<T>() -> Result<Response<T>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    #[tonic::async_trait]
+    impl v1::experiments_server::Experiments for OldCoordinator {
+        async fn submit(
+            &self,
+            _: Request<v1::SubmitRequest>,
+        ) -> Result<Response<v1::SubmitResponse>, Status> {
+            absent()
+        }
+        async fn get(
+            &self,
+            _: Request<v1::GetExperimentRequest>,
+        ) -> Result<Response<v1::Experiment>, Status> {
+            absent()
+        }
+        async fn list(
+            &self,
+            _: Request<v1::ListExperimentsRequest>,
+        ) -> Result<Response<v1::ListExperimentsResponse>, Status> {
+            absent()
+        }
+        type WatchStream = Events;
+        async fn watch(&self, _: Request<v1::WatchRequest>) -> Result<Response<Events>, Status> {
+            absent()
+        }
+        async fn cancel(
+            &self,
+            _: Request<v1::CancelRequest>,
+        ) -> Result<Response<v1::Experiment>, Status> {
+            absent()
+        }
+        async fn results(
+            &self,
+            r: Request<v1::ResultsRequest>,
+        ) -> Result<Response<v1::ResultsResponse>, Status> {
+            Ok(Response::new(v1::ResultsResponse {
+                experiment_id: r.get_ref().experiment_id.clone(),
+                results_json: format!(
+                    "{{\"experiment_id\":\"{}\",\"complete\":true}}",
+                    r.get_ref().experiment_id
+                ),
+            }))
+        }
+        type ResultsStreamStream = Chunks;
+        // What tonic answers for a method the server does not have.
+        async fn results_stream(
+            &self,
+            _: Request<v1::ResultsRequest>,
+        ) -> Result<Response<Chunks>, Status> {
+            absent()
+        }
+    }
+
+    #[tokio::test]
+    async fn results_come_in_one_message_from_a_coordinator_without_the_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(v1::experiments_server::ExperimentsServer::new(
+                    OldCoordinator,
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let plain = ClientSecurity::plaintext();
+        let mut c = client_with(&url, &plain, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let doc = fetch_results(&mut c, "e-1").await.unwrap();
+        assert_eq!(doc["experiment_id"], "e-1");
+        assert_eq!(doc["complete"], true);
+    }
 
     #[test]
     fn the_manifest_and_pretrained_weights_are_sent_as_absolute_paths() {

@@ -426,8 +426,8 @@ impl Experiments for ExperimentsService {
         for _ in 0..running {
             self.coordinator.metrics.attempt("cancelled");
         }
-        // Every job is finished now (the reaper takes any a concurrent call
-        // kept): the results get their summary and `complete`.
+        // Every job is terminal now (`Store::cancel` ended them all in one
+        // transaction): the results get their summary and `complete`.
         if let Err(err) = self.coordinator.maybe_finish(id).await {
             // The cancel itself took effect; the summary is made at the
             // coordinator's next start (recover) if not before.
@@ -443,7 +443,10 @@ impl Experiments for ExperimentsService {
         request: Request<v1::ResultsRequest>,
     ) -> Result<Response<v1::ResultsResponse>, Status> {
         let id = parse_id(&request.get_ref().experiment_id)?;
-        let results_json = self.results_document(id).await?;
+        let text = self.results_document(id).await?;
+        // serde_json writes UTF-8: this never fails, and does not copy.
+        let results_json = String::from_utf8(text)
+            .map_err(|err| CoordinatorError::Internal(format!("results: {err}")))?;
         Ok(Response::new(v1::ResultsResponse {
             experiment_id: id.to_string(),
             results_json,
@@ -457,7 +460,7 @@ impl Experiments for ExperimentsService {
         request: Request<v1::ResultsRequest>,
     ) -> Result<Response<Self::ResultsStreamStream>, Status> {
         let id = parse_id(&request.get_ref().experiment_id)?;
-        let text = self.results_document(id).await?.into_bytes();
+        let text = self.results_document(id).await?;
         let pieces = text.len().div_ceil(RESULTS_CHUNK);
         // Each piece is copied out when the client is ready for it.
         let chunks = (0..pieces).map(move |i| {
@@ -480,12 +483,12 @@ impl ExperimentsService {
     /// An experiment's results document (JSON): the aggregated results,
     /// what the experiment is, and every round's predictions. Built off the
     /// async threads: for a large experiment it is hundreds of megabytes.
-    async fn results_document(&self, id: ExperimentId) -> Result<String, CoordinatorError> {
+    async fn results_document(&self, id: ExperimentId) -> Result<Vec<u8>, CoordinatorError> {
         let (e, jobs, rows) = self
             .coordinator
             .with_store(move |s| Ok((s.experiment(id)?, s.jobs(id)?, s.results(id)?)))
             .await?;
-        tokio::task::spawn_blocking(move || results_document(&e, &jobs, &rows))
+        tokio::task::spawn_blocking(move || results_document(&e, &jobs, rows))
             .await
             .map_err(|err| CoordinatorError::Internal(format!("results task: {err}")))?
     }
@@ -494,9 +497,10 @@ impl ExperimentsService {
 fn results_document(
     e: &ExperimentRecord,
     jobs: &[JobRecord],
-    rows: &[(String, String)],
-) -> Result<String, CoordinatorError> {
-    let results = parse_results(rows)?;
+    rows: Vec<(String, String)>,
+) -> Result<Vec<u8>, CoordinatorError> {
+    let results = parse_results(&rows)?;
+    drop(rows);
     let mut doc = match &e.summary_json {
         Some(s) => serde_json::from_str(s)
             .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?,
@@ -523,14 +527,13 @@ fn results_document(
     // The predictions, the bulk of the document, are written straight into
     // its text rather than built as a JSON tree first (several times their
     // size in memory).
-    let predictions = serde_json::to_string(&results)
-        .map_err(|err| CoordinatorError::Internal(format!("results: {err}")))?;
-    let mut text = doc.to_string();
+    let unwritable = |err: serde_json::Error| CoordinatorError::Internal(format!("results: {err}"));
+    let mut text = serde_json::to_vec(&doc).map_err(unwritable)?;
     // An object's text ends with '}', and it has keys (those just inserted).
     text.pop();
-    text.push_str(",\"predictions\":");
-    text.push_str(&predictions);
-    text.push('}');
+    text.extend_from_slice(b",\"predictions\":");
+    serde_json::to_writer(&mut text, &results).map_err(unwritable)?;
+    text.push(b'}');
     Ok(text)
 }
 
