@@ -31,6 +31,11 @@ pub async fn run(a: ReportArgs) -> Result<ExitCode> {
         "wrote {}/{{report.json,report.md,report.html,*.svg,rounds.csv,predictions.csv,plan.json,spec.toml}}",
         a.out.display()
     );
+    // A report of an unfinished experiment is written (an interim look is
+    // useful), and said to be partial where a person running it sees it.
+    if let Some(note) = super::summary::partial_note(&doc) {
+        eprintln!("{note}: report.md lists them; report.json has \"complete\": false");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

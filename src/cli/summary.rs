@@ -8,6 +8,19 @@ fn f(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
 }
 
+/// What a results document of an unfinished experiment says first: that it
+/// is partial, the experiment's state and how many rounds have no result.
+/// `None` for a finished experiment's.
+pub fn partial_note(doc: &Value) -> Option<String> {
+    (doc["complete"] == false).then(|| {
+        format!(
+            "partial results: the experiment is {}; {} round(s) have no result yet",
+            doc["state"].as_str().unwrap_or("unfinished"),
+            missing_rounds(doc).len()
+        )
+    })
+}
+
 /// Per task: the rounds and the summary (mean ± SD with n - 1), the pooled AUC.
 pub fn tables(doc: &Value) -> String {
     let mut out = String::new();
@@ -16,12 +29,8 @@ pub fn tables(doc: &Value) -> String {
     }
     // An experiment still running (or stopped with rounds missing) says so
     // first: its tables cover only the rounds with a result.
-    if doc["complete"] == false {
-        out.push_str(&format!(
-            "partial results: the experiment is {}; {} round(s) have no result yet (listed below)\n",
-            doc["state"].as_str().unwrap_or("unfinished"),
-            missing_rounds(doc).len()
-        ));
+    if let Some(note) = partial_note(doc) {
+        out.push_str(&format!("{note} (listed below)\n"));
     }
     // Screening first, as in report.md and report.html.
     let tasks = super::report::tasks_in_order(doc);
@@ -190,5 +199,6 @@ mod tests {
         );
         let done = json!({"complete": true, "state": "succeeded", "tasks": {}});
         assert!(!tables(&done).contains("partial"));
+        assert_eq!(partial_note(&done), None);
     }
 }
