@@ -42,7 +42,10 @@ try:
     d = json.loads(sys.argv[1])
 except ValueError:
     print("benchmark failed: see bench.err"); sys.exit()
-b, rate = d["batch"], d["images_per_second"]
+try:
+    b, rate = d["batch"], d["images_per_second"]
+except (KeyError, TypeError):
+    print("benchmark output without a rate:", sys.argv[1][:200]); sys.exit()
 print(f"bench batch {b:>3} {sys.argv[2]:<4} sgd: {rate:7.0f} img/s, {1000 * b / rate:6.2f} ms per step")
 PY
 }
@@ -55,11 +58,12 @@ fresh() { # round, run
 import json, sys
 try:
     r = json.load(open(sys.argv[1]))
-except (OSError, ValueError) as e:
-    print("new train process: no result:", e); sys.exit()
-t = r["timing_seconds"]
-print(f"new train process   screening {sys.argv[2]}: total {t['total']:.2f} s, training {t['training']:.2f} s "
-      f"at {r['images_per_second']:.0f} img/s")
+    t = r["timing_seconds"]
+    line = (f"new train process   screening {sys.argv[2]}: total {t['total']:.2f} s, "
+            f"training {t['training']:.2f} s at {r['images_per_second']:.0f} img/s")
+except (OSError, ValueError, KeyError, TypeError) as e:
+    line = f"new train process   screening {sys.argv[2]}: no result: {e!r}"
+print(line)
 PY
 }
 
@@ -75,8 +79,11 @@ try:
 except OSError as e:
     print("no rounds:", e); sys.exit()
 for r in rows:
-    print(f"in a running worker {r['task']} {r['round']}: total {float(r['seconds']):.2f} s, "
-          f"training {float(r['training_seconds']):.2f} s at {float(r['images_per_second']):.0f} img/s")
+    try:
+        print(f"in a running worker {r['task']} {r['round']}: total {float(r['seconds']):.2f} s, "
+              f"training {float(r['training_seconds']):.2f} s at {float(r['images_per_second']):.0f} img/s")
+    except (KeyError, ValueError) as e:
+        print(f"in a running worker {r.get('task')} {r.get('round')}: no timing ({e!r})")
 PY
 }
 

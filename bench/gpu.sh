@@ -223,8 +223,8 @@ run_paper() { # name, extra args
   log "run $1 exit $?"
   tail -40 "$out/$1.log" | tee -a "$out/summary.txt"
   find "$out/$1" -name '*.safetensors' -delete 2>/dev/null
-  # Each round inside the running worker (from lease to result, as the
-  # worker timed it) against its pure training time.
+  # Each round inside the running worker (the worker's own total for the
+  # job, preparation included) against its pure training time.
   "$py" - "$out/$1/rounds.csv" "$out/bench.jsonl" <<'PY' | tee -a "$out/summary.txt"
 import csv, json, sys
 try:
