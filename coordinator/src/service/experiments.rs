@@ -289,7 +289,7 @@ impl Experiments for ExperimentsService {
         self.coordinator.changed.notify_waiters();
         if resumed == 0 && !created && !replay && stored.cancelled {
             // Cancelled with every job already finished: nothing to run, but it is not cancelled any more.
-            self.coordinator.maybe_finish(stored.id).await?;
+            self.coordinator.finish_soon(stored.id).await;
         }
         Ok(Response::new(v1::SubmitResponse {
             experiment_id: stored.id.to_string(),
@@ -428,11 +428,7 @@ impl Experiments for ExperimentsService {
         }
         // Every job is terminal now (`Store::cancel` ended them all in one
         // transaction): the results get their summary and `complete`.
-        if let Err(err) = self.coordinator.maybe_finish(id).await {
-            // The cancel itself took effect; the summary is made at the
-            // coordinator's next start (recover) if not before.
-            tracing::warn!(experiment = %id, error = %err, "summary after cancel");
-        }
+        self.coordinator.finish_soon(id).await;
         self.coordinator.changed.notify_waiters();
         let (e, jobs) = self.load(id).await?;
         Ok(Response::new(self.describe(&e, &jobs)))

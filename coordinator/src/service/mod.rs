@@ -43,6 +43,12 @@ pub struct Coordinator {
     workers: Mutex<HashMap<String, WorkerInfo>>,
     /// Files of known data sets: dataset sha256 -> file sha256 -> path.
     files: Mutex<HashMap<String, DataSetFiles>>,
+    /// Experiments whose summary could not be made when their last job
+    /// ended, with when to try again (ms): the reaper does.
+    unfinished: Mutex<HashMap<ExperimentId, i64>>,
+    /// Held while a data set is fingerprinted: lease calls arriving
+    /// meanwhile wait for that one run instead of hashing it again.
+    learning: tokio::sync::Mutex<()>,
     /// Woken on every job state change (long polls, watchers).
     pub changed: Notify,
     /// Set once the server begins to shut down: long polls answer at once
@@ -67,6 +73,8 @@ impl Coordinator {
             progress: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
+            learning: tokio::sync::Mutex::new(()),
+            unfinished: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             stopping: tokio::sync::watch::Sender::new(false),
             metrics: Arc::new(crate::metrics::Metrics::new()),
@@ -306,6 +314,14 @@ impl Coordinator {
             .cloned()
     }
 
+    /// The data sets whose files this coordinator knows (fingerprinted).
+    pub fn known_datasets(&self) -> HashSet<String> {
+        self.files
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn knows_dataset(&self, dataset: &str) -> bool {
         self.files
             .lock()
@@ -334,6 +350,10 @@ impl Coordinator {
         if self.knows_dataset(dataset) {
             return Ok(());
         }
+        let _one_at_a_time = self.learning.lock().await;
+        if self.knows_dataset(dataset) {
+            return Ok(()); // learned while this call waited
+        }
         let ds = dataset.to_string();
         let manifest = self
             .with_store(move |s| {
@@ -361,6 +381,51 @@ impl Coordinator {
         Ok(())
     }
 
+    /// [`Coordinator::maybe_finish`] for callers whose own change is already
+    /// stored (a result committed, a job ended): a summary that cannot be
+    /// made now is logged and tried again by the reaper every
+    /// [`Coordinator::FINISH_RETRY_MS`], not returned as an error to a
+    /// worker or a researcher who could do nothing about it (a watch ends
+    /// only once the summary is there).
+    pub async fn finish_soon(&self, id: ExperimentId) {
+        if let Err(err) = self.maybe_finish(id).await {
+            tracing::warn!(experiment = %id, error = %err, "summary not made; tried again later");
+            if let Ok(mut m) = self.unfinished.lock() {
+                m.insert(id, now_ms() + Self::FINISH_RETRY_MS);
+            }
+        }
+    }
+
+    pub const FINISH_RETRY_MS: i64 = 30_000;
+
+    /// Try again, at `now`, the summaries [`Coordinator::finish_soon`]
+    /// could not make and whose time has come (the reaper's pass).
+    pub async fn retry_unfinished(&self, now: i64) {
+        let due: Vec<ExperimentId> = match self.unfinished.lock() {
+            Ok(mut m) => {
+                let due = m
+                    .iter()
+                    .filter(|(_, &t)| t <= now)
+                    .map(|(&id, _)| id)
+                    .collect();
+                m.retain(|_, t| *t > now);
+                due
+            }
+            Err(_) => Vec::new(),
+        };
+        for id in due {
+            self.finish_soon(id).await;
+        }
+    }
+
+    /// Experiments waiting for a summary to be tried again.
+    pub fn unfinished(&self) -> Vec<ExperimentId> {
+        self.unfinished
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// When every job of the experiment is terminal, aggregate and store the summary.
     pub async fn maybe_finish(&self, id: ExperimentId) -> Result<(), CoordinatorError> {
         self.with_store(move |s| {
@@ -382,6 +447,51 @@ impl Coordinator {
         .await?;
         self.changed.notify_waiters();
         Ok(())
+    }
+}
+
+/// Every job in a non-terminal state, and the experiments they belong to
+/// (in submission order), read in that order: jobs first. Not the whole
+/// history of experiments, which grows without bound, for the reaper's and
+/// the lease's frequent passes. Reading the jobs first means an experiment
+/// cancelled or resumed between the two reads is seen as it is now, never
+/// older than its jobs (cancel and resume each change both in one
+/// transaction).
+pub fn active_work(s: &dyn Store) -> Result<(Vec<ExperimentRecord>, Vec<JobRecord>), StoreError> {
+    let active = s.active_jobs()?;
+    let mut seen = HashSet::new();
+    let mut experiments = Vec::new();
+    for j in &active {
+        if seen.insert(j.experiment) {
+            experiments.push(s.experiment(j.experiment)?);
+        }
+    }
+    Ok((experiments, active))
+}
+
+/// Read job `key`, make its next state with `next` (`None`: nothing to
+/// do), and write that compare-and-set; after a conflict (a heartbeat or
+/// the reaper wrote in between) read and try again, up to 8 times. Returns
+/// the record written, or `None` when `next` declined. A conflict is not
+/// the caller's fault: returned to a worker as ABORTED, it would give up a
+/// failure or a release it should have had recorded.
+pub fn update_with_retry(
+    s: &dyn Store,
+    id: ExperimentId,
+    key: &str,
+    mut next: impl FnMut(&JobRecord) -> Option<JobState>,
+) -> Result<Option<JobRecord>, StoreError> {
+    let mut tries = 0;
+    loop {
+        let job = s.job(id, key)?;
+        let Some(state) = next(&job) else {
+            return Ok(None);
+        };
+        match s.update_job(id, key, job.version, state) {
+            Ok(written) => return Ok(Some(written)),
+            Err(StoreError::Conflict { .. }) if tries < 7 => tries += 1,
+            Err(e) => return Err(e),
+        }
     }
 }
 

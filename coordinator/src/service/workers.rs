@@ -8,7 +8,7 @@ use crate::config::now_ms;
 use crate::error::{parse_id, CoordinatorError};
 use crate::scheduler;
 use crate::state::JobState;
-use crate::store::{ExperimentId, StoreError};
+use crate::store::{ExperimentId, ExperimentRecord, JobRecord, StoreError};
 use crossfold_proto::v1::{self, workers_server::Workers};
 use crossfold_shared::label::Task;
 use std::sync::Arc;
@@ -124,18 +124,14 @@ impl WorkersService {
         self.coordinator
             .with_store(move |s| {
                 let policy = stored_policy(&s.experiment(id)?);
-                let job = s.job(id, &key)?;
-                if job.state.check_worker(attempt, &worker).is_err() {
-                    return Ok(false);
-                }
-                match job
-                    .state
-                    .clone()
-                    .fail(attempt, &error, retryable, now_ms(), &policy)
-                {
-                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| true),
-                    Err(_) => Ok(false),
-                }
+                super::update_with_retry(s, id, &key, |job| {
+                    job.state.check_worker(attempt, &worker).ok()?;
+                    job.state
+                        .clone()
+                        .fail(attempt, &error, retryable, now_ms(), &policy)
+                        .ok()
+                })
+                .map(|written| written.is_some())
             })
             .await
     }
@@ -149,39 +145,61 @@ impl WorkersService {
         gpu: Option<bool>,
     ) -> Result<Option<v1::Lease>, CoordinatorError> {
         let ttl = ms(self.coordinator.config.lease_ttl);
-        let worker_id = worker.to_string();
         let has_gpu = gpu.unwrap_or_else(|| self.coordinator.worker_has_gpu(worker));
-        let leased = self
-            .coordinator
-            .with_store(move |s| {
-                for _ in 0..8 {
-                    let experiments = s.experiments()?;
-                    let active = s.active_jobs()?;
-                    let now = now_ms();
-                    let Some(job) = scheduler::pick(&experiments, &active, now, |e| {
-                        scheduler::runs_on(e, has_gpu)
-                    }) else {
-                        return Ok(None);
-                    };
-                    let next = match job.state.clone().lease(&worker_id, now, ttl) {
-                        Ok(n) => n,
-                        Err(_) => continue,
-                    };
-                    match s.update_job(job.experiment, &job.key, job.version, next) {
-                        Ok(rec) => {
-                            let e = s.experiment(job.experiment)?;
-                            return Ok(Some((e, rec)));
+        // A data set this coordinator has not fingerprinted yet (after a
+        // restart) is learned before the lease is written, not after: its
+        // hashing may take longer than the lease's time to live, which
+        // would run out before the worker even had the lease. Learned once:
+        // the next pass leases (and a data set that cannot be read then
+        // fails the attempt, saying why).
+        let mut learned = false;
+        let leased = loop {
+            let worker_id = worker.to_string();
+            let known = self.coordinator.known_datasets();
+            let picked = self
+                .coordinator
+                .with_store(move |s| {
+                    for _ in 0..8 {
+                        let (experiments, active) = super::active_work(s)?;
+                        let now = now_ms();
+                        let Some(job) = scheduler::pick(&experiments, &active, now, |e| {
+                            scheduler::runs_on(e, has_gpu)
+                        }) else {
+                            return Ok(Picked::Nothing);
+                        };
+                        if let Some(e) = experiments.iter().find(|e| e.id == job.experiment) {
+                            if !learned && !known.contains(&e.dataset_sha256) {
+                                return Ok(Picked::UnknownData(e.dataset_sha256.clone()));
+                            }
                         }
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e),
+                        let next = match job.state.clone().lease(&worker_id, now, ttl) {
+                            Ok(n) => n,
+                            Err(_) => continue,
+                        };
+                        match s.update_job(job.experiment, &job.key, job.version, next) {
+                            Ok(rec) => {
+                                let e = s.experiment(job.experiment)?;
+                                return Ok(Picked::Leased(Box::new((e, rec))));
+                            }
+                            Err(StoreError::Conflict { .. }) => continue,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(Picked::Nothing)
+                })
+                .await?;
+            match picked {
+                Picked::Nothing => return Ok(None),
+                Picked::Leased(leased) => break *leased,
+                Picked::UnknownData(dataset) => {
+                    learned = true;
+                    if let Err(err) = self.coordinator.learn_dataset(&dataset).await {
+                        tracing::warn!(dataset = %dataset, error = %err, "data set not learned before leasing");
                     }
                 }
-                Ok(None)
-            })
-            .await?;
-        let Some((e, job)) = leased else {
-            return Ok(None);
+            }
         };
+        let (e, job) = leased;
         let attempt = job.state.attempt().unwrap_or(0);
         // What the lease needs besides the job: if it cannot be had (the
         // data set moved since submission), the attempt fails at once with
@@ -212,7 +230,7 @@ impl WorkersService {
                     self.coordinator.metrics.attempt("failed");
                 }
                 self.coordinator.changed.notify_waiters();
-                self.coordinator.maybe_finish(e.id).await?;
+                self.coordinator.finish_soon(e.id).await;
                 return Err(err);
             }
         };
@@ -547,7 +565,8 @@ impl Workers for WorkersService {
                     }
                 }
                 self.coordinator.changed.notify_waiters();
-                self.coordinator.maybe_finish(id).await?;
+                // The result is stored: the summary's fate is not the worker's.
+                self.coordinator.finish_soon(id).await;
                 Ok(Response::new(v1::CompleteResponse {
                     accepted: true,
                     duplicate: !committed,
@@ -591,7 +610,7 @@ impl Workers for WorkersService {
             self.coordinator.metrics.attempt("failed");
         }
         self.coordinator.changed.notify_waiters();
-        self.coordinator.maybe_finish(id).await?;
+        self.coordinator.finish_soon(id).await;
         Ok(Response::new(v1::FailResponse {}))
     }
 
@@ -606,11 +625,10 @@ impl Workers for WorkersService {
         let changed = self
             .coordinator
             .with_store(move |s| {
-                let job = s.job(id, &key)?;
-                match job.state.clone().release(attempt, &worker) {
-                    Ok(next) => s.update_job(id, &key, job.version, next).map(|_| true),
-                    Err(_) => Ok(false),
-                }
+                super::update_with_retry(s, id, &key, |job| {
+                    job.state.clone().release(attempt, &worker).ok()
+                })
+                .map(|written| written.is_some())
             })
             .await?;
         tracing::info!(experiment = %id, job = %r.job_key, attempt = r.attempt, stale = !changed, "lease released");
@@ -622,18 +640,26 @@ impl Workers for WorkersService {
     }
 }
 
+/// What one pass of [`WorkersService::try_lease`] found.
+enum Picked {
+    Nothing,
+    Leased(Box<(ExperimentRecord, JobRecord)>),
+    /// The next job's data set, not fingerprinted by this coordinator yet.
+    UnknownData(String),
+}
+
 /// Expire, stall-check and time-limit every leased job; cancel the jobs of
-/// cancelled experiments. Run periodically by the server.
+/// cancelled experiments (left by coordinators older than the one-transaction cancel). Run periodically by the server.
 pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     let cfg = coordinator.config.clone();
     let (changed, leased) = coordinator
         .with_store(move |s| {
-            let experiments = s.experiments()?;
+            let (experiments, active) = super::active_work(s)?;
             let mut changed = Vec::new();
             // The attempts leased as the reaper found them (one reaped now
             // is forgotten at the next pass).
             let mut leased = std::collections::HashSet::new();
-            for job in s.active_jobs()? {
+            for job in active {
                 if let JobState::Leased(l) = &job.state {
                     leased.insert((job.experiment, job.key.clone(), l.attempt));
                 }
@@ -675,12 +701,13 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
             coordinator.metrics.attempt("cancelled");
         }
         if state.is_terminal() {
-            coordinator.maybe_finish(*id).await?;
+            coordinator.finish_soon(*id).await;
         }
     }
     if !changed.is_empty() {
         coordinator.changed.notify_waiters();
     }
+    coordinator.retry_unfinished(now_ms()).await;
     Ok(())
 }
 
@@ -792,6 +819,80 @@ mod tests {
             negative.checked().unwrap_err(),
             "timing.training = -2: not a number of at least 0"
         );
+    }
+
+    #[test]
+    fn a_write_between_the_read_and_the_write_is_read_again_not_refused() {
+        let store = MemoryStore::new();
+        let (e, _) = store
+            .create_experiment(experiment(1), jobs(&["a"]))
+            .unwrap();
+        let a = store.job(e.id, "a").unwrap();
+        let leased = a.state.lease("w", now_ms(), 30_000).unwrap();
+        store.update_job(e.id, "a", a.version, leased).unwrap();
+        // A heartbeat lands between the release's read and its write.
+        let beat = |job: &crate::store::JobRecord| {
+            let attempt = job.state.attempt().unwrap();
+            let next = job
+                .state
+                .clone()
+                .heartbeat(attempt, "w", now_ms(), 30_000, None);
+            store
+                .update_job(e.id, "a", job.version, next.unwrap())
+                .unwrap();
+        };
+        let mut reads = 0;
+        let written = super::super::update_with_retry(&store, e.id, "a", |job| {
+            reads += 1;
+            if reads == 1 {
+                beat(job);
+            }
+            job.state.clone().release(1, "w").ok()
+        })
+        .unwrap();
+        assert_eq!(reads, 2);
+        assert_eq!(written.unwrap().state.name(), "pending");
+        // A job written under it every time: given up after 8 reads.
+        let b = store.job(e.id, "a").unwrap();
+        let leased = b.state.lease("w", now_ms(), 30_000).unwrap();
+        store.update_job(e.id, "a", b.version, leased).unwrap();
+        let mut reads = 0;
+        let busy = super::super::update_with_retry(&store, e.id, "a", |job| {
+            reads += 1;
+            beat(job);
+            job.state.clone().release(2, "w").ok()
+        });
+        assert!(matches!(busy, Err(StoreError::Conflict { .. })), "{busy:?}");
+        assert_eq!(reads, 8);
+        // Declined: nothing written.
+        let before = store.job(e.id, "a").unwrap();
+        let none = super::super::update_with_retry(&store, e.id, "a", |_| None).unwrap();
+        assert!(none.is_none());
+        assert_eq!(store.job(e.id, "a").unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn a_summary_that_cannot_be_made_is_tried_again_later_not_returned() {
+        let store = Arc::new(MemoryStore::new());
+        let (e, _) = store
+            .create_experiment(experiment(1), jobs(&["a"]))
+            .unwrap();
+        let a = store.job(e.id, "a").unwrap();
+        let leased = a.state.lease("w", now_ms(), 30_000).unwrap();
+        store.update_job(e.id, "a", a.version, leased).unwrap();
+        // A stored result that does not parse: aggregating fails.
+        assert!(store.commit_result(e.id, "a", 1, now_ms(), "{}").unwrap());
+        let c = Coordinator::new(store.clone(), Config::new("unused.db".into(), Vec::new()));
+        assert!(c.maybe_finish(e.id).await.is_err());
+        c.finish_soon(e.id).await;
+        assert_eq!(c.unfinished(), [e.id]);
+        // Not before its time; then tried again (and, failing, kept).
+        c.retry_unfinished(now_ms()).await;
+        assert_eq!(c.unfinished(), [e.id]);
+        c.retry_unfinished(now_ms() + Coordinator::FINISH_RETRY_MS + 1)
+            .await;
+        assert_eq!(c.unfinished(), [e.id]);
+        assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
     }
 
     #[tokio::test]
