@@ -9,8 +9,11 @@
 //! taken in that order until the class's validation images reach
 //! `round(fraction × class images)` (at least one patient per class when the
 //! class has two or more patients and `fraction > 0`), passing over a patient
-//! whose move would leave no image of a class for fitting. So the split is
-//! patient-grouped, stratified on the task's label, and deterministic.
+//! whose move would leave no image of a class for fitting, and one whose
+//! images would overshoot the target by more than leaving them out falls
+//! short of it (a patient with many images; when no patient could be taken
+//! so, the one with the fewest images is). So the split is patient-grouped,
+//! stratified on the task's label, close to the fraction, and deterministic.
 
 use crate::hash::sha256_hex;
 use crate::label::Task;
@@ -63,6 +66,8 @@ pub fn carve_validation(
                 .collect();
             order.sort();
             let mut taken = 0;
+            // The smallest patient passed over for overshooting.
+            let mut passed_over: Option<&Vec<usize>> = None;
             for (_, imgs) in &order {
                 if taken >= want {
                     break;
@@ -72,10 +77,23 @@ pub fn carve_validation(
                 if pos >= fit_pos || neg >= fit_neg {
                     continue; // the fitting set would lose a class
                 }
+                // (taken < want here)
+                if taken + imgs.len() > want && taken + imgs.len() - want > want - taken {
+                    if passed_over.is_none_or(|p| imgs.len() < p.len()) {
+                        passed_over = Some(imgs);
+                    }
+                    continue;
+                }
                 validation.extend_from_slice(imgs);
                 taken += imgs.len();
                 fit_pos -= pos;
                 fit_neg -= neg;
+            }
+            if let (0, Some(imgs)) = (taken, passed_over) {
+                let pos = positives(imgs);
+                validation.extend_from_slice(imgs);
+                fit_pos -= pos;
+                fit_neg -= imgs.len() - pos;
             }
         }
     }
@@ -203,6 +221,57 @@ mod tests {
                     "seed {seed}, {fraction}: {fit:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_patient_with_many_images_is_passed_over_for_one_closer_to_the_fraction() {
+        // Normal patients with 1, 1, 1, 1 and 16 images (20 in all) and
+        // four tumour patients: 10% of the normal images is 2.
+        let mut entries = Vec::new();
+        for i in 0..16 {
+            entries.push(Entry::new(format!("big{i}.png"), Label::Normal, "BIG"));
+        }
+        for p in 0..4 {
+            entries.push(Entry::new(
+                format!("n{p}.png"),
+                Label::Normal,
+                format!("N{p}"),
+            ));
+            entries.push(Entry::new(
+                format!("t{p}.png"),
+                Label::Benign,
+                format!("T{p}"),
+            ));
+        }
+        let refs: Vec<&Entry> = entries.iter().collect();
+        for seed in 0..40 {
+            let (fit, val) = carve_validation(&refs, Task::Screening, 0.1, seed);
+            let normal = val
+                .iter()
+                .filter(|&&i| refs[i].label == Label::Normal)
+                .count();
+            assert_eq!(normal, 2, "seed {seed}: {val:?}");
+            assert!(fit.iter().any(|&i| refs[i].patient_id == "BIG"));
+        }
+        // Only big patients: the smallest one goes (at least one patient).
+        let mut entries = Vec::new();
+        for (p, n) in [("A", 6), ("B", 3), ("C", 9)] {
+            for i in 0..n {
+                entries.push(Entry::new(format!("{p}{i}.png"), Label::Normal, p));
+            }
+        }
+        entries.push(Entry::new("t1.png", Label::Benign, "T1"));
+        entries.push(Entry::new("t2.png", Label::Benign, "T2"));
+        let refs: Vec<&Entry> = entries.iter().collect();
+        for seed in 0..20 {
+            let (_, val) = carve_validation(&refs, Task::Screening, 0.05, seed);
+            let normal: Vec<&str> = val
+                .iter()
+                .filter(|&&i| refs[i].label == Label::Normal)
+                .map(|&i| refs[i].patient_id.as_str())
+                .collect();
+            assert_eq!(normal, ["B"; 3], "seed {seed}");
         }
     }
 
