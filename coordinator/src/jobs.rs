@@ -1,5 +1,6 @@
 //! Turning an experiment into jobs: one job per (task, round) of the split
-//! plan, in a stable order (tasks in plan order, rounds ascending).
+//! plan, in a stable order (tasks in plan order, rounds ascending). Workers
+//! are offered them by task name, then round (`scheduler::pick`).
 
 use crossfold_shared::folds::SplitPlan;
 use crossfold_shared::label::Task;

@@ -44,6 +44,13 @@ pub enum FoldsError {
         second: String,
         second_path: String,
     },
+    #[error("protocol.tasks includes {task}, but the data set has no {class} image: a {task} round needs both {negative} and {positive} images; leave {task} out of protocol.tasks, or add {class} images")]
+    ClassMissing {
+        task: String,
+        class: &'static str,
+        negative: &'static str,
+        positive: &'static str,
+    },
     #[error("protocol.groups = {groups} but the cohort has only {patients} patient(s)")]
     TooFewPatients { groups: usize, patients: usize },
     #[error("task {task}, round {round}: the {side} set is empty (the cohort is too small for protocol.groups = {groups})")]

@@ -312,6 +312,26 @@ pub fn make_plan(manifest: &Manifest, protocol: &ProtocolSpec) -> Result<SplitPl
             groups[g].push(e.path.clone());
         }
         for &task in &protocol.tasks {
+            // A class absent from the data set: no choice of groups helps.
+            let (negative, positive) = task.class_names();
+            let in_task = manifest.entries.iter().filter(|e| task.includes(e.label));
+            let positives = in_task
+                .clone()
+                .filter(|e| task.is_positive(e.label))
+                .count();
+            let class = match (positives, in_task.count() - positives) {
+                (0, _) => Some(positive),
+                (_, 0) => Some(negative),
+                _ => None,
+            };
+            if let Some(class) = class {
+                return Err(FoldsError::ClassMissing {
+                    task: task.to_string(),
+                    class,
+                    negative,
+                    positive,
+                });
+            }
             let test_sets = match (protocol.kind, task) {
                 (ProtocolKind::Kfold, _) | (ProtocolKind::Paper, Task::Screening) => {
                     combinations(k, 1)
@@ -658,12 +678,50 @@ mod tests {
             ),
             "{err}"
         );
-        // Malignancy: one tumour image cannot fill both sides.
+        // Malignancy: one benign image and no malignant one.
         let p = ProtocolSpec {
             tasks: vec![Task::Malignancy],
             ..ProtocolSpec::default()
         };
         let err = make_plan(&m, &p).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FoldsError::ClassMissing {
+                    class: "malignant",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Two of each: one tumour image cannot fill both sides.
+        let err = make_plan(&cohort(10, 1, 1), &p).unwrap_err();
         assert!(matches!(err, FoldsError::EmptySide { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_class_absent_from_the_data_set_names_the_task_to_leave_out() {
+        let err = make_plan(&cohort(10, 0, 0), &ProtocolSpec::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "protocol.tasks includes screening, but the data set has no tumour image: a \
+             screening round needs both normal and tumour images; leave screening out of \
+             protocol.tasks, or add tumour images"
+        );
+        let p = ProtocolSpec {
+            tasks: vec![Task::Malignancy],
+            ..ProtocolSpec::default()
+        };
+        let err = make_plan(&cohort(10, 0, 8), &p).unwrap_err();
+        assert!(
+            matches!(&err, FoldsError::ClassMissing { task, class: "benign", .. } if task == "malignancy"),
+            "{err}"
+        );
+        // Screening alone needs no benign/malignant split.
+        let screening = ProtocolSpec {
+            tasks: vec![Task::Screening],
+            ..ProtocolSpec::default()
+        };
+        assert!(make_plan(&cohort(10, 0, 8), &screening).is_ok());
     }
 }
