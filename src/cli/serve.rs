@@ -77,10 +77,14 @@ fn read(path: &Path, flag: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("--{flag} {}: cannot read", path.display()))
 }
 
+/// The longest time setting taken: a year (larger values, meant as "no
+/// limit", would overflow the millisecond clock arithmetic).
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 fn secs(v: f64, flag: &str) -> Result<Duration> {
     anyhow::ensure!(
-        v.is_finite() && v > 0.0,
-        "--{flag} {v}: must be a positive number of seconds"
+        v.is_finite() && v > 0.0 && v <= MAX_SECONDS,
+        "--{flag} {v}: must be a positive number of seconds, at most {MAX_SECONDS} (a year)"
     );
     Ok(Duration::from_secs_f64(v))
 }
@@ -269,6 +273,19 @@ mod tests {
         params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
         params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
         params.self_signed(&key).unwrap().pem().into_bytes()
+    }
+
+    #[test]
+    fn time_settings_past_a_year_or_not_positive_are_refused_by_flag() {
+        assert_eq!(secs(30.0, "lease-ttl").unwrap(), Duration::from_secs(30));
+        assert!(secs(MAX_SECONDS, "job-time-limit").is_ok());
+        for bad in [1e16, 1e20, f64::INFINITY, f64::NAN, 0.0, -5.0] {
+            let err = secs(bad, "job-time-limit").unwrap_err().to_string();
+            assert!(
+                err.starts_with("--job-time-limit ") && err.contains("at most 31536000"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub struct WorkersService {
 }
 
 fn ms(d: Duration) -> i64 {
-    d.as_millis() as i64
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl WorkersService {

@@ -369,3 +369,46 @@ fn rounds_are_counted_per_protocol_and_capped() {
     };
     assert_eq!(round_count(&p), u128::MAX);
 }
+
+#[test]
+fn combinations_that_every_job_would_fail_on_are_refused_up_front() {
+    let fields = |sets: &[&str]| -> Vec<String> {
+        match parse(MINIMAL, sets) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().iter().map(|p| p.to_string()).collect(),
+        }
+    };
+    let fp16 = fields(&["train.precision=\"fp16\"", "train.fused_optimizer=\"off\""]);
+    assert!(
+        fp16.iter()
+            .any(|p| p.starts_with("train.fused_optimizer = off: train.precision = \"fp16\" needs")),
+        "{fp16:?}"
+    );
+    assert!(fields(&["train.precision=\"fp16\""]).is_empty());
+
+    let weights = [
+        "train.pretrained=\"w.safetensors\"",
+        "train.cpu.arch=\"resnet18\"",
+    ];
+    let mixed = fields(&weights);
+    assert!(
+        mixed
+            .iter()
+            .any(|p| p.starts_with("train.cpu.arch = resnet18: differs from train.arch (resnet34)")),
+        "{mixed:?}"
+    );
+    // On GPUs only, the CPU settings never apply; the same architecture is fine.
+    assert!(fields(&[weights[0], weights[1], "train.device=\"cuda\""]).is_empty());
+    assert!(fields(&[weights[0], "train.cpu.arch=\"resnet34\""]).is_empty());
+
+    let huge = fields(&[
+        "dataset.synthetic.normal=9223372036854775807",
+        "dataset.synthetic.benign=9223372036854775807",
+    ]);
+    assert!(
+        huge.iter()
+            .any(|p| p.starts_with("dataset.synthetic = 1844674407370955")
+                && p.ends_with("images (normal + benign + malignant): at most 1000000 images")),
+        "{huge:?}"
+    );
+}

@@ -129,11 +129,18 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
         );
     }
     if let Some(s) = &spec.dataset.synthetic {
-        if s.normal + s.benign + s.malignant == 0 {
+        let total = s.normal as u128 + s.benign as u128 + s.malignant as u128;
+        if total == 0 {
             bad(
                 "dataset.synthetic",
                 "0 images".into(),
                 "needs at least one image",
+            );
+        } else if total > 1_000_000 {
+            bad(
+                "dataset.synthetic",
+                format!("{total} images (normal + benign + malignant)"),
+                "at most 1000000 images",
             );
         }
         if !(32..=4096).contains(&s.size) {
@@ -244,6 +251,31 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
                 "train.pretrained",
                 format!("{pre:?}"),
                 "must be a .safetensors or .ot file",
+            );
+        }
+    }
+    // Combinations that would pass here and fail in every job.
+    if t.precision == super::Precision::Fp16 && t.fused_optimizer == super::Toggle::Off {
+        bad(
+            "train.fused_optimizer",
+            "off".into(),
+            "train.precision = \"fp16\" needs the fused optimiser (its loss scaling is \
+             done there): set fused_optimizer = \"auto\" or \"on\", or another precision",
+        );
+    }
+    let cpu_arch = t.cpu.as_ref().and_then(|c| c.arch);
+    if let (Some(_), Some(cpu_arch)) = (&t.pretrained, cpu_arch) {
+        let cuda_only = matches!(t.device.parse::<Device>(), Ok(Device::Cuda(_)));
+        if cpu_arch != t.arch && !cuda_only {
+            bad(
+                "train.cpu.arch",
+                cpu_arch.to_string(),
+                &format!(
+                    "differs from train.arch ({}) while train.pretrained is set: the weights \
+                     fit one architecture, so jobs on a CPU would fail; set train.cpu.arch to \
+                     the same, leave it out, or set train.device = \"cuda\"",
+                    t.arch
+                ),
             );
         }
     }
