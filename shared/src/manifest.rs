@@ -283,6 +283,34 @@ pub fn check_rows(rows: &[RawRow]) -> (Vec<Entry>, Vec<RowProblem>) {
             // Its other fields are not where the header says: not checked.
             continue;
         }
+        // A quote left open takes the following lines (rows) into one
+        // field, and the csv reader says nothing at the end of the file.
+        let optional = [
+            ("site", &row.site),
+            ("subtype", &row.subtype),
+            ("age", &row.age),
+            ("sex", &row.sex),
+            ("view", &row.view),
+            ("center", &row.center),
+        ];
+        let broken = [
+            ("path", Some(&row.path)),
+            ("label", Some(&row.label)),
+            ("patient_id", Some(&row.patient_id)),
+        ]
+        .into_iter()
+        .chain(optional.into_iter().map(|(f, v)| (f, v.as_ref())))
+        .find_map(|(f, v)| v.filter(|v| v.contains(['\n', '\r'])).map(|v| (f, v)));
+        if let Some((field, value)) = broken {
+            let start: String = value.chars().take(40).collect();
+            problem(
+                field,
+                &start,
+                "holds a line break: a quote (\") opened in this field is not closed, so the \
+                 lines after it were read into it",
+            );
+            continue;
+        }
         if row.path.is_empty() {
             problem("path", &row.path, "empty path");
             ok = false;
@@ -484,6 +512,19 @@ mod tests {
             let lines: Vec<u64> = parse(text).unwrap().iter().map(|r| r.line).collect();
             assert_eq!(lines, [2, 4, 5, 7], "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_quote_left_open_is_found_not_read_as_one_long_field() {
+        let text = "path,label,patient_id,subtype\na.png,benign,p1,\"osteochondroma\n\
+                    b.png,malignant,p2,osteosarcoma\nc.png,normal,p3,\n";
+        let rows = parse(text).unwrap();
+        let (entries, problems) = check_rows(&rows);
+        assert!(entries.is_empty(), "{entries:?}");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert_eq!((p.line, p.field), (2, "subtype"));
+        assert!(p.message.contains("not closed"), "{}", p.message);
     }
 
     #[test]
