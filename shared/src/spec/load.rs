@@ -108,7 +108,13 @@ impl std::str::FromStr for Override {
 
 impl Spec {
     /// Read a spec file, apply overrides, and check it. Relative paths in the
-    /// spec are resolved against the file's directory.
+    /// spec are resolved against the file's directory, except a manifest
+    /// given by an override (`--set dataset.manifest=...`, typed at a
+    /// prompt): against the current directory. A manifest given so is the
+    /// data set to use: a `[dataset.synthetic]` in the file is not generated
+    /// in its place when it is missing. (Relative `train.pretrained` stays
+    /// against the file's directory, and must exist there: a path that
+    /// does not is named before anything is submitted.)
     pub fn load(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
         let bytes = std::fs::read(path).map_err(|source| SpecError::Io {
             path: path.display().to_string(),
@@ -123,6 +129,23 @@ impl Spec {
         })?;
         let mut spec = Spec::parse(&text, &path.display().to_string(), overrides)?;
         spec.base_dir = crate::manifest::manifest_root(path);
+        let given = |key: &str| overrides.iter().any(|o| o.key == key);
+        let from_here = |p: &mut String| {
+            if Path::new(p.as_str()).is_relative() {
+                if let Ok(abs) = std::path::absolute(p.as_str()) {
+                    *p = abs.display().to_string();
+                }
+            }
+        };
+        if given("dataset.manifest") {
+            from_here(&mut spec.dataset.manifest);
+            if !overrides
+                .iter()
+                .any(|o| o.key.starts_with("dataset.synthetic"))
+            {
+                spec.dataset.synthetic = None;
+            }
+        }
         Ok(spec)
     }
 

@@ -412,3 +412,50 @@ fn combinations_that_every_job_would_fail_on_are_refused_up_front() {
         "{huge:?}"
     );
 }
+
+#[test]
+fn paths_given_by_set_are_from_the_current_folder_and_name_the_data_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exp.toml");
+    std::fs::write(
+        &file,
+        "name = \"t\"\n[dataset]\nmanifest = \"data/manifest.csv\"\n\
+         [dataset.synthetic]\nnormal = 4\nbenign = 2\nmalignant = 2\n",
+    )
+    .unwrap();
+    let here = std::env::current_dir().unwrap();
+    let sets: Vec<Override> = [
+        "dataset.manifest=\"real/manifest.csv\"",
+        "train.pretrained=\"w.ot\"",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let spec = Spec::load(&file, &sets).unwrap();
+    assert_eq!(spec.manifest_path(), here.join("real/manifest.csv"));
+    // Weights stay with the file (and must exist there, checked at submit).
+    assert_eq!(spec.pretrained_path(), Some(dir.path().join("w.ot")));
+    // Not replaced by a generated cohort when missing.
+    assert!(spec.dataset.synthetic.is_none());
+    // From the file: against the file's folder, the cohort kept.
+    let spec = Spec::load(&file, &[]).unwrap();
+    assert_eq!(spec.manifest_path(), dir.path().join("data/manifest.csv"));
+    assert!(spec.dataset.synthetic.is_some());
+    // A cohort asked for on the command line too is kept.
+    let both: Vec<Override> = [
+        "dataset.manifest=\"gen/manifest.csv\"",
+        "dataset.synthetic.seed=7",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    assert_eq!(
+        Spec::load(&file, &both)
+            .unwrap()
+            .dataset
+            .synthetic
+            .unwrap()
+            .seed,
+        7
+    );
+}
