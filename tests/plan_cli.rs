@@ -44,6 +44,16 @@ fn plan_generates_the_data_and_lists_15_jobs() {
     assert!(out.join("plan.json").exists());
     let resolved = std::fs::read_to_string(out.join("spec.toml")).unwrap();
     assert!(resolved.contains("arch = \"resnet34\""), "{resolved}");
+    // Written with the manifest's absolute path: it plans (and runs) from
+    // where it lies, on the same data.
+    let manifest = dir.path().join("data/manifest.csv").canonicalize().unwrap();
+    assert!(
+        resolved.contains(&format!("manifest = {:?}", manifest.display().to_string())),
+        "{resolved}"
+    );
+    let replan = crossfold(&["plan", out.join("spec.toml").to_str().unwrap()]);
+    replan.ok();
+    assert!(!replan.stderr.contains("generated"), "{}", replan.stderr);
     // A second run reuses the data set.
     let again = crossfold(&[
         "plan",

@@ -91,7 +91,11 @@ pub fn run(a: PlanArgs) -> Result<ExitCode> {
             )?;
         }
         write_file(&out.join("plan.json"), &plan.to_json_pretty())?;
-        write_file(&out.join("spec.toml"), &spec.to_toml())?;
+        // With absolute paths, as `run` and `report` write it: it runs from
+        // wherever it is written.
+        let mut resolved = spec.clone();
+        super::remote::absolute_paths(&mut resolved)?;
+        write_file(&out.join("spec.toml"), &resolved.to_toml())?;
         write_file(
             &out.join("jobs.json"),
             &serde_json::to_string_pretty(&jobs)?,

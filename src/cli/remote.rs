@@ -571,7 +571,7 @@ pub async fn results(a: IdArgs) -> Result<ExitCode> {
 /// reads it); pretrained weights given by a relative path must too, while
 /// an absolute one is passed on as written (it may exist on the workers
 /// only).
-fn absolute_paths(spec: &mut crossfold_shared::spec::Spec) -> Result<()> {
+pub(super) fn absolute_paths(spec: &mut crossfold_shared::spec::Spec) -> Result<()> {
     let path = spec.manifest_path();
     let real = path.canonicalize().with_context(|| {
         format!(
