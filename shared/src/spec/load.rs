@@ -177,7 +177,7 @@ impl Spec {
             if let Err(p) = apply_override(&mut table, o) {
                 problems.push(p);
             }
-            follow_on_cpu(&mut table, o);
+            follow_on_cpu(&mut table, o, overrides);
         }
         default_warmup_fits(&mut table);
         let structural = structural_problems(&table);
@@ -299,12 +299,14 @@ pub const CPU_KEYS: [&str; 5] = ["arch", "image_size", "epochs", "batch_size", "
 
 /// `--set train.K=V` is the user's latest word on every device: where the
 /// spec's `[train.cpu]` also sets K, it is set to V there too (otherwise a
-/// CPU run would silently keep the file's `[train.cpu]` value).
-fn follow_on_cpu(table: &mut Table, o: &Override) {
+/// CPU run would silently keep the file's `[train.cpu]` value), unless an
+/// override sets `train.cpu.K` itself, which then holds on the CPU whatever
+/// the order of the two.
+fn follow_on_cpu(table: &mut Table, o: &Override, all: &[Override]) {
     let Some(key) = o.key.strip_prefix("train.") else {
         return;
     };
-    if !CPU_KEYS.contains(&key) {
+    if !CPU_KEYS.contains(&key) || all.iter().any(|a| a.key == format!("train.cpu.{key}")) {
         return;
     }
     let cpu = table

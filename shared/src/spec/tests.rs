@@ -199,6 +199,18 @@ fn a_set_of_a_train_key_also_wins_over_the_files_cpu_setting() {
     // An explicit --set train.cpu.K still sets the CPU value alone.
     let spec = parse(&text, &["train.cpu.epochs=2"]).unwrap();
     assert_eq!((spec.train.epochs, spec.train.for_cpu().epochs), (30, 2));
+    // Beside a --set train.K, in either order: the CPU keeps its own.
+    for sets in [
+        ["train.cpu.epochs=5", "train.epochs=10"],
+        ["train.epochs=10", "train.cpu.epochs=5"],
+    ] {
+        let spec = parse(&text, &sets).unwrap();
+        assert_eq!(
+            (spec.train.epochs, spec.train.for_cpu().epochs),
+            (10, 5),
+            "{sets:?}"
+        );
+    }
     // The default one-epoch warm-up fits a one-epoch run; one the spec sets does not.
     assert_eq!(
         parse(MINIMAL, &["train.epochs=1"])
