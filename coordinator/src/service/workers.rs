@@ -484,58 +484,67 @@ impl Workers for WorkersService {
                 fallback
             }
         };
-        let task: Task = job.task.parse().map_err(CoordinatorError::Internal)?;
-        let scored: Vec<ScoredImage> = predictions
-            .iter()
-            .map(|p| ScoredImage {
-                image: p.image.clone(),
-                patient: p.patient.clone(),
-                label: p.label.clone(),
-                score: p.score,
-                site: p.site.clone(),
-                subtype: p.subtype.clone(),
-            })
-            .collect();
-        let provenance = if head.provenance_json.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&head.provenance_json).map_err(|err| {
-                CoordinatorError::InvalidArgument(format!("provenance_json: {err}"))
-            })?
-        };
-        let stats =
-            round_stats(task, &scored, threshold).map_err(CoordinatorError::InvalidArgument)?;
-        let history_json: Vec<serde_json::Value> = history
-            .iter()
-            .map(|h| {
-                serde_json::json!({"epoch": h.epoch, "train_loss": h.train_loss, "validation_loss": h.validation_loss,
-                    "validation_auc": h.validation_auc, "learning_rate": h.learning_rate, "seconds": h.seconds})
-            })
-            .collect();
-        let youden_threshold = match head.youden_threshold {
-            Some(t) if !t.is_finite() => {
-                return Err(CoordinatorError::InvalidArgument(format!(
-                    "youden_threshold = {t}: must be a finite number"
-                ))
-                .into())
-            }
-            other => other,
-        };
-        let result = JobResult {
-            task: job.task.clone(),
-            round: job.round,
-            attempt: head.attempt,
-            worker_id: head.worker_id.clone(),
-            predictions: scored,
-            history: serde_json::Value::Array(history_json),
-            stats,
-            provenance,
-            youden_threshold,
-            warnings: bounded_warnings(&head.warnings),
-            timing: timing_of(head.timing.as_ref(), &key),
-        };
-        let doc = serde_json::to_string(&result)
-            .map_err(|err| CoordinatorError::Internal(err.to_string()))?;
+        // Statistics and serialisation of up to a million predictions: off
+        // the async threads.
+        let (job_task, job_round) = (job.task.clone(), job.round);
+        let (head_for_doc, key_for_doc) = (head.clone(), key.clone());
+        let doc = tokio::task::spawn_blocking(move || -> Result<String, CoordinatorError> {
+            let (head, key, job_task) = (head_for_doc, key_for_doc, job_task);
+            let task: Task = job_task.parse().map_err(CoordinatorError::Internal)?;
+            let scored: Vec<ScoredImage> = predictions
+                .iter()
+                .map(|p| ScoredImage {
+                    image: p.image.clone(),
+                    patient: p.patient.clone(),
+                    label: p.label.clone(),
+                    score: p.score,
+                    site: p.site.clone(),
+                    subtype: p.subtype.clone(),
+                })
+                .collect();
+            let provenance = if head.provenance_json.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(&head.provenance_json).map_err(|err| {
+                    CoordinatorError::InvalidArgument(format!("provenance_json: {err}"))
+                })?
+            };
+            let stats =
+                round_stats(task, &scored, threshold).map_err(CoordinatorError::InvalidArgument)?;
+            let history_json: Vec<serde_json::Value> = history
+                .iter()
+                .map(|h| {
+                    serde_json::json!({"epoch": h.epoch, "train_loss": h.train_loss, "validation_loss": h.validation_loss,
+                        "validation_auc": h.validation_auc, "learning_rate": h.learning_rate, "seconds": h.seconds})
+                })
+                .collect();
+            let youden_threshold = match head.youden_threshold {
+                Some(t) if !t.is_finite() => {
+                    return Err(CoordinatorError::InvalidArgument(format!(
+                        "youden_threshold = {t}: must be a finite number"
+                    )))
+                }
+                other => other,
+            };
+            let result = JobResult {
+                task: job_task.clone(),
+                round: job_round,
+                attempt: head.attempt,
+                worker_id: head.worker_id.clone(),
+                predictions: scored,
+                history: serde_json::Value::Array(history_json),
+                stats,
+                provenance,
+                youden_threshold,
+                warnings: bounded_warnings(&head.warnings),
+                timing: timing_of(head.timing.as_ref(), &key),
+            };
+            let doc = serde_json::to_string(&result)
+                .map_err(|err| CoordinatorError::Internal(err.to_string()))?;
+            Ok(doc)
+        })
+        .await
+        .map_err(|err| CoordinatorError::Internal(format!("result task: {err}")))??;
         let attempt = head.attempt;
         let outcome = self
             .coordinator
