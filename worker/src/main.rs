@@ -341,6 +341,25 @@ fn train_one(
     }
     let overrides: Vec<Override> = sets.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     let spec = Spec::load(&spec_path, &overrides)?;
+    // Before any image is decoded: a task or round the spec does not plan.
+    anyhow::ensure!(
+        spec.protocol.tasks.contains(&task),
+        "--task {task}: not in the spec's protocol.tasks ({})",
+        spec.protocol
+            .tasks
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let rounds = crossfold_shared::spec::round_count(&crossfold_shared::spec::ProtocolSpec {
+        tasks: vec![task],
+        ..spec.protocol.clone()
+    });
+    anyhow::ensure!(
+        round >= 1 && u128::from(round) <= rounds,
+        "--round {round}: the spec plans {task} rounds 1 to {rounds}"
+    );
     if let Some(n) = threads {
         anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
         tch::set_num_threads(n);

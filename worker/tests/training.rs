@@ -596,4 +596,32 @@ fn the_train_command_writes_predictions() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("train.arch"));
+    // A round or task the spec does not plan: named before any image is read.
+    for (task, round, want) in [
+        (
+            "screening",
+            "6",
+            "--round 6: the spec plans screening rounds 1 to 5",
+        ),
+        (
+            "screening",
+            "0",
+            "--round 0: the spec plans screening rounds 1 to 5",
+        ),
+        (
+            "malignancy",
+            "11",
+            "--round 11: the spec plans malignancy rounds 1 to 10",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
+            .args(["train", "--spec"])
+            .arg(dir.path().join("spec.toml"))
+            .args(["--task", task, "--round", round, "--out"])
+            .arg(dir.path().join("other"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{err}");
+    }
 }
