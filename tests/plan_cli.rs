@@ -112,6 +112,25 @@ fn a_bad_spec_names_every_problem() {
 }
 
 #[test]
+fn slots_outside_1_to_64_are_refused_not_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "");
+    for slots in ["0", "65"] {
+        let run = crossfold(&["run", spec.to_str().unwrap(), "--slots-per-gpu", slots]);
+        run.failed();
+        assert!(
+            run.stderr
+                .contains(&format!("invalid value '{slots}' for '--slots-per-gpu"))
+                && run.stderr.contains("not in 1..=64"),
+            "{}",
+            run.stderr
+        );
+    }
+    // Nothing was generated or started.
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
 fn missing_pretrained_weights_are_named_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(

@@ -33,8 +33,8 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
-    /// Jobs each worker runs at once on its GPU (small jobs on a big GPU).
-    #[arg(long, default_value_t = 1)]
+    /// Jobs each worker runs at once on its GPU (small jobs on a big GPU): 1 to 64.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub slots_per_gpu: u32,
 }
 
@@ -208,7 +208,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         ])
         .arg("--cache")
         .arg(out.join("cache"))
-        .args(["--slots-per-gpu", &a.slots_per_gpu.max(1).to_string()])
+        .args(["--slots-per-gpu", &a.slots_per_gpu.to_string()])
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);

@@ -52,8 +52,8 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     outputs: Option<PathBuf>,
     /// Jobs to run at once on this worker's device, to pack small jobs on a
-    /// big GPU (on a CPU they share the cores).
-    #[arg(long, default_value_t = 1)]
+    /// big GPU (on a CPU they share the cores): 1 to 64.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     slots_per_gpu: u32,
     /// Memory (MiB) for the images decoded by one job to be kept for the
     /// next jobs on the same data set at the same size, which then decode
@@ -570,7 +570,7 @@ fn serve(cli: Cli, url: String) -> Result<()> {
         max_jobs: cli.max_jobs,
         always_fetch: cli.fetch_data,
         outputs: cli.outputs,
-        slots: cli.slots_per_gpu.clamp(1, 64),
+        slots: cli.slots_per_gpu,
         image_cache: std::sync::Arc::new(crossfold_worker::data::DecodedCache::new(
             cli.image_cache_mib.saturating_mul(1 << 20),
         )),
