@@ -329,10 +329,11 @@ fn breakdown(task: Task, rounds: &[&JobResult], get: fn(&ScoredImage) -> &str) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn result(round: u32, preds: &[(&str, f64)]) -> JobResult {
+    /// A screening round's result with these (label, score) predictions.
+    pub(crate) fn result(round: u32, preds: &[(&str, f64)]) -> JobResult {
         let predictions: Vec<ScoredImage> = preds
             .iter()
             .enumerate()

@@ -536,40 +536,20 @@ fn results_document(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::{round_stats, JobResult, ScoredImage};
     use crate::config::Config;
     use crate::store::tests::{experiment, jobs};
     use crate::store::{MemoryStore, Store};
-    use crossfold_shared::label::Task;
     use serde_json::Value;
     use tokio_stream::StreamExt;
 
     fn result_json(round: u32, n: usize) -> String {
-        let predictions: Vec<ScoredImage> = (0..n)
-            .map(|i| ScoredImage {
-                image: format!("images/round-{round}/image-{i:06}.png"),
-                patient: format!("p{round}-{i}"),
-                label: if i % 2 == 0 { "normal" } else { "malignant" }.into(),
-                score: (i % 97) as f64 / 97.0,
-                site: String::new(),
-                subtype: String::new(),
+        let preds: Vec<(&str, f64)> = (0..n)
+            .map(|i| {
+                let label = if i % 2 == 0 { "normal" } else { "malignant" };
+                (label, (i % 97) as f64 / 97.0)
             })
             .collect();
-        let stats = round_stats(Task::Screening, &predictions, 0.5).unwrap();
-        serde_json::to_string(&JobResult {
-            task: "screening".into(),
-            round,
-            attempt: 1,
-            worker_id: "w".into(),
-            predictions,
-            history: Value::Null,
-            stats,
-            provenance: Value::Null,
-            youden_threshold: None,
-            warnings: Vec::new(),
-            timing: None,
-        })
-        .unwrap()
+        serde_json::to_string(&crate::aggregate::tests::result(round, &preds)).unwrap()
     }
 
     #[tokio::test]

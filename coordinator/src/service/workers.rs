@@ -830,15 +830,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_write_between_the_read_and_the_write_is_read_again_not_refused() {
-        let store = MemoryStore::new();
+    /// A store with one experiment whose one job, "a", is leased to "w".
+    fn one_leased_job() -> (Arc<MemoryStore>, crate::store::ExperimentRecord) {
+        let store = Arc::new(MemoryStore::new());
         let (e, _) = store
             .create_experiment(experiment(1), jobs(&["a"]))
             .unwrap();
         let a = store.job(e.id, "a").unwrap();
         let leased = a.state.lease("w", now_ms(), 30_000).unwrap();
         store.update_job(e.id, "a", a.version, leased).unwrap();
+        (store, e)
+    }
+
+    #[test]
+    fn a_write_between_the_read_and_the_write_is_read_again_not_refused() {
+        let (store, e) = one_leased_job();
+        let store = store.as_ref();
         // A heartbeat lands between the release's read and its write.
         let beat = |job: &crate::store::JobRecord| {
             let attempt = job.state.attempt().unwrap();
@@ -851,7 +858,7 @@ mod tests {
                 .unwrap();
         };
         let mut reads = 0;
-        let written = super::super::update_with_retry(&store, e.id, "a", |job| {
+        let written = super::super::update_with_retry(store, e.id, "a", |job| {
             reads += 1;
             if reads == 1 {
                 beat(job);
@@ -866,7 +873,7 @@ mod tests {
         let leased = b.state.lease("w", now_ms(), 30_000).unwrap();
         store.update_job(e.id, "a", b.version, leased).unwrap();
         let mut reads = 0;
-        let busy = super::super::update_with_retry(&store, e.id, "a", |job| {
+        let busy = super::super::update_with_retry(store, e.id, "a", |job| {
             reads += 1;
             beat(job);
             job.state.clone().release(2, "w").ok()
@@ -875,20 +882,14 @@ mod tests {
         assert_eq!(reads, 8);
         // Declined: nothing written.
         let before = store.job(e.id, "a").unwrap();
-        let none = super::super::update_with_retry(&store, e.id, "a", |_| None).unwrap();
+        let none = super::super::update_with_retry(store, e.id, "a", |_| None).unwrap();
         assert!(none.is_none());
         assert_eq!(store.job(e.id, "a").unwrap(), before);
     }
 
     #[tokio::test]
     async fn a_summary_that_cannot_be_made_is_tried_again_later_not_returned() {
-        let store = Arc::new(MemoryStore::new());
-        let (e, _) = store
-            .create_experiment(experiment(1), jobs(&["a"]))
-            .unwrap();
-        let a = store.job(e.id, "a").unwrap();
-        let leased = a.state.lease("w", now_ms(), 30_000).unwrap();
-        store.update_job(e.id, "a", a.version, leased).unwrap();
+        let (store, e) = one_leased_job();
         // A stored result that does not parse: aggregating fails.
         assert!(store.commit_result(e.id, "a", 1, now_ms(), "{}").unwrap());
         let c = Coordinator::new(store.clone(), Config::new("unused.db".into(), Vec::new()));
