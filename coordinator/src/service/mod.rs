@@ -46,6 +46,9 @@ pub struct Coordinator {
     /// Experiments whose summary could not be made when their last job
     /// ended, with when to try again (ms): the reaper does.
     unfinished: Mutex<HashMap<ExperimentId, i64>>,
+    /// When the reaper last ran (ms): a long gap means the process was
+    /// paused or the clock jumped, not that every worker went silent.
+    pub last_reap_ms: std::sync::atomic::AtomicI64,
     /// Held while a data set is fingerprinted: lease calls arriving
     /// meanwhile wait for that one run instead of hashing it again.
     learning: tokio::sync::Mutex<()>,
@@ -75,6 +78,7 @@ impl Coordinator {
             files: Mutex::new(HashMap::new()),
             learning: tokio::sync::Mutex::new(()),
             unfinished: Mutex::new(HashMap::new()),
+            last_reap_ms: std::sync::atomic::AtomicI64::new(0),
             changed: Notify::new(),
             stopping: tokio::sync::watch::Sender::new(false),
             metrics: Arc::new(crate::metrics::Metrics::new()),

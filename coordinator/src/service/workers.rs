@@ -649,6 +649,9 @@ impl Workers for WorkersService {
     }
 }
 
+/// A gap between reaper passes (ms) taken for a pause of the process.
+pub const REAPER_GAP_MS: i64 = 10_000;
+
 /// What one pass of [`WorkersService::try_lease`] found.
 enum Picked {
     Nothing,
@@ -661,6 +664,35 @@ enum Picked {
 /// cancelled experiments (left by coordinators older than the one-transaction cancel). Run periodically by the server.
 pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     let cfg = coordinator.config.clone();
+    // The reaper runs every 500 ms. A much longer gap since its last pass
+    // means the coordinator was not running (a laptop suspended, SIGSTOP)
+    // or the wall clock jumped: its workers were no more silent than it
+    // was, so their leases get a grace period, as after a restart, instead
+    // of all expiring at once before the first heartbeat gets through.
+    let now = now_ms();
+    let last = coordinator
+        .last_reap_ms
+        .swap(now, std::sync::atomic::Ordering::SeqCst);
+    if last > 0 && now.saturating_sub(last) > REAPER_GAP_MS {
+        let grace = ms(cfg.restart_grace).max(ms(cfg.lease_ttl));
+        let renewed = coordinator
+            .with_store(move |s| {
+                let mut n = 0;
+                for job in s.active_jobs()? {
+                    if matches!(job.state, JobState::Leased(_)) {
+                        let next = job.state.reclaim_after_restart(now, grace);
+                        n += usize::from(
+                            s.update_job(job.experiment, &job.key, job.version, next)
+                                .is_ok(),
+                        );
+                    }
+                }
+                Ok(n)
+            })
+            .await?;
+        tracing::warn!(gap_seconds = (now - last) / 1000, leases = renewed, "the reaper had not run for a while (coordinator suspended or stopped, or the clock jumped): leases get a grace period instead of expiring");
+        return Ok(());
+    }
     let (changed, leased) = coordinator
         .with_store(move |s| {
             let (experiments, active) = super::active_work(s)?;
@@ -748,9 +780,17 @@ pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorErro
                 // Experiments whose last job ended just before a crash.
                 let jobs = s.jobs(e.id)?;
                 if e.summary_json.is_none() && jobs.iter().all(|j| j.state.is_terminal()) {
-                    let results = super::parse_results(&s.results(e.id)?)?;
-                    let summary = crate::aggregate::summarize_record(&results, &e);
-                    s.set_summary(e.id, &summary.to_string())?;
+                    // An unreadable result costs that experiment its
+                    // summary, not the coordinator its start.
+                    match super::parse_results(&s.results(e.id)?) {
+                        Ok(results) => {
+                            let summary = crate::aggregate::summarize_record(&results, &e);
+                            s.set_summary(e.id, &summary.to_string())?;
+                        }
+                        Err(err) => {
+                            tracing::error!(experiment = %e.id, error = %err, "summary not made at start")
+                        }
+                    }
                 }
             }
             Ok(n)
@@ -842,6 +882,33 @@ mod tests {
         (store, e)
     }
 
+    #[tokio::test]
+    async fn after_a_pause_of_the_coordinator_leases_get_a_grace_period_instead_of_expiring() {
+        for (paused, want) in [(true, "leased"), (false, "pending")] {
+            let store = Arc::new(MemoryStore::new());
+            let (e, _) = store
+                .create_experiment(experiment(1), jobs(&["a"]))
+                .unwrap();
+            // Leased two minutes ago with a 30 s lease: its deadline passed.
+            let a = store.job(e.id, "a").unwrap();
+            let leased = a.state.lease("w", now_ms() - 120_000, 30_000).unwrap();
+            store.update_job(e.id, "a", a.version, leased).unwrap();
+            let c = Coordinator::new(store.clone(), Config::new("unused.db".into(), Vec::new()));
+            let gap = if paused { 60_000 } else { 500 };
+            c.last_reap_ms
+                .store(now_ms() - gap, std::sync::atomic::Ordering::SeqCst);
+            reap(&c).await.unwrap();
+            let a = store.job(e.id, "a").unwrap();
+            assert_eq!(a.state.name(), want, "paused {paused}: {:?}", a.state);
+            if let JobState::Leased(l) = &a.state {
+                assert!(l.deadline_ms >= now_ms() + 50_000, "{l:?}");
+                // The next pass, on time, leaves it alone.
+                reap(&c).await.unwrap();
+                assert_eq!(store.job(e.id, "a").unwrap().state.name(), "leased");
+            }
+        }
+    }
+
     #[test]
     fn a_write_between_the_read_and_the_write_is_read_again_not_refused() {
         let (store, e) = one_leased_job();
@@ -903,6 +970,8 @@ mod tests {
             .await;
         assert_eq!(c.unfinished(), [e.id]);
         assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
+        // Nor does it stop a coordinator from starting on that store.
+        assert_eq!(recover(&c).await.unwrap(), 0);
     }
 
     #[tokio::test]
