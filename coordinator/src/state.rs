@@ -559,18 +559,6 @@ impl JobState {
     pub fn complete(&self, attempt: u32, now_ms: i64) -> Result<Completion, TransitionError> {
         match self {
             JobState::Leased(l) => l.complete(attempt, now_ms).map(Completion::Committed),
-            // Its lease ran out (the worker was unreachable for longer than
-            // the lease lives: a network partition while it reported), and
-            // no newer attempt has been leased: the finished work is as good
-            // as ever and is taken, not trained again. (The lease's worker
-            // is no longer known here; the attempt number still fences off
-            // every other attempt.)
-            JobState::Pending(p) if attempt > 0 && p.attempts == attempt => {
-                Ok(Completion::Committed(Succeeded {
-                    attempt,
-                    finished_ms: now_ms,
-                }))
-            }
             JobState::Succeeded(s) if s.attempt == attempt => Ok(Completion::AlreadyCommitted),
             JobState::Succeeded(s) => Err(TransitionError::StaleAttempt {
                 current: Some(s.attempt),

@@ -170,11 +170,6 @@ fn check_move(before: &JobState, after: &JobState, op: &Op) -> Result<(), TestCa
             prop_assert!(matches!(op, Op::Complete { .. }), "succeeded by {:?}", op);
             prop_assert_eq!(s.attempt, l.attempt);
         }
-        // The result of the attempt whose lease ran out, none newer leased.
-        (JobState::Pending(p), JobState::Succeeded(s)) => {
-            prop_assert!(matches!(op, Op::Complete { .. }), "succeeded by {:?}", op);
-            prop_assert_eq!(s.attempt, p.attempts);
-        }
         (_, JobState::Succeeded(_)) => prop_assert_eq!(after, before),
         (JobState::Leased(l), JobState::Failed(f)) => prop_assert_eq!(f.attempts, l.attempt),
         (_, JobState::Failed(_)) => prop_assert_eq!(after, before),

@@ -299,26 +299,6 @@ fn backoff_doubles_and_is_capped() {
 }
 
 #[test]
-fn a_result_after_its_lease_ran_out_is_taken_until_a_newer_attempt_is_leased() {
-    let p = policy();
-    let expired = first_lease().expire(1_000 + TTL, &p).unwrap();
-    // The worker was cut off while reporting; nobody else leased the job.
-    assert!(matches!(
-        expired.complete(1, 2_000 + TTL),
-        Ok(Completion::Committed(Succeeded { attempt: 1, .. }))
-    ));
-    // Another attempt number, or after a new lease: refused as before.
-    assert!(expired.complete(2, 2_000 + TTL).is_err());
-    let again = expired.lease("w2", 10_000_000, TTL).unwrap();
-    assert!(matches!(
-        again.complete(1, 10_000_001),
-        Err(TransitionError::StaleAttempt { .. })
-    ));
-    // A job never leased has no attempt to take a result for.
-    assert!(JobState::new().complete(0, 1).is_err());
-}
-
-#[test]
 fn expiry_needs_the_deadline_and_counts_as_an_attempt() {
     let p = policy();
     let s = first_lease();

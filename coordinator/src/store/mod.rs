@@ -159,9 +159,7 @@ pub trait Store: Send + Sync + 'static {
         state: JobState,
     ) -> Result<JobRecord, StoreError>;
 
-    /// In one transaction: the job must be leased with `attempt` (or pending
-    /// after that attempt's lease ran out, no newer one leased:
-    /// [`JobState::complete`]); it becomes
+    /// In one transaction: the job must be leased with `attempt`; it becomes
     /// succeeded (version bumped) and `result_json` is stored. Returns
     /// `Ok(true)` when committed; `Ok(false)`, storing nothing, when the job
     /// already succeeded with that same attempt (a repeat is acknowledged and
