@@ -51,7 +51,7 @@ pub struct Coordinator {
     pub last_reap_ms: std::sync::atomic::AtomicI64,
     /// Held while a data set is fingerprinted: lease calls arriving
     /// meanwhile wait for that one run instead of hashing it again.
-    learning: tokio::sync::Mutex<()>,
+    learning: Arc<tokio::sync::Mutex<()>>,
     /// Woken on every job state change (long polls, watchers).
     pub changed: Notify,
     /// Set once the server begins to shut down: long polls answer at once
@@ -76,7 +76,7 @@ impl Coordinator {
             progress: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
-            learning: tokio::sync::Mutex::new(()),
+            learning: Arc::new(tokio::sync::Mutex::new(())),
             unfinished: Mutex::new(HashMap::new()),
             last_reap_ms: std::sync::atomic::AtomicI64::new(0),
             changed: Notify::new(),
@@ -349,15 +349,16 @@ impl Coordinator {
             .unwrap_or_default()
     }
 
-    /// Learn a data set's files (after a restart) from an experiment using it.
-    pub async fn learn_dataset(&self, dataset: &str) -> Result<(), CoordinatorError> {
+    /// Learn a data set's files (after a restart) from an experiment using
+    /// it. The hashing runs in a task of its own that holds the learning
+    /// lock: a caller that goes away (a worker's lease call given up) does
+    /// not abandon it half-way, and callers arriving meanwhile wait for it
+    /// instead of hashing the same files again.
+    pub async fn learn_dataset(self: &Arc<Self>, dataset: &str) -> Result<(), CoordinatorError> {
         if self.knows_dataset(dataset) {
             return Ok(());
         }
-        let _one_at_a_time = self.learning.lock().await;
-        if self.knows_dataset(dataset) {
-            return Ok(()); // learned while this call waited
-        }
+        // Before the lock: a data set no experiment uses waits for nothing.
         let ds = dataset.to_string();
         let manifest = self
             .with_store(move |s| {
@@ -370,19 +371,30 @@ impl Coordinator {
             .ok_or_else(|| {
                 CoordinatorError::NotFound(format!("no experiment uses data set {dataset}"))
             })?;
-        let (root, files) = tokio::task::spawn_blocking(
-            move || -> Result<(PathBuf, BTreeMap<String, String>), String> {
-                let m = crossfold_shared::manifest::Manifest::load(Path::new(&manifest))
-                    .map_err(|e| e.to_string())?;
-                let fp = crossfold_shared::dataset::fingerprint(&m).map_err(|e| e.to_string())?;
-                Ok((m.root, fp.files))
-            },
-        )
+        let me = Arc::clone(self);
+        let dataset = dataset.to_string();
+        tokio::spawn(async move {
+            let _one_at_a_time = Arc::clone(&me.learning).lock_owned().await;
+            if me.knows_dataset(&dataset) {
+                return Ok(()); // learned while this one waited
+            }
+            let (root, files) = tokio::task::spawn_blocking(
+                move || -> Result<(PathBuf, BTreeMap<String, String>), String> {
+                    let m = crossfold_shared::manifest::Manifest::load(Path::new(&manifest))
+                        .map_err(|e| e.to_string())?;
+                    let fp =
+                        crossfold_shared::dataset::fingerprint(&m).map_err(|e| e.to_string())?;
+                    Ok((m.root, fp.files))
+                },
+            )
+            .await
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))?
+            .map_err(CoordinatorError::FailedPrecondition)?;
+            me.remember_files(&dataset, &root, &files);
+            Ok(())
+        })
         .await
-        .map_err(|e| CoordinatorError::Internal(e.to_string()))?
-        .map_err(CoordinatorError::FailedPrecondition)?;
-        self.remember_files(dataset, &root, &files);
-        Ok(())
+        .map_err(|e| CoordinatorError::Internal(format!("learning a data set: {e}")))?
     }
 
     /// [`Coordinator::maybe_finish`] for callers whose own change is already

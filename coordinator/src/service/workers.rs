@@ -11,6 +11,7 @@ use crate::state::JobState;
 use crate::store::{ExperimentId, ExperimentRecord, JobRecord, StoreError};
 use crossfold_proto::v1::{self, workers_server::Workers};
 use crossfold_shared::label::Task;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
@@ -149,13 +150,14 @@ impl WorkersService {
         // A data set this coordinator has not fingerprinted yet (after a
         // restart) is learned before the lease is written, not after: its
         // hashing may take longer than the lease's time to live, which
-        // would run out before the worker even had the lease. Learned once:
-        // the next pass leases (and a data set that cannot be read then
-        // fails the attempt, saying why).
-        let mut learned = false;
+        // would run out before the worker even had the lease. Each data set
+        // is tried once per call: the next pass leases (and a data set that
+        // cannot be read then fails the attempt, saying why).
+        let mut tried: HashSet<String> = HashSet::new();
         let leased = loop {
             let worker_id = worker.to_string();
             let known = self.coordinator.known_datasets();
+            let passed = tried.clone();
             let picked = self
                 .coordinator
                 .with_store(move |s| {
@@ -168,7 +170,9 @@ impl WorkersService {
                             return Ok(Picked::Nothing);
                         };
                         if let Some(e) = experiments.iter().find(|e| e.id == job.experiment) {
-                            if !learned && !known.contains(&e.dataset_sha256) {
+                            if !known.contains(&e.dataset_sha256)
+                                && !passed.contains(&e.dataset_sha256)
+                            {
                                 return Ok(Picked::UnknownData(e.dataset_sha256.clone()));
                             }
                         }
@@ -192,9 +196,13 @@ impl WorkersService {
                 Picked::Nothing => return Ok(None),
                 Picked::Leased(leased) => break *leased,
                 Picked::UnknownData(dataset) => {
-                    learned = true;
                     if let Err(err) = self.coordinator.learn_dataset(&dataset).await {
                         tracing::warn!(dataset = %dataset, error = %err, "data set not learned before leasing");
+                    }
+                    tried.insert(dataset);
+                    // No new lease once the coordinator is shutting down.
+                    if *self.coordinator.stopping().borrow() {
+                        return Ok(None);
                     }
                 }
             }
@@ -664,15 +672,21 @@ enum Picked {
 /// cancelled experiments (left by coordinators older than the one-transaction cancel). Run periodically by the server.
 pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     let cfg = coordinator.config.clone();
-    // The reaper runs every 500 ms. A much longer gap since its last pass
-    // means the coordinator was not running (a laptop suspended, SIGSTOP)
-    // or the wall clock jumped: its workers were no more silent than it
-    // was, so their leases get a grace period, as after a restart, instead
-    // of all expiring at once before the first heartbeat gets through.
+    // The reaper runs every 500 ms. A much longer gap since the end of its
+    // last pass means the coordinator was not running (a laptop suspended,
+    // SIGSTOP) or the wall clock jumped: its workers were no more silent
+    // than it was, so their leases get a grace period, as after a restart,
+    // instead of all expiring at once before the first heartbeat gets
+    // through. (Measured from the end of a pass: a slow pass is no pause.)
     let now = now_ms();
     let last = coordinator
         .last_reap_ms
-        .swap(now, std::sync::atomic::Ordering::SeqCst);
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let pass_done = || {
+        coordinator
+            .last_reap_ms
+            .store(now_ms(), std::sync::atomic::Ordering::SeqCst)
+    };
     if last > 0 && now.saturating_sub(last) > REAPER_GAP_MS {
         let grace = ms(cfg.restart_grace).max(ms(cfg.lease_ttl));
         let renewed = coordinator
@@ -691,6 +705,7 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
             })
             .await?;
         tracing::warn!(gap_seconds = (now - last) / 1000, leases = renewed, "the reaper had not run for a while (coordinator suspended or stopped, or the clock jumped): leases get a grace period instead of expiring");
+        pass_done();
         return Ok(());
     }
     let (changed, leased) = coordinator
@@ -749,6 +764,7 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
         coordinator.changed.notify_waiters();
     }
     coordinator.retry_unfinished(now_ms()).await;
+    pass_done();
     Ok(())
 }
 
@@ -880,6 +896,53 @@ mod tests {
         let leased = a.state.lease("w", now_ms(), 30_000).unwrap();
         store.update_job(e.id, "a", a.version, leased).unwrap();
         (store, e)
+    }
+
+    #[tokio::test]
+    async fn a_data_set_is_learned_even_when_its_first_caller_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a.png", "b.png"] {
+            std::fs::write(dir.path().join(f), f.as_bytes()).unwrap();
+        }
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(
+            &manifest,
+            "path,label,patient_id\na.png,normal,p1\nb.png,benign,p2\n",
+        )
+        .unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let mut e = experiment(1);
+        e.manifest_path = manifest.display().to_string();
+        e.dataset_sha256 = "ds".into();
+        store.create_experiment(e, jobs(&["a"])).unwrap();
+        let c = Coordinator::new(store, Config::new("unused.db".into(), Vec::new()));
+        // While another data set is being learned (the lock held), a
+        // data set no experiment uses is refused at once.
+        let held = Arc::clone(&c.learning).lock_owned().await;
+        let limit = Duration::from_secs(10);
+        let err = tokio::time::timeout(limit, c.learn_dataset("nope"))
+            .await
+            .expect("not kept waiting")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no experiment uses data set nope"),
+            "{err}"
+        );
+        // A caller that gives up while it waits...
+        let first = tokio::spawn({
+            let c = c.clone();
+            async move { c.learn_dataset("ds").await }
+        });
+        tokio::task::yield_now().await;
+        first.abort();
+        drop(held);
+        // ... leaves nothing half-done: the data set is learned.
+        tokio::time::timeout(limit, c.learn_dataset("ds"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(c.knows_dataset("ds"));
+        assert_eq!(c.files_of("ds").len(), 2);
     }
 
     #[tokio::test]
