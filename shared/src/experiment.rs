@@ -7,8 +7,8 @@ use crate::folds::{make_plan, FoldsError, SplitPlan};
 use crate::imaging::ResizeMode;
 use crate::label::Task;
 use crate::manifest::{manifest_root, Manifest, ManifestError};
-use crate::spec::Spec;
-use crate::synth::{self, SynthConfig, SynthError};
+use crate::spec::{Spec, SyntheticSpec};
+use crate::synth::{self, SynthConfig, SynthError, SYNTHETIC_SETTINGS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -18,6 +18,12 @@ pub enum PrepareError {
     ManifestIsFolder { manifest: String, path: String },
     #[error("dataset.manifest = {0:?}: a synthetic cohort's manifest must be named manifest.csv")]
     SyntheticName(String),
+    #[error("dataset.synthetic ({now}) differs from the cohort at {folder}, generated with {was}: delete that folder to generate the cohort again, or point dataset.manifest elsewhere")]
+    SyntheticChanged {
+        folder: String,
+        now: String,
+        was: String,
+    },
     #[error("generating the synthetic cohort: {0}")]
     Synth(#[from] SynthError),
     #[error(transparent)]
@@ -143,7 +149,29 @@ fn prepare_dataset(spec: &Spec, keep: Option<Keep>) -> Result<PreparedDataset, P
             views_per_patient: 1,
         };
         synth::generate(&cfg, &manifest_root(&path))?;
+        // What it was made with, beside it: a later spec asking for another
+        // cohort is told, not handed this one.
+        let made = toml::to_string(s).unwrap_or_default();
+        let _ = std::fs::write(manifest_root(&path).join(SYNTHETIC_SETTINGS), made);
         generated = true;
+    } else if let Some(s) = &spec.dataset.synthetic {
+        let settings = manifest_root(&path).join(SYNTHETIC_SETTINGS);
+        let made = std::fs::read_to_string(&settings)
+            .ok()
+            .and_then(|t| toml::from_str::<SyntheticSpec>(&t).ok());
+        if let Some(was) = made.filter(|was| was != s) {
+            let show = |c: &SyntheticSpec| {
+                format!(
+                    "normal = {}, benign = {}, malignant = {}, size = {}, seed = {}",
+                    c.normal, c.benign, c.malignant, c.size, c.seed
+                )
+            };
+            return Err(PrepareError::SyntheticChanged {
+                folder: manifest_root(&path).display().to_string(),
+                now: show(s),
+                was: show(&was),
+            });
+        }
     }
     let (report, squares) = match keep {
         Some(keep) => {
@@ -200,6 +228,37 @@ mod tests {
         // The task at fault itself still fails, with the same error.
         let err = prepare_task(&spec, Task::Malignancy, None).unwrap_err();
         assert!(err.to_string().contains("no benign image"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_synthetic_cohort_is_named_not_replaced_by_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |extra: &str| {
+            let text = format!(
+                "name = \"t\"\n[dataset]\nmanifest = \"data/manifest.csv\"\n\
+                 {extra}[protocol]\ngroups = 2\ntest_groups = 1\ntasks = [\"screening\"]\n"
+            );
+            let path = dir.path().join("spec.toml");
+            std::fs::write(&path, text).unwrap();
+            Spec::load(&path, &[]).unwrap()
+        };
+        let cohort = |seed: u64| {
+            format!("[dataset.synthetic]\nnormal = 6\nbenign = 3\nmalignant = 3\nsize = 32\nseed = {seed}\n")
+        };
+        assert!(prepare(&write(&cohort(1))).unwrap().generated);
+        assert!(dir.path().join("data").join(SYNTHETIC_SETTINGS).exists());
+        // The same settings: the cohort is used again.
+        assert!(!prepare(&write(&cohort(1))).unwrap().generated);
+        // Others: refused, naming both.
+        let err = prepare(&write(&cohort(2))).unwrap_err().to_string();
+        assert!(
+            err.starts_with("dataset.synthetic (normal = 6, benign = 3, malignant = 3, size = 32, seed = 2) differs from the cohort at")
+                && err.contains("generated with normal = 6, benign = 3, malignant = 3, size = 32, seed = 1")
+                && err.contains("delete that folder"),
+            "{err}"
+        );
+        // A spec without [dataset.synthetic] just uses the data.
+        assert!(prepare(&write("")).is_ok());
     }
 
     #[test]

@@ -259,12 +259,19 @@ fn create_dir(path: &Path) -> Result<(), SynthError> {
     })
 }
 
+/// Where a spec's synthetic cohort records the `[dataset.synthetic]` it was
+/// generated with, beside its manifest (see `experiment::prepare`).
+pub const SYNTHETIC_SETTINGS: &str = "synthetic.toml";
+
 /// Generate the cohort into `out_dir`: PNGs under
 /// `images/<label>/<patient_id>_<view>.png` and `manifest.csv`, returning
 /// the manifest (root = `out_dir`). Uses every core; the output depends only
 /// on `cfg`.
 pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthError> {
     cfg.validate()?;
+    // Settings an earlier cohort here was recorded with no longer hold
+    // (whoever generates records its own).
+    let _ = std::fs::remove_file(out_dir.join(SYNTHETIC_SETTINGS));
     for label in Label::ALL {
         if cfg.count(label) > 0 {
             create_dir(&out_dir.join("images").join(label.as_str()))?;
