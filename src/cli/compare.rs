@@ -73,7 +73,10 @@ fn incomplete(doc: &Value) -> Option<String> {
 /// unfinished experiments unless `partial`.
 pub fn compare(a: &Value, b: &Value, partial: bool) -> Result<Value> {
     for key in ["dataset_sha256", "plan_sha256"] {
-        if a[key] != b[key] {
+        // A plan hash also covers the order of the manifest's rows and of
+        // `protocol.tasks`: the same split made from a reordered manifest
+        // is the same split.
+        if a[key] != b[key] && !(key == "plan_sha256" && same_split(&a["plan"], &b["plan"])) {
             bail!("the experiments differ in {key} ({} vs {}): a paired comparison needs the same data and split plan", a[key], b[key]);
         }
     }
@@ -169,6 +172,34 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether two split plans (the results' `plan`) test and train the same
+/// images in each round of each task, whatever their order.
+fn same_split(a: &Value, b: &Value) -> bool {
+    let rounds = |plan: &Value| -> Option<BTreeMap<String, Vec<[Vec<String>; 2]>>> {
+        let tasks = plan.get("tasks")?.as_object()?;
+        let mut out = BTreeMap::new();
+        for (task, list) in tasks {
+            let mut per_round = Vec::new();
+            for r in list.as_array()? {
+                let sorted = |k: &str| -> Option<Vec<String>> {
+                    let mut v: Vec<String> = r
+                        .get(k)?
+                        .as_array()?
+                        .iter()
+                        .map(|p| p.as_str().map(str::to_string))
+                        .collect::<Option<_>>()?;
+                    v.sort();
+                    Some(v)
+                };
+                per_round.push([sorted("train")?, sorted("test")?]);
+            }
+            out.insert(task.clone(), per_round);
+        }
+        Some(out)
+    };
+    matches!((rounds(a), rounds(b)), (Some(x), Some(y)) if x == y && !x.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +232,27 @@ mod tests {
     fn different_plans_are_refused() {
         let rows = [("a", "normal", 0.1), ("b", "benign", 0.8)];
         let err = compare(&doc("A", "p1", &rows), &doc("B", "p2", &rows), false).unwrap_err();
+        assert!(err.to_string().contains("plan_sha256"), "{err}");
+    }
+
+    #[test]
+    fn the_same_split_from_a_reordered_manifest_is_the_same_split() {
+        let rows = [("a", "normal", 0.1), ("b", "benign", 0.8)];
+        let with_plan = |id: &str, hash: &str, test: [&str; 2], train: [&str; 2]| {
+            let mut d = doc(id, hash, &rows);
+            d["plan"] =
+                json!({"tasks": {"screening": [{"round": 1, "test": test, "train": train}]}});
+            d
+        };
+        let a = with_plan("A", "p1", ["a", "b"], ["c", "d"]);
+        let b = with_plan("B", "p2", ["b", "a"], ["d", "c"]);
+        assert_eq!(
+            compare(&a, &b, false).unwrap()["tasks"]["screening"]["n"],
+            2
+        );
+        // Another split: refused.
+        let other = with_plan("B", "p2", ["a", "c"], ["b", "d"]);
+        let err = compare(&a, &other, false).unwrap_err();
         assert!(err.to_string().contains("plan_sha256"), "{err}");
     }
 
