@@ -94,3 +94,82 @@ fn a_report_naming_another_workers_attempt_is_refused() {
         "{s}"
     );
 }
+
+#[test]
+fn a_result_that_takes_longer_than_the_lease_to_arrive_keeps_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(
+        dir.path(),
+        "127.0.0.1:0",
+        &dir.path().join("data"),
+        &["--lease-ttl", "2", "--heartbeat-interval", "0.5"],
+    );
+    let id = submit(&url, &spec, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = ClientSecurity::plaintext().connect(&url).await.unwrap();
+        let mut client = WorkersClient::new(channel);
+        client
+            .register(v1::RegisterRequest {
+                worker_name: "slow-link".into(),
+                slots: 1,
+                instance: "slow-link-instance".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let lease = client
+            .lease(v1::LeaseRequest {
+                worker_id: "slow-link".into(),
+                free_slots: 1,
+                wait_seconds: 5.0,
+                gpu: Some(false),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .lease
+            .expect("a lease");
+        // The result goes out in pieces over 5 s, more than twice the
+        // lease's 2 s, with no heartbeat beside it.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut uploader = client.clone();
+        let call = tokio::spawn(async move {
+            uploader
+                .complete(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        let piece = |last: bool| v1::CompleteChunk {
+            worker_id: "slow-link".into(),
+            experiment_id: lease.experiment_id.clone(),
+            job_key: lease.job_key.clone(),
+            attempt: lease.attempt,
+            last,
+            ..Default::default()
+        };
+        for _ in 0..10 {
+            tx.send(piece(false)).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        // Still this worker's lease, not expired and handed on.
+        let s = status(&url, &id);
+        let j = s["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["key"] == lease.job_key.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (j["state"].as_str(), j["worker"].as_str()),
+            (Some("leased"), Some("slow-link")),
+            "{s}"
+        );
+        tx.send(piece(true)).await.unwrap();
+        drop(tx);
+        // (An empty result is refused as a result; the lease was kept.)
+        let _ = call.await.unwrap();
+    });
+}

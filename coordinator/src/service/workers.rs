@@ -137,6 +137,35 @@ impl WorkersService {
             .await
     }
 
+    /// Extend the lease that `chunk` (a Complete call's first) reports on,
+    /// as a heartbeat without progress would; a lease that is no longer
+    /// this attempt's is left alone (the result is refused at the end).
+    async fn keep_lease(&self, chunk: &v1::CompleteChunk) {
+        let Ok(id) = parse_id(&chunk.experiment_id) else {
+            return;
+        };
+        let ttl = ms(self.coordinator.config.lease_ttl);
+        let (key, worker, attempt) = (
+            chunk.job_key.clone(),
+            chunk.worker_id.clone(),
+            chunk.attempt,
+        );
+        let kept = self
+            .coordinator
+            .with_store(move |s| {
+                super::update_with_retry(s, id, &key, |job| {
+                    job.state
+                        .clone()
+                        .heartbeat(attempt, &worker, now_ms(), ttl, None)
+                        .ok()
+                })
+            })
+            .await;
+        if let Err(err) = kept {
+            tracing::debug!(experiment = %id, job = %chunk.job_key, error = %err, "lease not extended while its result arrives");
+        }
+    }
+
     /// Try once to lease a ready job to `worker`.
     /// Lease the next job this worker may run; `gpu` is what the worker
     /// says of itself (older workers do not: then what it registered).
@@ -419,8 +448,17 @@ impl Workers for WorkersService {
         let mut predictions = Vec::new();
         let mut history = Vec::new();
         let mut finished = false;
+        // A large result on a slow link can take longer to arrive than the
+        // lease lives, and its worker sends no heartbeats meanwhile: the
+        // chunks arriving keep the lease (a third of its time to live apart).
+        let ttl = self.coordinator.config.lease_ttl;
+        let mut kept = Instant::now();
         while let Some(chunk) = stream.next().await {
             let mut chunk = chunk?;
+            if let Some(h) = head.as_ref().filter(|_| kept.elapsed() >= ttl / 3) {
+                kept = Instant::now();
+                self.keep_lease(h).await;
+            }
             if let Some(h) = &head {
                 if (h.experiment_id.as_str(), h.job_key.as_str(), h.attempt)
                     != (
