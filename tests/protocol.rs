@@ -7,6 +7,53 @@ use common::cluster::*;
 use crossfold_proto::client::ClientSecurity;
 use crossfold_proto::v1::{self, workers_client::WorkersClient};
 
+type Client = WorkersClient<crossfold_proto::client::AuthChannel>;
+
+/// A client of the worker protocol, with `names` registered as workers.
+async fn workers(url: &str, names: &[&str]) -> Client {
+    let channel = ClientSecurity::plaintext().connect(url).await.unwrap();
+    let mut client = WorkersClient::new(channel);
+    for name in names {
+        client
+            .register(v1::RegisterRequest {
+                worker_name: name.to_string(),
+                slots: 1,
+                instance: format!("{name}-instance"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    client
+}
+
+/// The lease `worker` is given (within 5 s).
+async fn lease_for(client: &mut Client, worker: &str) -> v1::Lease {
+    client
+        .lease(v1::LeaseRequest {
+            worker_id: worker.into(),
+            free_slots: 1,
+            wait_seconds: 5.0,
+            gpu: Some(false),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .lease
+        .expect("a lease")
+}
+
+/// Job `key`'s line in `crossfold status --format json`.
+fn job_line(status: &serde_json::Value, key: &str) -> serde_json::Value {
+    status["job_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["key"] == key)
+        .unwrap()
+        .clone()
+}
+
 #[test]
 fn a_report_naming_another_workers_attempt_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -16,31 +63,8 @@ fn a_report_naming_another_workers_attempt_is_refused() {
     let id = submit(&url, &spec, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (job, attempt) = rt.block_on(async {
-        let channel = ClientSecurity::plaintext().connect(&url).await.unwrap();
-        let mut client = WorkersClient::new(channel);
-        for name in ["holder", "intruder"] {
-            client
-                .register(v1::RegisterRequest {
-                    worker_name: name.into(),
-                    slots: 1,
-                    instance: format!("{name}-instance"),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-        }
-        let lease = client
-            .lease(v1::LeaseRequest {
-                worker_id: "holder".into(),
-                free_slots: 1,
-                wait_seconds: 5.0,
-                gpu: Some(false),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .lease
-            .expect("a lease");
+        let mut client = workers(&url, &["holder", "intruder"]).await;
+        let lease = lease_for(&mut client, "holder").await;
         // The intruder names the holder's attempt: its result is refused.
         let chunk = v1::CompleteChunk {
             worker_id: "intruder".into(),
@@ -77,13 +101,7 @@ fn a_report_naming_another_workers_attempt_is_refused() {
         (lease.job_key, lease.attempt)
     });
     let s = status(&url, &id);
-    let j = s["job_status"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["key"] == job.as_str())
-        .unwrap()
-        .clone();
+    let j = job_line(&s, &job);
     assert_eq!(
         (
             j["state"].as_str(),
@@ -109,29 +127,8 @@ fn a_result_that_takes_longer_than_the_lease_to_arrive_keeps_the_lease() {
     let id = submit(&url, &spec, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let channel = ClientSecurity::plaintext().connect(&url).await.unwrap();
-        let mut client = WorkersClient::new(channel);
-        client
-            .register(v1::RegisterRequest {
-                worker_name: "slow-link".into(),
-                slots: 1,
-                instance: "slow-link-instance".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let lease = client
-            .lease(v1::LeaseRequest {
-                worker_id: "slow-link".into(),
-                free_slots: 1,
-                wait_seconds: 5.0,
-                gpu: Some(false),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .lease
-            .expect("a lease");
+        let mut client = workers(&url, &["slow-link"]).await;
+        let lease = lease_for(&mut client, "slow-link").await;
         // The result goes out in pieces over 5 s, more than twice the
         // lease's 2 s, with no heartbeat beside it.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -155,13 +152,7 @@ fn a_result_that_takes_longer_than_the_lease_to_arrive_keeps_the_lease() {
         }
         // Still this worker's lease, not expired and handed on.
         let s = status(&url, &id);
-        let j = s["job_status"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["key"] == lease.job_key.as_str())
-            .unwrap()
-            .clone();
+        let j = job_line(&s, &lease.job_key);
         assert_eq!(
             (j["state"].as_str(), j["worker"].as_str()),
             (Some("leased"), Some("slow-link")),
