@@ -122,15 +122,15 @@ fn a_result_that_takes_longer_than_the_lease_to_arrive_keeps_the_lease() {
         dir.path(),
         "127.0.0.1:0",
         &dir.path().join("data"),
-        &["--lease-ttl", "2", "--heartbeat-interval", "0.5"],
+        &["--lease-ttl", "3", "--heartbeat-interval", "0.5"],
     );
     let id = submit(&url, &spec, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut client = workers(&url, &["slow-link"]).await;
         let lease = lease_for(&mut client, "slow-link").await;
-        // The result goes out in pieces over 5 s, more than twice the
-        // lease's 2 s, with no heartbeat beside it.
+        // The result goes out in pieces over 5 s, more than the lease's
+        // 3 s, with no heartbeat beside it.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut uploader = client.clone();
         let call = tokio::spawn(async move {

@@ -7,7 +7,7 @@ use crate::folds::{make_plan, FoldsError, SplitPlan};
 use crate::imaging::ResizeMode;
 use crate::label::Task;
 use crate::manifest::{manifest_root, Manifest, ManifestError};
-use crate::spec::{Spec, SyntheticSpec};
+use crate::spec::Spec;
 use crate::synth::{self, SynthConfig, SynthError, SYNTHETIC_SETTINGS};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,26 +149,37 @@ fn prepare_dataset(spec: &Spec, keep: Option<Keep>) -> Result<PreparedDataset, P
             views_per_patient: 1,
         };
         synth::generate(&cfg, &manifest_root(&path))?;
-        // What it was made with, beside it: a later spec asking for another
-        // cohort is told, not handed this one.
-        let made = toml::to_string(s).unwrap_or_default();
-        let _ = std::fs::write(manifest_root(&path).join(SYNTHETIC_SETTINGS), made);
         generated = true;
     } else if let Some(s) = &spec.dataset.synthetic {
+        // The settings the cohort there was made with (by `run`, `plan` or
+        // `dataset synth`): a spec asking for another cohort is told, not
+        // handed this one.
+        let asked = SynthConfig {
+            normal: s.normal,
+            benign: s.benign,
+            malignant: s.malignant,
+            size: s.size,
+            seed: s.seed,
+            views_per_patient: 1,
+        };
         let settings = manifest_root(&path).join(SYNTHETIC_SETTINGS);
         let made = std::fs::read_to_string(&settings)
             .ok()
-            .and_then(|t| toml::from_str::<SyntheticSpec>(&t).ok());
-        if let Some(was) = made.filter(|was| was != s) {
-            let show = |c: &SyntheticSpec| {
+            .and_then(|t| toml::from_str::<SynthConfig>(&t).ok());
+        if let Some(was) = made.filter(|was| *was != asked) {
+            let show = |c: &SynthConfig| {
+                let views = match c.views_per_patient {
+                    1 => String::new(),
+                    n => format!(", {n} views per patient"),
+                };
                 format!(
-                    "normal = {}, benign = {}, malignant = {}, size = {}, seed = {}",
+                    "normal = {}, benign = {}, malignant = {}, size = {}, seed = {}{views}",
                     c.normal, c.benign, c.malignant, c.size, c.seed
                 )
             };
             return Err(PrepareError::SyntheticChanged {
                 folder: manifest_root(&path).display().to_string(),
-                now: show(s),
+                now: show(&asked),
                 was: show(&was),
             });
         }
@@ -259,6 +270,28 @@ mod tests {
         );
         // A spec without [dataset.synthetic] just uses the data.
         assert!(prepare(&write("")).is_ok());
+        // Made again by `dataset synth` (seed 3): recorded too.
+        let data = dir.path().join("data");
+        synth::remove_earlier(&data).unwrap();
+        let cfg = SynthConfig {
+            normal: 6,
+            benign: 3,
+            malignant: 3,
+            size: 32,
+            seed: 3,
+            views_per_patient: 1,
+        };
+        synth::generate(&cfg, &data).unwrap();
+        let err = prepare(&write(&cohort(1))).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "generated with normal = 6, benign = 3, malignant = 3, size = 32, seed = 3"
+            ),
+            "{err}"
+        );
+        // A record that lacks a setting is not read (not taken for defaults).
+        std::fs::write(data.join(SYNTHETIC_SETTINGS), "seed = 3\n").unwrap();
+        assert!(prepare(&write(&cohort(1))).is_ok());
     }
 
     #[test]

@@ -452,13 +452,9 @@ impl Workers for WorkersService {
         // lease lives, and its worker sends no heartbeats meanwhile: the
         // chunks arriving keep the lease (a third of its time to live apart).
         let ttl = self.coordinator.config.lease_ttl;
-        let mut kept = Instant::now();
+        let mut kept: Option<Instant> = None;
         while let Some(chunk) = stream.next().await {
             let mut chunk = chunk?;
-            if let Some(h) = head.as_ref().filter(|_| kept.elapsed() >= ttl / 3) {
-                kept = Instant::now();
-                self.keep_lease(h).await;
-            }
             if let Some(h) = &head {
                 if (h.experiment_id.as_str(), h.job_key.as_str(), h.attempt)
                     != (
@@ -491,6 +487,13 @@ impl Workers for WorkersService {
             finished = chunk.last;
             if head.is_none() {
                 head = Some(chunk);
+            }
+            // From the first piece of a result in several, then every
+            // third of the lease's time to live.
+            let due = kept.is_none_or(|k| k.elapsed() >= ttl / 3);
+            if let (Some(h), false, true) = (&head, finished, due) {
+                kept = Some(Instant::now());
+                self.keep_lease(h).await;
             }
         }
         let head = head

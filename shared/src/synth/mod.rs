@@ -49,8 +49,10 @@ pub use cohort::{draw_cohort, Sex, Site, Subject, Subtype, CENTERS};
 pub use render::VIEWS;
 pub use replace::remove_earlier;
 
-/// What to generate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to generate. Recorded beside the manifest as `synthetic.toml`
+/// (every field, none other: a file that lacks one is not read).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SynthConfig {
     pub normal: usize,
     pub benign: usize,
@@ -259,8 +261,9 @@ fn create_dir(path: &Path) -> Result<(), SynthError> {
     })
 }
 
-/// Where a spec's synthetic cohort records the `[dataset.synthetic]` it was
-/// generated with, beside its manifest (see `experiment::prepare`).
+/// Where a cohort records the settings it was generated with, beside its
+/// manifest: a spec asking for another cohort there is refused (see
+/// `experiment::prepare`).
 pub const SYNTHETIC_SETTINGS: &str = "synthetic.toml";
 
 /// Generate the cohort into `out_dir`: PNGs under
@@ -269,8 +272,8 @@ pub const SYNTHETIC_SETTINGS: &str = "synthetic.toml";
 /// on `cfg`.
 pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthError> {
     cfg.validate()?;
-    // Settings an earlier cohort here was recorded with no longer hold
-    // (whoever generates records its own).
+    // Settings an earlier cohort here was recorded with no longer hold;
+    // these are recorded once the images are written.
     let _ = std::fs::remove_file(out_dir.join(SYNTHETIC_SETTINGS));
     for label in Label::ALL {
         if cfg.count(label) > 0 {
@@ -328,6 +331,11 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthErro
         root: out_dir.to_path_buf(),
         entries: jobs.iter().map(|&(p, v)| patients[p].entry(v)).collect(),
     };
+    // Before the manifest, which marks the cohort complete: a cohort with a
+    // manifest has its settings beside it.
+    if let Ok(text) = toml::to_string(cfg) {
+        let _ = std::fs::write(out_dir.join(SYNTHETIC_SETTINGS), text);
+    }
     manifest.write(&out_dir.join("manifest.csv"))?;
     Ok(manifest)
 }
