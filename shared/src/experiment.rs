@@ -7,7 +7,7 @@ use crate::folds::{make_plan, FoldsError, SplitPlan};
 use crate::imaging::ResizeMode;
 use crate::label::Task;
 use crate::manifest::{manifest_root, Manifest, ManifestError};
-use crate::spec::Spec;
+use crate::spec::{Spec, SyntheticSpec};
 use crate::synth::{self, SynthConfig, SynthError, SYNTHETIC_SETTINGS};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +121,18 @@ pub fn prepare_task(
 
 type PreparedDataset = (Manifest, Fingerprint, bool, Option<Squares>);
 
+/// The cohort a spec's `[dataset.synthetic]` asks for (one view per patient).
+fn synth_config(s: &SyntheticSpec) -> SynthConfig {
+    SynthConfig {
+        normal: s.normal,
+        benign: s.benign,
+        malignant: s.malignant,
+        size: s.size,
+        seed: s.seed,
+        views_per_patient: 1,
+    }
+}
+
 fn prepare_dataset(spec: &Spec, keep: Option<Keep>) -> Result<PreparedDataset, PrepareError> {
     let path = spec.manifest_path();
     if path.is_dir() {
@@ -140,28 +152,13 @@ fn prepare_dataset(spec: &Spec, keep: Option<Keep>) -> Result<PreparedDataset, P
         if path.file_name().is_some_and(|n| n != "manifest.csv") {
             return Err(PrepareError::SyntheticName(spec.dataset.manifest.clone()));
         }
-        let cfg = SynthConfig {
-            normal: s.normal,
-            benign: s.benign,
-            malignant: s.malignant,
-            size: s.size,
-            seed: s.seed,
-            views_per_patient: 1,
-        };
-        synth::generate(&cfg, &manifest_root(&path))?;
+        synth::generate(&synth_config(s), &manifest_root(&path))?;
         generated = true;
     } else if let Some(s) = &spec.dataset.synthetic {
         // The settings the cohort there was made with (by `run`, `plan` or
         // `dataset synth`): a spec asking for another cohort is told, not
         // handed this one.
-        let asked = SynthConfig {
-            normal: s.normal,
-            benign: s.benign,
-            malignant: s.malignant,
-            size: s.size,
-            seed: s.seed,
-            views_per_patient: 1,
-        };
+        let asked = synth_config(s);
         let settings = manifest_root(&path).join(SYNTHETIC_SETTINGS);
         let made = std::fs::read_to_string(&settings)
             .ok()
