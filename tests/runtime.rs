@@ -971,12 +971,9 @@ fn live_workers(out: &std::path::Path) -> usize {
     workers_under(out).iter().filter(|(_, s)| *s != 'Z').count()
 }
 
-#[test]
-fn a_second_signal_stops_run_and_its_workers_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
-    make_data(&spec);
-    let out = dir.path().join("out");
+/// `crossfold run` of a 500-epoch experiment into `out` with one worker,
+/// once that worker has leased a job.
+fn long_run(spec: &std::path::Path, out: &std::path::Path) -> std::process::Child {
     let run = std::process::Command::new(crossfold_bin())
         .args(["run", spec.to_str().unwrap(), "--quiet", "--workers", "1"])
         .args(["--set", "train.epochs=500", "--out", out.to_str().unwrap()])
@@ -988,6 +985,16 @@ fn a_second_signal_stops_run_and_its_workers_at_once() {
     wait_for("the worker to lease a job", LONG, || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("lease received"))
     });
+    run
+}
+
+#[test]
+fn a_second_signal_stops_run_and_its_workers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let out = dir.path().join("out");
+    let run = long_run(&spec, &out);
     // A worker that cannot stop (frozen): `run` would wait 35 s for it.
     let workers = workers_under(&out);
     assert_eq!(workers.len(), 1, "{workers:?}");
@@ -1027,17 +1034,8 @@ fn run_stops_its_workers_when_interrupted_or_killed() {
     make_data(&spec);
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
         let out = dir.path().join(format!("out-{name}"));
-        let run = std::process::Command::new(crossfold_bin())
-            .args(["run", spec.to_str().unwrap(), "--quiet", "--workers", "1"])
-            .args(["--set", "train.epochs=500", "--out", out.to_str().unwrap()])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let run = long_run(&spec, &out);
         let log = out.join("worker-0.log");
-        wait_for("the worker to lease a job", LONG, || {
-            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("lease received"))
-        });
         assert_eq!(live_workers(&out), 1, "{:?}", workers_under(&out));
         if signal == libc::SIGTERM {
             // A second `run` on the same --out is refused by name, and

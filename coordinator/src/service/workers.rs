@@ -731,19 +731,7 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     if last > 0 && now.saturating_sub(last) > REAPER_GAP_MS {
         let grace = ms(cfg.restart_grace).max(ms(cfg.lease_ttl));
         let renewed = coordinator
-            .with_store(move |s| {
-                let mut n = 0;
-                for job in s.active_jobs()? {
-                    if matches!(job.state, JobState::Leased(_)) {
-                        let next = job.state.reclaim_after_restart(now, grace);
-                        n += usize::from(
-                            s.update_job(job.experiment, &job.key, job.version, next)
-                                .is_ok(),
-                        );
-                    }
-                }
-                Ok(n)
-            })
+            .with_store(move |s| reclaim_leases(s, now, grace, false))
             .await?;
         tracing::warn!(gap_seconds = (now - last) / 1000, leases = renewed, "the reaper had not run for a while (coordinator suspended or stopped, or the clock jumped): leases get a grace period instead of expiring");
         pass_done();
@@ -809,30 +797,40 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     Ok(())
 }
 
+/// Give every leased job a grace period of `grace` ms from `now` for its
+/// worker to report (after a restart, or a pause of the coordinator), or,
+/// with `release`, queue it again without counting an attempt (its worker
+/// is gone with the coordinator that leased it: a release by the lease's
+/// own attempt and worker is never refused). Returns how many changed.
+fn reclaim_leases(
+    s: &dyn crate::store::Store,
+    now: i64,
+    grace: i64,
+    release: bool,
+) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for job in s.active_jobs()? {
+        if let JobState::Leased(l) = &job.state {
+            let released = release
+                .then(|| job.state.release(l.attempt, &l.worker_id).ok())
+                .flatten();
+            let next = released.unwrap_or_else(|| job.state.reclaim_after_restart(now, grace));
+            n += usize::from(
+                s.update_job(job.experiment, &job.key, job.version, next)
+                    .is_ok(),
+            );
+        }
+    }
+    Ok(n)
+}
+
 /// After a restart, give every leased job a grace period for its worker.
 pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorError> {
     let grace = ms(coordinator.config.restart_grace);
     let release = coordinator.config.release_leases_on_start;
     let n = coordinator
         .with_store(move |s| {
-            let mut n = 0;
-            for job in s.active_jobs()? {
-                if let JobState::Leased(l) = &job.state {
-                    // With `release`, its worker is gone with the
-                    // coordinator that leased it (a release by the lease's
-                    // own attempt and worker is never refused).
-                    let released = release
-                        .then(|| job.state.release(l.attempt, &l.worker_id).ok())
-                        .flatten();
-                    let next = released
-                        .unwrap_or_else(|| job.state.reclaim_after_restart(now_ms(), grace));
-                    if s.update_job(job.experiment, &job.key, job.version, next)
-                        .is_ok()
-                    {
-                        n += 1;
-                    }
-                }
-            }
+            let n = reclaim_leases(s, now_ms(), grace, release)?;
             for e in s.experiments()? {
                 // Experiments whose last job ended just before a crash.
                 let jobs = s.jobs(e.id)?;
