@@ -402,24 +402,16 @@ impl Workers for WorkersService {
         let keep_going = self
             .coordinator
             .with_store(move |s| {
-                for _ in 0..8 {
-                    let job = s.job(id, &key)?;
-                    let next =
-                        match job
-                            .state
-                            .clone()
-                            .heartbeat(attempt, &worker, now_ms(), ttl, position)
-                        {
-                            Ok(n) => n,
-                            Err(_) => return Ok(false),
-                        };
-                    match s.update_job(id, &key, job.version, next) {
-                        Ok(_) => return Ok(true),
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(false)
+                // Kept going while the attempt is this worker's lease; a
+                // store that keeps conflicting is an error (the worker
+                // trains on and tries again), not a stop.
+                super::update_with_retry(s, id, &key, |job| {
+                    job.state
+                        .clone()
+                        .heartbeat(attempt, &worker, now_ms(), ttl, position)
+                        .ok()
+                })
+                .map(|written| written.is_some())
             })
             .await?;
         if let (true, Some(p)) = (keep_going, r.progress) {
