@@ -13,8 +13,12 @@
 #    task, rounds 1-5), ROUNDS times, each preceded by the batch-32 SGD
 #    benchmark, and the benchmark once more at the end: the benchmark's own
 #    drift between readings says how far a whole-job ratio can be trusted.
+# Every measurement is taken for each `train.cuda_graph` setting in GRAPHS
+# (default "off"; "off on" compares eager steps with steps replayed from a
+# CUDA graph, interleaved). FRESH=0 leaves out the new-process rounds.
 # Writes OUT_DIR/summary.txt and each run's outputs (checkpoints deleted).
-# Settings (environment): PYTHON (python3), BIN (target/release), ROUNDS (2).
+# Settings (environment): PYTHON (python3), BIN (target/release), ROUNDS (2),
+# GRAPHS ("off"), FRESH (1).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${1:?usage: bench/gpu-jobs.sh OUT_DIR}
@@ -31,12 +35,14 @@ torch_lib=$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
 gpu() { log "gpu: $(nvidia-smi --query-gpu=name,clocks.sm,temperature.gpu,power.draw --format=csv,noheader)"; }
 
-bench() { # batch, precision
+graphs=${GRAPHS:-off}
+
+bench() { # batch, precision, cuda graph
   local r
   r=$(timeout 60 "$bin/crossfold-worker" bench --arch resnet34 --size 224 --batch "$1" --steps 100 \
     --threads 8 --device cuda --precision "$2" --channels-last auto --fused-optimizer auto \
-    --cudnn-benchmark auto --optimizer sgd 2>>"$out/bench.err" | tail -1)
-  "$py" - "$r" "$2" <<'PY' | tee -a "$out/summary.txt"
+    --cudnn-benchmark auto --cuda-graph "${3:-off}" --optimizer sgd 2>>"$out/bench.err" | tail -1)
+  "$py" - "$r" "$2" "${3:-off}" <<'PY' | tee -a "$out/summary.txt"
 import json, sys
 try:
     d = json.loads(sys.argv[1])
@@ -46,15 +52,17 @@ try:
     b, rate = d["batch"], d["images_per_second"]
 except (KeyError, TypeError):
     print("benchmark output without a rate:", sys.argv[1][:200]); sys.exit()
-print(f"bench batch {b:>3} {sys.argv[2]:<4} sgd: {rate:7.0f} img/s, {1000 * b / rate:6.2f} ms per step")
+note = f" (replays {d.get('graph_replays')}, fallback: {d['graph_fallback']})" if d.get("graph_fallback") else ""
+print(f"bench batch {b:>3} {sys.argv[2]:<4} graph={sys.argv[3]:<3} sgd: {rate:7.0f} img/s, "
+      f"{1000 * b / rate:6.2f} ms per step{note}")
 PY
 }
 
-fresh() { # round, run
-  local d="$out/train-r$1-$2"
+fresh() { # round, run, cuda graph
+  local d="$out/train-r$1-$2-graph-$3"
   timeout 90 "$bin/crossfold-worker" train --spec examples/paper.toml --task screening --round "$1" \
-    --set train.device=cuda --out "$d" >"$d.log" 2>&1
-  "$py" - "$d/result.json" "$1" <<'PY' | tee -a "$out/summary.txt"
+    --set train.device=cuda --set "train.cuda_graph=$3" --out "$d" >"$d.log" 2>&1
+  "$py" - "$d/result.json" "$1 graph=$3" <<'PY' | tee -a "$out/summary.txt"
 import json, sys
 try:
     r = json.load(open(sys.argv[1]))
@@ -67,12 +75,12 @@ print(line)
 PY
 }
 
-in_worker() { # run
-  local d="$out/run-$1"
+in_worker() { # run, cuda graph
+  local d="$out/run-$1-graph-$2"
   timeout 150 "$bin/crossfold" run examples/paper.toml --quiet --out "$d" --set train.device=cuda \
-    --set 'protocol.tasks=["screening"]' >"$d.log" 2>&1
-  log "crossfold run (screening only): exit $?"
-  "$py" - "$d/rounds.csv" <<'PY' | tee -a "$out/summary.txt"
+    --set 'protocol.tasks=["screening"]' --set "train.cuda_graph=$2" >"$d.log" 2>&1
+  log "crossfold run (screening only, graph=$2): exit $?"
+  "$py" - "$d/rounds.csv" "$2" <<'PY' | tee -a "$out/summary.txt"
 import csv, sys
 try:
     rows = list(csv.DictReader(open(sys.argv[1])))
@@ -80,7 +88,7 @@ except OSError as e:
     print("no rounds:", e); sys.exit()
 for r in rows:
     try:
-        print(f"in a running worker {r['task']} {r['round']}: total {float(r['seconds']):.2f} s, "
+        print(f"in a running worker graph={sys.argv[2]} {r['task']} {r['round']}: total {float(r['seconds']):.2f} s, "
               f"training {float(r['training_seconds']):.2f} s at {float(r['images_per_second']):.0f} img/s")
     except (KeyError, ValueError) as e:
         print(f"in a running worker {r.get('task')} {r.get('round')}: no timing ({e!r})")
@@ -90,19 +98,25 @@ PY
 gpu
 log "1. step time by batch"
 for _ in 1 2; do
-  for b in 16 32 64 128; do bench "$b" auto; done
-  bench 32 tf32
+  for b in 16 32 64 128; do
+    for g in $graphs; do bench "$b" auto "$g"; done
+  done
+  for g in $graphs; do bench 32 tf32 "$g"; done
 done
 "$bin/crossfold" plan examples/paper.toml >/dev/null 2>&1 || log "crossfold plan examples/paper.toml failed"
 log "2. screening rounds: new process against a running worker"
 for i in $(seq 1 "${ROUNDS:-2}"); do
-  gpu
-  bench 32 auto
-  fresh 1 "$i"
-  fresh 2 "$i"
-  in_worker "$i"
+  for g in $graphs; do
+    gpu
+    bench 32 auto "$g"
+    if [ "${FRESH:-1}" = 1 ]; then
+      fresh 1 "$i" "$g"
+      fresh 2 "$i" "$g"
+    fi
+    in_worker "$i" "$g"
+  done
 done
-bench 32 auto
+for g in $graphs; do bench 32 auto "$g"; done
 gpu
 find "$out" -name '*.safetensors' -delete
 log "done"

@@ -27,11 +27,19 @@ if [ -z "$mode" ]; then
 fi
 case "$mode" in cpu|cuda) ;; *) echo "CROSSFOLD_TORCH must be cpu or cuda, not '$mode'" >&2; exit 2;; esac
 stamp="$venv/.crossfold-torch-$torch_version-$mode"
+# The CUDA runtime's crt/ headers, which libtorch's CUDA headers include:
+# worker/build.rs needs them to build the CUDA-graph library
+# (worker/shim/graph.cpp). Headers only, 170 kB; checked on their own so
+# that a .venv made before they were needed gets them too.
+headers_stamp="$venv/.crossfold-cuda-crt-13.0"
+torch_done=0
 if [ -f "$stamp" ]; then
-  exit 0
+  torch_done=1
+elif [ "$mode" = cpu ] && [ -f "$venv/.crossfold-torch-$torch_version-cuda" ]; then
+  torch_done=1   # the full install serves CPU work too
 fi
-if [ "$mode" = cpu ] && [ -f "$venv/.crossfold-torch-$torch_version-cuda" ]; then
-  exit 0   # the full install serves CPU work too
+if [ "$torch_done" = 1 ] && [ -f "$headers_stamp" ]; then
+  exit 0
 fi
 python="${PYTHON:-python3}"
 if ! command -v "$python" >/dev/null 2>&1; then
@@ -39,12 +47,19 @@ if ! command -v "$python" >/dev/null 2>&1; then
   exit 1
 fi
 [ -x "$venv/bin/pip" ] || "$python" -m venv "$venv"
-echo "setup-libtorch: installing torch==$torch_version ($mode) into $venv" >&2
-if [ "$mode" = cuda ]; then
-  "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "torch==$torch_version"
-else
+if [ "$torch_done" = 0 ]; then
+  echo "setup-libtorch: installing torch==$torch_version ($mode) into $venv" >&2
+  if [ "$mode" = cuda ]; then
+    "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "torch==$torch_version"
+  else
+    "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --no-deps \
+      "torch==$torch_version" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+  fi
+fi
+if [ ! -f "$headers_stamp" ]; then
   "$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --no-deps \
-    "torch==$torch_version" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+    nvidia-cuda-crt==13.0.88
+  touch "$headers_stamp"
 fi
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 if [ ! -f "$site/torch/lib/libtorch_cpu.so" ]; then

@@ -73,6 +73,7 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=CROSSFOLD_LIBTORCH_VERSION={libtorch_version}");
     compile_shim();
+    build_graph_lib();
     match lib_dir {
         Some(dir) => {
             let dir = dir.canonicalize().unwrap_or(dir);
@@ -134,6 +135,120 @@ fn compile_shim() {
         .warnings(false)
         .compile("crossfold_shim");
     let _ = std::fs::write(&stamp, inputs);
+}
+
+/// Build shim/graph.cpp (CUDA graphs of a training step) as its own shared
+/// library, `$OUT_DIR/libcrossfold_graph.so`, linked against libtorch_cuda;
+/// src/graph.rs embeds it and loads it at run time where CUDA is present
+/// (the binary itself never links libtorch_cuda: see the top of this file).
+/// Where it cannot be built (no libtorch_cuda.so, or no CUDA runtime headers:
+/// `scripts/setup-libtorch.sh` installs them), the file is left empty and
+/// `CROSSFOLD_GRAPH_LIB_NOTE` says why; jobs then train without graphs.
+fn build_graph_lib() {
+    println!("cargo:rerun-if-changed=shim/graph.cpp");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let lib = out.join("libcrossfold_graph.so");
+    let note = match graph_lib(&lib) {
+        Ok(()) => String::new(),
+        Err(why) => {
+            let _ = std::fs::write(&lib, b"");
+            println!("cargo:warning=CUDA graphs left out of the worker: {why}");
+            why
+        }
+    };
+    println!("cargo:rustc-env=CROSSFOLD_GRAPH_LIB_NOTE={note}");
+}
+
+fn graph_lib(lib: &std::path::Path) -> Result<(), String> {
+    let root = PathBuf::from(std::env::var("LIBTORCH").map_err(|_| "LIBTORCH is not set")?);
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    let torch_lib = root.join("lib");
+    if !torch_lib.join("libtorch_cuda.so").exists() {
+        return Err(format!("no libtorch_cuda.so in {}", torch_lib.display()));
+    }
+    // The CUDA runtime's headers and library: the nvidia wheels beside the
+    // torch package (site-packages/nvidia/cu*/), or a CUDA toolkit.
+    let mut cuda_dirs: Vec<PathBuf> = root
+        .parent()
+        .map(|site| site.join("nvidia"))
+        .and_then(|n| std::fs::read_dir(n).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    cuda_dirs.sort();
+    cuda_dirs.extend(
+        std::env::var("CUDA_HOME")
+            .ok()
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([PathBuf::from("/usr/local/cuda")]),
+    );
+    let cuda = cuda_dirs
+        .iter()
+        .find(|d| d.join("include/cuda_runtime_api.h").exists())
+        .ok_or(
+            "no CUDA runtime headers (include/cuda_runtime_api.h) beside torch or in CUDA_HOME",
+        )?;
+    let include = cuda.join("include");
+    if !include.join("crt/host_config.h").exists() {
+        return Err(format!(
+            "no {} (the nvidia-cuda-crt wheel: run scripts/setup-libtorch.sh)",
+            include.join("crt/host_config.h").display()
+        ));
+    }
+    let cudart = ["lib", "lib64"]
+        .iter()
+        .filter_map(|sub| std::fs::read_dir(cuda.join(sub)).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libcudart.so"))
+        })
+        .ok_or_else(|| format!("no libcudart.so in {}", cuda.display()))?;
+    // Reuse the library when its source, libtorch and the ABI are unchanged.
+    let stamp = lib.with_extension("inputs");
+    let inputs = format!("{}\n{abi}\n{}\n", root.display(), cudart.display());
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs)
+        && std::fs::metadata(lib).is_ok_and(|m| m.len() > 0)
+        && modified(lib).is_some_and(|built| {
+            ["shim/graph.cpp", "build.rs"]
+                .iter()
+                .all(|src| modified(std::path::Path::new(src)).is_some_and(|m| m <= built))
+        });
+    if fresh {
+        return Ok(());
+    }
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let status = std::process::Command::new(compiler.path())
+        .args(["-shared", "-fPIC", "-O2", "-std=c++17"])
+        .arg(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .arg("-DGLOG_USE_GLOG_EXPORT")
+        .arg("-Wno-interference-size")
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg("-I")
+        .arg(root.join("include/torch/csrc/api/include"))
+        .arg("-I")
+        .arg(&include)
+        .arg("shim/graph.cpp")
+        .arg("-o")
+        .arg(lib)
+        .arg("-Wl,-soname,libcrossfold_graph.so")
+        .arg("-L")
+        .arg(&torch_lib)
+        .args(["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10"])
+        .arg(&cudart)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", compiler.path().display()))?;
+    if !status.success() {
+        return Err(format!("compiling shim/graph.cpp failed ({status})"));
+    }
+    let _ = std::fs::write(&stamp, inputs);
+    Ok(())
 }
 
 /// What the worker is built from, relative to worker/.

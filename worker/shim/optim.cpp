@@ -53,9 +53,13 @@ int crossfold_zero_grad(void **params, int n) {
 // (the kernel divides the gradients by it) and `found_inf` the flag set by
 // crossfold_amp_check: when it is 1 the update is skipped and the step
 // counts are put back, as torch.optim does; both null without scaling.
+// `lr_tensor`, when not null, is a one-element float tensor on the device
+// holding the learning rate, read by the kernel (`lr` is then ignored): a
+// step captured in a CUDA graph sees the rate written before each replay.
 int crossfold_fused_adam(void **params, void **exp_avgs, void **exp_avg_sqs, void **steps, int n,
-                         double lr, double beta1, double beta2, double weight_decay, double eps,
-                         int decoupled, void *grad_scale, void *found_inf) {
+                         double lr, void *lr_tensor, double beta1, double beta2,
+                         double weight_decay, double eps, int decoupled, void *grad_scale,
+                         void *found_inf) {
   try {
     c10::NoGradGuard no_grad;
     std::vector<at::Tensor> p, g, m, v, s;
@@ -71,7 +75,13 @@ int crossfold_fused_adam(void **params, void **exp_avgs, void **exp_avg_sqs, voi
     if (p.empty()) return 0;
     at::_foreach_add_(s, 1);
     auto scale = maybe(grad_scale), inf = maybe(found_inf);
-    if (decoupled) {
+    if (lr_tensor != nullptr && decoupled) {
+      at::_fused_adamw_(p, g, m, v, {}, s, tensor(lr_tensor), beta1, beta2, weight_decay, eps, false,
+                        false, scale, inf);
+    } else if (lr_tensor != nullptr) {
+      at::_fused_adam_(p, g, m, v, {}, s, tensor(lr_tensor), beta1, beta2, weight_decay, eps, false,
+                       false, scale, inf);
+    } else if (decoupled) {
       at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1, beta2, weight_decay, eps, false, false, scale,
                         inf);
     } else {
@@ -91,10 +101,10 @@ int crossfold_fused_adam(void **params, void **exp_avgs, void **exp_avg_sqs, voi
 // One SGD step (momentum, dampening, weight decay, Nesterov) over the
 // parameters that have a gradient. `buffers` are the momentum buffers
 // (ignored when momentum is 0); on the first step they are set to the
-// gradient, as torch.optim.SGD does.
-int crossfold_fused_sgd(void **params, void **buffers, int n, double lr, double momentum,
-                        double dampening, double weight_decay, int nesterov, int first_step,
-                        void *grad_scale, void *found_inf) {
+// gradient, as torch.optim.SGD does. `lr_tensor` as for Adam.
+int crossfold_fused_sgd(void **params, void **buffers, int n, double lr, void *lr_tensor,
+                        double momentum, double dampening, double weight_decay, int nesterov,
+                        int first_step, void *grad_scale, void *found_inf) {
   try {
     c10::NoGradGuard no_grad;
     std::vector<at::Tensor> p, g, b;
@@ -106,8 +116,13 @@ int crossfold_fused_sgd(void **params, void **buffers, int n, double lr, double 
       if (momentum != 0.0) b.push_back(tensor(buffers[i]));
     }
     if (p.empty()) return 0;
-    at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, dampening, nesterov != 0, false,
-                    first_step != 0, maybe(grad_scale), maybe(found_inf));
+    if (lr_tensor != nullptr) {
+      at::_fused_sgd_(p, g, b, weight_decay, momentum, tensor(lr_tensor), dampening, nesterov != 0,
+                      false, first_step != 0, maybe(grad_scale), maybe(found_inf));
+    } else {
+      at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, dampening, nesterov != 0, false,
+                      first_step != 0, maybe(grad_scale), maybe(found_inf));
+    }
     return 0;
   } catch (const std::exception &e) {
     last_error = e.what();

@@ -25,6 +25,10 @@ pub struct BenchResult {
     pub compute: Compute,
     pub optimizer: Optimizer,
     pub images_per_second: f64,
+    /// Steps replayed from a CUDA graph, and why none were when asked for.
+    pub graph_replays: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_fallback: Option<String>,
 }
 
 /// What to measure.
@@ -38,6 +42,7 @@ pub struct Settings {
     pub channels_last: Toggle,
     pub fused_optimizer: Toggle,
     pub cudnn_benchmark: Toggle,
+    pub cuda_graph: Toggle,
     /// AdamW (lr 3e-4, weight decay 1e-4: the PyTorch reference's step) or
     /// SGD with the spec's defaults (what a job trains with).
     pub optimizer: Optimizer,
@@ -55,6 +60,7 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
         channels_last,
         fused_optimizer,
         cudnn_benchmark,
+        cuda_graph,
         optimizer,
     } = settings;
     let defaults = TrainSpec::default();
@@ -86,6 +92,7 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
         channels_last,
         fused_optimizer,
         cudnn_benchmark,
+        cuda_graph,
         ..TrainSpec::default()
     };
     spec.augment.enabled = false;
@@ -116,5 +123,7 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
         compute: data.compute,
         optimizer,
         images_per_second: n as f64 / second,
+        graph_replays: trained.graph_replays,
+        graph_fallback: trained.graph_fallback,
     })
 }

@@ -164,6 +164,8 @@ pub struct Inventory {
     /// the precision `train.precision = auto` picks there.
     pub gpus: Vec<Gpu>,
     pub cudnn: bool,
+    /// Whether `train.cuda_graph` can capture here: "available", or why not.
+    pub cuda_graphs: String,
     pub cpu_threads: i32,
 }
 
@@ -203,6 +205,10 @@ pub fn inventory() -> Inventory {
         cuda_devices,
         gpus,
         cudnn: tch::Cuda::cudnn_is_available(),
+        cuda_graphs: match crate::graph::available() {
+            Ok(()) => "available".to_string(),
+            Err(e) => e.to_string(),
+        },
         cpu_threads: tch::get_num_threads(),
     }
 }

@@ -512,13 +512,17 @@ fn run_job_unguarded(
         })
         .collect();
     let evaluation = eval_started.elapsed().as_secs_f64();
-    let provenance = provenance::collect(
-        device,
-        seed,
-        &prepared.fingerprint.sha256,
-        &prepared.plan.plan_sha256,
-        compute,
-    );
+    let provenance = provenance::Provenance {
+        cuda_graph_replays: trained.graph_replays,
+        cuda_graph_fallback: trained.graph_fallback.clone(),
+        ..provenance::collect(
+            device,
+            seed,
+            &prepared.fingerprint.sha256,
+            &prepared.plan.plan_sha256,
+            compute,
+        )
+    };
     let result = JobResult {
         task,
         round,
@@ -745,6 +749,7 @@ fn predict_compute_on(trained: Compute, device: Device, capability: Option<(i32,
         tf32: trained.tf32 && cuda && ampere,
         autocast_bf16: trained.autocast_bf16 && ampere,
         cudnn_benchmark: false,
+        cuda_graph: false,
         ..trained
     }
 }
@@ -847,9 +852,11 @@ mod tests {
             channels_last: true,
             fused_optimizer: true,
             cudnn_benchmark: true,
+            cuda_graph: true,
         };
         let on_cpu = predict_compute(gpu_trained, Device::Cpu);
         assert!(!on_cpu.cuda && !on_cpu.tf32 && !on_cpu.cudnn_benchmark);
+        assert!(!on_cpu.cuda_graph, "scoring never replays a training graph");
         assert!(on_cpu.autocast_bf16 && on_cpu.channels_last);
         let cpu_trained = Compute::plain();
         let on_gpu = predict_compute_on(cpu_trained, Device::Cuda(1), Some((9, 0)));

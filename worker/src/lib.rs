@@ -5,7 +5,8 @@
 //! - [`data`]: the data pipeline: images decoded once onto the device,
 //!   batches gathered and augmented there.
 //! - [`model`]: ResNet18/34/50 with a one-channel stem; pretrained weights.
-//! - [`train`]: the training loop, schedules, early stopping, progress.
+//! - [`train`]: the training loop, schedules, early stopping, progress;
+//!   [`graph`]: CUDA graphs of its step (a library loaded where CUDA is).
 //! - [`evaluate`]: scoring images.
 //! - [`job`]: one round end to end; [`outputs`]: its files.
 //! - [`provenance`]: versions, device, seeds and hashes of a result.
@@ -21,6 +22,7 @@ pub mod data;
 pub mod device;
 pub mod evaluate;
 pub mod fetch;
+pub mod graph;
 pub mod job;
 pub mod metrics;
 pub mod model;

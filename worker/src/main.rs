@@ -145,6 +145,9 @@ enum Command {
         /// cuDNN autotuning: auto, on or off.
         #[arg(long, default_value = "auto")]
         cudnn_benchmark: String,
+        /// Replay the training step from a CUDA graph: auto (on for CUDA), on or off.
+        #[arg(long, default_value = "off")]
+        cuda_graph: String,
         /// adamw (the PyTorch reference's step) or sgd (a job's default).
         #[arg(long, default_value = "adamw")]
         optimizer: String,
@@ -210,6 +213,7 @@ fn run(cli: Cli) -> Result<()> {
             channels_last,
             fused_optimizer,
             cudnn_benchmark,
+            cuda_graph,
             optimizer,
         } => {
             if let Some(n) = threads {
@@ -254,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                     channels_last: toggle("channels-last", &channels_last)?,
                     fused_optimizer: toggle("fused-optimizer", &fused_optimizer)?,
                     cudnn_benchmark: toggle("cudnn-benchmark", &cudnn_benchmark)?,
+                    cuda_graph: toggle("cuda-graph", &cuda_graph)?,
                     optimizer: match optimizer.as_str() {
                         "adamw" => crossfold_shared::spec::Optimizer::Adamw,
                         "sgd" => crossfold_shared::spec::Optimizer::Sgd,
@@ -499,6 +504,7 @@ fn devices(check: bool, json: bool) -> Result<()> {
             );
         }
         println!("cudnn: {}", inv.cudnn);
+        println!("cuda graphs: {}", inv.cuda_graphs);
         println!("cpu threads: {}", inv.cpu_threads);
         for (d, r) in &checks {
             match r {

@@ -193,6 +193,7 @@ mod tests {
             channels_last: true,
             fused_optimizer: true,
             cudnn_benchmark: false,
+            cuda_graph: false,
         };
         // An H200 (9.0), an A100 (8.0), or a GPU whose capability is unknown.
         for cap in [Some((9, 0)), Some((8, 0)), None] {
@@ -226,6 +227,34 @@ mod tests {
         let g = Compute::resolve(&tf32, Device::Cuda(0), None).unwrap();
         assert!(g.tf32 && !g.autocast_bf16);
         assert!(!Compute::resolve(&tf32, Device::Cpu, None).unwrap().tf32);
+        // CUDA graphs: CUDA with the fused optimiser only.
+        let graph = TrainSpec {
+            cuda_graph: Toggle::On,
+            ..TrainSpec::default()
+        };
+        assert!(
+            Compute::resolve(&graph, Device::Cuda(0), None)
+                .unwrap()
+                .cuda_graph
+        );
+        assert!(
+            !Compute::resolve(&graph, Device::Cpu, None)
+                .unwrap()
+                .cuda_graph
+        );
+        let auto_unfused = TrainSpec {
+            cuda_graph: Toggle::Auto,
+            fused_optimizer: Toggle::Off,
+            ..TrainSpec::default()
+        };
+        let g = Compute::resolve(&auto_unfused, Device::Cuda(0), None).unwrap();
+        assert!(!g.cuda_graph);
+        assert!(
+            !Compute::resolve(&t, Device::Cuda(0), None)
+                .unwrap()
+                .cuda_graph,
+            "off by default"
+        );
     }
 
     #[test]
@@ -307,6 +336,10 @@ pub struct Compute {
     /// cuDNN autotuning: fastest kernels, not bitwise reproducible.
     #[serde(default)]
     pub cudnn_benchmark: bool,
+    /// One training step captured as a CUDA graph and replayed (see
+    /// `crate::graph`); CUDA with the fused optimiser only.
+    #[serde(default)]
+    pub cuda_graph: bool,
 }
 
 /// A compute setting the device cannot honour.
@@ -353,7 +386,8 @@ impl Compute {
     /// any device that has it; `fp16`: fp16 autocast with loss scaling.
     /// `channels_last = auto`: on for CUDA, and on the CPU from 128 px;
     /// `fused_optimizer = auto`: on;
-    /// `cudnn_benchmark = auto`: off (see below).
+    /// `cudnn_benchmark = auto`: off (see below);
+    /// `cuda_graph = auto` or `on`: on for CUDA with the fused optimiser.
     pub fn resolve(
         t: &crossfold_shared::spec::TrainSpec,
         device: tch::Device,
@@ -406,6 +440,10 @@ impl Compute {
             // to a 30-epoch screening job (every new shape is timed) and
             // made no later epoch faster (bench/README.md).
             cudnn_benchmark: cuda && t.cudnn_benchmark == Toggle::On,
+            // The learning rate of a replayed step is read on the device,
+            // which only the fused step can do (the spec refuses `on` with
+            // the fused optimiser off).
+            cuda_graph: cuda && fused_optimizer && t.cuda_graph != Toggle::Off,
         })
     }
 
@@ -430,6 +468,7 @@ impl Compute {
             channels_last: false,
             fused_optimizer: false,
             cudnn_benchmark: false,
+            cuda_graph: false,
         }
     }
 

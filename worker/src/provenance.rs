@@ -23,6 +23,13 @@ pub struct Provenance {
     /// this was recorded).
     #[serde(default)]
     pub deterministic_algorithms: bool,
+    /// Training steps replayed from a CUDA graph (`compute.cuda_graph`).
+    #[serde(default)]
+    pub cuda_graph_replays: u64,
+    /// Why CUDA graphs were not used although `compute.cuda_graph` asked
+    /// for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_graph_fallback: Option<String>,
     pub seed: u64,
     pub dataset_sha256: String,
     pub plan_sha256: String,
@@ -58,6 +65,8 @@ pub fn collect(
         cpu_threads: tch::get_num_threads(),
         compute,
         deterministic_algorithms: crate::precision::deterministic_algorithms(),
+        cuda_graph_replays: 0,
+        cuda_graph_fallback: None,
         seed,
         dataset_sha256: dataset_sha256.to_string(),
         plan_sha256: plan_sha256.to_string(),

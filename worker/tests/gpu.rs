@@ -1,5 +1,6 @@
 //! The trainer on a CUDA GPU: what the CPU tests cannot reach (autocast,
-//! TF32, channels-last kernels, fp16 loss scaling, scoring across devices).
+//! TF32, channels-last kernels, fp16 loss scaling, scoring across devices,
+//! CUDA graphs).
 //!
 //! These tests need a GPU, so they are `#[ignore]`d: `cargo test` on a
 //! machine without one does not count them as passed. On a GPU machine run
@@ -161,5 +162,75 @@ fn a_model_scores_the_same_on_the_gpu_and_the_cpu() {
             p.score
         );
         assert!((g - c).abs() < 1e-3, "{}: GPU {g} vs CPU {c}", p.image);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: cargo test -p crossfold-worker --test gpu -- --ignored"]
+fn a_step_replayed_from_a_cuda_graph_trains_as_the_eager_step_does() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let device = gpu();
+    crossfold_worker::graph::available().expect("the graph library loads where CUDA is");
+    // fp32 without TF32 or autotuning: the same kernels either way, so the
+    // two runs differ only by the order of atomic additions in cuDNN.
+    let base = [
+        "train.device=cuda",
+        "train.precision=fp32",
+        "train.epochs=4",
+        "train.early_stopping_patience=0",
+    ];
+    let run = |graph: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sets = base.to_vec();
+        let g = format!("train.cuda_graph={graph}");
+        sets.push(&g);
+        job(dir.path(), &sets, device, None)
+    };
+    let (eager, graphed) = (run("off"), run("on"));
+    sane(&graphed);
+    let p = &graphed.provenance;
+    assert!(p.compute.cuda_graph, "{:?}", p.compute);
+    assert_eq!(p.cuda_graph_fallback, None);
+    // Batch 8: every step but the 3 warm-up ones is a replay.
+    let steps = 4 * graphed.n_fit.div_ceil(8) as u64;
+    assert_eq!(p.cuda_graph_replays, steps - 3);
+    assert_eq!(eager.provenance.cuda_graph_replays, 0);
+    // Each replay reads that step's batch, augmentation and learning rate:
+    // a graph replaying stale inputs would take another trajectory.
+    for (a, b) in eager.history.iter().zip(&graphed.history) {
+        let tol = 1e-2 * a.train_loss.abs().max(0.1);
+        assert!(
+            (a.train_loss - b.train_loss).abs() < tol,
+            "epoch {}: eager loss {} vs graph {}",
+            a.epoch,
+            a.train_loss,
+            b.train_loss
+        );
+        assert_eq!(a.learning_rate, b.learning_rate);
+    }
+    for (a, b) in eager.predictions.iter().zip(&graphed.predictions) {
+        assert_eq!(a.image, b.image);
+        assert!(
+            (a.score - b.score).abs() < 1e-2,
+            "{}: {} vs {}",
+            a.image,
+            a.score,
+            b.score
+        );
+    }
+    // The default precision (bf16 autocast on 8.0+) and fp16 with loss
+    // scaling capture too.
+    for precision in ["auto", "fp16"] {
+        let dir = tempfile::tempdir().unwrap();
+        let sets = [
+            "train.device=cuda".to_string(),
+            format!("train.precision={precision}"),
+            "train.cuda_graph=on".to_string(),
+        ];
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let r = job(dir.path(), &sets, device, None);
+        sane(&r);
+        assert_eq!(r.provenance.cuda_graph_fallback, None, "{precision}");
+        assert!(r.provenance.cuda_graph_replays > 0, "{precision}");
     }
 }

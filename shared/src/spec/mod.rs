@@ -304,6 +304,12 @@ pub struct TrainSpec {
     /// bitwise reproducible). `auto` is off: on an H200 it cost a 30-epoch
     /// screening job 1.1 s and sped up no epoch (bench/README.md).
     pub cudnn_benchmark: Toggle,
+    /// On CUDA, capture one training step as a CUDA graph and replay it for
+    /// every later step: one launch per step instead of hundreds, so the
+    /// CPU's launch rate stops bounding small batches. Needs the fused
+    /// optimiser; ignored on the CPU. `auto`: on for CUDA. The default is
+    /// `off` until it has been measured on a GPU (bench/README.md).
+    pub cuda_graph: Toggle,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Decision threshold on the positive class's probability.
@@ -377,6 +383,7 @@ impl Default for TrainSpec {
             channels_last: Toggle::Auto,
             fused_optimizer: Toggle::Auto,
             cudnn_benchmark: Toggle::Auto,
+            cuda_graph: Toggle::Off,
             device: "auto".to_string(),
             threshold: 0.5,
             seed: 2021,

@@ -397,6 +397,16 @@ fn combinations_that_every_job_would_fail_on_are_refused_up_front() {
         "{fp16:?}"
     );
     assert!(fields(&["train.precision=\"fp16\""]).is_empty());
+    let graph = fields(&["train.cuda_graph=\"on\"", "train.fused_optimizer=\"off\""]);
+    assert!(
+        graph
+            .iter()
+            .any(|p| p.starts_with("train.cuda_graph = on: a CUDA graph needs the fused")),
+        "{graph:?}"
+    );
+    assert!(fields(&["train.cuda_graph=\"on\""]).is_empty());
+    // `auto` with the fused optimiser off trains without graphs.
+    assert!(fields(&["train.cuda_graph=\"auto\"", "train.fused_optimizer=\"off\""]).is_empty());
 
     let weights = [
         "train.pretrained=\"w.safetensors\"",

@@ -263,6 +263,15 @@ pub(super) fn problems(spec: &Spec) -> Vec<SpecProblem> {
              done there): set fused_optimizer = \"auto\" or \"on\", or another precision",
         );
     }
+    if t.cuda_graph == super::Toggle::On && t.fused_optimizer == super::Toggle::Off {
+        bad(
+            "train.cuda_graph",
+            "on".into(),
+            "a CUDA graph needs the fused optimiser (its learning rate is read on the \
+             device at every replay): set fused_optimizer = \"auto\" or \"on\", or \
+             cuda_graph = \"off\"",
+        );
+    }
     let cpu_arch = t.cpu.as_ref().and_then(|c| c.arch);
     if let (Some(_), Some(cpu_arch)) = (&t.pretrained, cpu_arch) {
         let cuda_only = matches!(t.device.parse::<Device>(), Ok(Device::Cuda(_)));

@@ -7,6 +7,7 @@
 //! read once per epoch. The progress callback is called after every step and
 //! every epoch; returning [`Control::Stop`] cancels within one step.
 
+mod graphed;
 mod optim;
 mod schedule;
 
@@ -75,6 +76,8 @@ pub enum TrainError {
     Gate(#[from] crate::precision::GateError),
     #[error("{0}")]
     Score(#[from] crate::evaluate::ScoreError),
+    #[error("{0}")]
+    Graph(#[from] crate::graph::GraphError),
     #[error("cancelled")]
     Cancelled,
     #[error("training diverged in epoch {epoch}: {what} (train.lr = {lr}); try a lower train.lr")]
@@ -125,6 +128,11 @@ pub struct Trained {
     /// Scoring the validation images after each epoch, keeping the best
     /// epoch's weights, and restoring them at the end.
     pub validation_seconds: f64,
+    /// Steps replayed from a CUDA graph (`train.cuda_graph`; 0 without).
+    pub graph_replays: u64,
+    /// Why CUDA graphs were not used although the compute settings asked
+    /// for them (not available in this worker, or the capture failed).
+    pub graph_fallback: Option<String>,
 }
 
 /// Whether an epoch with validation AUC `auc` and loss `loss` is better
@@ -210,6 +218,27 @@ fn epoch_order(
     [order, fill].concat()
 }
 
+/// The mean cross-entropy of a batch (class-weighted: normalised by the
+/// weights of the batch's labels, as PyTorch's `mean` is), with label
+/// smoothing. With both weights and smoothing, libtorch's `mean` selects
+/// the labels with `masked_select`, whose data-dependent size waits on the
+/// device (and cannot be captured in a CUDA graph): the same mean is
+/// computed here from the per-image losses instead.
+fn step_loss(
+    logits: &Tensor,
+    y: &Tensor,
+    weight: Option<&Tensor>,
+    smoothing: f64,
+) -> Result<Tensor, tch::TchError> {
+    match weight {
+        Some(w) if smoothing > 0.0 => logits
+            .f_cross_entropy_loss(y, Some(w), Reduction::None, -100, smoothing)?
+            .f_sum(Kind::Float)?
+            .f_div(&w.f_index_select(0, y)?.f_sum(Kind::Float)?),
+        _ => logits.f_cross_entropy_loss(y, weight, Reduction::Mean, -100, smoothing),
+    }
+}
+
 /// Train `net` (whose variables live in `vs`) and leave the best epoch's
 /// weights in `vs`. The caller holds the process-wide compute settings
 /// (`Compute::apply_globals`).
@@ -265,6 +294,28 @@ pub fn train(
     // own generator, drawn on the CPU: jobs running side by side in one
     // process cannot disturb each other, and CPU runs are reproducible.
     let mut rng = ChaCha8Rng::seed_from_u64(data.seed);
+    // A CUDA graph of the step (train.cuda_graph): every step reads its
+    // batch, augmentation and learning rate from fixed tensors. Without one
+    // the step runs eagerly on the current stream.
+    let mut graphed = None;
+    let mut graph_fallback = None;
+    if let (true, tch::Device::Cuda(index)) = (data.compute.cuda_graph, device) {
+        let params = if augmenter.enabled() {
+            Augmenter::PARAMS as i64
+        } else {
+            0
+        };
+        match graphed::Graphed::start(index, device, batch as i64, params) {
+            Ok(g) => graphed = Some(g),
+            Err(reason) => {
+                tracing::warn!(reason = %reason, "training without a cuda graph");
+                graph_fallback = Some(reason);
+            }
+        }
+    }
+    // The epoch's summed loss, added to in place: a captured step adds to
+    // this very tensor when replayed.
+    let loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
 
     let epochs = t.epochs;
     let mut history = Vec::new();
@@ -303,7 +354,7 @@ pub fn train(
         } else {
             None
         };
-        let mut loss_sum = Tensor::f_zeros([], (Kind::Float, device))?;
+        let _ = loss_sum.shallow_clone().f_zero_()?;
         let mut lr = schedule.at(step_global);
         for step in 0..steps {
             let start = step * batch;
@@ -313,19 +364,32 @@ pub fn train(
                 Some(all) => all.f_narrow(0, start as i64, len as i64)?,
                 None => Tensor::f_zeros([len as i64, 0], (Kind::Float, device))?,
             };
-            let x = normalise.apply(&augmenter.apply(&gather(data.images, &idx)?, &u)?)?;
-            let y = data.labels.f_index_select(0, &idx)?;
-            let logits = data.compute.forward(net, &x, true)?;
-            let loss = logits.f_cross_entropy_loss(
-                &y,
-                class_weight.as_ref(),
-                Reduction::Mean,
-                -100,
-                t.label_smoothing,
-            )?;
             lr = schedule.at(step_global);
-            opt.backward_step(&loss, lr)?;
-            loss_sum = loss_sum.f_add(&loss.f_detach()?)?;
+            // Batch, augmentation and loss of one step; the optimiser's
+            // rate from `device_lr` when given, else `lr`.
+            let mut body = |idx: &Tensor, u: &Tensor, device_lr: Option<&Tensor>| {
+                let x = normalise.apply(&augmenter.apply(&gather(data.images, idx)?, u)?)?;
+                let y = data.labels.f_index_select(0, idx)?;
+                let logits = data.compute.forward(net, &x, true)?;
+                let loss = step_loss(&logits, &y, class_weight.as_ref(), t.label_smoothing)?;
+                match device_lr {
+                    Some(r) => opt.backward_step_device_lr(&loss, r)?,
+                    None => opt.backward_step(&loss, lr)?,
+                }
+                let _ = loss_sum.shallow_clone().f_add_(&loss.f_detach()?)?;
+                Ok::<(), TrainError>(())
+            };
+            match graphed.as_mut() {
+                Some(g) => {
+                    g.idx.shallow_clone().f_copy_(&idx)?;
+                    if augmenter.enabled() {
+                        g.u.shallow_clone().f_copy_(&u)?;
+                    }
+                    let _ = g.lr.shallow_clone().f_fill_(lr)?;
+                    g.step(&mut |idx, u, r| body(idx, u, Some(r)))?;
+                }
+                None => body(&idx, &u, None)?,
+            }
             step_global += 1;
             images_seen += len;
             let elapsed = train_seconds + epoch_start.elapsed().as_secs_f64();
@@ -428,15 +492,25 @@ pub fn train(
             }
         }
     }
-    let best_epoch = match (best, saved) {
+    let best_epoch = match (best, &saved) {
         (Some((_, _, b)), Some(s)) => {
             let restoring = Instant::now();
-            restore(vs, &s);
+            restore(vs, s);
             validation_seconds += restoring.elapsed().as_secs_f64();
             b
         }
         _ => history.len() as u32,
     };
+    // After the restore, which reads the snapshot on the graph's stream:
+    // the snapshot is freed only once that stream is done with it.
+    let (graph_replays, graph_fallback) = match graphed.as_mut() {
+        Some(g) => {
+            g.finish()?;
+            (g.replays, g.fallback.take())
+        }
+        None => (0, graph_fallback),
+    };
+    drop(saved);
     Ok(Trained {
         history,
         best_epoch,
@@ -445,6 +519,8 @@ pub fn train(
         images_per_second: images_seen as f64 / train_seconds.max(1e-9),
         training_seconds: train_seconds,
         validation_seconds,
+        graph_replays,
+        graph_fallback,
     })
 }
 
@@ -743,6 +819,46 @@ mod tests {
         }
         let share = positives as f64 / draws as f64;
         assert!((0.45..0.55).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn the_step_loss_is_pytorchs_mean_cross_entropy() {
+        let logits = Tensor::from_slice(&[2.0f32, -1.0, 0.5, 0.3, -0.7, 1.2, 0.0, 0.1, 3.0, -2.0])
+            .view([5, 2]);
+        let y = Tensor::from_slice(&[0i64, 1, 1, 0, 0]);
+        let w = Tensor::from_slice(&[0.8f32, 1.4]);
+        for (weight, smoothing) in [(None, 0.0), (None, 0.1), (Some(&w), 0.0), (Some(&w), 0.1)] {
+            let ours = step_loss(&logits, &y, weight, smoothing)
+                .unwrap()
+                .double_value(&[]);
+            let mean = logits
+                .cross_entropy_loss(&y, weight, Reduction::Mean, -100, smoothing)
+                .double_value(&[]);
+            assert!(
+                (ours - mean).abs() < 1e-6,
+                "{weight:?} {smoothing}: {ours} vs {mean}"
+            );
+        }
+        // By hand, weighted and smoothed: per image (1 - e) w_y (-log p_y)
+        // + e/2 (w_0 (-log p_0) + w_1 (-log p_1)), summed, over the sum of w_y.
+        let lp = logits.log_softmax(1, Kind::Float);
+        let lp: Vec<f64> = Vec::<f32>::try_from(lp.flatten(0, -1))
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let (wv, labels, e) = ([0.8, 1.4], [0usize, 1, 1, 0, 0], 0.1);
+        let (mut sum, mut norm) = (0.0, 0.0);
+        for (i, &c) in labels.iter().enumerate() {
+            let nll = -wv[c] * lp[2 * i + c];
+            let smooth = -(wv[0] * lp[2 * i] + wv[1] * lp[2 * i + 1]);
+            sum += (1.0 - e) * nll + e / 2.0 * smooth;
+            norm += wv[c];
+        }
+        let ours = step_loss(&logits, &y, Some(&w), e)
+            .unwrap()
+            .double_value(&[]);
+        assert!((ours - sum / norm).abs() < 1e-6, "{ours} vs {}", sum / norm);
     }
 
     #[test]

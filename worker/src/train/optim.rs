@@ -22,6 +22,7 @@ extern "C" {
         steps: *mut *mut c_void,
         n: c_int,
         lr: c_double,
+        lr_tensor: *mut c_void,
         beta1: c_double,
         beta2: c_double,
         weight_decay: c_double,
@@ -35,6 +36,7 @@ extern "C" {
         buffers: *mut *mut c_void,
         n: c_int,
         lr: c_double,
+        lr_tensor: *mut c_void,
         momentum: c_double,
         dampening: c_double,
         weight_decay: c_double,
@@ -69,6 +71,8 @@ pub enum OptimError {
     Torch(#[from] tch::TchError),
     #[error("fused {what} step failed: {message}")]
     Fused { what: &'static str, message: String },
+    #[error("a learning rate held on the device needs the fused optimiser")]
+    DeviceLrNeedsFused,
     #[error(
         "train.precision = fp16 needs the fused optimiser (train.fused_optimizer = auto or on): \
          its loss scaling runs inside the fused step"
@@ -161,9 +165,32 @@ impl Optim {
                 opt.backward_step(loss);
                 Ok(())
             }
-            Optim::Fused(f) => f.backward_step(loss, lr),
+            Optim::Fused(f) => f.backward_step(loss, Lr::Host(lr)),
         }
     }
+
+    /// [`Optim::backward_step`] with the learning rate read on the device
+    /// from `lr` (a one-element float tensor there), as a step replayed
+    /// from a CUDA graph needs: fused optimiser only.
+    pub fn backward_step_device_lr(
+        &mut self,
+        loss: &Tensor,
+        lr: &Tensor,
+    ) -> Result<(), OptimError> {
+        match self {
+            Optim::Tch(_) => Err(OptimError::DeviceLrNeedsFused),
+            Optim::Fused(f) => f.backward_step(loss, Lr::Device(lr)),
+        }
+    }
+}
+
+/// Where a fused step reads its learning rate.
+#[derive(Clone, Copy)]
+enum Lr<'a> {
+    /// A kernel argument, fixed when the kernel is launched.
+    Host(f64),
+    /// A one-element float tensor on the device, read when the kernel runs.
+    Device(&'a Tensor),
 }
 
 /// State of a fused optimiser: the parameters and, per parameter, the
@@ -229,7 +256,11 @@ impl Fused {
         })
     }
 
-    fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<(), OptimError> {
+    fn backward_step(&mut self, loss: &Tensor, lr: Lr) -> Result<(), OptimError> {
+        let (lr, lr_tensor) = match lr {
+            Lr::Host(v) => (v, std::ptr::null_mut()),
+            Lr::Device(t) => (0.0, t.as_ptr() as *mut c_void),
+        };
         let mut params = handles(&self.params);
         let n = params.len() as c_int;
         // SAFETY: `params` holds live tch tensor handles (torch::Tensor*).
@@ -277,6 +308,7 @@ impl Fused {
                         buffers.as_mut_ptr(),
                         n,
                         lr,
+                        lr_tensor,
                         self.momentum,
                         0.0,
                         self.weight_decay,
@@ -304,6 +336,7 @@ impl Fused {
                         s.as_mut_ptr(),
                         n,
                         lr,
+                        lr_tensor,
                         BETA1,
                         BETA2,
                         self.weight_decay,
@@ -511,6 +544,61 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("train.fused_optimizer"), "{err}");
+    }
+
+    /// The learning rate read on the device (as a CUDA graph's replayed
+    /// step does) gives the same weights as the rate passed with the launch.
+    #[test]
+    fn a_learning_rate_on_the_device_steps_like_one_passed_with_the_launch() {
+        let x = Tensor::full([8, 5], 1.0, (Kind::Float, Device::Cpu))
+            + Tensor::arange(40, (Kind::Float, Device::Cpu)).view([8, 5]) / 40.0;
+        let y = Tensor::from_slice(&[0i64, 1].repeat(4));
+        for kind in [OptKind::Sgd, OptKind::Adam, OptKind::Adamw] {
+            let spec = TrainSpec {
+                optimizer: kind,
+                momentum: 0.9,
+                weight_decay: 0.01,
+                ..TrainSpec::default()
+            };
+            let run = |on_device: bool| {
+                let start = start();
+                let mut vs = nn::VarStore::new(Device::Cpu);
+                let net = nn::linear(vs.root() / "l", 5, 2, Default::default());
+                vs.copy(&start).unwrap();
+                let mut opt = Optim::new(&vs, &spec, true, None).unwrap();
+                let lr = Tensor::zeros([], (Kind::Float, Device::Cpu));
+                for step in 0..5 {
+                    let rate = 0.05 / (step + 1) as f64;
+                    let loss = net.forward(&x).cross_entropy_for_logits(&y);
+                    if on_device {
+                        let _ = lr.shallow_clone().fill_(rate);
+                        opt.backward_step_device_lr(&loss, &lr).unwrap();
+                    } else {
+                        opt.backward_step(&loss, rate).unwrap();
+                    }
+                }
+                let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+                vars.sort_by(|a, b| a.0.cmp(&b.0));
+                (vars, start)
+            };
+            let ((host, start), (device, _)) = (run(false), run(true));
+            let start = start.variables();
+            for ((name, a), (_, b)) in host.iter().zip(&device) {
+                // The rate is rounded to float32 on the device.
+                let diff = (a - b).abs().max().double_value(&[]);
+                assert!(diff < 1e-6, "{kind:?}: {name} differs by {diff}");
+                let moved = (a - &start[name]).abs().max().double_value(&[]);
+                assert!(moved > 1e-4, "{kind:?}: {name} did not move ({moved})");
+            }
+        }
+        // tch's own optimisers take the rate from the host only.
+        let vs = start();
+        let mut opt = Optim::new(&vs, &TrainSpec::default(), false, None).unwrap();
+        let net = nn::linear(vs.root() / "m", 5, 2, Default::default());
+        let loss = net.forward(&x).cross_entropy_for_logits(&y);
+        let lr = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        let err = opt.backward_step_device_lr(&loss, &lr).unwrap_err();
+        assert!(matches!(err, OptimError::DeviceLrNeedsFused), "{err}");
     }
 
     #[test]
