@@ -417,8 +417,15 @@ fn bad_inputs_get_clear_errors() {
 /// Bar: AUC >= 0.70 on the 72 test images (36 + 36). Under the null (AUC
 /// 0.5) the standard error of the AUC is about 0.07, so 0.70 is about three
 /// standard errors above chance: a model that did not learn would almost
-/// never pass. Measured here: 0.863 (the run is deterministic on a given
-/// CPU; other CPUs may differ slightly, hence the margin).
+/// never pass.
+///
+/// A run is deterministic on a given CPU, but another CPU's kernels round
+/// differently and the trajectory drifts apart, so the setting must learn
+/// on any trajectory, not just one. At lr 0.02 it did not: 0.863 on an
+/// earlier machine, 0.896 with train.seed = 7 on a later one, but 0.505 there
+/// with the default seed (validation AUC is taken on 29 images, and a lucky
+/// epoch 4 was kept). At lr 0.01 (used here) that later machine gave 0.813,
+/// 0.887 and 0.779 with seeds 2021, 7 and 11; at 0.005, 0.840.
 #[test]
 fn training_learns_the_screening_task() {
     let _turn = turn();
@@ -432,7 +439,7 @@ fn training_learns_the_screening_task() {
             "train.image_size=64",
             "train.epochs=30",
             "train.batch_size=32",
-            "train.lr=0.02",
+            "train.lr=0.01",
             "train.device=cpu",
             "train.early_stopping_patience=0",
         ],
