@@ -11,16 +11,22 @@
 //! ```text
 //!   warm-up (eager) --WARMUP steps--> capture --ok--> replay, replay, ...
 //!                                        |
-//!                                        +--fails--> eager on the default
-//!                                                    stream (reason kept)
+//!                                        +--fails--> eager, still on the
+//!                                                    side stream (reason kept)
 //! ```
+//!
+//! After a failed capture the steps stay on the side stream, so everything
+//! the job queued there (snapshots of the best epoch included) is ordered
+//! on one stream until [`Graphed::finish`] waits for it.
 
 use super::TrainError;
 use crate::graph::StepGraph;
 use tch::{Device, Kind, Tensor};
 
 pub(super) struct Graphed {
-    graph: Option<StepGraph>,
+    graph: StepGraph,
+    /// The capture failed: every step runs eagerly.
+    given_up: bool,
     pub idx: Tensor,
     pub u: Tensor,
     pub lr: Tensor,
@@ -55,7 +61,8 @@ impl Graphed {
         let mut graph = StepGraph::new(index).map_err(|e| e.to_string())?;
         graph.enter().map_err(|e| e.to_string())?;
         Ok(Graphed {
-            graph: Some(graph),
+            graph,
+            given_up: false,
             idx,
             u,
             lr,
@@ -69,9 +76,10 @@ impl Graphed {
     /// eagerly during warm-up or after a fallback, else by replay
     /// (capturing first when there is no graph yet).
     pub fn step(&mut self, body: &mut StepBody) -> Result<(), TrainError> {
-        let Some(graph) = self.graph.as_mut() else {
+        if self.given_up {
             return body(&self.idx, &self.u, &self.lr);
-        };
+        }
+        let graph = &mut self.graph;
         if graph.captured() {
             if let Err(e) = graph.replay() {
                 // A replay that fails leaves the device in an unknown state:
@@ -106,22 +114,17 @@ impl Graphed {
             }
             Err(reason) => {
                 // Nothing recorded ran: train this step and the rest
-                // eagerly, back on the default stream.
+                // eagerly.
                 tracing::warn!(reason = %reason, "cuda graph given up; training on without it");
                 self.fallback = Some(reason);
-                if let Some(mut g) = self.graph.take() {
-                    g.leave().map_err(TrainError::Graph)?;
-                }
+                self.given_up = true;
                 body(&self.idx, &self.u, &self.lr)
             }
         }
     }
 
-    /// Wait for the side stream and return to the default one.
+    /// Wait for the side stream and return to the thread's previous one.
     pub fn finish(&mut self) -> Result<(), TrainError> {
-        if let Some(g) = self.graph.as_mut() {
-            g.leave().map_err(TrainError::Graph)?;
-        }
-        Ok(())
+        self.graph.leave().map_err(TrainError::Graph)
     }
 }
