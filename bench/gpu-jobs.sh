@@ -18,7 +18,10 @@
 # CUDA graph, interleaved). FRESH=0 leaves out the new-process rounds.
 # Writes OUT_DIR/summary.txt and each run's outputs (checkpoints deleted).
 # Settings (environment): PYTHON (python3), BIN (target/release), ROUNDS (2),
-# GRAPHS ("off"), FRESH (1).
+# GRAPHS ("off"), FRESH (1), PASSES (2: passes of part 1), BATCHES
+# ("16 32 64 128": part 1's batches), TF32 (1: part 1 also at batch 32 in TF32).
+# With graphs on, every line says how many steps were replayed (a run that
+# fell back to eager steps says so, and why).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${1:?usage: bench/gpu-jobs.sh OUT_DIR}
@@ -52,7 +55,12 @@ try:
     b, rate = d["batch"], d["images_per_second"]
 except (KeyError, TypeError):
     print("benchmark output without a rate:", sys.argv[1][:200]); sys.exit()
-note = f" (replays {d.get('graph_replays')}, fallback: {d['graph_fallback']})" if d.get("graph_fallback") else ""
+note = ""
+if sys.argv[3] != "off":
+    replays = d.get("graph_replays")
+    note = f", {replays} replays" if replays else ", NO REPLAYS"
+    if d.get("graph_fallback"):
+        note += f" (fallback: {d['graph_fallback']})"
 print(f"bench batch {b:>3} {sys.argv[2]:<4} graph={sys.argv[3]:<3} sgd: {rate:7.0f} img/s, "
       f"{1000 * b / rate:6.2f} ms per step{note}")
 PY
@@ -67,8 +75,12 @@ import json, sys
 try:
     r = json.load(open(sys.argv[1]))
     t = r["timing_seconds"]
+    p = r.get("provenance", {})
     line = (f"new train process   screening {sys.argv[2]}: total {t['total']:.2f} s, "
-            f"training {t['training']:.2f} s at {r['images_per_second']:.0f} img/s")
+            f"training {t['training']:.2f} s at {r['images_per_second']:.0f} img/s, "
+            f"{p.get('cuda_graph_replays', 0)} replays")
+    if p.get("cuda_graph_fallback"):
+        line += f" (fallback: {p['cuda_graph_fallback']})"
 except (OSError, ValueError, KeyError, TypeError) as e:
     line = f"new train process   screening {sys.argv[2]}: no result: {e!r}"
 print(line)
@@ -80,16 +92,26 @@ in_worker() { # run, cuda graph
   timeout 150 "$bin/crossfold" run examples/paper.toml --quiet --out "$d" --set train.device=cuda \
     --set 'protocol.tasks=["screening"]' --set "train.cuda_graph=$2" >"$d.log" 2>&1
   log "crossfold run (screening only, graph=$2): exit $?"
-  "$py" - "$d/rounds.csv" "$2" <<'PY' | tee -a "$out/summary.txt"
-import csv, sys
+  "$py" - "$d/rounds.csv" "$2" "$d/report.json" <<'PY' | tee -a "$out/summary.txt"
+import csv, json, sys
 try:
     rows = list(csv.DictReader(open(sys.argv[1])))
 except OSError as e:
     print("no rounds:", e); sys.exit()
+graph = {}
+try:
+    for j in json.load(open(sys.argv[3])).get("predictions", []):
+        p = j.get("provenance") or {}
+        graph[(j.get("task"), str(j.get("round")))] = (
+            p.get("cuda_graph_replays", 0), p.get("cuda_graph_fallback"))
+except (OSError, ValueError, AttributeError) as e:
+    print("no report.json:", e)
 for r in rows:
     try:
+        replays, fallback = graph.get((r["task"], r["round"]), ("?", None))
+        note = f", {replays} replays" + (f" (fallback: {fallback})" if fallback else "")
         print(f"in a running worker graph={sys.argv[2]} {r['task']} {r['round']}: total {float(r['seconds']):.2f} s, "
-              f"training {float(r['training_seconds']):.2f} s at {float(r['images_per_second']):.0f} img/s")
+              f"training {float(r['training_seconds']):.2f} s at {float(r['images_per_second']):.0f} img/s{note}")
     except (KeyError, ValueError) as e:
         print(f"in a running worker {r.get('task')} {r.get('round')}: no timing ({e!r})")
 PY
@@ -97,11 +119,13 @@ PY
 
 gpu
 log "1. step time by batch"
-for _ in 1 2; do
-  for b in 16 32 64 128; do
+for _ in $(seq 1 "${PASSES:-2}"); do
+  for b in ${BATCHES:-16 32 64 128}; do
     for g in $graphs; do bench "$b" auto "$g"; done
   done
-  for g in $graphs; do bench 32 tf32 "$g"; done
+  if [ "${TF32:-1}" = 1 ]; then
+    for g in $graphs; do bench 32 tf32 "$g"; done
+  fi
 done
 "$bin/crossfold" plan examples/paper.toml >/dev/null 2>&1 || log "crossfold plan examples/paper.toml failed"
 log "2. screening rounds: new process against a running worker"

@@ -21,9 +21,19 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <torch/headeronly/version.h>
+
 #include <memory>
 #include <optional>
 #include <string>
+
+// `discard` below relies on how CUDAGraph releases its pool in this
+// version (only after a capture that ended); another version may release it
+// itself, and a second release would abort the process. build.rs then
+// leaves graphs out of the worker, saying why.
+#if !(TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 11)
+#error "shim/graph.cpp is written against libtorch 2.11's CUDAGraph"
+#endif
 
 static thread_local std::string last_error;
 
@@ -36,6 +46,7 @@ struct Graph {
   c10::MempoolId_t pool;
   std::optional<c10::cuda::CUDAStreamGuard> guard;
   std::unique_ptr<at::cuda::CUDAGraph> graph;
+  bool began = false;
   bool capturing = false;
   bool captured = false;
 };
@@ -152,6 +163,12 @@ int crossfold_graph_capture_begin(void *g) {
       last_error = "capture_begin outside the graph's stream";
       return -1;
     }
+    if (s.began) {
+      // One capture per Graph: its pool id is never reused.
+      last_error = "a graph is captured once";
+      return -1;
+    }
+    s.began = true;
     s.graph = std::make_unique<at::cuda::CUDAGraph>();
     s.graph->capture_begin(s.pool, cudaStreamCaptureModeThreadLocal);
     s.capturing = true;
@@ -219,9 +236,8 @@ void crossfold_graph_free(void *g) {
   if (g == nullptr) return;
   Graph *s = static_cast<Graph *>(g);
   if (s->capturing) {
-    // Dropped in the middle of a capture (the step failed or panicked):
-    // end it the way crossfold_graph_capture_end does.
-    crossfold_graph_capture_end(g);
+    // Dropped in the middle of a capture (the step failed or panicked).
+    abandon(*s);
   }
   try {
     if (s->guard) {
