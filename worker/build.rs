@@ -110,14 +110,12 @@ fn compile_shim() {
     let lib = out.join("libcrossfold_shim.a");
     let stamp = out.join("crossfold_shim.inputs");
     let inputs = format!("{}\n{abi}\n", root.display());
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let fresh = std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs)
-        && modified(&lib).is_some_and(|built| {
-            ["shim/precision.cpp", "shim/optim.cpp", "build.rs"]
-                .iter()
-                .all(|src| modified(std::path::Path::new(src)).is_some_and(|m| m <= built))
-        });
-    if fresh {
+    if fresh(
+        &lib,
+        &stamp,
+        &inputs,
+        &["shim/precision.cpp", "shim/optim.cpp", "build.rs"],
+    ) {
         println!("cargo:rustc-link-search=native={}", out.display());
         println!("cargo:rustc-link-lib=static=crossfold_shim");
         println!("cargo:rustc-link-lib=stdc++");
@@ -211,15 +209,7 @@ fn graph_lib(lib: &std::path::Path) -> Result<(), String> {
     // Reuse the library when its source, libtorch and the ABI are unchanged.
     let stamp = lib.with_extension("inputs");
     let inputs = format!("{}\n{abi}\n{}\n", root.display(), cudart.display());
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let fresh = std::fs::read_to_string(&stamp).is_ok_and(|s| s == inputs)
-        && std::fs::metadata(lib).is_ok_and(|m| m.len() > 0)
-        && modified(lib).is_some_and(|built| {
-            ["shim/graph.cpp", "build.rs"]
-                .iter()
-                .all(|src| modified(std::path::Path::new(src)).is_some_and(|m| m <= built))
-        });
-    if fresh {
+    if fresh(lib, &stamp, &inputs, &["shim/graph.cpp", "build.rs"]) {
         return Ok(());
     }
     let compiler = cc::Build::new().cpp(true).get_compiler();
@@ -249,6 +239,21 @@ fn graph_lib(lib: &std::path::Path) -> Result<(), String> {
     }
     let _ = std::fs::write(&stamp, inputs);
     Ok(())
+}
+
+/// Whether `lib` (not empty) was built from `inputs` (libtorch, ABI, ...,
+/// as recorded in `stamp`) and after every one of `sources` last changed.
+/// This script reruns on every source edit (for the dirty mark), and
+/// compiling a shim takes about 10 s.
+fn fresh(lib: &std::path::Path, stamp: &std::path::Path, inputs: &str, sources: &[&str]) -> bool {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    std::fs::read_to_string(stamp).is_ok_and(|s| s == inputs)
+        && std::fs::metadata(lib).is_ok_and(|m| m.len() > 0)
+        && modified(lib).is_some_and(|built| {
+            sources
+                .iter()
+                .all(|src| modified(std::path::Path::new(src)).is_some_and(|m| m <= built))
+        })
 }
 
 /// What the worker is built from, relative to worker/.

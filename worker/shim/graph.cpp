@@ -106,6 +106,18 @@ void end_stream_capture(Graph &s) {
   (void)cudaGetLastError();
 }
 
+// Run `f` (returning 0 or -1), turning a C++ exception into -1 with its
+// message kept for crossfold_graph_last_error().
+template <class F>
+int guarded(F &&f) {
+  try {
+    return f();
+  } catch (const std::exception &e) {
+    last_error = e.what();
+    return -1;
+  }
+}
+
 // Both of the above, for a capture that failed anywhere.
 void abandon(Graph &s) {
   try {
@@ -141,7 +153,7 @@ void *crossfold_graph_new(int device) {
 // device-wide synchronisation, which would break another job's capture on
 // the same GPU.
 int crossfold_graph_enter(void *g) {
-  try {
+  return guarded([&] {
     Graph &s = graph(g);
     if (s.guard) return 0;
     c10::cuda::CUDAEvent written;
@@ -149,10 +161,7 @@ int crossfold_graph_enter(void *g) {
     written.block(s.stream);
     s.guard.emplace(s.stream);
     return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return -1;
-  }
+  });
 }
 
 // Start capturing the ops this thread queues on the side stream.
@@ -203,7 +212,7 @@ int crossfold_graph_capture_end(void *g) {
 
 // Launch the captured step on the side stream.
 int crossfold_graph_replay(void *g) {
-  try {
+  return guarded([&] {
     Graph &s = graph(g);
     if (!s.captured) {
       last_error = "replay before a capture";
@@ -211,24 +220,18 @@ int crossfold_graph_replay(void *g) {
     }
     s.graph->replay();
     return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return -1;
-  }
+  });
 }
 
 // Wait for the side stream and make the previous stream current again.
 int crossfold_graph_leave(void *g) {
-  try {
+  return guarded([&] {
     Graph &s = graph(g);
     if (!s.guard) return 0;
     s.stream.synchronize();
     s.guard.reset();
     return 0;
-  } catch (const std::exception &e) {
-    last_error = e.what();
-    return -1;
-  }
+  });
 }
 
 // Free the graph (its memory pool goes back to libtorch's allocator).

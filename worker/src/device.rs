@@ -49,16 +49,24 @@ fn load_cuda_backend() -> CudaBackend {
         if !handle.is_null() {
             return CudaBackend::Loaded { path };
         }
-        // SAFETY: dlerror returns a thread-local C string or null.
-        let err = unsafe { libc::dlerror() };
-        if !err.is_null() {
-            // SAFETY: non-null dlerror result is a valid C string.
-            last_error = unsafe { std::ffi::CStr::from_ptr(err) }
-                .to_string_lossy()
-                .into_owned();
-        }
+        last_error = dl_error();
     }
     CudaBackend::Unavailable { reason: last_error }
+}
+
+/// The dynamic loader's message for the last failed `dlopen`/`dlsym` on
+/// this thread.
+pub(crate) fn dl_error() -> String {
+    // SAFETY: dlerror returns a thread-local C string or null.
+    let err = unsafe { libc::dlerror() };
+    if err.is_null() {
+        "unknown dynamic loader error".to_string()
+    } else {
+        // SAFETY: a non-null dlerror result is a valid C string.
+        unsafe { std::ffi::CStr::from_ptr(err) }
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
 type CuDeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;

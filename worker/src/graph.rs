@@ -54,19 +54,6 @@ pub fn available() -> Result<(), GraphError> {
     api().map(|_| ())
 }
 
-fn dl_error() -> String {
-    // SAFETY: dlerror returns a thread-local C string or null.
-    let err = unsafe { libc::dlerror() };
-    if err.is_null() {
-        "unknown dlopen error".to_string()
-    } else {
-        // SAFETY: a non-null dlerror result is a valid C string.
-        unsafe { CStr::from_ptr(err) }
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
 fn load() -> Result<Api, String> {
     if let crate::device::CudaBackend::Unavailable { reason } = crate::device::init() {
         return Err(format!("libtorch's CUDA backend did not load ({reason})"));
@@ -94,7 +81,10 @@ fn load() -> Result<Api, String> {
     let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     drop(file);
     if handle.is_null() {
-        return Err(format!("loading the graph library: {}", dl_error()));
+        return Err(format!(
+            "loading the graph library: {}",
+            crate::device::dl_error()
+        ));
     }
     let sym = |name: &CStr| -> Result<*mut c_void, String> {
         // SAFETY: a live handle and a NUL-terminated name.
