@@ -22,6 +22,10 @@
 //! A task keeps only its own images (malignancy: tumours). With repeats,
 //! rounds are numbered on across repetitions and carry their `repeat`.
 //!
+//! Every list of paths (groups, training and test sets) is in canonical
+//! order, by patient id then path, so a manifest whose rows were reordered
+//! gives the same plan, the same hash and the same training order.
+//!
 //! # The plan document
 //! JSON with `plan_sha256` = SHA-256 of the compact JSON of every other
 //! field, in the order written (see [`SplitPlan::compute_hash`]).

@@ -19,7 +19,7 @@ pub struct Round {
     pub repeat: u32,
     /// 0-based indices of the groups that form the test set.
     pub test_groups: Vec<usize>,
-    /// Manifest paths, in manifest order.
+    /// Manifest paths, in canonical order (patient id, then path).
     pub train: Vec<String>,
     pub test: Vec<String>,
 }
@@ -37,7 +37,8 @@ pub struct SplitPlan {
     pub plan_sha256: String,
     pub version: u32,
     pub protocol: ProtocolSpec,
-    /// Groups of the first repetition (manifest paths, in manifest order).
+    /// Groups of the first repetition (manifest paths, in canonical order:
+    /// patient id, then path).
     pub groups: Vec<Vec<String>>,
     /// Every repetition's groups (the first equals `groups`).
     pub repeats: Vec<Repeat>,
@@ -92,8 +93,8 @@ impl SplitPlan {
     /// Refuse a plan that is not the one its own `protocol` gives on
     /// `manifest`. Plans are deterministic, so this finds any edit, even
     /// one whose hash was made again, and a manifest that changed since.
-    /// Only the order of paths within a list is free: a manifest whose rows
-    /// were reordered is the same data set (its fingerprint ignores order).
+    /// Only the order of paths within a list is free: plans written before
+    /// lists were put in canonical order listed them in manifest order.
     pub fn check_rebuilt(&self, manifest: &Manifest) -> Result<(), FoldsError> {
         // The protocol block is as untrusted as the rest of the file: a
         // bad one is named before anything is built from it.
@@ -302,19 +303,24 @@ fn first_difference(plan: &SplitPlan, rebuilt: &SplitPlan) -> String {
 
 pub fn make_plan(manifest: &Manifest, protocol: &ProtocolSpec) -> Result<SplitPlan, FoldsError> {
     let k = protocol.groups;
+    // Canonical order: a manifest whose rows were reordered is the same
+    // data set (its fingerprint ignores order), so it gives the same plan,
+    // hash and training order.
+    let mut entries = manifest.entries.clone();
+    entries.sort_by(|a, b| (&a.patient_id, &a.path).cmp(&(&b.patient_id, &b.path)));
     let mut repeats = Vec::new();
     let mut tasks: BTreeMap<Task, Vec<Round>> = BTreeMap::new();
     for r in 0..protocol.repeats.max(1) {
         let seed = protocol.seed.wrapping_add(r as u64);
-        let assignment = assign_groups(&manifest.entries, k, seed)?;
+        let assignment = assign_groups(&entries, k, seed)?;
         let mut groups = vec![Vec::new(); k];
-        for (e, &g) in manifest.entries.iter().zip(&assignment) {
+        for (e, &g) in entries.iter().zip(&assignment) {
             groups[g].push(e.path.clone());
         }
         for &task in &protocol.tasks {
             // A class absent from the data set: no choice of groups helps.
             let (negative, positive) = task.class_names();
-            let in_task = manifest.entries.iter().filter(|e| task.includes(e.label));
+            let in_task = entries.iter().filter(|e| task.includes(e.label));
             let positives = in_task
                 .clone()
                 .filter(|e| task.is_positive(e.label))
@@ -345,7 +351,7 @@ pub fn make_plan(manifest: &Manifest, protocol: &ProtocolSpec) -> Result<SplitPl
                 let number = rounds.len() as u32 + 1;
                 let (mut train, mut test) = (Vec::new(), Vec::new());
                 let mut train_positives = 0;
-                for (e, g) in manifest.entries.iter().zip(&assignment) {
+                for (e, g) in entries.iter().zip(&assignment) {
                     if task.includes(e.label) {
                         if test_groups.contains(g) {
                             test.push(e.path.clone());
@@ -610,6 +616,38 @@ mod tests {
         let mut shuffled = m.clone();
         shuffled.entries.reverse();
         plan.check_rebuilt(&shuffled).unwrap();
+        // A plan written in manifest order (before lists were put in
+        // canonical order) is still the plan its protocol gives.
+        let mut old = plan.clone();
+        for rounds in old.tasks.values_mut() {
+            for r in rounds.iter_mut() {
+                r.train.reverse();
+                r.test.reverse();
+            }
+        }
+        rehash(old).check_rebuilt(&m).unwrap();
+    }
+
+    #[test]
+    fn a_reordered_manifest_gives_the_same_plan_and_hash() {
+        let m = paper_cohort();
+        let plan = make_plan(&m, &ProtocolSpec::default()).unwrap();
+        let mut shuffled = m.clone();
+        shuffled.entries.reverse();
+        shuffled.entries.swap(3, 400);
+        let again = make_plan(&shuffled, &ProtocolSpec::default()).unwrap();
+        assert_eq!(again, plan);
+        // Lists are in (patient id, path) order, whatever the rows' order.
+        let by_patient: HashMap<&str, &str> = m
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.patient_id.as_str()))
+            .collect();
+        let key = |p: &String| (by_patient[p.as_str()], p.clone());
+        for r in plan.rounds(Task::Screening) {
+            assert!(r.train.windows(2).all(|w| key(&w[0]) < key(&w[1])));
+            assert!(r.test.windows(2).all(|w| key(&w[0]) < key(&w[1])));
+        }
     }
 
     #[test]
