@@ -58,6 +58,11 @@ pub fn decode_bytes_noting(
             format!("{format:?} images (only PNG, JPEG and DICOM are read)"),
         ));
     }
+    if format == ImageFormat::Jpeg {
+        if let Some(why) = super::jpeg::truncation(bytes) {
+            return Err(ImagingError::undecodable(name, why));
+        }
+    }
     let img = image::load_from_memory_with_format(bytes, format).map_err(|e| match e {
         ImageError::Unsupported(u) => ImagingError::unsupported(name, u.to_string()),
         other => ImagingError::undecodable(name, error_chain(&other)),

@@ -25,7 +25,9 @@
 //!   detector data in a 16-bit file keeps its gray levels), otherwise by
 //!   65535; 16-bit colour by 65535;
 //!   RGB(A) becomes ITU-R BT.601 luma
-//!   `0.299 R + 0.587 G + 0.114 B`; alpha is ignored.
+//!   `0.299 R + 0.587 G + 0.114 B`; alpha is ignored. A JPEG that ends
+//!   before its end-of-image marker is refused as truncated (the decoder
+//!   would fill the missing part with gray).
 //!
 //! Every decoder yields a [`GrayImage`]: `f32` intensities in `[0, 1]`,
 //! 0 = black.
@@ -44,6 +46,7 @@
 
 mod decode;
 mod dicom;
+mod jpeg;
 mod resize;
 
 #[cfg(test)]

@@ -223,6 +223,21 @@ fn garbage_is_undecodable_naming_the_path() {
     let bytes = std::fs::read(&good).unwrap();
     let err = decode_bytes(&bytes[..bytes.len() / 2], &good).unwrap_err();
     assert!(matches!(err, ImagingError::Undecodable { .. }), "{err:?}");
+
+    // A truncated JPEG: the decoder alone would fill the rest with gray.
+    let good = dir.path().join("good.jpg");
+    write_jpeg(
+        &good,
+        image::DynamicImage::ImageLuma8(ImageBuffer::from_fn(64, 64, |x, y| Luma([(x ^ y) as u8]))),
+    );
+    let bytes = std::fs::read(&good).unwrap();
+    decode_bytes(&bytes, &good).unwrap();
+    let err = decode_bytes(&bytes[..bytes.len() * 6 / 10], &good).unwrap_err();
+    assert!(
+        matches!(&err, ImagingError::Undecodable { path, .. } if path == &good),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("truncated JPEG"), "{err}");
 }
 
 #[test]
