@@ -1,8 +1,13 @@
 //! Writing a job's outputs: predictions.csv, history.csv, metrics.json,
 //! result.json, and the checkpoint (model.safetensors + model.json).
+//!
+//! Every file is first written under a hidden temporary name beside its
+//! final one, and only when all are written are they renamed into place:
+//! a write that fails (a full disk) leaves an earlier run's outputs whole,
+//! not new predictions beside an old checkpoint.
 
 use crate::job::{JobError, JobResult, ModelCard};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::nn;
 
 fn write(path: &Path, text: &str) -> Result<(), JobError> {
@@ -10,6 +15,44 @@ fn write(path: &Path, text: &str) -> Result<(), JobError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The files of one output folder, written under temporary names until
+/// [`Staged::commit`]; dropped before it, they are removed.
+struct Staged<'a> {
+    out: &'a Path,
+    names: Vec<&'static str>,
+}
+
+impl<'a> Staged<'a> {
+    fn temporary(&self, name: &str) -> PathBuf {
+        self.out.join(format!(".{name}.partial"))
+    }
+
+    /// Where to write `name` for now.
+    fn file(&mut self, name: &'static str) -> PathBuf {
+        self.names.push(name);
+        self.temporary(name)
+    }
+
+    fn commit(mut self) -> Result<(), JobError> {
+        for name in std::mem::take(&mut self.names) {
+            let target = self.out.join(name);
+            std::fs::rename(self.temporary(name), &target).map_err(|source| JobError::Io {
+                path: target,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = std::fs::remove_file(self.temporary(name));
+        }
+    }
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -26,6 +69,10 @@ pub fn write_all(
         path: out.to_path_buf(),
         source,
     })?;
+    let mut staged = Staged {
+        out,
+        names: Vec::new(),
+    };
     let mut csv = String::from("image,patient,label,score,predicted,predicted_youden\n");
     for p in &result.predictions {
         csv.push_str(&format!(
@@ -43,7 +90,7 @@ pub fn write_all(
             }
         ));
     }
-    write(&out.join("predictions.csv"), &csv)?;
+    write(&staged.file("predictions.csv"), &csv)?;
     let mut hist =
         String::from("epoch,train_loss,validation_loss,validation_auc,learning_rate,seconds\n");
     for h in &result.history {
@@ -57,7 +104,7 @@ pub fn write_all(
             h.seconds
         ));
     }
-    write(&out.join("history.csv"), &hist)?;
+    write(&staged.file("history.csv"), &hist)?;
     let metrics = serde_json::json!({
         "task": result.task,
         "round": result.round,
@@ -65,7 +112,7 @@ pub fn write_all(
         "youden_threshold": result.youden_threshold,
         "at_youden_threshold": result.stats_youden,
     });
-    write(&out.join("metrics.json"), &pretty(&metrics))?;
+    write(&staged.file("metrics.json"), &pretty(&metrics))?;
     let summary = serde_json::json!({
         "task": result.task,
         "round": result.round,
@@ -79,21 +126,21 @@ pub fn write_all(
         "timing_seconds": result.timing,
         "provenance": result.provenance,
     });
-    write(&out.join("result.json"), &pretty(&summary))?;
+    write(&staged.file("result.json"), &pretty(&summary))?;
     let card_json = serde_json::to_string(card).map_err(|e| JobError::Io {
         path: out.join("model.json"),
         source: std::io::Error::other(e),
     })?;
-    let weights = out.join("model.safetensors");
+    let weights = staged.file("model.safetensors");
     save_weights(vs, &weights, Some(&card_json)).map_err(|e| JobError::Io {
-        path: weights.clone(),
+        path: out.join("model.safetensors"),
         source: std::io::Error::other(e.to_string()),
     })?;
     write(
-        &out.join("model.json"),
+        &staged.file("model.json"),
         &pretty(&serde_json::to_value(card).unwrap_or_default()),
     )?;
-    Ok(())
+    staged.commit()
 }
 
 /// The safetensors metadata key under which a checkpoint carries its model
@@ -224,6 +271,49 @@ pub fn quote(s: &str) -> String {
 mod tests {
     use super::*;
     use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn staged_files_replace_the_old_ones_only_all_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("predictions.csv"), "old").unwrap();
+        std::fs::write(out.join("model.json"), "old").unwrap();
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        // A failure before the commit: the old files stay, no temporary one.
+        {
+            let mut staged = Staged {
+                out,
+                names: Vec::new(),
+            };
+            write(&staged.file("predictions.csv"), "new").unwrap();
+            let unwritable = out.join("no-such-folder").join("x");
+            assert!(write(&unwritable, "new").is_err());
+        }
+        assert_eq!(listing(), ["model.json", "predictions.csv"]);
+        assert_eq!(
+            std::fs::read_to_string(out.join("predictions.csv")).unwrap(),
+            "old"
+        );
+        // All written: all renamed into place.
+        let mut staged = Staged {
+            out,
+            names: Vec::new(),
+        };
+        write(&staged.file("predictions.csv"), "new").unwrap();
+        write(&staged.file("model.json"), "new").unwrap();
+        staged.commit().unwrap();
+        assert_eq!(listing(), ["model.json", "predictions.csv"]);
+        for name in ["predictions.csv", "model.json"] {
+            assert_eq!(std::fs::read_to_string(out.join(name)).unwrap(), "new");
+        }
+    }
 
     #[test]
     fn channels_last_weights_are_saved_and_read_back() {
