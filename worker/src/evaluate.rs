@@ -19,10 +19,11 @@ impl Normalise {
 }
 
 /// Probability of class 1 for the images at `index` (int64 on the device),
-/// in eval mode without gradients, `batch` images at a time. The last batch
-/// is padded to full size (and the padding's scores dropped), so every
-/// forward pass has the training batch's shape and cuDNN's autotuned
-/// kernels are reused. The scores stay on the device until the end (one
+/// in eval mode without gradients, `batch` images at a time. With cuDNN
+/// autotuning the last batch is padded to full size (and the padding's
+/// scores dropped), so every forward pass has the training batch's shape
+/// and the autotuned kernels are reused; elsewhere padding would only cost
+/// time. The scores stay on the device until the end (one
 /// transfer), and the softmax is taken in f64.
 pub fn score(
     net: &impl ModuleT,
@@ -37,7 +38,11 @@ pub fn score(
         return Ok(Vec::new());
     }
     let batch = batch.max(1);
-    let padded_len = (n + batch - 1) / batch * batch;
+    let padded_len = if compute.cuda && compute.cudnn_benchmark {
+        (n + batch - 1) / batch * batch
+    } else {
+        n
+    };
     tch::no_grad(|| {
         let index = if padded_len > n {
             let pad = index.f_narrow(0, 0, 1)?.f_expand([padded_len - n], false)?;
@@ -48,7 +53,7 @@ pub fn score(
         let mut parts = Vec::new();
         let mut start = 0;
         while start < padded_len {
-            let idx = index.f_narrow(0, start, batch)?;
+            let idx = index.f_narrow(0, start, batch.min(padded_len - start))?;
             let x = norm.apply(&gather(images, &idx)?)?;
             let logits = compute.forward(net, &x, false)?;
             // In f64: an f32 softmax is exactly 1.0 from a logit gap of
@@ -107,6 +112,28 @@ mod tests {
         let l = log_loss(&[true, false], &[0.8, 0.4]).unwrap();
         assert!((l - (-(0.8f64).ln() - (0.6f64).ln()) / 2.0).abs() < 1e-12);
         assert_eq!(log_loss(&[], &[]), None);
+    }
+
+    #[test]
+    fn a_short_last_batch_scores_its_own_images_in_order() {
+        let net = tch::nn::func_t(|x, _train| {
+            let v = x.flatten(1, -1).narrow(1, 0, 1);
+            Tensor::cat(&[v.zeros_like(), v], 1)
+        });
+        let images = Tensor::from_slice(&[10u8, 20, 30, 40, 50]).reshape([5, 1, 1, 1]);
+        let index = Tensor::from_slice(&[4i64, 0, 3, 1, 2]);
+        let scale = Normalise {
+            mean: 0.0,
+            std: 0.1,
+        };
+        let one_by_one = score(&net, &images, &index, scale, 1, Compute::plain()).unwrap();
+        let in_twos = score(&net, &images, &index, scale, 2, Compute::plain()).unwrap();
+        assert_eq!(one_by_one, in_twos);
+        let logistic = |v: f64| 1.0 / (1.0 + (-v).exp());
+        // Pixels are read as x / 255, then normalised: logit x / 25.5.
+        for (s, x) in in_twos.iter().zip([50.0, 10.0, 40.0, 20.0, 30.0]) {
+            assert!((s - logistic(x / 25.5)).abs() < 1e-6, "{in_twos:?}");
+        }
     }
 
     #[test]

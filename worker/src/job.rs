@@ -8,11 +8,12 @@
 
 use crate::data::load_images;
 use crate::evaluate::{score, Normalise, ScoreError};
-use crate::model::{load_pretrained, resnet, WeightsError};
+use crate::model::resnet;
 use crate::precision::Compute;
 use crate::provenance::{self, Provenance};
 use crate::torch_error::without_backtrace;
 use crate::train::{check_fit_set, train, Control, EpochRecord, Progress, TrainData, TrainError};
+use crate::weights::{load_checkpoint, load_pretrained, WeightsError};
 use crossfold_shared::experiment::Prepared;
 use crossfold_shared::folds::carve_validation;
 use crossfold_shared::label::Task;
@@ -26,6 +27,11 @@ use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Hashes of pretrained weight files, so a worker's later jobs do not read
+/// an unchanged file again to hash it.
+static PRETRAINED_HASHES: std::sync::LazyLock<crossfold_shared::hash::HashCache> =
+    std::sync::LazyLock::new(crossfold_shared::hash::HashCache::new);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -421,9 +427,19 @@ fn run_job_unguarded(
         let net = resnet(&vs.root(), t.arch, 2);
         (vs, net)
     };
-    if let Some(path) = spec.pretrained_path() {
-        load_pretrained(&mut vs, t.arch, &path)?;
-    }
+    let pretrained_sha256 = match spec.pretrained_path() {
+        Some(path) => {
+            load_pretrained(&mut vs, t.arch, &path)?;
+            let sha = PRETRAINED_HASHES
+                .sha256_file(&path)
+                .map_err(|e| WeightsError::Read {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            Some(sha)
+        }
+        None => None,
+    };
 
     // Images: the training images then the test images, in one tensor.
     let data_started = Instant::now();
@@ -515,6 +531,7 @@ fn run_job_unguarded(
     let provenance = provenance::Provenance {
         cuda_graph_replays: trained.graph_replays,
         cuda_graph_fallback: trained.graph_fallback.clone(),
+        pretrained_sha256,
         ..provenance::collect(
             device,
             seed,
@@ -688,15 +705,23 @@ fn predict_unguarded(
     let card = model_card(checkpoint)?;
     let mut vs = nn::VarStore::new(device);
     let net = resnet(&vs.root(), card.arch, 2);
-    vs.load(checkpoint).map_err(|e| PredictError::Checkpoint {
+    load_checkpoint(&mut vs, card.arch, checkpoint).map_err(|e| PredictError::Checkpoint {
         path: checkpoint.to_path_buf(),
-        message: crate::torch_error::weights_message(&e.to_string()),
+        message: match e {
+            WeightsError::Read { message, .. } => message,
+            WeightsError::Mismatch { arch, detail, .. } => {
+                format!("does not match its model card's arch ({arch}): {detail}")
+            }
+        },
     })?;
     let mode = card.resize.mode();
     let size = card.image_size as i64;
     // The training run's numerics (autocast, layout, TF32), on this device.
     let compute = predict_compute(card.compute, device);
     let _globals = compute.apply_globals(&|| false)?;
+    // The weights in the layout the inputs will have, as in training.
+    compute.prepare_model(&vs).map_err(ScoreError::from)?;
+    let batch = predict_batch(card.image_size);
     let mut out: Scores = Vec::with_capacity(images.len());
     for chunk in images.chunks(chunk) {
         let mut pixels = Vec::with_capacity(chunk.len() * (size * size) as usize);
@@ -715,7 +740,7 @@ fn predict_unguarded(
                 .f_reshape([n, 1, size, size])?
                 .f_to_device(device)?;
             let idx = Tensor::f_arange(n, (Kind::Int64, device))?;
-            scores = score(&net, &stack, &idx, card.normalise, 64, compute)?;
+            scores = score(&net, &stack, &idx, card.normalise, batch, compute)?;
         }
         if scores.len() != n as usize {
             return Err(PredictError::Count {
@@ -731,9 +756,18 @@ fn predict_unguarded(
     Ok((card, out))
 }
 
+/// Images per forward pass when predicting: 64 at 224 px, fewer for larger
+/// images (the activations grow with the pixel count), at least 1.
+fn predict_batch(image_size: u32) -> i64 {
+    let pixels = i64::from(image_size.max(1)).pow(2);
+    (64 * 224 * 224 / pixels).clamp(1, 64)
+}
+
 /// The compute settings for scoring on `device` with a network trained
 /// under `trained`: the same autocast, layout and TF32 choice, addressed to
-/// this device (a model trained on a GPU can score on a CPU and back).
+/// this device (a model trained on a GPU can score on a CPU and back). On
+/// the CPU scoring runs in fp32: its autocast is many times slower (fp16
+/// 30x), and fp32 holds every value a bf16 or fp16 network computes.
 fn predict_compute(trained: Compute, device: Device) -> Compute {
     predict_compute_on(trained, device, crate::device::capability_of(device))
 }
@@ -747,7 +781,8 @@ fn predict_compute_on(trained: Compute, device: Device, capability: Option<(i32,
     Compute {
         cuda,
         tf32: trained.tf32 && cuda && ampere,
-        autocast_bf16: trained.autocast_bf16 && ampere,
+        autocast_bf16: trained.autocast_bf16 && cuda && ampere,
+        autocast_fp16: trained.autocast_fp16 && cuda,
         cudnn_benchmark: false,
         cuda_graph: false,
         ..trained
@@ -843,6 +878,15 @@ mod tests {
     }
 
     #[test]
+    fn prediction_batches_shrink_with_the_image_size() {
+        assert_eq!(predict_batch(224), 64);
+        assert_eq!(predict_batch(64), 64);
+        assert_eq!(predict_batch(448), 16);
+        assert_eq!(predict_batch(1024), 3);
+        assert_eq!(predict_batch(2048), 1);
+    }
+
+    #[test]
     fn prediction_keeps_the_training_numerics_on_its_own_device() {
         let gpu_trained = Compute {
             cuda: true,
@@ -857,7 +901,16 @@ mod tests {
         let on_cpu = predict_compute(gpu_trained, Device::Cpu);
         assert!(!on_cpu.cuda && !on_cpu.tf32 && !on_cpu.cudnn_benchmark);
         assert!(!on_cpu.cuda_graph, "scoring never replays a training graph");
-        assert!(on_cpu.autocast_bf16 && on_cpu.channels_last);
+        assert!(!on_cpu.autocast_bf16 && on_cpu.channels_last);
+        // fp16 autocast, from a 7.x GPU, scores in fp32 on the CPU too and
+        // in fp16 on a GPU.
+        let fp16_trained = Compute {
+            autocast_bf16: false,
+            autocast_fp16: true,
+            ..gpu_trained
+        };
+        assert!(!predict_compute(fp16_trained, Device::Cpu).autocast_fp16);
+        assert!(predict_compute_on(fp16_trained, Device::Cuda(0), Some((7, 0))).autocast_fp16);
         let cpu_trained = Compute::plain();
         let on_gpu = predict_compute_on(cpu_trained, Device::Cuda(1), Some((9, 0)));
         assert!(on_gpu.cuda && !on_gpu.tf32 && !on_gpu.autocast_bf16);

@@ -32,3 +32,4 @@ pub mod provenance;
 pub mod runtime;
 pub mod torch_error;
 pub mod train;
+pub mod weights;

@@ -1,7 +1,8 @@
 //! `crossfold-worker`: trains models on a GPU node (or a CPU).
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crossfold_shared::experiment::{prepare_task, PreparedTask};
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::{Override, Spec};
@@ -160,13 +161,58 @@ enum Command {
         checkpoint: PathBuf,
         #[arg(required = true)]
         images: Vec<PathBuf>,
+        /// Device: auto (first GPU, else CPU), cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
+        /// CPU threads for libtorch (default: all cores).
+        #[arg(long)]
+        threads: Option<i32>,
     },
 }
 
+/// The options of serving a coordinator, as clap names them.
+const SERVING_OPTIONS: [&str; 15] = [
+    "coordinator",
+    "name",
+    "device",
+    "threads",
+    "cache",
+    "max_jobs",
+    "fetch_data",
+    "outputs",
+    "slots_per_gpu",
+    "image_cache_mib",
+    "ca",
+    "cert",
+    "key",
+    "token_file",
+    "metrics_listen",
+];
+
+/// A serving option typed before a command, which the command would
+/// silently ignore (`crossfold-worker --device cpu predict ...` scoring on
+/// the GPU): said, with where the command takes it if it does.
+fn misplaced_option(matches: &ArgMatches) -> Option<String> {
+    let (command, sub) = matches.subcommand()?;
+    let id = SERVING_OPTIONS
+        .into_iter()
+        .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))?;
+    let flag = format!("--{}", id.replace('_', "-"));
+    let own = sub.try_contains_id(id).unwrap_or(false);
+    Some(if own {
+        format!("{flag} before the command is an option of serving a coordinator; give it after the command: crossfold-worker {command} {flag} ...")
+    } else {
+        format!("{flag} is an option of serving a coordinator; `crossfold-worker {command}` does not take it")
+    })
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(problem) = misplaced_option(&matches) {
+        eprintln!("error: {problem}");
+        return std::process::ExitCode::from(2);
+    }
     if cli.command.is_some() {
         // train, predict, devices, bench: print and exit.
         crossfold_shared::logging::exit_quietly_on_closed_stdout();
@@ -216,10 +262,7 @@ fn run(cli: Cli) -> Result<()> {
             cuda_graph,
             optimizer,
         } => {
-            if let Some(n) = threads {
-                anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
-                tch::set_num_threads(n);
-            }
+            set_threads(threads)?;
             let arch: crossfold_shared::spec::Arch =
                 serde_json::from_value(serde_json::Value::String(arch.clone())).map_err(|_| {
                     anyhow::anyhow!("--arch {arch:?}: expected resnet18, resnet34 or resnet50")
@@ -274,7 +317,9 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             images,
             device: asked,
+            threads,
         } => {
+            set_threads(threads)?;
             let d = device::choose_as(
                 "--device",
                 asked
@@ -292,8 +337,10 @@ fn run(cli: Cli) -> Result<()> {
             let mut unread = 0;
             for (p, s) in images.iter().zip(scores) {
                 match s {
+                    // Every digit: rounded scores would tie, and ties
+                    // change an AUC computed from them.
                     Ok(s) => println!(
-                        "{},{s:.6},{},{}",
+                        "{},{s},{},{}",
                         crossfold_worker::outputs::quote(&p.to_string_lossy()),
                         class(s, card.threshold),
                         card.youden_threshold.map_or("", |t| class(s, t))
@@ -365,14 +412,16 @@ fn train_one(
         round >= 1 && u128::from(round) <= rounds,
         "--round {round}: the spec plans {task} rounds 1 to {rounds}"
     );
-    if let Some(n) = threads {
-        anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
-        tch::set_num_threads(n);
-    }
+    set_threads(threads)?;
     let d = device::choose(spec.device())?;
     // The data set's check decodes every image: it keeps them at the job's
     // size, so the job does not decode them again.
     let t = crossfold_worker::job::settings_on(&spec, d);
+    // Pretrained weights that are missing or do not fit the network are
+    // found before that.
+    if let Some(path) = spec.pretrained_path() {
+        crossfold_worker::weights::check_pretrained(t.arch, &path)?;
+    }
     let PreparedTask {
         prepared,
         note,
@@ -531,11 +580,17 @@ fn writable_dir(flag: &str, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn serve(cli: Cli, url: String) -> Result<()> {
-    if let Some(n) = cli.threads {
+/// `--threads N`: libtorch's CPU threads, N >= 1.
+fn set_threads(threads: Option<i32>) -> Result<()> {
+    if let Some(n) = threads {
         anyhow::ensure!(n >= 1, "--threads {n}: must be at least 1");
         tch::set_num_threads(n);
     }
+    Ok(())
+}
+
+fn serve(cli: Cli, url: String) -> Result<()> {
+    set_threads(cli.threads)?;
     let asked = cli
         .device
         .parse()

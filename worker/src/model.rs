@@ -1,17 +1,12 @@
 //! ResNet18/34/50 for one-channel radiographs and two classes.
 //!
 //! The layer names follow torchvision (`conv1`, `bn1`, `layer1.0.conv1`,
-//! ..., `fc`), so weights converted from torchvision load directly. A
-//! pretrained file's 3-channel stem (`conv1.weight` of shape [64, 3, 7, 7])
-//! is folded to one channel by summing over the colour axis (a gray image
-//! fed as three equal channels gives the same activations); its classifier
-//! (`fc`) is replaced when its class count is not 2.
+//! ..., `fc`), so weights converted from torchvision load directly
+//! ([`crate::weights`] reads them, folding a 3-channel stem to one
+//! channel).
 
 use crossfold_shared::spec::Arch;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use tch::nn::{self, ModuleT};
-use tch::{Kind, Tensor};
 
 fn conv2d(p: nn::Path, c_in: i64, c_out: i64, k: i64, padding: i64, stride: i64) -> nn::Conv2D {
     let cfg = nn::ConvConfig {
@@ -121,121 +116,10 @@ pub fn resnet(p: &nn::Path, arch: Arch, classes: i64) -> nn::FuncT<'static> {
     })
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WeightsError {
-    #[error("train.pretrained = {path}: cannot read: {message}")]
-    Read { path: PathBuf, message: String },
-    #[error("train.pretrained = {path}: does not match train.arch = {arch}: {detail}")]
-    Mismatch {
-        path: PathBuf,
-        arch: Arch,
-        detail: String,
-    },
-}
-
-/// Load pretrained weights into `vs` (built for `arch`). Every weight of the
-/// network except the classifier must be present with the right shape;
-/// extra tensors (e.g. `num_batches_tracked`) are ignored.
-pub fn load_pretrained(
-    vs: &mut nn::VarStore,
-    arch: Arch,
-    path: &Path,
-) -> Result<usize, WeightsError> {
-    let read = |message: String| WeightsError::Read {
-        path: path.to_path_buf(),
-        message,
-    };
-    // A missing or unreadable file is said plainly, before libtorch's
-    // own (C++) messages about it.
-    std::fs::File::open(path).map_err(|e| read(e.to_string()))?;
-    let torch = |e: tch::TchError| read(crate::torch_error::weights_message(&e.to_string()));
-    let lower = path.to_string_lossy().to_ascii_lowercase();
-    let tensors: Vec<(String, Tensor)> = if lower.ends_with(".safetensors") {
-        Tensor::read_safetensors(path).map_err(torch)?
-    } else {
-        Tensor::load_multi(path).map_err(torch)?
-    };
-    let mut source: HashMap<String, Tensor> = tensors.into_iter().collect();
-    if let Some(stem) = source.get("conv1.weight") {
-        if stem.size().len() == 4 && stem.size()[1] == 3 {
-            let folded = stem
-                .f_to_kind(Kind::Float)
-                .and_then(|t| t.f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float))
-                .map_err(|e| read(format!("conv1.weight: {e}")))?;
-            source.insert("conv1.weight".into(), folded);
-        }
-    }
-    let mismatch = |detail: String| WeightsError::Mismatch {
-        path: path.to_path_buf(),
-        arch,
-        detail,
-    };
-    // Weights in the file that this network has no place for (other than the
-    // classifier and batch-norm step counters) mean a different, usually
-    // deeper, architecture: a ResNet34 file holds every ResNet18 name with
-    // the same shapes, so only the extras tell them apart.
-    let known: std::collections::HashSet<String> = vs.variables().into_keys().collect();
-    let mut extra: Vec<&String> = source
-        .keys()
-        .filter(|k| {
-            !known.contains(*k) && !k.starts_with("fc.") && !k.ends_with("num_batches_tracked")
-        })
-        .collect();
-    if !extra.is_empty() {
-        extra.sort();
-        let shown: Vec<_> = extra.iter().take(5).map(|s| s.as_str()).collect();
-        return Err(mismatch(format!(
-            "the file has {} weight(s) this network does not, e.g. {} (weights of another architecture?)",
-            extra.len(),
-            shown.join(", ")
-        )));
-    }
-    let mut loaded = 0;
-    let mut missing = Vec::new();
-    tch::no_grad(|| -> Result<(), WeightsError> {
-        for (name, mut var) in vs.variables() {
-            let is_head = name.starts_with("fc.");
-            match source.get(&name) {
-                Some(src) if src.size() == var.size() => {
-                    src.f_to_kind(var.kind())
-                        .and_then(|t| t.f_to_device(var.device()))
-                        .and_then(|t| var.f_copy_(&t))
-                        .map_err(|e| read(format!("{name}: {e}")))?;
-                    loaded += 1;
-                }
-                Some(src) if is_head => {
-                    // A classifier for another number of classes: keep ours.
-                    let _ = src;
-                }
-                Some(src) => {
-                    return Err(mismatch(format!(
-                        "{name} has shape {:?} in the file but {:?} in the network",
-                        src.size(),
-                        var.size()
-                    )))
-                }
-                None if is_head => {}
-                None => missing.push(name),
-            }
-        }
-        Ok(())
-    })?;
-    if !missing.is_empty() {
-        missing.sort();
-        let shown: Vec<_> = missing.iter().take(5).cloned().collect();
-        return Err(mismatch(format!(
-            "{} weight(s) missing from the file, e.g. {}",
-            missing.len(),
-            shown.join(", ")
-        )));
-    }
-    Ok(loaded)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind, Tensor};
 
     fn params(arch: Arch) -> i64 {
         let vs = nn::VarStore::new(Device::Cpu);
@@ -263,69 +147,5 @@ mod tests {
         let net = resnet(&vs.root(), Arch::Resnet18, 2);
         let x = Tensor::zeros([3, 1, 64, 64], (Kind::Float, Device::Cpu));
         assert_eq!(net.forward_t(&x, false).size(), vec![3, 2]);
-    }
-
-    #[test]
-    fn pretrained_weights_load_and_fold_a_colour_stem() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&src.root(), Arch::Resnet18, 2);
-        // Turn it into a torchvision-like file: 3-channel stem, 1000 classes.
-        let mut named: Vec<(String, Tensor)> = src.variables().into_iter().collect();
-        for (name, t) in named.iter_mut() {
-            if name == "conv1.weight" {
-                *t = t.repeat([1, 3, 1, 1]) / 3.0;
-            } else if name == "fc.weight" {
-                *t = Tensor::zeros([1000, 512], (Kind::Float, Device::Cpu));
-            } else if name == "fc.bias" {
-                *t = Tensor::zeros([1000], (Kind::Float, Device::Cpu));
-            }
-        }
-        let file = dir.path().join("w.safetensors");
-        let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        Tensor::write_safetensors(&refs, &file).unwrap();
-
-        let mut dst = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&dst.root(), Arch::Resnet18, 2);
-        let n = load_pretrained(&mut dst, Arch::Resnet18, &file).unwrap();
-        assert!(n > 50);
-        let a = src.variables()["conv1.weight"].copy();
-        let b = dst.variables()["conv1.weight"].copy();
-        assert!(a.allclose(&b, 1e-5, 1e-6, false));
-
-        // The wrong architecture is refused with a clear message.
-        let mut other = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&other.root(), Arch::Resnet34, 2);
-        let err = load_pretrained(&mut other, Arch::Resnet34, &file).unwrap_err();
-        assert!(err.to_string().contains("train.pretrained"), "{err}");
-        assert!(err.to_string().contains("missing"), "{err}");
-
-        // A deeper network's file does not load into a shallower one,
-        // although every ResNet18 weight is in it with the right shape.
-        let deep = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&deep.root(), Arch::Resnet34, 2);
-        let deep_file = dir.path().join("r34.safetensors");
-        deep.save(&deep_file).unwrap();
-        let mut shallow = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&shallow.root(), Arch::Resnet18, 2);
-        let before = shallow.variables()["conv1.weight"].copy();
-        let err = load_pretrained(&mut shallow, Arch::Resnet18, &deep_file).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains("r34.safetensors") && msg.contains("train.arch = resnet18"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("layer1.2.") || msg.contains("layer2.2."),
-            "{msg}"
-        );
-        // ... and the network is left as it was.
-        assert!(shallow.variables()["conv1.weight"].equal(&before));
-
-        // An unreadable file names the file.
-        let junk = dir.path().join("junk.safetensors");
-        std::fs::write(&junk, b"nope").unwrap();
-        let err = load_pretrained(&mut dst, Arch::Resnet18, &junk).unwrap_err();
-        assert!(err.to_string().contains("junk.safetensors"), "{err}");
     }
 }

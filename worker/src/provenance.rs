@@ -33,6 +33,10 @@ pub struct Provenance {
     pub seed: u64,
     pub dataset_sha256: String,
     pub plan_sha256: String,
+    /// SHA-256 of the `train.pretrained` file the network started from
+    /// (the spec names only its path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained_sha256: Option<String>,
 }
 
 /// Provenance of a job run on `device`.
@@ -70,6 +74,7 @@ pub fn collect(
         seed,
         dataset_sha256: dataset_sha256.to_string(),
         plan_sha256: plan_sha256.to_string(),
+        pretrained_sha256: None,
     }
 }
 

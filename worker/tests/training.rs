@@ -408,6 +408,32 @@ fn bad_inputs_get_clear_errors() {
     };
     let err = run_job(&s, &p3, Task::Malignancy, 1, &options(None), &mut go).unwrap_err();
     assert!(err.to_string().contains("protocol.tasks"), "{err}");
+
+    // Weights that fit are used, and the result says which file they were.
+    let fitting = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = crossfold_worker::model::resnet(&fitting.root(), Arch::Resnet18, 2);
+    let file = dir.path().join("r18.safetensors");
+    fitting.save(&file).unwrap();
+    let s5 = Spec {
+        train: crossfold_shared::spec::TrainSpec {
+            pretrained: Some("r18.safetensors".into()),
+            ..s.train.clone()
+        },
+        ..s.clone()
+    };
+    let r = run_job(&s5, &p, Task::Screening, 1, &options(None), &mut go).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(
+        r.provenance.pretrained_sha256.as_deref(),
+        Some(crossfold_shared::hash::sha256_hex(&bytes).as_str())
+    );
+    assert_eq!(
+        run_job(&s, &p, Task::Screening, 1, &options(None), &mut go)
+            .unwrap()
+            .provenance
+            .pretrained_sha256,
+        None
+    );
 }
 
 /// Training really learns: on 360 synthetic images at 64 px, 30 epochs of
@@ -537,6 +563,61 @@ fn the_train_command_writes_predictions() {
     let fields: Vec<&str> = lines[1].rsplitn(4, ',').collect();
     assert!(["normal", "tumour"].contains(&fields[0]), "{printed}");
     assert!(["normal", "tumour"].contains(&fields[1]), "{printed}");
+    // The score has every digit, as in predictions.csv: the same image
+    // scores the same (up to the batch it was scored in).
+    let printed_score: f64 = fields[2].parse().unwrap();
+    let trained_score: f64 = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (printed_score - trained_score).abs() < 1e-5,
+        "{printed_score} vs {trained_score}"
+    );
+    assert!(fields[2].len() > 8, "{printed}");
+    // A serving option before the command would be ignored by it: refused,
+    // saying where it goes.
+    for (args, said) in [
+        (
+            &["--device", "cpu", "predict"][..],
+            "give it after the command: crossfold-worker predict --device",
+        ),
+        (
+            &["--max-jobs", "1", "predict"][..],
+            "`crossfold-worker predict` does not take it",
+        ),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
+            .args(args)
+            .arg("--checkpoint")
+            .arg(out.join("model.safetensors"))
+            .arg(&image)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(said), "{err}");
+    }
+    // After the command they are the command's own.
+    let o = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
+        .args([
+            "predict",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--checkpoint",
+        ])
+        .arg(out.join("model.safetensors"))
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Images that cannot be read are named, the others still scored, and
     // the exit status says that not all were.
     let o = Command::new(env!("CARGO_BIN_EXE_crossfold-worker"))
