@@ -611,9 +611,8 @@ pub fn model_card(checkpoint: &Path) -> Result<ModelCard, PredictError> {
         Ok(card) => card,
         // libtorch's own format (tch's .ot) has no metadata to read.
         Err(_)
-            if checkpoint
-                .extension()
-                .is_some_and(|x| x == "ot" || x == "pt") =>
+            if crate::weights::format_of(checkpoint).ok()
+                == Some(crate::weights::Format::LibtorchArchive) =>
         {
             None
         }
@@ -1010,5 +1009,18 @@ mod tests {
         std::fs::write(&card, "{}").unwrap();
         let err = model_card(&card).unwrap_err();
         assert!(matches!(err, PredictError::NotSafetensors(_)), "{err}");
+        // libtorch's archive format is told by content, whatever the name:
+        // its card is the model.json beside it (here one that is not a card).
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _w = vs.root().zeros("w", &[2]);
+        let ot = dir.path().join("w.ot");
+        vs.save(&ot).unwrap();
+        let renamed = dir.path().join("w.safetensors");
+        std::fs::rename(&ot, &renamed).unwrap();
+        let err = model_card(&renamed).unwrap_err();
+        assert!(
+            matches!(&err, PredictError::Card { path, .. } if path == &card),
+            "{err}"
+        );
     }
 }

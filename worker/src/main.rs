@@ -193,12 +193,15 @@ const SERVING_OPTIONS: [&str; 15] = [
 /// silently ignore (`crossfold-worker --device cpu predict ...` scoring on
 /// the GPU): said, with where the command takes it if it does.
 fn misplaced_option(matches: &ArgMatches) -> Option<String> {
-    let (command, sub) = matches.subcommand()?;
+    let command = matches.subcommand_name()?;
     let id = SERVING_OPTIONS
         .into_iter()
         .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))?;
     let flag = format!("--{}", id.replace('_', "-"));
-    let own = sub.try_contains_id(id).unwrap_or(false);
+    // Whether the command defines the option too (not whether it was given).
+    let own = Cli::command()
+        .find_subcommand(command)
+        .is_some_and(|c| c.get_arguments().any(|a| a.get_id() == id));
     Some(if own {
         format!("{flag} before the command is an option of serving a coordinator; give it after the command: crossfold-worker {command} {flag} ...")
     } else {

@@ -10,13 +10,6 @@ use crate::job::{JobError, JobResult, ModelCard};
 use std::path::{Path, PathBuf};
 use tch::nn;
 
-fn write(path: &Path, text: &str) -> Result<(), JobError> {
-    std::fs::write(path, text).map_err(|source| JobError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// The files of one output folder, written under temporary names until
 /// [`Staged::commit`]; dropped before it, they are removed.
 struct Staged<'a> {
@@ -35,13 +28,25 @@ impl<'a> Staged<'a> {
         self.temporary(name)
     }
 
+    /// Write `text` as `name` for now; an error names the final file.
+    fn write(&mut self, name: &'static str, text: &str) -> Result<(), JobError> {
+        let path = self.file(name);
+        std::fs::write(path, text).map_err(|source| JobError::Io {
+            path: self.out.join(name),
+            source,
+        })
+    }
+
+    /// Rename every file into place. A rename that fails leaves the files
+    /// not yet renamed to be removed on drop.
     fn commit(mut self) -> Result<(), JobError> {
-        for name in std::mem::take(&mut self.names) {
+        while let Some(&name) = self.names.first() {
             let target = self.out.join(name);
             std::fs::rename(self.temporary(name), &target).map_err(|source| JobError::Io {
                 path: target,
                 source,
             })?;
+            self.names.remove(0);
         }
         Ok(())
     }
@@ -90,7 +95,7 @@ pub fn write_all(
             }
         ));
     }
-    write(&staged.file("predictions.csv"), &csv)?;
+    staged.write("predictions.csv", &csv)?;
     let mut hist =
         String::from("epoch,train_loss,validation_loss,validation_auc,learning_rate,seconds\n");
     for h in &result.history {
@@ -104,7 +109,7 @@ pub fn write_all(
             h.seconds
         ));
     }
-    write(&staged.file("history.csv"), &hist)?;
+    staged.write("history.csv", &hist)?;
     let metrics = serde_json::json!({
         "task": result.task,
         "round": result.round,
@@ -112,7 +117,7 @@ pub fn write_all(
         "youden_threshold": result.youden_threshold,
         "at_youden_threshold": result.stats_youden,
     });
-    write(&staged.file("metrics.json"), &pretty(&metrics))?;
+    staged.write("metrics.json", &pretty(&metrics))?;
     let summary = serde_json::json!({
         "task": result.task,
         "round": result.round,
@@ -126,7 +131,7 @@ pub fn write_all(
         "timing_seconds": result.timing,
         "provenance": result.provenance,
     });
-    write(&staged.file("result.json"), &pretty(&summary))?;
+    staged.write("result.json", &pretty(&summary))?;
     let card_json = serde_json::to_string(card).map_err(|e| JobError::Io {
         path: out.join("model.json"),
         source: std::io::Error::other(e),
@@ -136,8 +141,8 @@ pub fn write_all(
         path: out.join("model.safetensors"),
         source: std::io::Error::other(e.to_string()),
     })?;
-    write(
-        &staged.file("model.json"),
+    staged.write(
+        "model.json",
         &pretty(&serde_json::to_value(card).unwrap_or_default()),
     )?;
     staged.commit()
@@ -292,9 +297,9 @@ mod tests {
                 out,
                 names: Vec::new(),
             };
-            write(&staged.file("predictions.csv"), "new").unwrap();
-            let unwritable = out.join("no-such-folder").join("x");
-            assert!(write(&unwritable, "new").is_err());
+            staged.write("predictions.csv", "new").unwrap();
+            let err = staged.write("no-such-folder/x", "new").unwrap_err();
+            assert!(err.to_string().contains("no-such-folder/x"), "{err}");
         }
         assert_eq!(listing(), ["model.json", "predictions.csv"]);
         assert_eq!(
@@ -306,13 +311,26 @@ mod tests {
             out,
             names: Vec::new(),
         };
-        write(&staged.file("predictions.csv"), "new").unwrap();
-        write(&staged.file("model.json"), "new").unwrap();
+        staged.write("predictions.csv", "new").unwrap();
+        staged.write("model.json", "new").unwrap();
         staged.commit().unwrap();
         assert_eq!(listing(), ["model.json", "predictions.csv"]);
         for name in ["predictions.csv", "model.json"] {
             assert_eq!(std::fs::read_to_string(out.join(name)).unwrap(), "new");
         }
+        // A rename that fails (a folder in the way) leaves no temporary
+        // file behind, neither its own nor those after it.
+        std::fs::create_dir_all(out.join("history.csv").join("in-the-way")).unwrap();
+        let mut staged = Staged {
+            out,
+            names: Vec::new(),
+        };
+        for name in ["history.csv", "metrics.json"] {
+            staged.write(name, "new").unwrap();
+        }
+        let err = staged.commit().unwrap_err();
+        assert!(err.to_string().contains("history.csv"), "{err}");
+        assert_eq!(listing(), ["history.csv", "model.json", "predictions.csv"]);
     }
 
     #[test]

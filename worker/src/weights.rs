@@ -42,7 +42,33 @@ enum Role {
     Checkpoint,
 }
 
-/// Every tensor of a weights file, by name.
+/// How a weights file is stored, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An 8-byte little-endian header length, then the JSON header's `{`.
+    Safetensors,
+    /// A zip archive (`PK\x03\x04`): libtorch's own format, tch's `.ot`.
+    LibtorchArchive,
+    /// Neither.
+    Unknown,
+}
+
+/// The [`Format`] of the file at `path`. Safetensors is recognised first:
+/// its header length's low bytes can read `PK`, but its 9th byte is `{`.
+pub fn format_of(path: &Path) -> std::io::Result<Format> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(9);
+    std::fs::File::open(path)?.take(9).read_to_end(&mut head)?;
+    Ok(if head.get(8) == Some(&b'{') {
+        Format::Safetensors
+    } else if head.starts_with(b"PK\x03\x04") {
+        Format::LibtorchArchive
+    } else {
+        Format::Unknown
+    })
+}
+
+/// Every tensor of a weights file, by name, on the CPU.
 fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>, WeightsError> {
     let read = |message: String| WeightsError::Read {
         path: path.to_path_buf(),
@@ -50,17 +76,16 @@ fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>, WeightsError> {
     };
     // A missing or unreadable file is said plainly, before libtorch's
     // own (C++) messages about it.
-    let mut head = [0u8; 9];
-    let n = {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| read(e.to_string()))?;
-        f.read(&mut head).map_err(|e| read(e.to_string()))?
-    };
+    let format = format_of(path).map_err(|e| read(e.to_string()))?;
     let torch = |e: tch::TchError| read(crate::torch_error::weights_message(&e.to_string()));
-    let tensors = if head[..n].starts_with(b"PK") {
-        Tensor::load_multi(path).map_err(torch)?
-    } else {
-        Tensor::read_safetensors(path).map_err(torch)?
+    let tensors = match format {
+        // On the CPU: an archive saved on a GPU would otherwise load back
+        // onto it (and fail where there is none).
+        Format::LibtorchArchive => {
+            Tensor::load_multi_with_device(path, Device::Cpu).map_err(torch)?
+        }
+        // Anything else is read as safetensors, whose parser says what is wrong.
+        Format::Safetensors | Format::Unknown => Tensor::read_safetensors(path).map_err(torch)?,
     };
     Ok(tensors.into_iter().collect())
 }
@@ -182,7 +207,6 @@ fn copy_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     #[test]
     fn pretrained_weights_load_and_fold_a_colour_stem() {
@@ -303,6 +327,32 @@ mod tests {
             assert!(err.to_string().contains("fc."), "{err}");
             assert!(vs.variables()["conv1.weight"].equal(&before));
         }
+    }
+
+    #[test]
+    fn a_safetensors_file_whose_header_length_reads_pk_is_still_safetensors() {
+        // A header of 0x4B50 bytes (mod 65536) makes the file start with
+        // "PK"; the length of the model card in the metadata sets it.
+        let dir = tempfile::tempdir().unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _w = vs.root().randn("w", &[3, 2], 0.0, 1.0);
+        let file = dir.path().join("model.safetensors");
+        let header_len = |card_len: usize| {
+            crate::outputs::save_weights(&vs, &file, Some(&"x".repeat(card_len))).unwrap();
+            let bytes = std::fs::read(&file).unwrap();
+            u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+        };
+        let base = header_len(0);
+        let card_len = (0x4B50usize.saturating_sub(base + 8)..0x4B50 + 8)
+            .find(|&n| header_len(n) == 0x4B50)
+            .expect("a card length giving a 0x4B50-byte header");
+        header_len(card_len);
+        assert!(std::fs::read(&file).unwrap().starts_with(b"PK"));
+        assert_eq!(format_of(&file).unwrap(), Format::Safetensors);
+        let mut back = nn::VarStore::new(Device::Cpu);
+        let _w = back.root().zeros("w", &[3, 2]);
+        load_checkpoint(&mut back, Arch::Resnet18, &file).unwrap();
+        assert!(back.variables()["w"].equal(&vs.variables()["w"]));
     }
 
     #[test]

@@ -588,6 +588,10 @@ fn the_train_command_writes_predictions() {
             "give it after the command: crossfold-worker predict --device",
         ),
         (
+            &["--threads", "1", "predict"][..],
+            "give it after the command: crossfold-worker predict --threads",
+        ),
+        (
             &["--max-jobs", "1", "predict"][..],
             "`crossfold-worker predict` does not take it",
         ),

@@ -15,8 +15,8 @@
 /// something this walk does not judge.
 pub fn truncation(bytes: &[u8]) -> Option<&'static str> {
     const CUT_IN_SEGMENT: &str = "the file ends inside a segment (truncated JPEG)";
-    const CUT_IN_SCAN: &str =
-        "the file ends inside the image data, before the end-of-image marker (truncated JPEG)";
+    const CUT_IN_SCAN: &str = "the file ends inside the image data, before the end-of-image \
+         marker (truncated JPEG, or written without the marker: re-save it if the image is whole)";
     if bytes.get(..2) != Some(&[0xFF, 0xD8]) {
         return None;
     }
@@ -41,6 +41,8 @@ pub fn truncation(bytes: &[u8]) -> Option<&'static str> {
             0xD9 => return None,
             // Standalone markers: no length.
             0x01 | 0xD0..=0xD8 => continue,
+            // JPEG-LS stuffs its scans differently: the decoder refuses it.
+            0xF7 => return None,
             _ => {}
         }
         let Some(len) = bytes.get(i..i + 2) else {
@@ -101,7 +103,7 @@ mod tests {
     #[test]
     fn every_cut_of_a_jpeg_is_found() {
         let whole = jpeg(40, 40);
-        for cut in 2..whole.len() - 1 {
+        for cut in 2..whole.len() {
             assert!(
                 truncation(&whole[..cut]).is_some(),
                 "a JPEG cut to {cut} of {} bytes passed",
@@ -125,8 +127,31 @@ mod tests {
         assert!(truncation(&bytes[..bytes.len() - 3]).is_some());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_after_the_start_marker_are_judged_without_panicking(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            markers in proptest::collection::vec(0usize..300, 0..20),
+        ) {
+            // Marker bytes sprinkled in, so the walk gets past the first segment.
+            let mut bytes = vec![0xFF, 0xD8];
+            bytes.extend_from_slice(&body);
+            for (k, at) in markers.iter().enumerate() {
+                if *at + 2 < bytes.len() {
+                    bytes[at + 2] = if k % 2 == 0 { 0xFF } else { 0xDA };
+                }
+            }
+            let _ = truncation(&bytes);
+        }
+    }
+
     #[test]
     fn structure_it_does_not_know_is_left_to_the_decoder() {
+        // JPEG-LS (SOF55): its scans are stuffed differently.
+        assert_eq!(
+            truncation(&[0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x02, 0xFF, 0x7F]),
+            None
+        );
         assert_eq!(truncation(b"not a jpeg"), None);
         // A byte where a marker should be.
         assert_eq!(truncation(&[0xFF, 0xD8, 0x00, 0x01]), None);
