@@ -394,6 +394,9 @@ pub fn train(
             images_seen += len;
             let elapsed = train_seconds + epoch_start.elapsed().as_secs_f64();
             let done = (epoch - 1) as f64 + (step + 1) as f64 / steps as f64;
+            // The ETA from the wall time, validation included, as at the
+            // end of an epoch: the two kinds of report agree.
+            let wall = started.elapsed().as_secs_f64();
             let progress = Progress {
                 epoch,
                 epochs,
@@ -402,7 +405,7 @@ pub fn train(
                 train_loss: last_loss,
                 validation_auc: last_auc,
                 images_per_second: images_seen as f64 / elapsed.max(1e-9),
-                eta_seconds: elapsed / done * (epochs as f64 - done),
+                eta_seconds: wall / done * (epochs as f64 - done),
                 epoch_done: false,
             };
             if on_progress(&progress) == Control::Stop {
