@@ -170,38 +170,22 @@ enum Command {
     },
 }
 
-/// The options of serving a coordinator, as clap names them.
-const SERVING_OPTIONS: [&str; 15] = [
-    "coordinator",
-    "name",
-    "device",
-    "threads",
-    "cache",
-    "max_jobs",
-    "fetch_data",
-    "outputs",
-    "slots_per_gpu",
-    "image_cache_mib",
-    "ca",
-    "cert",
-    "key",
-    "token_file",
-    "metrics_listen",
-];
-
 /// A serving option typed before a command, which the command would
 /// silently ignore (`crossfold-worker --device cpu predict ...` scoring on
 /// the GPU): said, with where the command takes it if it does.
+/// Every top-level option but the global ones is a serving option.
 fn misplaced_option(matches: &ArgMatches) -> Option<String> {
     let command = matches.subcommand_name()?;
-    let id = SERVING_OPTIONS
-        .into_iter()
-        .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))?;
-    let flag = format!("--{}", id.replace('_', "-"));
+    let cli = Cli::command();
+    let arg = cli.get_arguments().find(|a| {
+        !a.is_global_set()
+            && matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine)
+    })?;
+    let flag = format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str()));
     // Whether the command defines the option too (not whether it was given).
-    let own = Cli::command()
+    let own = cli
         .find_subcommand(command)
-        .is_some_and(|c| c.get_arguments().any(|a| a.get_id() == id));
+        .is_some_and(|c| c.get_arguments().any(|a| a.get_id() == arg.get_id()));
     Some(if own {
         format!("{flag} before the command is an option of serving a coordinator; give it after the command: crossfold-worker {command} {flag} ...")
     } else {
