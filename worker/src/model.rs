@@ -76,6 +76,15 @@ pub fn stages(arch: Arch) -> [i64; 4] {
     }
 }
 
+/// A CPU store holding the freshly initialised weights of `arch` with
+/// `classes` outputs (the network itself not kept): for reading weight
+/// files into, or writing them from.
+pub fn weights_of(arch: Arch, classes: i64) -> nn::VarStore {
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let _net = resnet(&vs.root(), arch, classes);
+    vs
+}
+
 /// Build the network under `p`; input [N, 1, H, W] float, output logits [N, classes].
 pub fn resnet(p: &nn::Path, arch: Arch, classes: i64) -> nn::FuncT<'static> {
     let bottleneck = arch == Arch::Resnet50;

@@ -17,7 +17,7 @@
 //! tell them apart. Nothing is copied into the network unless all of it
 //! fits.
 
-use crate::model::resnet;
+use crate::model::weights_of;
 use crossfold_shared::spec::Arch;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -123,8 +123,7 @@ pub fn load_checkpoint(vs: &mut nn::VarStore, arch: Arch, path: &Path) -> Result
 /// Refuse `train.pretrained` before any image is decoded: read the file
 /// into a throwaway network of `arch` on the CPU.
 pub fn check_pretrained(arch: Arch, path: &Path) -> Result<(), WeightsError> {
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let _net = resnet(&vs.root(), arch, 2);
+    let mut vs = weights_of(arch, 2);
     load_pretrained(&mut vs, arch, path).map(|_| ())
 }
 
@@ -211,8 +210,7 @@ mod tests {
     #[test]
     fn pretrained_weights_load_and_fold_a_colour_stem() {
         let dir = tempfile::tempdir().unwrap();
-        let src = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&src.root(), Arch::Resnet18, 2);
+        let src = weights_of(Arch::Resnet18, 2);
         // Turn it into a torchvision-like file: 3-channel stem, 1000 classes.
         let mut named: Vec<(String, Tensor)> = src.variables().into_iter().collect();
         for (name, t) in named.iter_mut() {
@@ -228,8 +226,7 @@ mod tests {
         let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
         Tensor::write_safetensors(&refs, &file).unwrap();
 
-        let mut dst = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&dst.root(), Arch::Resnet18, 2);
+        let mut dst = weights_of(Arch::Resnet18, 2);
         let n = load_pretrained(&mut dst, Arch::Resnet18, &file).unwrap();
         assert!(n > 50);
         let a = src.variables()["conv1.weight"].copy();
@@ -237,20 +234,17 @@ mod tests {
         assert!(a.allclose(&b, 1e-5, 1e-6, false));
 
         // The wrong architecture is refused with a clear message.
-        let mut other = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&other.root(), Arch::Resnet34, 2);
+        let mut other = weights_of(Arch::Resnet34, 2);
         let err = load_pretrained(&mut other, Arch::Resnet34, &file).unwrap_err();
         assert!(err.to_string().contains("train.pretrained"), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
 
         // A deeper network's file does not load into a shallower one,
         // although every ResNet18 weight is in it with the right shape.
-        let deep = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&deep.root(), Arch::Resnet34, 2);
+        let deep = weights_of(Arch::Resnet34, 2);
         let deep_file = dir.path().join("r34.safetensors");
         deep.save(&deep_file).unwrap();
-        let mut shallow = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&shallow.root(), Arch::Resnet18, 2);
+        let mut shallow = weights_of(Arch::Resnet18, 2);
         let before = shallow.variables()["conv1.weight"].copy();
         let err = load_pretrained(&mut shallow, Arch::Resnet18, &deep_file).unwrap_err();
         let msg = err.to_string();
@@ -275,8 +269,7 @@ mod tests {
     #[test]
     fn a_checkpoint_loads_only_into_the_network_it_was_saved_from() {
         let dir = tempfile::tempdir().unwrap();
-        let saved = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&saved.root(), Arch::Resnet18, 2);
+        let saved = weights_of(Arch::Resnet18, 2);
         // The format is read from the content: a safetensors file under
         // another name, and a libtorch archive under a .safetensors name.
         let st = dir.path().join("model.ckpt");
@@ -287,8 +280,7 @@ mod tests {
         let ot_renamed = dir.path().join("other.safetensors");
         std::fs::copy(&ot, &ot_renamed).unwrap();
         for file in [&st, &ot, &ot_renamed] {
-            let mut vs = nn::VarStore::new(Device::Cpu);
-            let _ = resnet(&vs.root(), Arch::Resnet18, 2);
+            let mut vs = weights_of(Arch::Resnet18, 2);
             load_checkpoint(&mut vs, Arch::Resnet18, file).unwrap();
             for (name, t) in saved.variables() {
                 assert!(
@@ -299,12 +291,10 @@ mod tests {
             }
         }
         // A deeper network's checkpoint, whose every ResNet18 weight fits.
-        let deep = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&deep.root(), Arch::Resnet34, 2);
+        let deep = weights_of(Arch::Resnet34, 2);
         let deep_file = dir.path().join("r34.safetensors");
         deep.save(&deep_file).unwrap();
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&vs.root(), Arch::Resnet18, 2);
+        let mut vs = weights_of(Arch::Resnet18, 2);
         let err = load_checkpoint(&mut vs, Arch::Resnet18, &deep_file).unwrap_err();
         assert!(
             err.to_string().contains("weights of another architecture"),
@@ -312,8 +302,7 @@ mod tests {
         );
         // A checkpoint without its classifier, or with one for 3 classes.
         for classes in [None, Some(3)] {
-            let other = nn::VarStore::new(Device::Cpu);
-            let _ = resnet(&other.root(), Arch::Resnet18, classes.unwrap_or(2));
+            let other = weights_of(Arch::Resnet18, classes.unwrap_or(2));
             let named: Vec<(String, Tensor)> = other
                 .variables()
                 .into_iter()
@@ -358,8 +347,7 @@ mod tests {
     #[test]
     fn a_pretrained_file_is_checked_without_a_network_at_hand() {
         let dir = tempfile::tempdir().unwrap();
-        let src = nn::VarStore::new(Device::Cpu);
-        let _ = resnet(&src.root(), Arch::Resnet18, 2);
+        let src = weights_of(Arch::Resnet18, 2);
         let file = dir.path().join("r18.safetensors");
         src.save(&file).unwrap();
         check_pretrained(Arch::Resnet18, &file).unwrap();

@@ -223,8 +223,7 @@ fn outputs_and_predict_agree() {
     assert_eq!(embedded, serde_json::to_value(&card).unwrap());
     // Without the card anywhere, the error says what is missing.
     let bare = alone.join("bare.safetensors");
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _ = crossfold_worker::model::resnet(&vs.root(), Arch::Resnet18, 2);
+    let vs = crossfold_worker::model::weights_of(Arch::Resnet18, 2);
     vs.save(&bare).unwrap();
     let err = predict(&bare, &images, tch::Device::Cpu)
         .unwrap_err()
@@ -296,13 +295,16 @@ fn bad_inputs_get_clear_errors() {
     let weights = dir.path().join("w.safetensors");
     let t = tch::Tensor::zeros([64, 1, 3, 3], (tch::Kind::Float, tch::Device::Cpu));
     tch::Tensor::write_safetensors(&[("conv1.weight", &t)], &weights).unwrap();
-    let s2 = Spec {
+    // The spec with `train.pretrained` and `train.arch` set.
+    let with_weights = |name: &str, arch: Arch| Spec {
         train: crossfold_shared::spec::TrainSpec {
-            pretrained: Some("w.safetensors".into()),
+            pretrained: Some(name.into()),
+            arch,
             ..s.train.clone()
         },
         ..s.clone()
     };
+    let s2 = with_weights("w.safetensors", s.train.arch);
     let err = run_job(&s2, &p, Task::Screening, 1, &options(None), &mut go).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -313,17 +315,9 @@ fn bad_inputs_get_clear_errors() {
     // A deeper network's weights for a shallower network are refused (every
     // ResNet18 tensor is in a ResNet34 file with its shape), and before any
     // image is decoded: a broken image is not what the error is about.
-    let deep = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _ = crossfold_worker::model::resnet(&deep.root(), Arch::Resnet34, 2);
+    let deep = crossfold_worker::model::weights_of(Arch::Resnet34, 2);
     deep.save(dir.path().join("r34.safetensors")).unwrap();
-    let s3 = Spec {
-        train: crossfold_shared::spec::TrainSpec {
-            pretrained: Some("r34.safetensors".into()),
-            arch: Arch::Resnet18,
-            ..s.train.clone()
-        },
-        ..s.clone()
-    };
+    let s3 = with_weights("r34.safetensors", Arch::Resnet18);
     let saved = std::fs::read(p.manifest.root.join(&victim)).unwrap();
     std::fs::write(p.manifest.root.join(&victim), b"garbage").unwrap();
     let err = run_job(&s3, &p, Task::Screening, 1, &options(None), &mut go).unwrap_err();
@@ -341,13 +335,7 @@ fn bad_inputs_get_clear_errors() {
         if let Some(bytes) = bytes {
             std::fs::write(dir.path().join(name), bytes).unwrap();
         }
-        let s4 = Spec {
-            train: crossfold_shared::spec::TrainSpec {
-                pretrained: Some(name.into()),
-                ..s.train.clone()
-            },
-            ..s.clone()
-        };
+        let s4 = with_weights(name, s.train.arch);
         let err = run_job(&s4, &p, Task::Screening, 1, &options(None), &mut go).unwrap_err();
         let msg = err.to_string();
         assert!(
@@ -410,17 +398,10 @@ fn bad_inputs_get_clear_errors() {
     assert!(err.to_string().contains("protocol.tasks"), "{err}");
 
     // Weights that fit are used, and the result says which file they were.
-    let fitting = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _ = crossfold_worker::model::resnet(&fitting.root(), Arch::Resnet18, 2);
+    let fitting = crossfold_worker::model::weights_of(Arch::Resnet18, 2);
     let file = dir.path().join("r18.safetensors");
     fitting.save(&file).unwrap();
-    let s5 = Spec {
-        train: crossfold_shared::spec::TrainSpec {
-            pretrained: Some("r18.safetensors".into()),
-            ..s.train.clone()
-        },
-        ..s.clone()
-    };
+    let s5 = with_weights("r18.safetensors", s.train.arch);
     let r = run_job(&s5, &p, Task::Screening, 1, &options(None), &mut go).unwrap();
     let bytes = std::fs::read(&file).unwrap();
     assert_eq!(
