@@ -105,6 +105,7 @@ pub fn run(settings: Settings, device: Device) -> Result<BenchResult, TrainError
         fit_labels: labels_cpu.iter().map(|&y| y == 1).collect(),
         validation: Vec::new(),
         validation_labels: Vec::new(),
+        cancel: None,
     };
     let _globals = data.compute.apply_globals(&|| false)?;
     let trained = train(&net, &vs, &data, &spec, &mut |_| Control::Continue)?;

@@ -24,7 +24,8 @@ impl Normalise {
 /// scores dropped), so every forward pass has the training batch's shape
 /// and the autotuned kernels are reused; elsewhere padding would only cost
 /// time. The scores stay on the device until the end (one
-/// transfer), and the softmax is taken in f64.
+/// transfer), and the softmax is taken in f64. `stop` is asked before each
+/// batch: when it says yes, scoring ends with [`ScoreError::Cancelled`].
 pub fn score(
     net: &impl ModuleT,
     images: &Tensor,
@@ -32,6 +33,7 @@ pub fn score(
     norm: Normalise,
     batch: i64,
     compute: Compute,
+    stop: &dyn Fn() -> bool,
 ) -> Result<Vec<f64>, ScoreError> {
     let n = index.size()[0];
     if n == 0 {
@@ -53,6 +55,9 @@ pub fn score(
         let mut parts = Vec::new();
         let mut start = 0;
         while start < padded_len {
+            if stop() {
+                return Err(ScoreError::Cancelled);
+            }
             let idx = index.f_narrow(0, start, batch.min(padded_len - start))?;
             let x = norm.apply(&gather(images, &idx)?)?;
             let logits = compute.forward(net, &x, false)?;
@@ -81,6 +86,8 @@ pub enum ScoreError {
     Torch(#[from] tch::TchError),
     #[error("{0}")]
     Precision(#[from] ShimError),
+    #[error("cancelled while scoring")]
+    Cancelled,
 }
 
 /// Mean cross-entropy of `scores` (probabilities of class 1) against labels.
@@ -106,6 +113,42 @@ pub fn log_loss(labels: &[bool], scores: &[f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    fn never() -> bool {
+        false
+    }
+
+    #[test]
+    fn scoring_stops_between_batches_when_told() {
+        let net = tch::nn::func_t(|x, _train| {
+            let v = x.flatten(1, -1).narrow(1, 0, 1);
+            Tensor::cat(&[v.zeros_like(), v], 1)
+        });
+        let images = Tensor::from_slice(&[1u8, 2, 3, 4, 5]).reshape([5, 1, 1, 1]);
+        let index = Tensor::from_slice(&[0i64, 1, 2, 3, 4]);
+        let plain = Normalise {
+            mean: 0.0,
+            std: 1.0,
+        };
+        // Told to stop after the first of three batches.
+        let asked = Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 1
+        };
+        let err = score(&net, &images, &index, plain, 2, Compute::plain(), &stop).unwrap_err();
+        assert!(matches!(err, ScoreError::Cancelled), "{err}");
+        assert_eq!(asked.get(), 2, "asked before each batch, no further");
+        // Never told: all three batches.
+        asked.set(0);
+        let counting = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        let s = score(&net, &images, &index, plain, 2, Compute::plain(), &counting).unwrap();
+        assert_eq!((s.len(), asked.get()), (5, 3));
+    }
 
     #[test]
     fn log_loss_by_hand() {
@@ -126,8 +169,8 @@ mod tests {
             mean: 0.0,
             std: 0.1,
         };
-        let one_by_one = score(&net, &images, &index, scale, 1, Compute::plain()).unwrap();
-        let in_twos = score(&net, &images, &index, scale, 2, Compute::plain()).unwrap();
+        let one_by_one = score(&net, &images, &index, scale, 1, Compute::plain(), &never).unwrap();
+        let in_twos = score(&net, &images, &index, scale, 2, Compute::plain(), &never).unwrap();
         assert_eq!(one_by_one, in_twos);
         let logistic = |v: f64| 1.0 / (1.0 + (-v).exp());
         // Pixels are read as x / 255, then normalised: logit x / 25.5.
@@ -150,7 +193,7 @@ mod tests {
             mean: 0.0,
             std: 1.0,
         };
-        let s = score(&net, &images, &index, plain, 1, Compute::plain()).unwrap();
+        let s = score(&net, &images, &index, plain, 1, Compute::plain(), &never).unwrap();
         assert!(s[0] < s[1] && s[1] < 1.0, "{s:?}");
         let f32_scores = Tensor::from_slice(&[0.0f32, 20.0, 0.0, 30.0])
             .reshape([2, 2])

@@ -211,8 +211,8 @@ pub struct JobOptions<'a> {
     pub decode_threads: usize,
     /// Where to write the outputs (created), or nowhere.
     pub out: Option<&'a Path>,
-    /// Set to stop the job while it decodes images (training itself stops
-    /// through the progress callback).
+    /// Set to stop the job while it decodes images or scores validation and
+    /// test images (the training steps stop through the progress callback).
     pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
     /// The images as the data set's check decoded them, if it kept them at
     /// the job's size (`train`): not decoded a second time.
@@ -413,6 +413,11 @@ fn run_job_unguarded(
             .cancel
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     };
+    // Scoring told to stop ends the job as cancelled, as training does.
+    let scoring_error = |e| match e {
+        ScoreError::Cancelled => train_error(TrainError::Cancelled),
+        other => JobError::Score(other),
+    };
     let _globals = compute.apply_globals(&cancelled).map_err(|e| match e {
         crate::precision::GateError::Cancelled => train_error(TrainError::Cancelled),
         other => train_error(other.into()),
@@ -486,6 +491,7 @@ fn run_job_unguarded(
         fit_labels: fit.iter().map(|&i| positive[i]).collect(),
         validation: val.iter().map(|&i| i as i64).collect(),
         validation_labels: val.iter().map(|&i| positive[i]).collect(),
+        cancel: options.cancel,
     };
     let trained = train(&net, &vs, &data, t, on_progress).map_err(train_error)?;
 
@@ -495,13 +501,31 @@ fn run_job_unguarded(
         None
     } else {
         let idx = Tensor::f_from_slice(&data.validation)?.f_to_device(device)?;
-        let s = score(&net, &set.images, &idx, trained.normalise, batch, compute)?;
+        let s = score(
+            &net,
+            &set.images,
+            &idx,
+            trained.normalise,
+            batch,
+            compute,
+            &cancelled,
+        )
+        .map_err(scoring_error)?;
         youden_threshold(&data.validation_labels, &s)?
     };
     let n_train = train_entries.len();
     let test_idx: Vec<i64> = (n_train..all.len()).map(|i| i as i64).collect();
     let idx = Tensor::f_from_slice(&test_idx)?.f_to_device(device)?;
-    let scores = score(&net, &set.images, &idx, trained.normalise, batch, compute)?;
+    let scores = score(
+        &net,
+        &set.images,
+        &idx,
+        trained.normalise,
+        batch,
+        compute,
+        &cancelled,
+    )
+    .map_err(scoring_error)?;
     let test_labels: Vec<bool> = positive[n_train..].to_vec();
     let stats = RoundStats::compute(&test_labels, &scores, t.threshold)?;
     let stats_youden = match youden {
@@ -739,7 +763,9 @@ fn predict_unguarded(
                 .f_reshape([n, 1, size, size])?
                 .f_to_device(device)?;
             let idx = Tensor::f_arange(n, (Kind::Int64, device))?;
-            scores = score(&net, &stack, &idx, card.normalise, batch, compute)?;
+            scores = score(&net, &stack, &idx, card.normalise, batch, compute, &|| {
+                false
+            })?;
         }
         if scores.len() != n as usize {
             return Err(PredictError::Count {

@@ -274,6 +274,30 @@ fn cancellation_stops_within_a_step() {
     let err = run_job(&s, &p, Task::Screening, 1, &opts, &mut count).unwrap_err();
     assert!(err.is_cancelled(), "{err}");
     assert_eq!(steps, 0);
+
+    // Cancelled once training is over (the flag set at the last epoch's
+    // report, which still says continue): the scoring of the validation and
+    // test images stops, and nothing is written.
+    let s = spec(dir.path(), (12, 6, 6), 64, TINY);
+    let p = prepare(&s).unwrap();
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let out = dir.path().join("out");
+    let opts = JobOptions {
+        cancel: Some(&flag),
+        ..options(Some(&out))
+    };
+    let mut finished = 0;
+    let mut at_the_end = |p: &Progress| {
+        if p.epoch_done && p.epoch == p.epochs {
+            finished += 1;
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Control::Continue
+    };
+    let err = run_job(&s, &p, Task::Screening, 1, &opts, &mut at_the_end).unwrap_err();
+    assert!(err.is_cancelled(), "{err}");
+    assert_eq!(finished, 1, "training ran to its end");
+    assert!(!out.join("predictions.csv").exists());
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub use optim::{LossScale, Optim, OptimError};
 pub use schedule::LrSchedule;
 
 use crate::data::{gather, Augmenter};
-use crate::evaluate::{log_loss, score, Normalise};
+use crate::evaluate::{log_loss, score, Normalise, ScoreError};
 use crate::precision::{Compute, ShimError};
 use crossfold_shared::metrics::auc;
 use crossfold_shared::spec::{ClassWeighting, TrainSpec};
@@ -24,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Reduction, Tensor};
@@ -111,6 +112,9 @@ pub struct TrainData<'a> {
     pub fit_labels: Vec<bool>,
     pub validation: Vec<i64>,
     pub validation_labels: Vec<bool>,
+    /// Set to stop while the validation images are scored (the training
+    /// steps stop through the progress callback).
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -439,7 +443,12 @@ pub fn train(
                 normalise,
                 batch as i64,
                 data.compute,
-            )?;
+                &|| data.cancel.is_some_and(|c| c.load(Ordering::Relaxed)),
+            )
+            .map_err(|e| match e {
+                ScoreError::Cancelled => TrainError::Cancelled,
+                other => other.into(),
+            })?;
             if s.iter().any(|v| !v.is_finite()) {
                 return Err(TrainError::Diverged {
                     epoch,
@@ -641,12 +650,49 @@ mod tests {
             fit_labels,
             validation: validation.clone(),
             validation_labels: validation_labels.clone(),
+            cancel: None,
         };
         let trained = train(&net, &vs, &data, t, progress)?;
         // Score the validation images with the weights train() left behind.
         let idx = Tensor::from_slice(&validation);
-        let s = score(&net, &images, &idx, trained.normalise, 16, compute).unwrap();
+        let s = score(&net, &images, &idx, trained.normalise, 16, compute, &|| {
+            false
+        })
+        .unwrap();
         Ok((trained, s, validation_labels))
+    }
+
+    #[test]
+    fn cancelling_during_validation_stops_before_the_epoch_ends() {
+        let (images, labels, fit, fit_labels, validation, validation_labels) = toy(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = tiny_net(&vs);
+        let cancel = AtomicBool::new(false);
+        let data = TrainData {
+            seed: 5,
+            compute: Compute::plain(),
+            images: &images,
+            labels: &labels,
+            fit,
+            fit_labels,
+            validation,
+            validation_labels,
+            cancel: Some(&cancel),
+        };
+        // The flag is set after the first epoch's last step, as a worker
+        // told to stop at that moment would set it; the callback itself
+        // goes on saying continue.
+        let mut epochs_done = 0;
+        let err = train(&net, &vs, &data, &spec(3, 0.05, 0), &mut |p| {
+            if !p.epoch_done && p.step == p.steps_per_epoch {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            epochs_done += u32::from(p.epoch_done);
+            Control::Continue
+        })
+        .unwrap_err();
+        assert!(matches!(err, TrainError::Cancelled), "{err}");
+        assert_eq!(epochs_done, 0, "stopped inside the first validation");
     }
 
     #[test]
