@@ -5,7 +5,8 @@
 //! by its file stem; files inside a sub-folder of a class folder belong to
 //! the patient named by that sub-folder (`root/benign/P17/ap.png`,
 //! `root/benign/P17/lat.png`). Files with other extensions than
-//! [`super::IMAGE_EXTENSIONS`] are skipped and counted. Any other folder at
+//! [`super::IMAGE_EXTENSIONS`] are skipped and counted, except files
+//! without an extension whose content is DICOM (`IM000001`). Any other folder at
 //! the top level is an error, so no data is dropped silently.
 //!
 //! What `dataset check` would refuse is refused here already, all of it in
@@ -163,11 +164,24 @@ fn add(
             .join("/")
     });
     match rel {
-        Some(rel) if IMAGE_EXTENSIONS.contains(&ext.as_str()) => {
+        Some(rel) if IMAGE_EXTENSIONS.contains(&ext.as_str()) || bare_dicom(file, &ext) => {
             entries.push(Entry::new(rel, label, patient))
         }
         _ => skipped.push(file.to_path_buf()),
     }
+}
+
+/// Whether a file without an extension is a DICOM image by its content
+/// (DICOM files are often named `IM000001`); a `DICOMDIR` (the index of a
+/// DICOM medium, no image) is not.
+fn bare_dicom(file: &Path, ext: &str) -> bool {
+    use std::io::Read;
+    if !ext.is_empty() || file.file_name().is_some_and(|n| n == "DICOMDIR") {
+        return false;
+    }
+    let mut head = Vec::with_capacity(4096);
+    let read = std::fs::File::open(file).and_then(|f| f.take(4096).read_to_end(&mut head));
+    read.is_ok() && crate::imaging::looks_like_dicom(&head)
 }
 
 fn sorted_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -301,6 +315,14 @@ mod tests {
         touch(&r.join("benign/P17/lat.JPG"));
         touch(&r.join("malignant/m1.dcm"));
         touch(&r.join("malignant/notes.txt"));
+        // Without an extension: a DICOM data set by its content is taken
+        // (its first element, Specific Character Set), text is not, nor
+        // is a DICOMDIR.
+        let bare = b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100";
+        touch(&r.join("malignant/P20/IM000001"));
+        std::fs::write(r.join("malignant/P20/IM000001"), bare).unwrap();
+        std::fs::write(r.join("malignant/P20/DICOMDIR"), bare).unwrap();
+        std::fs::write(r.join("malignant/P20/README"), b"scanned 2019").unwrap();
         let (m, summary) = import_tree(r).unwrap();
         let rows: Vec<(String, Label, String)> = m
             .entries
@@ -313,10 +335,20 @@ mod tests {
                 ("Normal/n1.png".into(), Label::Normal, "n1".into()),
                 ("benign/P17/ap.png".into(), Label::Benign, "P17".into()),
                 ("benign/P17/lat.JPG".into(), Label::Benign, "P17".into()),
+                (
+                    "malignant/P20/IM000001".into(),
+                    Label::Malignant,
+                    "P20".into()
+                ),
                 ("malignant/m1.dcm".into(), Label::Malignant, "m1".into()),
             ]
         );
-        assert_eq!(summary.skipped_files.len(), 1);
+        assert_eq!(
+            summary.skipped_files.len(),
+            3,
+            "{:?}",
+            summary.skipped_files
+        );
         assert!(summary.shared_prefixes.is_empty());
     }
 

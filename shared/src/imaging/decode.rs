@@ -18,8 +18,9 @@ pub fn decode_file(path: &Path) -> Result<GrayImage, ImagingError> {
 
 /// Decode an image held in memory; `name` only labels errors.
 ///
-/// A DICOM preamble (`DICM` at byte 128) selects the DICOM reader; otherwise
-/// the magic bytes must say PNG or JPEG. Zero bytes give
+/// A DICOM file (`DICM` at byte 128, or at byte 0 without the preamble, or
+/// a bare data set starting with group 0008) goes to the DICOM reader;
+/// otherwise the magic bytes must say PNG or JPEG. Zero bytes give
 /// [`ImagingError::Empty`]; another recognised format (TIFF, BMP, …) gives
 /// [`ImagingError::Unsupported`]; anything else [`ImagingError::Undecodable`].
 pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<GrayImage, ImagingError> {
@@ -47,8 +48,8 @@ pub fn decode_bytes_noting(
             path: name.to_path_buf(),
         });
     }
-    if dicom::is_dicom(bytes) {
-        return dicom::decode(bytes, name).map(|img| (img, None));
+    if let Some(framing) = dicom::Framing::of(bytes) {
+        return dicom::decode(bytes, framing, name).map(|img| (img, None));
     }
     let format = image::guess_format(bytes)
         .map_err(|_| ImagingError::undecodable(name, "not a PNG, JPEG or DICOM file"))?;

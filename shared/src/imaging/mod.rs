@@ -5,7 +5,12 @@
 //!
 //! The format is recognised from the file's *content*, never its extension:
 //!
-//! - **DICOM**: the 128-byte preamble followed by `DICM`. Read with `dicom-object`,
+//! - **DICOM**: the 128-byte preamble followed by `DICM` (Part 10); `DICM` and
+//!   the meta group without the preamble; or a bare data set (no preamble,
+//!   no meta group: implicit or explicit VR little endian, told apart by its
+//!   first element, which must be of group 0008). Every element length is
+//!   checked against the file before it is read (a damaged length is
+//!   refused, naming the element and its byte, not allocated). Read with `dicom-object`,
 //!   pixel data decoded with `dicom-pixeldata` (native transfer syntaxes, deflate,
 //!   RLE and JPEG baseline/extended/lossless, all in pure Rust; JPEG 2000 and
 //!   JPEG-LS are [`ImagingError::Unsupported`]). Only the first frame of a
@@ -15,7 +20,10 @@
 //!      pair; the LINEAR function of DICOM PS3.3 C.11.2.1.2 unless
 //!      VOILUTFunction says LINEAR_EXACT or SIGMOID), otherwise a min-max
 //!      stretch over the frame's rescaled values (a constant frame becomes 0);
-//!   3. for `MONOCHROME1`, inversion (`1 - v`), so bone is bright either way.
+//!   3. for `MONOCHROME1`, or Presentation LUT Shape `INVERSE`, inversion
+//!      (`1 - v`), so bone is bright either way;
+//!   4. pixel padding (PixelPaddingValue, up to PixelPaddingRangeLimit when
+//!      given; stored values) black, and left out of the min-max stretch.
 //!
 //!   RGB pixels become BT.601 luma; `YBR_FULL` keeps its Y plane (which *is*
 //!   BT.601 luma). VOI LUT sequences (explicit tables) are not applied: such a
@@ -54,6 +62,12 @@ pub(crate) mod tests;
 
 pub use decode::{decode_bytes, decode_bytes_noting, decode_file, Gray16};
 pub use resize::{resize_to_square, ResizeMode};
+
+/// Whether `head` (a file's first bytes, 4 KiB or all of it) looks like a
+/// DICOM file or bare data set, as the decoder would take it.
+pub fn looks_like_dicom(head: &[u8]) -> bool {
+    dicom::Framing::of(head).is_some()
+}
 
 use std::path::{Path, PathBuf};
 

@@ -284,6 +284,9 @@ pub(crate) struct Dcm {
     pub rescale: Option<(&'static str, &'static str)>,
     pub window: Option<(&'static str, &'static str)>,
     pub voi_function: Option<&'static str>,
+    /// Pixel Padding Value and Range Limit, as stored (US).
+    pub padding: Option<(u16, Option<u16>)>,
+    pub presentation_lut: Option<&'static str>,
     pub pixels: PrimitiveValue,
     pub transfer_syntax: &'static str,
 }
@@ -303,6 +306,8 @@ impl Dcm {
             rescale: None,
             window: None,
             voi_function: None,
+            padding: None,
+            presentation_lut: None,
             pixels: PrimitiveValue::U16(pixels.iter().copied().collect()),
             transfer_syntax: EXPLICIT_VR_LE,
         }
@@ -311,6 +316,11 @@ impl Dcm {
 
 /// Write `d` as a DICOM file (preamble, meta group, explicit VR little endian).
 pub(crate) fn write_dicom(path: &Path, d: &Dcm) {
+    dicom_file(d).write_to_file(path).unwrap();
+}
+
+/// `d` as a DICOM file object, its meta group naming `d.transfer_syntax`.
+fn dicom_file(d: &Dcm) -> dicom_object::DefaultDicomObject {
     let mut obj = InMemDicomObject::new_empty();
     let us = |obj: &mut InMemDicomObject, tag, v: u16| {
         obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
@@ -356,6 +366,15 @@ pub(crate) fn write_dicom(path: &Path, d: &Dcm) {
     if let Some(f) = d.voi_function {
         text(&mut obj, tags::VOILUT_FUNCTION, VR::CS, f);
     }
+    if let Some((value, limit)) = d.padding {
+        us(&mut obj, tags::PIXEL_PADDING_VALUE, value);
+        if let Some(limit) = limit {
+            us(&mut obj, tags::PIXEL_PADDING_RANGE_LIMIT, limit);
+        }
+    }
+    if let Some(shape) = d.presentation_lut {
+        text(&mut obj, tags::PRESENTATION_LUT_SHAPE, VR::CS, shape);
+    }
     if d.transfer_syntax == EXPLICIT_VR_LE {
         let vr = if d.bits_allocated > 8 { VR::OW } else { VR::OB };
         obj.put(DataElement::new(tags::PIXEL_DATA, vr, d.pixels.clone()));
@@ -377,10 +396,8 @@ pub(crate) fn write_dicom(path: &Path, d: &Dcm) {
             )),
         ));
     }
-    let file = obj
-        .with_meta(FileMetaTableBuilder::new().transfer_syntax(d.transfer_syntax))
-        .unwrap();
-    file.write_to_file(path).unwrap();
+    obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(d.transfer_syntax))
+        .unwrap()
 }
 
 #[test]
@@ -462,6 +479,139 @@ fn dicom_monochrome1_is_inverted() {
     };
     write_dicom(&path, &d);
     assert_pixels(&decode_file(&path).unwrap(), &[1.0, 0.75, 0.5, 0.0], 1e-7);
+}
+
+#[test]
+fn dicom_presentation_lut_inverse_inverts_monochrome2_and_not_monochrome1_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inverse.dcm");
+    for (photometric, shape, want) in [
+        ("MONOCHROME2", None, [0.0, 0.25, 0.5, 1.0]),
+        ("MONOCHROME2", Some("IDENTITY"), [0.0, 0.25, 0.5, 1.0]),
+        ("MONOCHROME2", Some("INVERSE"), [1.0, 0.75, 0.5, 0.0]),
+        ("MONOCHROME1", Some("INVERSE"), [1.0, 0.75, 0.5, 0.0]),
+        ("MONOCHROME1", None, [1.0, 0.75, 0.5, 0.0]),
+    ] {
+        let d = Dcm {
+            photometric,
+            presentation_lut: shape,
+            ..Dcm::mono2(4, 1, &[100, 200, 300, 500])
+        };
+        write_dicom(&path, &d);
+        assert_pixels(&decode_file(&path).unwrap(), &want, 1e-7);
+    }
+}
+
+#[test]
+fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("padded.dcm");
+    // Padding 0 around values 100..500: the stretch is over 100..500, not
+    // 0..500, and the padding is black.
+    let d = Dcm {
+        padding: Some((0, None)),
+        ..Dcm::mono2(3, 2, &[0, 100, 200, 300, 500, 0])
+    };
+    write_dicom(&path, &d);
+    assert_pixels(
+        &decode_file(&path).unwrap(),
+        &[0.0, 0.0, 0.25, 0.5, 1.0, 0.0],
+        1e-7,
+    );
+    // Inverted (MONOCHROME1): the image inverts, the padding stays black.
+    let d = Dcm {
+        photometric: "MONOCHROME1",
+        padding: Some((0, None)),
+        ..Dcm::mono2(3, 2, &[0, 100, 200, 300, 500, 0])
+    };
+    write_dicom(&path, &d);
+    assert_pixels(
+        &decode_file(&path).unwrap(),
+        &[0.0, 1.0, 0.75, 0.5, 0.0, 0.0],
+        1e-7,
+    );
+    // A padding range (limit below the value; either order is a range),
+    // with a window: values in 4000..=4095 are padding.
+    let d = Dcm {
+        bits_stored: 12,
+        padding: Some((4095, Some(4000))),
+        window: Some(("2048", "4096")),
+        ..Dcm::mono2(4, 1, &[4095, 4000, 3999, 2048])
+    };
+    write_dicom(&path, &d);
+    let lin = |x: f64| (x - 2047.5) / 4095.0 + 0.5;
+    assert_pixels(
+        &decode_file(&path).unwrap(),
+        &[0.0, 0.0, lin(3999.0), lin(2048.0)],
+        1e-6,
+    );
+    // Signed pixels: the padding value's bits are read as a signed sample
+    // (0xF830 = -2000), and the rescale applies after the comparison.
+    let values: [i16; 4] = [-2000, -1000, 0, 1000];
+    let d = Dcm {
+        signed: true,
+        rescale: Some(("1", "1024")),
+        padding: Some((-2000i16 as u16, None)),
+        ..Dcm::mono2(2, 2, &values.map(|v| v as u16))
+    };
+    write_dicom(&path, &d);
+    assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.0, 0.5, 1.0], 1e-7);
+}
+
+#[test]
+fn dicom_without_preamble_or_meta_group_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Dcm {
+        window: Some(("2048", "4096")),
+        bits_stored: 12,
+        ..Dcm::mono2(4, 1, &[0, 1024, 2048, 4095])
+    };
+    let lin = |x: f64| (x - 2047.5) / 4095.0 + 0.5;
+    let want = [0.0, lin(1024.0), lin(2048.0), 1.0];
+    let file = dicom_file(&d);
+    // `DICM` and the meta group, no preamble.
+    let mut no_preamble = b"DICM".to_vec();
+    file.write_meta(&mut no_preamble).unwrap();
+    file.write_dataset(&mut no_preamble).unwrap();
+    // The data set alone, in both little-endian syntaxes (a bare data set
+    // says nothing of its syntax: the first element tells).
+    let bare = |uid: &str| {
+        let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get(uid)
+            .unwrap();
+        let mut out = Vec::new();
+        file.write_dataset_with_ts(&mut out, ts).unwrap();
+        out
+    };
+    use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+    for (name, bytes) in [
+        ("no_preamble", no_preamble),
+        ("bare_implicit", bare("1.2.840.10008.1.2")),
+        ("bare_explicit", bare(EXPLICIT_VR_LE)),
+    ] {
+        // No extension: the content decides.
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let img = decode_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_pixels(&img, &want, 1e-6);
+    }
+    // A bare data set that breaks off is undecodable, naming the file and
+    // the element cut short.
+    let mut cut = bare("1.2.840.10008.1.2");
+    cut.truncate(cut.len() - 3);
+    let err = decode_bytes(&cut, Path::new("/data/IM0001")).unwrap_err();
+    assert!(matches!(&err, ImagingError::Undecodable { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.starts_with("/data/IM0001: "), "{msg}");
+    assert!(
+        msg.contains("(7FE0,0010) at byte 192 says its value is 8 bytes long")
+            && msg.contains("5 bytes left"),
+        "{msg}"
+    );
+    // A bare data set without its pixel data.
+    let whole = bare("1.2.840.10008.1.2");
+    let err = decode_bytes(&whole[..192], Path::new("/data/IM0002")).unwrap_err();
+    assert!(err.to_string().contains("`PixelData`"), "{err}");
 }
 
 #[test]
@@ -712,6 +862,33 @@ fn broken_dicom_is_undecodable_naming_the_path() {
     let err = decode_file(&path).unwrap_err();
     assert!(matches!(&err, ImagingError::Undecodable { .. }), "{err:?}");
 
+    // A damaged length (4 GB stated in a file of a few hundred bytes) is
+    // found before anything is read or allocated.
+    let path = dir.path().join("long.dcm");
+    write_dicom(&path, &Dcm::mono2(2, 2, &[1, 2, 3, 4]));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"\xe0\x7f\x10\x00OW")
+        .unwrap();
+    bytes[at + 8..at + 12].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    let err = decode_bytes(&bytes, &path).unwrap_err();
+    assert!(matches!(&err, ImagingError::Undecodable { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("(7FE0,0010) at byte ")
+            && err.to_string().contains("4026531840 bytes long"),
+        "{err}"
+    );
+    // The same in the file meta group.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"\x02\x00\x10\x00UI")
+        .unwrap();
+    bytes[at + 6..at + 8].copy_from_slice(&0xFFF0u16.to_le_bytes());
+    let err = decode_bytes(&bytes, &path).unwrap_err();
+    assert!(err.to_string().contains("(0002,0010)"), "{err}");
+
     // Zero rows and columns.
     let path = dir.path().join("zero.dcm");
     write_dicom(&path, &Dcm::mono2(0, 0, &[]));
@@ -860,4 +1037,39 @@ fn degenerate_inputs_give_black() {
         resize_to_square(&img, 2, ResizeMode::Pad),
         vec![0, 255, 0, 0]
     );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// A DICOM file (Part 10, or a bare data set found by its first
+    /// element) with bytes overwritten anywhere, lengths included, is
+    /// decoded or refused, never a panic.
+    #[test]
+    fn a_damaged_dicom_file_is_refused_without_panicking(
+        damage in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..8),
+        framing in 0..3u8,
+    ) {
+        use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+        let file = dicom_file(&Dcm {
+            rescale: Some(("1", "0")),
+            ..Dcm::mono2(4, 2, &[0, 1, 2, 3, 4, 5, 6, 7])
+        });
+        let mut bytes = Vec::new();
+        let keep = if framing == 0 {
+            // Part 10: the preamble and `DICM` kept.
+            file.write_all(&mut bytes).unwrap();
+            132
+        } else {
+            let uid = if framing == 1 { EXPLICIT_VR_LE } else { "1.2.840.10008.1.2" };
+            let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(uid).unwrap();
+            file.write_dataset_with_ts(&mut bytes, ts).unwrap();
+            // The first four bytes make it a data set at all.
+            4
+        };
+        for (at, b) in damage {
+            let at = keep + at % (bytes.len() - keep);
+            bytes[at] = b;
+        }
+        let _ = decode_bytes(&bytes, Path::new("damaged"));
+    }
 }
