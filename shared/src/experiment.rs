@@ -4,7 +4,7 @@
 
 use crate::dataset::{self, DatasetError, Fingerprint, Keep, Squares};
 use crate::folds::{make_plan, FoldsError, SplitPlan};
-use crate::imaging::ResizeMode;
+use crate::imaging::Reading;
 use crate::label::Task;
 use crate::manifest::{manifest_root, Manifest, ManifestError};
 use crate::spec::{Spec, SyntheticSpec};
@@ -78,16 +78,15 @@ pub struct PreparedTask {
 
 /// [`prepare`] for running one task: when another task of the spec cannot
 /// be split, the plan covers this task alone and `note` says so. With
-/// `keep = Some((size, mode))`, the task's images decoded by the data set's
-/// check are kept at that size.
+/// `keep = Some(reading)`, the task's images decoded by the data set's
+/// check are kept, read so.
 pub fn prepare_task(
     spec: &Spec,
     task: Task,
-    keep: Option<(u32, ResizeMode)>,
+    keep: Option<Reading>,
 ) -> Result<PreparedTask, PrepareError> {
-    let keep = keep.map(|(size, mode)| Keep {
-        size,
-        mode,
+    let keep = keep.map(|reading| Keep {
+        reading,
         task: Some(task),
     });
     let (manifest, fingerprint, generated, squares) = prepare_dataset(spec, keep)?;

@@ -171,6 +171,10 @@ pub struct ModelCard {
     pub arch: crossfold_shared::spec::Arch,
     pub image_size: u32,
     pub resize: crossfold_shared::spec::Resize,
+    /// How 16-bit gray images were scaled in training (cards written
+    /// before it was recorded: per image, the only way then).
+    #[serde(default)]
+    pub gray16: crossfold_shared::imaging::Gray16Scale,
     pub normalise: Normalise,
     pub task: Task,
     pub round: u32,
@@ -452,8 +456,7 @@ fn run_job_unguarded(
     let set = load_images(
         &prepared.manifest,
         &all,
-        t.image_size,
-        t.resize,
+        t.reading(),
         device,
         crate::data::Sources {
             threads: options.decode_threads,
@@ -595,6 +598,7 @@ fn run_job_unguarded(
             arch: t.arch,
             image_size: t.image_size,
             resize: t.resize,
+            gray16: t.gray16,
             normalise: trained.normalise,
             task,
             round,
@@ -737,7 +741,12 @@ fn predict_unguarded(
             }
         },
     })?;
-    let mode = card.resize.mode();
+    // New images are read as the training images were.
+    let reading = crossfold_shared::imaging::Reading {
+        size: card.image_size,
+        mode: card.resize.mode(),
+        gray16: card.gray16,
+    };
     let size = card.image_size as i64;
     // The training run's numerics (autocast, layout, TF32), on this device.
     let compute = predict_compute(card.compute, device);
@@ -750,7 +759,7 @@ fn predict_unguarded(
         let mut pixels = Vec::with_capacity(chunk.len() * (size * size) as usize);
         let mut read = Vec::with_capacity(chunk.len());
         for p in chunk {
-            let image = crossfold_shared::imaging::load_square(p, card.image_size, mode);
+            let image = crossfold_shared::imaging::load_square(p, reading);
             if let Ok(px) = &image {
                 pixels.extend_from_slice(px);
             }
@@ -1009,6 +1018,7 @@ mod tests {
         assert!(card.compute.cudnn_benchmark);
         assert_eq!(card.provenance.compute, card.compute);
         assert!(!card.provenance.deterministic_algorithms);
+        assert_eq!(card.gray16, crossfold_shared::imaging::Gray16Scale::Auto);
         // A card that is not one still fails, naming the missing field.
         let err = parse_card(r#"{"arch": "resnet18"}"#).unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");

@@ -413,7 +413,7 @@ fn train_one(
         prepared,
         note,
         squares,
-    } = prepare_task(&spec, task, Some((t.image_size, t.resize.mode())))?;
+    } = prepare_task(&spec, task, Some(t.reading()))?;
     if let Some(note) = note {
         tracing::warn!("{note}");
     }

@@ -84,7 +84,7 @@ fn same_job_twice_gives_identical_predictions() {
     // predictions. The files are spoiled after the check, so the job
     // cannot have read them again.
     let t = settings_on(&s, tch::Device::Cpu);
-    let keep = Some((t.image_size, t.resize.mode()));
+    let keep = Some(t.reading());
     let kept = prepare_task(&s, Task::Screening, keep).unwrap();
     let squares = kept.squares.expect("the check's images kept");
     assert_eq!(squares.len(), 24);
@@ -232,6 +232,38 @@ fn outputs_and_predict_agree() {
         err.contains("model.json") && err.contains("no model card"),
         "{err}"
     );
+
+    // New images are read on the training's 16-bit scale, from the card. A
+    // dark 16-bit radiograph (nothing above 4095) is read as 12-bit data
+    // per image, but as the 16-bit image it is under a "16bit" card: the
+    // two scores differ. An 8-bit image scores the same under both.
+    assert_eq!(card.gray16, crossfold_shared::imaging::Gray16Scale::Auto);
+    let dark = dir.path().join("dark16.png");
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(80, 80, |x, y| {
+        image::Luma([((x * 37 + y * 11) % 4000) as u16])
+    })
+    .save(&dark)
+    .unwrap();
+    let eight = images[0].clone();
+    let mut scored = Vec::new();
+    for scale in ["auto", "16bit"] {
+        let d = dir.path().join(scale);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(&bare, d.join("weights.safetensors")).unwrap();
+        let mut json = serde_json::to_value(&card).unwrap();
+        json["gray16"] = scale.into();
+        std::fs::write(d.join("model.json"), json.to_string()).unwrap();
+        let (read_card, s) = predict(
+            &d.join("weights.safetensors"),
+            &[dark.clone(), eight.clone()],
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(serde_json::to_value(read_card.gray16).unwrap(), scale);
+        scored.push(s.into_iter().map(Result::unwrap).collect::<Vec<f64>>());
+    }
+    assert_ne!(scored[0][0], scored[1][0], "the dark 16-bit image");
+    assert_eq!(scored[0][1], scored[1][1], "the 8-bit image");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use super::paths::{contained_in, normalise};
 use super::{available_threads, parallel_map, DatasetError};
 use crate::imaging::{
-    decode_bytes_noting, resize_to_square, Gray16, GrayImage, ImagingError, ResizeMode,
+    decode_bytes_scaled, resize_to_square, Gray16, Gray16Scale, GrayImage, ImagingError, Reading,
 };
 use crate::label::{Label, Task};
 use crate::manifest::{check_rows, read_raw, RawRow};
@@ -117,17 +117,16 @@ fn issue(
 /// Images are taken out as they are used, so they are not held twice.
 #[derive(Debug)]
 pub struct Squares {
-    pub size: u32,
-    pub mode: ResizeMode,
+    pub reading: Reading,
     /// `size * size` bytes per image, keyed by its normalised path.
     by_path: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Squares {
     /// Take out the image at `path` (as a manifest row spells it), if it
-    /// is here at `size` and `mode`.
-    pub fn take(&self, path: &str, size: u32, mode: ResizeMode) -> Option<Vec<u8>> {
-        if size != self.size || mode != self.mode {
+    /// is here read as `reading` says.
+    pub fn take(&self, path: &str, reading: Reading) -> Option<Vec<u8>> {
+        if reading != self.reading {
             return None;
         }
         self.images().remove(&normalise(path))
@@ -163,8 +162,8 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
 /// Which images [`check_keeping`] keeps, and at what size.
 #[derive(Clone, Copy, Debug)]
 pub struct Keep {
-    pub size: u32,
-    pub mode: ResizeMode,
+    /// How the images are read and kept.
+    pub reading: Reading,
     /// Only images with one of these labels (say, a malignancy round's
     /// benign and malignant images): the others are checked and let go.
     pub task: Option<Task>,
@@ -177,13 +176,11 @@ pub fn check_keeping(
     data_root: Option<&Path>,
     keep: Keep,
 ) -> Result<(CheckReport, Squares), DatasetError> {
-    let Keep { size, mode, .. } = keep;
     let (report, by_path) = check_with(manifest, data_root, Some(keep))?;
     Ok((
         report,
         Squares {
-            size,
-            mode,
+            reading: keep.reading,
             by_path: Mutex::new(by_path),
         },
     ))
@@ -331,7 +328,8 @@ fn check_with(
                     .is_ok_and(|label| task.includes(label))
             })
         });
-        check_file(&base, &root, row, wanted.map(|k| (k.size, k.mode)))
+        let gray16 = keep.map_or(Gray16Scale::Auto, |k| k.reading.gray16);
+        check_file(&base, &root, row, gray16, wanted.map(|k| k.reading))
     });
     let mut by_content: BTreeMap<String, &RawRow> = BTreeMap::new();
     let mut kept = Kept::new();
@@ -410,12 +408,15 @@ fn check_with(
 
 /// The image at `path` and the SHA-256 of the bytes it was decoded from
 /// (the file is read once).
-fn read_and_decode(path: &Path) -> Result<(GrayImage, Option<Gray16>, String), ImagingError> {
+fn read_and_decode(
+    path: &Path,
+    gray16: Gray16Scale,
+) -> Result<(GrayImage, Option<Gray16>, String), ImagingError> {
     let bytes = std::fs::read(path).map_err(|source| ImagingError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let (img, gray16) = decode_bytes_noting(&bytes, path)?;
+    let (img, gray16) = decode_bytes_scaled(&bytes, path, gray16)?;
     Ok((img, gray16, crate::hash::sha256_hex(&bytes)))
 }
 
@@ -452,7 +453,8 @@ fn mixed_bit_depths(read: &[(&RawRow, Gray16)]) -> Vec<Issue> {
                 None,
                 format!(
                     "16-bit gray image read {how}, while {others} other 16-bit gray images of this data set were read {other_how}: \
-                     if they come from one detector, this one is 16 times too dark or too bright; store them all at one bit depth"
+                     if they come from one detector, this one is 16 times too dark or too bright; store them all at one bit depth, \
+                     or read them all on one scale with train.gray16 = \"12bit\" or \"16bit\" in the spec"
                 ),
             )
         })
@@ -475,7 +477,8 @@ fn check_file(
     base: &Path,
     root: &Path,
     row: &RawRow,
-    keep: Option<(u32, ResizeMode)>,
+    scale: Gray16Scale,
+    keep: Option<Reading>,
 ) -> FileFindings {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -522,11 +525,11 @@ fn check_file(
             ));
         }
         // Decode the whole image, whatever its format (recognised by content).
-        Ok(_) => match read_and_decode(&full) {
+        Ok(_) => match read_and_decode(&full, scale) {
             Ok((img, read_as, digest)) => {
                 sha = Some(digest);
                 gray16 = read_as;
-                square = keep.map(|(size, mode)| resize_to_square(&img, size, mode));
+                square = keep.map(|k| resize_to_square(&img, k.size, k.mode));
                 if img.is_blank() {
                     warnings.push(issue(
                         IssueKind::BlankImage,
@@ -638,23 +641,23 @@ mod tests {
         )
         .unwrap();
         let plain = check(&manifest, None).unwrap();
-        let keep = Keep {
+        let reading = Reading {
             size: 6,
-            mode: ResizeMode::Stretch,
+            mode: crate::imaging::ResizeMode::Stretch,
+            gray16: Gray16Scale::Auto,
+        };
+        let keep = Keep {
+            reading,
             task: None,
         };
         let (report, squares) = check_keeping(&manifest, None, keep).unwrap();
         assert_eq!(report.errors, plain.errors);
         assert_eq!(report.warnings, plain.warnings);
         assert_eq!(squares.len(), 2, "the undecodable file is not kept");
-        let want =
-            crate::imaging::load_square(&d.join("sub/b.png"), 6, ResizeMode::Stretch).unwrap();
+        let want = crate::imaging::load_square(&d.join("sub/b.png"), reading).unwrap();
         // Found however a row spells the path; taken out once.
-        assert_eq!(
-            squares.take("./sub//b.png", 6, ResizeMode::Stretch),
-            Some(want)
-        );
-        assert_eq!(squares.take("sub/b.png", 6, ResizeMode::Stretch), None);
+        assert_eq!(squares.take("./sub//b.png", reading), Some(want));
+        assert_eq!(squares.take("sub/b.png", reading), None);
         assert_eq!(squares.len(), 1);
         // For one task, only its images are kept: not the normal one here.
         let malignancy = Keep {
@@ -663,8 +666,8 @@ mod tests {
         };
         let (_, squares) = check_keeping(&manifest, None, malignancy).unwrap();
         assert_eq!(squares.len(), 1);
-        assert!(squares.take("a.png", 6, ResizeMode::Stretch).is_none());
-        assert!(squares.take("sub/b.png", 6, ResizeMode::Stretch).is_some());
+        assert!(squares.take("a.png", reading).is_none());
+        assert!(squares.take("sub/b.png", reading).is_some());
     }
 
     #[test]

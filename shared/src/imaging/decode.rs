@@ -9,11 +9,16 @@ use std::path::Path;
 /// The format is recognised from the content (see [`decode_bytes`]), not from
 /// the extension.
 pub fn decode_file(path: &Path) -> Result<GrayImage, ImagingError> {
+    decode_file_scaled(path, Gray16Scale::Auto)
+}
+
+/// [`decode_file`], 16-bit gray samples scaled as `gray16` says.
+pub fn decode_file_scaled(path: &Path, gray16: Gray16Scale) -> Result<GrayImage, ImagingError> {
     let bytes = std::fs::read(path).map_err(|source| ImagingError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    decode_bytes(&bytes, path)
+    decode_bytes_scaled(&bytes, path, gray16).map(|(img, _)| img)
 }
 
 /// Decode an image held in memory; `name` only labels errors.
@@ -25,6 +30,25 @@ pub fn decode_file(path: &Path) -> Result<GrayImage, ImagingError> {
 /// [`ImagingError::Unsupported`]; anything else [`ImagingError::Undecodable`].
 pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<GrayImage, ImagingError> {
     decode_bytes_noting(bytes, name).map(|(img, _)| img)
+}
+
+/// How 16-bit gray samples are brought to `[0, 1]` (the spec's
+/// `train.gray16`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+pub enum Gray16Scale {
+    /// Per image ([`gray16_full_scale`]): divided by 4095 when no pixel is
+    /// above 4095 (12-bit detector data), otherwise by 65535.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// Divided by 4095 (12-bit data); brighter samples are white.
+    #[serde(rename = "12bit")]
+    Bits12,
+    /// Divided by 65535.
+    #[serde(rename = "16bit")]
+    Bits16,
 }
 
 /// How a 16-bit gray PNG's samples were scaled ([`gray16_full_scale`]).
@@ -42,6 +66,15 @@ pub enum Gray16 {
 pub fn decode_bytes_noting(
     bytes: &[u8],
     name: &Path,
+) -> Result<(GrayImage, Option<Gray16>), ImagingError> {
+    decode_bytes_scaled(bytes, name, Gray16Scale::Auto)
+}
+
+/// [`decode_bytes_noting`], 16-bit gray samples scaled as `gray16` says.
+pub fn decode_bytes_scaled(
+    bytes: &[u8],
+    name: &Path,
+    gray16: Gray16Scale,
 ) -> Result<(GrayImage, Option<Gray16>), ImagingError> {
     if bytes.is_empty() {
         return Err(ImagingError::Empty {
@@ -73,7 +106,7 @@ pub fn decode_bytes_noting(
             path: name.to_path_buf(),
         });
     }
-    Ok(to_gray(img))
+    Ok(to_gray(img, gray16))
 }
 
 /// BT.601 luma of an RGB triple, in the channels' own scale.
@@ -98,13 +131,18 @@ pub fn gray16_full_scale(samples: impl Iterator<Item = u16>) -> f32 {
 }
 
 /// Gray pixels of any `DynamicImage`: 8-bit values / 255, 16-bit gray by
-/// its full scale ([`gray16_full_scale`], and which it was), colour to
-/// BT.601 luma, alpha dropped.
-fn to_gray(img: DynamicImage) -> (GrayImage, Option<Gray16>) {
+/// the full scale `gray16` gives (and which it was), colour to BT.601
+/// luma, alpha dropped.
+fn to_gray(img: DynamicImage, gray16_scale: Gray16Scale) -> (GrayImage, Option<Gray16>) {
     let (width, height) = (img.width(), img.height());
     const U8: f32 = 255.0;
     const U16: f32 = 65535.0;
     let mut gray16 = None;
+    let full_scale = |samples: &mut dyn Iterator<Item = u16>| match gray16_scale {
+        Gray16Scale::Auto => gray16_full_scale(samples),
+        Gray16Scale::Bits12 => 4095.0,
+        Gray16Scale::Bits16 => U16,
+    };
     let mut note = |scale: f32| {
         gray16 = Some(if scale < U16 {
             Gray16::As12Bit
@@ -121,14 +159,17 @@ fn to_gray(img: DynamicImage) -> (GrayImage, Option<Gray16>) {
             .map(|p| f32::from(p[0]) / U8)
             .collect(),
         DynamicImage::ImageLuma16(b) => {
-            let scale = note(gray16_full_scale(b.as_raw().iter().copied()));
-            b.as_raw().iter().map(|&v| f32::from(v) / scale).collect()
+            let scale = note(full_scale(&mut b.as_raw().iter().copied()));
+            b.as_raw()
+                .iter()
+                .map(|&v| (f32::from(v) / scale).min(1.0))
+                .collect()
         }
         DynamicImage::ImageLumaA16(b) => {
-            let scale = note(gray16_full_scale(b.as_raw().chunks_exact(2).map(|p| p[0])));
+            let scale = note(full_scale(&mut b.as_raw().chunks_exact(2).map(|p| p[0])));
             b.as_raw()
                 .chunks_exact(2)
-                .map(|p| f32::from(p[0]) / scale)
+                .map(|p| (f32::from(p[0]) / scale).min(1.0))
                 .collect()
         }
         DynamicImage::ImageRgb8(b) => rgb_luma(b.as_raw(), 3, U8),

@@ -10,7 +10,8 @@
 //!   no meta group: implicit or explicit VR little endian, told apart by its
 //!   first element, which must be of group 0008). Every element length is
 //!   checked against the file before it is read (a damaged length is
-//!   refused, naming the element and its byte, not allocated). Read with `dicom-object`,
+//!   refused, naming the element and its byte, not allocated), except in a
+//!   deflated data set, whose headers are compressed. Read with `dicom-object`,
 //!   pixel data decoded with `dicom-pixeldata` (native transfer syntaxes, deflate,
 //!   RLE and JPEG baseline/extended/lossless, all in pure Rust; JPEG 2000 and
 //!   JPEG-LS are [`ImagingError::Unsupported`]). Only the first frame of a
@@ -31,7 +32,8 @@
 //! - **PNG and JPEG** (through the `image` crate): 8-bit values are divided by 255;
 //!   16-bit gray ones by 4095 when the brightest pixel is below 4096 (12-bit
 //!   detector data in a 16-bit file keeps its gray levels), otherwise by
-//!   65535; 16-bit colour by 65535;
+//!   65535, unless [`Gray16Scale`] fixes one scale for every image;
+//!   16-bit colour by 65535;
 //!   RGB(A) becomes ITU-R BT.601 luma
 //!   `0.299 R + 0.587 G + 0.114 B`; alpha is ignored. A JPEG that ends
 //!   before its end-of-image marker is refused as truncated (the decoder
@@ -60,7 +62,10 @@ mod resize;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use decode::{decode_bytes, decode_bytes_noting, decode_file, Gray16};
+pub use decode::{
+    decode_bytes, decode_bytes_noting, decode_bytes_scaled, decode_file, decode_file_scaled,
+    Gray16, Gray16Scale,
+};
 pub use resize::{resize_to_square, ResizeMode};
 
 /// Whether `head` (a file's first bytes, 4 KiB or all of it) looks like a
@@ -158,11 +163,20 @@ impl ImagingError {
     }
 }
 
-/// Decode `path` and resize it to `size × size` bytes
-/// ([`decode_file`] + [`resize_to_square`]).
-pub fn load_square(path: &Path, size: u32, mode: ResizeMode) -> Result<Vec<u8>, ImagingError> {
-    let img = decode_file(path)?;
-    Ok(resize_to_square(&img, size, mode))
+/// How an image is read into a network's input: decoded, its 16-bit gray
+/// samples scaled as `gray16` says, and resized to `size × size` by `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reading {
+    pub size: u32,
+    pub mode: ResizeMode,
+    pub gray16: Gray16Scale,
+}
+
+/// Decode `path` and resize it as `reading` says
+/// ([`decode_file_scaled`] + [`resize_to_square`]).
+pub fn load_square(path: &Path, reading: Reading) -> Result<Vec<u8>, ImagingError> {
+    let img = decode_file_scaled(path, reading.gray16)?;
+    Ok(resize_to_square(&img, reading.size, reading.mode))
 }
 
 /// An error and its chain of causes, joined by `": "`.

@@ -40,7 +40,18 @@ fn png_8bit_gray_round_trip() {
     }
     // Same size: the bytes come back unchanged, in either mode.
     for mode in [ResizeMode::Pad, ResizeMode::Stretch] {
-        assert_eq!(load_square(&path, 16, mode).unwrap(), src.as_raw().clone());
+        assert_eq!(
+            load_square(
+                &path,
+                Reading {
+                    size: 16,
+                    mode,
+                    gray16: Gray16Scale::Auto
+                }
+            )
+            .unwrap(),
+            src.as_raw().clone()
+        );
     }
 }
 
@@ -82,6 +93,45 @@ fn png_16bit_gray_with_12_significant_bits_keeps_its_gray_levels() {
         resize_to_square(&img, 2, ResizeMode::Stretch),
         vec![0, 62, 128, 255]
     );
+}
+
+#[test]
+fn a_fixed_16_bit_scale_reads_every_image_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g16.png");
+    let png = |values: [u16; 4]| {
+        let src: ImageBuffer<Luma<u16>, Vec<u16>> =
+            ImageBuffer::from_fn(2, 2, |x, y| Luma([values[(y * 2 + x) as usize]]));
+        src.save(&path).unwrap();
+        std::fs::read(&path).unwrap()
+    };
+    let read = |bytes: &[u8], scale| decode_bytes_scaled(bytes, &path, scale).unwrap();
+    // A dark 16-bit frame (nothing above 4095): auto reads it as 12-bit
+    // data, 16 times brighter; "16bit" keeps it dark.
+    let dark = png([0, 1000, 2048, 4095]);
+    let (img, how) = read(&dark, Gray16Scale::Auto);
+    assert_eq!(how, Some(Gray16::As12Bit));
+    assert_pixels(&img, &[0.0, 1000.0 / 4095.0, 2048.0 / 4095.0, 1.0], 1e-7);
+    let (img, how) = read(&dark, Gray16Scale::Bits16);
+    assert_eq!(how, Some(Gray16::As16Bit));
+    let by = |v: [f64; 4], s: f64| v.map(|x| x / s);
+    assert_pixels(&img, &by([0.0, 1000.0, 2048.0, 4095.0], 65535.0), 1e-7);
+    // 12-bit data with one burned-in pixel at 65535: auto reads all of it
+    // 16 times too dark; "12bit" keeps the image and makes that pixel white.
+    let marked = png([0, 1000, 2048, 65535]);
+    let (img, _) = read(&marked, Gray16Scale::Auto);
+    assert_pixels(&img, &by([0.0, 1000.0, 2048.0, 65535.0], 65535.0), 1e-7);
+    let (img, how) = read(&marked, Gray16Scale::Bits12);
+    assert_eq!(how, Some(Gray16::As12Bit));
+    assert_pixels(&img, &[0.0, 1000.0 / 4095.0, 2048.0 / 4095.0, 1.0], 1e-7);
+    // 8-bit images are not affected.
+    let eight: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_fn(1, 1, |_, _| Luma([51]));
+    eight.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for scale in [Gray16Scale::Bits12, Gray16Scale::Bits16] {
+        let (img, how) = read(&bytes, scale);
+        assert_eq!((img.pixels[0], how), (0.2, None));
+    }
 }
 
 #[test]
@@ -193,7 +243,15 @@ fn zero_byte_file_is_empty_naming_the_path() {
     );
     assert!(err.to_string().contains(&path.display().to_string()));
     assert_eq!(err.path(), path);
-    assert!(load_square(&path, 8, ResizeMode::Pad).is_err());
+    assert!(load_square(
+        &path,
+        Reading {
+            size: 8,
+            mode: ResizeMode::Pad,
+            gray16: Gray16Scale::Auto
+        }
+    )
+    .is_err());
 }
 
 #[test]
@@ -556,6 +614,29 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
     };
     write_dicom(&path, &d);
     assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.0, 0.5, 1.0], 1e-7);
+    // The same with 12 bits stored: -2000 is 0xF830 as US, 0x830 in the
+    // 12 stored bits; both are -2000.
+    let d = Dcm {
+        signed: true,
+        bits_stored: 12,
+        padding: Some((-2000i16 as u16, None)),
+        ..Dcm::mono2(2, 2, &values.map(|v| (v as u16) & 0x0FFF))
+    };
+    write_dicom(&path, &d);
+    assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.0, 0.5, 1.0], 1e-7);
+    // A padding value the stored bits cannot hold (0xF830 in unsigned
+    // 12-bit data) pads nothing: 2096 (0x830) stays an image value.
+    let d = Dcm {
+        bits_stored: 12,
+        padding: Some((0xF830, None)),
+        ..Dcm::mono2(2, 2, &[2096, 100, 4000, 0])
+    };
+    write_dicom(&path, &d);
+    assert_pixels(
+        &decode_file(&path).unwrap(),
+        &[2096.0 / 4000.0, 100.0 / 4000.0, 1.0, 0.0],
+        1e-6,
+    );
 }
 
 #[test]

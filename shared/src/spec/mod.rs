@@ -265,6 +265,10 @@ pub struct TrainSpec {
     pub arch: Arch,
     pub image_size: u32,
     pub resize: Resize,
+    /// How 16-bit gray images are scaled: per image (`auto`), or one scale
+    /// for all (`12bit`, `16bit`). Kept in the model card, so `predict`
+    /// reads new images as training did.
+    pub gray16: crate::imaging::Gray16Scale,
     pub epochs: u32,
     pub batch_size: u32,
     pub optimizer: Optimizer,
@@ -334,6 +338,15 @@ pub struct CpuSpec {
 }
 
 impl TrainSpec {
+    /// How the job reads its images into the network's input.
+    pub fn reading(&self) -> crate::imaging::Reading {
+        crate::imaging::Reading {
+            size: self.image_size,
+            mode: self.resize.mode(),
+            gray16: self.gray16,
+        }
+    }
+
     /// The settings a job uses on a CPU: `[train.cpu]` applied, if present.
     pub fn for_cpu(&self) -> TrainSpec {
         let mut t = self.clone();
@@ -356,6 +369,7 @@ impl Default for TrainSpec {
             arch: Arch::Resnet34,
             image_size: 224,
             resize: Resize::Pad,
+            gray16: crate::imaging::Gray16Scale::Auto,
             epochs: 30,
             batch_size: 32,
             // SGD with Nesterov momentum: on the synthetic cohort, from

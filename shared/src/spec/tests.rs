@@ -481,3 +481,21 @@ fn paths_given_by_set_are_from_the_current_folder_and_name_the_data_to_use() {
         7
     );
 }
+
+#[test]
+fn the_16_bit_scale_is_set_by_name_and_a_wrong_one_is_named() {
+    use crate::imaging::Gray16Scale;
+    assert_eq!(parse(MINIMAL, &[]).unwrap().train.gray16, Gray16Scale::Auto);
+    for (set, want) in [
+        ("train.gray16=16bit", Gray16Scale::Bits16),
+        ("train.gray16=\"12bit\"", Gray16Scale::Bits12),
+    ] {
+        let spec = parse(MINIMAL, &[set]).unwrap();
+        assert_eq!(spec.train.gray16, want);
+        assert_eq!(spec.train.reading().gray16, want);
+    }
+    let err = parse(MINIMAL, &["train.gray16=14bit"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gray16") && err.contains("14bit"), "{err}");
+}

@@ -12,12 +12,13 @@
 //! together would otherwise evict each other image by image); if it still
 //! does not fit it is not kept.
 
-use crossfold_shared::imaging::ResizeMode;
+use crossfold_shared::imaging::Reading;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Which images a set holds: data-set fingerprint, side, resize mode.
-type Key = (String, u32, ResizeMode);
+/// Which images a set holds: data-set fingerprint, and how they were read
+/// (side, resize mode, 16-bit scale).
+type Key = (String, Reading);
 
 /// What an image costs besides its pixels (its path, the map's slot).
 const PER_IMAGE: usize = 96;
@@ -89,9 +90,9 @@ impl DecodedCache {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Claim the set of `dataset` at `size` and `mode` while loading from it.
-    pub fn hold(&self, dataset: &str, size: u32, mode: ResizeMode) -> Hold<'_> {
-        let key = (dataset.to_string(), size, mode);
+    /// Claim the set of `dataset` read as `reading` while loading from it.
+    pub fn hold(&self, dataset: &str, reading: Reading) -> Hold<'_> {
+        let key = (dataset.to_string(), reading);
         let mut kept = self.kept();
         kept.clock += 1;
         let now = kept.clock;
@@ -101,37 +102,24 @@ impl DecodedCache {
         Hold { cache: self, key }
     }
 
-    /// The image at `path` of `dataset` at `size` and `mode`, if kept.
-    pub fn get(
-        &self,
-        dataset: &str,
-        size: u32,
-        mode: ResizeMode,
-        path: &str,
-    ) -> Option<Arc<Vec<u8>>> {
+    /// The image at `path` of `dataset` read as `reading`, if kept.
+    pub fn get(&self, dataset: &str, reading: Reading, path: &str) -> Option<Arc<Vec<u8>>> {
         let mut kept = self.kept();
         kept.clock += 1;
         let now = kept.clock;
-        let set = kept.sets.get_mut(&(dataset.to_string(), size, mode))?;
+        let set = kept.sets.get_mut(&(dataset.to_string(), reading))?;
         set.used = now;
         set.images.get(path).cloned()
     }
 
-    /// Keep `pixels` as the image at `path` of `dataset` at `size` and
-    /// `mode`, letting go of the sets used longest ago if it needs room.
-    pub fn put(
-        &self,
-        dataset: &str,
-        size: u32,
-        mode: ResizeMode,
-        path: &str,
-        pixels: Arc<Vec<u8>>,
-    ) {
+    /// Keep `pixels` as the image at `path` of `dataset` read as
+    /// `reading`, letting go of the sets used longest ago if it needs room.
+    pub fn put(&self, dataset: &str, reading: Reading, path: &str, pixels: Arc<Vec<u8>>) {
         let need = cost(path, &pixels);
         if need > self.limit_bytes {
             return;
         }
-        let key = (dataset.to_string(), size, mode);
+        let key = (dataset.to_string(), reading);
         // Sets let go are dropped after the lock is released.
         let mut gone = Vec::new();
         {
@@ -178,51 +166,68 @@ impl DecodedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossfold_shared::imaging::{Gray16Scale, ResizeMode};
+
+    /// Read at `size` px with `mode`, 16-bit images per image.
+    fn at(size: u32, mode: ResizeMode) -> Reading {
+        Reading {
+            size,
+            mode,
+            gray16: Gray16Scale::Auto,
+        }
+    }
 
     #[test]
     fn sets_are_kept_within_the_limit_and_the_least_used_go_first() {
         let px = |n: usize| Arc::new(vec![7u8; n]);
         let one = cost("a.png", &[0; 100]);
         let cache = DecodedCache::new(3 * one);
-        cache.put("d1", 2, ResizeMode::Pad, "a.png", px(100));
-        cache.put("d1", 2, ResizeMode::Pad, "b.png", px(100));
+        cache.put("d1", at(2, ResizeMode::Pad), "a.png", px(100));
+        cache.put("d1", at(2, ResizeMode::Pad), "b.png", px(100));
         assert_eq!(
-            cache.get("d1", 2, ResizeMode::Pad, "a.png").as_deref(),
+            cache.get("d1", at(2, ResizeMode::Pad), "a.png").as_deref(),
             Some(&vec![7u8; 100])
         );
-        // Another size, mode or data set is not the same image.
-        assert!(cache.get("d1", 3, ResizeMode::Pad, "a.png").is_none());
-        assert!(cache.get("d1", 2, ResizeMode::Stretch, "a.png").is_none());
-        assert!(cache.get("d2", 2, ResizeMode::Pad, "a.png").is_none());
+        // Another size, mode, 16-bit scale or data set is not the same image.
+        assert!(cache.get("d1", at(3, ResizeMode::Pad), "a.png").is_none());
+        assert!(cache
+            .get("d1", at(2, ResizeMode::Stretch), "a.png")
+            .is_none());
+        let sixteen = Reading {
+            gray16: Gray16Scale::Bits16,
+            ..at(2, ResizeMode::Pad)
+        };
+        assert!(cache.get("d1", sixteen, "a.png").is_none());
+        assert!(cache.get("d2", at(2, ResizeMode::Pad), "a.png").is_none());
         // Two sets side by side (two slots on two experiments).
-        cache.put("d2", 2, ResizeMode::Pad, "a.png", px(100));
-        assert!(cache.get("d1", 2, ResizeMode::Pad, "b.png").is_some());
-        assert!(cache.get("d2", 2, ResizeMode::Pad, "a.png").is_some());
+        cache.put("d2", at(2, ResizeMode::Pad), "a.png", px(100));
+        assert!(cache.get("d1", at(2, ResizeMode::Pad), "b.png").is_some());
+        assert!(cache.get("d2", at(2, ResizeMode::Pad), "a.png").is_some());
         assert_eq!(cache.bytes(), 3 * one);
         // Full: d1 was used longest ago, so it goes to make room for d2.
-        cache.put("d2", 2, ResizeMode::Pad, "b.png", px(100));
-        assert!(cache.get("d1", 2, ResizeMode::Pad, "a.png").is_none());
-        assert!(cache.get("d2", 2, ResizeMode::Pad, "b.png").is_some());
+        cache.put("d2", at(2, ResizeMode::Pad), "b.png", px(100));
+        assert!(cache.get("d1", at(2, ResizeMode::Pad), "a.png").is_none());
+        assert!(cache.get("d2", at(2, ResizeMode::Pad), "b.png").is_some());
         assert_eq!(cache.bytes(), 2 * one);
         // A set never evicts itself: past the limit its new images are not kept.
-        cache.put("d2", 2, ResizeMode::Pad, "c.png", px(100));
-        cache.put("d2", 2, ResizeMode::Pad, "d.png", px(100));
-        assert!(cache.get("d2", 2, ResizeMode::Pad, "d.png").is_none());
+        cache.put("d2", at(2, ResizeMode::Pad), "c.png", px(100));
+        cache.put("d2", at(2, ResizeMode::Pad), "d.png", px(100));
+        assert!(cache.get("d2", at(2, ResizeMode::Pad), "d.png").is_none());
         assert_eq!(cache.bytes(), 3 * one);
         // A set being loaded from is not let go for another's images: with
         // d2 held, d3's image is not kept rather than evicting d2.
-        let held = cache.hold("d2", 2, ResizeMode::Pad);
-        cache.put("d3", 2, ResizeMode::Pad, "a.png", px(100));
-        assert!(cache.get("d3", 2, ResizeMode::Pad, "a.png").is_none());
-        assert!(cache.get("d2", 2, ResizeMode::Pad, "a.png").is_some());
+        let held = cache.hold("d2", at(2, ResizeMode::Pad));
+        cache.put("d3", at(2, ResizeMode::Pad), "a.png", px(100));
+        assert!(cache.get("d3", at(2, ResizeMode::Pad), "a.png").is_none());
+        assert!(cache.get("d2", at(2, ResizeMode::Pad), "a.png").is_some());
         drop(held);
-        cache.put("d3", 2, ResizeMode::Pad, "a.png", px(100));
-        assert!(cache.get("d3", 2, ResizeMode::Pad, "a.png").is_some());
-        assert!(cache.get("d2", 2, ResizeMode::Pad, "a.png").is_none());
+        cache.put("d3", at(2, ResizeMode::Pad), "a.png", px(100));
+        assert!(cache.get("d3", at(2, ResizeMode::Pad), "a.png").is_some());
+        assert!(cache.get("d2", at(2, ResizeMode::Pad), "a.png").is_none());
         // A limit of 0 keeps nothing.
         let off = DecodedCache::new(0);
-        off.put("d1", 2, ResizeMode::Pad, "a.png", px(4));
-        assert!(off.get("d1", 2, ResizeMode::Pad, "a.png").is_none());
+        off.put("d1", at(2, ResizeMode::Pad), "a.png", px(4));
+        assert!(off.get("d1", at(2, ResizeMode::Pad), "a.png").is_none());
         assert_eq!(off.bytes(), 0);
     }
 }

@@ -9,9 +9,8 @@ pub use augment::Augmenter;
 pub use cache::{CacheUse, DecodedCache};
 
 use crossfold_shared::dataset::Squares;
-use crossfold_shared::imaging::{load_square, ImagingError};
+use crossfold_shared::imaging::{load_square, ImagingError, Reading};
 use crossfold_shared::manifest::{Entry, Manifest};
-use crossfold_shared::spec::Resize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
@@ -56,8 +55,7 @@ pub struct Sources<'a> {
 pub fn load_images(
     manifest: &Manifest,
     entries: &[&Entry],
-    size: u32,
-    resize: Resize,
+    reading: Reading,
     device: Device,
     sources: Sources,
 ) -> Result<ImageSet, DataError> {
@@ -68,8 +66,8 @@ pub fn load_images(
         cache,
     } = sources;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-    let mode = resize.mode();
-    let _hold = cache.map(|c| c.cache.hold(c.dataset, size, mode));
+    let size = reading.size;
+    let _hold = cache.map(|c| c.cache.hold(c.dataset, reading));
     let per = (size as usize) * (size as usize);
     let threads = threads.max(1).min(entries.len().max(1));
     let chunk = entries.len().div_ceil(threads).max(1);
@@ -84,22 +82,21 @@ pub fn load_images(
                         if cancelled() {
                             return Err(DataError::Cancelled);
                         }
-                        if let Some(pixels) = squares.and_then(|sq| sq.take(&e.path, size, mode)) {
+                        if let Some(pixels) = squares.and_then(|sq| sq.take(&e.path, reading)) {
                             buf.extend(pixels);
                             continue;
                         }
-                        let kept = cache.and_then(|c| c.cache.get(c.dataset, size, mode, &e.path));
+                        let kept = cache.and_then(|c| c.cache.get(c.dataset, reading, &e.path));
                         match kept {
                             Some(pixels) => {
                                 buf.extend_from_slice(&pixels);
                                 from_cache += 1;
                             }
                             None => {
-                                let pixels = load_square(&manifest.resolve(e), size, mode)?;
+                                let pixels = load_square(&manifest.resolve(e), reading)?;
                                 buf.extend_from_slice(&pixels);
                                 if let Some(c) = cache {
-                                    c.cache
-                                        .put(c.dataset, size, mode, &e.path, Arc::new(pixels));
+                                    c.cache.put(c.dataset, reading, &e.path, Arc::new(pixels));
                                 }
                             }
                         }
@@ -172,7 +169,16 @@ pub fn pixel_stats(images: &Tensor, index: &Tensor) -> Result<(f64, f64), tch::T
 mod load_tests {
     use super::*;
     use crossfold_shared::dataset::{check_keeping, Keep};
-    use crossfold_shared::imaging::ResizeMode;
+    use crossfold_shared::imaging::{Gray16Scale, ResizeMode};
+
+    /// Read at `size` px, padded, 16-bit images per image.
+    fn at(size: u32) -> Reading {
+        Reading {
+            size,
+            mode: ResizeMode::Pad,
+            gray16: Gray16Scale::Auto,
+        }
+    }
 
     /// Three gradient PNGs and their manifest in `dir`.
     fn data_set(dir: &std::path::Path) -> Manifest {
@@ -202,20 +208,28 @@ mod load_tests {
         let dir = tempfile::tempdir().unwrap();
         let m = data_set(dir.path());
         let entries: Vec<&Entry> = m.entries.iter().collect();
-        let decoded = load_images(&m, &entries, 16, Resize::Pad, Device::Cpu, sources(None))
+        let decoded = load_images(&m, &entries, at(16), Device::Cpu, sources(None))
             .unwrap()
             .images;
         let keep = Keep {
-            size: 16,
-            mode: ResizeMode::Pad,
+            reading: at(16),
             task: None,
         };
         let (report, squares) =
             check_keeping(&dir.path().join("manifest.csv"), None, keep).unwrap();
         assert!(report.ok());
-        // At another size or mode the kept images do not serve.
-        assert!(squares.take("0.png", 16, ResizeMode::Stretch).is_none());
-        assert!(squares.take("0.png", 32, ResizeMode::Pad).is_none());
+        // At another size, mode or 16-bit scale the kept images do not serve.
+        let stretched = Reading {
+            mode: ResizeMode::Stretch,
+            ..at(16)
+        };
+        let sixteen = Reading {
+            gray16: Gray16Scale::Bits16,
+            ..at(16)
+        };
+        for other in [stretched, at(32), sixteen] {
+            assert!(squares.take("0.png", other).is_none());
+        }
         // The files are spoiled after the check: the job still loads the
         // same pixels, so it did not read them again.
         for i in 0..3 {
@@ -224,8 +238,7 @@ mod load_tests {
         let kept = load_images(
             &m,
             &entries[1..],
-            16,
-            Resize::Pad,
+            at(16),
             Device::Cpu,
             sources(Some(&squares)),
         )
@@ -235,16 +248,9 @@ mod load_tests {
         // What the job did not use is let go as well.
         assert!(squares.is_empty());
         // Without them, a spoiled file fails the job, naming it.
-        let err = load_images(
-            &m,
-            &entries,
-            16,
-            Resize::Pad,
-            Device::Cpu,
-            sources(Some(&squares)),
-        )
-        .err()
-        .expect("spoiled files");
+        let err = load_images(&m, &entries, at(16), Device::Cpu, sources(Some(&squares)))
+            .err()
+            .expect("spoiled files");
         assert!(err.to_string().contains(".png"), "{err}");
     }
 
@@ -261,7 +267,7 @@ mod load_tests {
             }),
             ..sources(None)
         };
-        let first = load_images(&m, &entries, 16, Resize::Pad, Device::Cpu, with("d1"))
+        let first = load_images(&m, &entries, at(16), Device::Cpu, with("d1"))
             .unwrap()
             .images;
         assert!(cache.bytes() >= 3 * 16 * 16);
@@ -271,12 +277,12 @@ mod load_tests {
             std::fs::write(dir.path().join(format!("{i}.png")), b"spoiled").unwrap();
         }
         let reversed: Vec<&Entry> = entries.iter().rev().copied().collect();
-        let later = load_images(&m, &reversed, 16, Resize::Pad, Device::Cpu, with("d1")).unwrap();
+        let later = load_images(&m, &reversed, at(16), Device::Cpu, with("d1")).unwrap();
         assert!(later.images.equal(&first.flip([0])));
         assert_eq!(later.from_cache, 3);
         // Another size, or another data set (fingerprint), reads the files.
         for (size, dataset) in [(20, "d1"), (16, "d2")] {
-            let err = load_images(&m, &entries, size, Resize::Pad, Device::Cpu, with(dataset));
+            let err = load_images(&m, &entries, at(size), Device::Cpu, with(dataset));
             assert!(err.is_err(), "{size} {dataset}");
         }
     }

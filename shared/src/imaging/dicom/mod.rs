@@ -83,15 +83,22 @@ impl Framing {
         let undecodable = |what: &str, e: &dyn std::error::Error| {
             ImagingError::undecodable(name, format!("{what}: {}", error_chain(e)))
         };
-        let damaged = |d: lengths::Damage| ImagingError::undecodable(name, d.to_string());
+        let damaged = |d: lengths::Overrun| ImagingError::undecodable(name, d.to_string());
         // The transfer syntax first, so that one we cannot read is reported
         // as such rather than as a parse failure further in. Every length is
         // checked against the file before anything is read.
         let (ts_uid, data_set_at) = match self {
             Framing::Part10 | Framing::NoPreamble => {
                 let from = if self == Framing::Part10 { PREAMBLE } else { 0 };
-                let meta_end =
-                    walk(bytes, from + 4, Encoding::META, |g| g == 2).map_err(damaged)?;
+                let meta_end = walk(bytes, from + 4, Encoding::META, |at, group| {
+                    match meta_group_end(bytes, from + 4) {
+                        // Where the reader takes the data set to start: the
+                        // first element at or past the group's stated length.
+                        Some(end) => at < end,
+                        None => group == 2,
+                    }
+                })
+                .map_err(damaged)?;
                 let uid = FileMetaTable::from_reader(&bytes[from..])
                     .map_err(|e| undecodable("bad DICOM file meta information", &e))?
                     .transfer_syntax()
@@ -122,7 +129,7 @@ impl Framing {
                 explicit_vr: ts_uid != IMPLICIT_VR_LE,
                 big_endian: ts_uid == EXPLICIT_VR_BE,
             };
-            walk(bytes, data_set_at, encoding, |_| true).map_err(damaged)?;
+            walk(bytes, data_set_at, encoding, |_, _| true).map_err(damaged)?;
         }
         match self {
             Framing::Part10 | Framing::NoPreamble => OpenFileOptions::new()
@@ -151,6 +158,17 @@ impl Framing {
             }
         }
     }
+}
+
+/// Where the file meta group that starts at `at` says it ends: after its
+/// group length element (0002,0000) UL and the bytes that gives.
+fn meta_group_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let head = bytes.get(at..at + 12)?;
+    if head[..8] != [0x02, 0x00, 0x00, 0x00, b'U', b'L', 0x04, 0x00] {
+        return None;
+    }
+    let length = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    Some(at + 12 + length as usize)
 }
 
 /// Decode the first frame of the DICOM data set in `bytes`, held as
@@ -241,12 +259,23 @@ fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
 
 /// The stored values that are pixel padding (PS3.3 C.7.5.1.1.2): Pixel
 /// Padding Value, or every value between it and Pixel Padding Range Limit.
-/// Both are stored values (before the modality LUT), encoded as US or SS:
-/// their bit patterns are read as the pixels' own samples are.
+/// Both are stored values (before the modality LUT), encoded as US or SS
+/// as the pixels are; a reader without VRs may give a signed one as US
+/// (64536 for -1000), which is taken back. A value the stored bits cannot
+/// hold is no padding of this image: it is ignored.
 fn padding_range(obj: &InMemDicomObject, layout: &Layout) -> Option<(f64, f64)> {
     let stored = |tag| {
-        let v: i64 = obj.element(tag).ok()?.to_int().ok()?;
-        Some(layout.value(((v as u32) & layout.mask) << layout.shift))
+        let mut v: i64 = obj.element(tag).ok()?.to_int().ok()?;
+        let bits = layout.stored.min(32);
+        let (lo, hi) = if layout.signed {
+            if v > i64::from(i16::MAX) && v <= i64::from(u16::MAX) && bits <= 16 {
+                v -= 1 << 16;
+            }
+            (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+        } else {
+            (0, (1i64 << bits) - 1)
+        };
+        (lo..=hi).contains(&v).then_some(v as f64)
     };
     let value = stored(tags::PIXEL_PADDING_VALUE)?;
     let limit = stored(tags::PIXEL_PADDING_RANGE_LIMIT).unwrap_or(value);
