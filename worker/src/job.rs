@@ -500,35 +500,21 @@ fn run_job_unguarded(
 
     let eval_started = Instant::now();
     let batch = t.batch_size as i64;
+    // Scores of the images at `index` (into the job's image set) with the
+    // kept weights.
+    let score_at = |index: &[i64]| -> Result<Vec<f64>, JobError> {
+        let idx = Tensor::f_from_slice(index)?.f_to_device(device)?;
+        let norm = trained.normalise;
+        score(&net, &set.images, &idx, norm, batch, compute, &cancelled).map_err(scoring_error)
+    };
     let youden = if data.validation.is_empty() {
         None
     } else {
-        let idx = Tensor::f_from_slice(&data.validation)?.f_to_device(device)?;
-        let s = score(
-            &net,
-            &set.images,
-            &idx,
-            trained.normalise,
-            batch,
-            compute,
-            &cancelled,
-        )
-        .map_err(scoring_error)?;
-        youden_threshold(&data.validation_labels, &s)?
+        youden_threshold(&data.validation_labels, &score_at(&data.validation)?)?
     };
     let n_train = train_entries.len();
     let test_idx: Vec<i64> = (n_train..all.len()).map(|i| i as i64).collect();
-    let idx = Tensor::f_from_slice(&test_idx)?.f_to_device(device)?;
-    let scores = score(
-        &net,
-        &set.images,
-        &idx,
-        trained.normalise,
-        batch,
-        compute,
-        &cancelled,
-    )
-    .map_err(scoring_error)?;
+    let scores = score_at(&test_idx)?;
     let test_labels: Vec<bool> = positive[n_train..].to_vec();
     let stats = RoundStats::compute(&test_labels, &scores, t.threshold)?;
     let stats_youden = match youden {

@@ -42,6 +42,9 @@ pub enum IssueKind {
     /// scale are named, as 16 times too bright or too dark if all come from
     /// one detector.
     MixedBitDepth,
+    /// Warning: a 16-bit gray PNG read as 12-bit data
+    /// (`train.gray16 = "12bit"`) has pixels above 4095, made white.
+    ClippedGray16,
 }
 
 /// One finding, naming the manifest line, the row's path and the bad value.
@@ -159,7 +162,7 @@ pub fn check(manifest: &Path, data_root: Option<&Path>) -> Result<CheckReport, D
     check_with(manifest, data_root, None).map(|(report, _)| report)
 }
 
-/// Which images [`check_keeping`] keeps, and at what size.
+/// Which images [`check_keeping`] keeps, and how they are read.
 #[derive(Clone, Copy, Debug)]
 pub struct Keep {
     /// How the images are read and kept.
@@ -423,7 +426,7 @@ fn read_and_decode(
 /// A warning for each 16-bit gray image read on the rarer of two scales,
 /// when the data set has both (ties: the 16-bit ones are named).
 fn mixed_bit_depths(read: &[(&RawRow, Gray16)]) -> Vec<Issue> {
-    let as12 = read.iter().filter(|(_, g)| *g == Gray16::As12Bit).count();
+    let as12 = read.iter().filter(|(_, g)| *g != Gray16::As16Bit).count();
     let as16 = read.len() - as12;
     if as12 == 0 || as16 == 0 {
         return Vec::new();
@@ -444,7 +447,7 @@ fn mixed_bit_depths(read: &[(&RawRow, Gray16)]) -> Vec<Issue> {
         )
     };
     read.iter()
-        .filter(|(_, g)| *g == rare)
+        .filter(|(_, g)| (*g == Gray16::As16Bit) == (rare == Gray16::As16Bit))
         .map(|(row, _)| {
             issue(
                 IssueKind::MixedBitDepth,
@@ -454,7 +457,7 @@ fn mixed_bit_depths(read: &[(&RawRow, Gray16)]) -> Vec<Issue> {
                 format!(
                     "16-bit gray image read {how}, while {others} other 16-bit gray images of this data set were read {other_how}: \
                      if they come from one detector, this one is 16 times too dark or too bright; store them all at one bit depth, \
-                     or read them all on one scale with train.gray16 = \"12bit\" or \"16bit\" in the spec"
+                     or read them all on one scale with train.gray16 = \"16bit\", or \"12bit\" (which makes pixels above 4095 white), in the spec"
                 ),
             )
         })
@@ -529,6 +532,18 @@ fn check_file(
             Ok((img, read_as, digest)) => {
                 sha = Some(digest);
                 gray16 = read_as;
+                if read_as == Some(Gray16::Clipped12Bit) {
+                    warnings.push(issue(
+                        IssueKind::ClippedGray16,
+                        row,
+                        None,
+                        None,
+                        "16-bit gray image with pixels above 4095, read as 12-bit data as \
+                         train.gray16 = \"12bit\" says: those pixels are white; if it holds \
+                         16-bit data, read it with \"16bit\" or \"auto\""
+                            .into(),
+                    ));
+                }
                 square = keep.map(|k| resize_to_square(&img, k.size, k.mode));
                 if img.is_blank() {
                     warnings.push(issue(
@@ -853,6 +868,27 @@ mod tests {
         assert!(
             report.warnings[0].message.contains("as 16-bit data")
                 && report.warnings[0].message.contains("3 other"),
+            "{}",
+            report.warnings[0]
+        );
+        // Checked as a job reads them with one scale fixed: under "16bit"
+        // nothing is mixed; under "12bit" the 16-bit image is named as
+        // clipped, and nothing as mixed.
+        let keep = |gray16| Keep {
+            reading: Reading {
+                size: 8,
+                mode: crate::imaging::ResizeMode::Pad,
+                gray16,
+            },
+            task: None,
+        };
+        let (report, _) = check_keeping(&manifest, None, keep(Gray16Scale::Bits16)).unwrap();
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let (report, _) = check_keeping(&manifest, None, keep(Gray16Scale::Bits12)).unwrap();
+        let w: Vec<(u64, IssueKind)> = report.warnings.iter().map(|i| (i.line, i.kind)).collect();
+        assert_eq!(w, vec![(5, IssueKind::ClippedGray16)]);
+        assert!(
+            report.warnings[0].message.contains("white"),
             "{}",
             report.warnings[0]
         );

@@ -51,6 +51,12 @@ pub enum Gray16Scale {
     Bits16,
 }
 
+impl Gray16Scale {
+    pub fn is_auto(&self) -> bool {
+        *self == Gray16Scale::Auto
+    }
+}
+
 /// How a 16-bit gray PNG's samples were scaled ([`gray16_full_scale`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gray16 {
@@ -58,6 +64,9 @@ pub enum Gray16 {
     As12Bit,
     /// Read as 16-bit data (full scale 65535).
     As16Bit,
+    /// Read as 12-bit data because `train.gray16 = "12bit"` says so, with
+    /// pixels above 4095 made white (16-bit data read as 12-bit?).
+    Clipped12Bit,
 }
 
 /// [`decode_bytes`], also saying how a 16-bit gray image was scaled
@@ -123,11 +132,16 @@ fn luma(r: f32, g: f32, b: f32) -> f32 {
 /// detector are scaled alike: a 12-bit image never exceeds 4095, and a
 /// 16-bit one rarely stays below it (a frame that dark is brightened 16x).
 pub fn gray16_full_scale(samples: impl Iterator<Item = u16>) -> f32 {
-    if samples.max().unwrap_or(0) < 4096 {
+    if brightest(samples) < 4096 {
         4095.0
     } else {
         65535.0
     }
+}
+
+/// The largest of `samples` (0 for none).
+fn brightest(samples: impl Iterator<Item = u16>) -> u16 {
+    samples.max().unwrap_or(0)
 }
 
 /// Gray pixels of any `DynamicImage`: 8-bit values / 255, 16-bit gray by
@@ -138,17 +152,23 @@ fn to_gray(img: DynamicImage, gray16_scale: Gray16Scale) -> (GrayImage, Option<G
     const U8: f32 = 255.0;
     const U16: f32 = 65535.0;
     let mut gray16 = None;
-    let full_scale = |samples: &mut dyn Iterator<Item = u16>| match gray16_scale {
-        Gray16Scale::Auto => gray16_full_scale(samples),
-        Gray16Scale::Bits12 => 4095.0,
-        Gray16Scale::Bits16 => U16,
-    };
-    let mut note = |scale: f32| {
-        gray16 = Some(if scale < U16 {
-            Gray16::As12Bit
-        } else {
-            Gray16::As16Bit
-        });
+    // The full scale for these samples, noting how they were read.
+    let mut full_scale = |samples: &mut dyn Iterator<Item = u16>| {
+        let (scale, how) = match gray16_scale {
+            Gray16Scale::Auto => {
+                let scale = gray16_full_scale(samples);
+                let how = if scale < U16 {
+                    Gray16::As12Bit
+                } else {
+                    Gray16::As16Bit
+                };
+                (scale, how)
+            }
+            Gray16Scale::Bits12 if brightest(samples) > 4095 => (4095.0, Gray16::Clipped12Bit),
+            Gray16Scale::Bits12 => (4095.0, Gray16::As12Bit),
+            Gray16Scale::Bits16 => (U16, Gray16::As16Bit),
+        };
+        gray16 = Some(how);
         scale
     };
     let pixels: Vec<f32> = match img {
@@ -159,14 +179,14 @@ fn to_gray(img: DynamicImage, gray16_scale: Gray16Scale) -> (GrayImage, Option<G
             .map(|p| f32::from(p[0]) / U8)
             .collect(),
         DynamicImage::ImageLuma16(b) => {
-            let scale = note(full_scale(&mut b.as_raw().iter().copied()));
+            let scale = full_scale(&mut b.as_raw().iter().copied());
             b.as_raw()
                 .iter()
                 .map(|&v| (f32::from(v) / scale).min(1.0))
                 .collect()
         }
         DynamicImage::ImageLumaA16(b) => {
-            let scale = note(full_scale(&mut b.as_raw().chunks_exact(2).map(|p| p[0])));
+            let scale = full_scale(&mut b.as_raw().chunks_exact(2).map(|p| p[0]));
             b.as_raw()
                 .chunks_exact(2)
                 .map(|p| (f32::from(p[0]) / scale).min(1.0))

@@ -52,7 +52,7 @@
 //! interpolation when it grows. Values are quantised only at the end:
 //! `round(v * 255)` clamped to `0..=255`. Everything is deterministic.
 //!
-//! [`load_square`] is [`decode_file`] followed by [`resize_to_square`].
+//! [`load_square`] is [`decode_file_scaled`] followed by [`resize_to_square`].
 
 mod decode;
 mod dicom;

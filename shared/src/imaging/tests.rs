@@ -122,7 +122,7 @@ fn a_fixed_16_bit_scale_reads_every_image_alike() {
     let (img, _) = read(&marked, Gray16Scale::Auto);
     assert_pixels(&img, &by([0.0, 1000.0, 2048.0, 65535.0], 65535.0), 1e-7);
     let (img, how) = read(&marked, Gray16Scale::Bits12);
-    assert_eq!(how, Some(Gray16::As12Bit));
+    assert_eq!(how, Some(Gray16::Clipped12Bit));
     assert_pixels(&img, &[0.0, 1000.0 / 4095.0, 2048.0 / 4095.0, 1.0], 1e-7);
     // 8-bit images are not affected.
     let eight: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_fn(1, 1, |_, _| Luma([51]));
@@ -625,7 +625,8 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
     write_dicom(&path, &d);
     assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.0, 0.5, 1.0], 1e-7);
     // A padding value the stored bits cannot hold (0xF830 in unsigned
-    // 12-bit data) pads nothing: 2096 (0x830) stays an image value.
+    // 12-bit data) is compared with the words as written, not masked onto
+    // a value: 2096 (0x830) stays an image value.
     let d = Dcm {
         bits_stored: 12,
         padding: Some((0xF830, None)),
@@ -635,6 +636,19 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
     assert_pixels(
         &decode_file(&path).unwrap(),
         &[2096.0 / 4000.0, 100.0 / 4000.0, 1.0, 0.0],
+        1e-6,
+    );
+    // And a word written whole as the padding value (0xFFFF in 12-bit
+    // data, which masked would read as 4095) is padding.
+    let d = Dcm {
+        bits_stored: 12,
+        padding: Some((0xFFFF, None)),
+        ..Dcm::mono2(2, 2, &[0xFFFF, 100, 4000, 0])
+    };
+    write_dicom(&path, &d);
+    assert_pixels(
+        &decode_file(&path).unwrap(),
+        &[0.0, 100.0 / 4000.0, 1.0, 0.0],
         1e-6,
     );
 }

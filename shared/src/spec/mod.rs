@@ -267,7 +267,9 @@ pub struct TrainSpec {
     pub resize: Resize,
     /// How 16-bit gray images are scaled: per image (`auto`), or one scale
     /// for all (`12bit`, `16bit`). Kept in the model card, so `predict`
-    /// reads new images as training did.
+    /// reads new images as training did. Left out of the stored spec when
+    /// `auto`, so specs written before it keep their hash.
+    #[serde(skip_serializing_if = "crate::imaging::Gray16Scale::is_auto")]
     pub gray16: crate::imaging::Gray16Scale,
     pub epochs: u32,
     pub batch_size: u32,

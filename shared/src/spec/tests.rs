@@ -498,4 +498,10 @@ fn the_16_bit_scale_is_set_by_name_and_a_wrong_one_is_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("gray16") && err.contains("14bit"), "{err}");
+    // Stored with the spec when set, so a worker reads as the spec says;
+    // left out at `auto`, so specs stored before it keep their text and hash.
+    let set = parse(MINIMAL, &["train.gray16=16bit"]).unwrap();
+    let stored = Spec::parse_stored(&set.to_toml(), "stored").unwrap();
+    assert_eq!(stored.train.gray16, Gray16Scale::Bits16);
+    assert!(!parse(MINIMAL, &[]).unwrap().to_toml().contains("gray16"));
 }

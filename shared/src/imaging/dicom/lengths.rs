@@ -99,92 +99,171 @@ fn implicit_vr(tag: (u16, u16)) -> VR {
         .map_or(VR::UN, |e| e.vr().relaxed())
 }
 
-/// Walk the headers from `start` in `encoding`, while `keep_on` says yes to
-/// the next element's position and group. Returns where the walk stopped:
-/// the end of the file, the first element `keep_on` refused, or a header
-/// cut short.
-pub(crate) fn walk(
-    bytes: &[u8],
-    start: usize,
-    encoding: Encoding,
-    keep_on: impl Fn(usize, u16) -> bool,
-) -> Result<usize, Overrun> {
+/// One element's header as the reader takes it.
+struct Header {
+    tag: (u16, u16),
+    vr: VR,
+    length: u32,
+    /// Bytes of the header.
+    size: usize,
+}
+
+/// The header at `at`, or `None` where the file ends inside it. Group FFFE
+/// (items and delimiters) has no VR in either encoding.
+fn header_at(bytes: &[u8], at: usize, encoding: Encoding) -> Option<Header> {
+    let tag = (encoding.u16_at(bytes, at)?, encoding.u16_at(bytes, at + 2)?);
+    if tag.0 == 0xFFFE || !encoding.explicit_vr {
+        let vr = if tag.0 == 0xFFFE {
+            VR::UN
+        } else {
+            implicit_vr(tag)
+        };
+        let length = encoding.u32_at(bytes, at + 4)?;
+        return Some(Header {
+            tag,
+            vr,
+            length,
+            size: 8,
+        });
+    }
+    let vr_bytes = bytes.get(at + 4..at + 6)?;
+    // As the reader: a VR it does not know is UN.
+    let vr = VR::from_binary([vr_bytes[0], vr_bytes[1]]).unwrap_or(VR::UN);
+    let (length, size) = if long_length(vr) {
+        (encoding.u32_at(bytes, at + 8)?, 12)
+    } else {
+        (u32::from(encoding.u16_at(bytes, at + 6)?), 8)
+    };
+    Some(Header {
+        tag,
+        vr,
+        length,
+        size,
+    })
+}
+
+/// Refuse a defined `length` of the element at `at` that runs past the end.
+fn fits(bytes: &[u8], at: usize, h: &Header) -> Result<(), Overrun> {
+    let left = bytes.len().saturating_sub(at + h.size);
+    if h.length != UNDEFINED && h.length as usize > left {
+        return Err(Overrun {
+            at,
+            tag: h.tag,
+            length: h.length,
+            left,
+        });
+    }
+    Ok(())
+}
+
+/// Walk the file meta group from `start` (explicit VR little endian) as
+/// its reader reads it: element after element, each value skipped whole
+/// (a sequence's too), up to `end` (where its group length says it ends)
+/// or, without one, while the group is 0002. Returns where the data set
+/// starts, or where the walk stopped (an undefined length, a header cut
+/// short).
+pub(crate) fn walk_meta(bytes: &[u8], start: usize, end: Option<usize>) -> Result<usize, Overrun> {
     let mut at = start;
-    // Inside encapsulated pixel data: items are fragments, skipped whole.
-    let mut fragments = false;
+    while let Some(h) = header_at(bytes, at, Encoding::META) {
+        let more = match end {
+            Some(end) => at < end,
+            None => h.tag.0 == 2,
+        };
+        if !more || h.length == UNDEFINED {
+            break;
+        }
+        fits(bytes, at, &h)?;
+        at += h.size + h.length as usize;
+    }
+    Ok(at)
+}
+
+/// Where the walk of a data set is, as the reader's own state.
+enum Within {
+    /// A data set: the file's (no end), or an item's (its end, if defined).
+    DataSet { end: Option<usize> },
+    /// A sequence's items (its end, if defined).
+    Sequence { end: Option<usize> },
+    /// Encapsulated pixel data's fragments.
+    Fragments,
+}
+
+/// Walk a data set from `start` in `encoding`, checking every length the
+/// reader will allocate. Returns where the walk stopped: the end of the
+/// file, a header cut short, or something the reader refuses anyway (a
+/// sequence holding other than items).
+pub(crate) fn walk(bytes: &[u8], start: usize, encoding: Encoding) -> Result<usize, Overrun> {
+    let mut at = start;
+    let mut stack = vec![Within::DataSet { end: None }];
     loop {
-        let (Some(group), Some(element)) =
-            (encoding.u16_at(bytes, at), encoding.u16_at(bytes, at + 2))
-        else {
+        // Leave the sequences and items whose defined length is used up.
+        while let Some(Within::DataSet { end: Some(end) } | Within::Sequence { end: Some(end) }) =
+            stack.last()
+        {
+            if at < *end {
+                break;
+            }
+            stack.pop();
+        }
+        let Some(within) = stack.last() else {
             return Ok(at);
         };
-        let tag = (group, element);
-        let fits = |header: usize, length: u32| {
-            let left = bytes.len().saturating_sub(at + header);
-            if length != UNDEFINED && length as usize > left {
-                Err(Overrun {
-                    at,
-                    tag,
-                    length,
-                    left,
-                })
-            } else {
-                Ok(())
-            }
-        };
-        if group == 0xFFFE {
-            let Some(length) = encoding.u32_at(bytes, at + 4) else {
-                return Ok(at);
-            };
-            fits(8, length)?;
-            at += 8;
-            match element {
-                // An item: a fragment is skipped, a data set's item (or
-                // one of undefined length) entered.
-                0xE000 if fragments && length != UNDEFINED => at += length as usize,
-                0xE000 | 0xE00D => {}
-                // The end of a sequence (or of the pixel data's fragments).
-                0xE0DD => fragments = false,
-                // Where an element belongs, the reader takes any other tag
-                // of the group as an element and reads its value.
-                _ if length != UNDEFINED => at += length as usize,
-                _ => {}
-            }
-            continue;
-        }
-        if !keep_on(at, group) {
+        let Some(h) = header_at(bytes, at, encoding) else {
             return Ok(at);
-        }
-        let (header, length, vr) = if encoding.explicit_vr {
-            let Some(vr_bytes) = bytes.get(at + 4..at + 6) else {
-                return Ok(at);
-            };
-            // As the reader: a VR it does not know is UN.
-            let vr = VR::from_binary([vr_bytes[0], vr_bytes[1]]).unwrap_or(VR::UN);
-            let length = if long_length(vr) {
-                encoding.u32_at(bytes, at + 8)
-            } else {
-                encoding.u16_at(bytes, at + 6).map(u32::from)
-            };
-            let Some(length) = length else {
-                return Ok(at);
-            };
-            (if long_length(vr) { 12 } else { 8 }, length, vr)
-        } else {
-            let Some(length) = encoding.u32_at(bytes, at + 4) else {
-                return Ok(at);
-            };
-            (8, length, implicit_vr(tag))
         };
-        if length == UNDEFINED {
-            // A sequence (any undefined-length element but encapsulated
-            // pixel data is read as one), or pixel data's fragments.
-            fragments = tag == (0x7FE0, 0x0010) && vr != VR::SQ;
-            at += header;
-        } else {
-            let sequence = vr == VR::SQ;
-            fits(header, length)?;
-            at += header + if sequence { 0 } else { length as usize };
+        match within {
+            Within::Sequence { .. } | Within::Fragments => {
+                match h.tag {
+                    (0xFFFE, 0xE000) => {
+                        fits(bytes, at, &h)?;
+                        at += h.size;
+                        match (within, h.length) {
+                            // A fragment is skipped; one of undefined
+                            // length the reader refuses.
+                            (Within::Fragments, UNDEFINED) => return Ok(at),
+                            (Within::Fragments, n) => at += n as usize,
+                            (_, UNDEFINED) => stack.push(Within::DataSet { end: None }),
+                            (_, n) => stack.push(Within::DataSet {
+                                end: Some(at + n as usize),
+                            }),
+                        }
+                    }
+                    // The end of the sequence; its length is not read.
+                    (0xFFFE, 0xE0DD) => {
+                        stack.pop();
+                        at += h.size;
+                    }
+                    _ => return Ok(at),
+                }
+            }
+            Within::DataSet { end } => {
+                // The end of an item of undefined length.
+                if h.tag == (0xFFFE, 0xE00D) && end.is_none() && stack.len() > 1 {
+                    stack.pop();
+                    at += h.size;
+                    continue;
+                }
+                // Anything else is an element, a stray item or delimiter
+                // included (the reader takes it as UN and reads its value).
+                fits(bytes, at, &h)?;
+                at += h.size;
+                if h.length == UNDEFINED {
+                    // Every undefined-length element but encapsulated
+                    // pixel data is read as a sequence.
+                    let pixels = h.tag == (0x7FE0, 0x0010) && h.vr != VR::SQ;
+                    stack.push(if pixels {
+                        Within::Fragments
+                    } else {
+                        Within::Sequence { end: None }
+                    });
+                } else if h.vr == VR::SQ && h.tag.0 != 0xFFFE {
+                    stack.push(Within::Sequence {
+                        end: Some(at + h.length as usize),
+                    });
+                } else {
+                    at += h.length as usize;
+                }
+            }
         }
     }
 }
@@ -234,7 +313,7 @@ mod tests {
         let mut b = el(0x0008, 0x0016, b"UI", b"1.2.3\0");
         b.extend(el(0x0028, 0x0010, b"US", &[2, 0]));
         b.extend(el(0x7FE0, 0x0010, b"OW", &[0; 8]));
-        assert_eq!(walk(&b, 0, LE, |_, _| true), Ok(b.len()));
+        assert_eq!(walk(&b, 0, LE), Ok(b.len()));
     }
 
     #[test]
@@ -243,7 +322,7 @@ mod tests {
         let second = b.len();
         b.extend(el(0x7FE0, 0x0010, b"OW", &[0; 8]));
         set_u32(&mut b, second + 8, 0xF000_0000);
-        let err = walk(&b, 0, LE, |_, _| true).unwrap_err();
+        let err = walk(&b, 0, LE).unwrap_err();
         assert_eq!(
             err,
             Overrun {
@@ -257,19 +336,60 @@ mod tests {
         // A 2-byte length too.
         let mut b = el(0x0008, 0x0016, b"UI", b"1.2.3\0");
         b[6] = 200;
-        assert!(walk(&b, 0, LE, |_, _| true).is_err());
+        assert!(walk(&b, 0, LE).is_err());
         // A VR that is none is read as UN, as the reader does: a 4-byte
         // length after two reserved bytes, here the value's "3" and NUL and
         // the next element's first bytes.
         let mut b = el(0x0008, 0x0016, b"UI", b"1.2.3\0");
         b.extend(el(0x0028, 0x0010, b"US", &[2, 0]));
         b[4] = b'x';
-        let err = walk(&b, 0, LE, |_, _| true).unwrap_err();
+        let err = walk(&b, 0, LE).unwrap_err();
         assert_eq!((err.at, err.tag), (0, (8, 0x16)));
         // Zero padding at the end of a file reads as zero-length elements.
         let mut b = el(0x0008, 0x0016, b"UI", b"1.2.3\0");
         b.extend([0; 12]);
-        assert_eq!(walk(&b, 0, LE, |_, _| true), Ok(b.len()));
+        assert_eq!(walk(&b, 0, LE), Ok(b.len()));
+    }
+
+    #[test]
+    fn the_meta_group_is_read_flat_as_its_reader_reads_it() {
+        // A sequence in the meta group is skipped whole: its value, which
+        // would read as a header with a huge length, is not looked into;
+        // the real element after it is.
+        let fake = [0x02, 0, 0x02, 0, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0x7F];
+        let mut b = el(0x0002, 0x0001, b"SQ", &fake);
+        let real = b.len();
+        b.extend(el(0x0002, 0x0010, b"OB", &[0; 4]));
+        assert_eq!(walk_meta(&b, 0, None), Ok(b.len()));
+        set_u32(&mut b, real + 8, 0xF000_0000);
+        let err = walk_meta(&b, 0, None).unwrap_err();
+        assert_eq!((err.at, err.tag), (real, (2, 0x10)));
+        // The stated end, not the group, decides where the meta group ends.
+        assert_eq!(walk_meta(&b, 0, Some(1)), Ok(real));
+    }
+
+    #[test]
+    fn delimiters_are_not_judged_by_their_length_where_the_reader_ignores_it() {
+        // An undefined-length sequence with an undefined-length item whose
+        // delimiters carry a (meaningless) non-zero length.
+        let mut b = el(0x0008, 0x1140, b"SQ", &[]);
+        set_u32(&mut b, 8, UNDEFINED);
+        b.extend(item(UNDEFINED));
+        b.extend(el(0x0008, 0x0100, b"SH", b"CODE"));
+        b.extend([0xFE, 0xFF, 0x0D, 0xE0, 0xFF, 0, 0, 0]);
+        b.extend([0xFE, 0xFF, 0xDD, 0xE0, 0xFF, 0, 0, 0]);
+        b.extend(el(0x0028, 0x0010, b"US", &[2, 0]));
+        assert_eq!(walk(&b, 0, LE), Ok(b.len()));
+    }
+
+    #[test]
+    fn a_stray_item_outside_a_sequence_is_an_element_whose_value_is_skipped() {
+        // The reader takes it as UN and reads its value: bytes that would
+        // read as a huge element are not headers.
+        let mut b = item(12);
+        b.extend([0x08, 0, 0x16, 0, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0x7F]);
+        b.extend(el(0x0028, 0x0010, b"US", &[2, 0]));
+        assert_eq!(walk(&b, 0, LE), Ok(b.len()));
     }
 
     #[test]
@@ -277,14 +397,14 @@ mod tests {
         let mut b = el(0x0008, 0x0016, b"UI", b"1.2.3\0");
         b.extend([0xFE, 0xFF, 0xDD, 0xE0]);
         b.extend(0x4000_0000u32.to_le_bytes());
-        assert!(walk(&b, 0, LE, |_, _| true).is_err());
+        assert!(walk(&b, 0, LE).is_err());
         // Another tag of group FFFE where an element belongs: its value is
         // read, so skipped.
         let mut b = [0xFE, 0xFF, 0x10, 0x00].to_vec();
         b.extend(4u32.to_le_bytes());
         b.extend(*b"abcd");
         b.extend(el(0x0028, 0x0010, b"US", &[2, 0]));
-        assert_eq!(walk(&b, 0, LE, |_, _| true), Ok(b.len()));
+        assert_eq!(walk(&b, 0, LE), Ok(b.len()));
     }
 
     #[test]
@@ -295,10 +415,10 @@ mod tests {
         let mut seq_value = item(inner.len() as u32);
         seq_value.extend(&inner);
         let mut b = el(0x0008, 0x1140, b"SQ", &seq_value);
-        assert_eq!(walk(&b, 0, LE, |_, _| true), Ok(b.len()));
+        assert_eq!(walk(&b, 0, LE), Ok(b.len()));
         let inner_at = b.len() - inner.len();
         b[inner_at + 6] = 0xFF;
-        assert_eq!(walk(&b, 0, LE, |_, _| true).unwrap_err().tag, (8, 0x100));
+        assert_eq!(walk(&b, 0, LE).unwrap_err().tag, (8, 0x100));
         // An undefined-length UN is entered, as the reader enters it.
         let mut b = [0x0009u16.to_le_bytes(), 0x1010u16.to_le_bytes()].concat();
         b.extend(b"UN\0\0");
@@ -308,9 +428,9 @@ mod tests {
         b.extend(el(0x0009, 0x0001, b"OB", &[0; 4]));
         b.extend([0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
         b.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
-        assert_eq!(walk(&b, 0, LE, |_, _| true), Ok(b.len()));
+        assert_eq!(walk(&b, 0, LE), Ok(b.len()));
         set_u32(&mut b, inner, 1 << 31);
-        assert_eq!(walk(&b, 0, LE, |_, _| true).unwrap_err().tag, (9, 1));
+        assert_eq!(walk(&b, 0, LE).unwrap_err().tag, (9, 1));
         // Implicit VR: a sequence by the dictionary (Referenced Image
         // Sequence).
         let mut b = [0x0008u16.to_le_bytes(), 0x1140u16.to_le_bytes()].concat();
@@ -319,16 +439,16 @@ mod tests {
         value.extend(b"CODE");
         b.extend((value.len() as u32).to_le_bytes());
         b.extend(&value);
-        assert_eq!(walk(&b, 0, IMPLICIT, |_, _| true), Ok(b.len()));
+        assert_eq!(walk(&b, 0, IMPLICIT), Ok(b.len()));
         let n = b.len();
         set_u32(&mut b, n - 8, 1 << 30);
-        assert!(walk(&b, 0, IMPLICIT, |_, _| true).is_err());
+        assert!(walk(&b, 0, IMPLICIT).is_err());
         // Pixel data whose first samples happen to spell an item tag is
         // still pixel data, skipped whole.
         let mut b = [0x7FE0u16.to_le_bytes(), 0x0010u16.to_le_bytes()].concat();
         b.extend(12u32.to_le_bytes());
         b.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0x0F, 1, 2, 3, 4]);
-        assert_eq!(walk(&b, 0, IMPLICIT, |_, _| true), Ok(b.len()));
+        assert_eq!(walk(&b, 0, IMPLICIT), Ok(b.len()));
     }
 
     #[test]
@@ -343,14 +463,11 @@ mod tests {
         b.extend(item(fragment.len() as u32));
         b.extend(fragment);
         b.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
-        assert_eq!(walk(&b, 0, LE, |_, _| true), Ok(b.len()));
+        assert_eq!(walk(&b, 0, LE), Ok(b.len()));
         // A fragment longer than the file.
         let at = b.len() - 8 - fragment.len() - 4;
         set_u32(&mut b, at, 1000);
-        assert_eq!(
-            walk(&b, 0, LE, |_, _| true).unwrap_err().tag,
-            (0xFFFE, 0xE000)
-        );
+        assert_eq!(walk(&b, 0, LE).unwrap_err().tag, (0xFFFE, 0xE000));
     }
 
     #[test]
@@ -358,8 +475,8 @@ mod tests {
         let mut b = el(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2\0");
         let meta_end = b.len();
         b.extend(el(0x0008, 0x0016, b"UI", b"1.2.3\0"));
-        assert_eq!(walk(&b, 0, LE, |_, g| g == 2), Ok(meta_end));
-        assert_eq!(walk(&b[..meta_end + 5], 0, LE, |_, _| true), Ok(meta_end));
+        assert_eq!(walk_meta(&b, 0, None), Ok(meta_end));
+        assert_eq!(walk(&b[..meta_end + 5], 0, LE), Ok(meta_end));
     }
 
     #[test]
@@ -372,11 +489,8 @@ mod tests {
         b.extend(b"UI");
         b.extend(6u16.to_be_bytes());
         b.extend(b"1.2.3\0");
-        assert_eq!(walk(&b, 0, be, |_, _| true), Ok(b.len()));
-        assert!(
-            walk(&b, 0, LE, |_, _| true).is_err(),
-            "read little endian: 1536 bytes"
-        );
+        assert_eq!(walk(&b, 0, be), Ok(b.len()));
+        assert!(walk(&b, 0, LE).is_err(), "read little endian: 1536 bytes");
     }
 
     proptest::proptest! {
@@ -387,7 +501,7 @@ mod tests {
             big_endian in proptest::prelude::any::<bool>(),
         ) {
             let encoding = Encoding { explicit_vr, big_endian };
-            if let Ok(end) = walk(&bytes, 0, encoding, |_, _| true) {
+            if let Ok(end) = walk(&bytes, 0, encoding) {
                 proptest::prop_assert!(end <= bytes.len());
             }
         }

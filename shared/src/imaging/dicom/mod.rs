@@ -23,7 +23,7 @@ const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 
 mod lengths;
 
-use lengths::{walk, Encoding};
+use lengths::{walk, walk_meta, Encoding};
 
 /// Explicit VR Big Endian (retired, still read).
 const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
@@ -85,20 +85,16 @@ impl Framing {
         };
         let damaged = |d: lengths::Overrun| ImagingError::undecodable(name, d.to_string());
         // The transfer syntax first, so that one we cannot read is reported
-        // as such rather than as a parse failure further in. Every length is
-        // checked against the file before anything is read.
+        // as such rather than as a parse failure further in. Every length the
+        // reader would allocate is checked against the file before anything
+        // is read (not in a deflated data set, whose headers are compressed).
         let (ts_uid, data_set_at) = match self {
             Framing::Part10 | Framing::NoPreamble => {
                 let from = if self == Framing::Part10 { PREAMBLE } else { 0 };
-                let meta_end = walk(bytes, from + 4, Encoding::META, |at, group| {
-                    match meta_group_end(bytes, from + 4) {
-                        // Where the reader takes the data set to start: the
-                        // first element at or past the group's stated length.
-                        Some(end) => at < end,
-                        None => group == 2,
-                    }
-                })
-                .map_err(damaged)?;
+                // The data set starts where the reader takes it to: at the
+                // first element at or past the group's stated length.
+                let meta_end =
+                    walk_meta(bytes, from + 4, meta_group_end(bytes, from + 4)).map_err(damaged)?;
                 let uid = FileMetaTable::from_reader(&bytes[from..])
                     .map_err(|e| undecodable("bad DICOM file meta information", &e))?
                     .transfer_syntax()
@@ -129,7 +125,7 @@ impl Framing {
                 explicit_vr: ts_uid != IMPLICIT_VR_LE,
                 big_endian: ts_uid == EXPLICIT_VR_BE,
             };
-            walk(bytes, data_set_at, encoding, |_, _| true).map_err(damaged)?;
+            walk(bytes, data_set_at, encoding).map_err(damaged)?;
         }
         match self {
             Framing::Part10 | Framing::NoPreamble => OpenFileOptions::new()
@@ -232,7 +228,7 @@ pub(crate) fn decode(
         let inverse = text_of(&obj, tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
         let shown = Shown {
             invert: pi == PhotometricInterpretation::Monochrome1 || inverse,
-            padding: padding_range(&obj, &layout),
+            padding: padding_of(&obj, &layout),
         };
         monochrome(&px, &layout, data, shown).map_err(|e| undecodable("pixel attributes", &e))?
     } else {
@@ -257,15 +253,39 @@ fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     Some(s.trim_end_matches(['\0', ' ']).to_string())
 }
 
-/// The stored values that are pixel padding (PS3.3 C.7.5.1.1.2): Pixel
-/// Padding Value, or every value between it and Pixel Padding Range Limit.
-/// Both are stored values (before the modality LUT), encoded as US or SS
-/// as the pixels are; a reader without VRs may give a signed one as US
-/// (64536 for -1000), which is taken back. A value the stored bits cannot
-/// hold is no padding of this image: it is ignored.
-fn padding_range(obj: &InMemDicomObject, layout: &Layout) -> Option<(f64, f64)> {
-    let stored = |tag| {
-        let mut v: i64 = obj.element(tag).ok()?.to_int().ok()?;
+/// Which samples are pixel padding (PS3.3 C.7.5.1.1.2): Pixel Padding
+/// Value, or every value between it and Pixel Padding Range Limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Padding {
+    /// Stored values (before the modality LUT) in this range.
+    Values(f64, f64),
+    /// Sample words, as written, in this range: for a padding value the
+    /// stored bits cannot hold (0xFFFF in 12-bit data), which only a word
+    /// written whole can equal.
+    Words(u32, u32),
+}
+
+impl Padding {
+    fn covers(self, word: u32, value: f64) -> bool {
+        match self {
+            Padding::Values(lo, hi) => (lo..=hi).contains(&value),
+            Padding::Words(lo, hi) => (lo..=hi).contains(&word),
+        }
+    }
+}
+
+/// The image's pixel padding, if it has any. Both attributes are encoded
+/// as US or SS as the pixels are; a reader without VRs may give a signed
+/// one as US (64536 for -1000), which is taken back. A range limit that
+/// cannot be read drops the padding.
+fn padding_of(obj: &InMemDicomObject, layout: &Layout) -> Option<Padding> {
+    let read = |tag| obj.element(tag).ok().map(|e| e.to_int::<i64>().ok());
+    let value = read(tags::PIXEL_PADDING_VALUE)??;
+    let limit = match read(tags::PIXEL_PADDING_RANGE_LIMIT) {
+        None => value,
+        Some(limit) => limit?,
+    };
+    let as_value = |mut v: i64| {
         let bits = layout.stored.min(32);
         let (lo, hi) = if layout.signed {
             if v > i64::from(i16::MAX) && v <= i64::from(u16::MAX) && bits <= 16 {
@@ -277,17 +297,24 @@ fn padding_range(obj: &InMemDicomObject, layout: &Layout) -> Option<(f64, f64)> 
         };
         (lo..=hi).contains(&v).then_some(v as f64)
     };
-    let value = stored(tags::PIXEL_PADDING_VALUE)?;
-    let limit = stored(tags::PIXEL_PADDING_RANGE_LIMIT).unwrap_or(value);
-    Some((value.min(limit), value.max(limit)))
+    let as_word = |v: i64| {
+        let bits = u32::from(layout.allocated);
+        let fits = -(1i64 << (bits - 1)) <= v && v < (1i64 << bits);
+        fits.then(|| ((v as u64) & ((1u64 << bits) - 1)) as u32)
+    };
+    if let (Some(a), Some(b)) = (as_value(value), as_value(limit)) {
+        return Some(Padding::Values(a.min(b), a.max(b)));
+    }
+    let (a, b) = (as_word(value)?, as_word(limit)?);
+    Some(Padding::Words(a.min(b), a.max(b)))
 }
 
-/// How a monochrome frame is shown: inverted or not, and which stored
-/// values are padding (made black, and left out of a min-max stretch).
+/// How a monochrome frame is shown: inverted or not, and which samples are
+/// padding (made black, and left out of a min-max stretch).
 #[derive(Debug, Clone, Copy)]
 struct Shown {
     invert: bool,
-    padding: Option<(f64, f64)>,
+    padding: Option<Padding>,
 }
 
 /// How stored samples are laid out: BitsAllocated, BitsStored, HighBit and
@@ -340,16 +367,21 @@ impl Layout {
 
     /// Call `f` with each sample's value, in order, without allocating.
     fn for_each(&self, data: &[u8], mut f: impl FnMut(f64)) {
+        self.for_each_word(data, |w| f(self.value(w)));
+    }
+
+    /// Call `f` with each sample's word as written, in order.
+    fn for_each_word(&self, data: &[u8], mut f: impl FnMut(u32)) {
         match self.allocated {
             // dicom-pixeldata expands 1-bit samples to one byte each, 0 or 255.
-            1 => data.iter().for_each(|&b| f(self.value(u32::from(b != 0)))),
-            8 => data.iter().for_each(|&b| f(self.value(u32::from(b)))),
+            1 => data.iter().for_each(|&b| f(u32::from(b != 0))),
+            8 => data.iter().for_each(|&b| f(u32::from(b))),
             16 => data
                 .chunks_exact(2)
-                .for_each(|c| f(self.value(u32::from(u16::from_ne_bytes([c[0], c[1]]))))),
+                .for_each(|c| f(u32::from(u16::from_ne_bytes([c[0], c[1]])))),
             _ => data
                 .chunks_exact(4)
-                .for_each(|c| f(self.value(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))),
+                .for_each(|c| f(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))),
         }
     }
 
@@ -366,7 +398,16 @@ fn monochrome(
     data: &[u8],
     shown: Shown,
 ) -> Result<Vec<f32>, dicom_pixeldata::Error> {
-    let is_padding = |s: f64| shown.padding.is_some_and(|(lo, hi)| (lo..=hi).contains(&s));
+    // Which samples are padding, in order.
+    let padding: Vec<bool> = match shown.padding {
+        Some(p) => {
+            let mut mask = Vec::with_capacity(px.rows() as usize * px.columns() as usize);
+            layout.for_each_word(data, |w| mask.push(p.covers(w, layout.value(w))));
+            mask
+        }
+        None => Vec::new(),
+    };
+    let is_padding = |i: usize| padding.get(i).copied().unwrap_or(false);
     let (slope, intercept) = match px.rescale()?.first() {
         Some(r) if r.slope.is_finite() && r.intercept.is_finite() => (r.slope, r.intercept),
         _ => (1.0, 0.0),
@@ -388,12 +429,14 @@ fn monochrome(
             // Min-max over the rescaled values of the image (padding left
             // out); a constant frame becomes 0.
             let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            let mut i = 0;
             layout.for_each(data, |s| {
-                if !is_padding(s) {
+                if !is_padding(i) {
                     let m = modality(s);
                     lo = lo.min(m);
                     hi = hi.max(m);
                 }
+                i += 1;
             });
             let span = hi - lo;
             if span > 0.0 {
@@ -410,14 +453,10 @@ fn monochrome(
             *v = 1.0 - *v;
         }
     }
-    if shown.padding.is_some() {
-        let mut i = 0;
-        layout.for_each(data, |s| {
-            if is_padding(s) {
-                out[i] = 0.0;
-            }
-            i += 1;
-        });
+    for (v, &pad) in out.iter_mut().zip(&padding) {
+        if pad {
+            *v = 0.0;
+        }
     }
     Ok(out)
 }
