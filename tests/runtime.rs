@@ -432,6 +432,61 @@ fn a_late_result_from_a_cut_off_worker_is_refused() {
 }
 
 #[test]
+fn a_cut_off_worker_back_before_its_job_is_leased_again_keeps_its_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let w = start_worker(dir.path(), &url, "w", &[]);
+    let id = submit(&url, &spec, &["train.epochs=40"]);
+    let leased_to_w = |s: &serde_json::Value| {
+        s["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["worker"] == "w")
+            .map(|j| j["key"].as_str().unwrap().to_string())
+    };
+    let mut key = None;
+    wait_for("a job leased to the worker", LONG, || {
+        key = leased_to_w(&status(&url, &id));
+        key.is_some()
+    });
+    let key = key.unwrap();
+    // Cut off (SIGSTOP) for longer than its lease (4 s): the lease expires,
+    // and with no other worker the job waits in the queue.
+    w.signal(libc::SIGSTOP);
+    let job = |s: &serde_json::Value| {
+        s["job_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["key"] == key.as_str())
+            .unwrap()
+            .clone()
+    };
+    wait_for("the lease to expire", LONG, || {
+        let j = job(&status(&url, &id));
+        j["state"] == "pending"
+            && j["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("lease expired"))
+    });
+    w.signal(libc::SIGCONT);
+    // Back, it carries on under the same attempt, and its result counts.
+    wait_for("the experiment to finish", LONG, || {
+        terminal(&status(&url, &id))
+    });
+    let s = status(&url, &id);
+    assert_eq!(s["state"], "succeeded", "{s}");
+    assert_eq!(job(&s)["attempt"], 1, "{s}");
+    let doc = results(&url, &id);
+    assert_eq!(count_results(&doc), 5);
+    let log = w.log_text();
+    assert!(!log.contains("accepted=false"), "{log}");
+}
+
+#[test]
 fn a_lease_whose_data_cannot_be_read_fails_its_attempt_saying_why() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(

@@ -11,11 +11,20 @@
 //!     +---expire/release-+  |--cancel--> cancelled
 //!  pending --cancel--> cancelled --resume--> pending
 //!                        failed --resume--> pending
+//!  pending(lapsed: the expired lease of attempt n, no lease since)
+//!     --heartbeat(n, same worker)--> leased(n) as it was
+//!     --complete(n)--> succeeded
 //! ```
 //!
 //! - `expire` (the lease deadline passed) and `stall` (no progress reported
 //!   for too long) are retryable failures and count as an attempt, so a job
 //!   that kills its worker every time ends `failed` after `max_attempts`.
+//! - An expired lease is kept with the pending job (`lapsed`) until the
+//!   next lease: its worker may only have been cut off. If it heartbeats
+//!   first, the job is leased to it again under the same attempt (its
+//!   progress and stall clock as they were); if it reports a result, the
+//!   result is committed; a failure or release it reports is applied as to
+//!   the lease. Once another lease is issued, the old attempt is stale.
 //!   `time_limit` (the attempt ran longer than the per-job limit) is a failure
 //!   that is not retried.
 //! - `release` (the worker gives the job back, e.g. on shutdown) does not
@@ -70,6 +79,14 @@ pub struct Pending {
     pub not_before_ms: i64,
     /// The error of the last failed attempt, if any.
     pub last_error: Option<String>,
+    /// The lease whose expiry made the job pending, while no other lease
+    /// has been issued since: its worker may only have been cut off (a
+    /// network partition, a paused machine) and still be training. If it
+    /// reports before the job is leased again, it carries on under the same
+    /// attempt ([`JobState::heartbeat`]), and its result is taken
+    /// ([`JobState::complete`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lapsed: Option<Leased>,
 }
 
 /// Leased to a worker, which is running attempt `attempt`.
@@ -118,6 +135,7 @@ impl Failed {
             released: self.attempts,
             not_before_ms: 0,
             last_error: Some(self.last_error.clone()),
+            lapsed: None,
         }
     }
 }
@@ -138,6 +156,7 @@ impl Cancelled {
             released: self.attempts,
             not_before_ms: 0,
             last_error: None,
+            lapsed: None,
         }
     }
 }
@@ -236,6 +255,7 @@ impl Pending {
             released: 0,
             not_before_ms: 0,
             last_error: None,
+            lapsed: None,
         }
     }
 
@@ -266,6 +286,14 @@ impl Pending {
     /// Attempts that count against `max_attempts` (releases do not).
     pub fn counted(&self) -> u32 {
         self.attempts.saturating_sub(self.released)
+    }
+
+    /// The lapsed lease of attempt `attempt`, if there is one: the attempt
+    /// whose lease expired last, no lease issued since.
+    fn lapsed(&self, attempt: u32) -> Option<&Leased> {
+        self.lapsed
+            .as_ref()
+            .filter(|l| l.attempt == attempt && self.attempts == attempt)
     }
 }
 
@@ -354,6 +382,7 @@ impl Leased {
                 released: self.released,
                 not_before_ms: now_ms.saturating_add(policy.backoff_after(counted)),
                 last_error: Some(error),
+                lapsed: None,
             })
         } else {
             JobState::Failed(Failed {
@@ -375,7 +404,15 @@ impl Leased {
             "lease expired (worker {} stopped heartbeating)",
             self.worker_id
         );
-        Ok(self.failed(error, true, now_ms, policy))
+        // The worker may only be cut off: kept, so that it can carry on if
+        // it comes back before the job is leased again.
+        Ok(match self.failed(error, true, now_ms, policy) {
+            JobState::Pending(p) => JobState::Pending(Pending {
+                lapsed: Some(self.clone()),
+                ..p
+            }),
+            other => other,
+        })
     }
 
     /// No progress for `stall_timeout_ms`: a retryable failure.
@@ -420,6 +457,7 @@ impl Leased {
             released: self.released + 1,
             not_before_ms: 0,
             last_error: self.last_error.clone(),
+            lapsed: None,
         })
     }
 
@@ -483,6 +521,10 @@ impl JobState {
     pub fn check_worker(&self, attempt: u32, worker_id: &str) -> Result<(), TransitionError> {
         match self {
             JobState::Leased(l) if l.attempt == attempt => l.check(attempt, Some(worker_id)),
+            JobState::Pending(p) => match p.lapsed(attempt) {
+                Some(l) => l.check(attempt, Some(worker_id)),
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -549,6 +591,14 @@ impl JobState {
             JobState::Leased(l) => l
                 .heartbeat(attempt, worker_id, now_ms, ttl_ms, position)
                 .map(JobState::Leased),
+            // Its worker is back before the job was leased again: the lease
+            // as it was, extended (its progress and stall clock kept).
+            JobState::Pending(p) => match p.lapsed(attempt) {
+                Some(l) => l
+                    .heartbeat(attempt, worker_id, now_ms, ttl_ms, position)
+                    .map(JobState::Leased),
+                None => Err(self.not_leased(attempt)),
+            },
             _ => Err(self.not_leased(attempt)),
         }
     }
@@ -559,6 +609,12 @@ impl JobState {
     pub fn complete(&self, attempt: u32, now_ms: i64) -> Result<Completion, TransitionError> {
         match self {
             JobState::Leased(l) => l.complete(attempt, now_ms).map(Completion::Committed),
+            JobState::Pending(p) if p.lapsed(attempt).is_some() => {
+                Ok(Completion::Committed(Succeeded {
+                    attempt,
+                    finished_ms: now_ms,
+                }))
+            }
             JobState::Succeeded(s) if s.attempt == attempt => Ok(Completion::AlreadyCommitted),
             JobState::Succeeded(s) => Err(TransitionError::StaleAttempt {
                 current: Some(s.attempt),
@@ -579,6 +635,10 @@ impl JobState {
     ) -> Result<JobState, TransitionError> {
         match self {
             JobState::Leased(l) => l.fail(attempt, error, retryable, now_ms, policy),
+            JobState::Pending(p) => match p.lapsed(attempt) {
+                Some(l) => l.fail(attempt, error, retryable, now_ms, policy),
+                None => Err(self.not_leased(attempt)),
+            },
             _ => Err(self.not_leased(attempt)),
         }
     }
@@ -612,6 +672,10 @@ impl JobState {
     pub fn release(&self, attempt: u32, worker_id: &str) -> Result<JobState, TransitionError> {
         match self {
             JobState::Leased(l) => l.release(attempt, worker_id).map(JobState::Pending),
+            JobState::Pending(p) => match p.lapsed(attempt) {
+                Some(l) => l.release(attempt, worker_id).map(JobState::Pending),
+                None => Err(self.not_leased(attempt)),
+            },
             _ => Err(self.not_leased(attempt)),
         }
     }

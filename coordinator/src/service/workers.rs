@@ -605,7 +605,12 @@ impl Workers for WorkersService {
                 if committed {
                     let m = &self.coordinator.metrics;
                     m.attempt("succeeded");
-                    if let JobState::Leased(l) = &job.state {
+                    let lease = match &job.state {
+                        JobState::Leased(l) => Some(l),
+                        JobState::Pending(p) => p.lapsed.as_ref(),
+                        _ => None,
+                    };
+                    if let Some(l) = lease {
                         let seconds = (now_ms() - l.leased_at_ms).max(0) as f64 / 1000.0;
                         m.job_duration
                             .get_or_create(&crate::metrics::TaskLabel {
@@ -1087,6 +1092,7 @@ mod tests {
                 released: 1,
                 not_before_ms: 0,
                 last_error: None,
+                lapsed: None,
             })
         );
         assert_eq!(jobs[1].state.name(), "pending");

@@ -115,6 +115,11 @@ fn check_state(s: &JobState, p: &RetryPolicy) -> Result<(), TestCaseError> {
             prop_assert!(pe.not_before_ms >= 0);
             // A job that has used counted attempts keeps the last one's error.
             prop_assert!(pe.counted() == 0 || pe.last_error.is_some(), "{s:?}");
+            // A lapsed lease is the last attempt's, expired.
+            if let Some(l) = &pe.lapsed {
+                prop_assert_eq!(l.attempt, pe.attempts, "{:?}", s);
+                prop_assert_eq!(l.released, pe.released, "{:?}", s);
+            }
         }
         JobState::Leased(l) => {
             prop_assert!(l.attempt >= 1);
@@ -135,11 +140,12 @@ fn check_state(s: &JobState, p: &RetryPolicy) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Attempts that have ended (a running one does not count yet): never
-/// decreases.
+/// Attempts that have ended (a running one does not count yet, nor a
+/// lapsed one, whose worker may still be running it): never decreases.
 fn finished_attempts(s: &JobState) -> u32 {
     match s {
         JobState::Leased(l) => l.attempt - 1,
+        JobState::Pending(p) if p.lapsed.is_some() => p.attempts - 1,
         other => other.attempts(),
     }
 }
@@ -151,9 +157,37 @@ fn check_move(before: &JobState, after: &JobState, op: &Op) -> Result<(), TestCa
     }
     prop_assert!(finished_attempts(after) >= finished_attempts(before));
     match (before, after) {
+        // Its cut-off worker back: the lapsed lease as it was.
+        (JobState::Pending(p), JobState::Leased(l)) if matches!(op, Op::Heartbeat { .. }) => {
+            let lapsed = p.lapsed.as_ref();
+            prop_assert!(lapsed.is_some(), "taken up without a lapsed lease: {:?}", p);
+            if let Some(was) = lapsed {
+                prop_assert_eq!(l.attempt, was.attempt);
+                prop_assert_eq!(&l.worker_id, &was.worker_id);
+                prop_assert_eq!(l.leased_at_ms, was.leased_at_ms);
+                prop_assert!(l.last_progress_ms >= was.last_progress_ms);
+            }
+        }
         (JobState::Pending(p), JobState::Leased(l)) => {
             prop_assert_eq!(l.attempt, p.attempts + 1);
             prop_assert_eq!(l.released, p.released);
+        }
+        // A lapsed lease's result, failure or release.
+        (JobState::Pending(p), JobState::Succeeded(s)) => {
+            prop_assert!(matches!(op, Op::Complete { .. }), "succeeded by {:?}", op);
+            prop_assert_eq!(p.lapsed.as_ref().map(|l| l.attempt), Some(s.attempt));
+        }
+        (JobState::Pending(p), JobState::Failed(f)) => {
+            prop_assert!(matches!(op, Op::Fail { .. }), "failed by {:?}", op);
+            prop_assert!(p.lapsed.is_some());
+            prop_assert_eq!(f.attempts, p.attempts);
+        }
+        (JobState::Pending(p), JobState::Pending(q)) if p.lapsed.is_some() && after != before => {
+            let released = matches!(op, Op::Release { .. });
+            prop_assert!(released || matches!(op, Op::Fail { .. }), "by {:?}", op);
+            prop_assert_eq!(q.attempts, p.attempts);
+            prop_assert_eq!(q.released, p.released + u32::from(released));
+            prop_assert_eq!(&q.lapsed, &None);
         }
         (JobState::Leased(a), JobState::Leased(b)) => {
             prop_assert_eq!(a.attempt, b.attempt);
@@ -217,6 +251,7 @@ fn random_sequences_reach_every_state() {
         "leased -> failed",
         "leased -> cancelled",
         "pending -> cancelled",
+        "pending -> succeeded",
     ] {
         assert!(seen.contains(edge), "{edge} never happened: {seen:?}");
     }

@@ -51,6 +51,7 @@ fn lease_respects_backoff_and_needs_pending() {
         released: 0,
         not_before_ms: 5_000,
         last_error: Some("boom".into()),
+        lapsed: None,
     });
     assert_eq!(
         p.lease("w", 4_999, TTL),
@@ -222,7 +223,8 @@ fn retryable_failure_goes_back_to_pending_with_backoff() {
             attempts: 1,
             released: 0,
             not_before_ms: 2_000 + 1_000,
-            last_error: Some("cuda oom".into())
+            last_error: Some("cuda oom".into()),
+            lapsed: None,
         })
     );
 }
@@ -296,6 +298,91 @@ fn backoff_doubles_and_is_capped() {
     let s = s.lease("w", 11_000, TTL).unwrap();
     let s = s.fail(2, "e", true, 20_000, &p).unwrap();
     assert_eq!(pending(&s).not_before_ms, 22_000);
+}
+
+#[test]
+fn a_cut_off_worker_back_before_a_new_lease_carries_on_under_its_attempt() {
+    let p = policy();
+    // w1 reports progress at 5 s, then falls silent; the lease expires.
+    let s = first_lease()
+        .heartbeat(1, "w1", 5_000, TTL, Some(7))
+        .unwrap();
+    let before = leased(&s).clone();
+    let expired = s.expire(5_000 + TTL, &p).unwrap();
+    assert_eq!(pending(&expired).lapsed.as_ref(), Some(&before));
+    // Back: the lease as it was (its progress and stall clock too), with a
+    // new deadline; the same attempt, so nothing is counted twice.
+    let back_at = 5_000 + TTL + 20_000;
+    let s = expired.heartbeat(1, "w1", back_at, TTL, Some(7)).unwrap();
+    assert_eq!(
+        leased(&s),
+        &Leased {
+            deadline_ms: back_at + TTL,
+            ..before.clone()
+        }
+    );
+    // Another worker, or another attempt, cannot take it up.
+    assert!(matches!(
+        expired.heartbeat(1, "w2", back_at, TTL, None),
+        Err(TransitionError::WrongWorker { .. })
+    ));
+    assert_eq!(
+        expired.check_worker(1, "w2"),
+        Err(TransitionError::WrongWorker {
+            attempt: 1,
+            holder: "w1".into(),
+            given: "w2".into()
+        })
+    );
+    assert!(matches!(
+        expired.heartbeat(2, "w1", back_at, TTL, None),
+        Err(TransitionError::StaleAttempt { current: None, .. })
+    ));
+    // Its result is committed while the job waits in the queue.
+    assert_eq!(
+        expired.complete(1, back_at),
+        Ok(Completion::Committed(Succeeded {
+            attempt: 1,
+            finished_ms: back_at
+        }))
+    );
+    // A failure it reports is the lease's: back to pending (no longer
+    // lapsed) or failed; a release gives the attempt back uncounted.
+    let failed = expired.fail(1, "bad file", false, back_at, &p).unwrap();
+    assert_eq!(failed.name(), "failed");
+    let retried = expired.fail(1, "oom", true, back_at, &p).unwrap();
+    assert_eq!(pending(&retried).lapsed, None);
+    let released = expired.release(1, "w1").unwrap();
+    assert_eq!(
+        (
+            pending(&released).released,
+            pending(&released).lapsed.as_ref()
+        ),
+        (1, None)
+    );
+    // Once the job is leased again, the old attempt is stale for good.
+    let not_before = pending(&expired).not_before_ms;
+    let s = expired.lease("w2", not_before, TTL).unwrap();
+    assert_eq!(
+        s.complete(1, not_before),
+        Err(TransitionError::StaleAttempt {
+            current: Some(2),
+            given: 1
+        })
+    );
+    // A stall or a reported failure is no lapse: nothing to come back to.
+    let stalled = first_lease().stall(1_000 + 60_000, 60_000, &p).unwrap();
+    assert_eq!(pending(&stalled).lapsed, None);
+    assert!(stalled.heartbeat(1, "w1", 70_000, TTL, None).is_err());
+}
+
+#[test]
+fn a_stored_pending_job_without_a_lapsed_lease_reads_as_before() {
+    let stored =
+        r#"{"state":"pending","attempts":1,"released":0,"not_before_ms":0,"last_error":"x"}"#;
+    let s: JobState = serde_json::from_str(stored).unwrap();
+    assert_eq!(pending(&s).lapsed, None);
+    assert_eq!(serde_json::to_string(&s).unwrap(), stored);
 }
 
 #[test]
@@ -373,7 +460,8 @@ fn release_does_not_count_as_an_attempt_but_fences() {
             attempts: 1,
             released: 1,
             not_before_ms: 0,
-            last_error: None
+            last_error: None,
+            lapsed: None,
         })
     );
     // Released any number of times: every lease gets a new attempt number
@@ -527,6 +615,7 @@ fn resume_requeues_a_failed_job_with_a_fresh_budget_and_new_attempt_numbers() {
             released: 1,
             not_before_ms: 0,
             last_error: Some("bad file".into()),
+            lapsed: None,
         })
     );
     // The next lease is attempt 2; a late report from attempt 1 is fenced.
