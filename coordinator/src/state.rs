@@ -14,19 +14,24 @@
 //!  pending(lapsed: the expired lease of attempt n, no lease since)
 //!     --heartbeat(n, same worker)--> leased(n) as it was
 //!     --complete(n)--> succeeded
+//!     --fail(n) / release(n)--> as from leased(n)
 //! ```
 //!
 //! - `expire` (the lease deadline passed) and `stall` (no progress reported
 //!   for too long) are retryable failures and count as an attempt, so a job
 //!   that kills its worker every time ends `failed` after `max_attempts`.
-//! - An expired lease is kept with the pending job (`lapsed`) until the
-//!   next lease: its worker may only have been cut off. If it heartbeats
-//!   first, the job is leased to it again under the same attempt (its
-//!   progress and stall clock as they were); if it reports a result, the
-//!   result is committed; a failure or release it reports is applied as to
-//!   the lease. Once another lease is issued, the old attempt is stale.
 //!   `time_limit` (the attempt ran longer than the per-job limit) is a failure
 //!   that is not retried.
+//! - An expired lease that leaves the job pending (attempts remain) is kept
+//!   with it (`lapsed`) until the next lease: its worker may only have been
+//!   cut off. If it heartbeats first, the job is leased to it again under
+//!   the same attempt (its progress and stall clock as they were); a result
+//!   it reports is committed; a failure or release it reports is applied as
+//!   to the lease. Once another lease is issued, the old attempt is stale.
+//!   An expiry of the last attempt allowed fails the job: nothing is kept.
+//!   A worker whose connection flaps can so keep its attempt through many
+//!   expiries without using the retry budget; the stall timeout and the
+//!   per-job time limit, whose clocks the take-up keeps, still end it.
 //! - `release` (the worker gives the job back, e.g. on shutdown) does not
 //!   count as an attempt.
 //! - The attempt number (1-based) is the lease's fencing token: every report
@@ -53,7 +58,8 @@
 //! Operations that need a lease (`heartbeat`, `complete`, `fail`, `release`)
 //! on a job that is not leased are refused with `StaleAttempt { current: None }`
 //! when the job is pending (the worker's lease was taken away; the job goes
-//! on) and with `WrongState` when the job is finished (stop working on it).
+//! on), unless they come from the lapsed lease's attempt and worker, and
+//! with `WrongState` when the job is finished (stop working on it).
 
 use serde::{Deserialize, Serialize};
 
@@ -516,8 +522,11 @@ impl JobState {
     /// Refused with [`TransitionError::WrongWorker`] when attempt `attempt`
     /// holds the lease under another worker than `worker_id`; fine in every
     /// other case (the transition itself then says whether the attempt is
-    /// current). An attempt number is leased once, to one worker, so this
-    /// check cannot go stale between reading the job and changing it.
+    /// current). An attempt number is leased once, to one worker, so the
+    /// check passes or fails the same way before and after that lease; a
+    /// caller that read the job before the attempt was leased at all gets
+    /// `Ok` here, and only a worker naming an attempt it was never given can
+    /// make use of that.
     pub fn check_worker(&self, attempt: u32, worker_id: &str) -> Result<(), TransitionError> {
         match self {
             JobState::Leased(l) if l.attempt == attempt => l.check(attempt, Some(worker_id)),

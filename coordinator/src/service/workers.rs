@@ -406,10 +406,15 @@ impl Workers for WorkersService {
                 // store that keeps conflicting is an error (the worker
                 // trains on and tries again), not a stop.
                 super::update_with_retry(s, id, &key, |job| {
-                    job.state
+                    let next = job
+                        .state
                         .clone()
                         .heartbeat(attempt, &worker, now_ms(), ttl, position)
-                        .ok()
+                        .ok()?;
+                    if matches!(job.state, JobState::Pending(_)) {
+                        tracing::info!(experiment = %id, job = %key, attempt, worker = %worker, "expired lease taken up again by its worker");
+                    }
+                    Some(next)
                 })
                 .map(|written| written.is_some())
             })

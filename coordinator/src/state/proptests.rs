@@ -238,6 +238,12 @@ fn random_sequences_reach_every_state() {
             if let Ok(next) = apply(&state, op, now, &p) {
                 if next != state {
                     seen.insert(format!("{} -> {}", state.name(), next.name()));
+                    // The moves a lapsed lease allows, by operation.
+                    if matches!(&state, JobState::Pending(p) if p.lapsed.is_some()) {
+                        let kind = format!("{op:?}");
+                        let kind = kind.split([' ', '{']).next().unwrap_or_default();
+                        seen.insert(format!("lapsed -{kind}-> {}", next.name()));
+                    }
                 }
                 state = next;
             }
@@ -252,6 +258,11 @@ fn random_sequences_reach_every_state() {
         "leased -> cancelled",
         "pending -> cancelled",
         "pending -> succeeded",
+        "lapsed -Heartbeat-> leased",
+        "lapsed -Complete-> succeeded",
+        "lapsed -Fail-> pending",
+        "lapsed -Release-> pending",
+        "lapsed -Lease-> leased",
     ] {
         assert!(seen.contains(edge), "{edge} never happened: {seen:?}");
     }

@@ -370,6 +370,14 @@ fn a_cut_off_worker_back_before_a_new_lease_carries_on_under_its_attempt() {
             given: 1
         })
     );
+    // The last attempt allowed expiring fails the job: nothing is kept.
+    let last = RetryPolicy {
+        max_attempts: 1,
+        ..p
+    };
+    let s = first_lease().expire(1_000 + TTL, &last).unwrap();
+    assert_eq!(s.name(), "failed");
+    assert!(s.heartbeat(1, "w1", 1_000 + TTL, TTL, None).is_err());
     // A stall or a reported failure is no lapse: nothing to come back to.
     let stalled = first_lease().stall(1_000 + 60_000, 60_000, &p).unwrap();
     assert_eq!(pending(&stalled).lapsed, None);

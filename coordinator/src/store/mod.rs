@@ -159,7 +159,8 @@ pub trait Store: Send + Sync + 'static {
         state: JobState,
     ) -> Result<JobRecord, StoreError>;
 
-    /// In one transaction: the job must be leased with `attempt`; it becomes
+    /// In one transaction: the job must be leased with `attempt` (or pending
+    /// with that attempt's lapsed lease); it becomes
     /// succeeded (version bumped) and `result_json` is stored. Returns
     /// `Ok(true)` when committed; `Ok(false)`, storing nothing, when the job
     /// already succeeded with that same attempt (a repeat is acknowledged and
