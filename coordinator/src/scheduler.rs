@@ -4,7 +4,9 @@
 //! experiments that have a job ready to run, the one with the fewest jobs
 //! currently leased goes first (ties: the earlier submission); within it,
 //! the first ready job by task and round number. Experiments whose spec asks for
-//! `train.device = "cuda"` are served to GPU workers only.
+//! `train.device = "cuda"` are served to GPU workers only. A job whose lease
+//! expired while its worker may only be cut off (a lapsed lease, which that
+//! worker can still take up) is served only when no other job is ready.
 
 use crate::state::JobState;
 use crate::store::{ExperimentRecord, JobRecord};
@@ -34,20 +36,24 @@ pub fn pick<'a>(
             *leased.entry(j.experiment).or_default() += 1;
         }
     }
-    let ready =
-        |j: &&JobRecord| matches!(&j.state, JobState::Pending(p) if p.not_before_ms <= now_ms);
     let mut order: Vec<&ExperimentRecord> = experiments.iter().filter(|e| !e.cancelled).collect();
     order.sort_by_key(|e| (leased.get(&e.id).copied().unwrap_or(0), e.seq));
-    for e in order {
-        let mut jobs: Vec<&JobRecord> = active
-            .iter()
-            .filter(|j| j.experiment == e.id)
-            .filter(ready)
-            .collect();
-        jobs.sort_by(|a, b| (&a.task, a.round, &a.key).cmp(&(&b.task, b.round, &b.key)));
-        // Checked only for experiments with a job ready (it parses the spec).
-        if let Some(j) = jobs.first().filter(|_| eligible(e)) {
-            return Some(j);
+    for lapsed_too in [false, true] {
+        let ready = |j: &&JobRecord| {
+            matches!(&j.state, JobState::Pending(p)
+                if p.not_before_ms <= now_ms && (lapsed_too || p.lapsed.is_none()))
+        };
+        for e in &order {
+            let mut jobs: Vec<&JobRecord> = active
+                .iter()
+                .filter(|j| j.experiment == e.id)
+                .filter(ready)
+                .collect();
+            jobs.sort_by(|a, b| (&a.task, a.round, &a.key).cmp(&(&b.task, b.round, &b.key)));
+            // Checked only for experiments with a job ready (it parses the spec).
+            if let Some(j) = jobs.first().filter(|_| eligible(e)) {
+                return Some(j);
+            }
         }
     }
     None
@@ -167,6 +173,36 @@ mod tests {
         ];
         let j = pick(&exps, &jobs2, 5, any).unwrap();
         assert_eq!(j.experiment, b.id);
+    }
+
+    #[test]
+    fn a_job_whose_worker_may_come_back_waits_while_others_are_ready() {
+        let (a, b) = (exp(1), exp(2));
+        let lapsed = match leased() {
+            JobState::Leased(l) => JobState::Pending(Pending {
+                attempts: 1,
+                last_error: Some("lease expired".into()),
+                lapsed: Some(l),
+                ..Pending::default()
+            }),
+            _ => unreachable!(),
+        };
+        let exps = vec![a.clone(), b.clone()];
+        // a's first round lapsed: a's second round, then b's, go first.
+        let jobs = vec![
+            job(&a, "s-r01", lapsed.clone()),
+            job(&a, "s-r02", pending(0)),
+            job(&b, "s-r01", pending(0)),
+        ];
+        assert_eq!(pick(&exps, &jobs, 5, any).unwrap().key, "s-r02");
+        let jobs = vec![
+            job(&a, "s-r01", lapsed.clone()),
+            job(&b, "s-r01", pending(0)),
+        ];
+        assert_eq!(pick(&exps, &jobs, 5, any).unwrap().experiment, b.id);
+        // Nothing else ready: it is served.
+        let jobs = vec![job(&a, "s-r01", lapsed), job(&b, "s-r01", pending(100))];
+        assert_eq!(pick(&exps, &jobs, 5, any).unwrap().experiment, a.id);
     }
 
     #[test]
