@@ -2,6 +2,8 @@
 //! min-max stretch) and MONOCHROME1 (or Presentation LUT Shape INVERSE)
 //! inversion, to `[0, 1]` grayscale, with pixel padding black.
 
+mod lengths;
+
 use super::{error_chain, GrayImage, ImagingError};
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -13,6 +15,7 @@ use dicom_pixeldata::{
     PlanarConfiguration, VoiLutFunction, WindowLevel,
 };
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+use lengths::{walk, walk_meta, Encoding};
 use std::path::Path;
 
 /// Length of the DICOM file preamble, after which `DICM` follows.
@@ -20,10 +23,6 @@ const PREAMBLE: usize = 128;
 
 /// The RLE Lossless transfer syntax.
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-
-mod lengths;
-
-use lengths::{walk, walk_meta, Encoding};
 
 /// Explicit VR Big Endian (retired, still read).
 const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
