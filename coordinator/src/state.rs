@@ -40,7 +40,8 @@
 //!   report naming the current attempt from another worker than the one
 //!   holding it is refused with [`TransitionError::WrongWorker`] (heartbeat
 //!   and release check it in the transition; complete and fail through
-//!   [`JobState::check_worker`]).
+//!   [`JobState::check_worker`], in the same store transaction as the
+//!   transition).
 //! - Completing a job that already succeeded with the same attempt is
 //!   acknowledged as [`Completion::AlreadyCommitted`]: a repeated report is
 //!   counted once.
@@ -522,11 +523,9 @@ impl JobState {
     /// Refused with [`TransitionError::WrongWorker`] when attempt `attempt`
     /// holds the lease under another worker than `worker_id`; fine in every
     /// other case (the transition itself then says whether the attempt is
-    /// current). An attempt number is leased once, to one worker, so the
-    /// check passes or fails the same way before and after that lease; a
-    /// caller that read the job before the attempt was leased at all gets
-    /// `Ok` here, and only a worker naming an attempt it was never given can
-    /// make use of that.
+    /// current). Run it on the state the transition is applied to, in the
+    /// same store transaction: on a state read earlier, before the attempt
+    /// was leased, it would pass for any worker.
     pub fn check_worker(&self, attempt: u32, worker_id: &str) -> Result<(), TransitionError> {
         match self {
             JobState::Leased(l) if l.attempt == attempt => l.check(attempt, Some(worker_id)),

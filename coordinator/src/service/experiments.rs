@@ -563,7 +563,7 @@ mod tests {
             let leased = j.state.lease("w", now_ms(), 30_000).unwrap();
             store.update_job(e.id, key, j.version, leased).unwrap();
             let committed = store
-                .commit_result(e.id, key, 1, now_ms(), &result_json(round, 6000))
+                .commit_result(e.id, key, 1, "w", now_ms(), &result_json(round, 6000))
                 .unwrap();
             assert!(committed);
         }

@@ -591,18 +591,18 @@ impl Workers for WorkersService {
         })
         .await
         .map_err(|err| CoordinatorError::Internal(format!("result task: {err}")))??;
-        let attempt = head.attempt;
+        let (attempt, worker) = (head.attempt, head.worker_id.clone());
         let outcome = self
             .coordinator
-            .with_store(
-                move |s| match s.commit_result(id, &key, attempt, now_ms(), &doc) {
+            .with_store(move |s| {
+                match s.commit_result(id, &key, attempt, &worker, now_ms(), &doc) {
                     Ok(committed) => Ok(Ok(committed)),
                     Err(e @ (StoreError::Conflict { .. } | StoreError::Transition { .. })) => {
                         Ok(Err(e.to_string()))
                     }
                     Err(e) => Err(e),
-                },
-            )
+                }
+            })
             .await?;
         match outcome {
             Ok(committed) => {
@@ -1062,7 +1062,9 @@ mod tests {
     async fn a_summary_that_cannot_be_made_is_tried_again_later_not_returned() {
         let (store, e) = one_leased_job();
         // A stored result that does not parse: aggregating fails.
-        assert!(store.commit_result(e.id, "a", 1, now_ms(), "{}").unwrap());
+        assert!(store
+            .commit_result(e.id, "a", 1, "w", now_ms(), "{}")
+            .unwrap());
         let c = Coordinator::new(store.clone(), Config::new("unused.db".into(), Vec::new()));
         assert!(c.maybe_finish(e.id).await.is_err());
         c.finish_soon(e.id).await;

@@ -168,12 +168,13 @@ impl Store for MemoryStore {
         id: ExperimentId,
         key: &str,
         attempt: u32,
+        worker_id: &str,
         now_ms: i64,
         result_json: &str,
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let job = inner.job_mut(id, key)?;
-        let Some(done) = completed_state(&job.state, id, key, attempt, now_ms)? else {
+        let Some(done) = completed_state(&job.state, id, key, attempt, worker_id, now_ms)? else {
             return Ok(false);
         };
         job.state = done;

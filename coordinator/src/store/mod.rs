@@ -159,8 +159,8 @@ pub trait Store: Send + Sync + 'static {
         state: JobState,
     ) -> Result<JobRecord, StoreError>;
 
-    /// In one transaction: the job must be leased with `attempt` (or pending
-    /// with that attempt's lapsed lease); it becomes
+    /// In one transaction: the job must be leased with `attempt` to
+    /// `worker_id` (or pending with that attempt's lapsed lease); it becomes
     /// succeeded (version bumped) and `result_json` is stored. Returns
     /// `Ok(true)` when committed; `Ok(false)`, storing nothing, when the job
     /// already succeeded with that same attempt (a repeat is acknowledged and
@@ -170,6 +170,7 @@ pub trait Store: Send + Sync + 'static {
         id: ExperimentId,
         key: &str,
         attempt: u32,
+        worker_id: &str,
         now_ms: i64,
         result_json: &str,
     ) -> Result<bool, StoreError>;
@@ -230,10 +231,14 @@ fn completed_state(
     id: ExperimentId,
     key: &str,
     attempt: u32,
+    worker_id: &str,
     now_ms: i64,
 ) -> Result<Option<JobState>, StoreError> {
+    // The worker is checked in the same transaction as the commit, so it
+    // cannot go stale between a read and the write.
     let completion = state
-        .complete(attempt, now_ms)
+        .check_worker(attempt, worker_id)
+        .and_then(|()| state.complete(attempt, now_ms))
         .map_err(|source| StoreError::Transition {
             experiment: id,
             key: key.to_string(),

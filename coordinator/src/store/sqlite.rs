@@ -384,12 +384,14 @@ impl Store for SqliteStore {
         id: ExperimentId,
         key: &str,
         attempt: u32,
+        worker_id: &str,
         now_ms: i64,
         result_json: &str,
     ) -> Result<bool, StoreError> {
         self.write(|tx| {
             let job = self.get_job(tx, id, key)?;
-            let Some(done) = completed_state(&job.state, id, key, attempt, now_ms)? else {
+            let Some(done) = completed_state(&job.state, id, key, attempt, worker_id, now_ms)?
+            else {
                 return Ok(false);
             };
             self.put_state(tx, &job, &done)?;

@@ -248,7 +248,7 @@ fn unknown_experiment_and_job(store: &dyn Store) {
         Err(StoreError::NoJob { .. })
     ));
     assert!(matches!(
-        store.commit_result(e.id, "zz", 1, 0, "{}"),
+        store.commit_result(e.id, "zz", 1, "w", 0, "{}"),
         Err(StoreError::NoJob { .. })
     ));
 }
@@ -315,32 +315,45 @@ fn concurrent_writers_of_one_version_one_wins(store: &dyn Store) {
 fn commit_result_once_twice_and_wrong_attempt(store: &dyn Store) {
     let e = create(store, 1, &["a", "b"]);
     // Not leased: a pending job has no attempt to commit.
-    let err = store.commit_result(e.id, "a", 1, 5, "{}").unwrap_err();
+    let err = store.commit_result(e.id, "a", 1, "w", 5, "{}").unwrap_err();
     assert!(matches!(err, StoreError::Transition { .. }), "{err}");
     let leased = lease(store, e.id, "a");
     // Wrong attempt: refused, nothing stored.
     let err = store
-        .commit_result(e.id, "a", 2, 5, "{\"x\":2}")
+        .commit_result(e.id, "a", 2, "w", 5, "{\"x\":2}")
         .unwrap_err();
     assert!(err.to_string().contains("attempt 2 is stale"), "{err}");
     assert_eq!(store.job(e.id, "a").unwrap(), leased);
     assert!(store.results(e.id).unwrap().is_empty());
+    // The right attempt from another worker than the lease's: refused in
+    // the commit's own transaction, nothing stored.
+    let err = store
+        .commit_result(e.id, "a", 1, "w2", 5, "{\"x\":3}")
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("leased to worker w, not to w2"),
+        "{err}"
+    );
+    assert_eq!(store.job(e.id, "a").unwrap(), leased);
+    assert!(store.results(e.id).unwrap().is_empty());
     // Once: committed.
-    assert!(store.commit_result(e.id, "a", 1, 5, "{\"x\":1}").unwrap());
+    assert!(store
+        .commit_result(e.id, "a", 1, "w", 5, "{\"x\":1}")
+        .unwrap());
     let done = store.job(e.id, "a").unwrap();
     assert_eq!(done.version, leased.version + 1);
     assert_eq!(done.state.name(), "succeeded");
     assert_eq!(done.state.complete(1, 9), Ok(Completion::AlreadyCommitted));
     // Twice: acknowledged, counted once, the first result kept.
     assert!(!store
-        .commit_result(e.id, "a", 1, 6, "{\"x\":\"again\"}")
+        .commit_result(e.id, "a", 1, "w", 6, "{\"x\":\"again\"}")
         .unwrap());
     assert_eq!(store.job(e.id, "a").unwrap(), done);
     let results = store.results(e.id).unwrap();
     assert_eq!(results, [("a".to_string(), "{\"x\":1}".to_string())]);
     // Another attempt after success: stale.
     assert!(matches!(
-        store.commit_result(e.id, "a", 2, 7, "{}"),
+        store.commit_result(e.id, "a", 2, "w", 7, "{}"),
         Err(StoreError::Transition { .. })
     ));
 }
@@ -351,7 +364,7 @@ fn results_are_ordered_by_key(store: &dyn Store) {
     for key in ["b", "c", "a"] {
         lease(store, e.id, key);
         assert!(store
-            .commit_result(e.id, key, 1, 1, &format!("\"{key}\""))
+            .commit_result(e.id, key, 1, "w", 1, &format!("\"{key}\""))
             .unwrap());
     }
     let results = store.results(e.id).unwrap();
@@ -394,7 +407,7 @@ fn cancel_and_summary(store: &dyn Store) {
 fn cancel_ends_the_unfinished_jobs_and_leaves_a_finished_experiment_as_it_was(store: &dyn Store) {
     let e = create(store, 1, &["done", "run1", "run2", "wait"]);
     lease(store, e.id, "done");
-    assert!(store.commit_result(e.id, "done", 1, 1, "{}").unwrap());
+    assert!(store.commit_result(e.id, "done", 1, "w", 1, "{}").unwrap());
     lease(store, e.id, "run1");
     lease(store, e.id, "run2");
     // Two attempts cut off; the finished job and its result kept.
@@ -424,7 +437,7 @@ fn cancel_ends_the_unfinished_jobs_and_leaves_a_finished_experiment_as_it_was(st
     // Every job finished, not cancelled: nothing changes.
     let f = create(store, 2, &["a"]);
     lease(store, f.id, "a");
-    assert!(store.commit_result(f.id, "a", 1, 1, "{}").unwrap());
+    assert!(store.commit_result(f.id, "a", 1, "w", 1, "{}").unwrap());
     let before = (store.experiment(f.id).unwrap(), store.jobs(f.id).unwrap());
     assert_eq!(store.cancel(f.id).unwrap(), None);
     assert_eq!(
@@ -436,7 +449,7 @@ fn cancel_ends_the_unfinished_jobs_and_leaves_a_finished_experiment_as_it_was(st
 fn resume_queues_failed_and_cancelled_jobs_again_and_keeps_the_rest(store: &dyn Store) {
     let e = create(store, 1, &["ok", "bad", "off", "run", "wait"]);
     lease(store, e.id, "ok");
-    store.commit_result(e.id, "ok", 1, 1, "{}").unwrap();
+    store.commit_result(e.id, "ok", 1, "w", 1, "{}").unwrap();
     let bad = lease(store, e.id, "bad");
     let failed = bad
         .state
@@ -486,7 +499,7 @@ fn active_jobs_are_the_unfinished_ones_in_submission_order(store: &dyn Store) {
     let second = create(store, 2, &["b", "a"]);
     // x succeeds, y fails, z is cancelled; a is leased, b pending.
     lease(store, first.id, "x");
-    store.commit_result(first.id, "x", 1, 1, "{}").unwrap();
+    store.commit_result(first.id, "x", 1, "w", 1, "{}").unwrap();
     let y = lease(store, first.id, "y");
     let failed = y
         .state
@@ -519,7 +532,7 @@ fn job_counts_are_per_state_across_experiments(store: &dyn Store) {
     let first = create(store, 1, &["a", "b", "c", "d"]);
     let second = create(store, 2, &["a", "b"]);
     lease(store, first.id, "a");
-    store.commit_result(first.id, "a", 1, 1, "{}").unwrap();
+    store.commit_result(first.id, "a", 1, "w", 1, "{}").unwrap();
     lease(store, first.id, "b");
     lease(store, second.id, "a");
     let c = store.job(first.id, "c").unwrap();

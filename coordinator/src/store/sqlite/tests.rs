@@ -21,7 +21,7 @@ fn create_and_finish_a(store: &SqliteStore, n: u32) -> ExperimentRecord {
     let leased = job.state.lease("w", 0, 60_000).unwrap();
     store.update_job(e.id, "a", job.version, leased).unwrap();
     assert!(store
-        .commit_result(e.id, "a", 1, 5, &format!("{{\"n\":{n}}}"))
+        .commit_result(e.id, "a", 1, "w", 5, &format!("{{\"n\":{n}}}"))
         .unwrap());
     e
 }
