@@ -29,7 +29,7 @@ pub fn decode_file_scaled(path: &Path, gray16: Gray16Scale) -> Result<GrayImage,
 /// [`ImagingError::Empty`]; another recognised format (TIFF, BMP, …) gives
 /// [`ImagingError::Unsupported`]; anything else [`ImagingError::Undecodable`].
 pub fn decode_bytes(bytes: &[u8], name: &Path) -> Result<GrayImage, ImagingError> {
-    decode_bytes_noting(bytes, name).map(|(img, _)| img)
+    decode_bytes_scaled(bytes, name, Gray16Scale::Auto).map(|(img, _)| img)
 }
 
 /// How 16-bit gray samples are brought to `[0, 1]` (the spec's
@@ -69,17 +69,10 @@ pub enum Gray16 {
     Clipped12Bit,
 }
 
-/// [`decode_bytes`], also saying how a 16-bit gray image was scaled
-/// (`None` for every other kind of image), so that a data set whose
-/// 16-bit images were read on both scales can be pointed out.
-pub fn decode_bytes_noting(
-    bytes: &[u8],
-    name: &Path,
-) -> Result<(GrayImage, Option<Gray16>), ImagingError> {
-    decode_bytes_scaled(bytes, name, Gray16Scale::Auto)
-}
-
-/// [`decode_bytes_noting`], 16-bit gray samples scaled as `gray16` says.
+/// [`decode_bytes`], 16-bit gray samples scaled as `gray16` says, also
+/// saying how a 16-bit gray image was scaled (`None` for every other kind
+/// of image), so that a data set whose 16-bit images were read on both
+/// scales, or clipped, can be pointed out.
 pub fn decode_bytes_scaled(
     bytes: &[u8],
     name: &Path,

@@ -63,8 +63,7 @@ mod resize;
 pub(crate) mod tests;
 
 pub use decode::{
-    decode_bytes, decode_bytes_noting, decode_bytes_scaled, decode_file, decode_file_scaled,
-    Gray16, Gray16Scale,
+    decode_bytes, decode_bytes_scaled, decode_file, decode_file_scaled, Gray16, Gray16Scale,
 };
 pub use resize::{resize_to_square, ResizeMode};
 

@@ -197,7 +197,7 @@ pub(crate) fn decode(
     // dicom-pixeldata labels every decoded 3-sample frame RGB, but its RLE
     // decoder does not convert YBR_FULL: the first plane is still Y.
     let stored_ybr = text_of(&obj, tags::PHOTOMETRIC_INTERPRETATION).as_deref() == Some("YBR_FULL");
-    let ybr_still = stored_ybr && ts_uid.trim_end_matches('\0') == RLE_LOSSLESS;
+    let ybr_still = stored_ybr && ts_uid == RLE_LOSSLESS;
     let spp = px.samples_per_pixel();
     let expected_spp = match pi {
         PhotometricInterpretation::Monochrome1 | PhotometricInterpretation::Monochrome2 => 1,
