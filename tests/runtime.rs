@@ -7,6 +7,11 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(240);
 
+/// The `job_status` entries of a `status --format json` document.
+fn jobs(status: &serde_json::Value) -> &Vec<serde_json::Value> {
+    status["job_status"].as_array().expect("job_status")
+}
+
 fn count_results(doc: &serde_json::Value) -> usize {
     doc["predictions"].as_array().map(|a| a.len()).unwrap_or(0)
 }
@@ -206,9 +211,7 @@ fn a_killed_worker_s_job_is_leased_again() {
     let mut victim = start_worker(dir.path(), &url, "victim", &[]);
     let id = submit(&url, &spec, &["train.epochs=60"]);
     wait_for("a job leased to the victim", LONG, || {
-        status(&url, &id)["job_status"]
-            .as_array()
-            .unwrap()
+        jobs(&status(&url, &id))
             .iter()
             .any(|j| j["worker"] == "victim")
     });
@@ -388,9 +391,7 @@ fn a_result_finished_while_the_coordinator_is_down_is_kept() {
     let s = status(&url, &id);
     assert_eq!(s["state"], "succeeded", "{s}");
     // The first round's result arrived late but in time: attempt 1, not redone.
-    let first = s["job_status"]
-        .as_array()
-        .unwrap()
+    let first = jobs(&s)
         .iter()
         .find(|j| j["key"] == "screening-r01")
         .unwrap()
@@ -408,9 +409,7 @@ fn a_late_result_from_a_cut_off_worker_is_refused() {
     let slow = start_worker(dir.path(), &url, "slow", &[]);
     let id = submit(&url, &spec, &["train.epochs=40"]);
     wait_for("a job leased to the slow worker", LONG, || {
-        status(&url, &id)["job_status"]
-            .as_array()
-            .unwrap()
+        jobs(&status(&url, &id))
             .iter()
             .any(|j| j["worker"] == "slow")
     });
@@ -440,9 +439,7 @@ fn a_cut_off_worker_back_before_its_job_is_leased_again_keeps_its_attempt() {
     let w = start_worker(dir.path(), &url, "w", &[]);
     let id = submit(&url, &spec, &["train.epochs=40"]);
     let leased_to_w = |s: &serde_json::Value| {
-        s["job_status"]
-            .as_array()
-            .unwrap()
+        jobs(s)
             .iter()
             .find(|j| j["worker"] == "w")
             .map(|j| j["key"].as_str().unwrap().to_string())
@@ -457,9 +454,7 @@ fn a_cut_off_worker_back_before_its_job_is_leased_again_keeps_its_attempt() {
     // and with no other worker the job waits in the queue.
     w.signal(libc::SIGSTOP);
     let job = |s: &serde_json::Value| {
-        s["job_status"]
-            .as_array()
-            .unwrap()
+        jobs(s)
             .iter()
             .find(|j| j["key"] == key.as_str())
             .unwrap()
@@ -507,7 +502,7 @@ fn a_lease_whose_data_cannot_be_read_fails_its_attempt_saying_why() {
     assert_eq!(s["state"], "failed", "{s}");
     // Each round failed with the reason, not "stopped heartbeating" after
     // a lease left to expire.
-    for j in s["job_status"].as_array().unwrap() {
+    for j in jobs(&s) {
         let why = j["last_error"].as_str().unwrap_or_default();
         assert!(why.contains("cannot read its manifest"), "{j}");
     }
@@ -536,9 +531,7 @@ fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
     assert_eq!(s["state"], "failed", "{s}");
     assert_eq!(s["jobs"]["succeeded"], 4);
     assert_eq!(s["jobs"]["failed"], 1);
-    let failed = s["job_status"]
-        .as_array()
-        .unwrap()
+    let failed = jobs(&s)
         .iter()
         .find(|j| j["state"] == "failed")
         .unwrap()
@@ -588,9 +581,7 @@ fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
     let s = status(&url, &id);
     assert_eq!(s["state"], "succeeded", "{s}");
     assert_eq!(s["jobs"]["succeeded"], 5, "{s}");
-    let round2 = s["job_status"]
-        .as_array()
-        .unwrap()
+    let round2 = jobs(&s)
         .iter()
         .find(|j| j["key"] == "screening-r02")
         .unwrap()
@@ -739,9 +730,7 @@ fn sigterm_releases_the_lease_and_a_fetching_worker_finishes() {
     let mut leaver = start_worker(dir.path(), &url, "leaver", &[]);
     let id = submit(&url, &spec, &["train.epochs=60"]);
     wait_for("a job leased to the leaver", LONG, || {
-        status(&url, &id)["job_status"]
-            .as_array()
-            .unwrap()
+        jobs(&status(&url, &id))
             .iter()
             .any(|j| j["worker"] == "leaver")
     });
@@ -844,9 +833,7 @@ fn one_worker_with_two_slots_runs_two_jobs_at_once() {
     let mut most = 0;
     wait_for("the experiment to finish", LONG, || {
         let s = status(&url, &id);
-        let leased = s["job_status"]
-            .as_array()
-            .unwrap()
+        let leased = jobs(&s)
             .iter()
             .filter(|j| j["state"] == "leased" && j["worker"] == "packed")
             .count();
@@ -909,9 +896,7 @@ fn cancel_stops_the_experiment_and_watch_ends() {
         .spawn()
         .unwrap();
     wait_for("a job in training", LONG, || {
-        status(&url, &id)["job_status"]
-            .as_array()
-            .unwrap()
+        jobs(&status(&url, &id))
             .iter()
             .any(|j| j["state"] == "leased")
     });
@@ -1168,9 +1153,7 @@ fn jobs_that_need_a_gpu_are_not_leased_to_a_cpu_worker() {
     assert_eq!(s["jobs"]["pending"], 5, "{s}");
     // Never leased (a lease and a failure would also leave it pending).
     assert!(
-        s["job_status"]
-            .as_array()
-            .unwrap()
+        jobs(&s)
             .iter()
             .all(|j| j["attempt"].as_u64().unwrap_or(0) == 0),
         "{s}"

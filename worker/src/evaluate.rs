@@ -119,12 +119,18 @@ mod tests {
         false
     }
 
-    #[test]
-    fn scoring_stops_between_batches_when_told() {
-        let net = tch::nn::func_t(|x, _train| {
+    /// A "network" whose class-1 logit is the image's first (normalised)
+    /// pixel, class 0's zero.
+    fn first_pixel_logit() -> impl ModuleT {
+        tch::nn::func_t(|x, _train| {
             let v = x.flatten(1, -1).narrow(1, 0, 1);
             Tensor::cat(&[v.zeros_like(), v], 1)
-        });
+        })
+    }
+
+    #[test]
+    fn scoring_stops_between_batches_when_told() {
+        let net = first_pixel_logit();
         let images = Tensor::from_slice(&[1u8, 2, 3, 4, 5]).reshape([5, 1, 1, 1]);
         let index = Tensor::from_slice(&[0i64, 1, 2, 3, 4]);
         let plain = Normalise {
@@ -159,10 +165,7 @@ mod tests {
 
     #[test]
     fn a_short_last_batch_scores_its_own_images_in_order() {
-        let net = tch::nn::func_t(|x, _train| {
-            let v = x.flatten(1, -1).narrow(1, 0, 1);
-            Tensor::cat(&[v.zeros_like(), v], 1)
-        });
+        let net = first_pixel_logit();
         let images = Tensor::from_slice(&[10u8, 20, 30, 40, 50]).reshape([5, 1, 1, 1]);
         let index = Tensor::from_slice(&[4i64, 0, 3, 1, 2]);
         let scale = Normalise {

@@ -377,6 +377,12 @@ pub(crate) fn write_dicom(path: &Path, d: &Dcm) {
     dicom_file(d).write_to_file(path).unwrap();
 }
 
+/// `d` written to `path` as a DICOM file, and decoded.
+fn read_back(path: &Path, d: &Dcm) -> GrayImage {
+    write_dicom(path, d);
+    decode_file(path).unwrap()
+}
+
 /// `d` as a DICOM file object, its meta group naming `d.transfer_syntax`.
 fn dicom_file(d: &Dcm) -> dicom_object::DefaultDicomObject {
     let mut obj = InMemDicomObject::new_empty();
@@ -535,8 +541,7 @@ fn dicom_monochrome1_is_inverted() {
         photometric: "MONOCHROME1",
         ..Dcm::mono2(4, 1, &[100, 200, 300, 500])
     };
-    write_dicom(&path, &d);
-    assert_pixels(&decode_file(&path).unwrap(), &[1.0, 0.75, 0.5, 0.0], 1e-7);
+    assert_pixels(&read_back(&path, &d), &[1.0, 0.75, 0.5, 0.0], 1e-7);
 }
 
 #[test]
@@ -555,8 +560,7 @@ fn dicom_presentation_lut_inverse_inverts_monochrome2_and_not_monochrome1_twice(
             presentation_lut: shape,
             ..Dcm::mono2(4, 1, &[100, 200, 300, 500])
         };
-        write_dicom(&path, &d);
-        assert_pixels(&decode_file(&path).unwrap(), &want, 1e-7);
+        assert_pixels(&read_back(&path, &d), &want, 1e-7);
     }
 }
 
@@ -570,9 +574,8 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
         padding: Some((0, None)),
         ..Dcm::mono2(3, 2, &[0, 100, 200, 300, 500, 0])
     };
-    write_dicom(&path, &d);
     assert_pixels(
-        &decode_file(&path).unwrap(),
+        &read_back(&path, &d),
         &[0.0, 0.0, 0.25, 0.5, 1.0, 0.0],
         1e-7,
     );
@@ -582,9 +585,8 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
         padding: Some((0, None)),
         ..Dcm::mono2(3, 2, &[0, 100, 200, 300, 500, 0])
     };
-    write_dicom(&path, &d);
     assert_pixels(
-        &decode_file(&path).unwrap(),
+        &read_back(&path, &d),
         &[0.0, 1.0, 0.75, 0.5, 0.0, 0.0],
         1e-7,
     );
@@ -612,8 +614,7 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
         padding: Some((-2000i16 as u16, None)),
         ..Dcm::mono2(2, 2, &values.map(|v| v as u16))
     };
-    write_dicom(&path, &d);
-    assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.0, 0.5, 1.0], 1e-7);
+    assert_pixels(&read_back(&path, &d), &[0.0, 0.0, 0.5, 1.0], 1e-7);
     // The same with 12 bits stored: -2000 is 0xF830 as US, 0x830 in the
     // 12 stored bits; both are -2000.
     let d = Dcm {
@@ -622,8 +623,7 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
         padding: Some((-2000i16 as u16, None)),
         ..Dcm::mono2(2, 2, &values.map(|v| (v as u16) & 0x0FFF))
     };
-    write_dicom(&path, &d);
-    assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.0, 0.5, 1.0], 1e-7);
+    assert_pixels(&read_back(&path, &d), &[0.0, 0.0, 0.5, 1.0], 1e-7);
     // A padding value the stored bits cannot hold (0xF830 in unsigned
     // 12-bit data) is compared with the words as written, not masked onto
     // a value: 2096 (0x830) stays an image value.
@@ -632,9 +632,8 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
         padding: Some((0xF830, None)),
         ..Dcm::mono2(2, 2, &[2096, 100, 4000, 0])
     };
-    write_dicom(&path, &d);
     assert_pixels(
-        &decode_file(&path).unwrap(),
+        &read_back(&path, &d),
         &[2096.0 / 4000.0, 100.0 / 4000.0, 1.0, 0.0],
         1e-6,
     );
@@ -645,9 +644,8 @@ fn dicom_pixel_padding_is_black_and_left_out_of_min_max() {
         padding: Some((0xFFFF, None)),
         ..Dcm::mono2(2, 2, &[0xFFFF, 100, 4000, 0])
     };
-    write_dicom(&path, &d);
     assert_pixels(
-        &decode_file(&path).unwrap(),
+        &read_back(&path, &d),
         &[0.0, 100.0 / 4000.0, 1.0, 0.0],
         1e-6,
     );
@@ -745,8 +743,7 @@ fn dicom_linear_exact_and_sigmoid_windows() {
         voi_function: Some("LINEAR_EXACT"),
         ..Dcm::mono2(4, 1, &[0, 50, 150, 300])
     };
-    write_dicom(&path, &d);
-    assert_pixels(&decode_file(&path).unwrap(), &[0.0, 0.25, 0.75, 1.0], 1e-7);
+    assert_pixels(&read_back(&path, &d), &[0.0, 0.25, 0.75, 1.0], 1e-7);
 
     let path = dir.path().join("sigmoid.dcm");
     let d = Dcm {
