@@ -38,25 +38,30 @@ pub fn pick<'a>(
     }
     let mut order: Vec<&ExperimentRecord> = experiments.iter().filter(|e| !e.cancelled).collect();
     order.sort_by_key(|e| (leased.get(&e.id).copied().unwrap_or(0), e.seq));
-    for lapsed_too in [false, true] {
-        let ready = |j: &&JobRecord| {
-            matches!(&j.state, JobState::Pending(p)
-                if p.not_before_ms <= now_ms && (lapsed_too || p.lapsed.is_none()))
-        };
-        for e in &order {
-            let mut jobs: Vec<&JobRecord> = active
-                .iter()
-                .filter(|j| j.experiment == e.id)
-                .filter(ready)
-                .collect();
-            jobs.sort_by(|a, b| (&a.task, a.round, &a.key).cmp(&(&b.task, b.round, &b.key)));
-            // Checked only for experiments with a job ready (it parses the spec).
-            if let Some(j) = jobs.first().filter(|_| eligible(e)) {
-                return Some(j);
+    // The first ready job with a lapsed lease, served if no other is ready.
+    let mut lapsed = None;
+    for e in order {
+        let mut jobs: Vec<(bool, &JobRecord)> = active
+            .iter()
+            .filter(|j| j.experiment == e.id)
+            .filter_map(|j| match &j.state {
+                JobState::Pending(p) if p.not_before_ms <= now_ms => Some((p.lapsed.is_some(), j)),
+                _ => None,
+            })
+            .collect();
+        jobs.sort_by(|(la, a), (lb, b)| {
+            (la, &a.task, a.round, &a.key).cmp(&(lb, &b.task, b.round, &b.key))
+        });
+        // Checked only for experiments with a job ready (it parses the spec).
+        match jobs.first().filter(|_| eligible(e)) {
+            Some(&(false, j)) => return Some(j),
+            Some(&(true, j)) => {
+                lapsed.get_or_insert(j);
             }
+            None => {}
         }
     }
-    None
+    lapsed
 }
 
 #[cfg(test)]
