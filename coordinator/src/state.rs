@@ -527,14 +527,27 @@ impl JobState {
     /// same store transaction: on a state read earlier, before the attempt
     /// was leased, it would pass for any worker.
     pub fn check_worker(&self, attempt: u32, worker_id: &str) -> Result<(), TransitionError> {
-        match self {
-            JobState::Leased(l) if l.attempt == attempt => l.check(attempt, Some(worker_id)),
-            JobState::Pending(p) => match p.lapsed(attempt) {
-                Some(l) => l.check(attempt, Some(worker_id)),
-                None => Ok(()),
-            },
+        match self.lease_for(attempt) {
+            Some(l) if l.attempt == attempt => l.check(attempt, Some(worker_id)),
             _ => Ok(()),
         }
+    }
+
+    /// The lease a report naming `attempt` is judged against: a leased
+    /// job's lease (whatever its attempt: the lease refuses another), or a
+    /// pending job's lapsed lease of that attempt (its worker back).
+    fn lease_for(&self, attempt: u32) -> Option<&Leased> {
+        match self {
+            JobState::Leased(l) => Some(l),
+            JobState::Pending(p) => p.lapsed(attempt),
+            _ => None,
+        }
+    }
+
+    /// [`JobState::lease_for`], or the refusal for a job without one.
+    fn holding(&self, attempt: u32) -> Result<&Leased, TransitionError> {
+        self.lease_for(attempt)
+            .ok_or_else(|| self.not_leased(attempt))
     }
 
     /// Attempts used so far, a running one included.
@@ -595,20 +608,11 @@ impl JobState {
         ttl_ms: i64,
         position: Option<u64>,
     ) -> Result<JobState, TransitionError> {
-        match self {
-            JobState::Leased(l) => l
-                .heartbeat(attempt, worker_id, now_ms, ttl_ms, position)
-                .map(JobState::Leased),
-            // Its worker is back before the job was leased again: the lease
-            // as it was, extended (its progress and stall clock kept).
-            JobState::Pending(p) => match p.lapsed(attempt) {
-                Some(l) => l
-                    .heartbeat(attempt, worker_id, now_ms, ttl_ms, position)
-                    .map(JobState::Leased),
-                None => Err(self.not_leased(attempt)),
-            },
-            _ => Err(self.not_leased(attempt)),
-        }
+        // A lapsed lease's worker back: the lease as it was, extended (its
+        // progress and stall clock kept).
+        self.holding(attempt)?
+            .heartbeat(attempt, worker_id, now_ms, ttl_ms, position)
+            .map(JobState::Leased)
     }
 
     /// See [`Leased::complete`]. A job that already succeeded with the same
@@ -616,19 +620,15 @@ impl JobState {
     /// `StaleAttempt`.
     pub fn complete(&self, attempt: u32, now_ms: i64) -> Result<Completion, TransitionError> {
         match self {
-            JobState::Leased(l) => l.complete(attempt, now_ms).map(Completion::Committed),
-            JobState::Pending(p) if p.lapsed(attempt).is_some() => {
-                Ok(Completion::Committed(Succeeded {
-                    attempt,
-                    finished_ms: now_ms,
-                }))
-            }
             JobState::Succeeded(s) if s.attempt == attempt => Ok(Completion::AlreadyCommitted),
             JobState::Succeeded(s) => Err(TransitionError::StaleAttempt {
                 current: Some(s.attempt),
                 given: attempt,
             }),
-            _ => Err(self.not_leased(attempt)),
+            _ => self
+                .holding(attempt)?
+                .complete(attempt, now_ms)
+                .map(Completion::Committed),
         }
     }
 
@@ -641,14 +641,8 @@ impl JobState {
         now_ms: i64,
         policy: &RetryPolicy,
     ) -> Result<JobState, TransitionError> {
-        match self {
-            JobState::Leased(l) => l.fail(attempt, error, retryable, now_ms, policy),
-            JobState::Pending(p) => match p.lapsed(attempt) {
-                Some(l) => l.fail(attempt, error, retryable, now_ms, policy),
-                None => Err(self.not_leased(attempt)),
-            },
-            _ => Err(self.not_leased(attempt)),
-        }
+        self.holding(attempt)?
+            .fail(attempt, error, retryable, now_ms, policy)
     }
 
     /// See [`Leased::expire`]; `WrongState` unless leased.
@@ -678,14 +672,9 @@ impl JobState {
 
     /// See [`Leased::release`].
     pub fn release(&self, attempt: u32, worker_id: &str) -> Result<JobState, TransitionError> {
-        match self {
-            JobState::Leased(l) => l.release(attempt, worker_id).map(JobState::Pending),
-            JobState::Pending(p) => match p.lapsed(attempt) {
-                Some(l) => l.release(attempt, worker_id).map(JobState::Pending),
-                None => Err(self.not_leased(attempt)),
-            },
-            _ => Err(self.not_leased(attempt)),
-        }
+        self.holding(attempt)?
+            .release(attempt, worker_id)
+            .map(JobState::Pending)
     }
 
     /// Pending or leased: cancelled (a running attempt counts). Finished
