@@ -417,11 +417,6 @@ fn run_job_unguarded(
             .cancel
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     };
-    // Scoring told to stop ends the job as cancelled, as training does.
-    let scoring_error = |e| match e {
-        ScoreError::Cancelled => train_error(TrainError::Cancelled),
-        other => JobError::Score(other),
-    };
     let _globals = compute.apply_globals(&cancelled).map_err(|e| match e {
         crate::precision::GateError::Cancelled => train_error(TrainError::Cancelled),
         other => train_error(other.into()),
@@ -505,7 +500,8 @@ fn run_job_unguarded(
     let score_at = |index: &[i64]| -> Result<Vec<f64>, JobError> {
         let idx = Tensor::f_from_slice(index)?.f_to_device(device)?;
         let norm = trained.normalise;
-        score(&net, &set.images, &idx, norm, batch, compute, &cancelled).map_err(scoring_error)
+        score(&net, &set.images, &idx, norm, batch, compute, &cancelled)
+            .map_err(|e| train_error(e.into()))
     };
     let youden = if data.validation.is_empty() {
         None

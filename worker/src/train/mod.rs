@@ -76,7 +76,7 @@ pub enum TrainError {
     #[error("{0}")]
     Gate(#[from] crate::precision::GateError),
     #[error("{0}")]
-    Score(#[from] crate::evaluate::ScoreError),
+    Score(crate::evaluate::ScoreError),
     #[error("{0}")]
     Graph(#[from] crate::graph::GraphError),
     #[error("cancelled")]
@@ -92,6 +92,16 @@ pub enum TrainError {
          train.validation_fraction, which moves whole patients to validation)"
     )]
     OneClass(&'static str),
+}
+
+/// Scoring told to stop is the job cancelled, as training told to stop is.
+impl From<ScoreError> for TrainError {
+    fn from(e: ScoreError) -> Self {
+        match e {
+            ScoreError::Cancelled => TrainError::Cancelled,
+            other => TrainError::Score(other),
+        }
+    }
 }
 
 /// A mean two-class cross-entropy above this ends the job as diverged: a
@@ -444,11 +454,7 @@ pub fn train(
                 batch as i64,
                 data.compute,
                 &|| data.cancel.is_some_and(|c| c.load(Ordering::Relaxed)),
-            )
-            .map_err(|e| match e {
-                ScoreError::Cancelled => TrainError::Cancelled,
-                other => other.into(),
-            })?;
+            )?;
             if s.iter().any(|v| !v.is_finite()) {
                 return Err(TrainError::Diverged {
                     epoch,
