@@ -35,6 +35,7 @@ async fn lease_for(client: &mut Client, worker: &str) -> v1::Lease {
             free_slots: 1,
             wait_seconds: 5.0,
             gpu: Some(false),
+            running: Vec::new(),
         })
         .await
         .unwrap()
@@ -163,4 +164,103 @@ fn a_result_that_takes_longer_than_the_lease_to_arrive_keeps_the_lease() {
         // (An empty result is refused as a result; the lease was kept.)
         let _ = call.await.unwrap();
     });
+}
+
+#[test]
+fn a_lapsed_job_is_not_leased_to_a_slot_of_the_worker_that_still_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(
+        dir.path(),
+        "[protocol]\ntasks = [\"screening\"]\n[retry]\nbackoff_seconds = 0.1\n",
+    );
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(
+        dir.path(),
+        "127.0.0.1:0",
+        &dir.path().join("data"),
+        &["--lease-ttl", "2", "--heartbeat-interval", "0.5"],
+    );
+    let id = submit(&url, &spec, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut client = rt.block_on(workers(&url, &["w", "v"]));
+    // Worker w's slots take all five rounds; then w is cut off, and every
+    // lease lapses with the rounds back in the queue.
+    let leases: Vec<v1::Lease> = rt.block_on(async {
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            all.push(lease_for(&mut client, "w").await);
+        }
+        all
+    });
+    wait_for(
+        "the five leases to lapse",
+        std::time::Duration::from_secs(30),
+        || {
+            let s = status(&url, &id);
+            leases.iter().all(|l| {
+                let j = job_line(&s, &l.job_key);
+                j["state"] == "pending"
+                    && j["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("lease expired"))
+            })
+        },
+    );
+    let running = |ls: &[v1::Lease]| -> Vec<v1::RunningAttempt> {
+        ls.iter()
+            .map(|l| v1::RunningAttempt {
+                experiment_id: l.experiment_id.clone(),
+                job_key: l.job_key.clone(),
+                attempt: l.attempt,
+            })
+            .collect()
+    };
+    let ask = |client: &mut Client, worker: &str, running: Vec<v1::RunningAttempt>| {
+        let req = v1::LeaseRequest {
+            worker_id: worker.into(),
+            free_slots: 1,
+            wait_seconds: 0.0,
+            gpu: Some(false),
+            running,
+        };
+        rt.block_on(client.lease(req)).unwrap().into_inner().lease
+    };
+    // Back, w's idle slot says its other slots still run the first four:
+    // it is given the fifth, the one it no longer runs, as a new attempt.
+    let fifth = ask(&mut client, "w", running(&leases[..4])).expect("a lease");
+    assert_eq!(
+        (fifth.job_key.as_str(), fifth.attempt),
+        (leases[4].job_key.as_str(), leases[4].attempt + 1)
+    );
+    // Nothing else for it, though four rounds are queued.
+    assert_eq!(ask(&mut client, "w", running(&leases[..4])), None);
+    // Its busy slot's heartbeat takes its attempt up again.
+    let first = &leases[0];
+    let beat = rt
+        .block_on(client.heartbeat(v1::HeartbeatRequest {
+            worker_id: "w".into(),
+            experiment_id: first.experiment_id.clone(),
+            job_key: first.job_key.clone(),
+            attempt: first.attempt,
+            progress: None,
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(beat.keep_going);
+    // Another worker is served a lapsed round: w's running list is w's own.
+    let other = ask(&mut client, "v", Vec::new()).expect("a lease for v");
+    let held: Vec<&str> = leases[1..4].iter().map(|l| l.job_key.as_str()).collect();
+    assert!(held.contains(&other.job_key.as_str()), "{other:?}");
+    assert_eq!(other.attempt, 2);
+    let s = status(&url, &id);
+    let j = job_line(&s, &first.job_key);
+    assert_eq!(
+        (
+            j["state"].as_str(),
+            j["worker"].as_str(),
+            j["attempt"].as_u64()
+        ),
+        (Some("leased"), Some("w"), Some(u64::from(first.attempt))),
+        "{s}"
+    );
 }

@@ -6,12 +6,38 @@
 //! the first ready job by task and round number. Experiments whose spec asks for
 //! `train.device = "cuda"` are served to GPU workers only. A job whose lease
 //! expired while its worker may only be cut off (a lapsed lease, which that
-//! worker can still take up) is served only when no other job is ready.
+//! worker can still take up) is served only when no other job is ready,
+//! and never to that worker while one of its slots still runs the attempt
+//! ([`Running`]): that slot takes it up again with its next heartbeat.
 
 use crate::state::JobState;
 use crate::store::{ExperimentRecord, JobRecord};
 use crossfold_shared::spec::{Device, Spec};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// The attempts a worker asking for a lease says its other slots run.
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    pub worker_id: String,
+    /// (experiment, job key, attempt).
+    pub attempts: HashSet<(uuid::Uuid, String, u32)>,
+}
+
+impl Running {
+    /// Whether `job` waits for this worker: its lease lapsed while one of
+    /// the worker's slots ran it, and that slot runs it still.
+    pub fn runs_lapsed(&self, job: &JobRecord) -> bool {
+        let JobState::Pending(p) = &job.state else {
+            return false;
+        };
+        p.lapsed.as_ref().is_some_and(|l| {
+            l.worker_id == self.worker_id
+                && self
+                    .attempts
+                    .contains(&(job.experiment, job.key.clone(), l.attempt))
+        })
+    }
+}
 
 /// Whether a worker (with or without a GPU) may run the experiment's jobs:
 /// `train.device = "cuda"` (or `cuda:N`) needs a GPU; `auto` and `cpu` run
@@ -208,6 +234,36 @@ mod tests {
         // Nothing else ready: it is served.
         let jobs = vec![job(&a, "s-r01", lapsed), job(&b, "s-r01", pending(100))];
         assert_eq!(pick(&exps, &jobs, 5, any).unwrap().experiment, a.id);
+    }
+
+    #[test]
+    fn a_lapsed_job_waits_for_the_slot_that_still_runs_it() {
+        let a = exp(1);
+        let lapsed = |worker: &str, attempt: u32| match leased() {
+            JobState::Leased(l) => JobState::Pending(Pending {
+                attempts: attempt,
+                lapsed: Some(Leased {
+                    worker_id: worker.into(),
+                    attempt,
+                    ..l
+                }),
+                ..Pending::default()
+            }),
+            _ => unreachable!(),
+        };
+        let running = Running {
+            worker_id: "w".into(),
+            attempts: [(a.id, "s-r01".to_string(), 2)].into_iter().collect(),
+        };
+        assert!(running.runs_lapsed(&job(&a, "s-r01", lapsed("w", 2))));
+        // Another attempt, job, worker or experiment: not this slot's.
+        assert!(!running.runs_lapsed(&job(&a, "s-r01", lapsed("w", 1))));
+        assert!(!running.runs_lapsed(&job(&a, "s-r02", lapsed("w", 2))));
+        assert!(!running.runs_lapsed(&job(&a, "s-r01", lapsed("v", 2))));
+        assert!(!running.runs_lapsed(&job(&exp(2), "s-r01", lapsed("w", 2))));
+        // Only a lapsed lease waits: a plain pending or a leased job does not.
+        assert!(!running.runs_lapsed(&job(&a, "s-r01", pending(0))));
+        assert!(!running.runs_lapsed(&job(&a, "s-r01", leased())));
     }
 
     #[test]

@@ -155,11 +155,58 @@ impl JobBudget {
     }
 }
 
+/// The attempts this worker's slots are running, shared by its slots. Each
+/// lease request lists them: a job whose lease lapsed while the worker was
+/// cut off is then not leased to an idle slot while a busy slot still runs
+/// it (and will take it up again with its next heartbeat).
+#[derive(Clone, Debug, Default)]
+struct Running(Arc<std::sync::Mutex<Vec<v1::RunningAttempt>>>);
+
+impl Running {
+    fn attempts(&self) -> std::sync::MutexGuard<'_, Vec<v1::RunningAttempt>> {
+        // A slot that panicked holding the lock left the list whole.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn list(&self) -> Vec<v1::RunningAttempt> {
+        self.attempts().clone()
+    }
+
+    /// Note `lease` as running until the returned guard is dropped.
+    fn start(&self, lease: &v1::Lease) -> RunningGuard {
+        let attempt = v1::RunningAttempt {
+            experiment_id: lease.experiment_id.clone(),
+            job_key: lease.job_key.clone(),
+            attempt: lease.attempt,
+        };
+        self.attempts().push(attempt.clone());
+        RunningGuard {
+            running: self.clone(),
+            attempt,
+        }
+    }
+}
+
+struct RunningGuard {
+    running: Running,
+    attempt: v1::RunningAttempt,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let mut list = self.running.attempts();
+        if let Some(i) = list.iter().position(|a| *a == self.attempt) {
+            list.swap_remove(i);
+        }
+    }
+}
+
 /// Run until `stop` is set (or `max_jobs` are done).
 pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
     let budget = JobBudget::new(cfg.max_jobs);
+    let running = Running::default();
     if cfg.slots <= 1 {
-        return run_slot(cfg, stop, budget).await;
+        return run_slot(cfg, stop, budget, running).await;
     }
     // Several slots on one device (small jobs packed on a big GPU): each slot
     // leases and trains on its own, under the same worker id.
@@ -169,6 +216,7 @@ pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtime
             cfg.clone(),
             stop.clone(),
             budget.clone(),
+            running.clone(),
         )));
     }
     for t in tasks {
@@ -184,6 +232,7 @@ async fn run_slot(
     cfg: WorkerConfig,
     stop: Arc<AtomicBool>,
     budget: JobBudget,
+    running: Running,
 ) -> Result<(), RuntimeError> {
     // Between failed registrations: 1 s, doubling to 10 s.
     let mut register_wait = Duration::from_secs(1);
@@ -247,6 +296,7 @@ async fn run_slot(
                 free_slots: 1,
                 wait_seconds: cfg.lease_wait.as_secs_f64(),
                 gpu: Some(cfg.device.is_cuda()),
+                running: running.list(),
             };
             // Stopping: the answer is still awaited (a job leased meanwhile
             // is then released, not left to expire), but from a coordinator
@@ -276,6 +326,7 @@ async fn run_slot(
                 budget.give_back();
                 continue;
             };
+            let _running = running.start(&lease);
             run_lease(&cfg, &mut client, &registered.worker_id, lease, &stop).await;
         }
     }
@@ -725,7 +776,41 @@ fn train_lease(
 
 #[cfg(test)]
 mod tests {
-    use super::JobBudget;
+    use super::{JobBudget, Running};
+    use crossfold_proto::v1;
+
+    #[test]
+    fn running_attempts_are_listed_to_every_slot_until_their_run_ends() {
+        let lease = |key: &str, attempt| v1::Lease {
+            experiment_id: "e".into(),
+            job_key: key.into(),
+            attempt,
+            ..Default::default()
+        };
+        let running = Running::default();
+        let other_slot = running.clone();
+        let first = running.start(&lease("screening-r01", 1));
+        {
+            let _second = other_slot.start(&lease("screening-r02", 3));
+            let listed: Vec<_> = running
+                .list()
+                .into_iter()
+                .map(|a| (a.job_key, a.attempt))
+                .collect();
+            assert_eq!(
+                listed,
+                [
+                    ("screening-r01".to_string(), 1),
+                    ("screening-r02".to_string(), 3)
+                ]
+            );
+        }
+        // The second run ended (its guard dropped): only the first is left.
+        let keys: Vec<_> = other_slot.list().into_iter().map(|a| a.job_key).collect();
+        assert_eq!(keys, ["screening-r01"]);
+        drop(first);
+        assert!(running.list().is_empty());
+    }
 
     #[test]
     fn the_job_budget_is_shared_and_given_back_when_no_job_came() {

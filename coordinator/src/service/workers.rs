@@ -166,13 +166,14 @@ impl WorkersService {
         }
     }
 
-    /// Try once to lease a ready job to `worker`.
     /// Lease the next job this worker may run; `gpu` is what the worker
-    /// says of itself (older workers do not: then what it registered).
+    /// says of itself (older workers do not: then what it registered), and
+    /// `running` what its other slots run (not leased to it again).
     async fn try_lease(
         &self,
         worker: &str,
         gpu: Option<bool>,
+        running: &Arc<scheduler::Running>,
     ) -> Result<Option<v1::Lease>, CoordinatorError> {
         let ttl = ms(self.coordinator.config.lease_ttl);
         let has_gpu = gpu.unwrap_or_else(|| self.coordinator.worker_has_gpu(worker));
@@ -187,11 +188,13 @@ impl WorkersService {
             let worker_id = worker.to_string();
             let known = self.coordinator.known_datasets();
             let passed = tried.clone();
+            let running = Arc::clone(running);
             let picked = self
                 .coordinator
                 .with_store(move |s| {
                     for _ in 0..8 {
-                        let (experiments, active) = super::active_work(s)?;
+                        let (experiments, mut active) = super::active_work(s)?;
+                        active.retain(|j| !running.runs_lapsed(j));
                         let now = now_ms();
                         let Some(job) = scheduler::pick(&experiments, &active, now, |e| {
                             scheduler::runs_on(e, has_gpu)
@@ -364,6 +367,7 @@ impl Workers for WorkersService {
             0.0
         });
         let until = Instant::now() + wait;
+        let running = Arc::new(running_attempts(&r.worker_id, &r.running)?);
         let mut stopping = self.coordinator.stopping();
         loop {
             if *stopping.borrow_and_update() {
@@ -371,7 +375,7 @@ impl Workers for WorkersService {
                 return Ok(Response::new(v1::LeaseResponse { lease: None }));
             }
             let notified = self.coordinator.changed.notified();
-            if let Some(lease) = self.try_lease(&r.worker_id, r.gpu).await? {
+            if let Some(lease) = self.try_lease(&r.worker_id, r.gpu, &running).await? {
                 return Ok(Response::new(v1::LeaseResponse { lease: Some(lease) }));
             }
             let left = until.saturating_duration_since(Instant::now());
@@ -702,6 +706,21 @@ impl Workers for WorkersService {
 
 /// A gap between reaper passes (ms) taken for a pause of the process.
 pub const REAPER_GAP_MS: i64 = 10_000;
+
+/// What a lease request says the worker's other slots run.
+fn running_attempts(
+    worker: &str,
+    running: &[v1::RunningAttempt],
+) -> Result<scheduler::Running, CoordinatorError> {
+    let attempts = running
+        .iter()
+        .map(|a| Ok((parse_id(&a.experiment_id)?, a.job_key.clone(), a.attempt)))
+        .collect::<Result<_, CoordinatorError>>()?;
+    Ok(scheduler::Running {
+        worker_id: worker.to_string(),
+        attempts,
+    })
+}
 
 /// What one pass of [`WorkersService::try_lease`] found.
 enum Picked {
