@@ -506,7 +506,16 @@ fn run_job_unguarded(
     let youden = if data.validation.is_empty() {
         None
     } else {
-        youden_threshold(&data.validation_labels, &score_at(&data.validation)?)?
+        let labels = &data.validation_labels;
+        let chosen = youden_threshold(labels, &score_at(&data.validation)?)?;
+        let both = labels.iter().any(|&l| l) && labels.iter().any(|&l| !l);
+        if chosen.is_none() && both {
+            let w = "the validation scores separate no positive from a negative (Youden's J is \
+                     at most 0 at every threshold): no Youden threshold";
+            tracing::warn!(task = %task, round, "{w}");
+            warnings.push(w.to_string());
+        }
+        chosen
     };
     let n_train = train_entries.len();
     let test_idx: Vec<i64> = (n_train..all.len()).map(|i| i as i64).collect();

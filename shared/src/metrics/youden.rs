@@ -5,7 +5,10 @@ use super::{roc_curve, MetricsError};
 /// The threshold that maximises Youden's J = sensitivity + specificity − 1
 /// over the empirical ROC curve (rule: positive iff score >= threshold).
 /// Ties in J go to the threshold closest to 0.5, then the higher one, so the
-/// choice is deterministic. `None` when one class is missing.
+/// choice is deterministic. `None` when one class is missing, or when no
+/// threshold separates the classes at all (J <= 0 at every threshold: tied
+/// scores, or a model that ranks no better than chance): a threshold
+/// chosen then would call almost every case positive, for no reason.
 pub fn youden_threshold(labels: &[bool], scores: &[f64]) -> Result<Option<f64>, MetricsError> {
     let curve = roc_curve(labels, scores)?;
     let mut best: Option<(f64, f64)> = None; // (j, threshold)
@@ -24,7 +27,7 @@ pub fn youden_threshold(labels: &[bool], scores: &[f64]) -> Result<Option<f64>, 
             best = Some((j, p.threshold));
         }
     }
-    Ok(best.map(|(_, t)| t))
+    Ok(best.filter(|&(j, _)| j > 1e-12).map(|(_, t)| t))
 }
 
 #[cfg(test)]
@@ -47,6 +50,19 @@ mod tests {
         let labels = [true, true, false, false];
         let scores = [0.8, 0.7, 0.2, 0.1];
         assert_eq!(youden_threshold(&labels, &scores).unwrap(), Some(0.7));
+    }
+
+    #[test]
+    fn no_separation_gives_none() {
+        // All tied: J = 0 at the only threshold.
+        let labels = [true, false, true, false];
+        assert_eq!(youden_threshold(&labels, &[0.4; 4]).unwrap(), None);
+        // Every negative above every positive: J <= 0 everywhere.
+        let scores = [0.1, 0.9, 0.2, 0.8];
+        assert_eq!(youden_threshold(&labels, &scores).unwrap(), None);
+        // One pair ranked right is enough.
+        let scores = [0.9, 0.8, 0.2, 0.1];
+        assert_eq!(youden_threshold(&labels, &scores).unwrap(), Some(0.2));
     }
 
     #[test]

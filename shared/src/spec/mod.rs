@@ -288,8 +288,9 @@ pub struct TrainSpec {
     pub augment: AugmentSpec,
     pub class_weighting: ClassWeighting,
     pub label_smoothing: f64,
-    /// Share of the training groups' patients held out for early stopping
-    /// and threshold choice.
+    /// Share of each class's training-group images held out, as whole
+    /// patients, for early stopping and threshold choice (a patient with
+    /// many images can make the share of patients smaller).
     pub validation_fraction: f64,
     /// Stop after this many epochs without a better validation AUC, where an
     /// equal AUC with a lower validation loss also counts as better (once

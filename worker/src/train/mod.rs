@@ -59,6 +59,8 @@ pub struct EpochRecord {
     pub train_loss: f64,
     pub validation_loss: Option<f64>,
     pub validation_auc: Option<f64>,
+    /// The rate of the epoch's last step (with warm-up, the epoch's steps
+    /// ran below it).
     pub learning_rate: f64,
     pub seconds: f64,
 }

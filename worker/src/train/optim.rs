@@ -388,6 +388,14 @@ mod tests {
     /// A few steps of the same small network from the same start, with
     /// tch's optimiser and with the fused one: the parameters must agree.
     fn compare(optimizer: OptKind, momentum: f64, nesterov: bool) {
+        compare_layouts(optimizer, momentum, nesterov, false);
+    }
+
+    /// As [`compare`], the fused run's weights and input laid out
+    /// channels-last (as the CPU's default at 128 px and more lays them):
+    /// its kernels walk weights, gradients and state by pointer, so all
+    /// must share one layout.
+    fn compare_layouts(optimizer: OptKind, momentum: f64, nesterov: bool, channels_last: bool) {
         let spec = TrainSpec {
             optimizer,
             momentum,
@@ -412,6 +420,19 @@ mod tests {
             let mut vs = nn::VarStore::new(Device::Cpu);
             let net = build(&vs);
             vs.copy(&start).unwrap();
+            let x = x.copy();
+            if fused && channels_last {
+                for (_, v) in vs.variables() {
+                    crate::precision::to_channels_last(&v).unwrap();
+                }
+                crate::precision::to_channels_last(&x).unwrap();
+                let (_, w) = vs
+                    .variables()
+                    .into_iter()
+                    .find(|(n, _)| n == "c.weight")
+                    .unwrap();
+                assert!(crate::precision::is_channels_last(&w));
+            }
             let mut opt = Optim::new(&vs, &spec, fused, None).unwrap();
             for step in 0..4 {
                 let loss = net.forward(&x).cross_entropy_for_logits(&y);
@@ -624,5 +645,16 @@ mod tests {
     #[test]
     fn fused_adamw_matches_tch() {
         compare(OptKind::Adamw, 0.9, true);
+    }
+
+    #[test]
+    fn fused_steps_on_channels_last_weights_match_tch() {
+        for (optimizer, momentum) in [
+            (OptKind::Sgd, 0.9),
+            (OptKind::Adam, 0.9),
+            (OptKind::Adamw, 0.9),
+        ] {
+            compare_layouts(optimizer, momentum, true, true);
+        }
     }
 }
