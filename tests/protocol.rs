@@ -264,3 +264,78 @@ fn a_lapsed_job_is_not_leased_to_a_slot_of_the_worker_that_still_runs_it() {
         "{s}"
     );
 }
+
+#[test]
+fn a_result_that_is_not_the_rounds_test_set_fails_its_attempt_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(
+        dir.path(),
+        "[protocol]\ntasks = [\"screening\"]\n[retry]\nbackoff_seconds = 0.1\n",
+    );
+    make_data(&spec);
+    let (_coord, url) = start_coordinator(dir.path(), "127.0.0.1:0", &dir.path().join("data"), &[]);
+    let id = submit(&url, &spec, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (key, refused) = rt.block_on(async {
+        let mut client = workers(&url, &["w"]).await;
+        let lease = lease_for(&mut client, "w").await;
+        // The round's test images, from the plan the lease carries, with
+        // the first scored twice and the last left out.
+        let plan: serde_json::Value = serde_json::from_str(&lease.plan_json).unwrap();
+        let round = plan["tasks"]["screening"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["round"] == lease.round)
+            .unwrap()
+            .clone();
+        let mut images: Vec<String> = round["test"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_str().unwrap().to_string())
+            .collect();
+        let (first, last) = (images[0].clone(), images.pop().unwrap());
+        images.push(first.clone());
+        let predictions = images
+            .iter()
+            .map(|image| v1::Prediction {
+                image: image.clone(),
+                label: "normal".into(),
+                score: 0.5,
+                ..Default::default()
+            })
+            .collect();
+        let chunk = v1::CompleteChunk {
+            worker_id: "w".into(),
+            experiment_id: lease.experiment_id.clone(),
+            job_key: lease.job_key.clone(),
+            attempt: lease.attempt,
+            predictions,
+            last: true,
+            ..Default::default()
+        };
+        let err = client
+            .complete(tokio_stream::iter(vec![chunk]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        let why = err.message().to_string();
+        assert!(why.contains(&format!("1 missing (first: {last})")), "{why}");
+        assert!(
+            why.contains(&format!("1 scored twice (first: {first})")),
+            "{why}"
+        );
+        (lease.job_key, why)
+    });
+    // The attempt failed at once with that reason, and the round is queued
+    // again: not left to expire as a worker that stopped heartbeating.
+    let s = status(&url, &id);
+    let j = job_line(&s, &key);
+    assert_eq!(j["state"], "pending", "{s}");
+    let error = j["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("result refused") && error.contains(&refused),
+        "{j}"
+    );
+}

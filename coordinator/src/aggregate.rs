@@ -9,7 +9,7 @@ use crossfold_shared::metrics::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// One test image's score, as a worker reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,10 +104,69 @@ pub fn round_stats(
             .label
             .parse()
             .map_err(|e| format!("image {}: {e}", p.image))?;
+        // A probability; a logit or a percentage would make every count
+        // at the threshold, and the calibration, meaningless.
+        if !(0.0..=1.0).contains(&p.score) {
+            return Err(format!(
+                "image {}: score {} is not a probability in [0, 1]",
+                p.image, p.score
+            ));
+        }
         labels.push(task.is_positive(l));
         scores.push(p.score);
     }
     RoundStats::compute(&labels, &scores, threshold).map_err(|e| e.to_string())
+}
+
+/// Why `predictions` are not exactly the test images the stored split plan
+/// gives round `round` of `task` (each once, none missing, none other), or
+/// `None` when they are. `Err` when the plan cannot say (it does not parse,
+/// or lacks the round): the caller cannot check, which is not the result's
+/// fault.
+pub fn test_set_mismatch(
+    plan_json: &str,
+    task: &str,
+    round: u32,
+    predictions: &[ScoredImage],
+) -> Result<Option<String>, String> {
+    let plan: Value = serde_json::from_str(plan_json)
+        .map_err(|e| format!("the stored split plan does not parse: {e}"))?;
+    let planned = plan["tasks"][task]
+        .as_array()
+        .and_then(|rs| {
+            rs.iter()
+                .find(|r| r["round"].as_u64() == Some(round.into()))
+        })
+        .and_then(|r| r["test"].as_array())
+        .ok_or_else(|| format!("the stored split plan has no {task} round {round}"))?;
+    let test: BTreeSet<&str> = planned.iter().filter_map(Value::as_str).collect();
+    let mut seen = HashSet::new();
+    let (mut other, mut twice) = (Vec::new(), Vec::new());
+    for p in predictions {
+        let image = p.image.as_str();
+        if !test.contains(image) {
+            other.push(image);
+        } else if !seen.insert(image) {
+            twice.push(image);
+        }
+    }
+    let missing: Vec<&str> = test.iter().copied().filter(|i| !seen.contains(i)).collect();
+    let parts: Vec<String> = [
+        (missing, "missing"),
+        (other, "not in it"),
+        (twice, "scored twice"),
+    ]
+    .into_iter()
+    .filter(|(images, _)| !images.is_empty())
+    .map(|(images, what)| format!("{} {what} (first: {})", images.len(), images[0]))
+    .collect();
+    Ok((!parts.is_empty()).then(|| {
+        format!(
+            "the predictions are not {task} round {round}'s test set of {} images: {}",
+            test.len(),
+            parts.join("; ")
+        )
+    }))
 }
 
 /// The repeat of each task's round, from the stored split plan document
@@ -142,40 +201,73 @@ pub fn summarize_record(results: &[JobResult], e: &crate::store::ExperimentRecor
 /// independent cases. A prediction without a patient id is its image's
 /// own cluster.
 fn pooled_of(task: Task, rounds: &[&JobResult]) -> Option<Value> {
-    let mut labels = Vec::new();
-    let mut scores = Vec::new();
-    let mut patients = Vec::new();
-    let mut images = std::collections::BTreeSet::new();
-    for r in rounds {
-        for p in &r.predictions {
-            if let Ok(l) = p.label.parse::<Label>() {
-                labels.push(task.is_positive(l));
-                scores.push(p.score);
-                patients.push(if p.patient.is_empty() {
-                    format!("image {}", p.image)
-                } else {
-                    format!("patient {}", p.patient)
-                });
-                images.insert(p.image.as_str());
-            }
+    let mut cases = Cases::default();
+    let mut images = BTreeSet::new();
+    for p in rounds.iter().flat_map(|r| &r.predictions) {
+        if cases.push(task, p) {
+            images.insert(p.image.as_str());
         }
     }
-    let pooled = Pooled::from_rounds([(&labels[..], &scores[..])]).ok()?;
-    let d = clustered_delong(&labels, &scores, &patients).ok().flatten();
-    let clusters = patients.iter().collect::<std::collections::HashSet<_>>();
+    let pooled = Pooled::from_rounds([(&cases.labels[..], &cases.scores[..])]).ok()?;
+    let (low, high) = cases.clustered_ci();
     Some(json!({
-        "n": labels.len(),
+        "n": cases.labels.len(),
         "images": images.len(),
-        "clusters": clusters.len(),
+        "clusters": cases.distinct_clusters(),
         "auc": pooled.auc().ok().flatten(),
-        "auc_ci_low": d.map(|d| d.ci(0.95).0),
-        "auc_ci_high": d.map(|d| d.ci(0.95).1),
+        "auc_ci_low": low,
+        "auc_ci_high": high,
         "auc_ci_method": POOLED_CI_METHOD,
     }))
 }
 
+/// Pooled predictions as the clustered CI needs them: label (positive or
+/// not), score and cluster of each.
+#[derive(Default)]
+struct Cases {
+    labels: Vec<bool>,
+    scores: Vec<f64>,
+    clusters: Vec<String>,
+}
+
+impl Cases {
+    /// Add `p`; false (and left out) when its label is not one crossfold knows.
+    fn push(&mut self, task: Task, p: &ScoredImage) -> bool {
+        let Ok(l) = p.label.parse::<Label>() else {
+            return false;
+        };
+        self.labels.push(task.is_positive(l));
+        self.scores.push(p.score);
+        self.clusters.push(cluster_of(p));
+        true
+    }
+
+    /// The 95% CI of the AUC, DeLong's clustered by patient (`None`s
+    /// where it is undefined).
+    fn clustered_ci(&self) -> (Option<f64>, Option<f64>) {
+        let d = clustered_delong(&self.labels, &self.scores, &self.clusters)
+            .ok()
+            .flatten();
+        (d.map(|d| d.ci(0.95).0), d.map(|d| d.ci(0.95).1))
+    }
+
+    fn distinct_clusters(&self) -> usize {
+        self.clusters.iter().collect::<HashSet<_>>().len()
+    }
+}
+
 /// How the pooled AUC's CI is computed, as `report.json` names it.
 pub const POOLED_CI_METHOD: &str = "delong-clustered-by-patient";
+
+/// The cluster a pooled prediction belongs to: its patient, or its image
+/// when the manifest names no patient.
+fn cluster_of(p: &ScoredImage) -> String {
+    if p.patient.is_empty() {
+        format!("image {}", p.image)
+    } else {
+        format!("patient {}", p.patient)
+    }
+}
 
 /// The experiment's summary document from its jobs' results; `repeats`
 /// (from [`repeats_of`]) gives each round's repeat.
@@ -228,23 +320,23 @@ pub fn summarize(
                 v
             })
             .collect();
-        let mut summary = Map::new();
         // The summarised metrics, and the test-set size per round.
-        for m in SUMMARY_KEYS.iter().chain(&["n"]) {
-            let values: Vec<Option<f64>> = rows
-                .iter()
-                .map(|r| r.get(m).and_then(Value::as_f64))
-                .collect();
-            if let Some(s) = summarize_optional(&values) {
-                summary.insert(
-                    m.to_string(),
-                    json!({"mean": s.mean, "sd": s.sd, "min": s.min, "max": s.max, "n": s.n}),
-                );
-            }
-        }
+        let keys: Vec<&str> = SUMMARY_KEYS.iter().copied().chain(["n"]).collect();
+        let summary = summary_of(rows.iter(), &keys);
         let task_kind: Option<Task> = task.parse().ok();
         let pooled = task_kind.and_then(|t| pooled_of(t, &rounds));
         let mut entry = json!({"rounds": rows, "summary": summary, "sd": "sample standard deviation (n - 1)", "pooled": pooled});
+        // The same at each round's validation-chosen threshold (the AUC
+        // does not depend on it), over the rounds that have one.
+        if rows.iter().any(|r| r.get("at_youden").is_some()) {
+            let at = rows
+                .iter()
+                .map(|r| r.get("at_youden").unwrap_or(&Value::Null));
+            let s = summary_of(at, &SUMMARY_KEYS[..5]);
+            if let Some(o) = entry.as_object_mut() {
+                o.insert("summary_at_youden".into(), Value::Object(s));
+            }
+        }
         // With repeats, each repeat's own pooled AUC: every image as often
         // as one repeat tests it (once in k-fold, 4 times in the 2-of-5
         // design).
@@ -291,24 +383,42 @@ pub fn summarize(
     json!({"plan_sha256": plan_sha256, "dataset_sha256": dataset_sha256, "tasks": tasks})
 }
 
+/// Mean, SD (n - 1), min and max of each of `keys` over `rounds` (a round
+/// without a value is left out and `n` says how many had one).
+fn summary_of<'a>(
+    rounds: impl Iterator<Item = &'a Value> + Clone,
+    keys: &[&str],
+) -> Map<String, Value> {
+    let mut summary = Map::new();
+    for m in keys {
+        let values: Vec<Option<f64>> = rounds
+            .clone()
+            .map(|r| r.get(m).and_then(Value::as_f64))
+            .collect();
+        if let Some(s) = summarize_optional(&values) {
+            summary.insert(
+                m.to_string(),
+                json!({"mean": s.mean, "sd": s.sd, "min": s.min, "max": s.max, "n": s.n}),
+            );
+        }
+    }
+    summary
+}
+
 /// The pooled out-of-fold predictions of a task split by one manifest
 /// column (site or subtype), each group with its confusion counts at the
 /// rounds' threshold, sensitivity, specificity and AUC (where both classes
-/// occur). `None` when no prediction has a value in that column.
+/// occur), its CI clustered by patient as the pooled AUC's is (an image
+/// tested in several rounds is one case, not several). `None` when no
+/// prediction has a value in that column.
 fn breakdown(task: Task, rounds: &[&JobResult], get: fn(&ScoredImage) -> &str) -> Option<Value> {
     let threshold = rounds.first()?.stats.threshold;
-    let mut groups: BTreeMap<&str, (Vec<bool>, Vec<f64>)> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, Cases> = BTreeMap::new();
     let mut any = false;
-    for r in rounds {
-        for p in &r.predictions {
-            let Ok(l) = p.label.parse::<Label>() else {
-                continue;
-            };
-            let key = get(p);
+    for p in rounds.iter().flat_map(|r| &r.predictions) {
+        let key = get(p);
+        if groups.entry(key).or_default().push(task, p) {
             any |= !key.is_empty();
-            let g = groups.entry(key).or_default();
-            g.0.push(task.is_positive(l));
-            g.1.push(p.score);
         }
     }
     if !any {
@@ -316,12 +426,15 @@ fn breakdown(task: Task, rounds: &[&JobResult], get: fn(&ScoredImage) -> &str) -
     }
     let rows = groups
         .into_iter()
-        .filter_map(|(value, (labels, scores))| {
-            let s = RoundStats::compute(&labels, &scores, threshold).ok()?;
+        .filter_map(|(value, cases)| {
+            let mut s = RoundStats::compute(&cases.labels, &cases.scores, threshold).ok()?;
+            (s.auc_ci_low, s.auc_ci_high) = cases.clustered_ci();
+            s.auc_ci_method = POOLED_CI_METHOD.into();
             let mut v = serde_json::to_value(&s).ok()?;
             let o = v.as_object_mut()?;
             o.insert("value".into(), value.into());
-            o.insert("n".into(), labels.len().into());
+            o.insert("n".into(), cases.labels.len().into());
+            o.insert("clusters".into(), cases.distinct_clusters().into());
             Some(v)
         })
         .collect();
@@ -444,6 +557,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_breakdowns_ci_counts_an_image_tested_twice_as_one_case() {
+        let preds = [
+            ("normal", 0.1),
+            ("normal", 0.4),
+            ("normal", 0.7),
+            ("benign", 0.3),
+            ("benign", 0.6),
+            ("malignant", 0.9),
+        ];
+        let at_one_site = |round| {
+            let mut r = result(round, &preds);
+            for (i, p) in r.predictions.iter_mut().enumerate() {
+                p.image = format!("{i}.png");
+                p.patient = format!("p{i}");
+                p.site = "femur".into();
+            }
+            r
+        };
+        let site = |v: &Value| v["tasks"]["screening"]["breakdowns"]["site"][0].clone();
+        let once = site(&summarize(&[at_one_site(1)], "p", "d", &BTreeMap::new()));
+        let twice = site(&summarize(
+            &[at_one_site(1), at_one_site(2)],
+            "p",
+            "d",
+            &BTreeMap::new(),
+        ));
+        assert_eq!((&twice["n"], &twice["clusters"]), (&json!(12), &json!(6)));
+        assert_eq!(twice["auc_ci_method"], POOLED_CI_METHOD);
+        // Tested once, the clustered interval is plain DeLong's (each image
+        // its own cluster); tested twice, the same interval, not narrower.
+        let plain = RoundStats::compute(
+            &[false, false, false, true, true, true],
+            &[0.1, 0.4, 0.7, 0.3, 0.6, 0.9],
+            0.5,
+        )
+        .unwrap();
+        let low = once["auc_ci_low"].as_f64().unwrap();
+        assert!((low - plain.auc_ci_low.unwrap()).abs() < 1e-12);
+        assert!(low > 0.0);
+        for end in ["auc_ci_low", "auc_ci_high"] {
+            let (a, b) = (twice[end].as_f64().unwrap(), once[end].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-12, "{end}: {a} vs {b}");
+        }
+    }
+
+    #[test]
     fn with_repeats_each_repeat_gets_its_own_pooled_auc() {
         // The same two images tested once per repeat: repeat 1 ranks them
         // right (AUC 1), repeat 2 wrong (AUC 0); pooled over both, each
@@ -506,6 +665,18 @@ pub(crate) mod tests {
         // A round without a validation set has neither.
         assert!(rounds[1].get("youden_threshold").is_none());
         assert!(rounds[1].get("at_youden").is_none());
+        // Summarised over the one round that has it: accuracy 4/4 there.
+        let s = &v["tasks"]["screening"]["summary_at_youden"];
+        assert_eq!(
+            (s["accuracy"]["mean"].as_f64(), s["accuracy"]["n"].as_u64()),
+            (Some(1.0), Some(1))
+        );
+        assert!(s.get("auc").is_none());
+        // Without any, no such summary.
+        let plain = summarize(&[result(1, &[("normal", 0.1)])], "p", "d", &BTreeMap::new());
+        assert!(plain["tasks"]["screening"]
+            .get("summary_at_youden")
+            .is_none());
         // A threshold beyond 1 is taken as 1 (as the worker takes it), not
         // dropped.
         let mut above = result(1, &[("normal", 0.6), ("benign", 1.0)]);
@@ -530,5 +701,57 @@ pub(crate) mod tests {
         }];
         let err = round_stats(Task::Screening, &p, 0.5).unwrap_err();
         assert!(err.contains("x.png"), "{err}");
+    }
+
+    #[test]
+    fn a_score_that_is_not_a_probability_is_refused_naming_the_image() {
+        for bad in [-0.01, 1.5, 3.2] {
+            let mut r = result(1, &[("normal", 0.2), ("benign", 0.5)]);
+            r.predictions[1].score = bad;
+            let err = round_stats(Task::Screening, &r.predictions, 0.5).unwrap_err();
+            assert!(err.contains("1-1.png") && err.contains("[0, 1]"), "{err}");
+        }
+        let ends = result(1, &[("normal", 0.0), ("benign", 1.0)]);
+        assert!(round_stats(Task::Screening, &ends.predictions, 0.5).is_ok());
+    }
+
+    #[test]
+    fn predictions_must_be_the_rounds_test_set() {
+        let plan = r#"{"tasks": {"screening": [
+            {"round": 1, "test": ["a.png", "b.png", "c.png"]},
+            {"round": 2, "test": ["d.png"]}]}}"#;
+        let scored = |images: &[&str]| -> Vec<ScoredImage> {
+            let mut r = result(1, &vec![("normal", 0.5); images.len()]);
+            for (p, image) in r.predictions.iter_mut().zip(images) {
+                p.image = image.to_string();
+            }
+            r.predictions
+        };
+        let check = |task: &str, round, images: &[&str]| {
+            test_set_mismatch(plan, task, round, &scored(images))
+        };
+        // In any order, each once: fine.
+        assert_eq!(
+            check("screening", 1, &["c.png", "a.png", "b.png"]),
+            Ok(None)
+        );
+        let why = check("screening", 1, &["a.png", "a.png", "x.png"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            why,
+            "the predictions are not screening round 1's test set of 3 images: \
+             2 missing (first: b.png); 1 not in it (first: x.png); 1 scored twice (first: a.png)"
+        );
+        // Another round's images.
+        let why = check("screening", 2, &["a.png"]).unwrap().unwrap();
+        assert!(
+            why.contains("1 missing (first: d.png); 1 not in it (first: a.png)"),
+            "{why}"
+        );
+        // A plan that cannot say is not the result's fault.
+        assert!(check("screening", 3, &["a.png"]).is_err());
+        assert!(check("malignancy", 1, &["a.png"]).is_err());
+        assert!(test_set_mismatch("not json", "screening", 1, &[]).is_err());
     }
 }

@@ -532,6 +532,14 @@ pub fn html(doc: &Value) -> String {
         if let Some(line) = super::summary::time_line(t, "–") {
             let _ = writeln!(out, "<p>T{}.</p>", esc(&line[1..]));
         }
+        if let Some(table) = super::report::youden_table(t) {
+            let _ = write!(
+                out,
+                "<h3>At the validation-chosen threshold</h3>\n<p>{}</p>\n",
+                esc(super::report::YOUDEN_NOTE)
+            );
+            html_table(&mut out, &table);
+        }
         out.push_str("<h3>Confusion matrices</h3>\n<div class=\"cms\">");
         for r in &rounds {
             let c = |k: &str| j(&r[k]);
@@ -539,20 +547,12 @@ pub fn html(doc: &Value) -> String {
         }
         out.push_str("</div>\n");
         for (title, table) in breakdowns(t) {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<h3>{} (pooled out-of-fold predictions)</h3>\n<table>",
+                "<h3>{} (pooled out-of-fold predictions)</h3>",
                 esc(&title)
             );
-            for (i, row) in table.iter().enumerate() {
-                let cell = if i == 0 { "th" } else { "td" };
-                out.push_str("<tr>");
-                for c in row {
-                    let _ = write!(out, "<{cell}>{}</{cell}>", esc(c));
-                }
-                out.push_str("</tr>");
-            }
-            out.push_str("</table>\n");
+            html_table(&mut out, &table);
         }
         if let Ok(kind) = task.parse::<Task>() {
             let (l, sc) = pooled(&entries(doc, task), kind);
@@ -654,6 +654,20 @@ fn round_provenance(doc: &Value) -> String {
         return String::new();
     }
     format!("<h3>Per round</h3>\n<table><tr><th>Task</th><th>Round</th><th>Worker</th><th>Attempt</th><th>Device</th><th>Precision</th><th>Time</th><th>Seed</th><th>crossfold</th><th>libtorch</th><th>git</th></tr>{rows}</table>\n")
+}
+
+/// `table` (header first) as an HTML table.
+fn html_table(out: &mut String, table: &[Vec<String>]) {
+    out.push_str("<table>");
+    for (i, row) in table.iter().enumerate() {
+        let cell = if i == 0 { "th" } else { "td" };
+        out.push_str("<tr>");
+        for c in row {
+            let _ = write!(out, "<{cell}>{}</{cell}>", esc(c));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>\n");
 }
 
 #[cfg(test)]

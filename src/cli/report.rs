@@ -251,6 +251,62 @@ pub(super) fn breakdowns(t: &Value) -> Vec<(String, Vec<Vec<String>>)> {
     out
 }
 
+/// What [`youden_table`]'s thresholds are, under its heading.
+pub(super) const YOUDEN_NOTE: &str = "Each round's threshold is the one that maximises Youden's J \
+    (sensitivity + specificity − 1) on that round's validation images, which come from its \
+    training groups; its test images are scored once, after the choice.";
+
+/// `table` (header first) as a Markdown table: the first column left,
+/// the others right-aligned.
+fn md_table(out: &mut String, table: &[Vec<String>]) {
+    for (i, row) in table.iter().enumerate() {
+        out.push_str(&format!("| {} |\n", row.join(" | ")));
+        if i == 0 {
+            out.push_str(&format!("|---|{}\n", "---:|".repeat(row.len() - 1)));
+        }
+    }
+}
+
+/// A task's rounds at their validation-chosen (Youden) thresholds: header,
+/// one row per round ("–" for a round without one) and the mean ± SD row.
+/// `None` when no round has one. Shared by report.md and report.html.
+pub(super) fn youden_table(t: &Value) -> Option<Vec<Vec<String>>> {
+    let rounds = t["rounds"].as_array()?;
+    if !rounds.iter().any(|r| r.get("at_youden").is_some()) {
+        return None;
+    }
+    let rates = ["accuracy", "sensitivity", "specificity", "ppv", "npv"];
+    let mut table = vec![[
+        "Round",
+        "Threshold",
+        "TP",
+        "FP",
+        "TN",
+        "FN",
+        "Accuracy %",
+        "Sensitivity %",
+        "Specificity %",
+        "PPV %",
+        "NPV %",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for r in rounds {
+        let at = &r["at_youden"];
+        let count = |k: &str| at[k].as_u64().map_or("–".into(), |n| n.to_string());
+        let mut row = vec![r["round"].to_string(), dec(f(at, "threshold"), 3)];
+        row.extend(["tp", "fp", "tn", "fn"].map(count));
+        row.extend(rates.map(|k| pct(f(at, k))));
+        table.push(row);
+    }
+    let mut last = vec!["Mean ± SD".to_string()];
+    last.extend(std::iter::repeat_n(String::new(), 5));
+    let summary = &t["summary_at_youden"];
+    last.extend(rates.map(|k| mean_sd(summary, k, true, rounds.len())));
+    table.push(last);
+    Some(table)
+}
+
 /// The document's tasks in the paper's order: screening (its Table 2),
 /// malignancy (Table 3), then any other by name.
 pub(super) fn tasks_in_order(doc: &Value) -> Vec<(&String, &Value)> {
@@ -345,8 +401,13 @@ pub(super) fn several_views(doc: &Value) -> Vec<String> {
     if patients.is_empty() {
         return Vec::new();
     }
+    let which = if clustered_pooled_ci(doc) {
+        "the per-round confidence intervals are narrower than they should be (the pooled and by-site/subtype ones are clustered by patient)"
+    } else {
+        "the confidence intervals are narrower than they should be"
+    };
     vec![format!(
-        "{} patient(s) have several images (up to {most}) in a round's test set; every statistic counts images, as the paper did, but a patient's images are not independent, so the confidence intervals are narrower than they should be",
+        "{} patient(s) have several images (up to {most}) in a round's test set; every statistic counts images, as the paper did, but a patient's images are not independent, so {which}",
         patients.len()
     )]
 }
@@ -416,34 +477,37 @@ pub fn markdown(doc: &Value) -> String {
         if let Some(line) = super::summary::time_line(t, "–") {
             out.push_str(&format!("\nT{}.\n", &line[1..]));
         }
+        if let Some(table) = youden_table(t) {
+            out.push_str(&format!(
+                "\n### At the validation-chosen threshold\n\n{YOUDEN_NOTE}\n\n"
+            ));
+            md_table(&mut out, &table);
+        }
         for (title, table) in breakdowns(t) {
             out.push_str(&format!(
                 "\n### {title} (pooled out-of-fold predictions)\n\n"
             ));
-            for (i, row) in table.iter().enumerate() {
-                out.push_str(&format!("| {} |\n", row.join(" | ")));
-                if i == 0 {
-                    out.push_str(&format!(
-                        "|---|{}\n",
-                        "---:|".repeat(row.len() - 2) + "---|"
-                    ));
-                }
-            }
+            md_table(&mut out, &table);
         }
     }
     out.push_str(&format!(
         "\n## Definitions\n\n\
          - A case is predicted positive when its score (the model's probability of the positive class) is at least {}.\n\
          - Sensitivity = TP / (TP + FN); specificity = TN / (TN + FP); PPV = TP / (TP + FP); NPV = TN / (TN + FN); accuracy = (TP + TN) / n.\n\
-         - AUC is the area under the empirical ROC curve (Mann-Whitney, ties count one half); its 95% CI is DeLong's.\n\
+         - AUC is the area under the empirical ROC curve (Mann-Whitney, ties count one half); its 95% CI is DeLong's. Where every positive outscores every negative (AUC 1), DeLong's interval has no width: 1.000 (1.000–1.000) is a point, not a measure of uncertainty.\n\
          - Mean ± SD across rounds; SD is the sample standard deviation (n − 1).\n\
          - The pooled AUC puts every round's test predictions together{}.{} It mixes the scores of the rounds' separately trained models, whose calibration differs, so it is often below the mean of the rounds' AUCs.\n\
          - – marks a value that is undefined for the counts (e.g. PPV with no predicted positives).\n\
-         - Breakdowns by site and subtype pool every round's test predictions of a task and split them by the manifest's columns; a subtype only occurs among positives or negatives, so its sensitivity (or specificity) is the detection rate of that subtype.\n\
+         - Breakdowns by site and subtype pool every round's test predictions of a task and split them by the manifest's columns; a subtype only occurs among positives or negatives, so its sensitivity (or specificity) is the detection rate of that subtype{}.\n\
          - The 2021 paper's columns labelled PPV and NPV are in fact sensitivity and specificity; here every metric is under its own name.\n",
         threshold.map(|t| t.to_string()).unwrap_or_else(|| "the threshold".into()),
         repeated_tests(doc),
-        pooled_ci_definition(doc)
+        pooled_ci_definition(doc),
+        if clustered_breakdowns(doc) {
+            "; their AUCs' CIs are clustered by patient, as the pooled AUC's is"
+        } else {
+            ""
+        }
     ));
     out
 }
@@ -609,6 +673,17 @@ fn clustered_pooled_ci(doc: &Value) -> bool {
         })
 }
 
+/// Whether the breakdowns' CIs are clustered by patient (results
+/// aggregated before that have plain DeLong CIs there).
+fn clustered_breakdowns(doc: &Value) -> bool {
+    let method = crossfold_coordinator::aggregate::POOLED_CI_METHOD;
+    let tasks = doc["tasks"].as_object().into_iter().flatten();
+    tasks
+        .flat_map(|(_, t)| t["breakdowns"].as_object().into_iter().flatten())
+        .flat_map(|(_, rows)| rows.as_array().into_iter().flatten())
+        .any(|r| r["auc_ci_method"] == method)
+}
+
 /// How the pooled AUC's CI is computed, for the Definitions.
 fn pooled_ci_definition(doc: &Value) -> &'static str {
     if clustered_pooled_ci(doc) {
@@ -667,13 +742,21 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
             .map(|(repeat, groups)| (repeat.to_string(), groups.clone()))
             .unwrap_or_default()
     };
-    let mut csv = String::from("image,patient,label,task,round,score,predicted,repeat\n");
-    let threshold_of = |task: &str, round: &Value| -> f64 {
+    let mut csv =
+        String::from("image,patient,label,task,round,score,predicted,repeat,predicted_youden\n");
+    let round_of = |task: &str, round: &Value| -> Option<&Value> {
         doc["tasks"][task]["rounds"]
             .as_array()
             .and_then(|rs| rs.iter().find(|r| &r["round"] == round))
+    };
+    let threshold_of = |task: &str, round: &Value| -> f64 {
+        round_of(task, round)
             .and_then(|r| f(r, "threshold"))
             .unwrap_or(0.5)
+    };
+    // The validation-chosen threshold, as the statistics at it used it.
+    let youden_of = |task: &str, round: &Value| -> Option<f64> {
+        round_of(task, round).and_then(|r| f(&r["at_youden"], "threshold"))
     };
     for r in doc
         .get("predictions")
@@ -683,10 +766,11 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
     {
         let task = r["task"].as_str().unwrap_or("");
         let threshold = threshold_of(task, &r["round"]);
+        let youden = youden_of(task, &r["round"]);
         for p in r["predictions"].as_array().into_iter().flatten() {
             let score = p["score"].as_f64().unwrap_or(f64::NAN);
             csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{}\n",
                 csv_field(p["image"].as_str().unwrap_or("")),
                 csv_field(p["patient"].as_str().unwrap_or("")),
                 p["label"].as_str().unwrap_or(""),
@@ -694,16 +778,32 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
                 r["round"],
                 score,
                 (score >= threshold) as u8,
-                placed(task, &r["round"]).0
+                placed(task, &r["round"]).0,
+                youden.map_or(String::new(), |th| ((score >= th) as u8).to_string())
             ));
         }
     }
     write_file(&dir.join("predictions.csv"), &csv)?;
     // Appended after the metrics: the round's place in the plan, then its
     // time as the worker measured it (empty from workers that did not).
+    // The statistics at the validation-chosen threshold (empty for a round
+    // without one) come between the metrics and the round's place.
+    let at_youden = [
+        "threshold",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+    ];
     let mut rounds = format!(
-        "task,round,{},repeat,test_groups,seconds,training_seconds,images_per_second\n",
-        ROUND_KEYS.join(",")
+        "task,round,{},{},repeat,test_groups,seconds,training_seconds,images_per_second\n",
+        ROUND_KEYS.join(","),
+        at_youden.map(|k| format!("youden_{k}")).join(",")
     );
     for (task, t) in doc
         .get("tasks")
@@ -730,8 +830,14 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
                         .unwrap_or_default()
                 })
                 .join(",");
+            let youden = at_youden
+                .map(|k| match &r["at_youden"][k] {
+                    Value::Number(n) => n.to_string(),
+                    _ => String::new(),
+                })
+                .join(",");
             rounds.push_str(&format!(
-                "{task},{},{},{repeat},{groups},{time}\n",
+                "{task},{},{},{youden},{repeat},{groups},{time}\n",
                 r["round"],
                 vals.join(",")
             ));
@@ -905,7 +1011,7 @@ pub(super) mod tests {
                 }),
             }
         };
-        let results = vec![
+        let mut results = vec![
             mk(
                 Task::Screening,
                 1,
@@ -953,6 +1059,9 @@ pub(super) mod tests {
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
         );
+        // Malignancy round 1 chose 0.62 on its validation images: TP 0.65,
+        // FN 0.6, FP 0.7, TN 0.3. Round 2 had no validation set.
+        results[2].youden_threshold = Some(0.62);
         let mut doc = summarize(&results, plan, data, &Default::default());
         let o = doc.as_object_mut().unwrap();
         o.insert("report_version".into(), 1.into());
@@ -1058,13 +1167,20 @@ pub(super) mod tests {
         let mut lines = csv.lines();
         assert_eq!(
             lines.next(),
-            Some("image,patient,label,task,round,score,predicted,repeat")
+            Some("image,patient,label,task,round,score,predicted,repeat,predicted_youden")
         );
         assert_eq!(csv.lines().count(), 1 + 5 + 5 + 4 + 4);
+        // No validation-chosen threshold in that round: the last cell empty.
         assert!(
-            csv.contains("images/normal/P101_ap.png,P101,normal,screening,1,0.6,1,1\n"),
+            csv.contains("images/normal/P101_ap.png,P101,normal,screening,1,0.6,1,1,\n"),
             "{csv}"
         );
+        // Malignancy round 1 chose 0.62: 0.6 is positive at 0.5, not at it.
+        assert!(
+            csv.contains("images/malignant/P102_ap.png,P102,malignant,malignancy,1,0.6,1,1,0\n"),
+            "{csv}"
+        );
+        assert!(csv.contains(",malignancy,1,0.65,1,1,1\n"), "{csv}");
         let rounds = std::fs::read_to_string(dir.path().join("rounds.csv")).unwrap();
         assert!(
             rounds.starts_with("task,round,n_pos,n_neg,threshold,tp,fp,tn,fn,"),
@@ -1074,20 +1190,37 @@ pub(super) mod tests {
         // Each round's repeat and (1-based) test groups, from the plan.
         let header = rounds.lines().next().unwrap();
         assert!(
-            header.ends_with(",repeat,test_groups,seconds,training_seconds,images_per_second"),
+            header.ends_with(",youden_threshold,youden_tp,youden_fp,youden_tn,youden_fn,youden_accuracy,youden_sensitivity,youden_specificity,youden_ppv,youden_npv,\
+                 repeat,test_groups,seconds,training_seconds,images_per_second"),
             "{header}"
         );
+        let no_youden = ",,,,,,,,,";
         let second = rounds
             .lines()
             .find(|l| l.starts_with("screening,2,"))
             .unwrap();
-        assert!(second.ends_with(",1,g2,,,"), "{second}");
+        assert!(
+            second.ends_with(&format!("{no_youden},1,g2,,,")),
+            "{second}"
+        );
         // The time of a round whose worker reported it.
         let first = rounds
             .lines()
             .find(|l| l.starts_with("screening,1,"))
             .unwrap();
-        assert!(first.ends_with(",1,g1,42.500,40.000,176.250"), "{first}");
+        assert!(
+            first.ends_with(&format!("{no_youden},1,g1,42.500,40.000,176.250")),
+            "{first}"
+        );
+        // The statistics at a round's validation-chosen threshold.
+        let chosen = rounds
+            .lines()
+            .find(|l| l.starts_with("malignancy,1,"))
+            .unwrap();
+        assert!(
+            chosen.contains(",0.62,1,1,1,1,0.5,0.5,0.5,0.5,0.5,1,g1,"),
+            "{chosen}"
+        );
         let json: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
                 .unwrap();
@@ -1187,6 +1320,16 @@ pub(super) mod tests {
         assert_eq!(lines.len(), 1);
         assert!(
             lines[0].starts_with("2 patient(s) have several images (up to 3)"),
+            "{lines:?}"
+        );
+        assert!(lines[0].ends_with("so the confidence intervals are narrower than they should be"));
+        // With pooled CIs clustered by patient, only the per-round ones are.
+        let mut clustered = doc(&["a", "a"]);
+        clustered["tasks"]["screening"]["pooled"]["auc_ci_method"] =
+            crossfold_coordinator::aggregate::POOLED_CI_METHOD.into();
+        let lines = several_views(&clustered);
+        assert!(
+            lines[0].contains("so the per-round confidence intervals are narrower"),
             "{lines:?}"
         );
         assert_eq!(

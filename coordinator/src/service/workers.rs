@@ -3,7 +3,7 @@
 //! other attempt than the job's current one are refused (fencing).
 
 use super::{spec_of, stored_policy, Coordinator, WorkerInfo};
-use crate::aggregate::{round_stats, JobResult, JobTiming, ScoredImage};
+use crate::aggregate::{round_stats, test_set_mismatch, JobResult, JobTiming, ScoredImage};
 use crate::config::now_ms;
 use crate::error::{parse_id, CoordinatorError};
 use crate::scheduler;
@@ -538,6 +538,7 @@ impl Workers for WorkersService {
         // the async threads.
         let (job_task, job_round) = (job.task.clone(), job.round);
         let (head_for_doc, key_for_doc) = (head.clone(), key.clone());
+        let plan_json = e.plan_json.clone();
         let doc = tokio::task::spawn_blocking(move || -> Result<String, CoordinatorError> {
             let (head, key, job_task) = (head_for_doc, key_for_doc, job_task);
             let task: Task = job_task.parse().map_err(CoordinatorError::Internal)?;
@@ -559,6 +560,15 @@ impl Workers for WorkersService {
                     CoordinatorError::InvalidArgument(format!("provenance_json: {err}"))
                 })?
             };
+            // Exactly the round's test images: a missing, stray or doubled
+            // prediction would change every count without a trace.
+            match test_set_mismatch(&plan_json, &job_task, job_round, &scored) {
+                Ok(None) => {}
+                Ok(Some(why)) => return Err(CoordinatorError::InvalidArgument(why)),
+                Err(why) => {
+                    tracing::warn!(experiment = %id, job = %key, reason = %why, "result's images not checked against the split plan")
+                }
+            }
             let stats =
                 round_stats(task, &scored, threshold).map_err(CoordinatorError::InvalidArgument)?;
             let history_json: Vec<serde_json::Value> = history
@@ -594,8 +604,29 @@ impl Workers for WorkersService {
             Ok(doc)
         })
         .await
-        .map_err(|err| CoordinatorError::Internal(format!("result task: {err}")))??;
+        .map_err(|err| CoordinatorError::Internal(format!("result task: {err}")))?;
         let (attempt, worker) = (head.attempt, head.worker_id.clone());
+        let doc = match doc {
+            Ok(doc) => doc,
+            // The lease holder's result cannot be taken: its attempt fails
+            // now, saying why (retried as the spec allows), rather than
+            // expiring later as "stopped heartbeating".
+            Err(err @ CoordinatorError::InvalidArgument(_)) => {
+                let why = format!("result refused: {err}");
+                let failed = self
+                    .fail_attempt(id, &key, attempt, &worker, why.clone(), true)
+                    .await
+                    .is_ok_and(|f| f);
+                tracing::warn!(experiment = %id, job = %key, attempt, worker = %worker, reason = %why, failed, "job attempt failed: its result was refused");
+                if failed {
+                    self.coordinator.metrics.attempt("failed");
+                    self.coordinator.changed.notify_waiters();
+                    self.coordinator.finish_soon(id).await;
+                }
+                return Err(err.into());
+            }
+            Err(err) => return Err(err.into()),
+        };
         let outcome = self
             .coordinator
             .with_store(move |s| {
