@@ -21,20 +21,25 @@ pub struct Running {
     pub worker_id: String,
     /// (experiment, job key, attempt).
     pub attempts: HashSet<(uuid::Uuid, String, u32)>,
+    /// Since when the list may be out of date: a lease granted after it
+    /// (while the request waited) is one the list cannot name.
+    pub listed_at_ms: i64,
 }
 
 impl Running {
     /// Whether `job` waits for this worker: its lease lapsed while one of
-    /// the worker's slots ran it, and that slot runs it still.
+    /// the worker's slots ran it, and that slot runs it still (or may: the
+    /// lease came after the list was made).
     pub fn runs_lapsed(&self, job: &JobRecord) -> bool {
         let JobState::Pending(p) = &job.state else {
             return false;
         };
         p.lapsed.as_ref().is_some_and(|l| {
             l.worker_id == self.worker_id
-                && self
-                    .attempts
-                    .contains(&(job.experiment, job.key.clone(), l.attempt))
+                && (l.leased_at_ms >= self.listed_at_ms
+                    || self
+                        .attempts
+                        .contains(&(job.experiment, job.key.clone(), l.attempt)))
         })
     }
 }
@@ -254,6 +259,7 @@ mod tests {
         let running = Running {
             worker_id: "w".into(),
             attempts: [(a.id, "s-r01".to_string(), 2)].into_iter().collect(),
+            listed_at_ms: 1_000,
         };
         assert!(running.runs_lapsed(&job(&a, "s-r01", lapsed("w", 2))));
         // Another attempt, job, worker or experiment: not this slot's.
@@ -264,6 +270,19 @@ mod tests {
         // Only a lapsed lease waits: a plain pending or a leased job does not.
         assert!(!running.runs_lapsed(&job(&a, "s-r01", pending(0))));
         assert!(!running.runs_lapsed(&job(&a, "s-r01", leased())));
+        // A lease of this worker's granted after its list was made waits
+        // too (a slot may run it); another worker's does not.
+        let late = |worker: &str| match lapsed(worker, 1) {
+            JobState::Pending(mut p) => {
+                if let Some(l) = p.lapsed.as_mut() {
+                    l.leased_at_ms = 1_000;
+                }
+                JobState::Pending(p)
+            }
+            _ => unreachable!(),
+        };
+        assert!(running.runs_lapsed(&job(&a, "s-r02", late("w"))));
+        assert!(!running.runs_lapsed(&job(&a, "s-r02", late("v"))));
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! `crossfold compare A B`: two experiments on the same data set and split
-//! plan, side by side, with a paired DeLong test on their out-of-fold scores.
+//! plan, side by side, with a paired DeLong test on their pooled out-of-fold
+//! scores, clustered by patient.
 
 use super::remote::{client, fetch_results, Target};
 use super::{num, table, Format};
 use anyhow::{bail, Result};
 use clap::Args;
 use crossfold_shared::label::{Label, Task};
-use crossfold_shared::metrics::paired_delong;
+use crossfold_shared::metrics::clustered_paired_delong;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -25,8 +26,16 @@ pub struct CompareArgs {
     pub format: Format,
 }
 
-/// (task, round, image) -> (label, score) of an experiment's predictions.
-fn scores(doc: &Value) -> BTreeMap<(String, u64, String), (String, f64)> {
+/// A prediction as compared: its label, score and cluster (its patient, or
+/// its image when the manifest names no patient).
+struct Scored {
+    label: String,
+    score: f64,
+    cluster: String,
+}
+
+/// (task, round, image) -> the experiment's prediction.
+fn scores(doc: &Value) -> BTreeMap<(String, u64, String), Scored> {
     let mut m = BTreeMap::new();
     for r in doc["predictions"].as_array().into_iter().flatten() {
         let (task, round) = (
@@ -39,9 +48,17 @@ fn scores(doc: &Value) -> BTreeMap<(String, u64, String), (String, f64)> {
                 p["label"].as_str(),
                 p["score"].as_f64(),
             ) {
+                let cluster = match p["patient"].as_str() {
+                    Some(patient) if !patient.is_empty() => format!("patient {patient}"),
+                    _ => format!("image {image}"),
+                };
                 m.insert(
                     (task.clone(), round, image.to_string()),
-                    (label.to_string(), score),
+                    Scored {
+                        label: label.to_string(),
+                        score,
+                        cluster,
+                    },
                 );
             }
         }
@@ -49,9 +66,16 @@ fn scores(doc: &Value) -> BTreeMap<(String, u64, String), (String, f64)> {
     m
 }
 
-/// Per image of a task: its label and both experiments' scores, one per
-/// round both tested it.
-type PerImage = BTreeMap<String, (bool, Vec<f64>, Vec<f64>)>;
+/// A task's predictions both experiments made (a round and an image each):
+/// label, A's score, B's score, cluster and image.
+#[derive(Default)]
+struct Pairs {
+    labels: Vec<bool>,
+    a: Vec<f64>,
+    b: Vec<f64>,
+    clusters: Vec<String>,
+    images: Vec<String>,
+}
 
 /// Why an experiment cannot be compared as a whole yet, if it cannot.
 fn incomplete(doc: &Value) -> Option<String> {
@@ -66,11 +90,11 @@ fn incomplete(doc: &Value) -> Option<String> {
     })
 }
 
-/// Per task: both experiments' pooled AUCs on the images both scored, and
-/// DeLong's paired test of the difference. An image tested in several
-/// rounds (leave-p-groups-out designs) counts once, with its mean score in
-/// each experiment: the test assumes one observation per image. Refuses
-/// unfinished experiments unless `partial`.
+/// Per task: both experiments' pooled out-of-fold AUCs on the predictions
+/// both made (each round's test images), and DeLong's paired test of the
+/// difference with its variance clustered by patient (Obuchowski 1997): an
+/// image tested in several rounds, and a patient's several images, are one
+/// case, not several. Refuses unfinished experiments unless `partial`.
 pub fn compare(a: &Value, b: &Value, partial: bool) -> Result<Value> {
     for key in ["dataset_sha256", "plan_sha256"] {
         // A plan hash also covers the order of the manifest's rows and of
@@ -86,42 +110,45 @@ pub fn compare(a: &Value, b: &Value, partial: bool) -> Result<Value> {
         }
     }
     let (sa, sb) = (scores(a), scores(b));
-    let mut tasks: BTreeMap<String, PerImage> = BTreeMap::new();
-    for (k, (label, score_a)) in &sa {
-        let Some((_, score_b)) = sb.get(k) else {
+    let mut tasks: BTreeMap<String, Pairs> = BTreeMap::new();
+    for (k, x) in &sa {
+        let Some(y) = sb.get(k) else {
             continue;
         };
-        let (Ok(task), Ok(l)) = (k.0.parse::<Task>(), label.parse::<Label>()) else {
+        let (Ok(task), Ok(l)) = (k.0.parse::<Task>(), x.label.parse::<Label>()) else {
             continue;
         };
-        let e = tasks
-            .entry(k.0.clone())
-            .or_default()
-            .entry(k.2.clone())
-            .or_insert_with(|| (task.is_positive(l), Vec::new(), Vec::new()));
-        e.1.push(*score_a);
-        e.2.push(*score_b);
+        let p = tasks.entry(k.0.clone()).or_default();
+        p.labels.push(task.is_positive(l));
+        p.a.push(x.score);
+        p.b.push(y.score);
+        p.clusters.push(x.cluster.clone());
+        p.images.push(k.2.clone());
     }
     if tasks.is_empty() {
         bail!("no image was scored in a round both experiments finished: nothing to compare");
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let mut out = serde_json::Map::new();
-    for (task, images) in tasks {
-        let labels: Vec<bool> = images.values().map(|i| i.0).collect();
-        let x: Vec<f64> = images.values().map(|i| mean(&i.1)).collect();
-        let y: Vec<f64> = images.values().map(|i| mean(&i.2)).collect();
-        let most = images.values().map(|i| i.1.len()).max().unwrap_or(0);
-        let t = paired_delong(&labels, &x, &y)?;
+    for (task, p) in tasks {
+        let mut per_image: HashMap<&str, usize> = HashMap::new();
+        for image in &p.images {
+            *per_image.entry(image).or_default() += 1;
+        }
+        let clusters: HashSet<&String> = p.clusters.iter().collect();
+        let t = clustered_paired_delong(&p.labels, &p.a, &p.b, &p.clusters)?;
         out.insert(
             task,
             json!({
-                "n": labels.len(),
-                "rounds_per_image_max": most,
+                "n": p.labels.len(),
+                "images": per_image.len(),
+                "clusters": clusters.len(),
+                "rounds_per_image_max": per_image.values().max(),
                 "auc_a": t.map(|t| t.auc_a), "auc_b": t.map(|t| t.auc_b),
                 "difference": t.map(|t| t.difference), "se": t.map(|t| t.se),
-                "z": t.map(|t| t.z), "p_value": t.map(|t| t.p_value),
-                "test": "paired DeLong on out-of-fold scores, one per image (the mean over the rounds that tested it)",
+                // A standard error of 0 with a difference gives z = ±inf,
+                // which JSON cannot hold: null there, with p = 0.
+                "z": t.map(|t| t.z).filter(|z| z.is_finite()), "p_value": t.map(|t| t.p_value),
+                "test": "paired DeLong on the pooled out-of-fold scores, clustered by patient (Obuchowski 1997)",
             }),
         );
     }
@@ -164,8 +191,9 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
                 table::render(&["task", "n", "AUC A", "AUC B", "A - B", "z", "p"], &rows)
             );
             println!(
-                "paired DeLong test on the out-of-fold scores of the images both experiments tested; \
-                 n counts images, each once (an image tested in several rounds with its mean score)"
+                "paired DeLong test on the pooled out-of-fold scores both experiments made; n counts \
+                 predictions (an image once per round that tested it), and the test's variance counts \
+                 each patient's predictions as one case (clustered, Obuchowski 1997)"
             );
         }
     }
@@ -257,11 +285,13 @@ mod tests {
     }
 
     #[test]
-    fn an_image_tested_in_several_rounds_counts_once_with_its_mean_score() {
+    fn an_image_tested_in_several_rounds_is_pooled_and_one_cluster() {
         let round = |r: u64, s: &[(&str, &str, f64)]| {
             let preds: Vec<Value> = s
                 .iter()
-                .map(|(img, label, s)| json!({"image": img, "label": label, "score": s}))
+                .map(|(img, label, s)| {
+                    json!({"image": img, "patient": format!("p-{img}"), "label": label, "score": s})
+                })
                 .collect();
             json!({"task": "malignancy", "round": r, "predictions": preds})
         };
@@ -274,14 +304,55 @@ mod tests {
         };
         let c = compare(&two("A", 0.9, 0.1), &two("B", 0.6, 0.6), false).unwrap();
         let t = &c["tasks"]["malignancy"];
-        // m1, m2, b1, b2: four images, not six image-rounds.
-        assert_eq!(t["n"], 4);
-        assert_eq!(t["rounds_per_image_max"], 2);
-        // By hand. A's means: m1 0.5, m2 0.7, b1 0.25, b2 0.6; of the four
-        // (malignant, benign) pairs only (m1, b2) is out of order: AUC 3/4.
-        // B's: m1 0.6 ties b2 0.6 (one half): AUC 3.5/4.
-        assert!((t["auc_a"].as_f64().unwrap() - 0.75).abs() < 1e-12, "{t}");
-        assert!((t["auc_b"].as_f64().unwrap() - 0.875).abs() < 1e-12, "{t}");
+        // Six predictions of four images, each its own patient.
+        assert_eq!(
+            (
+                &t["n"],
+                &t["images"],
+                &t["clusters"],
+                &t["rounds_per_image_max"]
+            ),
+            (&json!(6), &json!(4), &json!(4), &json!(2))
+        );
+        // By hand, pooled as the reports pool. Malignant A: 0.9, 0.7, 0.1;
+        // benign 0.2, 0.6, 0.3: 0.9 and 0.7 beat all three, 0.1 none: 6/9.
+        // B: 0.6, 0.7, 0.6 against the same: 2.5 + 3 + 2.5 = 8/9.
+        assert!(
+            (t["auc_a"].as_f64().unwrap() - 6.0 / 9.0).abs() < 1e-12,
+            "{t}"
+        );
+        assert!(
+            (t["auc_b"].as_f64().unwrap() - 8.0 / 9.0).abs() < 1e-12,
+            "{t}"
+        );
+        // The variance counts m1's and b1's two predictions each as one
+        // case: not the plain paired test of six independent predictions.
+        let labels = [true, false, true, true, false, false];
+        let (xa, xb) = (
+            [0.9, 0.2, 0.7, 0.1, 0.6, 0.3],
+            [0.6, 0.2, 0.7, 0.6, 0.6, 0.3],
+        );
+        let plain = crossfold_shared::metrics::paired_delong(&labels, &xa, &xb)
+            .unwrap()
+            .unwrap();
+        let se = t["se"].as_f64().unwrap();
+        assert!((se - plain.se).abs() > 1e-3, "{se} vs {}", plain.se);
+        // Two patients of each class are the fewest it takes.
+        let mut one_benign = two("A", 0.9, 0.1);
+        for r in one_benign["predictions"].as_array_mut().unwrap() {
+            for p in r["predictions"].as_array_mut().unwrap() {
+                if p["label"] == "benign" {
+                    p["patient"] = json!("pb");
+                }
+            }
+        }
+        let c = compare(&one_benign, &two("B", 0.6, 0.6), false).unwrap();
+        let t = &c["tasks"]["malignancy"];
+        assert_eq!(
+            (&t["clusters"], &t["p_value"]),
+            (&json!(3), &Value::Null),
+            "{t}"
+        );
     }
 
     #[test]

@@ -301,8 +301,21 @@ pub(super) fn youden_table(t: &Value) -> Option<Vec<Vec<String>>> {
     }
     let mut last = vec!["Mean ± SD".to_string()];
     last.extend(std::iter::repeat_n(String::new(), 5));
-    let summary = &t["summary_at_youden"];
-    last.extend(rates.map(|k| mean_sd(summary, k, true, rounds.len())));
+    // From the rows, not `summary_at_youden`: summaries stored before that
+    // field have the rows only.
+    let summary: serde_json::Map<String, Value> = rates
+        .iter()
+        .filter_map(|k| {
+            let values: Vec<Option<f64>> = rounds.iter().map(|r| f(&r["at_youden"], k)).collect();
+            let s = crossfold_shared::metrics::summarize_optional(&values)?;
+            Some((
+                k.to_string(),
+                serde_json::json!({"mean": s.mean, "sd": s.sd, "n": s.n}),
+            ))
+        })
+        .collect();
+    let summary = Value::Object(summary);
+    last.extend(rates.map(|k| mean_sd(&summary, k, true, rounds.len())));
     table.push(last);
     Some(table)
 }
@@ -401,10 +414,10 @@ pub(super) fn several_views(doc: &Value) -> Vec<String> {
     if patients.is_empty() {
         return Vec::new();
     }
-    let which = if clustered_pooled_ci(doc) {
-        "the per-round confidence intervals are narrower than they should be (the pooled and by-site/subtype ones are clustered by patient)"
-    } else {
-        "the confidence intervals are narrower than they should be"
+    let which = match (clustered_pooled_ci(doc), clustered_breakdowns(doc)) {
+        (true, true) => "the per-round confidence intervals are narrower than they should be (the pooled and by-site/subtype ones are clustered by patient)",
+        (true, false) => "the per-round and by-site/subtype confidence intervals are narrower than they should be (the pooled ones are clustered by patient)",
+        _ => "the confidence intervals are narrower than they should be",
     };
     vec![format!(
         "{} patient(s) have several images (up to {most}) in a round's test set; every statistic counts images, as the paper did, but a patient's images are not independent, so {which}",
@@ -1307,6 +1320,21 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_youden_table_summarises_its_rows_even_without_a_stored_summary() {
+        let mut doc = fixed_doc();
+        let t = &mut doc["tasks"]["malignancy"];
+        assert!(t.get("summary_at_youden").is_some());
+        // As stored by a coordinator before summary_at_youden.
+        t.as_object_mut().unwrap().remove("summary_at_youden");
+        let table = youden_table(t).unwrap();
+        let last = table.last().unwrap();
+        assert_eq!(last[0], "Mean ± SD");
+        assert_eq!(last[6], "50.0 ± – (1 of 2 rounds)", "{last:?}");
+        // A task no round of which chose a threshold has no table.
+        assert!(youden_table(&doc["tasks"]["screening"]).is_none());
+    }
+
+    #[test]
     fn several_images_of_a_patient_in_a_test_set_are_pointed_out() {
         let doc = |patients: &[&str]| {
             let predictions: Vec<Value> = patients
@@ -1323,10 +1351,20 @@ pub(super) mod tests {
             "{lines:?}"
         );
         assert!(lines[0].ends_with("so the confidence intervals are narrower than they should be"));
-        // With pooled CIs clustered by patient, only the per-round ones are.
+        // With pooled CIs clustered by patient (from a coordinator before
+        // the breakdowns' were), the per-round and breakdown ones are.
+        let method = crossfold_coordinator::aggregate::POOLED_CI_METHOD;
         let mut clustered = doc(&["a", "a"]);
-        clustered["tasks"]["screening"]["pooled"]["auc_ci_method"] =
-            crossfold_coordinator::aggregate::POOLED_CI_METHOD.into();
+        clustered["tasks"]["screening"]["pooled"]["auc_ci_method"] = method.into();
+        let lines = several_views(&clustered);
+        assert!(
+            lines[0]
+                .contains("so the per-round and by-site/subtype confidence intervals are narrower"),
+            "{lines:?}"
+        );
+        // With the breakdowns' clustered too, only the per-round ones.
+        clustered["tasks"]["screening"]["breakdowns"]["site"] =
+            json!([{"value": "femur", "auc_ci_method": method}]);
         let lines = several_views(&clustered);
         assert!(
             lines[0].contains("so the per-round confidence intervals are narrower"),

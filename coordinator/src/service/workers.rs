@@ -367,7 +367,7 @@ impl Workers for WorkersService {
             0.0
         });
         let until = Instant::now() + wait;
-        let running = Arc::new(running_attempts(&r.worker_id, &r.running)?);
+        let running = Arc::new(running_attempts(&r.worker_id, &r.running, now_ms())?);
         let mut stopping = self.coordinator.stopping();
         loop {
             if *stopping.borrow_and_update() {
@@ -738,18 +738,42 @@ impl Workers for WorkersService {
 /// A gap between reaper passes (ms) taken for a pause of the process.
 pub const REAPER_GAP_MS: i64 = 10_000;
 
-/// What a lease request says the worker's other slots run.
+/// The most attempts a lease request may list as running: far more slots
+/// than one worker process has.
+const MAX_RUNNING: usize = 1024;
+
+/// How long before a lease request came the worker may have made its list
+/// of running attempts.
+const RUNNING_LIST_AGE_MS: i64 = 2_000;
+
+/// What a lease request, received at `received_ms`, says the worker's
+/// other slots run. An entry whose experiment id is not a UUID names no
+/// job here and is left out.
 fn running_attempts(
     worker: &str,
     running: &[v1::RunningAttempt],
+    received_ms: i64,
 ) -> Result<scheduler::Running, CoordinatorError> {
+    if running.len() > MAX_RUNNING {
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "running lists {} attempts; at most {MAX_RUNNING}",
+            running.len()
+        )));
+    }
     let attempts = running
         .iter()
-        .map(|a| Ok((parse_id(&a.experiment_id)?, a.job_key.clone(), a.attempt)))
-        .collect::<Result<_, CoordinatorError>>()?;
+        .filter_map(|a| match parse_id(&a.experiment_id) {
+            Ok(id) => Some((id, a.job_key.clone(), a.attempt)),
+            Err(err) => {
+                tracing::warn!(worker = %worker, error = %err, "running attempt left out of a lease request");
+                None
+            }
+        })
+        .collect();
     Ok(scheduler::Running {
         worker_id: worker.to_string(),
         attempts,
+        listed_at_ms: received_ms - RUNNING_LIST_AGE_MS,
     })
 }
 

@@ -84,6 +84,31 @@ pub struct PairedDelong {
 }
 
 /// The AUC and the structural components of one score set.
+impl PairedDelong {
+    /// The test of `auc_a − auc_b` with that difference's `variance`
+    /// (a variance below 0 from rounding is taken as 0).
+    pub(super) fn from_variance(auc_a: f64, auc_b: f64, variance: f64) -> Self {
+        let difference = auc_a - auc_b;
+        let se = variance.max(0.0).sqrt();
+        let (z, p_value) = if se > 0.0 {
+            let z = difference / se;
+            (z, (2.0 * normal_cdf(-z.abs())).min(1.0))
+        } else if difference == 0.0 {
+            (0.0, 1.0)
+        } else {
+            (difference.signum() * f64::INFINITY, 0.0)
+        };
+        PairedDelong {
+            auc_a,
+            auc_b,
+            difference,
+            se,
+            z,
+            p_value,
+        }
+    }
+}
+
 pub(super) struct Placements {
     pub(super) auc: f64,
     /// `V10(Xᵢ)`, in the order of the positives.
@@ -184,23 +209,7 @@ pub fn paired_delong(
     let d01: Vec<f64> = a.v01.iter().zip(&b.v01).map(|(x, y)| x - y).collect();
     let variance =
         sample_var(&d10, difference) / m as f64 + sample_var(&d01, difference) / n as f64;
-    let se = variance.sqrt();
-    let (z, p_value) = if se > 0.0 {
-        let z = difference / se;
-        (z, (2.0 * normal_cdf(-z.abs())).min(1.0))
-    } else if difference == 0.0 {
-        (0.0, 1.0)
-    } else {
-        (difference.signum() * f64::INFINITY, 0.0)
-    };
-    Ok(Some(PairedDelong {
-        auc_a: a.auc,
-        auc_b: b.auc,
-        difference,
-        se,
-        z,
-        p_value,
-    }))
+    Ok(Some(PairedDelong::from_variance(a.auc, b.auc, variance)))
 }
 
 #[cfg(test)]

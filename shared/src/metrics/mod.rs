@@ -29,7 +29,7 @@
 //! - [`clustered_delong`]: the AUC's variance for clustered cases (an image
 //!   tested in several rounds, a patient's several images), Obuchowski (1997).
 //! - [`paired_delong`], [`PairedDelong`]: DeLong's test of two correlated AUCs (two
-//!   score sets on the same cases).
+//!   score sets on the same cases); [`clustered_paired_delong`] for clustered cases.
 //! - [`bootstrap_auc_ci`]: a stratified percentile-bootstrap interval for the AUC.
 //! - [`summarize`], [`Summary`]: mean ± sample SD (n − 1), min and max across rounds,
 //!   as the paper's tables report them.
@@ -69,7 +69,7 @@ mod youden;
 mod tests;
 
 pub use bootstrap::bootstrap_auc_ci;
-pub use clustered::clustered_delong;
+pub use clustered::{clustered_delong, clustered_paired_delong};
 pub use confusion::Confusion;
 pub use delong::{delong, paired_delong, DelongAuc, PairedDelong};
 pub use normal::{normal_cdf, normal_quantile};

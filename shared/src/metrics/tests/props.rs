@@ -174,6 +174,69 @@ proptest! {
     }
 
     #[test]
+    fn clustered_paired_delong_with_one_case_per_cluster_is_paired_delong(
+        (labels, a, b) in paired_case(),
+    ) {
+        let own: Vec<usize> = (0..labels.len()).collect();
+        let plain = paired_delong(&labels, &a, &b).expect("valid");
+        let clustered = clustered_paired_delong(&labels, &a, &b, &own).expect("valid");
+        match (plain, clustered) {
+            (Some(p), Some(c)) => {
+                prop_assert!((p.difference - c.difference).abs() < 1e-12);
+                prop_assert!((p.se - c.se).abs() < 1e-9, "{} vs {}", p.se, c.se);
+                prop_assert!((p.p_value - c.p_value).abs() < 1e-9);
+            }
+            (p, c) => prop_assert!(p.is_none() && c.is_none()),
+        }
+    }
+
+    #[test]
+    fn clustered_paired_delong_against_tied_scores_is_the_clustered_variance(
+        (labels, a, _) in paired_case(),
+        clusters in prop::collection::vec(0usize..8, 60),
+    ) {
+        // All of B tied: its components are all 1/2 and drop out of the
+        // difference, which then varies as A's AUC does.
+        let clusters = &clusters[..labels.len()];
+        let tied = vec![0.5; labels.len()];
+        let paired = clustered_paired_delong(&labels, &a, &tied, clusters).expect("valid");
+        let single = clustered_delong(&labels, &a, clusters).expect("valid");
+        match (paired, single) {
+            (Some(p), Some(s)) => {
+                prop_assert!((p.auc_b - 0.5).abs() < 1e-12);
+                prop_assert!((p.se * p.se - s.variance.max(0.0)).abs() < 1e-12);
+            }
+            (p, s) => prop_assert!(p.is_none() && s.is_none()),
+        }
+    }
+
+    #[test]
+    fn clustered_paired_delong_is_antisymmetric_and_keeps_repeats_as_one_case(
+        (labels, a, b) in paired_case(),
+        clusters in prop::collection::vec(0usize..8, 60),
+        k in 2usize..4,
+    ) {
+        let clusters = &clusters[..labels.len()];
+        let ab = clustered_paired_delong(&labels, &a, &b, clusters).expect("valid");
+        let ba = clustered_paired_delong(&labels, &b, &a, clusters).expect("valid");
+        // Every case k times in its own cluster: the same test.
+        let rep = |v: &[f64]| v.iter().flat_map(|&x| std::iter::repeat_n(x, k)).collect::<Vec<_>>();
+        let rep_labels: Vec<bool> = labels.iter().flat_map(|&x| std::iter::repeat_n(x, k)).collect();
+        let rep_clusters: Vec<usize> = clusters.iter().flat_map(|&x| std::iter::repeat_n(x, k)).collect();
+        let repeated = clustered_paired_delong(&rep_labels, &rep(&a), &rep(&b), &rep_clusters)
+            .expect("valid");
+        match (ab, ba, repeated) {
+            (Some(x), Some(y), Some(r)) => {
+                prop_assert!((x.difference + y.difference).abs() < 1e-12);
+                prop_assert!((x.se - y.se).abs() < 1e-12);
+                prop_assert!((x.p_value - y.p_value).abs() < 1e-12);
+                prop_assert!((x.se - r.se).abs() < 1e-9, "{} vs {}", x.se, r.se);
+            }
+            (x, y, r) => prop_assert!(x.is_none() && y.is_none() && r.is_none()),
+        }
+    }
+
+    #[test]
     fn repeating_each_case_in_its_own_cluster_changes_nothing(
         (labels, scores) in case(),
         k in 2usize..5,
