@@ -94,6 +94,15 @@ fn metrics_errors_name_file_line_and_field() {
     std::fs::write(&f, "label,prob\n1,0.3\n").unwrap();
     let run = crossfold(&["metrics", f.to_str().unwrap()]);
     assert!(run.stderr.contains("score"), "{}", run.stderr);
+    // A threshold out of range is the flag's fault, not the file's.
+    std::fs::write(&f, "label,score\n1,0.9\n0,0.2\n").unwrap();
+    let run = crossfold(&["metrics", f.to_str().unwrap(), "--threshold", "2"]);
+    run.failed();
+    assert!(
+        run.stderr.contains("--threshold 2: must be in [0, 1]") && !run.stderr.contains("bad.csv"),
+        "{}",
+        run.stderr
+    );
     // CRLF line endings (Excel) and a blank line: the file's own line numbers.
     std::fs::write(&f, "label,score\r\n1,0.9\r\n\r\n0,x\r\n").unwrap();
     let run = crossfold(&["metrics", f.to_str().unwrap()]);
@@ -245,6 +254,16 @@ fn summarize_refuses_a_stray_text_value() {
     // Empty columns (Excel's trailing commas) are not a name twice.
     std::fs::write(&f, "auc,,\n0.7,,\n0.8,,\n").unwrap();
     crossfold(&["summarize", f.to_str().unwrap()]).ok();
+    // Not a table of numbers at all (the wrong file): said, not an empty table.
+    std::fs::write(&f, "image,label\na.png,normal\n").unwrap();
+    let run = crossfold(&["summarize", f.to_str().unwrap()]);
+    run.failed();
+    assert!(
+        run.stderr
+            .contains("no column holds numbers (columns: image, label)"),
+        "{}",
+        run.stderr
+    );
     std::fs::write(&f, "auc\r\n0.7\r\n\r\nn/a\r\n").unwrap();
     let run = crossfold(&["summarize", f.to_str().unwrap()]);
     run.failed();

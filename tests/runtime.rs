@@ -1012,6 +1012,31 @@ fn live_workers(out: &std::path::Path) -> usize {
     workers_under(out).iter().filter(|(_, s)| *s != 'Z').count()
 }
 
+#[test]
+fn run_refuses_a_worker_count_it_cannot_use_before_doing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "");
+    let out = dir.path().join("out");
+    for (n, says) in [
+        ("0", "--workers 0: at least one worker is needed"),
+        (
+            "65",
+            "--workers 65: at most 64 worker processes on one machine",
+        ),
+    ] {
+        let run = std::process::Command::new(crossfold_bin())
+            .args(["run", spec.to_str().unwrap(), "--quiet", "--workers", n])
+            .args(["--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.contains(says), "{err}");
+    }
+    // Nothing was generated or started.
+    assert!(!dir.path().join("data").exists());
+    assert!(!out.exists());
+}
+
 /// `crossfold run` of a 500-epoch experiment into `out` with one worker,
 /// once that worker has leased a job.
 fn long_run(spec: &std::path::Path, out: &std::path::Path) -> std::process::Child {

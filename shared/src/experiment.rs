@@ -151,7 +151,9 @@ fn prepare_dataset(spec: &Spec, keep: Option<Keep>) -> Result<PreparedDataset, P
         if path.file_name().is_some_and(|n| n != "manifest.csv") {
             return Err(PrepareError::SyntheticName(spec.dataset.manifest.clone()));
         }
-        synth::generate(&synth_config(s), &manifest_root(&path))?;
+        let root = manifest_root(&path);
+        synth::clear_before_generating(&root)?;
+        synth::generate(&synth_config(s), &root)?;
         generated = true;
     } else if let Some(s) = &spec.dataset.synthetic {
         // The settings the cohort there was made with (by `run`, `plan` or
@@ -288,6 +290,38 @@ mod tests {
         // A record that lacks a setting is not read (not taken for defaults).
         std::fs::write(data.join(SYNTHETIC_SETTINGS), "seed = 3\n").unwrap();
         assert!(prepare(&write(&cohort(1))).is_ok());
+    }
+
+    #[test]
+    fn a_synthetic_cohort_is_not_generated_over_images_it_did_not_begin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.toml");
+        std::fs::write(
+            &path,
+            "name = \"t\"\n[dataset]\nmanifest = \"data/manifest.csv\"\n\
+             [dataset.synthetic]\nnormal = 6\nbenign = 3\nmalignant = 3\nsize = 32\nseed = 1\n\
+             [protocol]\ngroups = 2\ntest_groups = 1\ntasks = [\"screening\"]\n",
+        )
+        .unwrap();
+        let spec = Spec::load(&path, &[]).unwrap();
+        // Someone's radiographs, named as synth names its images, and no
+        // manifest yet: refused, and left as they were.
+        let data = dir.path().join("data");
+        let theirs = data.join("images/normal/P0001_ap.png");
+        std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+        std::fs::write(&theirs, b"not synth's").unwrap();
+        let err = prepare(&spec).unwrap_err().to_string();
+        assert!(
+            err.contains("holds 1 file(s) (images/normal/P0001_ap.png) but no manifest.csv"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"not synth's");
+        // A cohort crossfold began there and was stopped before its
+        // manifest: generated again over it.
+        std::fs::write(data.join(synth::SYNTHETIC_PARTIAL), "").unwrap();
+        assert!(prepare(&spec).unwrap().generated);
+        assert!(!data.join(synth::SYNTHETIC_PARTIAL).exists());
+        assert!(data.join("manifest.csv").exists());
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub fn read_scores(path: &Path) -> Result<(Vec<bool>, Vec<f64>)> {
 
 pub fn run(a: MetricsArgs) -> Result<ExitCode> {
     let (labels, scores) = read_scores(&a.file)?;
+    if !(0.0..=1.0).contains(&a.threshold) {
+        bail!("--threshold {}: must be in [0, 1]", a.threshold);
+    }
     let stats = RoundStats::compute(&labels, &scores, a.threshold)
         .map_err(|e| anyhow!("{}: {e}", a.file.display()))?;
     let boot = match a.bootstrap {

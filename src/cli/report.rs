@@ -24,6 +24,7 @@ pub struct ReportArgs {
 }
 
 pub async fn run(a: ReportArgs) -> Result<ExitCode> {
+    check_out(&a.out)?;
     let mut c = client(&a.target).await?;
     let doc = fetch_results(&mut c, &a.id).await?;
     write_report(&a.out, &doc)?;
@@ -706,28 +707,71 @@ fn pooled_ci_definition(doc: &Value) -> &'static str {
     }
 }
 
-/// Every report file in `dir`.
+/// The names of the files a report writes (its plots: every one it may).
+fn report_files() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "report.json",
+        "report.md",
+        "report.html",
+        "predictions.csv",
+        "rounds.csv",
+        "plan.json",
+        "spec.toml",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.extend(plot_names());
+    names
+}
+
+/// Every plot a report may write: `{roc,training,calibration}-TASK.svg`.
+fn plot_names() -> Vec<String> {
+    crossfold_shared::label::Task::ALL
+        .iter()
+        .flat_map(|t| ["roc", "training", "calibration"].map(|k| format!("{k}-{t}.svg")))
+        .collect()
+}
+
+/// `crossfold report --out DIR`: refuses a folder that holds files of a
+/// report's names (a spec.toml, a predictions.csv) but no earlier crossfold
+/// report, whose files writing this one would replace.
+fn check_out(dir: &Path) -> Result<()> {
+    if dir.is_file() {
+        anyhow::bail!("--out {}: is a file; give a folder", dir.display());
+    }
+    let earlier = std::fs::read_to_string(dir.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|d| d.get("experiment_id").is_some() && d.get("tasks").is_some());
+    if earlier {
+        return Ok(());
+    }
+    let clashes: Vec<String> = report_files()
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if !clashes.is_empty() {
+        anyhow::bail!(
+            "--out {}: holds {}, not from a crossfold report (no crossfold report.json there); \
+             writing the report would replace them: give another --out",
+            dir.display(),
+            clashes.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// A report written into a folder that holds an earlier one: the plots of
 /// that one this report does not have (another task, a curve it lacks) are
-/// removed, so the folder holds one report. Only files named as crossfold
-/// names its plots are touched.
+/// removed, so the folder holds one report. Only the names crossfold gives
+/// its plots are touched.
 fn remove_stale_plots<'a>(dir: &Path, keep: impl Iterator<Item = &'a str>) -> Result<()> {
     let keep: std::collections::HashSet<&str> = keep.collect();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = ["roc-", "training-", "calibration-"]
-            .iter()
-            .any(|p| name.starts_with(p))
-            && name.ends_with(".svg");
-        if ours && !keep.contains(name.as_str()) {
-            std::fs::remove_file(entry.path()).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot remove the earlier report's {}: {e}",
-                    entry.path().display()
-                )
+    for name in plot_names() {
+        let path = dir.join(&name);
+        if path.is_file() && !keep.contains(name.as_str()) {
+            std::fs::remove_file(&path).map_err(|e| {
+                anyhow::anyhow!("cannot remove the earlier report's {}: {e}", path.display())
             })?;
         }
     }
@@ -1241,6 +1285,7 @@ pub(super) mod tests {
         // Written again into the same folder with one task only: the other
         // task's plots go; files crossfold did not name stay.
         std::fs::write(dir.path().join("roc-notes.txt"), "mine").unwrap();
+        std::fs::write(dir.path().join("roc-final.svg"), "<svg/>").unwrap();
         let mut one = fixed_doc();
         one["tasks"].as_object_mut().unwrap().remove("malignancy");
         write_report(dir.path(), &one).unwrap();
@@ -1248,6 +1293,33 @@ pub(super) mod tests {
         assert!(!dir.path().join("calibration-malignancy.svg").exists());
         assert!(dir.path().join("roc-screening.svg").exists());
         assert!(dir.path().join("roc-notes.txt").exists());
+        assert!(dir.path().join("roc-final.svg").exists());
+    }
+
+    #[test]
+    fn a_report_is_not_written_over_files_that_are_not_an_earlier_report() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing there, or not there yet: fine.
+        assert!(check_out(dir.path()).is_ok());
+        assert!(check_out(&dir.path().join("new")).is_ok());
+        // Someone's spec and a plot of the same name: refused, naming them.
+        std::fs::write(dir.path().join("spec.toml"), "mine").unwrap();
+        std::fs::write(dir.path().join("roc-screening.svg"), "mine").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let err = check_out(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("holds spec.toml, roc-screening.svg, not from a crossfold report"),
+            "{err}"
+        );
+        // An earlier report there: written over, as before.
+        write_report(dir.path(), &fixed_doc()).unwrap();
+        assert!(check_out(dir.path()).is_ok());
+        // A file for a folder.
+        let file = dir.path().join("notes.txt");
+        assert!(check_out(&file)
+            .unwrap_err()
+            .to_string()
+            .contains("is a file"));
     }
 
     #[test]

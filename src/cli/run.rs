@@ -90,6 +90,9 @@ fn worker_gpus(device: Device, found: usize) -> Result<(usize, usize)> {
     }
 }
 
+/// The most worker processes `run` starts on its one machine.
+const MAX_LOCAL_WORKERS: usize = 64;
+
 pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let spec = load_spec(&a.spec, &a.sets)?;
     super::check_pretrained(&spec, true)?;
@@ -99,6 +102,12 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let (gpus, first_gpu) = worker_gpus(spec.device(), gpu_count())?;
     if a.workers == Some(0) {
         bail!("--workers 0: at least one worker is needed");
+    }
+    if let Some(w) = a.workers.filter(|&w| w > MAX_LOCAL_WORKERS) {
+        bail!(
+            "--workers {w}: at most {MAX_LOCAL_WORKERS} worker processes on one machine (each \
+             trains a round at a time; a round uses every core it is given)"
+        );
     }
     let n = a.workers.unwrap_or(gpus.max(1));
     if matches!(spec.device(), Device::Cuda(_)) && n > gpus {

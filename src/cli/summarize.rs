@@ -100,6 +100,7 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
     }
     let mut out = Map::new();
     let mut text = String::new();
+    let mut numeric = false;
     for key in &order {
         let rows_of = &groups[key];
         let picked: Vec<Column> = cells
@@ -107,6 +108,7 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
             .map(|c| rows_of.iter().map(|&i| c[i].clone()).collect())
             .collect();
         let (summary, rows) = summarise(&name, &headers, &picked, by)?;
+        numeric |= !rows.is_empty();
         if by.is_some() {
             out.insert(key.clone(), Value::Object(summary));
             text.push_str(&format!("\n{} = {key}\n", headers[by.unwrap_or(0)]));
@@ -117,6 +119,12 @@ pub fn run(a: SummarizeArgs) -> Result<ExitCode> {
             &["column", "n", "mean", "sd", "min", "max"],
             &rows,
         ));
+    }
+    if !numeric {
+        bail!(
+            "{name}: no column holds numbers (columns: {}): is it a rounds.csv?",
+            headers.join(", ")
+        );
     }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&Value::Object(out))?),

@@ -157,11 +157,13 @@ fn add(
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let rel = file.strip_prefix(root).ok().map(|r| {
+    // A name that is not UTF-8 cannot be written into the manifest as it
+    // is (a lossy copy would name no file, or another one): skipped, listed.
+    let rel = file.strip_prefix(root).ok().and_then(|r| {
         r.components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/")
+            .map(|c| c.as_os_str().to_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| parts.join("/"))
     });
     match rel {
         Some(rel) if IMAGE_EXTENSIONS.contains(&ext.as_str()) || bare_dicom(file, &ext) => {
@@ -350,6 +352,22 @@ mod tests {
             summary.skipped_files
         );
         assert!(summary.shared_prefixes.is_empty());
+    }
+
+    #[test]
+    fn a_file_name_that_is_not_utf8_is_skipped_and_listed_not_mangled() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        touch(&r.join("normal/n1.png"));
+        let odd = r
+            .join("normal")
+            .join(std::ffi::OsStr::from_bytes(b"\xff.png"));
+        touch(&odd);
+        let (m, summary) = import_tree(r).unwrap();
+        let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["normal/n1.png"]);
+        assert_eq!(summary.skipped_files, [odd]);
     }
 
     #[test]

@@ -99,10 +99,16 @@ pub fn decode_bytes_scaled(
             return Err(ImagingError::undecodable(name, why));
         }
     }
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| match e {
+    let failed = |e: ImageError| match e {
         ImageError::Unsupported(u) => ImagingError::unsupported(name, u.to_string()),
         other => ImagingError::undecodable(name, error_chain(&other)),
-    })?;
+    };
+    // The size its header states, before any pixel is decoded.
+    let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(failed)?;
+    super::check_size(name, width, height)?;
+    let img = image::load_from_memory_with_format(bytes, format).map_err(failed)?;
     if img.width() == 0 || img.height() == 0 {
         return Err(ImagingError::Empty {
             path: name.to_path_buf(),

@@ -162,6 +162,28 @@ impl ImagingError {
     }
 }
 
+/// The most pixels an image may have: several times a full-field
+/// radiograph's (43 x 43 cm at 0.1 mm is 18.5 megapixels). A file stating
+/// more is refused before its pixels are decoded: a few hundred bytes can
+/// state gigabytes of them.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// Refuses an image of `width` x `height` pixels above [`MAX_PIXELS`].
+pub(crate) fn check_size(path: &Path, width: u32, height: u32) -> Result<(), ImagingError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_PIXELS {
+        return Err(ImagingError::unsupported(
+            path,
+            format!(
+                "an image of {width} x {height} pixels ({} megapixels; at most {} are read)",
+                pixels / 1_000_000,
+                MAX_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// How an image is read into a network's input: decoded, its 16-bit gray
 /// samples scaled as `gray16` says, and resized to `size × size` by `mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

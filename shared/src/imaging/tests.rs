@@ -8,6 +8,7 @@ use image::{ImageBuffer, Luma, Rgb, Rgba};
 use std::path::Path;
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 const JPEG_2000: &str = "1.2.840.10008.1.2.4.90";
 const JPEG_BASELINE: &str = "1.2.840.10008.1.2.4.50";
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
@@ -189,6 +190,70 @@ fn write_jpeg(path: &Path, img: image::DynamicImage) {
     let file = std::fs::File::create(path).unwrap();
     let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(file, 100);
     img.write_with_encoder(enc).unwrap();
+}
+
+/// CRC-32 (IEEE), as PNG chunks carry it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn an_image_stating_more_pixels_than_are_read_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = |err: ImagingError| {
+        let msg = err.to_string();
+        assert!(matches!(err, ImagingError::Unsupported { .. }), "{msg}");
+        assert!(
+            msg.contains("20000 x 20000 pixels (400 megapixels; at most 100 are read)"),
+            "{msg}"
+        );
+    };
+    // A 2 x 2 PNG whose header says 20000 x 20000 (its CRC made to match).
+    let path = dir.path().join("huge.png");
+    ImageBuffer::from_pixel(2, 2, Luma([7u8]))
+        .save(&path)
+        .unwrap();
+    let mut png = std::fs::read(&path).unwrap();
+    // Signature (8), IHDR length (4) and type (4), then width and height.
+    png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    huge(decode_bytes(&png, &path).unwrap_err());
+    // A JPEG whose frame header says the same.
+    let path = dir.path().join("huge.jpg");
+    write_jpeg(&path, ImageBuffer::from_pixel(8, 8, Luma([7u8])).into());
+    let mut jpeg = std::fs::read(&path).unwrap();
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    // Marker (2), length (2), precision (1), then height and width.
+    jpeg[sof + 5..sof + 7].copy_from_slice(&20_000u16.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&20_000u16.to_be_bytes());
+    huge(decode_bytes(&jpeg, &path).unwrap_err());
+    // A DICOM whose rows and columns say the same over 4 pixels of data.
+    let path = dir.path().join("huge.dcm");
+    write_dicom(
+        &path,
+        &Dcm {
+            rows: 20_000,
+            cols: 20_000,
+            ..Dcm::mono2(2, 2, &[0, 1, 2, 3])
+        },
+    );
+    huge(decode_file(&path).unwrap_err());
+    // At the limit's side of it, a plain image reads as ever.
+    assert!(check_size(&path, 10_000, 10_000).is_ok());
+    assert!(check_size(&path, 10_000, 10_001).is_err());
 }
 
 #[test]
@@ -439,7 +504,7 @@ fn dicom_file(d: &Dcm) -> dicom_object::DefaultDicomObject {
     if let Some(shape) = d.presentation_lut {
         text(&mut obj, tags::PRESENTATION_LUT_SHAPE, VR::CS, shape);
     }
-    if d.transfer_syntax == EXPLICIT_VR_LE {
+    if d.transfer_syntax == EXPLICIT_VR_LE || d.transfer_syntax == DEFLATED {
         let vr = if d.bits_allocated > 8 { VR::OW } else { VR::OB };
         obj.put(DataElement::new(tags::PIXEL_DATA, vr, d.pixels.clone()));
     } else {
@@ -705,6 +770,61 @@ fn dicom_without_preamble_or_meta_group_is_read() {
     let whole = bare("1.2.840.10008.1.2");
     let err = decode_bytes(&whole[..192], Path::new("/data/IM0002")).unwrap_err();
     assert!(err.to_string().contains("`PixelData`"), "{err}");
+}
+
+#[test]
+fn dicom_deflated_is_read_and_its_lengths_checked_inflated() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = Dcm::mono2(4, 1, &[0, 1000, 2000, 65535]);
+    let deflated = Dcm {
+        transfer_syntax: DEFLATED,
+        ..Dcm::mono2(4, 1, &[0, 1000, 2000, 65535])
+    };
+    let a = read_back(&dir.path().join("plain.dcm"), &plain);
+    let b = read_back(&dir.path().join("deflated.dcm"), &deflated);
+    assert_eq!(a.pixels, b.pixels);
+    // A deflate stream whose one element says it is 4 GB long: refused
+    // from the inflated copy, before the parser would allocate it.
+    let mut bytes = vec![0u8; 128];
+    bytes.extend_from_slice(b"DICM");
+    dicom_file(&deflated).write_meta(&mut bytes).unwrap();
+    let mut element = vec![0x08, 0x00, 0x16, 0x00, b'O', b'B', 0, 0];
+    element.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    element.extend_from_slice(&[1, 2, 3, 4]);
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, &element).unwrap();
+    bytes.extend(z.finish().unwrap());
+    let err = decode_bytes(&bytes, Path::new("/data/bomb.dcm")).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ImagingError::Undecodable { .. }), "{msg}");
+    assert!(
+        msg.starts_with("/data/bomb.dcm: ")
+            && msg.contains("(0008,0016) at byte 0 says its value is 4294967280 bytes long")
+            && msg.contains("in its data set as inflated"),
+        "{msg}"
+    );
+    // Garbage where the deflate stream should be: undecodable, said so.
+    let mut garbage = bytes[..bytes.len() - 8].to_vec();
+    let at = garbage.len() - 20;
+    garbage[at..].fill(0xFF);
+    let err = decode_bytes(&garbage, Path::new("/data/g.dcm")).unwrap_err();
+    assert!(matches!(err, ImagingError::Undecodable { .. }), "{err}");
+}
+
+#[test]
+fn inflating_stops_at_its_cap() {
+    let zeros = vec![0u8; 10_000];
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, &zeros).unwrap();
+    let deflated = z.finish().unwrap();
+    assert_eq!(
+        super::dicom::inflate_capped(&deflated, 10_000)
+            .unwrap()
+            .len(),
+        10_000
+    );
+    let err = super::dicom::inflate_capped(&deflated, 9_999).unwrap_err();
+    assert!(err.contains("more than 9999 bytes"), "{err}");
 }
 
 #[test]

@@ -208,7 +208,12 @@ impl Spec {
                     .filter(|p| !followed(&p.field))
                     .map(|mut p| {
                         let given = |key: &str| overrides.iter().any(|o| o.key == key);
-                        if given(&p.field) {
+                        if given(&p.field) && p.message.contains("expected a string") {
+                            p.message.push_str(&format!(
+                                " (given by --set; quote text: --set '{}=\"...\"')",
+                                p.field
+                            ));
+                        } else if given(&p.field) {
                             p.message.push_str(" (given by --set)");
                         } else if p.field == "train.warmup_epochs"
                             && given("train.epochs")

@@ -259,6 +259,13 @@ fn a_set_of_a_train_key_also_wins_over_the_files_cpu_setting() {
     let err = parse(&text, &["train.epochs=\"abc\""]).unwrap_err();
     let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
     assert_eq!(fields, ["train.epochs"], "{err}");
+    // Text that reads as a number: how to quote it.
+    let err = parse(&text, &["name=2021"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(given by --set; quote text: --set 'name=\"...\"')"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -47,7 +47,7 @@ use std::sync::Mutex;
 
 pub use cohort::{draw_cohort, Sex, Site, Subject, Subtype, CENTERS};
 pub use render::VIEWS;
-pub use replace::remove_earlier;
+pub use replace::{clear_before_generating, remove_earlier};
 
 /// What to generate. Recorded beside the manifest as `synthetic.toml`
 /// (every field, none other: a file that lacks one is not read).
@@ -151,6 +151,12 @@ pub enum SynthError {
     Worker,
     #[error("{}: holds {count} file(s) synth did not write ({examples}); nothing was removed: move them, or choose another --out", dir.display())]
     Foreign {
+        dir: PathBuf,
+        count: usize,
+        examples: String,
+    },
+    #[error("{}: holds {count} file(s) ({examples}) but no manifest.csv and no sign of a synthetic cohort crossfold began there; nothing was generated over them: move them, or point dataset.manifest at their manifest", dir.display())]
+    Unrecorded {
         dir: PathBuf,
         count: usize,
         examples: String,
@@ -266,6 +272,10 @@ fn create_dir(path: &Path) -> Result<(), SynthError> {
 /// `experiment::prepare`).
 pub const SYNTHETIC_SETTINGS: &str = "synthetic.toml";
 
+/// Beside a cohort being written, until its manifest is: the images there
+/// are synth's, though no manifest or settings say so yet.
+pub const SYNTHETIC_PARTIAL: &str = "synthetic.partial";
+
 /// Generate the cohort into `out_dir`: PNGs under
 /// `images/<label>/<patient_id>_<view>.png` and `manifest.csv`, returning
 /// the manifest (root = `out_dir`). Uses every core; the output depends only
@@ -275,6 +285,16 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthErro
     // Settings an earlier cohort here was recorded with no longer hold;
     // these are recorded once the images are written.
     let _ = std::fs::remove_file(out_dir.join(SYNTHETIC_SETTINGS));
+    create_dir(out_dir)?;
+    let partial = out_dir.join(SYNTHETIC_PARTIAL);
+    std::fs::write(
+        &partial,
+        "crossfold is writing (or was stopped writing) a synthetic cohort here\n",
+    )
+    .map_err(|source| SynthError::CreateDir {
+        path: partial.clone(),
+        source,
+    })?;
     for label in Label::ALL {
         if cfg.count(label) > 0 {
             create_dir(&out_dir.join("images").join(label.as_str()))?;
@@ -337,6 +357,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthErro
         let _ = std::fs::write(out_dir.join(SYNTHETIC_SETTINGS), text);
     }
     manifest.write(&out_dir.join("manifest.csv"))?;
+    let _ = std::fs::remove_file(&partial);
     Ok(manifest)
 }
 

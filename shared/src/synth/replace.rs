@@ -92,6 +92,40 @@ pub fn remove_earlier(out_dir: &Path) -> Result<usize, SynthError> {
     Ok(ours.len())
 }
 
+/// Before a cohort is generated into `out_dir` where no manifest is: an
+/// earlier synthetic cohort's images there (one stopped before its
+/// manifest was written, as `synthetic.partial` or its settings say) are
+/// removed; any other file under `images/` refuses it, named.
+pub fn clear_before_generating(out_dir: &Path) -> Result<(), SynthError> {
+    let images = out_dir.join("images");
+    if !images.exists() {
+        return Ok(());
+    }
+    let mut files = Vec::new();
+    files_under(&images, "", &mut files)?;
+    files.retain(|f| !clutter(f));
+    if files.is_empty() {
+        return Ok(());
+    }
+    let ours = [super::SYNTHETIC_PARTIAL, super::SYNTHETIC_SETTINGS]
+        .iter()
+        .any(|f| out_dir.join(f).exists());
+    if ours {
+        return remove_earlier(out_dir).map(|_| ());
+    }
+    files.sort();
+    Err(SynthError::Unrecorded {
+        dir: images,
+        count: files.len(),
+        examples: files
+            .iter()
+            .take(3)
+            .map(|f| format!("images/{f}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

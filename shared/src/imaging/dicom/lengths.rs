@@ -11,8 +11,8 @@
 //! It descends into sequences, undefined-length elements and items (their
 //! contents are headers too) and skips the fragments of encapsulated pixel
 //! data. It does not judge anything else: what it lets through,
-//! `dicom-object` still reads and may refuse. A deflated data set is not
-//! walked (its headers are compressed).
+//! `dicom-object` still reads and may refuse. A deflated data set is
+//! walked in its inflated copy (`super::inflate_capped`).
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::VR;
@@ -31,6 +31,9 @@ impl Encoding {
         explicit_vr: true,
         big_endian: false,
     };
+
+    /// Explicit VR little endian (also a deflated data set's, inflated).
+    pub(crate) const EXPLICIT_LE: Encoding = Encoding::META;
 
     fn u16_at(self, b: &[u8], at: usize) -> Option<u16> {
         let two: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;

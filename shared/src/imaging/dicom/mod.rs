@@ -86,7 +86,7 @@ impl Framing {
         // The transfer syntax first, so that one we cannot read is reported
         // as such rather than as a parse failure further in. Every length the
         // reader would allocate is checked against the file before anything
-        // is read (not in a deflated data set, whose headers are compressed).
+        // is read (in a deflated data set, in its inflated copy).
         let (ts_uid, data_set_at) = match self {
             Framing::Part10 | Framing::NoPreamble => {
                 let from = if self == Framing::Part10 { PREAMBLE } else { 0 };
@@ -119,7 +119,14 @@ impl Framing {
             }
             Some(ts) => ts,
         };
-        if ts_uid != DEFLATED {
+        if ts_uid == DEFLATED {
+            let inflated =
+                inflate_capped(bytes.get(data_set_at..).unwrap_or_default(), MAX_INFLATED)
+                    .map_err(|why| ImagingError::undecodable(name, why))?;
+            walk(&inflated, 0, Encoding::EXPLICIT_LE).map_err(|d| {
+                ImagingError::undecodable(name, format!("{d}, in its data set as inflated"))
+            })?;
+        } else {
             let encoding = Encoding {
                 explicit_vr: ts_uid != IMPLICIT_VR_LE,
                 big_endian: ts_uid == EXPLICIT_VR_BE,
@@ -183,6 +190,16 @@ pub(crate) fn decode(
         .trim_end_matches('\0')
         .to_string();
 
+    // The size its attributes state, before a frame is decoded into it.
+    let stated = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<u32>().ok())
+    };
+    if let (Some(rows), Some(columns)) = (stated(tags::ROWS), stated(tags::COLUMNS)) {
+        super::check_size(name, columns, rows)?;
+    }
     let px = obj
         .decode_pixel_data_frame(0)
         .map_err(|e| undecodable("cannot decode the pixel data", &e))?;
@@ -526,4 +543,26 @@ fn colour(px: &DecodedPixelData<'_>, layout: &Layout, data: &[u8], rgb: bool) ->
             (y / max).clamp(0.0, 1.0) as f32
         })
         .collect()
+}
+
+/// The most a deflated data set may inflate to: far more than a
+/// radiograph's pixels, far less than a deflate bomb's.
+const MAX_INFLATED: u64 = 512 << 20;
+
+/// A deflated data set (raw deflate, PS3.5 A.5) inflated, up to `cap`
+/// bytes; why not, when it does not inflate or is larger.
+pub(crate) fn inflate_capped(deflated: &[u8], cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(cap + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("its deflated data set does not inflate: {e}"))?;
+    if out.len() as u64 > cap {
+        return Err(format!(
+            "its deflated data set inflates to more than {cap} bytes, more than any \
+             radiograph needs (a damaged or hostile file)"
+        ));
+    }
+    Ok(out)
 }
