@@ -304,20 +304,40 @@ mod tests {
         )
         .unwrap();
         let spec = Spec::load(&path, &[]).unwrap();
-        // Someone's radiographs, named as synth names its images, and no
-        // manifest yet: refused, and left as they were.
+        // Someone's radiographs, and no manifest yet: refused, and left as
+        // they were.
         let data = dir.path().join("data");
-        let theirs = data.join("images/normal/P0001_ap.png");
+        let theirs = data.join("images/normal/knee-01.png");
         std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
         std::fs::write(&theirs, b"not synth's").unwrap();
         let err = prepare(&spec).unwrap_err().to_string();
         assert!(
-            err.contains("holds 1 file(s) (images/normal/P0001_ap.png) but no manifest.csv"),
+            err.contains("holds 1 file(s) (images/normal/knee-01.png) but no manifest.csv"),
             "{err}"
         );
         assert_eq!(std::fs::read(&theirs).unwrap(), b"not synth's");
+        // Named as synth names its images, with nothing to say who wrote
+        // them: refused too, saying how to start again.
+        std::fs::remove_file(&theirs).unwrap();
+        let named = data.join("images/normal/P0001_ap.png");
+        std::fs::write(&named, b"not synth's").unwrap();
+        let err = prepare(&spec).unwrap_err().to_string();
+        assert!(
+            err.contains("named as synth names them") && err.contains("delete that folder"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&named).unwrap(), b"not synth's");
+        // Another process still writing a cohort there (pid 1 is alive):
+        // waited for, nothing removed.
+        std::fs::write(data.join(synth::SYNTHETIC_PARTIAL), "1\n").unwrap();
+        let err = prepare(&spec).unwrap_err().to_string();
+        assert!(
+            err.contains("another crossfold process (pid 1) is generating"),
+            "{err}"
+        );
+        assert!(named.exists());
         // A cohort crossfold began there and was stopped before its
-        // manifest: generated again over it.
+        // manifest (its writer gone): generated again over it.
         std::fs::write(data.join(synth::SYNTHETIC_PARTIAL), "").unwrap();
         assert!(prepare(&spec).unwrap().generated);
         assert!(!data.join(synth::SYNTHETIC_PARTIAL).exists());

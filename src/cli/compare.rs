@@ -122,7 +122,15 @@ pub fn compare(a: &Value, b: &Value, partial: bool) -> Result<Value> {
         p.labels.push(task.is_positive(l));
         p.a.push(x.score);
         p.b.push(y.score);
-        p.clusters.push(x.cluster.clone());
+        // A's patient, or B's where A's results name none (older
+        // workers'): the data set's fingerprint covers the patient ids,
+        // so where both name one they agree.
+        let cluster = if x.cluster.starts_with("image ") {
+            &y.cluster
+        } else {
+            &x.cluster
+        };
+        p.clusters.push(cluster.clone());
         p.images.push(k.2.clone());
     }
     if tasks.is_empty() {
@@ -353,6 +361,15 @@ mod tests {
             (&json!(3), &Value::Null),
             "{t}"
         );
+        // A from workers that sent no patient ids: B's are used.
+        let mut anonymous = two("B", 0.6, 0.6);
+        for r in anonymous["predictions"].as_array_mut().unwrap() {
+            for p in r["predictions"].as_array_mut().unwrap() {
+                p.as_object_mut().unwrap().remove("patient");
+            }
+        }
+        let c = compare(&anonymous, &one_benign, false).unwrap();
+        assert_eq!(c["tasks"]["malignancy"]["clusters"], 3);
     }
 
     #[test]

@@ -415,9 +415,11 @@ pub(super) fn several_views(doc: &Value) -> Vec<String> {
     if patients.is_empty() {
         return Vec::new();
     }
-    let which = match (clustered_pooled_ci(doc), clustered_breakdowns(doc)) {
-        (true, true) => "the per-round confidence intervals are narrower than they should be (the pooled and by-site/subtype ones are clustered by patient)",
-        (true, false) => "the per-round and by-site/subtype confidence intervals are narrower than they should be (the pooled ones are clustered by patient)",
+    let breakdowns = breakdown_rows(doc).next().is_some();
+    let which = match (clustered_pooled_ci(doc), breakdowns, clustered_breakdowns(doc)) {
+        (true, false, _) => "the per-round confidence intervals are narrower than they should be (the pooled ones are clustered by patient)",
+        (true, true, true) => "the per-round confidence intervals are narrower than they should be (the pooled and by-site/subtype ones are clustered by patient)",
+        (true, true, false) => "the per-round and by-site/subtype confidence intervals are narrower than they should be (the pooled ones are clustered by patient)",
         _ => "the confidence intervals are narrower than they should be",
     };
     vec![format!(
@@ -687,15 +689,20 @@ fn clustered_pooled_ci(doc: &Value) -> bool {
         })
 }
 
-/// Whether the breakdowns' CIs are clustered by patient (results
-/// aggregated before that have plain DeLong CIs there).
-fn clustered_breakdowns(doc: &Value) -> bool {
-    let method = crossfold_coordinator::aggregate::POOLED_CI_METHOD;
+/// The breakdowns' rows (by site, by subtype) of every task.
+fn breakdown_rows(doc: &Value) -> impl Iterator<Item = &Value> {
     let tasks = doc["tasks"].as_object().into_iter().flatten();
     tasks
         .flat_map(|(_, t)| t["breakdowns"].as_object().into_iter().flatten())
         .flat_map(|(_, rows)| rows.as_array().into_iter().flatten())
-        .any(|r| r["auc_ci_method"] == method)
+}
+
+/// Whether the breakdowns' CIs are clustered by patient: none of their
+/// rows has another method (results aggregated before that have plain
+/// DeLong CIs there).
+fn clustered_breakdowns(doc: &Value) -> bool {
+    let method = crossfold_coordinator::aggregate::POOLED_CI_METHOD;
+    breakdown_rows(doc).all(|r| r["auc_ci_method"] == method)
 }
 
 /// How the pooled AUC's CI is computed, for the Definitions.
@@ -1428,6 +1435,17 @@ pub(super) mod tests {
         let method = crossfold_coordinator::aggregate::POOLED_CI_METHOD;
         let mut clustered = doc(&["a", "a"]);
         clustered["tasks"]["screening"]["pooled"]["auc_ci_method"] = method.into();
+        // No breakdowns (no site or subtype column): none named.
+        let lines = several_views(&clustered);
+        assert!(
+            lines[0].ends_with(
+                "so the per-round confidence intervals are narrower than they should be \
+                 (the pooled ones are clustered by patient)"
+            ),
+            "{lines:?}"
+        );
+        clustered["tasks"]["screening"]["breakdowns"]["site"] =
+            json!([{"value": "femur", "auc_ci_method": "delong"}]);
         let lines = several_views(&clustered);
         assert!(
             lines[0]

@@ -32,6 +32,10 @@ pub enum FetchError {
     Dataset(String),
     #[error("the data set here has fingerprint {got}, the coordinator's is {want}")]
     Fingerprint { got: String, want: String },
+    /// The lease's data-set hash is not one: it names the cache folder,
+    /// so anything else could lead out of it.
+    #[error("the lease names data set {0:?}, which is not a SHA-256 (64 lowercase hex digits)")]
+    BadDatasetId(String),
     /// Told to stop (the job cancelled, or the worker shutting down)
     /// before the data set was ready.
     #[error("cancelled while getting the data set")]
@@ -82,6 +86,14 @@ pub fn materialise(
         always_fetch,
         hashes,
     } = *from;
+    let id = &lease.dataset_sha256;
+    if id.len() != 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(FetchError::BadDatasetId(id.clone()));
+    }
     let fingerprint = |m: &Manifest| {
         fingerprint_cancellable(m, cancel, Some(hashes)).map_err(|e| match e {
             DatasetError::Cancelled => FetchError::Cancelled,
@@ -264,6 +276,42 @@ mod tests {
             assert_eq!(fp.sha256, want);
         }
         assert_eq!(hashes.remembered(), 3);
+    }
+
+    #[test]
+    fn a_lease_whose_data_set_id_is_not_a_hash_writes_nothing() {
+        let cache = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let security = ClientSecurity::plaintext();
+        let hashes = HashCache::new();
+        let from = FetchFrom {
+            coordinator: "http://127.0.0.1:1",
+            security: &security,
+            cache: cache.path(),
+            always_fetch: true,
+            hashes: &hashes,
+        };
+        let escape = outside.path().join("x").display().to_string();
+        for id in [
+            escape.as_str(),
+            "../../x",
+            "",
+            &"D".repeat(64),
+            &"d".repeat(63),
+        ] {
+            let lease = v1::Lease {
+                dataset_sha256: id.to_string(),
+                manifest_csv: "path,label,patient_id\na.png,normal,p1\n".into(),
+                ..Default::default()
+            };
+            let got = materialise(&from, &lease, &AtomicBool::new(false));
+            assert!(
+                matches!(&got, Err(FetchError::BadDatasetId(_))),
+                "{id}: {got:?}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+        assert!(!outside.path().join("x").exists());
     }
 
     #[test]

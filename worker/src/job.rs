@@ -683,11 +683,18 @@ fn parse_card(text: &str) -> Result<ModelCard, serde_json::Error> {
 }
 
 /// Per image, in the order given: its score, or why it could not be read.
-pub type Scores = Vec<Result<f64, crossfold_shared::imaging::ImagingError>>;
+pub type Scores = Vec<Score>;
+
+/// An image's score, or why it could not be read.
+pub type Score = Result<f64, crossfold_shared::imaging::ImagingError>;
+
+/// What [`predict_each`] hands each image's score to: with the model card
+/// and the image's index.
+pub type OnScore<'a> = dyn FnMut(&ModelCard, usize, Score) + 'a;
 
 /// Images decoded and scored at a time, so a folder of any size fits in
 /// memory (256 images at 224 px are 51 MB of floats).
-const PREDICT_CHUNK: usize = 256;
+pub const PREDICT_CHUNK: usize = 256;
 
 /// Scores of new images with a saved checkpoint (`model.safetensors`,
 /// which carries its model card). An image that cannot be read gets its
@@ -708,8 +715,26 @@ pub fn predict_in_chunks(
     device: Device,
     chunk: usize,
 ) -> Result<(ModelCard, Scores), PredictError> {
+    let mut out: Scores = Vec::with_capacity(images.len());
+    let card = predict_each(checkpoint, images, device, chunk, &mut |_, _, s| {
+        out.push(s)
+    })?;
+    Ok((card, out))
+}
+
+/// [`predict_in_chunks`], handing each image's score (or why it could not
+/// be read), in order, to `on` as soon as its chunk is scored, with the
+/// model card and the image's index: a failure later on (a device error)
+/// loses none of the scores handed on before it.
+pub fn predict_each(
+    checkpoint: &Path,
+    images: &[PathBuf],
+    device: Device,
+    chunk: usize,
+    on: &mut OnScore<'_>,
+) -> Result<ModelCard, PredictError> {
     catching(
-        || predict_unguarded(checkpoint, images, device, chunk.max(1)),
+        || predict_unguarded(checkpoint, images, device, chunk.max(1), on),
         PredictError::Aborted,
     )
 }
@@ -719,7 +744,8 @@ fn predict_unguarded(
     images: &[PathBuf],
     device: Device,
     chunk: usize,
-) -> Result<(ModelCard, Scores), PredictError> {
+    on: &mut OnScore<'_>,
+) -> Result<ModelCard, PredictError> {
     let card = model_card(checkpoint)?;
     let mut vs = nn::VarStore::new(device);
     let net = resnet(&vs.root(), card.arch, 2);
@@ -745,7 +771,7 @@ fn predict_unguarded(
     // The weights in the layout the inputs will have, as in training.
     compute.prepare_model(&vs).map_err(ScoreError::from)?;
     let batch = predict_batch(card.image_size);
-    let mut out: Scores = Vec::with_capacity(images.len());
+    let mut index = 0;
     for chunk in images.chunks(chunk) {
         let mut pixels = Vec::with_capacity(chunk.len() * (size * size) as usize);
         let mut read = Vec::with_capacity(chunk.len());
@@ -775,10 +801,11 @@ fn predict_unguarded(
         }
         let mut scores = scores.into_iter();
         for r in read {
-            out.push(r.map(|()| scores.next().unwrap_or(f64::NAN)));
+            on(&card, index, r.map(|()| scores.next().unwrap_or(f64::NAN)));
+            index += 1;
         }
     }
-    Ok((card, out))
+    Ok(card)
 }
 
 /// Images per forward pass when predicting: 64 at 224 px, fewer for larger

@@ -7,7 +7,7 @@ use crossfold_shared::experiment::{prepare_task, PreparedTask};
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::{Override, Spec};
 use crossfold_worker::device;
-use crossfold_worker::job::{predict, run_job, JobOptions};
+use crossfold_worker::job::{predict_each, run_job, JobOptions, PREDICT_CHUNK};
 use crossfold_worker::train::{Control, Progress};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -313,22 +313,23 @@ fn run(cli: Cli) -> Result<()> {
                     .parse()
                     .map_err(|e| anyhow::anyhow!("--device {asked:?}: {e}"))?,
             )?;
-            let (card, scores) = predict(&checkpoint, &images, d)?;
-            let (neg, pos) = card.task.class_names();
-            let class = |s: f64, t: f64| if s >= t { pos } else { neg };
             // predicted: at the spec's threshold; predicted_youden: at the
             // one chosen on the validation set (blank when there was none).
             // An image that cannot be read is named on stderr, and the
-            // others are scored all the same.
+            // others are scored all the same. Each chunk's scores are
+            // printed once scored: a failure later keeps them.
             println!("image,score,predicted,predicted_youden");
             let mut unread = 0;
-            for (p, s) in images.iter().zip(scores) {
+            let mut printed = 0;
+            let done = predict_each(&checkpoint, &images, d, PREDICT_CHUNK, &mut |card, i, s| {
+                let (neg, pos) = card.task.class_names();
+                let class = |s: f64, t: f64| if s >= t { pos } else { neg };
                 match s {
                     // Every digit: rounded scores would tie, and ties
                     // change an AUC computed from them.
                     Ok(s) => println!(
                         "{},{s},{},{}",
-                        crossfold_worker::outputs::quote(&p.to_string_lossy()),
+                        crossfold_worker::outputs::quote(&images[i].to_string_lossy()),
                         class(s, card.threshold),
                         card.youden_threshold.map_or("", |t| class(s, t))
                     ),
@@ -337,6 +338,13 @@ fn run(cli: Cli) -> Result<()> {
                         unread += 1;
                     }
                 }
+                printed = i + 1;
+            });
+            if let Err(e) = done {
+                anyhow::bail!(
+                    "{e}; the first {printed} of {} image(s) were handled (printed above), the rest not",
+                    images.len()
+                );
             }
             anyhow::ensure!(
                 unread == 0,
@@ -366,6 +374,8 @@ fn train_one(
     // An --out that cannot take the outputs is found before the training,
     // and so is one holding an earlier run's checkpoint.
     writable_dir("--out", &out)?;
+    // Held to the end: two runs into one --out would mix their files.
+    let _held = crossfold_worker::outputs::lock(&out)?;
     if !force {
         let earlier: Vec<&str> = ["model.safetensors", "predictions.csv", "result.json"]
             .into_iter()

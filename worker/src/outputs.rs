@@ -4,7 +4,11 @@
 //! Every file is first written under a hidden temporary name beside its
 //! final one, and only when all are written are they renamed into place:
 //! a write that fails (a full disk) leaves an earlier run's outputs whole,
-//! not new predictions beside an old checkpoint.
+//! not new predictions beside an old checkpoint. `result.json` marks a
+//! complete set: an earlier one is removed before the renames and the new
+//! one renamed last, so a process killed among them leaves a folder
+//! without `result.json`, never one whose `result.json` sits beside
+//! another run's files. [`lock`] keeps two runs out of one folder.
 
 use crate::job::{JobError, JobResult, ModelCard};
 use std::path::{Path, PathBuf};
@@ -19,7 +23,8 @@ struct Staged<'a> {
 
 impl<'a> Staged<'a> {
     fn temporary(&self, name: &str) -> PathBuf {
-        self.out.join(format!(".{name}.partial"))
+        self.out
+            .join(format!(".{name}.{}.partial", std::process::id()))
     }
 
     /// Where to write `name` for now.
@@ -37,9 +42,22 @@ impl<'a> Staged<'a> {
         })
     }
 
-    /// Rename every file into place. A rename that fails leaves the files
-    /// not yet renamed to be removed on drop.
+    /// Rename every file into place, [`MARKER`] last (an earlier one
+    /// removed first). A rename that fails leaves the files not yet renamed
+    /// to be removed on drop.
     fn commit(mut self) -> Result<(), JobError> {
+        let marker = self.out.join(MARKER);
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(JobError::Io {
+                    path: marker,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        // Stable: the marker moves to the end, the rest keep their order.
+        self.names.sort_by_key(|&n| n == MARKER);
         while let Some(&name) = self.names.first() {
             let target = self.out.join(name);
             std::fs::rename(self.temporary(name), &target).map_err(|source| JobError::Io {
@@ -58,6 +76,42 @@ impl Drop for Staged<'_> {
             let _ = std::fs::remove_file(self.temporary(name));
         }
     }
+}
+
+/// The file whose presence says the folder holds one run's whole outputs.
+const MARKER: &str = "result.json";
+
+/// An output folder held by this process until dropped (an advisory lock
+/// on its `.crossfold.lock`, which the system lets go when the process
+/// ends, however it ends).
+pub struct OutLock(#[allow(dead_code)] std::fs::File);
+
+/// Hold `out` for one run's outputs; refused while another process holds it.
+pub fn lock(out: &Path) -> Result<OutLock, JobError> {
+    use std::os::unix::io::AsRawFd;
+    let path = out.join(".crossfold.lock");
+    let io = |source| JobError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock on a descriptor this File owns and keeps open.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(io(if e.kind() == std::io::ErrorKind::WouldBlock {
+            std::io::Error::other(
+                "another crossfold-worker is writing its outputs into this folder; give another --out",
+            )
+        } else {
+            e
+        }));
+    }
+    Ok(OutLock(file))
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -331,6 +385,60 @@ mod tests {
         let err = staged.commit().unwrap_err();
         assert!(err.to_string().contains("history.csv"), "{err}");
         assert_eq!(listing(), ["history.csv", "model.json", "predictions.csv"]);
+    }
+
+    #[test]
+    fn result_json_goes_first_and_comes_back_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("result.json"), "old").unwrap();
+        std::fs::write(out.join("predictions.csv"), "old").unwrap();
+        // A commit that fails after the predictions are in place: the old
+        // result.json is gone and the new one not there, so the folder no
+        // longer says it holds a whole run.
+        std::fs::create_dir_all(out.join("metrics.json").join("in-the-way")).unwrap();
+        let mut staged = Staged {
+            out,
+            names: Vec::new(),
+        };
+        for name in ["result.json", "predictions.csv", "metrics.json"] {
+            staged.write(name, "new").unwrap();
+        }
+        assert!(staged.commit().is_err());
+        assert!(!out.join("result.json").exists());
+        assert_eq!(
+            std::fs::read_to_string(out.join("predictions.csv")).unwrap(),
+            "new"
+        );
+        // One that succeeds renames result.json last, whatever the order
+        // of writing.
+        std::fs::remove_dir_all(out.join("metrics.json")).unwrap();
+        let mut staged = Staged {
+            out,
+            names: Vec::new(),
+        };
+        for name in ["result.json", "metrics.json"] {
+            staged.write(name, "newer").unwrap();
+        }
+        staged.commit().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("result.json")).unwrap(),
+            "newer"
+        );
+    }
+
+    #[test]
+    fn one_output_folder_is_held_by_one_run_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock(dir.path()).unwrap();
+        let err = lock(dir.path()).err().expect("held");
+        assert!(
+            err.to_string()
+                .contains("another crossfold-worker is writing its outputs"),
+            "{err}"
+        );
+        drop(first);
+        assert!(lock(dir.path()).is_ok());
     }
 
     #[test]

@@ -415,10 +415,7 @@ fn read_and_decode(
     path: &Path,
     gray16: Gray16Scale,
 ) -> Result<(GrayImage, Option<Gray16>, String), ImagingError> {
-    let bytes = std::fs::read(path).map_err(|source| ImagingError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::imaging::read_image_file(path)?;
     let (img, gray16) = decode_bytes_scaled(&bytes, path, gray16)?;
     Ok((img, gray16, crate::hash::sha256_hex(&bytes)))
 }

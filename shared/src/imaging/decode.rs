@@ -14,11 +14,47 @@ pub fn decode_file(path: &Path) -> Result<GrayImage, ImagingError> {
 
 /// [`decode_file`], 16-bit gray samples scaled as `gray16` says.
 pub fn decode_file_scaled(path: &Path, gray16: Gray16Scale) -> Result<GrayImage, ImagingError> {
-    let bytes = std::fs::read(path).map_err(|source| ImagingError::Io {
+    let bytes = read_image_file(path)?;
+    decode_bytes_scaled(&bytes, path, gray16).map(|(img, _)| img)
+}
+
+/// The most bytes an image file may have: several times an uncompressed
+/// [`super::MAX_PIXELS`] image at 16 bits.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// The bytes of the image file at `path`: a regular file (not a folder, a
+/// device or a pipe, which could be read forever) of at most
+/// [`MAX_FILE_BYTES`].
+pub fn read_image_file(path: &Path) -> Result<Vec<u8>, ImagingError> {
+    use std::io::Read;
+    let io = |source| ImagingError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    decode_bytes_scaled(&bytes, path, gray16).map(|(img, _)| img)
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other(if meta.is_dir() {
+            "is a folder, not an image file"
+        } else {
+            "not a regular file (a device or a pipe?)"
+        })));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ImagingError::unsupported(
+            path,
+            format!(
+                "a file of {} MiB (at most {} MiB are read)",
+                meta.len() >> 20,
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    Ok(bytes)
 }
 
 /// Decode an image held in memory; `name` only labels errors.

@@ -75,9 +75,64 @@ pub fn truncation(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The (width, height) a JPEG's frame header states, found by walking its
+/// segments from the start-of-image marker to the first start-of-frame
+/// (any of SOF0-SOF15 but DHT, JPG and DAC); `None` when there is none
+/// before the first scan, or the bytes are not a JPEG.
+pub fn frame_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.get(..2) != Some(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    loop {
+        if *bytes.get(i)? != 0xFF {
+            return None;
+        }
+        while *bytes.get(i)? == 0xFF {
+            i += 1;
+        }
+        let code = *bytes.get(i)?;
+        i += 1;
+        match code {
+            0x01 | 0xD0..=0xD8 => continue,
+            0xD9 | 0xDA => return None,
+            _ => {}
+        }
+        let len = bytes.get(i..i + 2)?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC) {
+            // Length (2), precision (1), height (2), width (2).
+            let f = bytes.get(i + 3..i + 7)?;
+            let height = u32::from(u16::from_be_bytes([f[0], f[1]]));
+            let width = u32::from(u16::from_be_bytes([f[2], f[3]]));
+            return Some((width, height));
+        }
+        if len < 2 {
+            return None;
+        }
+        i += len;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::truncation;
+    use super::{frame_size, truncation};
+
+    #[test]
+    fn the_frame_size_is_read_from_the_first_start_of_frame() {
+        // SOI, an APP0 of 4 bytes, SOF0 (8-bit, 300 high, 400 wide), SOS.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB];
+        jpeg.extend([
+            0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x01, 0x2C, 0x01, 0x90, 0x01, 0x01, 0x11, 0x00,
+        ]);
+        jpeg.extend([0xFF, 0xDA, 0x00, 0x02]);
+        assert_eq!(frame_size(&jpeg), Some((400, 300)));
+        // A Huffman table (FF C4) is not a frame; nothing before the scan.
+        let no_frame = [0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x02, 0xFF, 0xDA, 0x00, 0x02];
+        assert_eq!(frame_size(&no_frame), None);
+        assert_eq!(frame_size(b"not a jpeg"), None);
+        assert_eq!(frame_size(&jpeg[..12]), None, "cut inside the frame header");
+    }
 
     /// A baseline JPEG made by the `image` crate.
     fn jpeg(width: u32, height: u32) -> Vec<u8> {

@@ -63,7 +63,8 @@ mod resize;
 pub(crate) mod tests;
 
 pub use decode::{
-    decode_bytes, decode_bytes_scaled, decode_file, decode_file_scaled, Gray16, Gray16Scale,
+    decode_bytes, decode_bytes_scaled, decode_file, decode_file_scaled, read_image_file, Gray16,
+    Gray16Scale, MAX_FILE_BYTES,
 };
 pub use resize::{resize_to_square, ResizeMode};
 

@@ -257,6 +257,19 @@ fn an_image_stating_more_pixels_than_are_read_is_refused_before_decoding() {
 }
 
 #[test]
+fn only_a_regular_file_is_read_as_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = decode_file(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("is a folder, not an image file"), "{err}");
+    // A device that never ends: refused, not read.
+    let err = decode_file(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(
+        err.starts_with("/dev/zero: cannot read: not a regular file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn jpeg_decodes_to_about_the_right_values() {
     let dir = tempfile::tempdir().unwrap();
     // Constant 8x8 blocks survive JPEG almost exactly.
@@ -1052,6 +1065,24 @@ fn dicom_jpeg_baseline_is_decoded() {
     let want = (0.299 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0) / 255.0;
     let img = decode_file(&path).unwrap();
     assert!(img.pixels.iter().all(|&v| close(v, want, 4.0 / 255.0)));
+
+    // A JPEG whose own header disagrees with Rows and Columns (the decoder
+    // would work at the JPEG's size): refused, both sizes named.
+    let path = dir.path().join("jpeg_other_size.dcm");
+    let src = ImageBuffer::from_pixel(16, 8, Luma([90u8]));
+    let d = Dcm {
+        transfer_syntax: JPEG_BASELINE,
+        bits_allocated: 8,
+        bits_stored: 8,
+        pixels: encode(src.into()),
+        ..Dcm::mono2(10, 10, &[])
+    };
+    write_dicom(&path, &d);
+    let err = decode_file(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("its JPEG pixel data is 16 x 8 pixels, but Columns and Rows say 10 x 10"),
+        "{err}"
+    );
 }
 
 #[test]

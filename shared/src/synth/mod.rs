@@ -161,6 +161,14 @@ pub enum SynthError {
         count: usize,
         examples: String,
     },
+    #[error("{}: holds {count} image(s) named as synth names them ({examples}) but no manifest.csv and no sign of which crossfold wrote them (a cohort stopped by an older version?): delete that folder to have the cohort generated again", dir.display())]
+    Unfinished {
+        dir: PathBuf,
+        count: usize,
+        examples: String,
+    },
+    #[error("{}: another crossfold process (pid {pid}) is generating a synthetic cohort there; wait for it to finish, then run this again", dir.display())]
+    Busy { dir: PathBuf, pid: u32 },
     #[error("cannot list {}: {source}", path.display())]
     List {
         path: PathBuf,
@@ -282,19 +290,19 @@ pub const SYNTHETIC_PARTIAL: &str = "synthetic.partial";
 /// on `cfg`.
 pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthError> {
     cfg.validate()?;
-    // Settings an earlier cohort here was recorded with no longer hold;
-    // these are recorded once the images are written.
-    let _ = std::fs::remove_file(out_dir.join(SYNTHETIC_SETTINGS));
+    // First the mark that the images here are synth's (with this process's
+    // id, so that another process can tell it is still at work)...
     create_dir(out_dir)?;
     let partial = out_dir.join(SYNTHETIC_PARTIAL);
-    std::fs::write(
-        &partial,
-        "crossfold is writing (or was stopped writing) a synthetic cohort here\n",
-    )
-    .map_err(|source| SynthError::CreateDir {
-        path: partial.clone(),
-        source,
+    std::fs::write(&partial, format!("{}\n", std::process::id())).map_err(|source| {
+        SynthError::CreateDir {
+            path: partial.clone(),
+            source,
+        }
     })?;
+    // ...then the settings an earlier cohort here was recorded with, which
+    // no longer hold: these are recorded once the images are written.
+    let _ = std::fs::remove_file(out_dir.join(SYNTHETIC_SETTINGS));
     for label in Label::ALL {
         if cfg.count(label) > 0 {
             create_dir(&out_dir.join("images").join(label.as_str()))?;

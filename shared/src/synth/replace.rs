@@ -107,6 +107,16 @@ pub fn clear_before_generating(out_dir: &Path) -> Result<(), SynthError> {
     if files.is_empty() {
         return Ok(());
     }
+    // A process still writing its cohort here is waited for, not undone.
+    let writer = std::fs::read_to_string(out_dir.join(super::SYNTHETIC_PARTIAL))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    if let Some(pid) = writer.filter(|&p| p != std::process::id() && alive(p)) {
+        return Err(SynthError::Busy {
+            dir: out_dir.to_path_buf(),
+            pid,
+        });
+    }
     let ours = [super::SYNTHETIC_PARTIAL, super::SYNTHETIC_SETTINGS]
         .iter()
         .any(|f| out_dir.join(f).exists());
@@ -114,16 +124,39 @@ pub fn clear_before_generating(out_dir: &Path) -> Result<(), SynthError> {
         return remove_earlier(out_dir).map(|_| ());
     }
     files.sort();
-    Err(SynthError::Unrecorded {
-        dir: images,
-        count: files.len(),
-        examples: files
-            .iter()
-            .take(3)
-            .map(|f| format!("images/{f}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+    let count = files.len();
+    let examples = files
+        .iter()
+        .take(3)
+        .map(|f| format!("images/{f}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(if files.iter().all(|f| written_by_synth(f)) {
+        SynthError::Unfinished {
+            dir: images,
+            count,
+            examples,
+        }
+    } else {
+        SynthError::Unrecorded {
+            dir: images,
+            count,
+            examples,
+        }
     })
+}
+
+/// Whether process `pid` is running (it may be another user's).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only asks whether the process exists.
+    let answered = unsafe { libc::kill(pid, 0) } == 0;
+    answered || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(test)]

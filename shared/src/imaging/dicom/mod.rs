@@ -199,6 +199,26 @@ pub(crate) fn decode(
     };
     if let (Some(rows), Some(columns)) = (stated(tags::ROWS), stated(tags::COLUMNS)) {
         super::check_size(name, columns, rows)?;
+        // A JPEG frame is decoded at its own header's size, whatever Rows
+        // and Columns say: that size is checked too, and must agree.
+        let first_fragment = obj
+            .element_opt(tags::PIXEL_DATA)
+            .ok()
+            .flatten()
+            .and_then(|e| e.fragments())
+            .and_then(|f| f.first());
+        if let Some((w, h)) = first_fragment.and_then(|f| super::jpeg::frame_size(f)) {
+            super::check_size(name, w, h)?;
+            if (w, h) != (columns, rows) {
+                return Err(ImagingError::undecodable(
+                    name,
+                    format!(
+                        "its JPEG pixel data is {w} x {h} pixels, but Columns and Rows say \
+                         {columns} x {rows}"
+                    ),
+                ));
+            }
+        }
     }
     let px = obj
         .decode_pixel_data_frame(0)
