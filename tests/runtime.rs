@@ -681,6 +681,38 @@ fn bad_requests_get_the_right_grpc_codes() {
         err.contains("PermissionDenied") && err.contains("data root"),
         "{err}"
     );
+    // One request id for two different submissions: the second is refused,
+    // naming the first's experiment, not answered with it.
+    let manifest_toml = format!("{:?}", manifest.display().to_string());
+    let (first, second) = rt.block_on(async {
+        let mut c =
+            crossfold_proto::v1::experiments_client::ExperimentsClient::connect(url.clone())
+                .await
+                .unwrap();
+        let submit = |name: &str| crossfold_proto::v1::SubmitRequest {
+            request_id: "same-request".into(),
+            spec_toml: format!(
+                "name = \"{name}\"\n[dataset]\nmanifest = {manifest_toml}\n\
+                 [train]\narch = \"resnet18\"\nimage_size = 32\nepochs = 1\nbatch_size = 8\n"
+            ),
+            overrides: Vec::new(),
+        };
+        let first = c.submit(submit("one")).await.unwrap().into_inner();
+        // The same request again (a retry): its experiment back.
+        let again = c.submit(submit("one")).await.unwrap().into_inner();
+        assert_eq!(again.experiment_id, first.experiment_id);
+        let second = c.submit(submit("two")).await.unwrap_err();
+        (first, second)
+    });
+    assert_eq!(second.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        second
+            .message()
+            .contains("request_id \"same-request\" was used for experiment")
+            && second.message().contains(&first.experiment_id),
+        "{}",
+        second.message()
+    );
     // Unknown and malformed ids.
     let (code, _, err) = cli(&[
         "status",
@@ -1091,6 +1123,38 @@ fn a_second_signal_stops_run_and_its_workers_at_once() {
     wait_for("the worker to be gone", Duration::from_secs(30), || {
         live_workers(&out) == 0
     });
+}
+
+#[test]
+fn run_pauses_an_experiment_an_earlier_run_on_its_out_left_unfinished() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(dir.path(), "[protocol]\ntasks = [\"screening\"]\n");
+    make_data(&spec);
+    let out = dir.path().join("out");
+    // A long run, interrupted with its rounds unfinished.
+    let first = long_run(&spec, &out);
+    // SAFETY: kill(2) on a process this test started.
+    unsafe {
+        libc::kill(first.id() as i32, libc::SIGINT);
+    }
+    let ended = first.wait_with_output().unwrap();
+    assert!(!ended.status.success());
+    // Another spec's run on the same --out trains its own rounds only, and
+    // says what became of the first.
+    let second = std::process::Command::new(crossfold_bin())
+        .args(["run", spec.to_str().unwrap(), "--quiet", "--workers", "1"])
+        .args(["--set", "train.epochs=1", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert!(
+        err.contains("note: paused experiment") && err.contains("left unfinished"),
+        "{err}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["state"], "succeeded", "{report}");
 }
 
 #[test]

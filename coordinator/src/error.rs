@@ -53,6 +53,29 @@ impl From<CoordinatorError> for tonic::Status {
 /// Parse an experiment id from a request, as INVALID_ARGUMENT when malformed.
 pub fn parse_id(s: &str) -> Result<uuid::Uuid, CoordinatorError> {
     uuid::Uuid::parse_str(s.trim()).map_err(|_| {
-        CoordinatorError::InvalidArgument(format!("experiment_id {s:?} is not a UUID"))
+        // Cut short: the message travels in a response header.
+        let shown: String = s.chars().take(80).collect();
+        let more = if shown.len() < s.len() { "..." } else { "" };
+        CoordinatorError::InvalidArgument(format!("experiment_id {shown:?}{more} is not a UUID"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_id_is_named_cut_short() {
+        let err = parse_id("not-a-uuid").unwrap_err().to_string();
+        assert!(
+            err.contains("experiment_id \"not-a-uuid\" is not a UUID"),
+            "{err}"
+        );
+        let long = "x".repeat(1 << 20);
+        let err = parse_id(&long).unwrap_err().to_string();
+        assert!(
+            err.len() < 200 && err.contains("\"... is not a UUID"),
+            "{err}"
+        );
+    }
 }

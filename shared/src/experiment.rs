@@ -327,18 +327,19 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read(&named).unwrap(), b"not synth's");
-        // Another process still writing a cohort there (pid 1 is alive):
-        // waited for, nothing removed.
-        std::fs::write(data.join(synth::SYNTHETIC_PARTIAL), "1\n").unwrap();
+        // Another writer still at work there (it holds the marker): waited
+        // for, nothing removed.
+        let marker = data.join(synth::SYNTHETIC_PARTIAL);
+        let writing = synth::begin_writing(&marker, &data).unwrap();
         let err = prepare(&spec).unwrap_err().to_string();
         assert!(
-            err.contains("another crossfold process (pid 1) is generating"),
+            err.contains("another crossfold process is generating"),
             "{err}"
         );
         assert!(named.exists());
-        // A cohort crossfold began there and was stopped before its
-        // manifest (its writer gone): generated again over it.
-        std::fs::write(data.join(synth::SYNTHETIC_PARTIAL), "").unwrap();
+        // That writer gone (stopped before its manifest): generated again
+        // over what it left.
+        drop(writing);
         assert!(prepare(&spec).unwrap().generated);
         assert!(!data.join(synth::SYNTHETIC_PARTIAL).exists());
         assert!(data.join("manifest.csv").exists());

@@ -2,7 +2,7 @@
 //! coordinator, one local worker process per GPU (one CPU worker without a
 //! GPU), progress while it runs, and the results in `--out`.
 
-use super::remote::{client_with, fetch_results, follow, submit_spec, Show};
+use super::remote::{answer, client_with, fetch_results, follow, submit_spec, Show};
 use super::{load_spec, summary};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -263,6 +263,29 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
             .and_then(|d| d["experiment_id"].as_str().map(str::to_string));
         let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
         eprintln!("experiment {id}");
+        // An experiment an earlier run on this --out left unfinished would
+        // share the workers with this one, with no one following it: it is
+        // paused (cancelled; its spec run again resumes it, finished
+        // rounds kept).
+        let listed = answer(c.list(crossfold_proto::v1::ListExperimentsRequest {})).await?;
+        for e in listed
+            .experiments
+            .iter()
+            .filter(|e| e.experiment_id != id && matches!(e.state.as_str(), "pending" | "running"))
+        {
+            answer(c.cancel(crossfold_proto::v1::CancelRequest {
+                experiment_id: e.experiment_id.clone(),
+            }))
+            .await?;
+            eprintln!(
+                "note: paused experiment {} ({}), which an earlier run on {} left unfinished: \
+                 this run trains {id} alone; running that spec again resumes it, its finished \
+                 rounds kept",
+                e.experiment_id,
+                e.name,
+                out.display()
+            );
+        }
         if let Some(latest) = latest.filter(|l| *l != id) {
             eprintln!(
                 "note: {} held the report of another experiment ({latest}); the spec or the data \

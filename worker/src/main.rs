@@ -318,10 +318,14 @@ fn run(cli: Cli) -> Result<()> {
             // An image that cannot be read is named on stderr, and the
             // others are scored all the same. Each chunk's scores are
             // printed once scored: a failure later keeps them.
-            println!("image,score,predicted,predicted_youden");
             let mut unread = 0;
             let mut printed = 0;
             let done = predict_each(&checkpoint, &images, d, PREDICT_CHUNK, &mut |card, i, s| {
+                // With the first score: a checkpoint that cannot be loaded
+                // prints no table at all.
+                if i == 0 {
+                    println!("image,score,predicted,predicted_youden");
+                }
                 let (neg, pos) = card.task.class_names();
                 let class = |s: f64, t: f64| if s >= t { pos } else { neg };
                 match s {
@@ -341,6 +345,9 @@ fn run(cli: Cli) -> Result<()> {
                 printed = i + 1;
             });
             if let Err(e) = done {
+                if printed == 0 {
+                    return Err(e.into());
+                }
                 anyhow::bail!(
                     "{e}; the first {printed} of {} image(s) were handled (printed above), the rest not",
                     images.len()

@@ -84,9 +84,12 @@ const MARKER: &str = "result.json";
 /// An output folder held by this process until dropped (an advisory lock
 /// on its `.crossfold.lock`, which the system lets go when the process
 /// ends, however it ends).
-pub struct OutLock(#[allow(dead_code)] std::fs::File);
+pub struct OutLock(#[allow(dead_code)] Option<std::fs::File>);
 
-/// Hold `out` for one run's outputs; refused while another process holds it.
+/// Hold `out` for one run's outputs; refused while another process holds
+/// it. On a file system that cannot lock (some network mounts) the folder
+/// is used unheld, with a warning. Temporary files a killed run left there
+/// are removed once it is held.
 pub fn lock(out: &Path) -> Result<OutLock, JobError> {
     use std::os::unix::io::AsRawFd;
     let path = out.join(".crossfold.lock");
@@ -94,25 +97,62 @@ pub fn lock(out: &Path) -> Result<OutLock, JobError> {
         path: path.clone(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
+    // Read-only when it is there: flock needs no more, and another user's
+    // leftover lock file in a shared folder may not be writable.
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?,
+        Err(e) => return Err(io(e)),
+    };
     // SAFETY: flock on a descriptor this File owns and keeps open.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(io(if e.kind() == std::io::ErrorKind::WouldBlock {
-            std::io::Error::other(
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(io(std::io::Error::other(
                 "another crossfold-worker is writing its outputs into this folder; give another --out",
-            )
-        } else {
-            e
-        }));
+            )));
+        }
+        tracing::warn!(path = %path.display(), error = %e, "cannot lock the output folder here; two runs writing into it at once would mix their files");
+        return Ok(OutLock(None));
     }
-    Ok(OutLock(file))
+    remove_partials(out);
+    Ok(OutLock(Some(file)))
 }
+
+/// Remove the temporary files ([`Staged`]'s) a killed run left in `out`.
+fn remove_partials(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".partial"))
+            .and_then(|n| n.rsplit_once('.'))
+            .is_some_and(|(file, pid)| {
+                OUTPUT_FILES.contains(&file) && pid.bytes().all(|b| b.is_ascii_digit())
+            });
+        if ours {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Every file [`write_all`] writes.
+const OUTPUT_FILES: [&str; 6] = [
+    "predictions.csv",
+    "history.csv",
+    "metrics.json",
+    "result.json",
+    "model.safetensors",
+    "model.json",
+];
 
 fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x}")).unwrap_or_default()
@@ -438,7 +478,13 @@ mod tests {
             "{err}"
         );
         drop(first);
+        // Held again, a killed run's temporary files go; others stay.
+        let left = dir.path().join(".model.safetensors.4242.partial");
+        std::fs::write(&left, "half").unwrap();
+        std::fs::write(dir.path().join(".notes.4242.partial"), "mine").unwrap();
         assert!(lock(dir.path()).is_ok());
+        assert!(!left.exists());
+        assert!(dir.path().join(".notes.4242.partial").exists());
     }
 
     #[test]

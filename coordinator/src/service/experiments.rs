@@ -265,6 +265,7 @@ impl Experiments for ExperimentsService {
                 .await
                 .map_err(|e| CoordinatorError::Internal(e.to_string()))??;
         let dataset = record.dataset_sha256.clone();
+        let spec_sha256 = record.spec_sha256.clone();
         let (stored, created, replay, resumed) = self
             .coordinator
             .with_store(move |s| {
@@ -283,6 +284,18 @@ impl Experiments for ExperimentsService {
                 Ok((stored, created, replay, resumed))
             })
             .await?;
+        // A request id used again for another spec or data set is a
+        // client's mistake, not a retry: said, not answered with the other
+        // experiment.
+        if replay && (stored.spec_sha256 != spec_sha256 || stored.dataset_sha256 != dataset) {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "request_id {:?} was used for experiment {} with another spec or data set; \
+                 give each submission its own request_id",
+                stored.request_id.as_deref().unwrap_or_default(),
+                stored.id
+            ))
+            .into());
+        }
         self.coordinator
             .remember_files(&dataset, &files.0, &files.1);
         tracing::info!(experiment = %stored.id, name = %stored.name, created, resumed, "experiment submitted");

@@ -18,9 +18,10 @@ pub fn decode_file_scaled(path: &Path, gray16: Gray16Scale) -> Result<GrayImage,
     decode_bytes_scaled(&bytes, path, gray16).map(|(img, _)| img)
 }
 
-/// The most bytes an image file may have: several times an uncompressed
-/// [`super::MAX_PIXELS`] image at 16 bits.
-pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// The most bytes an image file may have: room for a multi-frame DICOM
+/// (whose first frame is read) of 20 uncompressed [`super::MAX_PIXELS`]
+/// frames at 16 bits.
+pub const MAX_FILE_BYTES: u64 = 4 << 30;
 
 /// The bytes of the image file at `path`: a regular file (not a folder, a
 /// device or a pipe, which could be read forever) of at most
@@ -31,8 +32,8 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>, ImagingError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
+    // Before opening: opening a pipe with no writer would wait for one.
+    let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_file() {
         return Err(io(std::io::Error::other(if meta.is_dir() {
             "is a folder, not an image file"
@@ -50,6 +51,7 @@ pub fn read_image_file(path: &Path) -> Result<Vec<u8>, ImagingError> {
             ),
         ));
     }
+    let file = std::fs::File::open(path).map_err(io)?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(MAX_FILE_BYTES)
         .read_to_end(&mut bytes)

@@ -105,7 +105,8 @@ pub fn frame_size(bytes: &[u8]) -> Option<(u32, u32)> {
             let f = bytes.get(i + 3..i + 7)?;
             let height = u32::from(u16::from_be_bytes([f[0], f[1]]));
             let width = u32::from(u16::from_be_bytes([f[2], f[3]]));
-            return Some((width, height));
+            // Height 0: given later by a DNL marker, not known here.
+            return (height > 0 && width > 0).then_some((width, height));
         }
         if len < 2 {
             return None;

@@ -267,6 +267,13 @@ fn only_a_regular_file_is_read_as_an_image() {
         err.starts_with("/dev/zero: cannot read: not a regular file"),
         "{err}"
     );
+    // A pipe with no writer, which opening would wait on.
+    let fifo = dir.path().join("pipe.png");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path and mode.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = decode_file(&fifo).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
 }
 
 #[test]

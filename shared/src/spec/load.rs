@@ -59,6 +59,12 @@ pub enum SpecError {
     },
     #[error("--set {0:?}: expected key=value, e.g. --set train.epochs=5")]
     BadOverride(String),
+    #[error("{source_name}: {what} is nested {depth} levels deep; a spec's keys are at most {MAX_KEY_DEPTH} (e.g. train.cpu.epochs is 3)")]
+    TooDeep {
+        source_name: String,
+        what: String,
+        depth: usize,
+    },
     #[error("{source_name}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         source_name: String,
@@ -84,6 +90,43 @@ pub struct Override {
     pub value: Value,
 }
 
+/// The deepest a spec's keys may nest (its own go 3 deep); far more than
+/// any spec needs, far less than would overflow a stack.
+pub const MAX_KEY_DEPTH: usize = 32;
+
+/// `key`, cut to 60 characters for a message.
+fn shorten(key: &str) -> String {
+    match key.char_indices().nth(60) {
+        Some((at, _)) => format!("{}...", &key[..at]),
+        None => key.to_string(),
+    }
+}
+
+/// The line and an upper bound of the nesting of the deepest dotted key or
+/// table header in TOML `text` (its dots plus one, quoted dots counted too),
+/// found before the text is parsed; `None` for text without keys. Only
+/// lines that look like a header or a `key =` count, so prose in a
+/// multi-line string does not.
+fn deepest_key(text: &str) -> Option<(usize, usize)> {
+    let key_like = |k: &str| {
+        !k.trim().is_empty()
+            && k.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"' | '\'' | ' ' | '\t')
+            })
+    };
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let line = line.trim_start();
+            let key = match line.strip_prefix('[') {
+                Some(header) => header.trim_start_matches('[').split(']').next()?,
+                None => line.split_once('=')?.0,
+            };
+            key_like(key).then(|| (i + 1, key.matches('.').count() + 1))
+        })
+        .max_by_key(|&(_, depth)| depth)
+}
+
 impl std::str::FromStr for Override {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, SpecError> {
@@ -93,6 +136,16 @@ impl std::str::FromStr for Override {
         let key = key.trim();
         if key.is_empty() || key.split('.').any(str::is_empty) {
             return Err(SpecError::BadOverride(s.to_string()));
+        }
+        // A key thousands of levels deep would be built, checked and
+        // dropped by recursion deep enough to overflow the stack.
+        let depth = key.split('.').count();
+        if depth > MAX_KEY_DEPTH {
+            return Err(SpecError::TooDeep {
+                source_name: "--set".into(),
+                what: format!("key {:?}", shorten(key)),
+                depth,
+            });
         }
         let raw = raw.trim();
         let value = toml::from_str::<Table>(&format!("v = {raw}"))
@@ -168,6 +221,13 @@ impl Spec {
         overrides: &[Override],
         stored: bool,
     ) -> Result<Spec, SpecError> {
+        if let Some((line, depth)) = deepest_key(text).filter(|&(_, d)| d > MAX_KEY_DEPTH) {
+            return Err(SpecError::TooDeep {
+                source_name: source_name.to_string(),
+                what: format!("the key on line {line}"),
+                depth,
+            });
+        }
         let mut table: Table = toml::from_str(text).map_err(|e| SpecError::Syntax {
             source_name: source_name.to_string(),
             message: e.to_string(),

@@ -512,3 +512,39 @@ fn the_16_bit_scale_is_set_by_name_and_a_wrong_one_is_named() {
     assert_eq!(stored.train.gray16, Gray16Scale::Bits16);
     assert!(!parse(MINIMAL, &[]).unwrap().to_toml().contains("gray16"));
 }
+
+#[test]
+fn keys_nested_past_any_spec_are_refused_before_they_are_built() {
+    // As an override: named, cut short.
+    let deep = format!("{}=1", vec!["a"; 100_000].join("."));
+    let err = deep.parse::<Override>().unwrap_err().to_string();
+    assert!(
+        err.starts_with("--set: key \"a.a.a") && err.contains("nested 100000 levels deep"),
+        "{}",
+        &err[..err.len().min(300)]
+    );
+    assert!(err.len() < 400, "the message holds the key cut short");
+    // In the spec's text, as a dotted key or a table header.
+    for text in [
+        format!("name = \"t\"\n{} = 1\n", vec!["a"; 50_000].join(".")),
+        format!("name = \"t\"\n[{}]\n", vec!["a"; 50_000].join(".")),
+    ] {
+        let err = Spec::parse(&text, "spec.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("spec.toml: the key on line 2 is nested 50000 levels deep"),
+            "{}",
+            &err[..err.len().min(300)]
+        );
+    }
+    // Prose with many dots in a multi-line string is not a key.
+    let prose = format!(
+        "name = \"t\"\nnotes = \"\"\"\n{}\n\"\"\"\n[dataset]\nmanifest = \"m.csv\"\n",
+        "Wait... then... more... and... more... and... so... on... ok... fine... done... yes."
+    );
+    let err = Spec::parse(&prose, "spec.toml", &[])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(!err.to_string().contains("levels deep"), "{err}");
+}

@@ -47,6 +47,7 @@ use std::sync::Mutex;
 
 pub use cohort::{draw_cohort, Sex, Site, Subject, Subtype, CENTERS};
 pub use render::VIEWS;
+pub(crate) use replace::begin_writing;
 pub use replace::{clear_before_generating, remove_earlier};
 
 /// What to generate. Recorded beside the manifest as `synthetic.toml`
@@ -167,8 +168,8 @@ pub enum SynthError {
         count: usize,
         examples: String,
     },
-    #[error("{}: another crossfold process (pid {pid}) is generating a synthetic cohort there; wait for it to finish, then run this again", dir.display())]
-    Busy { dir: PathBuf, pid: u32 },
+    #[error("{}: another crossfold process is generating a synthetic cohort there (it holds synthetic.partial); wait for it to finish, then run this again", dir.display())]
+    Busy { dir: PathBuf },
     #[error("cannot list {}: {source}", path.display())]
     List {
         path: PathBuf,
@@ -294,12 +295,7 @@ pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthErro
     // id, so that another process can tell it is still at work)...
     create_dir(out_dir)?;
     let partial = out_dir.join(SYNTHETIC_PARTIAL);
-    std::fs::write(&partial, format!("{}\n", std::process::id())).map_err(|source| {
-        SynthError::CreateDir {
-            path: partial.clone(),
-            source,
-        }
-    })?;
+    let _writing = begin_writing(&partial, out_dir)?;
     // ...then the settings an earlier cohort here was recorded with, which
     // no longer hold: these are recorded once the images are written.
     let _ = std::fs::remove_file(out_dir.join(SYNTHETIC_SETTINGS));

@@ -108,13 +108,9 @@ pub fn clear_before_generating(out_dir: &Path) -> Result<(), SynthError> {
         return Ok(());
     }
     // A process still writing its cohort here is waited for, not undone.
-    let writer = std::fs::read_to_string(out_dir.join(super::SYNTHETIC_PARTIAL))
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok());
-    if let Some(pid) = writer.filter(|&p| p != std::process::id() && alive(p)) {
+    if held_elsewhere(&out_dir.join(super::SYNTHETIC_PARTIAL)) {
         return Err(SynthError::Busy {
             dir: out_dir.to_path_buf(),
-            pid,
         });
     }
     let ours = [super::SYNTHETIC_PARTIAL, super::SYNTHETIC_SETTINGS]
@@ -146,17 +142,52 @@ pub fn clear_before_generating(out_dir: &Path) -> Result<(), SynthError> {
     })
 }
 
-/// Whether process `pid` is running (it may be another user's).
-fn alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
+/// A process's hold on a folder's `synthetic.partial` while it writes a
+/// cohort there: an advisory lock, which the system lets go when the
+/// process ends however it ends (a pid written in the file would outlive
+/// it, or mean another process in another pid namespace).
+pub(crate) struct Writing {
+    _file: std::fs::File,
+}
+
+/// Take `marker` (created if need be) for writing a cohort; [`SynthError::Busy`]
+/// while another process holds it.
+pub(crate) fn begin_writing(marker: &Path, out_dir: &Path) -> Result<Writing, SynthError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(marker)
+        .map_err(|source| SynthError::CreateDir {
+            path: marker.to_path_buf(),
+            source,
+        })?;
+    if lock(&file, libc::LOCK_EX) == Some(false) {
+        return Err(SynthError::Busy {
+            dir: out_dir.to_path_buf(),
+        });
     }
-    // SAFETY: signal 0 only asks whether the process exists.
-    let answered = unsafe { libc::kill(pid, 0) } == 0;
-    answered || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    Ok(Writing { _file: file })
+}
+
+/// Whether another process holds `marker` now (see [`begin_writing`]).
+fn held_elsewhere(marker: &Path) -> bool {
+    std::fs::File::open(marker).is_ok_and(|f| lock(&f, libc::LOCK_SH) == Some(false))
+}
+
+/// Try `flock(kind | LOCK_NB)` on `file`: `Some(true)` taken, `Some(false)`
+/// held by another, `None` when the file system cannot lock (then nothing
+/// is held, and nothing refused on that account).
+fn lock(file: &std::fs::File, kind: libc::c_int) -> Option<bool> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor `file` owns and keeps open.
+    if unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) } == 0 {
+        return Some(true);
+    }
+    match std::io::Error::last_os_error().kind() {
+        std::io::ErrorKind::WouldBlock => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
