@@ -507,10 +507,10 @@ pub(crate) mod tests {
         assert_eq!(v["tasks"]["screening"]["pooled"]["auc"], 1.0);
     }
 
-    #[test]
-    fn the_pooled_ci_counts_an_image_tested_twice_as_one_case() {
-        // Six images, each tested in two rounds with the same score (as in
-        // the 2-of-5 design, where each is tested in 4 of 10 rounds).
+    /// A round of the same six images (and patients), at `site`, with the
+    /// same scores whatever the round: as in the 2-of-5 design, where each
+    /// image is tested in 4 of 10 rounds.
+    fn six_images(round: u32, site: &str) -> JobResult {
         let preds = [
             ("normal", 0.1),
             ("normal", 0.4),
@@ -519,14 +519,18 @@ pub(crate) mod tests {
             ("benign", 0.6),
             ("malignant", 0.9),
         ];
-        let same_images = |round| {
-            let mut r = result(round, &preds);
-            for (i, p) in r.predictions.iter_mut().enumerate() {
-                p.image = format!("{i}.png");
-                p.patient = format!("p{i}");
-            }
-            r
-        };
+        let mut r = result(round, &preds);
+        for (i, p) in r.predictions.iter_mut().enumerate() {
+            p.image = format!("{i}.png");
+            p.patient = format!("p{i}");
+            p.site = site.into();
+        }
+        r
+    }
+
+    #[test]
+    fn the_pooled_ci_counts_an_image_tested_twice_as_one_case() {
+        let same_images = |round| six_images(round, "");
         let twice = summarize(
             &[same_images(1), same_images(2)],
             "p",
@@ -558,23 +562,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_breakdowns_ci_counts_an_image_tested_twice_as_one_case() {
-        let preds = [
-            ("normal", 0.1),
-            ("normal", 0.4),
-            ("normal", 0.7),
-            ("benign", 0.3),
-            ("benign", 0.6),
-            ("malignant", 0.9),
-        ];
-        let at_one_site = |round| {
-            let mut r = result(round, &preds);
-            for (i, p) in r.predictions.iter_mut().enumerate() {
-                p.image = format!("{i}.png");
-                p.patient = format!("p{i}");
-                p.site = "femur".into();
-            }
-            r
-        };
+        let at_one_site = |round| six_images(round, "femur");
         let site = |v: &Value| v["tasks"]["screening"]["breakdowns"]["site"][0].clone();
         let once = site(&summarize(&[at_one_site(1)], "p", "d", &BTreeMap::new()));
         let twice = site(&summarize(

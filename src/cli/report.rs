@@ -852,22 +852,18 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
     // time as the worker measured it (empty from workers that did not).
     // The statistics at the validation-chosen threshold (empty for a round
     // without one) come between the metrics and the round's place.
-    let at_youden = [
-        "threshold",
-        "tp",
-        "fp",
-        "tn",
-        "fn",
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "ppv",
-        "npv",
-    ];
+    // The threshold, the counts and the rates (not the AUC, which does
+    // not depend on a threshold).
+    let at_youden = &ROUND_KEYS[2..12];
+    debug_assert_eq!((at_youden[0], at_youden[9]), ("threshold", "npv"));
     let mut rounds = format!(
         "task,round,{},{},repeat,test_groups,seconds,training_seconds,images_per_second\n",
         ROUND_KEYS.join(","),
-        at_youden.map(|k| format!("youden_{k}")).join(",")
+        at_youden
+            .iter()
+            .map(|k| format!("youden_{k}"))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     for (task, t) in doc
         .get("tasks")
@@ -895,10 +891,12 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
                 })
                 .join(",");
             let youden = at_youden
-                .map(|k| match &r["at_youden"][k] {
+                .iter()
+                .map(|&k| match &r["at_youden"][k] {
                     Value::Number(n) => n.to_string(),
                     _ => String::new(),
                 })
+                .collect::<Vec<_>>()
                 .join(",");
             rounds.push_str(&format!(
                 "{task},{},{},{youden},{repeat},{groups},{time}\n",

@@ -273,10 +273,14 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
             .iter()
             .filter(|e| e.experiment_id != id && matches!(e.state.as_str(), "pending" | "running"))
         {
-            answer(c.cancel(crossfold_proto::v1::CancelRequest {
+            let cancelled = answer(c.cancel(crossfold_proto::v1::CancelRequest {
                 experiment_id: e.experiment_id.clone(),
             }))
-            .await?;
+            .await;
+            // Finished meanwhile (its last round was running): nothing to pause.
+            if cancelled.is_err() {
+                continue;
+            }
             eprintln!(
                 "note: paused experiment {} ({}), which an earlier run on {} left unfinished: \
                  this run trains {id} alone; running that spec again resumes it, its finished \

@@ -97,16 +97,18 @@ pub fn lock(out: &Path) -> Result<OutLock, JobError> {
         path: path.clone(),
         source,
     };
-    // Read-only when it is there: flock needs no more, and another user's
-    // leftover lock file in a shared folder may not be writable.
-    let file = match std::fs::File::open(&path) {
+    // For writing (NFS emulates flock with locks that need it), or
+    // read-only when another user's leftover lock file is not writable.
+    let file = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            std::fs::File::open(&path).map_err(io)?
+        }
         Err(e) => return Err(io(e)),
     };
     // SAFETY: flock on a descriptor this File owns and keeps open.
@@ -145,7 +147,7 @@ fn remove_partials(out: &Path) {
 }
 
 /// Every file [`write_all`] writes.
-const OUTPUT_FILES: [&str; 6] = [
+pub const OUTPUT_FILES: [&str; 6] = [
     "predictions.csv",
     "history.csv",
     "metrics.json",

@@ -120,14 +120,8 @@ fn outputs_and_predict_agree() {
     assert_eq!(p.plan.plan_sha256, first.plan.plan_sha256);
     let out = dir.path().join("out");
     let r = run_job(&s, &p, Task::Malignancy, 3, &options(Some(&out)), &mut go).unwrap();
-    for f in [
-        "predictions.csv",
-        "history.csv",
-        "metrics.json",
-        "result.json",
-        "model.safetensors",
-        "model.json",
-    ] {
+    // Every file the output folder's clean-up knows of.
+    for f in crossfold_worker::outputs::OUTPUT_FILES {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();

@@ -18,6 +18,9 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+/// The stack of the thread a submission is checked on (see `submit`).
+const SUBMIT_STACK: usize = 256 << 20;
+
 /// A checked submission: the record, its jobs, and its data set's root and
 /// files (manifest path -> SHA-256).
 type Submission = (
@@ -260,10 +263,20 @@ impl Experiments for ExperimentsService {
         let this = ExperimentsService {
             coordinator: self.coordinator.clone(),
         };
-        let (record, jobs, files) =
-            tokio::task::spawn_blocking(move || this.prepare_submission(&req))
-                .await
-                .map_err(|e| CoordinatorError::Internal(e.to_string()))??;
+        // On a thread of its own with a large stack: parsing the spec
+        // recurses once per level of nesting (refused past 32 levels, but
+        // only once parsed), and the toml parser allows thousands.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("submit".into())
+            .stack_size(SUBMIT_STACK)
+            .spawn(move || {
+                let _ = tx.send(this.prepare_submission(&req));
+            })
+            .map_err(|e| CoordinatorError::Internal(format!("submit thread: {e}")))?;
+        let (record, jobs, files) = rx.await.map_err(|_| {
+            CoordinatorError::Internal("submit thread ended without an answer".into())
+        })??;
         let dataset = record.dataset_sha256.clone();
         let spec_sha256 = record.spec_sha256.clone();
         let (stored, created, replay, resumed) = self

@@ -94,6 +94,22 @@ pub struct Override {
 /// any spec needs, far less than would overflow a stack.
 pub const MAX_KEY_DEPTH: usize = 32;
 
+/// How deep tables and arrays nest in `table` (its own keys are level 1),
+/// counted without recursion.
+fn nesting(table: &Table) -> usize {
+    let mut deepest = 0;
+    let mut left: Vec<(&Value, usize)> = table.values().map(|v| (v, 1)).collect();
+    while let Some((v, depth)) = left.pop() {
+        deepest = deepest.max(depth);
+        match v {
+            Value::Table(t) => left.extend(t.values().map(|c| (c, depth + 1))),
+            Value::Array(a) => left.extend(a.iter().map(|c| (c, depth + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// `key`, cut to 60 characters for a message.
 fn shorten(key: &str) -> String {
     match key.char_indices().nth(60) {
@@ -238,6 +254,17 @@ impl Spec {
                 problems.push(p);
             }
             follow_on_cpu(&mut table, o, overrides);
+        }
+        // Nesting the line scan cannot see (inline tables within inline
+        // tables, an override's value), measured without recursion before
+        // anything recursive (checks, clones) walks it.
+        let depth = nesting(&table);
+        if depth > MAX_KEY_DEPTH {
+            return Err(SpecError::TooDeep {
+                source_name: source_name.to_string(),
+                what: "a value".into(),
+                depth,
+            });
         }
         default_warmup_fits(&mut table);
         let structural = structural_problems(&table);

@@ -538,6 +538,24 @@ fn keys_nested_past_any_spec_are_refused_before_they_are_built() {
             &err[..err.len().min(300)]
         );
     }
+    // Inline tables within inline tables, which no line shows, and the
+    // same as an override's value.
+    let inline = format!(
+        "name = \"t\"\nx = {}1{}\n",
+        "{ a = ".repeat(40),
+        " }".repeat(40)
+    );
+    let err = Spec::parse(&inline, "spec.toml", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a value is nested 41 levels deep"), "{err}");
+    let value: Override = format!("x={}1{}", "{ a = ".repeat(40), " }".repeat(40))
+        .parse()
+        .unwrap();
+    let err = Spec::parse("name = \"t\"\n", "spec.toml", &[value])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("levels deep"), "{err}");
     // Prose with many dots in a multi-line string is not a key.
     let prose = format!(
         "name = \"t\"\nnotes = \"\"\"\n{}\n\"\"\"\n[dataset]\nmanifest = \"m.csv\"\n",
