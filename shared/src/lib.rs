@@ -21,6 +21,7 @@
 pub mod csv_line;
 pub mod dataset;
 pub mod experiment;
+pub mod flock;
 pub mod folder;
 pub mod folds;
 pub mod hash;

@@ -91,7 +91,6 @@ pub struct OutLock(#[allow(dead_code)] Option<std::fs::File>);
 /// is used unheld, with a warning. Temporary files a killed run left there
 /// are removed once it is held.
 pub fn lock(out: &Path) -> Result<OutLock, JobError> {
-    use std::os::unix::io::AsRawFd;
     let path = out.join(".crossfold.lock");
     let io = |source| JobError::Io {
         path: path.clone(),
@@ -111,16 +110,15 @@ pub fn lock(out: &Path) -> Result<OutLock, JobError> {
         }
         Err(e) => return Err(io(e)),
     };
-    // SAFETY: flock on a descriptor this File owns and keeps open.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            return Err(io(std::io::Error::other(
-                "another crossfold-worker is writing its outputs into this folder; give another --out",
-            )));
+    match crossfold_shared::flock::try_lock(&file, true) {
+        Ok(true) => {}
+        Ok(false) => return Err(io(std::io::Error::other(
+            "another crossfold-worker is writing its outputs into this folder; give another --out",
+        ))),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot lock the output folder here; two runs writing into it at once would mix their files");
+            return Ok(OutLock(None));
         }
-        tracing::warn!(path = %path.display(), error = %e, "cannot lock the output folder here; two runs writing into it at once would mix their files");
-        return Ok(OutLock(None));
     }
     remove_partials(out);
     Ok(OutLock(Some(file)))

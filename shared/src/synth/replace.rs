@@ -162,7 +162,7 @@ pub(crate) fn begin_writing(marker: &Path, out_dir: &Path) -> Result<Writing, Sy
             path: marker.to_path_buf(),
             source,
         })?;
-    if lock(&file, libc::LOCK_EX) == Some(false) {
+    if crate::flock::try_lock(&file, true).ok() == Some(false) {
         return Err(SynthError::Busy {
             dir: out_dir.to_path_buf(),
         });
@@ -172,22 +172,8 @@ pub(crate) fn begin_writing(marker: &Path, out_dir: &Path) -> Result<Writing, Sy
 
 /// Whether another process holds `marker` now (see [`begin_writing`]).
 fn held_elsewhere(marker: &Path) -> bool {
-    std::fs::File::open(marker).is_ok_and(|f| lock(&f, libc::LOCK_SH) == Some(false))
-}
-
-/// Try `flock(kind | LOCK_NB)` on `file`: `Some(true)` taken, `Some(false)`
-/// held by another, `None` when the file system cannot lock (then nothing
-/// is held, and nothing refused on that account).
-fn lock(file: &std::fs::File, kind: libc::c_int) -> Option<bool> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: flock on a descriptor `file` owns and keeps open.
-    if unsafe { libc::flock(file.as_raw_fd(), kind | libc::LOCK_NB) } == 0 {
-        return Some(true);
-    }
-    match std::io::Error::last_os_error().kind() {
-        std::io::ErrorKind::WouldBlock => Some(false),
-        _ => None,
-    }
+    // A file system that cannot lock holds nothing, and refuses nothing.
+    std::fs::File::open(marker).is_ok_and(|f| crate::flock::try_lock(&f, false).ok() == Some(false))
 }
 
 #[cfg(test)]
