@@ -151,11 +151,11 @@ fn prepare_dataset(spec: &Spec, keep: Option<Keep>) -> Result<PreparedDataset, P
         if path.file_name().is_some_and(|n| n != "manifest.csv") {
             return Err(PrepareError::SyntheticName(spec.dataset.manifest.clone()));
         }
-        let root = manifest_root(&path);
-        synth::clear_before_generating(&root)?;
-        synth::generate(&synth_config(s), &root)?;
-        generated = true;
-    } else if let Some(s) = &spec.dataset.synthetic {
+        // None: another process generated it meanwhile.
+        generated =
+            synth::generate_unless_there(&synth_config(s), &manifest_root(&path))?.is_some();
+    }
+    if let Some(s) = spec.dataset.synthetic.as_ref().filter(|_| !generated) {
         // The settings the cohort there was made with (by `run`, `plan` or
         // `dataset synth`): a spec asking for another cohort is told, not
         // handed this one.
@@ -329,8 +329,8 @@ mod tests {
         assert_eq!(std::fs::read(&named).unwrap(), b"not synth's");
         // Another writer still at work there (it holds the marker): waited
         // for, nothing removed.
-        let marker = data.join(synth::SYNTHETIC_PARTIAL);
-        let writing = synth::begin_writing(&marker, &data).unwrap();
+        std::fs::write(data.join(synth::SYNTHETIC_PARTIAL), b"").unwrap();
+        let writing = synth::begin_writing(&data).unwrap();
         let err = prepare(&spec).unwrap_err().to_string();
         assert!(
             err.contains("another crossfold process is generating"),

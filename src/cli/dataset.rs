@@ -117,6 +117,9 @@ fn synth_flag_error(e: synth::SynthError) -> anyhow::Error {
 fn synth(a: SynthArgs) -> Result<ExitCode> {
     // Bad settings are refused before anything already there is touched.
     synth_config(&a).validate().map_err(synth_flag_error)?;
+    // Held before what is there is looked at: another process generating
+    // here is waited for, never written over.
+    let held = synth::begin_writing(&a.out)?;
     let manifest = a.out.join("manifest.csv");
     let images = a.out.join("images");
     if manifest.exists() || images.exists() {
@@ -132,7 +135,7 @@ fn synth(a: SynthArgs) -> Result<ExitCode> {
         synth::remove_earlier(&a.out).context("--force")?;
     }
     let started = Instant::now();
-    let manifest = synth::generate(&synth_config(&a), &a.out)?;
+    let manifest = synth::generate_held(&synth_config(&a), &a.out, held)?;
     let [n, b, m] = manifest.counts();
     eprintln!(
         "wrote {} images ({n} normal, {b} benign, {m} malignant) in {:.1} s",
@@ -171,6 +174,15 @@ fn import(a: ImportArgs) -> Result<ExitCode> {
     );
     for f in summary.skipped_files.iter().take(10) {
         eprintln!("  skipped {}", f.display());
+    }
+    if !summary.hidden.is_empty() {
+        eprintln!(
+            "{} hidden file(s) or folder(s) (names starting with \".\") skipped:",
+            summary.hidden.len()
+        );
+        for f in summary.hidden.iter().take(10) {
+            eprintln!("  hidden {}", f.display());
+        }
     }
     if !summary.shared_prefixes.is_empty() {
         let shown: Vec<&str> = summary

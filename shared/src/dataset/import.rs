@@ -12,7 +12,9 @@
 //! What `dataset check` would refuse is refused here already, all of it in
 //! one error: a patient id under two class folders, and a symbolic link
 //! that leads out of the root. Links to folders are not followed (they could
-//! loop); they are listed with the skipped files.
+//! loop); they are listed with the skipped files. Hidden files and folders
+//! (names starting with `.`, such as macOS's `._P1.png` copies) are skipped
+//! too, and listed apart.
 
 use super::{DatasetError, IMAGE_EXTENSIONS};
 use crate::label::Label;
@@ -23,6 +25,9 @@ use std::path::{Path, PathBuf};
 pub struct ImportSummary {
     pub images: usize,
     pub skipped_files: Vec<PathBuf>,
+    /// Hidden files and folders (names starting with `.`) under the class
+    /// folders, skipped: a hidden folder's files are not looked at.
+    pub hidden: Vec<PathBuf>,
     /// Name prefixes (before the last `_` or `-`) shared by several files
     /// lying directly in class folders, e.g. `P0002` of `P0002_ap.png` and
     /// `P0002_lat.png`: each file became its own patient, which splits a
@@ -57,9 +62,11 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
     let mut problems = Vec::new();
+    let mut hidden = Vec::new();
     let mut found_class = false;
     let mut stems = Vec::new();
-    for dirent in sorted_dir(root).map_err(io(root))? {
+    // Hidden entries at the top level (`.git`, `.DS_Store`) are not data.
+    for dirent in sorted_dir(root, &mut Vec::new()).map_err(io(root))? {
         let path = dirent;
         let name = path
             .file_name()
@@ -80,7 +87,7 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
             continue;
         }
         found_class = true;
-        for item in sorted_dir(&path).map_err(io(&path))? {
+        for item in sorted_dir(&path, &mut hidden).map_err(io(&path))? {
             if !follow(root, &real_root, &item, &mut skipped, &mut problems) {
                 continue;
             }
@@ -89,8 +96,15 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let files = walk_files(root, &real_root, &item, &mut skipped, &mut problems)
-                    .map_err(io(&item))?;
+                let files = walk_files(
+                    root,
+                    &real_root,
+                    &item,
+                    &mut skipped,
+                    &mut hidden,
+                    &mut problems,
+                )
+                .map_err(io(&item))?;
                 for file in files {
                     add(root, &file, label, &patient, &mut entries, &mut skipped);
                 }
@@ -134,6 +148,7 @@ pub fn import_tree(root: &Path) -> Result<(Manifest, ImportSummary), DatasetErro
     let summary = ImportSummary {
         images: entries.len(),
         skipped_files: skipped,
+        hidden,
         shared_prefixes: shared_prefixes(&stems),
     };
     Ok((
@@ -186,16 +201,22 @@ fn bare_dicom(file: &Path, ext: &str) -> bool {
     read.is_ok() && crate::imaging::looks_like_dicom(&head)
 }
 
-fn sorted_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// The entries of `dir`, sorted; hidden ones (names starting with `.`)
+/// go to `hidden` instead.
+fn sorted_dir(dir: &Path, hidden: &mut Vec<PathBuf>) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut dots = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
-        let name = e.file_name();
-        if !name.to_string_lossy().starts_with('.') {
+        if e.file_name().as_encoded_bytes().starts_with(b".") {
+            dots.push(e.path());
+        } else {
             out.push(e.path());
         }
     }
     out.sort();
+    dots.sort();
+    hidden.extend(dots);
     Ok(out)
 }
 
@@ -206,15 +227,16 @@ fn walk_files(
     real_root: &Path,
     dir: &Path,
     skipped: &mut Vec<PathBuf>,
+    hidden: &mut Vec<PathBuf>,
     problems: &mut Vec<String>,
 ) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for p in sorted_dir(dir)? {
+    for p in sorted_dir(dir, hidden)? {
         if !follow(root, real_root, &p, skipped, problems) {
             continue;
         }
         if p.is_dir() {
-            out.extend(walk_files(root, real_root, &p, skipped, problems)?);
+            out.extend(walk_files(root, real_root, &p, skipped, hidden, problems)?);
         } else {
             out.push(p);
         }
@@ -368,6 +390,34 @@ mod tests {
         let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["normal/n1.png"]);
         assert_eq!(summary.skipped_files, [odd]);
+    }
+
+    #[test]
+    fn hidden_files_and_folders_in_class_folders_are_skipped_and_listed_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        touch(&r.join("normal/n1.png"));
+        touch(&r.join("normal/._n1.png"));
+        touch(&r.join("benign/P2/.hidden.png"));
+        touch(&r.join("benign/.P3/ap.png"));
+        touch(&r.join("benign/P2/ap.png"));
+        touch(&r.join(".DS_Store"));
+        let (m, summary) = import_tree(r).unwrap();
+        let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["normal/n1.png", "benign/P2/ap.png"]);
+        assert_eq!(
+            summary.hidden,
+            [
+                r.join("benign/.P3"),
+                r.join("benign/P2/.hidden.png"),
+                r.join("normal/._n1.png"),
+            ]
+        );
+        assert!(
+            summary.skipped_files.is_empty(),
+            "{:?}",
+            summary.skipped_files
+        );
     }
 
     #[test]

@@ -47,8 +47,8 @@ use std::sync::Mutex;
 
 pub use cohort::{draw_cohort, Sex, Site, Subject, Subtype, CENTERS};
 pub use render::VIEWS;
-pub(crate) use replace::begin_writing;
-pub use replace::{clear_before_generating, remove_earlier};
+use replace::clear_before_generating;
+pub use replace::{begin_writing, remove_earlier, Writing};
 
 /// What to generate. Recorded beside the manifest as `synthetic.toml`
 /// (every field, none other: a file that lacks one is not read).
@@ -168,7 +168,7 @@ pub enum SynthError {
         count: usize,
         examples: String,
     },
-    #[error("{}: another crossfold process is generating a synthetic cohort there (it holds synthetic.partial); wait for it to finish, then run this again", dir.display())]
+    #[error("{}: another crossfold process is generating a synthetic cohort there (it holds .synthetic.lock); wait for it to finish, then run this again", dir.display())]
     Busy { dir: PathBuf },
     #[error("cannot list {}: {source}", path.display())]
     List {
@@ -285,17 +285,52 @@ pub const SYNTHETIC_SETTINGS: &str = "synthetic.toml";
 /// are synth's, though no manifest or settings say so yet.
 pub const SYNTHETIC_PARTIAL: &str = "synthetic.partial";
 
+/// Held (an advisory lock) by the process generating a cohort in its
+/// folder, from before it looks at what is there until its manifest is
+/// written.
+pub const SYNTHETIC_LOCK: &str = ".synthetic.lock";
+
 /// Generate the cohort into `out_dir`: PNGs under
 /// `images/<label>/<patient_id>_<view>.png` and `manifest.csv`, returning
 /// the manifest (root = `out_dir`). Uses every core; the output depends only
 /// on `cfg`.
 pub fn generate(cfg: &SynthConfig, out_dir: &Path) -> Result<Manifest, SynthError> {
     cfg.validate()?;
-    // First the mark that the images here are synth's (with this process's
-    // id, so that another process can tell it is still at work)...
-    create_dir(out_dir)?;
+    let held = begin_writing(out_dir)?;
+    generate_held(cfg, out_dir, held)
+}
+
+/// Generate the cohort into `out_dir` unless a manifest is there (`None`):
+/// what an earlier cohort stopped before its manifest left is removed
+/// first, and anything else under `images/` refuses it (see
+/// [`clear_before_generating`]). The folder is held from before it is
+/// looked at, so two processes starting at once neither both generate nor
+/// remove each other's images: the second is told the first is at work.
+pub fn generate_unless_there(
+    cfg: &SynthConfig,
+    out_dir: &Path,
+) -> Result<Option<Manifest>, SynthError> {
+    cfg.validate()?;
+    let held = begin_writing(out_dir)?;
+    if out_dir.join("manifest.csv").exists() {
+        return Ok(None);
+    }
+    clear_before_generating(out_dir, &held)?;
+    generate_held(cfg, out_dir, held).map(Some)
+}
+
+/// [`generate`] by the process that holds `out_dir` (see [`begin_writing`]).
+pub fn generate_held(
+    cfg: &SynthConfig,
+    out_dir: &Path,
+    _held: Writing,
+) -> Result<Manifest, SynthError> {
+    // First the mark that the images here are synth's...
     let partial = out_dir.join(SYNTHETIC_PARTIAL);
-    let _writing = begin_writing(&partial, out_dir)?;
+    std::fs::write(&partial, b"").map_err(|source| SynthError::CreateDir {
+        path: partial.clone(),
+        source,
+    })?;
     // ...then the settings an earlier cohort here was recorded with, which
     // no longer hold: these are recorded once the images are written.
     let _ = std::fs::remove_file(out_dir.join(SYNTHETIC_SETTINGS));

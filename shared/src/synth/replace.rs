@@ -92,11 +92,12 @@ pub fn remove_earlier(out_dir: &Path) -> Result<usize, SynthError> {
     Ok(ours.len())
 }
 
-/// Before a cohort is generated into `out_dir` where no manifest is: an
-/// earlier synthetic cohort's images there (one stopped before its
-/// manifest was written, as `synthetic.partial` or its settings say) are
-/// removed; any other file under `images/` refuses it, named.
-pub fn clear_before_generating(out_dir: &Path) -> Result<(), SynthError> {
+/// Before a cohort is generated into `out_dir` where no manifest is, by
+/// the process that holds the folder (`_held`): an earlier synthetic
+/// cohort's images there (one stopped before its manifest was written, as
+/// `synthetic.partial` or its settings say) are removed; any other file
+/// under `images/` refuses it, named.
+pub(crate) fn clear_before_generating(out_dir: &Path, _held: &Writing) -> Result<(), SynthError> {
     let images = out_dir.join("images");
     if !images.exists() {
         return Ok(());
@@ -106,12 +107,6 @@ pub fn clear_before_generating(out_dir: &Path) -> Result<(), SynthError> {
     files.retain(|f| !clutter(f));
     if files.is_empty() {
         return Ok(());
-    }
-    // A process still writing its cohort here is waited for, not undone.
-    if held_elsewhere(&out_dir.join(super::SYNTHETIC_PARTIAL)) {
-        return Err(SynthError::Busy {
-            dir: out_dir.to_path_buf(),
-        });
     }
     let ours = [super::SYNTHETIC_PARTIAL, super::SYNTHETIC_SETTINGS]
         .iter()
@@ -142,38 +137,38 @@ pub fn clear_before_generating(out_dir: &Path) -> Result<(), SynthError> {
     })
 }
 
-/// A process's hold on a folder's `synthetic.partial` while it writes a
-/// cohort there: an advisory lock, which the system lets go when the
-/// process ends however it ends (a pid written in the file would outlive
-/// it, or mean another process in another pid namespace).
-pub(crate) struct Writing {
+/// A process's hold on a folder while it looks at and writes a cohort
+/// there: an advisory lock on its [`super::SYNTHETIC_LOCK`], which the
+/// system lets go when the process ends however it ends (a pid written in
+/// a file would outlive it, or mean another process in another pid
+/// namespace). The lock file is never removed: removing it would let two
+/// processes hold two files of one name.
+pub struct Writing {
     _file: std::fs::File,
 }
 
-/// Take `marker` (created if need be) for writing a cohort; [`SynthError::Busy`]
-/// while another process holds it.
-pub(crate) fn begin_writing(marker: &Path, out_dir: &Path) -> Result<Writing, SynthError> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(marker)
-        .map_err(|source| SynthError::CreateDir {
-            path: marker.to_path_buf(),
-            source,
-        })?;
+/// Hold `out_dir` (created if need be) for writing a cohort;
+/// [`SynthError::Busy`] while another process holds it. Everything that
+/// decides what to write there is looked at after this, so that two
+/// processes never both decide.
+pub fn begin_writing(out_dir: &Path) -> Result<Writing, SynthError> {
+    let lock = out_dir.join(super::SYNTHETIC_LOCK);
+    let file = std::fs::create_dir_all(out_dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock)
+        })
+        .map_err(|source| SynthError::CreateDir { path: lock, source })?;
+    // A file system that cannot lock holds nothing, and refuses nothing.
     if crate::flock::try_lock(&file, true).ok() == Some(false) {
         return Err(SynthError::Busy {
             dir: out_dir.to_path_buf(),
         });
     }
     Ok(Writing { _file: file })
-}
-
-/// Whether another process holds `marker` now (see [`begin_writing`]).
-fn held_elsewhere(marker: &Path) -> bool {
-    // A file system that cannot lock holds nothing, and refuses nothing.
-    std::fs::File::open(marker).is_ok_and(|f| crate::flock::try_lock(&f, false).ok() == Some(false))
 }
 
 #[cfg(test)]

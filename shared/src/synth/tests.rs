@@ -40,12 +40,34 @@ fn same_config_gives_identical_bytes() {
     generate(&small(11), a.path()).unwrap();
     generate(&small(11), b.path()).unwrap();
     let (ta, tb) = (read_tree(a.path()), read_tree(b.path()));
-    // 12 images, the manifest and the settings it was made with.
-    assert_eq!(ta.len(), 14);
+    // 12 images, the manifest, the settings it was made with and the lock.
+    assert_eq!(ta.len(), 15);
     assert_eq!(ta, tb);
     let c = tempfile::tempdir().unwrap();
     generate(&small(12), c.path()).unwrap();
     assert_ne!(ta, read_tree(c.path()), "another seed gives other images");
+}
+
+#[test]
+fn a_folder_is_held_before_it_is_looked_at() {
+    let dir = tempfile::tempdir().unwrap();
+    // Another process at work there: told so, nothing written.
+    let other = begin_writing(dir.path()).unwrap();
+    for err in [
+        generate_unless_there(&small(1), dir.path()).unwrap_err(),
+        generate(&small(1), dir.path()).unwrap_err(),
+    ] {
+        assert!(matches!(err, SynthError::Busy { .. }), "{err}");
+    }
+    assert!(!dir.path().join("images").exists());
+    // It finished its cohort meanwhile: that one is kept, none generated.
+    drop(other);
+    generate(&small(1), dir.path()).unwrap();
+    let before = read_tree(dir.path());
+    assert!(generate_unless_there(&small(2), dir.path())
+        .unwrap()
+        .is_none());
+    assert_eq!(read_tree(dir.path()), before);
 }
 
 #[test]
