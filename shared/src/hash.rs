@@ -31,6 +31,47 @@ fn sha256_read(r: &mut impl Read) -> io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// A writer that passes what it is given on to `inner` and takes its
+/// SHA-256 on the way, so that a streamed file is hashed as it is written.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: io::Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// How many bytes were written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The writer and the lower-case hex SHA-256 of everything written.
+    pub fn finish(self) -> (W, String) {
+        (self.inner, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Files' SHA-256 remembered, for a process that fingerprints the same
 /// data set job after job (a worker): a file is read again unless it is the
 /// same file (device and inode) with the same size, modification time and
@@ -145,6 +186,22 @@ impl HashCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hashing_writer_gives_the_hash_of_what_it_wrote() {
+        use std::io::Write;
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hello ").unwrap();
+        w.write_all(b"world").unwrap();
+        assert_eq!(w.written(), 11);
+        let (bytes, sha) = w.finish();
+        assert_eq!(bytes, b"hello world");
+        // Independent reference: `printf 'hello world' | sha256sum`.
+        assert_eq!(
+            sha,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+    }
 
     #[test]
     fn a_file_is_hashed_again_unless_it_is_unchanged_and_settled() {

@@ -10,8 +10,10 @@ use crossfold_proto::v1::{self, data_client::DataClient};
 use crossfold_shared::dataset::{
     contained_path, fingerprint_cancellable, DatasetError, Fingerprint,
 };
-use crossfold_shared::hash::{sha256_hex, HashCache};
+use crossfold_shared::hash::{HashCache, HashingWriter};
+use crossfold_shared::imaging::MAX_FILE_BYTES;
 use crossfold_shared::manifest::Manifest;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_stream::StreamExt;
@@ -28,6 +30,8 @@ pub enum FetchError {
         got: String,
         want: String,
     },
+    #[error("{path}: the coordinator sent more than {} MiB, more than any image crossfold reads", MAX_FILE_BYTES >> 20)]
+    TooLarge { path: String },
     #[error("data set: {0}")]
     Dataset(String),
     #[error("the data set here has fingerprint {got}, the coordinator's is {want}")]
@@ -181,11 +185,24 @@ async fn fetch_all(
             .await
             .map_err(|e| FetchError::rpc(&f.path, e))?
             .into_inner();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            bytes.extend(chunk.map_err(|e| FetchError::rpc(&f.path, e))?.data);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        let got = sha256_hex(&bytes);
+        // Streamed to disk as it comes, hashed on the way: a file is never
+        // held whole in memory, and one that does not hash right is never
+        // where a reader looks.
+        let partial = Partial::create(&target)?;
+        let mut out = HashingWriter::new(partial);
+        while let Some(chunk) = stream.next().await {
+            let data = chunk.map_err(|e| FetchError::rpc(&f.path, e))?.data;
+            if out.written() + data.len() as u64 > MAX_FILE_BYTES {
+                return Err(FetchError::TooLarge {
+                    path: f.path.clone(),
+                });
+            }
+            out.write_all(&data).map_err(io(&target))?;
+        }
+        let (partial, got) = out.finish();
         if got != f.sha256 {
             return Err(FetchError::Corrupt {
                 path: f.path.clone(),
@@ -193,38 +210,76 @@ async fn fetch_all(
                 want: f.sha256.clone(),
             });
         }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        write_atomic(&target, &bytes)?;
+        partial.commit()?;
     }
     Ok(())
 }
 
-/// Write `bytes` to `path` through a temporary file of a name no other
-/// writer uses (process id and a per-process counter), renamed over
-/// `path`: readers see the old or the new file, and two writers of the same
-/// file do not disturb each other.
+/// Write `bytes` to `path` atomically (see [`Partial`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{}.partial",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(&tmp)(e));
+    let mut partial = Partial::create(path)?;
+    partial.write_all(bytes).map_err(io(path))?;
+    partial.commit()
+}
+
+/// A file being written to `path` through a temporary file beside it, of
+/// a name no other writer uses (process id and a per-process counter),
+/// renamed over `path` by [`Partial::commit`] and removed if dropped
+/// before: readers see the old or the new file, and two writers of the
+/// same file do not disturb each other.
+struct Partial {
+    file: std::fs::File,
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Partial {
+    fn create(path: &Path) -> Result<Partial, FetchError> {
+        use std::sync::atomic::AtomicU64;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(
+            ".{name}.{}.{}.partial",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        Ok(Partial {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+            committed: false,
+        })
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(path)(e)
-    })
+
+    fn commit(mut self) -> Result<(), FetchError> {
+        self.file.flush().map_err(io(&self.tmp))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Write for Partial {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -358,6 +413,92 @@ mod tests {
         let got = materialise(&from, &lease, &stop);
         assert!(matches!(got, Err(FetchError::Cancelled)), "{got:?}");
         drop(silent);
+    }
+
+    /// A Data service that answers every file with `chunks`.
+    struct Sends(Vec<Vec<u8>>);
+
+    #[tonic::async_trait]
+    impl v1::data_server::Data for Sends {
+        type FetchFileStream = std::pin::Pin<
+            Box<dyn tokio_stream::Stream<Item = Result<v1::FileChunk, tonic::Status>> + Send>,
+        >;
+
+        async fn fetch_file(
+            &self,
+            _: tonic::Request<v1::FetchFileRequest>,
+        ) -> Result<tonic::Response<Self::FetchFileStream>, tonic::Status> {
+            let chunks: Vec<_> = self
+                .0
+                .iter()
+                .map(|c| {
+                    Ok(v1::FileChunk {
+                        data: c.clone(),
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            Ok(tonic::Response::new(Box::pin(tokio_stream::iter(chunks))))
+        }
+    }
+
+    /// What [`fetch_all`] leaves in a fresh cache when the coordinator
+    /// answers `a.png` (of SHA-256 `want`) with `chunks`.
+    fn fetched(chunks: Vec<Vec<u8>>, want: &str) -> (Result<(), FetchError>, Vec<String>) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(v1::data_server::DataServer::new(Sends(chunks)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let file = v1::FileRef {
+            path: "sub/a.png".into(),
+            sha256: want.into(),
+        };
+        let got = rt.block_on(fetch_all(
+            &url,
+            &ClientSecurity::plaintext(),
+            cache.path(),
+            &"d".repeat(64),
+            &[&file],
+        ));
+        let mut left: Vec<String> = walk(cache.path());
+        left.sort();
+        (got, left)
+    }
+
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_fetched_file_is_streamed_to_disk_and_kept_only_when_its_hash_is_right() {
+        let chunks = vec![b"hello ".to_vec(), b"world".to_vec()];
+        let want = crossfold_shared::hash::sha256_hex(b"hello world");
+        let (got, left) = fetched(chunks.clone(), &want);
+        got.unwrap();
+        assert_eq!(left, ["a.png"]);
+        // Other bytes than the data set's: refused, and nothing left behind.
+        let (got, left) = fetched(chunks, &"0".repeat(64));
+        assert!(
+            matches!(&got, Err(FetchError::Corrupt { path, got, .. }) if path == "sub/a.png" && *got == want),
+            "{got:?}"
+        );
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
