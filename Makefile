@@ -17,7 +17,7 @@ demo: setup
 
 ## Run every test (unit, property and integration) in the workspace.
 test: setup
-	$(ENV) $(CARGO) test --workspace
+	$(ENV) CARGO_INCREMENTAL=$${CARGO_INCREMENTAL:-0} $(CARGO) test --workspace
 
 ## Install libtorch (PyTorch 2.11.0 from PyPI) into .venv/ when missing.
 setup:

@@ -16,6 +16,7 @@
 //! - [`listing`]: the first few of many problems, for error messages.
 //! - [`csv_line`]: line numbers of CSV records, whatever the line endings.
 //! - [`folder`]: creating output folders, naming a file in the way.
+//! - [`flock`]: advisory locks that keep two processes out of one folder.
 //! - [`logging`]: the binaries' log set-up (text or JSON, `RUST_LOG`).
 
 pub mod csv_line;

@@ -4,7 +4,8 @@
 //!   start-up) and choosing the device a spec asks for.
 //! - [`data`]: the data pipeline: images decoded once onto the device,
 //!   batches gathered and augmented there.
-//! - [`model`]: ResNet18/34/50 with a one-channel stem; pretrained weights.
+//! - [`model`]: ResNet18/34/50 with a one-channel stem; [`weights`]:
+//!   pretrained files and checkpoints.
 //! - [`train`]: the training loop, schedules, early stopping, progress;
 //!   [`graph`]: CUDA graphs of its step (a library loaded where CUDA is).
 //! - [`evaluate`]: scoring images.

@@ -455,9 +455,10 @@ impl Coordinator {
             }
             let results = parse_results(&s.results(id)?)?;
             let summary = aggregate::summarize_record(&results, &e);
-            // Only if still finished: a resubmission may have queued rounds
-            // again since the jobs were read.
-            s.set_summary_if_finished(id, &summary.to_string())
+            // Only if no job changed since they were read: a resubmission
+            // may have queued rounds again, and one may even have finished.
+            // Whatever changed a job calls this again once it is done.
+            s.set_summary_if_unchanged(id, &summary.to_string(), &jobs)
                 .map(|_| ())
         })
         .await?;

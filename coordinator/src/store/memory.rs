@@ -245,16 +245,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn set_summary_if_finished(
+    fn set_summary_if_unchanged(
         &self,
         id: ExperimentId,
         summary_json: &str,
+        jobs_read: &[JobRecord],
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        let finished = inner
-            .jobs
-            .get(&id)
-            .is_none_or(|jobs| jobs.values().all(|j| j.state.is_terminal()));
+        let finished = match inner.jobs.get(&id) {
+            Some(jobs) => super::finished_as_read(jobs.values(), jobs_read),
+            None => jobs_read.is_empty(),
+        };
         if !finished {
             inner.experiment_mut(id)?;
             return Ok(false);

@@ -201,13 +201,16 @@ pub trait Store: Send + Sync + 'static {
     fn set_summary(&self, id: ExperimentId, summary_json: &str) -> Result<(), StoreError>;
 
     /// [`Store::set_summary`], only if every job of the experiment is
-    /// terminal, checked in the same transaction: a resubmission that
-    /// queued rounds again between the aggregation and this write keeps
-    /// its cleared summary. Returns whether it was stored.
-    fn set_summary_if_finished(
+    /// terminal and none changed since `jobs_read` (the jobs the summary
+    /// was made from; compared by key and version), checked in the same
+    /// transaction: a resubmission that queued rounds again between the
+    /// aggregation and this write keeps its cleared summary, and a result
+    /// that landed meanwhile is not left out. Returns whether it was stored.
+    fn set_summary_if_unchanged(
         &self,
         id: ExperimentId,
         summary_json: &str,
+        jobs_read: &[JobRecord],
     ) -> Result<bool, StoreError>;
 
     /// Every job in a non-terminal state (pending or leased) across all
@@ -220,6 +223,21 @@ pub trait Store: Send + Sync + 'static {
     /// Counted by the store itself (for the metrics endpoint), without
     /// reading the jobs.
     fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+}
+
+/// Whether `now` (an experiment's jobs) are all terminal and the same jobs,
+/// at the same versions, as `read`: for [`Store::set_summary_if_unchanged`].
+fn finished_as_read<'a>(now: impl Iterator<Item = &'a JobRecord>, read: &[JobRecord]) -> bool {
+    let read: std::collections::HashMap<&str, i64> =
+        read.iter().map(|j| (j.key.as_str(), j.version)).collect();
+    let mut seen = 0;
+    for j in now {
+        if !j.state.is_terminal() || read.get(j.key.as_str()) != Some(&j.version) {
+            return false;
+        }
+        seen += 1;
+    }
+    seen == read.len()
 }
 
 /// The state a job's committed result moves it to, for `commit_result` of

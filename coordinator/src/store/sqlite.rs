@@ -495,15 +495,16 @@ impl Store for SqliteStore {
         self.write(|tx| self.write_summary(tx, id, summary_json))
     }
 
-    fn set_summary_if_finished(
+    fn set_summary_if_unchanged(
         &self,
         id: ExperimentId,
         summary_json: &str,
+        jobs_read: &[JobRecord],
     ) -> Result<bool, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE experiment = ?1 ORDER BY key");
         self.write(|tx| {
             let jobs = self.query_jobs(tx, &sql, [id.to_string()])?;
-            if !jobs.iter().all(|j| j.state.is_terminal()) {
+            if !super::finished_as_read(jobs.iter(), jobs_read) {
                 return Ok(false);
             }
             self.write_summary(tx, id, summary_json).map(|()| true)

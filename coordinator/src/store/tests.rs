@@ -380,8 +380,9 @@ fn cancel_and_summary(store: &dyn Store) {
     let e = create(store, 1, &["a"]);
     // Job a is pending: a summary made when all looked finished (a
     // resubmission queued it again since) is not stored.
+    let jobs = store.jobs(e.id).unwrap();
     assert!(!store
-        .set_summary_if_finished(e.id, "{\"auc\":0.7}")
+        .set_summary_if_unchanged(e.id, "{\"auc\":0.7}", &jobs)
         .unwrap());
     assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
     assert_eq!(store.cancel(e.id).unwrap(), Some(0));
@@ -402,6 +403,26 @@ fn cancel_and_summary(store: &dyn Store) {
     assert_eq!(got.summary_json, None);
     let a = store.job(e.id, "a").unwrap();
     assert_eq!((a.state.name(), a.version), ("pending", 2));
+    // Finished again; a summary made from the jobs as read before a result
+    // landed (another round resumed and finished meanwhile) is not stored:
+    // it would leave that result out.
+    lease(store, e.id, "a");
+    assert!(store.commit_result(e.id, "a", 1, "w", 1, "{}").unwrap());
+    let read = store.jobs(e.id).unwrap();
+    let mut older = read.clone();
+    older[0].version -= 1;
+    assert!(!store
+        .set_summary_if_unchanged(e.id, "{\"stale\":true}", &older)
+        .unwrap());
+    assert!(!store.set_summary_if_unchanged(e.id, "{}", &[]).unwrap());
+    assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
+    assert!(store
+        .set_summary_if_unchanged(e.id, "{\"auc\":0.7}", &read)
+        .unwrap());
+    assert_eq!(
+        store.experiment(e.id).unwrap().summary_json.as_deref(),
+        Some("{\"auc\":0.7}")
+    );
 }
 
 fn cancel_ends_the_unfinished_jobs_and_leaves_a_finished_experiment_as_it_was(store: &dyn Store) {
@@ -481,8 +502,9 @@ fn resume_queues_failed_and_cancelled_jobs_again_and_keeps_the_rest(store: &dyn 
     }
     assert_eq!(store.experiment(e.id).unwrap().summary_json, None);
     // Nothing left to resume: the summary of a finished run is kept.
+    let jobs = store.jobs(e.id).unwrap();
     assert!(
-        !store.set_summary_if_finished(e.id, "{}").unwrap(),
+        !store.set_summary_if_unchanged(e.id, "{}", &jobs).unwrap(),
         "run and wait are not finished"
     );
     store.set_summary(e.id, "{}").unwrap();
