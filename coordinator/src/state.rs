@@ -482,6 +482,19 @@ impl Leased {
         next.last_progress_ms = self.last_progress_ms.max(now_ms);
         next
     }
+
+    /// After the coordinator itself was paused for `gap_ms` (suspended with
+    /// its local workers, stopped, or the wall clock jumped):
+    /// [`Leased::reclaim_after_restart`], and the pause does not count
+    /// towards the attempt's per-job time limit.
+    pub fn reclaim_after_pause(&self, now_ms: i64, grace_ms: i64, gap_ms: i64) -> Leased {
+        let mut next = self.reclaim_after_restart(now_ms, grace_ms);
+        next.leased_at_ms = self
+            .leased_at_ms
+            .saturating_add(gap_ms.max(0))
+            .min(now_ms.max(self.leased_at_ms));
+        next
+    }
 }
 
 impl JobState {
@@ -708,6 +721,17 @@ impl JobState {
     pub fn reclaim_after_restart(&self, now_ms: i64, grace_ms: i64) -> JobState {
         match self {
             JobState::Leased(l) => JobState::Leased(l.reclaim_after_restart(now_ms, grace_ms)),
+            _ => self.clone(),
+        }
+    }
+
+    /// See [`Leased::reclaim_after_pause`]; other states are returned
+    /// unchanged.
+    pub fn reclaim_after_pause(&self, now_ms: i64, grace_ms: i64, gap_ms: i64) -> JobState {
+        match self {
+            JobState::Leased(l) => {
+                JobState::Leased(l.reclaim_after_pause(now_ms, grace_ms, gap_ms))
+            }
             _ => self.clone(),
         }
     }

@@ -25,6 +25,11 @@ const MAX_WARNINGS: usize = 20;
 const MAX_PREDICTIONS: usize = 1_000_000;
 const MAX_HISTORY: usize = 10_000;
 const MAX_WARNING_BYTES: usize = 2000;
+/// Bounds on a failed attempt's error as stored (it is kept with the job,
+/// rewritten with every heartbeat and sent to every watcher) and on a
+/// worker's name.
+const MAX_ERROR_BYTES: usize = 4000;
+const MAX_NAME_BYTES: usize = 512;
 
 /// A result's timing as stored. It is informational: one that is not
 /// made of numbers of at least 0 is dropped (and logged), never costing
@@ -53,17 +58,7 @@ fn bounded_warnings(warnings: &[String]) -> Vec<String> {
     let mut kept: Vec<String> = warnings
         .iter()
         .take(MAX_WARNINGS)
-        .map(|w| {
-            let line: String = w
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            let mut cut = line.len().min(MAX_WARNING_BYTES);
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line[..cut].to_string()
-        })
+        .map(|w| one_line(w, MAX_WARNING_BYTES))
         .collect();
     if warnings.len() > MAX_WARNINGS {
         kept.push(format!(
@@ -78,6 +73,39 @@ pub struct WorkersService {
     pub coordinator: Arc<Coordinator>,
 }
 
+/// `text` on one line (control characters as spaces), cut to at most
+/// `max` bytes at a character boundary.
+fn one_line(text: &str, max: usize) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut cut = line.len().min(max);
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    line[..cut].to_string()
+}
+
+/// A worker's name (its id): not empty, at most [`MAX_NAME_BYTES`], no
+/// control characters (it is logged, stored with its leases and shown).
+fn check_name(field: &str, name: &str) -> Result<(), CoordinatorError> {
+    let problem = if name.trim().is_empty() {
+        "is empty".to_string()
+    } else if name.len() > MAX_NAME_BYTES {
+        format!("is {} bytes long; at most {MAX_NAME_BYTES}", name.len())
+    } else if name.chars().any(char::is_control) {
+        "holds a control character".to_string()
+    } else {
+        return Ok(());
+    };
+    let shown: String = name.chars().take(40).collect();
+    Err(CoordinatorError::InvalidArgument(format!(
+        "{field} {shown:?}{} {problem}",
+        if shown.len() < name.len() { "..." } else { "" }
+    )))
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -88,11 +116,7 @@ impl WorkersService {
     /// its calls are fenced by attempt numbers, so nothing it says can undo
     /// newer work.
     fn check_worker(&self, id: &str) -> Result<(), CoordinatorError> {
-        if id.trim().is_empty() {
-            return Err(CoordinatorError::InvalidArgument(
-                "worker_id is empty".into(),
-            ));
-        }
+        check_name("worker_id", id)?;
         if !self.coordinator.touch_worker(id) {
             tracing::info!(worker = %id, "worker known from before a restart");
             let _ = self.coordinator.register_worker(
@@ -312,9 +336,7 @@ impl Workers for WorkersService {
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
         let r = request.into_inner();
-        if r.worker_name.trim().is_empty() {
-            return Err(CoordinatorError::InvalidArgument("worker_name is empty".into()).into());
-        }
+        check_name("worker_name", &r.worker_name)?;
         // The worker's name is its id (workers make it unique: host, process,
         // random suffix), so a worker that registers again after a
         // coordinator restart keeps its leases.
@@ -322,13 +344,14 @@ impl Workers for WorkersService {
         let devices: Vec<String> = r
             .devices
             .iter()
-            .map(|d| format!("{} ({})", d.name, d.description))
+            .take(64)
+            .map(|d| one_line(&format!("{} ({})", d.name, d.description), 200))
             .collect();
         let registered = self.coordinator.register_worker(
             id.clone(),
             WorkerInfo {
                 name: r.worker_name,
-                instance: r.instance,
+                instance: one_line(&r.instance, 200),
                 devices: devices.clone(),
                 slots: r.slots.max(1),
                 last_seen_ms: now_ms(),
@@ -690,17 +713,18 @@ impl Workers for WorkersService {
         let r = request.into_inner();
         self.check_worker(&r.worker_id)?;
         let id = parse_id(&r.experiment_id)?;
+        let error = one_line(&r.error, MAX_ERROR_BYTES);
         let changed = self
             .fail_attempt(
                 id,
                 &r.job_key,
                 r.attempt,
                 &r.worker_id,
-                r.error.clone(),
+                error.clone(),
                 r.retryable,
             )
             .await?;
-        tracing::warn!(experiment = %id, job = %r.job_key, attempt = r.attempt, error = %r.error, stale = !changed, "job attempt failed");
+        tracing::warn!(experiment = %id, job = %r.job_key, attempt = r.attempt, error = %error, stale = !changed, "job attempt failed");
         if changed {
             self.coordinator.metrics.attempt("failed");
         }
@@ -807,7 +831,7 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     if last > 0 && now.saturating_sub(last) > REAPER_GAP_MS {
         let grace = ms(cfg.restart_grace).max(ms(cfg.lease_ttl));
         let renewed = coordinator
-            .with_store(move |s| reclaim_leases(s, now, grace, false))
+            .with_store(move |s| reclaim_leases(s, now, grace, Reclaim::Pause(now - last)))
             .await?;
         tracing::warn!(gap_seconds = (now - last) / 1000, leases = renewed, "the reaper had not run for a while (coordinator suspended or stopped, or the clock jumped): leases get a grace period instead of expiring");
         pass_done();
@@ -820,18 +844,29 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
             // The attempts leased as the reaper found them (one reaped now
             // is forgotten at the next pass).
             let mut leased = std::collections::HashSet::new();
+            let by_id: std::collections::HashMap<_, _> =
+                experiments.iter().map(|e| (e.id, e)).collect();
+            // Each experiment's retry policy read from its spec once a pass.
+            let mut policies = std::collections::HashMap::new();
             for job in active {
                 if let JobState::Leased(l) = &job.state {
                     leased.insert((job.experiment, job.key.clone(), l.attempt));
                 }
-                let Some(e) = experiments.iter().find(|e| e.id == job.experiment) else {
+                let Some(e) = by_id.get(&job.experiment) else {
                     continue;
                 };
+                // A pending job can neither expire nor stall.
+                if !e.cancelled && !matches!(job.state, JobState::Leased(_)) {
+                    continue;
+                }
                 let now = now_ms();
                 let next = if e.cancelled {
                     Some(job.state.cancel())
                 } else {
-                    let policy = stored_policy(e);
+                    let policy = policies
+                        .entry(e.id)
+                        .or_insert_with(|| stored_policy(e))
+                        .clone();
                     let st = job.state.clone();
                     st.clone()
                         .expire(now, &policy)
@@ -873,24 +908,40 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     Ok(())
 }
 
+/// What [`reclaim_leases`] does with a leased job.
+#[derive(Debug, Clone, Copy)]
+enum Reclaim {
+    /// After a restart: a grace period for its worker to report.
+    Restart,
+    /// After a restart whose workers went with the coordinator: queued
+    /// again without counting an attempt.
+    Release,
+    /// After the coordinator was paused this many ms: a grace period, and
+    /// the pause is not counted towards the per-job time limit.
+    Pause(i64),
+}
+
 /// Give every leased job a grace period of `grace` ms from `now` for its
-/// worker to report (after a restart, or a pause of the coordinator), or,
-/// with `release`, queue it again without counting an attempt (its worker
-/// is gone with the coordinator that leased it: a release by the lease's
-/// own attempt and worker is never refused). Returns how many changed.
+/// worker to report (after a restart, or a pause of the coordinator), or
+/// queue it again without counting an attempt (its worker is gone with the
+/// coordinator that leased it: a release by the lease's own attempt and
+/// worker is never refused). Returns how many changed.
 fn reclaim_leases(
     s: &dyn crate::store::Store,
     now: i64,
     grace: i64,
-    release: bool,
+    how: Reclaim,
 ) -> Result<usize, StoreError> {
     let mut n = 0;
     for job in s.active_jobs()? {
         if let JobState::Leased(l) = &job.state {
-            let released = release
+            let released = matches!(how, Reclaim::Release)
                 .then(|| job.state.release(l.attempt, &l.worker_id).ok())
                 .flatten();
-            let next = released.unwrap_or_else(|| job.state.reclaim_after_restart(now, grace));
+            let next = released.unwrap_or_else(|| match how {
+                Reclaim::Pause(gap) => job.state.reclaim_after_pause(now, grace, gap),
+                _ => job.state.reclaim_after_restart(now, grace),
+            });
             n += usize::from(
                 s.update_job(job.experiment, &job.key, job.version, next)
                     .is_ok(),
@@ -906,7 +957,12 @@ pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorErro
     let release = coordinator.config.release_leases_on_start;
     let n = coordinator
         .with_store(move |s| {
-            let n = reclaim_leases(s, now_ms(), grace, release)?;
+            let how = if release {
+                Reclaim::Release
+            } else {
+                Reclaim::Restart
+            };
+            let n = reclaim_leases(s, now_ms(), grace, how)?;
             for e in s.experiments()? {
                 // Experiments whose last job ended just before a crash.
                 let jobs = s.jobs(e.id)?;
@@ -1199,12 +1255,39 @@ mod tests {
         service.fail(fail_request(id, "intruder")).await.unwrap();
         let a = c.with_store(move |s| s.job(id, "a")).await.unwrap();
         assert_eq!(a.state.name(), "leased", "{:?}", a.state);
-        service.fail(fail_request(id, "gone")).await.unwrap();
+        // A long error with a backtrace is kept as one bounded line.
+        let mut long = fail_request(id, "gone");
+        long.get_mut().error = format!("out of memory\n{}", "at frame\n".repeat(10_000));
+        service.fail(long).await.unwrap();
         let a = c.with_store(move |s| s.job(id, "a")).await.unwrap();
         match a.state {
-            JobState::Pending(p) => assert_eq!(p.last_error.as_deref(), Some("out of memory")),
+            JobState::Pending(p) => {
+                let e = p.last_error.unwrap_or_default();
+                assert!(e.starts_with("out of memory at frame"), "{e}");
+                assert_eq!(e.len(), MAX_ERROR_BYTES);
+                assert!(!e.contains('\n'));
+            }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_worker_name_is_one_bounded_line() {
+        for ok in ["w", "node-7.cluster.example.org-1234-ab12"] {
+            assert!(check_name("worker_name", ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("", "is empty"),
+            ("  ", "is empty"),
+            ("a\nb", "control character"),
+        ] {
+            let err = check_name("worker_name", bad).unwrap_err().to_string();
+            assert!(err.contains("worker_name") && err.contains(says), "{err}");
+        }
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let err = check_name("worker_id", &long).unwrap_err().to_string();
+        assert!(err.contains("513 bytes long; at most 512"), "{err}");
+        assert!(err.len() < 200, "the name is echoed cut short: {err}");
     }
 
     #[tokio::test]

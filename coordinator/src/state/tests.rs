@@ -665,6 +665,24 @@ fn reclaim_after_restart_gives_a_grace_period() {
 }
 
 #[test]
+fn a_pause_of_the_coordinator_is_not_counted_towards_the_time_limit() {
+    // Leased at 1 s; the coordinator (and its local workers) suspended for
+    // an hour at 11 s; the per-job limit is 20 min.
+    let s = first_lease();
+    let limit = 20 * 60_000;
+    let now = 11_000 + 3_600_000;
+    assert!(s.clone().time_limit(now, limit, &policy()).is_ok());
+    let r = s.reclaim_after_pause(now, 20_000, 3_600_000);
+    assert_eq!(leased(&r).leased_at_ms, 3_601_000);
+    assert_eq!(leased(&r).deadline_ms, now + 20_000);
+    assert!(r.clone().time_limit(now, limit, &policy()).is_err());
+    assert!(r.time_limit(3_601_000 + limit, limit, &policy()).is_ok());
+    // Never moved past now (a gap larger than the lease's age).
+    let r = s.reclaim_after_pause(5_000, 20_000, 3_600_000);
+    assert_eq!(leased(&r).leased_at_ms, 5_000);
+}
+
+#[test]
 fn json_form_is_tagged_with_the_state_name() {
     let s = JobState::new();
     let json = serde_json::to_string(&s).unwrap();
