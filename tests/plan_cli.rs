@@ -170,3 +170,78 @@ fn missing_pretrained_weights_are_named_before_any_work() {
         run.stderr
     );
 }
+
+/// A stand-in for crossfold-worker: answers `devices --json` (no GPU) unless
+/// `devices_fail`; otherwise writes its environment beside itself, says it
+/// cannot start and exits 127.
+fn fake_worker(dir: &std::path::Path, devices_fail: bool) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fake-worker");
+    let devices = if devices_fail {
+        "echo 'error while loading shared libraries: libtorch_cpu.so' >&2; exit 127"
+    } else {
+        "echo '{\"inventory\": {\"cuda_devices\": 0}}'; exit 0"
+    };
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = devices ]; then {devices}; fi\n\
+             env > \"$(dirname \"$0\")/worker-env.txt\"\n\
+             echo 'cannot load libtorch here' >&2\nexit 127\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn run_says_why_when_its_workers_cannot_start_instead_of_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "");
+    let out = dir.path().join("out");
+    let run = |bin: &std::path::Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_crossfold"))
+            .args([
+                "run",
+                spec.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env("CROSSFOLD_WORKER_BIN", bin)
+            // A remote coordinator's settings, which the local workers
+            // must not take.
+            .env("CROSSFOLD_CA", "/nonexistent/ca.pem")
+            .env("CROSSFOLD_TOKEN", "secret")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // The worker binary cannot even list devices: said before anything starts.
+    let (code, err) = run(&fake_worker(dir.path(), true));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("the worker cannot start") && err.contains("libtorch_cpu.so"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing started");
+    // Its workers exit at once: the run ends, naming why, within seconds.
+    let started = std::time::Instant::now();
+    let (code, err) = run(&fake_worker(dir.path(), false));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("worker 0 exited")
+            && err.contains("cannot load libtorch here")
+            && err.contains("every worker exited"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let env = std::fs::read_to_string(dir.path().join("worker-env.txt")).unwrap();
+    assert!(
+        !env.contains("CROSSFOLD_CA=") && !env.contains("CROSSFOLD_TOKEN="),
+        "{env}"
+    );
+}

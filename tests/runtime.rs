@@ -61,7 +61,7 @@ fn two_workers_complete_the_15_job_paper_experiment() {
     assert_eq!(workers.len(), 2, "{workers:?}");
     // The report files.
     let out = dir.path().join("report");
-    report(&url, &id, &out);
+    assert_eq!(report(&url, &id, &out), 0);
     for f in [
         "report.json",
         "report.md",
@@ -558,7 +558,7 @@ fn a_job_that_always_fails_ends_failed_and_the_rest_finish() {
         .unwrap()
         .contains("injected fault"));
     let out = dir.path().join("report");
-    report(&url, &id, &out);
+    assert_eq!(report(&url, &id, &out), 2, "written, a round missing");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("Rounds without a result")
@@ -938,9 +938,10 @@ fn cancel_stops_the_experiment_and_watch_ends() {
     assert!(out.contains("cancelled"), "{out}");
     let watched = watcher.wait_with_output().unwrap();
     let lines = String::from_utf8_lossy(&watched.stderr).into_owned();
-    assert!(
-        !watched.status.success(),
-        "watch exits non-zero for a cancelled experiment"
+    assert_eq!(
+        watched.status.code(),
+        Some(3),
+        "watch exits 3 for a cancelled experiment"
     );
     assert_eq!(String::from_utf8_lossy(&watched.stdout).trim(), "cancelled");
     assert!(lines.contains("screening-r01 leased attempt 1"), "{lines}");

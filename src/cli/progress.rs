@@ -24,7 +24,14 @@ pub struct View {
     /// Every round's last state.
     states: BTreeMap<String, &'static str>,
     last: HashMap<String, Seen>,
+    /// Without a terminal: per job, what its last line showed (state,
+    /// attempt, epoch, message) and when.
+    printed: HashMap<String, (Seen, std::time::Instant)>,
 }
+
+/// Without a terminal, a running round's progress within one epoch gets a
+/// line at most this often (a heartbeat every 2 s would fill a CI log).
+const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl View {
     pub fn new(show: Show, tty: bool) -> View {
@@ -38,7 +45,27 @@ impl View {
             running: BTreeMap::new(),
             states: BTreeMap::new(),
             last: HashMap::new(),
+            printed: HashMap::new(),
         }
+    }
+
+    /// Without a terminal: whether `ev` is worth a line (a new state,
+    /// attempt, epoch or message, or [`LINE_EVERY`] since the job's last).
+    fn worth_a_line(&mut self, ev: &v1::ExperimentEvent) -> bool {
+        let shown: Seen = (
+            ev.state,
+            ev.attempt,
+            ev.progress.as_ref().map(|p| (p.epoch, 0)),
+            ev.message.clone(),
+        );
+        let now = std::time::Instant::now();
+        if let Some((last, at)) = self.printed.get(&ev.job_key) {
+            if *last == shown && now.duration_since(*at) < LINE_EVERY {
+                return false;
+            }
+        }
+        self.printed.insert(ev.job_key.clone(), (shown, now));
+        true
     }
 
     /// A message about the connection: above the bars on a terminal.
@@ -68,7 +95,11 @@ impl View {
             Show::Nothing => {}
             Show::Json => println!("{}", event_json(ev, state)),
             Show::Text if self.tty => self.draw(ev, state),
-            Show::Text => eprintln!("{}", event_line(ev, state)),
+            Show::Text => {
+                if self.worth_a_line(ev) {
+                    eprintln!("{}", event_line(ev, state))
+                }
+            }
         }
     }
 
@@ -81,8 +112,14 @@ impl View {
                 b
             });
             if let Some(p) = &ev.progress {
-                bar.set_length((p.epochs * p.steps_per_epoch).max(1) as u64);
-                bar.set_position(((p.epoch.saturating_sub(1)) * p.steps_per_epoch + p.step) as u64);
+                // In u64: the counts come from the network.
+                let per = u64::from(p.steps_per_epoch);
+                bar.set_length((u64::from(p.epochs).saturating_mul(per)).max(1));
+                bar.set_position(
+                    u64::from(p.epoch.saturating_sub(1))
+                        .saturating_mul(per)
+                        .saturating_add(u64::from(p.step)),
+                );
             }
             bar.set_message(format!("#{} {}", ev.attempt, progress_text(ev)));
         } else {
@@ -241,5 +278,40 @@ mod tests {
         let overall = v.overall.as_ref().unwrap();
         assert_eq!(overall.position(), 1);
         assert_eq!(overall.message(), "1 failed");
+    }
+
+    #[test]
+    fn without_a_terminal_a_rounds_steps_within_an_epoch_get_one_line() {
+        let mut v = View::new(Show::Text, false);
+        let step = |s| ev("a", v1::JobState::Leased, 1, Some(s));
+        assert!(v.worth_a_line(&step(1)));
+        assert!(!v.worth_a_line(&step(2)));
+        assert!(!v.worth_a_line(&step(3)));
+        let mut next_epoch = step(1);
+        next_epoch.progress.as_mut().unwrap().epoch = 2;
+        assert!(v.worth_a_line(&next_epoch));
+        assert!(v.worth_a_line(&ev("a", v1::JobState::Succeeded, 1, None)));
+        // Another job has lines of its own.
+        assert!(v.worth_a_line(&ev("b", v1::JobState::Leased, 1, Some(3))));
+        // A minute on, the same epoch gets a line again.
+        let (seen, at) = v.printed["b"].clone();
+        v.printed.insert("b".into(), (seen, at - LINE_EVERY));
+        assert!(v.worth_a_line(&ev("b", v1::JobState::Leased, 1, Some(4))));
+    }
+
+    #[test]
+    fn counts_from_the_network_do_not_overflow_the_bars() {
+        let mut v = View::new(Show::Text, true);
+        v.bars
+            .set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        let mut huge = ev("a", v1::JobState::Leased, 1, Some(u32::MAX));
+        if let Some(p) = huge.progress.as_mut() {
+            (p.epoch, p.epochs, p.steps_per_epoch) = (u32::MAX, u32::MAX, u32::MAX);
+        }
+        v.event(&huge);
+        assert_eq!(
+            v.running["a"].length(),
+            Some(u64::from(u32::MAX) * u64::from(u32::MAX))
+        );
     }
 }

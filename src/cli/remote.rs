@@ -392,12 +392,20 @@ pub enum Show {
 /// How long `follow` keeps trying to reach a coordinator that went away.
 const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How often `follow` asks why jobs wait (the coordinator's note: no
+/// worker heard from, none with a GPU), which the event stream does not
+/// carry.
+const NOTE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Follow an experiment until it ends; returns its final state. A lost
 /// connection (the coordinator restarting) is said and retried for
-/// [`RECONNECT_FOR`].
+/// [`RECONNECT_FOR`]; a stream that ends while the experiment has not is
+/// opened again. Why jobs wait, when the coordinator says, is shown once
+/// each time it changes.
 pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
     let mut view = super::progress::View::new(show, std::io::stderr().is_terminal());
     let mut lost: Option<std::time::Instant> = None;
+    let mut note = String::new();
     loop {
         // The coordinator answers the opening at once; a silent one is
         // treated as one that went away.
@@ -426,7 +434,17 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
             Err(e) => return Err(rpc(e)),
         };
         let mut ended = true;
-        while let Some(ev) = stream.next().await {
+        let mut ask =
+            tokio::time::interval_at(tokio::time::Instant::now() + NOTE_EVERY, NOTE_EVERY);
+        loop {
+            let ev = tokio::select! {
+                ev = stream.next() => ev,
+                _ = ask.tick() => {
+                    show_note(c, id, &mut note, &view).await;
+                    continue;
+                }
+            };
+            let Some(ev) = ev else { break };
             let ev = match ev {
                 Ok(ev) => ev,
                 Err(e) if connection_lost(&e) => {
@@ -438,15 +456,41 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
             };
             view.event(&ev);
         }
-        if ended {
-            break;
+        if !ended {
+            continue;
+        }
+        let e = answer(c.get(v1::GetExperimentRequest {
+            experiment_id: id.to_string(),
+        }))
+        .await?;
+        if !matches!(e.state.as_str(), "pending" | "running") {
+            return Ok(e.state);
+        }
+        // The stream ended early (a proxy's idle timeout): opened again.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// Show the coordinator's note on the experiment (why its jobs wait) when
+/// it differs from the last one shown; a failed call is let pass (the
+/// stream says when the coordinator is gone).
+async fn show_note(c: &mut Client, id: &str, last: &mut String, view: &super::progress::View) {
+    let got = tokio::time::timeout(
+        limit(),
+        c.get(v1::GetExperimentRequest {
+            experiment_id: id.to_string(),
+        }),
+    )
+    .await;
+    if let Ok(Ok(e)) = got {
+        let e = e.into_inner();
+        if e.note != *last {
+            if !e.note.is_empty() {
+                view.say(&format!("note: {}", e.note));
+            }
+            *last = e.note;
         }
     }
-    let e = answer(c.get(v1::GetExperimentRequest {
-        experiment_id: id.to_string(),
-    }))
-    .await?;
-    Ok(e.state)
 }
 
 /// The call failed because the coordinator could not be reached (restarting,
@@ -503,11 +547,7 @@ pub async fn watch(a: IdArgs) -> Result<ExitCode> {
         ),
         Format::Text => println!("{state}"),
     }
-    Ok(if state == "succeeded" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(state_code(&state))
 }
 
 pub async fn cancel(a: IdArgs) -> Result<ExitCode> {
@@ -562,7 +602,29 @@ pub async fn results(a: IdArgs) -> Result<ExitCode> {
     if doc.get("tasks").is_none() {
         bail!("no results yet");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if super::summary::partial_note(&doc).is_some() {
+        incomplete()
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Exit status of `report` and `results` whose document has rounds
+/// without a result (written or printed all the same).
+pub fn incomplete() -> ExitCode {
+    ExitCode::from(2)
+}
+
+/// Exit status for an experiment's final state, for `watch` and `run`:
+/// 0 succeeded, 2 failed, 3 cancelled (1 is left for the command's own
+/// errors: a bad id, a coordinator that cannot be reached).
+pub fn state_code(state: &str) -> ExitCode {
+    match state {
+        "succeeded" => ExitCode::SUCCESS,
+        "failed" => ExitCode::from(2),
+        "cancelled" => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
 }
 
 /// Make the spec's file paths absolute, resolved against the spec's folder

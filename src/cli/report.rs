@@ -34,8 +34,10 @@ pub async fn run(a: ReportArgs) -> Result<ExitCode> {
     );
     // A report of an unfinished experiment is written (an interim look is
     // useful), and said to be partial where a person running it sees it.
+    // Exit status 2: written, but with rounds missing (see `partial_note`).
     if let Some(note) = super::summary::partial_note(&doc) {
-        eprintln!("{note}: report.md lists them; report.json has \"complete\": false");
+        eprintln!("{note}: report.md lists them under \"Rounds without a result\"");
+        return Ok(super::remote::incomplete());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -742,7 +744,7 @@ fn plot_names() -> Vec<String> {
 /// `crossfold report --out DIR`: refuses a folder that holds files of a
 /// report's names (a spec.toml, a predictions.csv) but no earlier crossfold
 /// report, whose files writing this one would replace.
-fn check_out(dir: &Path) -> Result<()> {
+pub(super) fn check_out(dir: &Path) -> Result<()> {
     if dir.is_file() {
         anyhow::bail!("--out {}: is a file; give a folder", dir.display());
     }

@@ -38,20 +38,75 @@ pub struct RunArgs {
     pub slots_per_gpu: u32,
 }
 
-fn gpu_count() -> usize {
-    std::process::Command::new("nvidia-smi")
-        .arg("-L")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| l.starts_with("GPU "))
-                .count()
+/// How long `crossfold-worker devices` may take to answer (loading
+/// libtorch and the CUDA driver).
+const DEVICES_LIMIT: Duration = Duration::from_secs(120);
+
+/// The CUDA devices the worker sees, asked of the worker binary itself:
+/// libtorch's count, which honours `CUDA_VISIBLE_DEVICES` (nvidia-smi does
+/// not). A worker that cannot start at all (libtorch not found) is named
+/// here, before anything is submitted.
+fn worker_cuda_devices(bin: &std::path::Path) -> Result<usize> {
+    let child = std::process::Command::new(bin)
+        .args(["devices", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(DEVICES_LIMIT) {
+        Ok(o) => o.with_context(|| format!("running {} devices", bin.display()))?,
+        Err(_) => {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            bail!(
+                "{} devices did not answer within {} s (a GPU driver that hangs?)",
+                bin.display(),
+                DEVICES_LIMIT.as_secs()
+            );
+        }
+    };
+    if !output.status.success() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        bail!(
+            "the worker cannot start ({} devices: {}):\n{}",
+            bin.display(),
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{} devices --json: unreadable answer", bin.display()))?;
+    doc["inventory"]["cuda_devices"]
+        .as_u64()
+        .map(|n| n as usize)
+        .with_context(|| {
+            format!(
+                "{} devices --json: no inventory.cuda_devices",
+                bin.display()
+            )
         })
-        .unwrap_or(0)
 }
+
+/// Settings a worker must not take from this process's environment: they
+/// are for reaching a remote coordinator, and `run`'s workers reach its
+/// own, on loopback, in plaintext and without a token.
+const REMOTE_ONLY_ENV: [&str; 6] = [
+    "CROSSFOLD_COORDINATOR",
+    "CROSSFOLD_CA",
+    "CROSSFOLD_CERT",
+    "CROSSFOLD_KEY",
+    "CROSSFOLD_TOKEN_FILE",
+    crossfold_proto::client::TOKEN_ENV,
+];
 
 fn worker_binary() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("CROSSFOLD_WORKER_BIN") {
@@ -77,7 +132,8 @@ fn worker_gpus(device: Device, found: usize) -> Result<(usize, usize)> {
         Device::Auto => Ok((found, 0)),
         Device::Cpu => Ok((0, 0)),
         Device::Cuda(index) if found == 0 => bail!(
-            "train.device = {}, but this machine has no GPU that nvidia-smi can see; \
+            "train.device = {}, but the worker sees no GPU on this machine \
+             (`crossfold-worker devices` lists what it sees); \
              set train.device = \"auto\" or \"cpu\" to train on the CPU",
             index.map_or("cuda".to_string(), |i| format!("cuda:{i}"))
         ),
@@ -98,8 +154,9 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     super::check_pretrained(&spec, true)?;
     // The report writes the resolved spec as spec.toml in --out.
     super::not_an_input(&a.out.join("spec.toml"), &[("spec", a.spec.as_path())])?;
+    super::report::check_out(&a.out)?;
     let worker_bin = worker_binary()?;
-    let (gpus, first_gpu) = worker_gpus(spec.device(), gpu_count())?;
+    let (gpus, first_gpu) = worker_gpus(spec.device(), worker_cuda_devices(&worker_bin)?)?;
     if a.workers == Some(0) {
         bail!("--workers 0: at least one worker is needed");
     }
@@ -115,6 +172,16 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
             "--workers {n} with train.device = {}: {gpus} GPU(s) to train on, one worker each \
              (--slots-per-gpu N runs more jobs on each)",
             spec.train.device
+        );
+    }
+    // Rounds on a CPU worker train with [train.cpu]'s model and size: mixed
+    // with GPU rounds, their mean ± SD would pool two different models.
+    if matches!(spec.device(), Device::Auto) && gpus > 0 && n > gpus && spec.train.cpu.is_some() {
+        bail!(
+            "--workers {n} on a machine with {gpus} GPU(s): the workers past the GPUs would train \
+             on the CPU with [train.cpu]'s settings, other rounds on a GPU with [train]'s, and \
+             the summary would pool both models; use --slots-per-gpu N for more jobs on each \
+             GPU, or set train.device = \"cpu\" to train every round on the CPU"
         );
     }
     // The outermost folder of --out that does not exist yet: removed again
@@ -170,7 +237,9 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
             p.plan.plan_sha256
         );
     }
-    let data_root = manifest_root(&spec.manifest_path()).canonicalize()?;
+    // The folder of the manifest itself, not of a link to it: the
+    // coordinator reads the manifest where it really is.
+    let data_root = manifest_root(&spec.manifest_path().canonicalize()?);
     let mut config = Config::new(out.join("coordinator.db"), vec![data_root]);
     config.heartbeat_interval = Duration::from_secs(2);
     config.lease_ttl = Duration::from_secs(20);
@@ -221,6 +290,9 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);
+        for var in REMOTE_ONLY_ENV {
+            cmd.env_remove(var);
+        }
         // Should `run` itself be killed outright (SIGKILL, an OOM kill), the
         // kernel sends the worker SIGTERM: no worker outlives its `run`.
         // SAFETY: prctl(2) is async-signal-safe; nothing else runs here.
@@ -307,6 +379,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     // and the coordinator below instead of leaving the workers running.
     let outcome = tokio::select! {
         r = work => r,
+        gone = workers_gone(&mut children, &out) => Err(gone),
         sig = super::signal::shutdown() => Err(anyhow::anyhow!(
             "interrupted by {sig}: workers stopped; finished rounds are kept in {}",
             out.join("coordinator.db").display()
@@ -355,11 +428,55 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         "experiment {id}: {state}; wrote {}/{{report.json,report.md,report.html,*.svg,predictions.csv,rounds.csv,plan.json,spec.toml}}",
         out.display()
     );
-    Ok(if state == "succeeded" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(super::remote::state_code(&state))
+}
+
+/// Resolves once every worker has exited, with why; a worker that exits
+/// while others run on is said at once, with the end of its log (a worker
+/// that cannot start would otherwise leave the run waiting for ever).
+async fn workers_gone(
+    children: &mut [tokio::process::Child],
+    out: &std::path::Path,
+) -> anyhow::Error {
+    let mut gone = vec![false; children.len()];
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for (i, child) in children.iter_mut().enumerate() {
+            if gone[i] {
+                continue;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                gone[i] = true;
+                let log = out.join(format!("worker-{i}.log"));
+                eprintln!(
+                    "worker {i} exited ({status}); the end of {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 10)
+                );
+            }
+        }
+        if gone.iter().all(|g| *g) {
+            return anyhow::anyhow!(
+                "every worker exited (see above, and the worker-N.log files in {}); finished \
+                 rounds are kept in {}",
+                out.display(),
+                out.join("coordinator.db").display()
+            );
+        }
+    }
+}
+
+/// The last `lines` lines of a log, indented; what there is if unreadable.
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("(cannot read it: {e})"));
+    let last: Vec<&str> = text.lines().rev().take(lines).collect();
+    last.into_iter()
+        .rev()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Wait for every child to exit.

@@ -8,17 +8,24 @@ fn f(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
 }
 
-/// What a results document of an unfinished experiment says first: that it
-/// is partial, the experiment's state and how many rounds have no result.
-/// `None` for a finished experiment's.
+/// What a results document with rounds missing says first: that it is
+/// partial (the experiment still runs) or incomplete (it failed or was
+/// cancelled with rounds unfinished), and how many rounds have no result.
+/// `None` when every round has one.
 pub fn partial_note(doc: &Value) -> Option<String> {
-    (doc["complete"] == false).then(|| {
-        format!(
-            "partial results: the experiment is {}; {} round(s) have no result yet",
-            doc["state"].as_str().unwrap_or("unfinished"),
-            missing_rounds(doc).len()
-        )
-    })
+    let state = doc["state"].as_str().unwrap_or("unfinished");
+    let missing = missing_rounds(doc).len();
+    if doc["complete"] == false {
+        Some(format!(
+            "partial results: the experiment is {state}; {missing} round(s) have no result yet"
+        ))
+    } else if missing > 0 {
+        Some(format!(
+            "incomplete results: the experiment {state}; {missing} round(s) have no result"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Per task: the rounds and the summary (mean ± SD with n - 1), the pooled AUC.
