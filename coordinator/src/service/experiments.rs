@@ -123,7 +123,7 @@ impl ExperimentsService {
         id: uuid::Uuid,
     ) -> Result<(ExperimentRecord, Vec<JobRecord>), CoordinatorError> {
         self.coordinator
-            .with_store(move |s| Ok((s.experiment(id)?, s.jobs(id)?)))
+            .with_store(move |s| Ok((s.experiment_head(id)?, s.jobs(id)?)))
             .await
     }
 
@@ -340,7 +340,7 @@ impl Experiments for ExperimentsService {
         let all = self
             .coordinator
             .with_store(|s| {
-                s.experiments()?
+                s.experiment_heads()?
                     .into_iter()
                     .map(|e| {
                         let jobs = s.jobs(e.id)?;
@@ -378,6 +378,7 @@ impl Experiments for ExperimentsService {
                     return;
                 }
                 let notified = this.coordinator.changed.notified();
+                let progressed = this.coordinator.progressed.notified();
                 let (e, jobs) = match this.load(id).await {
                     Ok(x) => x,
                     Err(err) => {
@@ -414,7 +415,12 @@ impl Experiments for ExperimentsService {
                     return;
                 }
                 tokio::select! {
-                    _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified) => {}
+                    _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                        tokio::select! {
+                            _ = notified => {}
+                            _ = progressed => {}
+                        }
+                    }) => {}
                     _ = stopping.changed() => {}
                 }
             }

@@ -52,8 +52,15 @@ pub struct Coordinator {
     /// Held while a data set is fingerprinted: lease calls arriving
     /// meanwhile wait for that one run instead of hashing it again.
     learning: Arc<tokio::sync::Mutex<()>>,
+    /// Data sets that could not be learned, with when and why: asked again
+    /// within [`Coordinator::RELEARN_AFTER`], the answer is the same
+    /// without hashing every file again.
+    unlearnable: Mutex<HashMap<String, (std::time::Instant, String)>>,
     /// Woken on every job state change (long polls, watchers).
     pub changed: Notify,
+    /// Woken on a running job's progress (watchers only: an idle worker's
+    /// long poll has nothing new to lease then).
+    pub progressed: Notify,
     /// Set once the server begins to shut down: long polls answer at once
     /// and watch streams end, so the drain does not wait on them.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -77,9 +84,11 @@ impl Coordinator {
             workers: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             learning: Arc::new(tokio::sync::Mutex::new(())),
+            unlearnable: Mutex::new(HashMap::new()),
             unfinished: Mutex::new(HashMap::new()),
             last_reap_ms: std::sync::atomic::AtomicI64::new(0),
             changed: Notify::new(),
+            progressed: Notify::new(),
             stopping: tokio::sync::watch::Sender::new(false),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         })
@@ -252,7 +261,9 @@ impl Coordinator {
             let other = !old.instance.is_empty()
                 && !info.instance.is_empty()
                 && old.instance != info.instance;
-            if other && quiet_ms < self.config.lease_ttl.as_millis() as i64 {
+            // A negative quiet time is the wall clock stepping back, not a
+            // worker heard from in the future: the name is not held then.
+            if other && (0..self.config.lease_ttl.as_millis() as i64).contains(&quiet_ms) {
                 return Err(quiet_ms as f64 / 1000.0);
             }
         }
@@ -358,11 +369,18 @@ impl Coordinator {
         if self.knows_dataset(dataset) {
             return Ok(());
         }
+        if let Some(why) = self.unlearnable.lock().ok().and_then(|m| {
+            m.get(dataset)
+                .filter(|(at, _)| at.elapsed() < Self::RELEARN_AFTER)
+                .map(|(_, why)| why.clone())
+        }) {
+            return Err(CoordinatorError::FailedPrecondition(why));
+        }
         // Before the lock: a data set no experiment uses waits for nothing.
         let ds = dataset.to_string();
         let manifest = self
             .with_store(move |s| {
-                Ok(s.experiments()?
+                Ok(s.experiment_heads()?
                     .into_iter()
                     .find(|e| e.dataset_sha256 == ds)
                     .map(|e| e.manifest_path))
@@ -378,18 +396,40 @@ impl Coordinator {
             if me.knows_dataset(&dataset) {
                 return Ok(()); // learned while this one waited
             }
-            let (root, files) = tokio::task::spawn_blocking(
+            let dataset_id = dataset.clone();
+            let learned = tokio::task::spawn_blocking(
                 move || -> Result<(PathBuf, BTreeMap<String, String>), String> {
                     let m = crossfold_shared::manifest::Manifest::load(Path::new(&manifest))
                         .map_err(|e| e.to_string())?;
                     let fp =
                         crossfold_shared::dataset::fingerprint(&m).map_err(|e| e.to_string())?;
+                    // The files as they are now must be the submitted data:
+                    // else every worker would fetch them and fail.
+                    if fp.sha256 != dataset_id {
+                        return Err(format!(
+                            "the data set of {manifest} changed since it was submitted (its \
+                             fingerprint is now {}, the experiment's {dataset_id}): submit \
+                             the spec again to run on the new data",
+                            fp.sha256
+                        ));
+                    }
                     Ok((m.root, fp.files))
                 },
             )
             .await
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))?
-            .map_err(CoordinatorError::FailedPrecondition)?;
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+            let (root, files) = match learned {
+                Ok(x) => x,
+                Err(why) => {
+                    if let Ok(mut m) = me.unlearnable.lock() {
+                        m.insert(dataset.clone(), (std::time::Instant::now(), why.clone()));
+                    }
+                    return Err(CoordinatorError::FailedPrecondition(why));
+                }
+            };
+            if let Ok(mut m) = me.unlearnable.lock() {
+                m.remove(&dataset);
+            }
             me.remember_files(&dataset, &root, &files);
             Ok(())
         })
@@ -413,6 +453,10 @@ impl Coordinator {
     }
 
     pub const FINISH_RETRY_MS: i64 = 30_000;
+
+    /// How long a data set that could not be learned is answered from
+    /// memory before its files are read again.
+    pub const RELEARN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
     /// Try again, at `now`, the summaries [`Coordinator::finish_soon`]
     /// could not make and whose time has come (the reaper's pass).
@@ -480,7 +524,7 @@ pub fn active_work(s: &dyn Store) -> Result<(Vec<ExperimentRecord>, Vec<JobRecor
     let mut experiments = Vec::new();
     for j in &active {
         if seen.insert(j.experiment) {
-            experiments.push(s.experiment(j.experiment)?);
+            experiments.push(s.experiment_head(j.experiment)?);
         }
     }
     Ok((experiments, active))

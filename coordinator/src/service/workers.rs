@@ -458,7 +458,7 @@ impl Workers for WorkersService {
             }
             self.coordinator
                 .record_progress(id, &r.job_key, r.attempt, p);
-            self.coordinator.changed.notify_waiters();
+            self.coordinator.progressed.notify_waiters();
         }
         Ok(Response::new(v1::HeartbeatResponse { keep_going }))
     }
@@ -962,25 +962,31 @@ pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorErro
             } else {
                 Reclaim::Restart
             };
-            let n = reclaim_leases(s, now_ms(), grace, how)?;
-            for e in s.experiments()? {
-                // Experiments whose last job ended just before a crash.
-                let jobs = s.jobs(e.id)?;
-                if e.summary_json.is_none() && jobs.iter().all(|j| j.state.is_terminal()) {
-                    // An unreadable result costs that experiment its
-                    // summary, not the coordinator its start.
-                    match super::parse_results(&s.results(e.id)?) {
-                        Ok(results) => {
-                            let summary = crate::aggregate::summarize_record(&results, &e);
-                            s.set_summary(e.id, &summary.to_string())?;
-                        }
-                        Err(err) => {
-                            tracing::error!(experiment = %e.id, error = %err, "summary not made at start")
-                        }
+            // Experiments whose last job ended just before a crash get their
+            // summary; one that cannot (an unreadable row) costs that
+            // experiment its summary, not the coordinator its start.
+            for e in s.experiment_heads()? {
+                if e.summary_json.is_some() {
+                    continue;
+                }
+                let summarised = (|| -> Result<(), CoordinatorError> {
+                    let jobs = s.jobs(e.id)?;
+                    if !jobs.iter().all(|j| j.state.is_terminal()) {
+                        return Ok(());
                     }
+                    let results = super::parse_results(&s.results(e.id)?)?;
+                    let full = s.experiment(e.id)?;
+                    let summary = crate::aggregate::summarize_record(&results, &full);
+                    s.set_summary_if_unchanged(e.id, &summary.to_string(), &jobs)?;
+                    Ok(())
+                })();
+                if let Err(err) = summarised {
+                    tracing::error!(experiment = %e.id, error = %err, "summary not made at start");
                 }
             }
-            Ok(n)
+            // Last, so that the workers' grace period is counted from when
+            // this coordinator is about to serve, not spent on the above.
+            reclaim_leases(s, now_ms(), grace, how)
         })
         .await?;
     Ok(n)
@@ -1081,10 +1087,15 @@ mod tests {
             "path,label,patient_id\na.png,normal,p1\nb.png,benign,p2\n",
         )
         .unwrap();
+        let ds = crossfold_shared::dataset::fingerprint(
+            &crossfold_shared::manifest::Manifest::load(&manifest).unwrap(),
+        )
+        .unwrap()
+        .sha256;
         let store = Arc::new(MemoryStore::new());
         let mut e = experiment(1);
         e.manifest_path = manifest.display().to_string();
-        e.dataset_sha256 = "ds".into();
+        e.dataset_sha256 = ds.clone();
         store.create_experiment(e, jobs(&["a"])).unwrap();
         let c = Coordinator::new(store, Config::new("unused.db".into(), Vec::new()));
         // While another data set is being learned (the lock held), a
@@ -1102,18 +1113,47 @@ mod tests {
         // A caller that gives up while it waits...
         let first = tokio::spawn({
             let c = c.clone();
-            async move { c.learn_dataset("ds").await }
+            let ds = ds.clone();
+            async move { c.learn_dataset(&ds).await }
         });
         tokio::task::yield_now().await;
         first.abort();
         drop(held);
         // ... leaves nothing half-done: the data set is learned.
-        tokio::time::timeout(limit, c.learn_dataset("ds"))
+        tokio::time::timeout(limit, c.learn_dataset(&ds))
             .await
             .unwrap()
             .unwrap();
-        assert!(c.knows_dataset("ds"));
-        assert_eq!(c.files_of("ds").len(), 2);
+        assert!(c.knows_dataset(&ds));
+        assert_eq!(c.files_of(&ds).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_data_set_changed_since_submission_is_refused_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"a").unwrap();
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(&manifest, "path,label,patient_id\na.png,normal,p1\n").unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let mut e = experiment(1);
+        e.manifest_path = manifest.display().to_string();
+        e.dataset_sha256 = "0".repeat(64);
+        store.create_experiment(e, jobs(&["a"])).unwrap();
+        let c = Coordinator::new(store, Config::new("unused.db".into(), Vec::new()));
+        let err = c.learn_dataset(&"0".repeat(64)).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, CoordinatorError::FailedPrecondition(_))
+                && text.contains("changed since it was submitted")
+                && text.contains("manifest.csv"),
+            "{text}"
+        );
+        // Asked again soon: the same answer, without reading the files
+        // (they are gone now; reading them would say so instead).
+        std::fs::remove_file(dir.path().join("a.png")).unwrap();
+        let again = c.learn_dataset(&"0".repeat(64)).await.unwrap_err();
+        assert_eq!(again.to_string(), text);
+        assert!(!c.knows_dataset(&"0".repeat(64)));
     }
 
     #[tokio::test]
@@ -1269,6 +1309,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_name_is_held_by_its_worker_for_a_lease_ttl_and_not_after_the_clock_steps_back() {
+        let c = Coordinator::new(
+            Arc::new(MemoryStore::new()),
+            Config::new("unused.db".into(), Vec::new()),
+        );
+        let worker = |instance: &str, last_seen_ms| WorkerInfo {
+            name: "w".into(),
+            instance: instance.into(),
+            devices: Vec::new(),
+            slots: 1,
+            last_seen_ms,
+        };
+        c.register_worker("w".into(), worker("one", now_ms()))
+            .unwrap();
+        // Another process of that name while the first is heard from: refused.
+        assert!(c
+            .register_worker("w".into(), worker("two", now_ms()))
+            .is_err());
+        // The first one "heard from" an hour ahead (the clock stepped back
+        // since): no reason to refuse the name.
+        c.register_worker("w".into(), worker("one", now_ms() + 3_600_000))
+            .unwrap();
+        c.register_worker("w".into(), worker("two", now_ms()))
+            .unwrap();
     }
 
     #[test]

@@ -125,8 +125,17 @@ impl Store for MemoryStore {
             .ok_or(StoreError::NoExperiment(id))
     }
 
-    fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError> {
-        let mut all: Vec<_> = self.lock().experiments.values().cloned().collect();
+    fn experiment_head(&self, id: ExperimentId) -> Result<ExperimentRecord, StoreError> {
+        let inner = self.lock();
+        let e = inner
+            .experiments
+            .get(&id)
+            .ok_or(StoreError::NoExperiment(id))?;
+        Ok(head(e))
+    }
+
+    fn experiment_heads(&self) -> Result<Vec<ExperimentRecord>, StoreError> {
+        let mut all: Vec<_> = self.lock().experiments.values().map(head).collect();
         all.sort_by_key(|e| e.seq);
         Ok(all)
     }
@@ -283,5 +292,24 @@ impl Store for MemoryStore {
             *counts.entry(job.state.name().to_string()).or_default() += 1;
         }
         Ok(counts.into_iter().collect())
+    }
+}
+
+/// `e` without its split plan (see [`Store::experiment_head`]).
+fn head(e: &ExperimentRecord) -> ExperimentRecord {
+    ExperimentRecord {
+        id: e.id,
+        name: e.name.clone(),
+        request_id: e.request_id.clone(),
+        spec_sha256: e.spec_sha256.clone(),
+        dataset_sha256: e.dataset_sha256.clone(),
+        plan_sha256: e.plan_sha256.clone(),
+        spec_toml: e.spec_toml.clone(),
+        plan_json: String::new(),
+        manifest_path: e.manifest_path.clone(),
+        submitted_ms: e.submitted_ms,
+        seq: e.seq,
+        cancelled: e.cancelled,
+        summary_json: e.summary_json.clone(),
     }
 }

@@ -138,8 +138,15 @@ pub trait Store: Send + Sync + 'static {
     /// One experiment.
     fn experiment(&self, id: ExperimentId) -> Result<ExperimentRecord, StoreError>;
 
-    /// Every experiment, in submission order (`seq`).
-    fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
+    /// [`Store::experiment`] without its split plan (`plan_json` empty,
+    /// the rest as stored): what the scheduler, the reaper and watchers
+    /// read several times a second, and the plan lists every image of
+    /// every round.
+    fn experiment_head(&self, id: ExperimentId) -> Result<ExperimentRecord, StoreError>;
+
+    /// Every experiment without its split plan (as
+    /// [`Store::experiment_head`]), in submission order (`seq`).
+    fn experiment_heads(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
 
     /// An experiment's jobs, ordered by task, then round number (round 9
     /// before 10 before 100, which key order would not give).

@@ -23,7 +23,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-use rows::{EXPERIMENT_COLUMNS, JOB_COLUMNS};
+use rows::{EXPERIMENT_COLUMNS, EXPERIMENT_HEAD_COLUMNS, JOB_COLUMNS};
 
 /// Turns a rusqlite error into [`StoreError::Db`] naming the database.
 pub(crate) trait DbResult<T> {
@@ -334,8 +334,17 @@ impl Store for SqliteStore {
         self.read(|tx| self.get_experiment(tx, id))
     }
 
-    fn experiments(&self) -> Result<Vec<ExperimentRecord>, StoreError> {
-        let sql = format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments ORDER BY seq");
+    fn experiment_head(&self, id: ExperimentId) -> Result<ExperimentRecord, StoreError> {
+        let sql = format!("SELECT {EXPERIMENT_HEAD_COLUMNS} FROM experiments WHERE id = ?1");
+        self.read(|tx| {
+            self.query_experiments(tx, &sql, [id.to_string()])?
+                .pop()
+                .ok_or(StoreError::NoExperiment(id))
+        })
+    }
+
+    fn experiment_heads(&self) -> Result<Vec<ExperimentRecord>, StoreError> {
+        let sql = format!("SELECT {EXPERIMENT_HEAD_COLUMNS} FROM experiments ORDER BY seq");
         self.read(|tx| self.query_experiments(tx, &sql, []))
     }
 

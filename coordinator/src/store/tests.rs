@@ -38,6 +38,7 @@ store_suite!(
     commit_result_once_twice_and_wrong_attempt,
     results_are_ordered_by_key,
     cancel_and_summary,
+    a_head_is_the_experiment_without_its_plan,
     cancel_ends_the_unfinished_jobs_and_leaves_a_finished_experiment_as_it_was,
     resume_queues_failed_and_cancelled_jobs_again_and_keeps_the_rest,
     active_jobs_are_the_unfinished_ones_in_submission_order,
@@ -118,7 +119,7 @@ fn create_is_idempotent_by_request_id(store: &dyn Store) {
     let (e, created) = store.create_experiment(again, jobs(&["x", "y"])).unwrap();
     assert!(!created);
     assert_eq!(e, first);
-    assert_eq!(store.experiments().unwrap().len(), 1);
+    assert_eq!(store.experiment_heads().unwrap().len(), 1);
     assert_eq!(keys(&store.jobs(first.id).unwrap()), ["a"]);
 }
 
@@ -167,7 +168,7 @@ fn create_refuses_a_taken_id_and_duplicate_keys(store: &dyn Store) {
         store.experiment(dup.id),
         Err(StoreError::NoExperiment(_))
     ));
-    assert_eq!(store.experiments().unwrap().len(), 1);
+    assert_eq!(store.experiment_heads().unwrap().len(), 1);
 }
 
 fn jobs_are_in_task_then_round_order(store: &dyn Store) {
@@ -202,10 +203,27 @@ fn jobs_are_in_task_then_round_order(store: &dyn Store) {
 
 fn experiments_are_in_submission_order(store: &dyn Store) {
     let ids: Vec<_> = (0..5).map(|n| create(store, n, &["a"]).id).collect();
-    let listed = store.experiments().unwrap();
+    let listed = store.experiment_heads().unwrap();
     assert_eq!(listed.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     let seqs: Vec<_> = listed.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}
+
+fn a_head_is_the_experiment_without_its_plan(store: &dyn Store) {
+    let e = create(store, 1, &["a"]);
+    store.set_summary(e.id, "{\"auc\":0.5}").unwrap();
+    let full = store.experiment(e.id).unwrap();
+    assert!(!full.plan_json.is_empty());
+    let want = ExperimentRecord {
+        plan_json: String::new(),
+        ..full
+    };
+    assert_eq!(store.experiment_head(e.id).unwrap(), want);
+    assert_eq!(store.experiment_heads().unwrap(), [want]);
+    let missing = uuid::Uuid::new_v4();
+    assert!(
+        matches!(store.experiment_head(missing), Err(StoreError::NoExperiment(id)) if id == missing)
+    );
 }
 
 fn unknown_experiment_and_job(store: &dyn Store) {

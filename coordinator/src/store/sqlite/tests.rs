@@ -37,7 +37,8 @@ fn everything_survives_reopening_the_file() {
         .unwrap();
     assert_eq!(store.cancel(off.id).unwrap(), Some(0));
     let before = (
-        store.experiments().unwrap(),
+        store.experiment_heads().unwrap(),
+        store.experiment(e.id).unwrap(),
         store.jobs(e.id).unwrap(),
         store.results(e.id).unwrap(),
         store.active_jobs().unwrap(),
@@ -45,7 +46,8 @@ fn everything_survives_reopening_the_file() {
     drop(store);
     let store = open(&dir);
     let after = (
-        store.experiments().unwrap(),
+        store.experiment_heads().unwrap(),
+        store.experiment(e.id).unwrap(),
         store.jobs(e.id).unwrap(),
         store.results(e.id).unwrap(),
         store.active_jobs().unwrap(),
@@ -53,8 +55,8 @@ fn everything_survives_reopening_the_file() {
     assert_eq!(after, before);
     assert!(!after.0[0].cancelled && after.0[1].cancelled);
     assert_eq!(after.0[0].summary_json.as_deref(), Some("{\"auc\":0.5}"));
-    assert_eq!(after.1[0].state.name(), "succeeded");
-    assert_eq!(keys_of(&after.3), ["b"]);
+    assert_eq!(after.2[0].state.name(), "succeeded");
+    assert_eq!(keys_of(&after.4), ["b"]);
     assert_eq!(store.job(off.id, "x").unwrap().state.name(), "cancelled");
     // Submission order goes on after a restart.
     let (next, _) = store
@@ -158,7 +160,7 @@ fn a_corrupt_row_is_reported_with_its_key() {
         .lock()
         .execute("UPDATE experiments SET seq = 'x'", [])
         .unwrap();
-    let err = store.experiments().unwrap_err();
+    let err = store.experiment_heads().unwrap_err();
     assert!(
         err.to_string()
             .contains(&format!("experiments id={}", e.id)),
@@ -244,7 +246,7 @@ fn a_killed_writer_leaves_a_sound_file_with_every_commit() {
         assert_eq!(store.results(*id).unwrap().len(), 1);
     }
     // Every experiment in the file came with all its jobs (atomic create).
-    let all = store.experiments().unwrap();
+    let all = store.experiment_heads().unwrap();
     assert!(all.len() >= committed.len());
     for e in &all {
         assert_eq!(keys_of(&store.jobs(e.id).unwrap()), ["a", "b"]);
