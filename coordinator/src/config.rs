@@ -15,7 +15,9 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// How often workers are told to heartbeat.
     pub heartbeat_interval: Duration,
-    /// A leased job with no training progress for this long is failed (retryable).
+    /// A leased job with no progress for this long is failed (retryable):
+    /// before training, a file fetched or hashed or an image decoded; then
+    /// a training step.
     pub stall_timeout: Duration,
     /// A leased job running longer than this is failed (not retried).
     pub job_time_limit: Duration,

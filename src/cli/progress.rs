@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
 
 /// What makes two events of one job the same to show.
-type Seen = (i32, u32, Option<(u32, u32)>, String);
+type Seen = (i32, u32, Option<(u32, u32, u64)>, String);
 
 pub struct View {
     show: Show,
@@ -55,7 +55,7 @@ impl View {
         let shown: Seen = (
             ev.state,
             ev.attempt,
-            ev.progress.as_ref().map(|p| (p.epoch, 0)),
+            ev.progress.as_ref().map(|p| (p.epoch, 0, 0)),
             ev.message.clone(),
         );
         let now = std::time::Instant::now();
@@ -82,7 +82,7 @@ impl View {
         let seen: Seen = (
             ev.state,
             ev.attempt,
-            ev.progress.as_ref().map(|p| (p.epoch, p.step)),
+            ev.progress.as_ref().map(|p| (p.epoch, p.step, p.preparing)),
             ev.message.clone(),
         );
         if self.last.get(&ev.job_key) == Some(&seen) {
@@ -171,6 +171,11 @@ impl Drop for View {
 
 fn progress_text(ev: &v1::ExperimentEvent) -> String {
     match &ev.progress {
+        // Before epoch 1: getting the data set and its images ready.
+        Some(p) if p.epoch == 0 => format!(
+            "getting ready: {} file(s) fetched or checked, image(s) decoded",
+            p.preparing
+        ),
         Some(p) => format!(
             "epoch {}/{} step {}/{} loss {} val AUC {} {:.0} img/s ETA {:.0} s",
             p.epoch,
@@ -222,7 +227,7 @@ fn event_json(ev: &v1::ExperimentEvent, state: &str) -> serde_json::Value {
             "steps_per_epoch": p.steps_per_epoch,
             "train_loss": p.train_loss.is_finite().then_some(p.train_loss),
             "validation_auc": p.validation_auc, "images_per_second": p.images_per_second,
-            "eta_seconds": p.eta_seconds,
+            "eta_seconds": p.eta_seconds, "preparing": p.preparing,
         })
     });
     serde_json::json!({

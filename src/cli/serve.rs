@@ -26,7 +26,9 @@ pub struct ServeArgs {
     /// Heartbeat interval workers are told to use, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub heartbeat_interval: f64,
-    /// Fail a job with no training progress for this many seconds (retried).
+    /// Fail a job with no progress for this many seconds (retried): before
+    /// training, no file fetched or hashed and no image decoded; then no
+    /// training step.
     #[arg(long, default_value_t = 1800.0)]
     pub stall_timeout: f64,
     /// Fail a job running longer than this many seconds (not retried).

@@ -15,7 +15,7 @@ use crossfold_shared::imaging::MAX_FILE_BYTES;
 use crossfold_shared::manifest::Manifest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio_stream::StreamExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,9 @@ pub struct FetchFrom<'a> {
     pub always_fetch: bool,
     /// Files' hashes from earlier jobs of this worker.
     pub hashes: &'a HashCache,
+    /// Counts the files fetched and hashed (the job's progress while it
+    /// prepares, which the worker's heartbeats report).
+    pub done: &'a AtomicU64,
 }
 
 /// The data set of `lease`, ready to load (runs on the training thread).
@@ -89,6 +92,7 @@ pub fn materialise(
         cache,
         always_fetch,
         hashes,
+        done,
     } = *from;
     let id = &lease.dataset_sha256;
     if id.len() != 64
@@ -99,7 +103,7 @@ pub fn materialise(
         return Err(FetchError::BadDatasetId(id.clone()));
     }
     let fingerprint = |m: &Manifest| {
-        fingerprint_cancellable(m, cancel, Some(hashes)).map_err(|e| match e {
+        fingerprint_cancellable(m, cancel, Some(hashes), Some(done)).map_err(|e| match e {
             DatasetError::Cancelled => FetchError::Cancelled,
             other => FetchError::Dataset(other.to_string()),
         })
@@ -146,7 +150,7 @@ pub fn materialise(
             // Each file is written whole (atomically) or not at all, so
             // stopping between awaits leaves the cache sound.
             tokio::select! {
-                done = fetch_all(coordinator, security, &dir, &lease.dataset_sha256, &missing) => done,
+                got = fetch_all(coordinator, security, &dir, &lease.dataset_sha256, &missing, done) => got,
                 _ = crate::runtime::until_set(cancel) => Err(FetchError::Cancelled),
             }
         })?;
@@ -168,6 +172,7 @@ async fn fetch_all(
     dir: &Path,
     dataset: &str,
     files: &[&v1::FileRef],
+    done: &AtomicU64,
 ) -> Result<(), FetchError> {
     let channel = security
         .connect(coordinator)
@@ -211,6 +216,7 @@ async fn fetch_all(
             });
         }
         partial.commit()?;
+        done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -324,6 +330,7 @@ mod tests {
             cache: cache.path(),
             always_fetch: false,
             hashes: &hashes,
+            done: &AtomicU64::new(0),
         };
         let stop = AtomicBool::new(false);
         for _ in 0..2 {
@@ -345,6 +352,7 @@ mod tests {
             cache: cache.path(),
             always_fetch: true,
             hashes: &hashes,
+            done: &AtomicU64::new(0),
         };
         let escape = outside.path().join("x").display().to_string();
         for id in [
@@ -394,6 +402,7 @@ mod tests {
             cache: cache.path(),
             always_fetch: false,
             hashes: &hashes,
+            done: &AtomicU64::new(0),
         };
         let started = std::time::Instant::now();
         let got = std::thread::scope(|s| {
@@ -460,15 +469,19 @@ mod tests {
             path: "sub/a.png".into(),
             sha256: want.into(),
         };
+        let done = AtomicU64::new(0);
         let got = rt.block_on(fetch_all(
             &url,
             &ClientSecurity::plaintext(),
             cache.path(),
             &"d".repeat(64),
             &[&file],
+            &done,
         ));
         let mut left: Vec<String> = walk(cache.path());
         left.sort();
+        // A file is counted once it is in place.
+        assert_eq!(done.load(Ordering::Relaxed), u64::from(got.is_ok()));
         (got, left)
     }
 

@@ -228,6 +228,9 @@ pub struct JobOptions<'a> {
     /// checking or fetching the data set, the split plan): counted as the
     /// job's preparation time. `None`: the job starts at `run_job`.
     pub started: Option<Instant>,
+    /// Counts the images made ready before training (the job's progress
+    /// while it prepares, which a worker's heartbeats report).
+    pub prepared: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 /// Run one round. `on_progress` is called after every step and epoch;
@@ -457,6 +460,7 @@ fn run_job_unguarded(
             threads: options.decode_threads,
             squares: options.squares,
             cancel: options.cancel,
+            done: options.prepared,
             cache: options.image_cache.map(|cache| crate::data::CacheUse {
                 cache,
                 dataset: &prepared.fingerprint.sha256,

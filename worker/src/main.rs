@@ -478,6 +478,7 @@ fn train_one(
         squares: squares.as_ref(),
         image_cache: None,
         started: Some(started),
+        prepared: None,
     };
     let result =
         run_job(&spec, &prepared, task, round, &options, &mut on_progress).map_err(|e| {

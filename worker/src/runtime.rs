@@ -17,7 +17,7 @@ use crossfold_shared::folds::SplitPlan;
 use crossfold_shared::label::Task;
 use crossfold_shared::spec::{Device as SpecDevice, Spec};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
@@ -358,12 +358,19 @@ async fn run_lease(
     cfg.metrics.running.inc();
     let cancel = Arc::new(AtomicBool::new(false));
     let progress: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
+    // Before training: files fetched or hashed, images decoded.
+    let prepared = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     {
-        let (cfg, lease, cancel, progress) =
-            (cfg.clone(), lease.clone(), cancel.clone(), progress.clone());
+        let (cfg, lease, cancel, progress, prepared) = (
+            cfg.clone(),
+            lease.clone(),
+            cancel.clone(),
+            progress.clone(),
+            prepared.clone(),
+        );
         std::thread::spawn(move || {
-            let outcome = train_lease(&cfg, &lease, &cancel, &progress);
+            let outcome = train_lease(&cfg, &lease, &cancel, &progress, &prepared);
             let _ = tx.send(outcome);
         });
     }
@@ -402,16 +409,7 @@ async fn run_lease(
                     experiment_id: lease.experiment_id.clone(),
                     job_key: job.clone(),
                     attempt: lease.attempt,
-                    progress: p.map(|p| v1::Progress {
-                        epoch: p.epoch,
-                        epochs: p.epochs,
-                        step: p.step,
-                        steps_per_epoch: p.steps_per_epoch,
-                        train_loss: p.train_loss.unwrap_or(f64::NAN),
-                        validation_auc: p.validation_auc,
-                        images_per_second: p.images_per_second,
-                        eta_seconds: p.eta_seconds,
-                    }),
+                    progress: Some(heartbeat_progress(p.as_ref(), prepared.load(Ordering::Relaxed))),
                 };
                 // A stop is passed on while the call waits, too, and a job
                 // that ends meanwhile is not kept waiting for the answer (a
@@ -676,11 +674,35 @@ fn job_output_dir(root: &Path, lease: &v1::Lease, task: Task) -> PathBuf {
 }
 
 /// On the training thread: get the data, run the job, say how it ended.
+/// What a heartbeat says of the job: its training progress, or before
+/// training (epoch 0) how much of getting ready is done.
+fn heartbeat_progress(p: Option<&Progress>, prepared: u64) -> v1::Progress {
+    match p {
+        Some(p) => v1::Progress {
+            epoch: p.epoch,
+            epochs: p.epochs,
+            step: p.step,
+            steps_per_epoch: p.steps_per_epoch,
+            train_loss: p.train_loss.unwrap_or(f64::NAN),
+            validation_auc: p.validation_auc,
+            images_per_second: p.images_per_second,
+            eta_seconds: p.eta_seconds,
+            preparing: prepared,
+        },
+        None => v1::Progress {
+            train_loss: f64::NAN,
+            preparing: prepared,
+            ..Default::default()
+        },
+    }
+}
+
 fn train_lease(
     cfg: &WorkerConfig,
     lease: &v1::Lease,
     cancel: &AtomicBool,
     progress: &Mutex<Option<Progress>>,
+    readied: &AtomicU64,
 ) -> Outcome {
     let started = std::time::Instant::now();
     let failed = |error: String, retryable: bool| Outcome::Failed { error, retryable };
@@ -721,6 +743,7 @@ fn train_lease(
         cache: &cfg.cache_dir,
         always_fetch: cfg.always_fetch,
         hashes: &cfg.hashes,
+        done: readied,
     };
     let (manifest, fingerprint) = match materialise(&from, lease, cancel) {
         Ok(x) => x,
@@ -749,6 +772,7 @@ fn train_lease(
         squares: None,
         image_cache: Some(&cfg.image_cache),
         started: Some(started),
+        prepared: Some(readied),
     };
     let mut on_progress = |p: &Progress| {
         if let Ok(mut slot) = progress.lock() {
@@ -778,6 +802,26 @@ fn train_lease(
 mod tests {
     use super::{JobBudget, Running};
     use crossfold_proto::v1;
+
+    #[test]
+    fn a_heartbeat_says_how_far_getting_ready_got_until_training_reports() {
+        let ready = super::heartbeat_progress(None, 7);
+        assert_eq!((ready.epoch, ready.preparing), (0, 7));
+        assert!(ready.train_loss.is_nan());
+        let training = crate::train::Progress {
+            epoch: 2,
+            epochs: 30,
+            step: 3,
+            steps_per_epoch: 13,
+            train_loss: Some(0.5),
+            validation_auc: None,
+            images_per_second: 100.0,
+            eta_seconds: 60.0,
+            epoch_done: false,
+        };
+        let p = super::heartbeat_progress(Some(&training), 7);
+        assert_eq!((p.epoch, p.step, p.train_loss), (2, 3, 0.5));
+    }
 
     #[test]
     fn running_attempts_are_listed_to_every_slot_until_their_run_ends() {

@@ -48,6 +48,7 @@ fn job(dir: &Path, sets: &[&str], device: tch::Device, out: Option<&Path>) -> Jo
         squares: None,
         image_cache: None,
         started: None,
+        prepared: None,
     };
     let mut go = |_: &Progress| Control::Continue;
     run_job(&s, &p, Task::Screening, 1, &options, &mut go).unwrap()

@@ -42,6 +42,7 @@ fn options(out: Option<&Path>) -> JobOptions<'_> {
         squares: None,
         image_cache: None,
         started: None,
+        prepared: None,
     }
 }
 

@@ -367,7 +367,7 @@ impl Experiments for ExperimentsService {
         tokio::spawn(async move {
             let mut stopping = coordinator.stopping();
             let this = ExperimentsService { coordinator };
-            let mut last: HashMap<String, (i32, u32, Option<(u32, u32)>)> = HashMap::new();
+            let mut last: HashMap<String, (i32, u32, Option<(u32, u32, u64)>)> = HashMap::new();
             loop {
                 if *stopping.borrow_and_update() {
                     let _ = tx
@@ -392,7 +392,7 @@ impl Experiments for ExperimentsService {
                     let mark = (
                         js.state,
                         js.attempt,
-                        js.progress.as_ref().map(|p| (p.epoch, p.step)),
+                        js.progress.as_ref().map(|p| (p.epoch, p.step, p.preparing)),
                     );
                     if last.get(&js.job_key) != Some(&mark) {
                         last.insert(js.job_key.clone(), mark);

@@ -106,6 +106,24 @@ fn check_name(field: &str, name: &str) -> Result<(), CoordinatorError> {
     )))
 }
 
+/// Where every training position lies above: getting ready (fetching,
+/// hashing, decoding) counts below it, so a round's first step is always
+/// progress over its preparation.
+const TRAINING_FROM: u64 = 1 << 48;
+
+/// How far an attempt has got: before epoch 1, the units of preparation
+/// done; then [`TRAINING_FROM`] plus the steps done in all. The state
+/// machine counts an attempt as progressing while this grows.
+fn position(p: &v1::Progress) -> u64 {
+    if p.epoch == 0 {
+        return p.preparing.min(TRAINING_FROM - 1);
+    }
+    let steps = u64::from(p.epoch - 1)
+        .saturating_mul(u64::from(p.steps_per_epoch))
+        .saturating_add(u64::from(p.step));
+    TRAINING_FROM.saturating_add(steps)
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -422,10 +440,7 @@ impl Workers for WorkersService {
         let id = parse_id(&r.experiment_id)?;
         let ttl = ms(self.coordinator.config.lease_ttl);
         let (key, worker, attempt) = (r.job_key.clone(), r.worker_id.clone(), r.attempt);
-        // How far the attempt has got: steps done in all.
-        let position = r.progress.as_ref().map(|p| {
-            u64::from(p.epoch.saturating_sub(1)) * u64::from(p.steps_per_epoch) + u64::from(p.step)
-        });
+        let position = r.progress.as_ref().map(position);
         let keep_going = self
             .coordinator
             .with_store(move |s| {
@@ -863,10 +878,7 @@ pub async fn reap(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
                 let next = if e.cancelled {
                     Some(job.state.cancel())
                 } else {
-                    let policy = policies
-                        .entry(e.id)
-                        .or_insert_with(|| stored_policy(e))
-                        .clone();
+                    let policy = *policies.entry(e.id).or_insert_with(|| stored_policy(e));
                     let st = job.state.clone();
                     st.clone()
                         .expire(now, &policy)
@@ -1336,6 +1348,35 @@ mod tests {
             .unwrap();
         c.register_worker("w".into(), worker("two", now_ms()))
             .unwrap();
+    }
+
+    #[test]
+    fn preparation_counts_as_progress_and_training_always_counts_past_it() {
+        let prep = |n| v1::Progress {
+            preparing: n,
+            ..Default::default()
+        };
+        let at = |epoch, step| v1::Progress {
+            epoch,
+            epochs: 30,
+            step,
+            steps_per_epoch: 13,
+            preparing: 5_000_000,
+            ..Default::default()
+        };
+        assert!(position(&prep(0)) < position(&prep(1)));
+        assert!(position(&prep(u64::MAX)) < position(&at(1, 0)));
+        assert!(position(&at(1, 0)) < position(&at(1, 1)));
+        assert!(position(&at(1, 13)) <= position(&at(2, 0)));
+        assert!(position(&at(2, 1)) < position(&at(30, 13)));
+        // Counts from the network do not overflow.
+        let huge = v1::Progress {
+            epoch: u32::MAX,
+            step: u32::MAX,
+            steps_per_epoch: u32::MAX,
+            ..Default::default()
+        };
+        assert!(position(&huge) > position(&at(30, 13)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::hash::{sha256_file, sha256_hex, HashCache};
 use crate::manifest::Manifest;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fingerprint {
@@ -32,19 +32,21 @@ pub fn fingerprint_known(
     manifest: &Manifest,
     known: &HashMap<String, String>,
 ) -> Result<Fingerprint, DatasetError> {
-    fingerprint_with(manifest, known, None, None)
+    fingerprint_with(manifest, known, None, None, None)
 }
 
 /// [`fingerprint`], ending with [`DatasetError::Cancelled`] soon after
 /// `cancel` is set (it is looked at before each file is read): a worker
 /// told to stop does not read the rest of a large data set first. With
 /// `hashes`, files that look unchanged since an earlier call are not read.
+/// `done` counts the files hashed (a worker's progress while it prepares).
 pub fn fingerprint_cancellable(
     manifest: &Manifest,
     cancel: &AtomicBool,
     hashes: Option<&HashCache>,
+    done: Option<&AtomicU64>,
 ) -> Result<Fingerprint, DatasetError> {
-    fingerprint_with(manifest, &HashMap::new(), Some(cancel), hashes)
+    fingerprint_with(manifest, &HashMap::new(), Some(cancel), hashes, done)
 }
 
 fn fingerprint_with(
@@ -52,6 +54,7 @@ fn fingerprint_with(
     known: &HashMap<String, String>,
     cancel: Option<&AtomicBool>,
     hashes: Option<&HashCache>,
+    done: Option<&AtomicU64>,
 ) -> Result<Fingerprint, DatasetError> {
     let hashes = parallel_map(&manifest.entries, available_threads(), |e| {
         if let Some(h) = known.get(&normalise(&e.path)) {
@@ -67,11 +70,15 @@ fn fingerprint_with(
                 reason,
             }
         })?;
-        match hashes {
+        let sha = match hashes {
             Some(h) => h.sha256_file(&path),
             None => sha256_file(&path),
         }
-        .map_err(|source| DatasetError::Io { path, source })
+        .map_err(|source| DatasetError::Io { path, source });
+        if let Some(d) = done {
+            d.fetch_add(1, Ordering::Relaxed);
+        }
+        sha
     });
     let mut lines = Vec::with_capacity(hashes.len());
     let mut files = BTreeMap::new();
@@ -130,14 +137,17 @@ mod tests {
         let (_dir, m) = setup();
         let stop = AtomicBool::new(true);
         assert!(matches!(
-            fingerprint_cancellable(&m, &stop, None),
+            fingerprint_cancellable(&m, &stop, None, None),
             Err(DatasetError::Cancelled)
         ));
         let go = AtomicBool::new(false);
+        let done = AtomicU64::new(0);
         assert_eq!(
-            fingerprint_cancellable(&m, &go, Some(&HashCache::new())).unwrap(),
+            fingerprint_cancellable(&m, &go, Some(&HashCache::new()), Some(&done)).unwrap(),
             fingerprint(&m).unwrap()
         );
+        // Every file hashed is counted.
+        assert_eq!(done.load(Ordering::Relaxed), 2);
     }
 
     #[test]

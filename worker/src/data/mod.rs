@@ -11,7 +11,7 @@ pub use cache::{CacheUse, DecodedCache};
 use crossfold_shared::dataset::Squares;
 use crossfold_shared::imaging::{load_square, ImagingError, Reading};
 use crossfold_shared::manifest::{Entry, Manifest};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
@@ -44,6 +44,9 @@ pub struct Sources<'a> {
     pub squares: Option<&'a Squares>,
     /// When it becomes true, decoding stops within one image per thread.
     pub cancel: Option<&'a AtomicBool>,
+    /// Counts the images made ready (decoded, or taken as they were): the
+    /// job's progress while it prepares.
+    pub done: Option<&'a AtomicU64>,
     /// Images decoded by this worker's earlier jobs, kept for later ones:
     /// used, and filled with what is decoded here.
     pub cache: Option<CacheUse<'a>>,
@@ -63,8 +66,14 @@ pub fn load_images(
         threads,
         squares,
         cancel,
+        done,
         cache,
     } = sources;
+    let one_more = || {
+        if let Some(d) = done {
+            d.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let size = reading.size;
     let _hold = cache.map(|c| c.cache.hold(c.dataset, reading));
@@ -82,6 +91,7 @@ pub fn load_images(
                         if cancelled() {
                             return Err(DataError::Cancelled);
                         }
+                        one_more();
                         if let Some(pixels) = squares.and_then(|sq| sq.take(&e.path, reading)) {
                             buf.extend(pixels);
                             continue;
@@ -199,6 +209,7 @@ mod load_tests {
             threads: 2,
             squares,
             cancel: None,
+            done: None,
             cache: None,
         }
     }
@@ -208,9 +219,16 @@ mod load_tests {
         let dir = tempfile::tempdir().unwrap();
         let m = data_set(dir.path());
         let entries: Vec<&Entry> = m.entries.iter().collect();
-        let decoded = load_images(&m, &entries, at(16), Device::Cpu, sources(None))
+        let done = AtomicU64::new(0);
+        let counted = Sources {
+            done: Some(&done),
+            ..sources(None)
+        };
+        let decoded = load_images(&m, &entries, at(16), Device::Cpu, counted)
             .unwrap()
             .images;
+        // Each image made ready is counted (the job's progress meanwhile).
+        assert_eq!(done.load(Ordering::Relaxed), entries.len() as u64);
         let keep = Keep {
             reading: at(16),
             task: None,
