@@ -1200,6 +1200,11 @@ fn run_stops_its_workers_when_interrupted_or_killed() {
             "{name}: run must not report success"
         );
         if signal == libc::SIGTERM {
+            assert_eq!(
+                ended.status.code(),
+                Some(128 + 15),
+                "as a shell reports SIGTERM"
+            );
             let err = String::from_utf8_lossy(&ended.stderr);
             assert!(
                 err.contains("interrupted by SIGTERM") && err.contains("coordinator.db"),

@@ -107,8 +107,11 @@ pub struct Leased {
     pub deadline_ms: i64,
     /// When the worker last reported progress (initially the lease time).
     pub last_progress_ms: i64,
-    /// How far the attempt had got then (steps done in all; 0 before the
-    /// first): a heartbeat repeating it is not progress.
+    /// How far the attempt had got then (the service's `position`: units
+    /// of preparation before training, then 2^48 plus the steps done; 0
+    /// before any report): a heartbeat repeating it is not progress. A
+    /// coordinator older than the preparation count, reopening a database
+    /// with such positions, sees no progress on the leases then running.
     #[serde(default)]
     pub last_position: u64,
     /// The error of the previous failed attempt, if any.

@@ -202,6 +202,55 @@ fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
+/// Whether `url` (http:// or https://) names this machine.
+fn loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Said once per process: a token sent over plaintext to another machine
+/// can be read by anyone on the path.
+fn warn_plaintext_token(url: &str) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            url,
+            "the token is sent in plaintext to another machine: anyone on the network path can read it; use https:// with --ca"
+        );
+    }
+}
+
+/// Read a PEM file given as `flag` that must hold a block of `kind`
+/// (`CERTIFICATE`, or `PRIVATE KEY` for any key type): a DER file, a key
+/// given as the certificate or an empty file is named here, not found out
+/// later as a failed handshake that blames the coordinator.
+fn read_pem(flag: &str, path: &Path, kind: &str) -> Result<Vec<u8>, ClientError> {
+    let bytes = read(path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let has = text.lines().any(|l| {
+        let l = l.trim();
+        l.starts_with("-----BEGIN ") && l.ends_with(&format!("{kind}-----"))
+    });
+    if !has {
+        return Err(ClientError::Invalid {
+            what: format!("{flag} {}", path.display()),
+            reason: format!(
+                "holds no PEM {} (a \"-----BEGIN ...{kind}-----\" block); give it in PEM form",
+                kind.to_lowercase()
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
 /// Read a token file: one token, surrounding whitespace ignored.
 pub fn read_token_file(path: &Path) -> Result<String, ClientError> {
     let text = String::from_utf8(read(path)?).map_err(|_| ClientError::Invalid {
@@ -245,7 +294,10 @@ impl ClientSecurity {
         token_env: Option<(&str, String)>,
     ) -> Result<Self, ClientError> {
         let identity = match (cert, key) {
-            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (Some(c), Some(k)) => Some((
+                read_pem("--cert", c, "CERTIFICATE")?,
+                read_pem("--key", k, "PRIVATE KEY")?,
+            )),
             (None, None) => None,
             _ => {
                 return Err(ClientError::Invalid {
@@ -256,7 +308,7 @@ impl ClientSecurity {
         };
         let tls = match ca {
             Some(ca) => Some(ClientTls {
-                ca_pem: read(ca)?,
+                ca_pem: read_pem("--ca", ca, "CERTIFICATE")?,
                 identity,
                 domain: None,
             }),
@@ -348,7 +400,11 @@ impl ClientSecurity {
                     "TLS files were given but the URL is http:// (plaintext); use https://".into(),
                 ))
             }
-            (None, false) => {}
+            (None, false) => {
+                if self.token.is_some() && !loopback(url) {
+                    warn_plaintext_token(url);
+                }
+            }
         }
         Ok(endpoint)
     }
@@ -541,6 +597,69 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("https://"), "{e}");
+    }
+
+    #[test]
+    fn loopback_urls_are_told_from_other_hosts() {
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://localhost:1",
+            "http://[::1]:50051/",
+            "http://127.0.0.2",
+        ] {
+            assert!(loopback(url), "{url}");
+        }
+        for url in [
+            "http://coordinator:50051",
+            "http://10.0.0.5:50051",
+            "http://[2001:db8::1]:50051",
+            "http://localhost.example.org:1",
+        ] {
+            assert!(!loopback(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn tls_files_that_are_not_pem_are_named_by_their_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        let key = dir.path().join("k.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let der = dir.path().join("ca.der");
+        std::fs::write(&der, [0x30u8, 0x82, 0x01, 0x0a]).unwrap();
+        let ok = ClientSecurity::from_files(Some(&cert), Some(&cert), Some(&key), None, None);
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let e = ClientSecurity::from_files(Some(&der), None, None, None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--ca") && e.contains("ca.der") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        // The key given as the certificate, and the other way round.
+        let e = ClientSecurity::from_files(Some(&cert), Some(&key), Some(&key), None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--cert") && e.contains("k.pem"), "{e}");
+        let e = ClientSecurity::from_files(Some(&cert), Some(&cert), Some(&cert), None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--key") && e.contains("no PEM private key"),
+            "{e}"
+        );
     }
 
     #[test]

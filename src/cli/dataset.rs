@@ -117,21 +117,42 @@ fn synth_flag_error(e: synth::SynthError) -> anyhow::Error {
 fn synth(a: SynthArgs) -> Result<ExitCode> {
     // Bad settings are refused before anything already there is touched.
     synth_config(&a).validate().map_err(synth_flag_error)?;
-    // Held before what is there is looked at: another process generating
-    // here is waited for, never written over.
-    let held = synth::begin_writing(&a.out)?;
     let manifest = a.out.join("manifest.csv");
     let images = a.out.join("images");
-    if manifest.exists() || images.exists() {
-        if !a.force {
+    let refuse = || -> Result<()> {
+        if (manifest.exists() || images.exists()) && !a.force {
             bail!(
                 "{} already holds a data set ({}): choose another --out, or add --force to replace it",
                 a.out.display(),
                 if manifest.exists() { "manifest.csv" } else { "images/" }
             );
         }
-        // Only what synth writes, so that a larger earlier cohort leaves no
-        // stale images; nothing when images/ holds anything else.
+        Ok(())
+    };
+    // Refused before anything is created there, and again once held:
+    // another process generating here is waited for, never written over.
+    refuse()?;
+    let held = synth::begin_writing(&a.out)?;
+    refuse()?;
+    if manifest.exists() || images.exists() {
+        // Nothing when images/ holds anything synth does not write. Else
+        // the manifest goes first, so that a replacement stopped half-way
+        // is an unfinished cohort (generated again by the next run), never
+        // an old manifest over missing images; then only what synth wrote,
+        // so that a larger earlier cohort leaves no stale images.
+        synth::check_earlier(&a.out).context("--force")?;
+        let marker = a.out.join(synth::SYNTHETIC_PARTIAL);
+        std::fs::write(&marker, b"").with_context(|| format!("--force: {}", marker.display()))?;
+        for f in ["manifest.csv", synth::SYNTHETIC_SETTINGS] {
+            let path = a.out.join(f);
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(
+                        anyhow::Error::from(e).context(format!("--force: {}", path.display()))
+                    );
+                }
+            }
+        }
         synth::remove_earlier(&a.out).context("--force")?;
     }
     let started = Instant::now();

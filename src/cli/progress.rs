@@ -55,7 +55,11 @@ impl View {
         let shown: Seen = (
             ev.state,
             ev.attempt,
-            ev.progress.as_ref().map(|p| (p.epoch, 0, 0)),
+            // An epoch's first report and its last (with the validation
+            // AUC) each get a line.
+            ev.progress
+                .as_ref()
+                .map(|p| (p.epoch, u32::from(p.step >= p.steps_per_epoch), 0)),
             ev.message.clone(),
         );
         let now = std::time::Instant::now();
@@ -292,16 +296,19 @@ mod tests {
         assert!(v.worth_a_line(&step(1)));
         assert!(!v.worth_a_line(&step(2)));
         assert!(!v.worth_a_line(&step(3)));
+        // The epoch's last step (its validation AUC) gets its line.
+        assert!(v.worth_a_line(&step(4)));
         let mut next_epoch = step(1);
         next_epoch.progress.as_mut().unwrap().epoch = 2;
         assert!(v.worth_a_line(&next_epoch));
         assert!(v.worth_a_line(&ev("a", v1::JobState::Succeeded, 1, None)));
         // Another job has lines of its own.
         assert!(v.worth_a_line(&ev("b", v1::JobState::Leased, 1, Some(3))));
+        assert!(!v.worth_a_line(&ev("b", v1::JobState::Leased, 1, Some(2))));
         // A minute on, the same epoch gets a line again.
         let (seen, at) = v.printed["b"].clone();
         v.printed.insert("b".into(), (seen, at - LINE_EVERY));
-        assert!(v.worth_a_line(&ev("b", v1::JobState::Leased, 1, Some(4))));
+        assert!(v.worth_a_line(&ev("b", v1::JobState::Leased, 1, Some(2))));
     }
 
     #[test]

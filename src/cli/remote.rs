@@ -31,7 +31,8 @@ pub struct Target {
     #[arg(long, env = "CROSSFOLD_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Seconds to wait for the coordinator's answer before giving up
-    /// (default 60; `health`: 5), and for a connection's handshakes.
+    /// (default 60; `health`: 5), and for a connection's handshakes (of
+    /// which the TCP connect is given at most 5 s and TLS at most 10 s).
     /// `submit` (the coordinator checks the data set first), `results`
     /// (which may carry much data) and `watch`'s stream wait as long as
     /// they need; a dead connection is still found within about 30 s.
@@ -406,6 +407,9 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
     let mut view = super::progress::View::new(show, std::io::stderr().is_terminal());
     let mut lost: Option<std::time::Instant> = None;
     let mut note = String::new();
+    // Kept across reopened streams: a proxy that cuts a quiet stream sooner
+    // than this must not keep the note from ever being asked for.
+    let mut ask = tokio::time::interval_at(tokio::time::Instant::now() + NOTE_EVERY, NOTE_EVERY);
     loop {
         // The coordinator answers the opening at once; a silent one is
         // treated as one that went away.
@@ -434,8 +438,6 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
             Err(e) => return Err(rpc(e)),
         };
         let mut ended = true;
-        let mut ask =
-            tokio::time::interval_at(tokio::time::Instant::now() + NOTE_EVERY, NOTE_EVERY);
         loop {
             let ev = tokio::select! {
                 ev = stream.next() => ev,
@@ -459,10 +461,27 @@ pub async fn follow(c: &mut Client, id: &str, show: Show) -> Result<String> {
         if !ended {
             continue;
         }
-        let e = answer(c.get(v1::GetExperimentRequest {
-            experiment_id: id.to_string(),
-        }))
-        .await?;
+        let got = tokio::time::timeout(
+            limit(),
+            c.get(v1::GetExperimentRequest {
+                experiment_id: id.to_string(),
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::unavailable(format!(
+                "no answer within {} s",
+                limit().as_secs_f64()
+            )))
+        });
+        let e = match got {
+            Ok(e) => e.into_inner(),
+            Err(e) if connection_lost(&e) => {
+                wait_to_reconnect(&mut lost, &e, &view).await?;
+                continue;
+            }
+            Err(e) => return Err(rpc(e)),
+        };
         if !matches!(e.state.as_str(), "pending" | "running") {
             return Ok(e.state);
         }
@@ -498,10 +517,15 @@ async fn show_note(c: &mut Client, id: &str, last: &mut String, view: &super::pr
 /// problem (a certificate the CA does not sign, an expired one) will not
 /// heal by waiting: not lost, an error at once.
 fn connection_lost(e: &tonic::Status) -> bool {
-    matches!(
-        e.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-    ) && crossfold_proto::client::tls_problem(e).is_none()
+    // A stream reset by a proxy (an idle timeout) comes as INTERNAL with
+    // the HTTP/2 error: the connection went, the coordinator did not refuse.
+    let reset = e.code() == tonic::Code::Internal && e.message().contains("h2 protocol error");
+    (reset
+        || matches!(
+            e.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ))
+        && crossfold_proto::client::tls_problem(e).is_none()
 }
 
 /// Say the connection was lost (once) and wait before the next try; an
@@ -660,6 +684,17 @@ mod tests {
     use super::*;
     use std::pin::Pin;
     use tokio_stream::Stream;
+
+    #[test]
+    fn a_stream_reset_on_the_way_is_a_lost_connection_not_a_refusal() {
+        let reset = Status::internal("h2 protocol error: stream no longer needed");
+        assert!(connection_lost(&reset));
+        assert!(connection_lost(&Status::unavailable("connection refused")));
+        assert!(!connection_lost(&Status::internal(
+            "stored summary: bad JSON"
+        )));
+        assert!(!connection_lost(&Status::not_found("no experiment")));
+    }
     use tonic::{Request, Response, Status};
 
     /// A coordinator from before `ResultsStream`: it has the one-message

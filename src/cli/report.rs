@@ -759,7 +759,17 @@ pub(super) fn check_out(dir: &Path) -> Result<()> {
         .into_iter()
         .filter(|f| dir.join(f).exists())
         .collect();
-    if !clashes.is_empty() {
+    // What `crossfold plan --out` wrote (its plan.json and spec.toml, with
+    // its jobs.json): the run of that plan writes over them.
+    let planned = std::fs::read_to_string(dir.join("jobs.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|j| {
+            j.as_array()
+                .is_some_and(|a| a.iter().all(|x| x.get("key").is_some()))
+        })
+        && clashes.iter().all(|f| f == "plan.json" || f == "spec.toml");
+    if !clashes.is_empty() && !planned {
         anyhow::bail!(
             "--out {}: holds {}, not from a crossfold report (no crossfold report.json there); \
              writing the report would replace them: give another --out",
@@ -908,13 +918,26 @@ pub fn write_report(dir: &Path, doc: &Value) -> Result<()> {
         }
     }
     write_file(&dir.join("rounds.csv"), &rounds)?;
-    if let Some(plan) = doc.get("plan").filter(|p| !p.is_null()) {
-        write_file(&dir.join("plan.json"), &serde_json::to_string_pretty(plan)?)?;
+    // A report without a plan or spec leaves none of an earlier report's
+    // beside it (the folder holds one report; see `check_out`).
+    match doc.get("plan").filter(|p| !p.is_null()) {
+        Some(plan) => write_file(&dir.join("plan.json"), &serde_json::to_string_pretty(plan)?)?,
+        None => remove_if_there(&dir.join("plan.json"))?,
     }
-    if let Some(spec) = doc.get("spec_toml").and_then(Value::as_str) {
-        write_file(&dir.join("spec.toml"), spec)?;
+    match doc.get("spec_toml").and_then(Value::as_str) {
+        Some(spec) => write_file(&dir.join("spec.toml"), spec)?,
+        None => remove_if_there(&dir.join("spec.toml"))?,
     }
     Ok(())
+}
+
+fn remove_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::from(e).context(format!("removing {}", path.display())))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn csv_field(s: &str) -> String {
@@ -1321,6 +1344,29 @@ pub(super) mod tests {
         // An earlier report there: written over, as before.
         write_report(dir.path(), &fixed_doc()).unwrap();
         assert!(check_out(dir.path()).is_ok());
+        // One without a plan or spec leaves none of the earlier one's.
+        let mut bare = fixed_doc();
+        if let Some(o) = bare.as_object_mut() {
+            o.insert("spec_toml".into(), Value::Null);
+            o.insert("plan".into(), Value::Null);
+        }
+        std::fs::write(dir.path().join("plan.json"), "{}").unwrap();
+        write_report(dir.path(), &bare).unwrap();
+        assert!(!dir.path().join("spec.toml").exists());
+        assert!(!dir.path().join("plan.json").exists());
+        // What `crossfold plan --out` writes: a run of that plan goes there.
+        let planned = tempfile::tempdir().unwrap();
+        for f in ["plan.json", "spec.toml"] {
+            std::fs::write(planned.path().join(f), "{}").unwrap();
+        }
+        std::fs::write(
+            planned.path().join("jobs.json"),
+            r#"[{"key": "screening-r01"}]"#,
+        )
+        .unwrap();
+        assert!(check_out(planned.path()).is_ok());
+        std::fs::write(planned.path().join("predictions.csv"), "mine").unwrap();
+        assert!(check_out(planned.path()).is_err());
         // A file for a folder.
         let file = dir.path().join("notes.txt");
         assert!(check_out(&file)

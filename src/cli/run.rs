@@ -46,12 +46,22 @@ const DEVICES_LIMIT: Duration = Duration::from_secs(120);
 /// libtorch's count, which honours `CUDA_VISIBLE_DEVICES` (nvidia-smi does
 /// not). A worker that cannot start at all (libtorch not found) is named
 /// here, before anything is submitted.
-fn worker_cuda_devices(bin: &std::path::Path) -> Result<usize> {
-    let child = std::process::Command::new(bin)
-        .args(["devices", "--json"])
+/// For a spec that trains on the CPU, the GPUs are hidden from it: only
+/// whether the worker starts is asked, and no GPU driver is woken.
+fn worker_cuda_devices(bin: &std::path::Path, device: Device) -> Result<usize> {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["devices", "--json"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // As the workers will run: without a remote coordinator's settings.
+    for var in REMOTE_ONLY_ENV {
+        cmd.env_remove(var);
+    }
+    if matches!(device, Device::Cpu) {
+        cmd.env("CUDA_VISIBLE_DEVICES", "");
+    }
+    let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let pid = child.id();
@@ -156,7 +166,8 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     super::not_an_input(&a.out.join("spec.toml"), &[("spec", a.spec.as_path())])?;
     super::report::check_out(&a.out)?;
     let worker_bin = worker_binary()?;
-    let (gpus, first_gpu) = worker_gpus(spec.device(), worker_cuda_devices(&worker_bin)?)?;
+    let found = worker_cuda_devices(&worker_bin, spec.device())?;
+    let (gpus, first_gpu) = worker_gpus(spec.device(), found)?;
     if a.workers == Some(0) {
         bail!("--workers 0: at least one worker is needed");
     }
@@ -324,66 +335,66 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         out.display()
     );
 
-    let work = async {
-        let limit = std::time::Duration::from_secs_f64(super::remote::DEFAULT_LIMIT);
-        let mut c = client_with(&url, &ClientSecurity::plaintext(), limit).await?;
-        // The experiment whose report --out holds now, if any: only for a
-        // note, so an unreadable report.json is no reason to stop.
-        let latest = std::fs::read_to_string(out.join("report.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|d| d["experiment_id"].as_str().map(str::to_string));
-        let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
-        eprintln!("experiment {id}");
-        // An experiment an earlier run on this --out left unfinished would
-        // share the workers with this one, with no one following it: it is
-        // paused (cancelled; its spec run again resumes it, finished
-        // rounds kept).
-        let listed = answer(c.list(crossfold_proto::v1::ListExperimentsRequest {})).await?;
-        for e in listed
-            .experiments
-            .iter()
-            .filter(|e| e.experiment_id != id && matches!(e.state.as_str(), "pending" | "running"))
-        {
-            let cancelled = answer(c.cancel(crossfold_proto::v1::CancelRequest {
-                experiment_id: e.experiment_id.clone(),
-            }))
-            .await;
-            // Finished meanwhile (its last round was running): nothing to pause.
-            if cancelled.is_err() {
-                continue;
-            }
-            eprintln!(
-                "note: paused experiment {} ({}), which an earlier run on {} left unfinished: \
+    let work =
+        async {
+            let limit = std::time::Duration::from_secs_f64(super::remote::DEFAULT_LIMIT);
+            let mut c = client_with(&url, &ClientSecurity::plaintext(), limit).await?;
+            // The experiment whose report --out holds now, if any: only for a
+            // note, so an unreadable report.json is no reason to stop.
+            let latest = std::fs::read_to_string(out.join("report.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|d| d["experiment_id"].as_str().map(str::to_string));
+            let id = submit_spec(&mut c, &a.spec, &a.sets).await?;
+            eprintln!("experiment {id}");
+            // An experiment an earlier run on this --out left unfinished would
+            // share the workers with this one, with no one following it: it is
+            // paused (cancelled; its spec run again resumes it, finished
+            // rounds kept).
+            let listed = answer(c.list(crossfold_proto::v1::ListExperimentsRequest {})).await?;
+            for e in listed.experiments.iter().filter(|e| {
+                e.experiment_id != id && matches!(e.state.as_str(), "pending" | "running")
+            }) {
+                let cancelled = answer(c.cancel(crossfold_proto::v1::CancelRequest {
+                    experiment_id: e.experiment_id.clone(),
+                }))
+                .await;
+                // Finished meanwhile (its last round was running): nothing to pause.
+                if cancelled.is_err() {
+                    continue;
+                }
+                eprintln!(
+                    "note: paused experiment {} ({}), which an earlier run on {} left unfinished: \
                  this run trains {id} alone; running that spec again resumes it, its finished \
                  rounds kept",
-                e.experiment_id,
-                e.name,
-                out.display()
-            );
-        }
-        if let Some(latest) = latest.filter(|l| *l != id) {
-            eprintln!(
+                    e.experiment_id,
+                    e.name,
+                    out.display()
+                );
+            }
+            if let Some(latest) = latest.filter(|l| *l != id) {
+                eprintln!(
                 "note: {} held the report of another experiment ({latest}); the spec or the data \
-                 differ, so this run's report replaces it (every experiment stays in coordinator.db)",
+                 differ, so this run's report will replace it once the run ends (every experiment \
+                 stays in coordinator.db)",
                 out.display(),
             );
-        }
-        let show = if a.quiet { Show::Nothing } else { Show::Text };
-        let state = follow(&mut c, &id, show).await?;
-        let doc = fetch_results(&mut c, &id).await?;
-        super::report::write_report(&out, &doc)?;
-        Ok::<_, anyhow::Error>((id, state, doc))
-    };
+            }
+            let show = if a.quiet { Show::Nothing } else { Show::Text };
+            let state = follow(&mut c, &id, show).await?;
+            let doc = fetch_results(&mut c, &id).await?;
+            super::report::write_report(&out, &doc)?;
+            Ok::<_, anyhow::Error>((id, state, doc))
+        };
     // Ctrl-C, `kill`, `timeout` or a batch system's SIGTERM stop the workers
     // and the coordinator below instead of leaving the workers running.
     let outcome = tokio::select! {
         r = work => r,
         gone = workers_gone(&mut children, &out) => Err(gone),
-        sig = super::signal::shutdown() => Err(anyhow::anyhow!(
-            "interrupted by {sig}: workers stopped; finished rounds are kept in {}",
-            out.join("coordinator.db").display()
-        )),
+        sig = super::signal::shutdown() => Err(anyhow::Error::new(Interrupted {
+            signal: sig,
+            kept: out.join("coordinator.db"),
+        })),
     };
 
     for child in &mut children {
@@ -421,7 +432,14 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let (id, state, doc) = match (outcome, served) {
         (Ok(done), _) => done,
         (Err(_), Err(e)) => return Err(e.context("the embedded coordinator stopped")),
-        (Err(e), Ok(())) => return Err(e),
+        (Err(e), Ok(())) => {
+            // Stopped by a signal: said, and the shell's 128 + its number.
+            if let Some(i) = e.downcast_ref::<Interrupted>() {
+                eprintln!("{i}");
+                return Ok(ExitCode::from(i.status()));
+            }
+            return Err(e);
+        }
     };
     print!("{}", summary::tables(&doc));
     println!(
@@ -429,6 +447,37 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         out.display()
     );
     Ok(super::remote::state_code(&state))
+}
+
+/// `run` stopped by a signal.
+#[derive(Debug)]
+struct Interrupted {
+    signal: &'static str,
+    kept: PathBuf,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted by {}: workers stopped; finished rounds are kept in {}",
+            self.signal,
+            self.kept.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+impl Interrupted {
+    /// The exit status a shell gives a command ended by this signal.
+    fn status(&self) -> u8 {
+        128 + match self.signal {
+            "SIGHUP" => 1,
+            "SIGINT" => 2,
+            _ => 15,
+        }
+    }
 }
 
 /// Resolves once every worker has exited, with why; a worker that exits
@@ -468,7 +517,17 @@ async fn workers_gone(
 
 /// The last `lines` lines of a log, indented; what there is if unreadable.
 fn log_tail(path: &std::path::Path, lines: usize) -> String {
-    let text = std::fs::read(path)
+    use std::io::{Read, Seek, SeekFrom};
+    // Only the end: logs are appended to across runs.
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)?;
+        Ok(tail)
+    };
+    let text = read()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(|e| format!("(cannot read it: {e})"));
     let last: Vec<&str> = text.lines().rev().take(lines).collect();

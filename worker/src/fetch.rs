@@ -136,11 +136,13 @@ pub fn materialise(
         let cached = contained_path(&dir, &f.path)
             .ok()
             .and_then(|p| hashes.sha256_file(&p).ok());
+        done.fetch_add(1, Ordering::Relaxed);
         if cached.is_none_or(|sha| sha != f.sha256) {
             missing.push(f);
         }
     }
     if !missing.is_empty() {
+        remove_stale_partials(&dir, &missing);
         tracing::info!(files = missing.len(), dataset = %lease.dataset_sha256, "fetching data-set files from the coordinator");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -205,7 +207,14 @@ async fn fetch_all(
                     path: f.path.clone(),
                 });
             }
+            let before = out.written();
             out.write_all(&data).map_err(io(&target))?;
+            // A large file on a slow link is progress as it comes: a unit
+            // per MiB.
+            let mib = (out.written() >> 20) - (before >> 20);
+            if mib > 0 {
+                done.fetch_add(mib, Ordering::Relaxed);
+            }
         }
         let (partial, got) = out.finish();
         if got != f.sha256 {
@@ -219,6 +228,41 @@ async fn fetch_all(
         done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// How long a download's temporary file may go unwritten before it is
+/// taken for one a killed worker left (a live download writes it as the
+/// bytes come).
+const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Remove the temporary files ([`Partial`]'s) that killed downloads left
+/// beside the files about to be fetched. The cache may be shared with
+/// other worker processes, in other pid namespaces too: a temporary file is
+/// judged by its age, not by its process id.
+fn remove_stale_partials(dir: &Path, missing: &[&v1::FileRef]) {
+    let folders: std::collections::BTreeSet<PathBuf> = missing
+        .iter()
+        .filter_map(|f| contained_path(dir, &f.path).ok())
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_PARTIAL);
+            if name.starts_with('.') && name.ends_with(".partial") && stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Write `bytes` to `path` atomically (see [`Partial`]).
@@ -512,6 +556,35 @@ mod tests {
             "{got:?}"
         );
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_killed_downloads_temporary_is_removed_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        let old = sub.join(".a.png.123.0.partial");
+        let live = sub.join(".b.png.456.1.partial");
+        let image = sub.join("c.png");
+        for f in [&old, &live, &image] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - 2 * STALE_PARTIAL;
+        for f in [&old, &image] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let file = v1::FileRef {
+            path: "sub/a.png".into(),
+            sha256: "0".repeat(64),
+        };
+        remove_stale_partials(dir.path(), &[&file]);
+        assert!(!old.exists());
+        assert!(live.exists() && image.exists());
     }
 
     #[test]

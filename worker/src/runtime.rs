@@ -673,7 +673,6 @@ fn job_output_dir(root: &Path, lease: &v1::Lease, task: Task) -> PathBuf {
     ))
 }
 
-/// On the training thread: get the data, run the job, say how it ended.
 /// What a heartbeat says of the job: its training progress, or before
 /// training (epoch 0) how much of getting ready is done.
 fn heartbeat_progress(p: Option<&Progress>, prepared: u64) -> v1::Progress {
@@ -697,6 +696,7 @@ fn heartbeat_progress(p: Option<&Progress>, prepared: u64) -> v1::Progress {
     }
 }
 
+/// On the training thread: get the data, run the job, say how it ended.
 fn train_lease(
     cfg: &WorkerConfig,
     lease: &v1::Lease,

@@ -52,9 +52,9 @@ pub struct Coordinator {
     /// Held while a data set is fingerprinted: lease calls arriving
     /// meanwhile wait for that one run instead of hashing it again.
     learning: Arc<tokio::sync::Mutex<()>>,
-    /// Data sets that could not be learned, with when and why: asked again
-    /// within [`Coordinator::RELEARN_AFTER`], the answer is the same
-    /// without hashing every file again.
+    /// Data sets whose files are not the submitted data, with when and
+    /// why: asked again within [`Coordinator::RELEARN_AFTER`], the answer
+    /// is the same without hashing every file again.
     unlearnable: Mutex<HashMap<String, (std::time::Instant, String)>>,
     /// Woken on every job state change (long polls, watchers).
     pub changed: Notify,
@@ -369,11 +369,7 @@ impl Coordinator {
         if self.knows_dataset(dataset) {
             return Ok(());
         }
-        if let Some(why) = self.unlearnable.lock().ok().and_then(|m| {
-            m.get(dataset)
-                .filter(|(at, _)| at.elapsed() < Self::RELEARN_AFTER)
-                .map(|(_, why)| why.clone())
-        }) {
+        if let Some(why) = self.refused(dataset) {
             return Err(CoordinatorError::FailedPrecondition(why));
         }
         // Before the lock: a data set no experiment uses waits for nothing.
@@ -396,22 +392,30 @@ impl Coordinator {
             if me.knows_dataset(&dataset) {
                 return Ok(()); // learned while this one waited
             }
+            // Refused while this one waited: not hashed again.
+            if let Some(why) = me.refused(&dataset) {
+                return Err(CoordinatorError::FailedPrecondition(why));
+            }
             let dataset_id = dataset.clone();
+            // Err((why, whether it is remembered)): only a data set that
+            // reads well but is not the submitted one is; a read error may
+            // pass (a network file system's blip) and is tried again.
             let learned = tokio::task::spawn_blocking(
-                move || -> Result<(PathBuf, BTreeMap<String, String>), String> {
+                move || -> Result<(PathBuf, BTreeMap<String, String>), (String, bool)> {
                     let m = crossfold_shared::manifest::Manifest::load(Path::new(&manifest))
-                        .map_err(|e| e.to_string())?;
-                    let fp =
-                        crossfold_shared::dataset::fingerprint(&m).map_err(|e| e.to_string())?;
+                        .map_err(|e| (e.to_string(), false))?;
+                    let fp = crossfold_shared::dataset::fingerprint(&m)
+                        .map_err(|e| (e.to_string(), false))?;
                     // The files as they are now must be the submitted data:
                     // else every worker would fetch them and fail.
                     if fp.sha256 != dataset_id {
-                        return Err(format!(
+                        let why = format!(
                             "the data set of {manifest} changed since it was submitted (its \
                              fingerprint is now {}, the experiment's {dataset_id}): submit \
                              the spec again to run on the new data",
                             fp.sha256
-                        ));
+                        );
+                        return Err((why, true));
                     }
                     Ok((m.root, fp.files))
                 },
@@ -420,8 +424,8 @@ impl Coordinator {
             .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
             let (root, files) = match learned {
                 Ok(x) => x,
-                Err(why) => {
-                    if let Ok(mut m) = me.unlearnable.lock() {
+                Err((why, remember)) => {
+                    if let (true, Ok(mut m)) = (remember, me.unlearnable.lock()) {
                         m.insert(dataset.clone(), (std::time::Instant::now(), why.clone()));
                     }
                     return Err(CoordinatorError::FailedPrecondition(why));
@@ -435,6 +439,15 @@ impl Coordinator {
         })
         .await
         .map_err(|e| CoordinatorError::Internal(format!("learning a data set: {e}")))?
+    }
+
+    /// Why `dataset` was refused, if it was within [`Self::RELEARN_AFTER`].
+    fn refused(&self, dataset: &str) -> Option<String> {
+        self.unlearnable.lock().ok().and_then(|m| {
+            m.get(dataset)
+                .filter(|(at, _)| at.elapsed() < Self::RELEARN_AFTER)
+                .map(|(_, why)| why.clone())
+        })
     }
 
     /// [`Coordinator::maybe_finish`] for callers whose own change is already

@@ -24,6 +24,11 @@ const MAX_WARNINGS: usize = 20;
 /// result whole before storing it.
 const MAX_PREDICTIONS: usize = 1_000_000;
 const MAX_HISTORY: usize = 10_000;
+/// Bounds on the text one result holds (its predictions' names and its
+/// provenance): counts alone would let a million predictions each carry
+/// megabytes.
+const MAX_RESULT_TEXT: usize = 512 << 20;
+const MAX_PROVENANCE_BYTES: usize = 1 << 20;
 const MAX_WARNING_BYTES: usize = 2000;
 /// Bounds on a failed attempt's error as stored (it is kept with the job,
 /// rewritten with every heartbeat and sent to every watcher) and on a
@@ -122,6 +127,18 @@ fn position(p: &v1::Progress) -> u64 {
         .saturating_mul(u64::from(p.steps_per_epoch))
         .saturating_add(u64::from(p.step));
     TRAINING_FROM.saturating_add(steps)
+}
+
+/// The text a result's chunk holds: its predictions' names, warnings and
+/// provenance.
+fn result_text(c: &v1::CompleteChunk) -> usize {
+    let predictions: usize = c
+        .predictions
+        .iter()
+        .map(|p| p.image.len() + p.patient.len() + p.label.len() + p.site.len() + p.subtype.len())
+        .sum();
+    let warnings: usize = c.warnings.iter().map(String::len).sum();
+    predictions + warnings + c.provenance_json.len()
 }
 
 fn ms(d: Duration) -> i64 {
@@ -492,8 +509,18 @@ impl Workers for WorkersService {
         // chunks arriving keep the lease (a third of its time to live apart).
         let ttl = self.coordinator.config.lease_ttl;
         let mut kept: Option<Instant> = None;
+        let mut text = 0usize;
         while let Some(chunk) = stream.next().await {
             let mut chunk = chunk?;
+            text = text.saturating_add(result_text(&chunk));
+            if text > MAX_RESULT_TEXT || chunk.provenance_json.len() > MAX_PROVENANCE_BYTES {
+                return Err(CoordinatorError::InvalidArgument(format!(
+                    "a result holds at most {} MiB of names and text, and a provenance of at most {} KiB",
+                    MAX_RESULT_TEXT >> 20,
+                    MAX_PROVENANCE_BYTES >> 10
+                ))
+                .into());
+            }
             if let Some(h) = &head {
                 if (h.experiment_id.as_str(), h.job_key.as_str(), h.attempt)
                     != (
@@ -1169,6 +1196,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_data_set_that_cannot_be_read_now_is_read_again_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"a").unwrap();
+        let manifest = dir.path().join("manifest.csv");
+        std::fs::write(&manifest, "path,label,patient_id\na.png,normal,p1\n").unwrap();
+        let ds = crossfold_shared::dataset::fingerprint(
+            &crossfold_shared::manifest::Manifest::load(&manifest).unwrap(),
+        )
+        .unwrap()
+        .sha256;
+        let store = Arc::new(MemoryStore::new());
+        let mut e = experiment(1);
+        e.manifest_path = manifest.display().to_string();
+        e.dataset_sha256 = ds.clone();
+        store.create_experiment(e, jobs(&["a"])).unwrap();
+        let c = Coordinator::new(store, Config::new("unused.db".into(), Vec::new()));
+        // The manifest away for a moment (a network file system's blip)...
+        let away = dir.path().join("manifest.away");
+        std::fs::rename(&manifest, &away).unwrap();
+        assert!(c.learn_dataset(&ds).await.is_err());
+        // ... and back: read again, not answered from memory.
+        std::fs::rename(&away, &manifest).unwrap();
+        c.learn_dataset(&ds).await.unwrap();
+        assert!(c.knows_dataset(&ds));
+    }
+
+    #[tokio::test]
     async fn after_a_pause_of_the_coordinator_leases_get_a_grace_period_instead_of_expiring() {
         for (paused, want) in [(true, "leased"), (false, "pending")] {
             let store = Arc::new(MemoryStore::new());
@@ -1377,6 +1431,24 @@ mod tests {
             ..Default::default()
         };
         assert!(position(&huge) > position(&at(30, 13)));
+    }
+
+    #[test]
+    fn a_results_text_counts_every_name_it_carries() {
+        let chunk = v1::CompleteChunk {
+            predictions: vec![v1::Prediction {
+                image: "a.png".into(),
+                label: "normal".into(),
+                patient: "p1".into(),
+                site: "femur".into(),
+                subtype: String::new(),
+                score: 0.5,
+            }],
+            warnings: vec!["w".repeat(10)],
+            provenance_json: "{}".into(),
+            ..Default::default()
+        };
+        assert_eq!(result_text(&chunk), 5 + 6 + 2 + 5 + 10 + 2);
     }
 
     #[test]

@@ -48,7 +48,7 @@ use std::sync::Mutex;
 pub use cohort::{draw_cohort, Sex, Site, Subject, Subtype, CENTERS};
 pub use render::VIEWS;
 use replace::clear_before_generating;
-pub use replace::{begin_writing, remove_earlier, Writing};
+pub use replace::{begin_writing, check_earlier, remove_earlier, Writing};
 
 /// What to generate. Recorded beside the manifest as `synthetic.toml`
 /// (every field, none other: a file that lacks one is not read).
@@ -170,6 +170,11 @@ pub enum SynthError {
     },
     #[error("{}: another crossfold process is generating a synthetic cohort there (it holds .synthetic.lock); wait for it to finish, then run this again", dir.display())]
     Busy { dir: PathBuf },
+    #[error("{}: cannot create or lock it: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot list {}: {source}", path.display())]
     List {
         path: PathBuf,
@@ -327,10 +332,7 @@ pub fn generate_held(
 ) -> Result<Manifest, SynthError> {
     // First the mark that the images here are synth's...
     let partial = out_dir.join(SYNTHETIC_PARTIAL);
-    std::fs::write(&partial, b"").map_err(|source| SynthError::CreateDir {
-        path: partial.clone(),
-        source,
-    })?;
+    let _marker = replace::hold_marker(&partial, out_dir)?;
     // ...then the settings an earlier cohort here was recorded with, which
     // no longer hold: these are recorded once the images are written.
     let _ = std::fs::remove_file(out_dir.join(SYNTHETIC_SETTINGS));

@@ -57,8 +57,31 @@ fn files_under(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), Sy
 /// error names them. Returns how many images were removed.
 pub fn remove_earlier(out_dir: &Path) -> Result<usize, SynthError> {
     let images = out_dir.join("images");
+    let ours = earlier_images(out_dir)?;
+    for f in &ours {
+        let path: PathBuf = images.join(f);
+        std::fs::remove_file(&path).map_err(|source| SynthError::Remove { path, source })?;
+    }
+    // Folders left empty go too; one that is not empty stays.
+    for label in Label::ALL {
+        let _ = std::fs::remove_dir(images.join(label.as_str()));
+    }
+    let _ = std::fs::remove_dir(&images);
+    Ok(ours.len())
+}
+
+/// [`remove_earlier`]'s refusal without removing anything: an error naming
+/// the files under `out_dir/images/` that synth does not write.
+pub fn check_earlier(out_dir: &Path) -> Result<(), SynthError> {
+    earlier_images(out_dir).map(|_| ())
+}
+
+/// The images synth wrote under `out_dir/images/` (relative to it), or
+/// [`SynthError::Foreign`] when anything else is there.
+fn earlier_images(out_dir: &Path) -> Result<Vec<String>, SynthError> {
+    let images = out_dir.join("images");
     if !images.exists() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let mut files = Vec::new();
     files_under(&images, "", &mut files)?;
@@ -80,16 +103,7 @@ pub fn remove_earlier(out_dir: &Path) -> Result<usize, SynthError> {
                 .join(", "),
         });
     }
-    for f in &ours {
-        let path: PathBuf = images.join(f);
-        std::fs::remove_file(&path).map_err(|source| SynthError::Remove { path, source })?;
-    }
-    // Folders left empty go too; one that is not empty stays.
-    for label in Label::ALL {
-        let _ = std::fs::remove_dir(images.join(label.as_str()));
-    }
-    let _ = std::fs::remove_dir(&images);
-    Ok(ours.len())
+    Ok(ours)
 }
 
 /// Before a cohort is generated into `out_dir` where no manifest is, by
@@ -107,6 +121,13 @@ pub(crate) fn clear_before_generating(out_dir: &Path, _held: &Writing) -> Result
     files.retain(|f| !clutter(f));
     if files.is_empty() {
         return Ok(());
+    }
+    // An older crossfold still writing its cohort here holds the marker
+    // itself (it knows no folder lock): waited for, not undone.
+    if held_elsewhere(&out_dir.join(super::SYNTHETIC_PARTIAL)) {
+        return Err(SynthError::Busy {
+            dir: out_dir.to_path_buf(),
+        });
     }
     let ours = [super::SYNTHETIC_PARTIAL, super::SYNTHETIC_SETTINGS]
         .iter()
@@ -153,15 +174,16 @@ pub struct Writing {
 /// processes never both decide.
 pub fn begin_writing(out_dir: &Path) -> Result<Writing, SynthError> {
     let lock = out_dir.join(super::SYNTHETIC_LOCK);
-    let file = std::fs::create_dir_all(out_dir)
-        .and_then(|()| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock)
-        })
-        .map_err(|source| SynthError::CreateDir { path: lock, source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| SynthError::CreateDir {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| SynthError::Lock { path: lock, source })?;
     // A file system that cannot lock holds nothing, and refuses nothing.
     if crate::flock::try_lock(&file, true).ok() == Some(false) {
         return Err(SynthError::Busy {
@@ -169,6 +191,33 @@ pub fn begin_writing(out_dir: &Path) -> Result<Writing, SynthError> {
         });
     }
     Ok(Writing { _file: file })
+}
+
+/// Create `marker` (`synthetic.partial`) and hold it while a cohort is
+/// written, as older versions of crossfold, which know no folder lock, do
+/// and look for; [`SynthError::Busy`] while one of them holds it.
+pub(crate) fn hold_marker(marker: &Path, out_dir: &Path) -> Result<std::fs::File, SynthError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(marker)
+        .map_err(|source| SynthError::Lock {
+            path: marker.to_path_buf(),
+            source,
+        })?;
+    if crate::flock::try_lock(&file, true).ok() == Some(false) {
+        return Err(SynthError::Busy {
+            dir: out_dir.to_path_buf(),
+        });
+    }
+    Ok(file)
+}
+
+/// Whether another process holds `marker` now (see [`hold_marker`]).
+fn held_elsewhere(marker: &Path) -> bool {
+    // A file system that cannot lock holds nothing, and refuses nothing.
+    std::fs::File::open(marker).is_ok_and(|f| crate::flock::try_lock(&f, false).ok() == Some(false))
 }
 
 #[cfg(test)]

@@ -68,6 +68,17 @@ fn a_folder_is_held_before_it_is_looked_at() {
         .unwrap()
         .is_none());
     assert_eq!(read_tree(dir.path()), before);
+    // An older crossfold writing a cohort there holds only the marker:
+    // waited for too, its images left alone.
+    std::fs::remove_file(dir.path().join("manifest.csv")).unwrap();
+    let older = replace::hold_marker(&dir.path().join(SYNTHETIC_PARTIAL), dir.path()).unwrap();
+    let err = generate_unless_there(&small(1), dir.path()).unwrap_err();
+    assert!(matches!(err, SynthError::Busy { .. }), "{err}");
+    assert!(dir.path().join("images").exists());
+    drop(older);
+    assert!(generate_unless_there(&small(1), dir.path())
+        .unwrap()
+        .is_some());
 }
 
 #[test]
