@@ -701,6 +701,26 @@ fn bad_requests_get_the_right_grpc_codes() {
         // The same request again (a retry): its experiment back.
         let again = c.submit(submit("one")).await.unwrap().into_inner();
         assert_eq!(again.experiment_id, first.experiment_id);
+        // Cancelled, then submitted again under a new request id: resumed.
+        // A retry of that call (its answer lost) resumes nothing more, even
+        // with the experiment cancelled again meanwhile.
+        let cancel = || crossfold_proto::v1::CancelRequest {
+            experiment_id: first.experiment_id.clone(),
+        };
+        let resubmit = || crossfold_proto::v1::SubmitRequest {
+            request_id: "resubmission".into(),
+            ..submit("one")
+        };
+        c.cancel(cancel()).await.unwrap();
+        let resumed = c.submit(resubmit()).await.unwrap().into_inner();
+        assert_eq!(resumed.experiment_id, first.experiment_id);
+        assert!(resumed.resumed > 0, "{resumed:?}");
+        c.cancel(cancel()).await.unwrap();
+        let retried = c.submit(resubmit()).await.unwrap().into_inner();
+        assert_eq!(
+            (retried.experiment_id.as_str(), retried.resumed),
+            (first.experiment_id.as_str(), 0)
+        );
         let second = c.submit(submit("two")).await.unwrap_err();
         (first, second)
     });

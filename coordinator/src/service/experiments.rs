@@ -279,6 +279,13 @@ impl Experiments for ExperimentsService {
         })??;
         let dataset = record.dataset_sha256.clone();
         let spec_sha256 = record.spec_sha256.clone();
+        let request_id = record.request_id.clone();
+        // A resubmission's request id is not stored with the experiment
+        // (its first submission's is): remembered here, so that a client's
+        // retry of it resumes nothing a second time.
+        let earlier = request_id
+            .as_deref()
+            .and_then(|r| self.coordinator.resubmission(r));
         let (stored, created, replay, resumed) = self
             .coordinator
             .with_store(move |s| {
@@ -288,7 +295,8 @@ impl Experiments for ExperimentsService {
                 // the rounds that were cut off or failed are queued again,
                 // succeeded ones are kept. A repeat of the same request (a
                 // client's retry) only gets the id back.
-                let replay = request_id.is_some() && stored.request_id == request_id;
+                let replay = (request_id.is_some() && stored.request_id == request_id)
+                    || (!created && earlier == Some(stored.id));
                 let resumed = if created || replay {
                     0
                 } else {
@@ -308,6 +316,9 @@ impl Experiments for ExperimentsService {
                 stored.id
             ))
             .into());
+        }
+        if let (Some(r), false, false) = (&request_id, created, replay) {
+            self.coordinator.remember_resubmission(r, stored.id);
         }
         self.coordinator
             .remember_files(&dataset, &files.0, &files.1);

@@ -56,6 +56,10 @@ pub struct Coordinator {
     /// why: asked again within [`Coordinator::RELEARN_AFTER`], the answer
     /// is the same without hashing every file again.
     unlearnable: Mutex<HashMap<String, (std::time::Instant, String)>>,
+    /// Request ids of recent resubmissions (an existing experiment's spec
+    /// and data submitted again), with their experiment: see
+    /// [`Coordinator::resubmission`].
+    resubmissions: Mutex<HashMap<String, (ExperimentId, std::time::Instant)>>,
     /// Woken on every job state change (long polls, watchers).
     pub changed: Notify,
     /// Woken on a running job's progress (watchers only: an idle worker's
@@ -85,6 +89,7 @@ impl Coordinator {
             files: Mutex::new(HashMap::new()),
             learning: Arc::new(tokio::sync::Mutex::new(())),
             unlearnable: Mutex::new(HashMap::new()),
+            resubmissions: Mutex::new(HashMap::new()),
             unfinished: Mutex::new(HashMap::new()),
             last_reap_ms: std::sync::atomic::AtomicI64::new(0),
             changed: Notify::new(),
@@ -439,6 +444,30 @@ impl Coordinator {
         })
         .await
         .map_err(|e| CoordinatorError::Internal(format!("learning a data set: {e}")))?
+    }
+
+    /// How long, and for how many, resubmissions' request ids are kept.
+    const RESUBMISSIONS_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+    const MAX_RESUBMISSIONS: usize = 10_000;
+
+    /// The experiment a recent resubmission with `request_id` resumed: a
+    /// client retrying that call gets the id back and resumes nothing more.
+    /// Kept in memory for an hour (a retry comes within seconds); after a
+    /// restart the retry resumes again, as a new submission would.
+    pub fn resubmission(&self, request_id: &str) -> Option<ExperimentId> {
+        let m = self.resubmissions.lock().ok()?;
+        m.get(request_id)
+            .filter(|(_, at)| at.elapsed() < Self::RESUBMISSIONS_FOR)
+            .map(|(id, _)| *id)
+    }
+
+    pub fn remember_resubmission(&self, request_id: &str, id: ExperimentId) {
+        if let Ok(mut m) = self.resubmissions.lock() {
+            m.retain(|_, (_, at)| at.elapsed() < Self::RESUBMISSIONS_FOR);
+            if m.len() < Self::MAX_RESUBMISSIONS {
+                m.insert(request_id.to_string(), (id, std::time::Instant::now()));
+            }
+        }
     }
 
     /// Why `dataset` was refused, if it was within [`Self::RELEARN_AFTER`].
