@@ -81,6 +81,49 @@ fn two_workers_complete_the_15_job_paper_experiment() {
             .all(|l| l.split(',').nth(1).is_some_and(|p| p.starts_with('P'))),
         "{csv}"
     );
+    // The manifest's site column corrected (no part of the data set's
+    // identity): the same experiment, not trained again, but its summary
+    // and predictions are broken down by the corrected values once the spec
+    // is submitted again.
+    let sites = |doc: &serde_json::Value| -> Vec<String> {
+        doc["tasks"]["malignancy"]["breakdowns"]["site"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r["value"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        sites(&doc).contains(&"distal_femur".to_string()),
+        "{:?}",
+        sites(&doc)
+    );
+    let manifest = dir.path().join("data/manifest.csv");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("distal_femur", "distal femur")).unwrap();
+    assert_eq!(submit(&url, &spec, &[]), id);
+    let doc = results(&url, &id);
+    let now = sites(&doc);
+    assert!(
+        now.contains(&"distal femur".to_string()) && !now.contains(&"distal_femur".to_string()),
+        "{now:?}"
+    );
+    assert!(
+        doc["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["predictions"].as_array().unwrap())
+            .all(|p| p["site"] != "distal_femur"),
+        "the predictions are broken down alike"
+    );
+    assert_eq!(
+        status(&url, &id)["jobs"]["succeeded"],
+        15,
+        "nothing trained again"
+    );
     // A second experiment on the same data and plan (another training seed), compared.
     // Without a validation set: every round's worker warns that there was
     // no early stopping and no Youden threshold.

@@ -17,6 +17,7 @@
 
 pub mod aggregate;
 pub mod auth;
+pub mod columns;
 pub mod config;
 pub mod error;
 pub mod jobs;

@@ -1,7 +1,6 @@
 //! The Experiments service: submit, get, list, watch, cancel, results.
 
 use super::{experiment_state, parse_results, proto_state, Coordinator};
-use crate::aggregate;
 use crate::config::now_ms;
 use crate::error::{parse_id, CoordinatorError};
 use crate::jobs::plan_jobs;
@@ -21,12 +20,13 @@ use tonic::{Request, Response, Status};
 /// The stack of the thread a submission is checked on (see `submit`).
 const SUBMIT_STACK: usize = 256 << 20;
 
-/// A checked submission: the record, its jobs, and its data set's root and
-/// files (manifest path -> SHA-256).
+/// A checked submission: the record, its jobs, its data set's root and
+/// files (manifest path -> SHA-256), and its manifest's breakdown columns.
 type Submission = (
     ExperimentRecord,
     Vec<NewJob>,
     (PathBuf, BTreeMap<String, String>),
+    crate::columns::Columns,
 );
 
 pub struct ExperimentsService {
@@ -198,6 +198,7 @@ impl ExperimentsService {
             prepared.manifest.root.clone(),
             prepared.fingerprint.files.clone(),
         );
+        let columns = crate::columns::Columns::of_manifest(&prepared.manifest);
         let record = ExperimentRecord {
             id: uuid::Uuid::new_v4(),
             name: spec.name.clone(),
@@ -221,7 +222,7 @@ impl ExperimentsService {
                 round: j.round,
             })
             .collect();
-        Ok((record, new_jobs, files))
+        Ok((record, new_jobs, files, columns))
     }
 }
 
@@ -274,7 +275,7 @@ impl Experiments for ExperimentsService {
                 let _ = tx.send(this.prepare_submission(&req));
             })
             .map_err(|e| CoordinatorError::Internal(format!("submit thread: {e}")))?;
-        let (record, jobs, files) = rx.await.map_err(|_| {
+        let (record, jobs, files, columns) = rx.await.map_err(|_| {
             CoordinatorError::Internal("submit thread ended without an answer".into())
         })??;
         let dataset = record.dataset_sha256.clone();
@@ -327,6 +328,19 @@ impl Experiments for ExperimentsService {
         if resumed == 0 && !created && !replay && stored.cancelled {
             // Cancelled with every job already finished: nothing to run, but it is not cancelled any more.
             self.coordinator.finish_soon(stored.id).await;
+        }
+        // Submitted again with its site or subtype column corrected (no
+        // part of the data set's identity, nor of training): the finished
+        // experiment's summary is made again with them.
+        let corrected = stored
+            .summary_json
+            .as_deref()
+            .is_some_and(|s| crate::columns::summary_differs(s, &columns));
+        if resumed == 0 && !created && !replay && corrected {
+            tracing::info!(experiment = %stored.id, "breakdown columns changed since the summary: made again");
+            if let Err(err) = self.coordinator.summarise_again(stored.id).await {
+                tracing::warn!(experiment = %stored.id, error = %err, "summary not made again");
+            }
         }
         Ok(Response::new(v1::SubmitResponse {
             experiment_id: stored.id.to_string(),
@@ -538,12 +552,21 @@ fn results_document(
     jobs: &[JobRecord],
     rows: Vec<(String, String)>,
 ) -> Result<Vec<u8>, CoordinatorError> {
-    let results = parse_results(&rows)?;
+    let mut results = parse_results(&rows)?;
     drop(rows);
     let mut doc = match &e.summary_json {
-        Some(s) => serde_json::from_str(s)
-            .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?,
-        None => aggregate::summarize_record(&results, e),
+        Some(s) => {
+            // The predictions broken down as the stored summary was, when
+            // the manifest's columns are still those.
+            if let Some(c) = crate::columns::Columns::read(&e.manifest_path)
+                .filter(|c| !crate::columns::summary_differs(s, c))
+            {
+                c.apply(&mut results);
+            }
+            serde_json::from_str(s)
+                .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?
+        }
+        None => super::summary_of(&mut results, e),
     };
     let Some(o) = doc.as_object_mut() else {
         return Err(CoordinatorError::Internal(format!(

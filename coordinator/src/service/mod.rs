@@ -530,17 +530,27 @@ impl Coordinator {
 
     /// When every job of the experiment is terminal, aggregate and store the summary.
     pub async fn maybe_finish(&self, id: ExperimentId) -> Result<(), CoordinatorError> {
+        self.summarise(id, false).await
+    }
+
+    /// [`Coordinator::maybe_finish`], making the summary again even when
+    /// there is one (its breakdown columns were corrected since).
+    pub async fn summarise_again(&self, id: ExperimentId) -> Result<(), CoordinatorError> {
+        self.summarise(id, true).await
+    }
+
+    async fn summarise(&self, id: ExperimentId, again: bool) -> Result<(), CoordinatorError> {
         self.with_store(move |s| {
             let e = s.experiment(id)?;
-            if e.summary_json.is_some() {
+            if e.summary_json.is_some() && !again {
                 return Ok(());
             }
             let jobs = s.jobs(id)?;
             if !jobs.iter().all(|j| j.state.is_terminal()) {
                 return Ok(());
             }
-            let results = parse_results(&s.results(id)?)?;
-            let summary = aggregate::summarize_record(&results, &e);
+            let mut results = parse_results(&s.results(id)?)?;
+            let summary = summary_of(&mut results, &e);
             // Only if no job changed since they were read: a resubmission
             // may have queued rounds again, and one may even have finished.
             // Whatever changed a job calls this again once it is done.
@@ -596,6 +606,23 @@ pub fn update_with_retry(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The summary of an experiment's results, broken down by the manifest's
+/// site and subtype as they are now ([`crate::columns`]), which it records.
+pub fn summary_of(results: &mut [JobResult], e: &ExperimentRecord) -> serde_json::Value {
+    let columns = crate::columns::Columns::read(&e.manifest_path);
+    if let Some(c) = &columns {
+        c.apply(results);
+    }
+    let mut summary = aggregate::summarize_record(results, e);
+    if let Some(o) = summary.as_object_mut() {
+        o.insert(
+            crate::columns::SUMMARY_KEY.into(),
+            columns.map(|c| c.sha256).into(),
+        );
+    }
+    summary
 }
 
 pub fn parse_results(rows: &[(String, String)]) -> Result<Vec<JobResult>, StoreError> {

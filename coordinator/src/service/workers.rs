@@ -1013,9 +1013,9 @@ pub async fn recover(coordinator: &Coordinator) -> Result<usize, CoordinatorErro
                     if !jobs.iter().all(|j| j.state.is_terminal()) {
                         return Ok(());
                     }
-                    let results = super::parse_results(&s.results(e.id)?)?;
+                    let mut results = super::parse_results(&s.results(e.id)?)?;
                     let full = s.experiment(e.id)?;
-                    let summary = crate::aggregate::summarize_record(&results, &full);
+                    let summary = super::summary_of(&mut results, &full);
                     s.set_summary_if_unchanged(e.id, &summary.to_string(), &jobs)?;
                     Ok(())
                 })();
