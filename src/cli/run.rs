@@ -262,9 +262,17 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let url = format!("http://{}", listener.local_addr()?);
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
     // One machine, loopback only: plaintext and no tokens.
-    let server = tokio::spawn(opened.serve(config, listener, None, async {
+    // Said when the server ends, however: one that stops on its own is
+    // the run's end, not two minutes of a client trying to reconnect.
+    let (server_ended, server_gone) = tokio::sync::oneshot::channel::<()>();
+    let serving = opened.serve(config, listener, None, async {
         let _ = stopped.await;
-    }));
+    });
+    let server = tokio::spawn(async move {
+        let r = serving.await;
+        let _ = server_ended.send(());
+        r
+    });
 
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
@@ -391,6 +399,7 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
     let outcome = tokio::select! {
         r = work => r,
         gone = workers_gone(&mut children, &out) => Err(gone),
+        _ = server_gone => Err(anyhow::anyhow!("the embedded coordinator stopped")),
         sig = super::signal::shutdown() => Err(anyhow::Error::new(Interrupted {
             signal: sig,
             kept: out.join("coordinator.db"),

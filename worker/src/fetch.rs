@@ -16,6 +16,7 @@ use crossfold_shared::manifest::Manifest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 use tokio_stream::StreamExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -150,10 +151,28 @@ pub fn materialise(
             .map_err(io(&dir))?;
         rt.block_on(async {
             // Each file is written whole (atomically) or not at all, so
-            // stopping between awaits leaves the cache sound.
-            tokio::select! {
-                got = fetch_all(coordinator, security, &dir, &lease.dataset_sha256, &missing, done) => got,
-                _ = crate::runtime::until_set(cancel) => Err(FetchError::Cancelled),
+            // stopping between awaits leaves the cache sound. A coordinator
+            // that cannot be reached (restarting) is waited for a while
+            // before the attempt is given up: its heartbeats keep the lease.
+            let mut wait = Duration::from_secs(1);
+            loop {
+                let got = tokio::select! {
+                    got = fetch_all(coordinator, security, &dir, &lease.dataset_sha256, &missing, done) => got,
+                    _ = crate::runtime::until_set(cancel) => Err(FetchError::Cancelled),
+                };
+                match got {
+                    Err(FetchError::Rpc { source, .. })
+                        if source.code() == tonic::Code::Unavailable && wait <= FETCH_RETRY_MAX =>
+                    {
+                        tracing::warn!(error = %source, retry_in_seconds = wait.as_secs(), "the coordinator cannot be reached while fetching; trying again");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = crate::runtime::until_set(cancel) => return Err(FetchError::Cancelled),
+                        }
+                        wait *= 2;
+                    }
+                    other => return other,
+                }
             }
         })?;
     }
@@ -230,10 +249,14 @@ async fn fetch_all(
     Ok(())
 }
 
+/// The longest of the waits (1 s, doubling) between tries to fetch from a
+/// coordinator that cannot be reached: about a minute in all.
+const FETCH_RETRY_MAX: Duration = Duration::from_secs(32);
+
 /// How long a download's temporary file may go unwritten before it is
 /// taken for one a killed worker left (a live download writes it as the
 /// bytes come).
-const STALE_PARTIAL: std::time::Duration = std::time::Duration::from_secs(3600);
+const STALE_PARTIAL: Duration = Duration::from_secs(3600);
 
 /// Remove the temporary files ([`Partial`]'s) that killed downloads left
 /// beside the files about to be fetched. The cache may be shared with

@@ -64,6 +64,14 @@ pub enum JobError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The round trained and scored, but its output files could not be
+    /// written (`source`): the result is here all the same, for a caller
+    /// to whom the files are a copy (a worker's `--outputs`).
+    #[error("the round's outputs were not written: {source}")]
+    Outputs {
+        result: Box<JobResult>,
+        source: Box<JobError>,
+    },
     #[error("{0}")]
     Metrics(#[from] crossfold_shared::metrics::MetricsError),
     #[error("{0}")]
@@ -96,7 +104,7 @@ impl JobError {
             JobError::Weights(WeightsError::Read { .. }) => true,
             JobError::Weights(WeightsError::Mismatch { .. }) => false,
             JobError::Data(DataError::Image(ImagingError::Io { .. })) => true,
-            JobError::Data(DataError::Image(_)) => false,
+            JobError::Data(DataError::Image(_) | DataError::DecoderCrashed { .. }) => false,
             JobError::Train { source, .. } => !matches!(
                 source,
                 TrainError::EmptyTraining
@@ -420,7 +428,17 @@ fn run_job_unguarded(
             .cancel
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     };
-    let _globals = compute.apply_globals(&cancelled).map_err(|e| match e {
+    // Called every 100 ms while another job of this process holds other
+    // settings: that wait is counted as getting ready (the other job is
+    // watched for stalls itself), so the coordinator does not take this
+    // one for stalled.
+    let waiting = || {
+        if let Some(p) = options.prepared {
+            p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        cancelled()
+    };
+    let _globals = compute.apply_globals(&waiting).map_err(|e| match e {
         crate::precision::GateError::Cancelled => train_error(TrainError::Cancelled),
         other => train_error(other.into()),
     })?;
@@ -604,7 +622,12 @@ fn run_job_unguarded(
             spec_toml: spec.to_toml(),
             provenance,
         };
-        crate::outputs::write_all(out, &result, &card, &vs)?;
+        if let Err(source) = crate::outputs::write_all(out, &result, &card, &vs) {
+            return Err(JobError::Outputs {
+                result: Box::new(result),
+                source: Box::new(source),
+            });
+        }
     }
     Ok(result)
 }

@@ -676,8 +676,16 @@ fn serve(cli: Cli, url: String) -> Result<()> {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
-            tracing::info!("shutting down: stopping the running job and releasing its lease");
+            tracing::info!("shutting down: stopping the running job and releasing its lease (a second signal exits at once)");
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            // A second signal: someone who will not wait. The lease then
+            // expires at the coordinator instead of being released.
+            let status = tokio::select! {
+                _ = term.recv() => 128 + 15,
+                _ = tokio::signal::ctrl_c() => 128 + 2,
+            };
+            tracing::warn!("second signal: exiting now, the lease unreleased");
+            std::process::exit(status);
         });
         crossfold_worker::runtime::run(cfg, stop).await?;
         Ok::<_, anyhow::Error>(())

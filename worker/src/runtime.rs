@@ -5,7 +5,7 @@
 //! and exit. Reconnects with backoff when the coordinator is away.
 
 use crate::fetch::{materialise, FetchError};
-use crate::job::{run_job, JobOptions, JobResult};
+use crate::job::{run_job, JobError, JobOptions, JobResult};
 use crate::metrics::WorkerMetrics;
 use crate::train::{Control, Progress};
 use crossfold_proto::client::{
@@ -64,6 +64,10 @@ pub enum RuntimeError {
     /// A TLS problem retrying cannot fix (a refused or expired certificate).
     #[error("coordinator {0}: {1}")]
     Tls(String, String),
+    #[error("a worker slot ended abnormally: {0}")]
+    SlotPanicked(String),
+    #[error("{0} answers gRPC but is no crossfold coordinator (Workers service unknown): is --coordinator the coordinator's gRPC address, not its metrics port or another service?")]
+    NotACoordinator(String),
 }
 
 impl From<tonic::Status> for RuntimeError {
@@ -205,27 +209,50 @@ impl Drop for RunningGuard {
 pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), RuntimeError> {
     let budget = JobBudget::new(cfg.max_jobs);
     let running = Running::default();
+    // What the worker says of its device, asked once, off the async
+    // threads (nvidia-smi can take seconds, or hang on a sick GPU).
+    let device = cfg.device;
+    let described = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || devices(device)),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_else(|| {
+        tracing::warn!("the device's description took too long: registering without it");
+        Vec::new()
+    });
+    let described = Arc::new(described);
     if cfg.slots <= 1 {
-        return run_slot(cfg, stop, budget, running).await;
+        return run_slot(cfg, stop, budget, running, described).await;
     }
     // Several slots on one device (small jobs packed on a big GPU): each slot
     // leases and trains on its own, under the same worker id.
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..cfg.slots {
-        tasks.push(tokio::spawn(run_slot(
+        tasks.spawn(run_slot(
             cfg.clone(),
             stop.clone(),
             budget.clone(),
             running.clone(),
-        )));
+            described.clone(),
+        ));
     }
-    for t in tasks {
-        match t.await {
-            Ok(r) => r?,
-            Err(e) => tracing::error!(error = %e, "worker slot ended abnormally"),
-        }
+    // The first slot to end with an error stops the others (each releases
+    // its lease, not left to expire), and that error is the worker's.
+    let mut first: Option<RuntimeError> = None;
+    while let Some(ended) = tasks.join_next().await {
+        let err = match ended {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => RuntimeError::SlotPanicked(e.to_string()),
+        };
+        tracing::error!(error = %err, "a worker slot ended; stopping the others");
+        stop.store(true, Ordering::SeqCst);
+        first.get_or_insert(err);
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 async fn run_slot(
@@ -233,9 +260,12 @@ async fn run_slot(
     stop: Arc<AtomicBool>,
     budget: JobBudget,
     running: Running,
+    described: Arc<Vec<v1::DeviceInfo>>,
 ) -> Result<(), RuntimeError> {
     // Between failed registrations: 1 s, doubling to 10 s.
     let mut register_wait = Duration::from_secs(1);
+    // Jobs failed in a row on this slot (see `failing_pause`).
+    let mut failures = 0u32;
     'connect: loop {
         let Some(channel) = connect(&cfg.coordinator, &cfg.security, &stop).await? else {
             return Ok(());
@@ -245,23 +275,42 @@ async fn run_slot(
             .max_encoding_message_size(MAX_MESSAGE);
         let reg = v1::RegisterRequest {
             worker_name: cfg.name.clone(),
-            devices: devices(cfg.device),
+            devices: described.as_ref().clone(),
             slots: cfg.slots.max(1),
             crossfold_version: env!("CARGO_PKG_VERSION").to_string(),
             libtorch_version: env!("CROSSFOLD_LIBTORCH_VERSION").to_string(),
             instance: cfg.instance.clone(),
         };
-        let registered = match client.register(reg).await {
+        // A coordinator that takes the connection and never answers is
+        // tried again after a while; a stop meanwhile ends the worker.
+        let answered = tokio::select! {
+            r = tokio::time::timeout(REGISTER_LIMIT, client.register(reg)) => r.unwrap_or_else(|_| {
+                Err(tonic::Status::unavailable(format!(
+                    "no answer to registering within {} s",
+                    REGISTER_LIMIT.as_secs()
+                )))
+            }),
+            _ = until_set(&stop) => return Ok(()),
+        };
+        let registered = match answered {
             Ok(r) => r.into_inner(),
-            // Retrying cannot fix a wrong token: say so and stop.
+            // Retrying cannot fix a wrong token or a refused --name: say
+            // so and stop.
             Err(e)
                 if matches!(
                     e.code(),
-                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                    tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::InvalidArgument
                 ) =>
             {
                 tracing::error!(error = %e, "registration refused");
                 return Err(RuntimeError::Rpc(e));
+            }
+            // Something that is not a crossfold coordinator answered.
+            Err(e) if e.code() == tonic::Code::Unimplemented => {
+                tracing::error!(error = %e, "registration refused");
+                return Err(RuntimeError::NotACoordinator(cfg.coordinator.clone()));
             }
             // The name is held by a live process: a duplicate --name, or this
             // worker restarted before its old process was given up on. Wait.
@@ -327,10 +376,34 @@ async fn run_slot(
                 continue;
             };
             let _running = running.start(&lease);
-            run_lease(&cfg, &mut client, &registered.worker_id, lease, &stop).await;
+            if run_lease(&cfg, &mut client, &registered.worker_id, lease, &stop).await {
+                failures += 1;
+            } else {
+                failures = 0;
+            }
+            // Several jobs in a row failed here: something about this
+            // worker (a GPU in a bad state, a missing mount) may fail every
+            // job it takes, and this idle worker would ask first for each
+            // retry. It waits, longer each time, so that other workers take
+            // the retries.
+            if let Some(wait) = failing_pause(failures) {
+                tracing::warn!(failures, wait_seconds = wait.as_secs(), "jobs keep failing on this worker: waiting before leasing again, so that other workers take their retries");
+                pause(wait, &stop).await;
+            }
         }
     }
 }
+
+/// After `failures` failed jobs in a row on one slot: how long it waits
+/// before leasing again (none for the first two; then 30 s, doubling to
+/// 10 min).
+fn failing_pause(failures: u32) -> Option<Duration> {
+    let over = failures.checked_sub(3)?;
+    Some(Duration::from_secs(30u64.saturating_mul(1 << over.min(5))).min(Duration::from_secs(600)))
+}
+
+/// How long a registration may wait for the coordinator's answer.
+const REGISTER_LIMIT: Duration = Duration::from_secs(30);
 
 /// How a job attempt ended, as far as the coordinator must hear.
 enum Outcome {
@@ -351,7 +424,7 @@ async fn run_lease(
     worker_id: &str,
     lease: v1::Lease,
     stop: &Arc<AtomicBool>,
-) {
+) -> bool {
     let job = lease.job_key.clone();
     tracing::info!(experiment = %lease.experiment_id, job = %job, attempt = lease.attempt, "lease received");
     let started = Instant::now();
@@ -374,7 +447,11 @@ async fn run_lease(
             let _ = tx.send(outcome);
         });
     }
-    let interval = Duration::from_secs_f64(lease.heartbeat_interval_seconds.clamp(0.2, 60.0));
+    // A value that is no number (from a coordinator gone wrong) is 5 s.
+    let asked = Some(lease.heartbeat_interval_seconds)
+        .filter(|s| s.is_finite())
+        .unwrap_or(5.0);
+    let interval = Duration::from_secs_f64(asked.clamp(0.2, 60.0));
     let mut ticker = tokio::time::interval(interval);
     // After a heartbeat that waited long, no burst of the missed ticks
     // (and the ticker is reset after each heartbeat: the next one an
@@ -456,7 +533,17 @@ async fn run_lease(
         },
         started.elapsed().as_secs_f64(),
     );
+    // Only failures another attempt might not meet say something of this
+    // worker; a spec's or data set's own error says nothing of it.
+    let failed = matches!(
+        outcome,
+        Outcome::Failed {
+            retryable: true,
+            ..
+        }
+    );
     report(client, worker_id, &lease, outcome, stop).await;
+    failed
 }
 
 /// Report the outcome, retrying while the coordinator is unreachable (a
@@ -480,8 +567,13 @@ async fn report(
             match &outcome {
                 Outcome::Done(result) => upload(client, worker_id, lease, result).await.map(|resp| {
                     let t = &result.timing;
-                    tracing::info!(job = %lease.job_key, accepted = resp.accepted, duplicate = resp.duplicate, message = %resp.message,
-                        seconds = t.total, training_seconds = t.training, images_per_second = result.images_per_second, "result uploaded");
+                    if resp.accepted {
+                        tracing::info!(job = %lease.job_key, duplicate = resp.duplicate, message = %resp.message,
+                            seconds = t.total, training_seconds = t.training, images_per_second = result.images_per_second, "result uploaded");
+                    } else {
+                        tracing::warn!(job = %lease.job_key, attempt = lease.attempt, message = %resp.message,
+                            "result not accepted by the coordinator (another attempt holds the job, or the result was refused)");
+                    }
                 }),
                 Outcome::Failed { error, retryable } => client
                     .fail(v1::FailRequest {
@@ -524,7 +616,7 @@ async fn report(
         };
         match r {
             Ok(()) => return,
-            Err(e) if e.code() == tonic::Code::Unavailable || e.code() == tonic::Code::Unknown => {
+            Err(e) if worth_retrying(&e, attempt) => {
                 tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, retry_in_seconds = wait.as_secs(), "coordinator unreachable; retrying the report");
                 tokio::select! {
                     // A stop during the wait ends it: one more try at once.
@@ -544,6 +636,28 @@ async fn report(
         }
     }
 }
+
+/// Whether a report that failed with `e` on its `tries`-th try is tried
+/// again: while the coordinator cannot be reached, or the call was cut on
+/// the way (a proxy's stream reset), for as long as it takes; a conflict
+/// or an error of the coordinator's own a few times (a result is hours of
+/// training); a refusal (a bad request, no permission) never.
+fn worth_retrying(e: &tonic::Status, tries: u64) -> bool {
+    use tonic::Code;
+    let reset = e.code() == Code::Internal && e.message().contains("h2 protocol error");
+    match e.code() {
+        Code::Unavailable | Code::Unknown | Code::Cancelled => true,
+        _ if reset => true,
+        Code::Aborted | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Internal => {
+            tries < REPORT_TRIES_ON_ERROR
+        }
+        _ => false,
+    }
+}
+
+/// How many times a report is tried when the coordinator answers with an
+/// error of its own (not a refusal).
+const REPORT_TRIES_ON_ERROR: u64 = 8;
 
 /// Resolves REPORT_AFTER_STOP after the stop was first seen (noting that
 /// time in `stopped_at`); never before the stop.
@@ -715,9 +829,17 @@ fn train_lease(
             );
         }
     }
+    // The coordinator read this spec: a worker that cannot is older than
+    // it. Another worker may be newer: retryable, saying so.
     let spec = match Spec::parse_stored(&lease.spec_toml, "leased spec") {
         Ok(s) => s,
-        Err(e) => return failed(e.to_string(), false),
+        Err(e) => return failed(
+            format!(
+                "{e} (this worker is crossfold {}: is it older than the coordinator? upgrade it)",
+                env!("CARGO_PKG_VERSION")
+            ),
+            true,
+        ),
     };
     // The spec's train.device: `cpu` trains on the CPU even on a GPU worker;
     // `cuda` needs a GPU worker (the coordinator leases such jobs only to
@@ -749,6 +871,13 @@ fn train_lease(
         Ok(x) => x,
         Err(FetchError::Cancelled) => return Outcome::Dropped,
         Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
+        // This worker's disk (full, not writable): another worker may do.
+        Err(e @ FetchError::Io { .. }) => {
+            return failed(
+                format!("{e} (this worker's --cache {})", cfg.cache_dir.display()),
+                true,
+            )
+        }
         Err(e) => return failed(e.to_string(), false),
     };
     let plan: SplitPlan = match SplitPlan::from_json(&lease.plan_json, &manifest) {
@@ -793,6 +922,14 @@ fn train_lease(
         &mut on_progress,
     ) {
         Ok(r) => Outcome::Done(Box::new(r)),
+        // --outputs keeps a copy: a full disk there costs the copy, not
+        // the trained round, which is sent with a warning.
+        Err(JobError::Outputs { mut result, source }) => {
+            let w = format!("this worker's --outputs copy was not written: {source}");
+            tracing::warn!(job = %lease.job_key, "{w}");
+            result.warnings.push(w);
+            Outcome::Done(result)
+        }
         Err(e) if e.is_cancelled() => Outcome::Dropped,
         Err(e) => failed(e.to_string(), e.is_retryable()),
     }
@@ -802,6 +939,54 @@ fn train_lease(
 mod tests {
     use super::{JobBudget, Running};
     use crossfold_proto::v1;
+
+    #[test]
+    fn a_worker_whose_jobs_keep_failing_waits_longer_each_time() {
+        assert_eq!(super::failing_pause(0), None);
+        assert_eq!(super::failing_pause(2), None);
+        let secs = |n| super::failing_pause(n).map(|d| d.as_secs());
+        assert_eq!(
+            [3, 4, 5, 6, 7, 8, 50].map(secs),
+            [
+                Some(30),
+                Some(60),
+                Some(120),
+                Some(240),
+                Some(480),
+                Some(600),
+                Some(600)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_report_is_tried_again_unless_the_coordinator_refused_it() {
+        use tonic::Status;
+        for lost in [
+            Status::unavailable("connection refused"),
+            Status::cancelled("stream reset"),
+            Status::internal("h2 protocol error: error reading a body from connection"),
+        ] {
+            assert!(super::worth_retrying(&lost, 1_000), "{lost}");
+        }
+        for own in [
+            Status::aborted("conflict"),
+            Status::internal("store: disk I/O"),
+        ] {
+            assert!(super::worth_retrying(&own, 1), "{own}");
+            assert!(
+                !super::worth_retrying(&own, super::REPORT_TRIES_ON_ERROR),
+                "{own}"
+            );
+        }
+        for refused in [
+            Status::invalid_argument("bad result"),
+            Status::permission_denied("no token"),
+            Status::failed_precondition("x"),
+        ] {
+            assert!(!super::worth_retrying(&refused, 1), "{refused}");
+        }
+    }
 
     #[test]
     fn a_heartbeat_says_how_far_getting_ready_got_until_training_reports() {
