@@ -833,13 +833,13 @@ fn train_lease(
     // it. Another worker may be newer: retryable, saying so.
     let spec = match Spec::parse_stored(&lease.spec_toml, "leased spec") {
         Ok(s) => s,
-        Err(e) => return failed(
-            format!(
-                "{e} (this worker is crossfold {}: is it older than the coordinator? upgrade it)",
-                env!("CARGO_PKG_VERSION")
-            ),
-            true,
-        ),
+        Err(e) => {
+            let version = env!("CARGO_PKG_VERSION");
+            let why = format!(
+                "{e} (this worker is crossfold {version}: is it older than the coordinator? upgrade it)"
+            );
+            return failed(why, true);
+        }
     };
     // The spec's train.device: `cpu` trains on the CPU even on a GPU worker;
     // `cuda` needs a GPU worker (the coordinator leases such jobs only to

@@ -1114,29 +1114,42 @@ mod tests {
         (store, e)
     }
 
-    #[tokio::test]
-    async fn a_data_set_is_learned_even_when_its_first_caller_goes_away() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["a.png", "b.png"] {
-            std::fs::write(dir.path().join(f), f.as_bytes()).unwrap();
+    /// A coordinator with one experiment over a data set of `rows` (file,
+    /// label, patient) written in `dir`, each file holding its own name,
+    /// under the data-set id `id` (its fingerprint when `None`); and that id.
+    fn one_data_set(
+        dir: &std::path::Path,
+        rows: &[(&str, &str, &str)],
+        id: Option<String>,
+    ) -> (Arc<Coordinator>, String) {
+        let mut csv = String::from("path,label,patient_id\n");
+        for (file, label, patient) in rows {
+            std::fs::write(dir.join(file), file.as_bytes()).unwrap();
+            csv.push_str(&format!("{file},{label},{patient}\n"));
         }
-        let manifest = dir.path().join("manifest.csv");
-        std::fs::write(
-            &manifest,
-            "path,label,patient_id\na.png,normal,p1\nb.png,benign,p2\n",
-        )
-        .unwrap();
-        let ds = crossfold_shared::dataset::fingerprint(
-            &crossfold_shared::manifest::Manifest::load(&manifest).unwrap(),
-        )
-        .unwrap()
-        .sha256;
+        let manifest = dir.join("manifest.csv");
+        std::fs::write(&manifest, csv).unwrap();
+        let ds = id.unwrap_or_else(|| {
+            crossfold_shared::dataset::fingerprint(
+                &crossfold_shared::manifest::Manifest::load(&manifest).unwrap(),
+            )
+            .unwrap()
+            .sha256
+        });
         let store = Arc::new(MemoryStore::new());
         let mut e = experiment(1);
         e.manifest_path = manifest.display().to_string();
         e.dataset_sha256 = ds.clone();
         store.create_experiment(e, jobs(&["a"])).unwrap();
         let c = Coordinator::new(store, Config::new("unused.db".into(), Vec::new()));
+        (c, ds)
+    }
+
+    #[tokio::test]
+    async fn a_data_set_is_learned_even_when_its_first_caller_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [("a.png", "normal", "p1"), ("b.png", "benign", "p2")];
+        let (c, ds) = one_data_set(dir.path(), &rows, None);
         // While another data set is being learned (the lock held), a
         // data set no experiment uses is refused at once.
         let held = Arc::clone(&c.learning).lock_owned().await;
@@ -1170,15 +1183,11 @@ mod tests {
     #[tokio::test]
     async fn a_data_set_changed_since_submission_is_refused_saying_so() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.png"), b"a").unwrap();
-        let manifest = dir.path().join("manifest.csv");
-        std::fs::write(&manifest, "path,label,patient_id\na.png,normal,p1\n").unwrap();
-        let store = Arc::new(MemoryStore::new());
-        let mut e = experiment(1);
-        e.manifest_path = manifest.display().to_string();
-        e.dataset_sha256 = "0".repeat(64);
-        store.create_experiment(e, jobs(&["a"])).unwrap();
-        let c = Coordinator::new(store, Config::new("unused.db".into(), Vec::new()));
+        let (c, _) = one_data_set(
+            dir.path(),
+            &[("a.png", "normal", "p1")],
+            Some("0".repeat(64)),
+        );
         let err = c.learn_dataset(&"0".repeat(64)).await.unwrap_err();
         let text = err.to_string();
         assert!(
@@ -1198,20 +1207,8 @@ mod tests {
     #[tokio::test]
     async fn a_data_set_that_cannot_be_read_now_is_read_again_next_time() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.png"), b"a").unwrap();
+        let (c, ds) = one_data_set(dir.path(), &[("a.png", "normal", "p1")], None);
         let manifest = dir.path().join("manifest.csv");
-        std::fs::write(&manifest, "path,label,patient_id\na.png,normal,p1\n").unwrap();
-        let ds = crossfold_shared::dataset::fingerprint(
-            &crossfold_shared::manifest::Manifest::load(&manifest).unwrap(),
-        )
-        .unwrap()
-        .sha256;
-        let store = Arc::new(MemoryStore::new());
-        let mut e = experiment(1);
-        e.manifest_path = manifest.display().to_string();
-        e.dataset_sha256 = ds.clone();
-        store.create_experiment(e, jobs(&["a"])).unwrap();
-        let c = Coordinator::new(store, Config::new("unused.db".into(), Vec::new()));
         // The manifest away for a moment (a network file system's blip)...
         let away = dir.path().join("manifest.away");
         std::fs::rename(&manifest, &away).unwrap();
