@@ -78,6 +78,42 @@ impl Columns {
 /// The key under which a summary records [`Columns::sha256`].
 pub const SUMMARY_KEY: &str = "breakdown_columns_sha256";
 
+/// The key under which a stored summary keeps the site and subtype each
+/// image was broken down by (`{image: [site, subtype]}`, images with
+/// neither left out), so that the results document gives its predictions
+/// those same values without reading the manifest again.
+pub const STORED_KEY: &str = "breakdown_columns";
+
+/// The site and subtype of every prediction in `results` that has either,
+/// as [`STORED_KEY`] keeps them.
+pub fn as_stored(results: &[JobResult]) -> serde_json::Value {
+    let mut by_image = serde_json::Map::new();
+    for p in results.iter().flat_map(|r| &r.predictions) {
+        if !(p.site.is_empty() && p.subtype.is_empty()) {
+            by_image.insert(p.image.clone(), serde_json::json!([p.site, p.subtype]));
+        }
+    }
+    serde_json::Value::Object(by_image)
+}
+
+/// Give `results`' predictions the site and subtype `stored` (see
+/// [`as_stored`]) keeps for their images; others are left as they are.
+pub fn apply_stored(stored: &serde_json::Value, results: &mut [JobResult]) {
+    let Some(by_image) = stored.as_object() else {
+        return;
+    };
+    for p in results.iter_mut().flat_map(|r| r.predictions.iter_mut()) {
+        if let Some([site, subtype]) = by_image
+            .get(&p.image)
+            .and_then(|v| v.as_array())
+            .and_then(|a| <&[serde_json::Value; 2]>::try_from(a.as_slice()).ok())
+        {
+            p.site = site.as_str().unwrap_or_default().to_string();
+            p.subtype = subtype.as_str().unwrap_or_default().to_string();
+        }
+    }
+}
+
 /// Whether a stored summary was made with other breakdown columns than
 /// `current` (or before summaries recorded them).
 pub fn summary_differs(summary_json: &str, current: &Columns) -> bool {
@@ -141,6 +177,11 @@ mod tests {
         other[0].predictions[0].label = "benign".into();
         Columns::of_manifest(&m).apply(&mut other);
         assert_eq!(other[0].predictions[0].site, "as sent");
+        let mut moved = vec![result(1, &[("normal", 0.2)])];
+        moved[0].predictions[0].site = "as sent".into();
+        moved[0].predictions[0].patient = "another patient".into();
+        Columns::of_manifest(&m).apply(&mut moved);
+        assert_eq!(moved[0].predictions[0].site, "as sent");
         // An image the manifest does not list: left alone too.
         let mut unlisted = vec![result(1, &[("normal", 0.2)])];
         unlisted[0].predictions[0].image = "elsewhere.png".into();
@@ -157,6 +198,15 @@ mod tests {
         reordered.entries.reverse();
         assert_eq!(Columns::of_manifest(&reordered).sha256, before.sha256);
         let summary = format!("{{\"{SUMMARY_KEY}\": \"{}\"}}", before.sha256);
+        // What a summary keeps of the values it used, given back alike.
+        let mut results = vec![result(1, &[("normal", 0.2), ("malignant", 0.9)])];
+        results[0].predictions[0].site = "femur".into();
+        let stored = as_stored(&results);
+        assert_eq!(stored.as_object().map(|o| o.len()), Some(1));
+        let mut fresh = vec![result(1, &[("normal", 0.2), ("malignant", 0.9)])];
+        apply_stored(&stored, &mut fresh);
+        assert_eq!(fresh[0].predictions[0].site, "femur");
+        assert_eq!(fresh[0].predictions[1].site, "");
         assert!(!summary_differs(&summary, &before));
         assert!(summary_differs(&summary, &fixed));
         assert!(summary_differs("{}", &before), "an older summary");

@@ -308,7 +308,12 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         .args(["--slots-per-gpu", &a.slots_per_gpu.to_string()])
         .stdout(log.try_clone()?)
         .stderr(log)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Their own process group: a Ctrl-C at the terminal reaches `run`
+        // alone, which stops them (one SIGTERM each), rather than each
+        // worker twice (the terminal's SIGINT, then run's SIGTERM), which a
+        // worker takes for someone who will not wait.
+        .process_group(0);
         for var in REMOTE_ONLY_ENV {
             cmd.env_remove(var);
         }

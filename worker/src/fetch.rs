@@ -76,6 +76,9 @@ pub struct FetchFrom<'a> {
     /// Counts the files fetched and hashed (the job's progress while it
     /// prepares, which the worker's heartbeats report).
     pub done: &'a AtomicU64,
+    /// The most bytes the cache may hold (`--cache-max-gib`), kept by
+    /// removing the least recently used data sets before a fetch.
+    pub cache_limit: Option<u64>,
 }
 
 /// The data set of `lease`, ready to load (runs on the training thread).
@@ -94,6 +97,7 @@ pub fn materialise(
         always_fetch,
         hashes,
         done,
+        cache_limit,
     } = *from;
     let id = &lease.dataset_sha256;
     if id.len() != 64
@@ -122,6 +126,7 @@ pub fn materialise(
     }
     let dir = cache.join(&lease.dataset_sha256);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    crate::cache_limit::mark_used(&dir);
     let manifest_path = dir.join("manifest.csv");
     // Jobs of one data set running side by side in this process (several
     // slots) share the cache: files are replaced atomically, never truncated
@@ -144,6 +149,11 @@ pub fn materialise(
     }
     if !missing.is_empty() {
         remove_stale_partials(&dir, &missing);
+        if let Some(limit) = cache_limit {
+            for gone in crate::cache_limit::enforce(cache, limit, &dir) {
+                tracing::info!(folder = %gone.display(), limit_bytes = limit, "data set removed from the cache (--cache-max-gib): least recently used");
+            }
+        }
         tracing::info!(files = missing.len(), dataset = %lease.dataset_sha256, "fetching data-set files from the coordinator");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -155,15 +165,26 @@ pub fn materialise(
             // that cannot be reached (restarting) is waited for a while
             // before the attempt is given up: its heartbeats keep the lease.
             let mut wait = Duration::from_secs(1);
+            let mut todo = missing.clone();
             loop {
                 let got = tokio::select! {
-                    got = fetch_all(coordinator, security, &dir, &lease.dataset_sha256, &missing, done) => got,
+                    got = fetch_all(coordinator, security, &dir, &lease.dataset_sha256, &todo, done) => got,
                     _ = crate::runtime::until_set(cancel) => Err(FetchError::Cancelled),
                 };
                 match got {
                     Err(FetchError::Rpc { source, .. })
-                        if source.code() == tonic::Code::Unavailable && wait <= FETCH_RETRY_MAX =>
+                        if matches!(
+                            source.code(),
+                            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+                        ) && wait <= FETCH_RETRY_MAX =>
                     {
+                        // What came before the break is kept, not fetched again.
+                        todo.retain(|f| {
+                            contained_path(&dir, &f.path)
+                                .ok()
+                                .and_then(|p| hashes.sha256_file(&p).ok())
+                                .is_none_or(|sha| sha != f.sha256)
+                        });
                         tracing::warn!(error = %source, retry_in_seconds = wait.as_secs(), "the coordinator cannot be reached while fetching; trying again");
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
@@ -398,6 +419,7 @@ mod tests {
             always_fetch: false,
             hashes: &hashes,
             done: &AtomicU64::new(0),
+            cache_limit: None,
         };
         let stop = AtomicBool::new(false);
         for _ in 0..2 {
@@ -420,6 +442,7 @@ mod tests {
             always_fetch: true,
             hashes: &hashes,
             done: &AtomicU64::new(0),
+            cache_limit: None,
         };
         let escape = outside.path().join("x").display().to_string();
         for id in [
@@ -470,6 +493,7 @@ mod tests {
             always_fetch: false,
             hashes: &hashes,
             done: &AtomicU64::new(0),
+            cache_limit: None,
         };
         let started = std::time::Instant::now();
         let got = std::thread::scope(|s| {

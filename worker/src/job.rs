@@ -64,6 +64,10 @@ pub enum JobError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// This worker cannot start the round now (its GPU is held by another
+    /// job of other settings): another worker, or this one later, can.
+    #[error("not started here: {0}")]
+    Busy(String),
     /// The round trained and scored, but its output files could not be
     /// written (`source`): the result is here all the same, for a caller
     /// to whom the files are a copy (a worker's `--outputs`).
@@ -104,7 +108,7 @@ impl JobError {
             JobError::Weights(WeightsError::Read { .. }) => true,
             JobError::Weights(WeightsError::Mismatch { .. }) => false,
             JobError::Data(DataError::Image(ImagingError::Io { .. })) => true,
-            JobError::Data(DataError::Image(_) | DataError::DecoderCrashed { .. }) => false,
+            JobError::Data(DataError::Image(_)) => false,
             JobError::Train { source, .. } => !matches!(
                 source,
                 TrainError::EmptyTraining
@@ -240,6 +244,10 @@ pub struct JobOptions<'a> {
     /// while it prepares, which a worker's heartbeats report).
     pub prepared: Option<&'a std::sync::atomic::AtomicU64>,
 }
+
+/// How long a job waits for another job of this process, which holds
+/// other process-wide GPU settings, before it gives its lease back.
+pub const SETTINGS_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Run one round. `on_progress` is called after every step and epoch;
 /// returning [`Control::Stop`] cancels the job within one step.
@@ -429,16 +437,23 @@ fn run_job_unguarded(
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     };
     // Called every 100 ms while another job of this process holds other
-    // settings: that wait is counted as getting ready (the other job is
-    // watched for stalls itself), so the coordinator does not take this
-    // one for stalled.
+    // settings: after SETTINGS_WAIT_LIMIT the job gives up its lease (not
+    // an attempt), for a worker that can start it now.
+    let waiting_since = Instant::now();
+    let gave_up = std::cell::Cell::new(false);
     let waiting = || {
-        if let Some(p) = options.prepared {
-            p.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if waiting_since.elapsed() >= SETTINGS_WAIT_LIMIT {
+            gave_up.set(true);
+            return true;
         }
         cancelled()
     };
     let _globals = compute.apply_globals(&waiting).map_err(|e| match e {
+        crate::precision::GateError::Cancelled if gave_up.get() => JobError::Busy(format!(
+            "another job on this worker's GPU held other process-wide settings (TF32, cuDNN \
+             autotuning) for {} min",
+            SETTINGS_WAIT_LIMIT.as_secs() / 60
+        )),
         crate::precision::GateError::Cancelled => train_error(TrainError::Cancelled),
         other => train_error(other.into()),
     })?;

@@ -12,13 +12,15 @@
 //! - [`job`]: one round end to end; [`outputs`]: its files.
 //! - [`provenance`]: versions, device, seeds and hashes of a result.
 //! - [`runtime`]: the worker process: register, lease, train, heartbeat,
-//!   upload, release on shutdown; [`fetch`]: data sets by content hash;
+//!   upload, release on shutdown; [`fetch`]: data sets by content hash,
+//!   [`cache_limit`]: their cache kept under `--cache-max-gib`;
 //!   [`metrics`]: its Prometheus metrics.
 //! - [`precision`]: bf16 autocast, TF32 and channels-last through a C++ shim.
 //! - [`bench`]: training throughput, against `bench/reference.py`.
 //! - [`torch_error`]: libtorch's messages without their C++ stack traces.
 
 pub mod bench;
+pub mod cache_limit;
 pub mod data;
 pub mod device;
 pub mod evaluate;

@@ -39,6 +39,11 @@ struct Cli {
     /// Cache for data sets fetched from the coordinator.
     #[arg(long, default_value = ".crossfold-cache")]
     cache: PathBuf,
+    /// Keep the data sets fetched into --cache under this many GiB: before
+    /// a fetch, whole data sets are removed, the least recently used first
+    /// (never one used within the last hour). No limit without it.
+    #[arg(long, env = "CROSSFOLD_CACHE_MAX_GIB", value_name = "GIB")]
+    cache_max_gib: Option<f64>,
     /// Exit after this many jobs.
     #[arg(long)]
     max_jobs: Option<usize>,
@@ -619,6 +624,11 @@ fn serve(cli: Cli, url: String) -> Result<()> {
     security.endpoint(&url)?;
     // And on folders the worker cannot write, before it takes (and fails) jobs.
     writable_dir("--cache", &cli.cache)?;
+    let cache_limit = match cli.cache_max_gib {
+        None => None,
+        Some(g) if g.is_finite() && g > 0.0 => Some((g * (1u64 << 30) as f64) as u64),
+        Some(g) => anyhow::bail!("--cache-max-gib {g}: must be a number of GiB above 0"),
+    };
     if let Some(dir) = &cli.outputs {
         writable_dir("--outputs", dir)?;
     }
@@ -632,6 +642,7 @@ fn serve(cli: Cli, url: String) -> Result<()> {
         instance: uuid::Uuid::new_v4().to_string(),
         device: d,
         cache_dir: cli.cache,
+        cache_limit,
         lease_wait: std::time::Duration::from_secs(10),
         max_jobs: cli.max_jobs,
         always_fetch: cli.fetch_data,
@@ -678,14 +689,25 @@ fn serve(cli: Cli, url: String) -> Result<()> {
             }
             tracing::info!("shutting down: stopping the running job and releasing its lease (a second signal exits at once)");
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            // A second signal: someone who will not wait. The lease then
-            // expires at the coordinator instead of being released.
-            let status = tokio::select! {
-                _ = term.recv() => 128 + 15,
-                _ = tokio::signal::ctrl_c() => 128 + 2,
+            // A second signal, more than 2 s on (one signal delivered twice,
+            // to a process group and by a parent, is one): someone who will
+            // not wait. The lease then expires at the coordinator instead of
+            // being released.
+            let first = std::time::Instant::now();
+            let status = loop {
+                let status = tokio::select! {
+                    _ = term.recv() => 128 + 15,
+                    _ = tokio::signal::ctrl_c() => 128 + 2,
+                };
+                if first.elapsed() >= std::time::Duration::from_secs(2) {
+                    break status;
+                }
             };
             tracing::warn!("second signal: exiting now, the lease unreleased");
-            std::process::exit(status);
+            // Without running libtorch's exit handlers under a training
+            // thread that may be inside it.
+            // SAFETY: _exit(2) ends the process at once; nothing after it runs.
+            unsafe { libc::_exit(status) }
         });
         crossfold_worker::runtime::run(cfg, stop).await?;
         Ok::<_, anyhow::Error>(())

@@ -33,6 +33,9 @@ pub struct WorkerConfig {
     pub device: tch::Device,
     /// Where data sets fetched from the coordinator are cached.
     pub cache_dir: PathBuf,
+    /// The most bytes that cache may hold (`--cache-max-gib`); no limit
+    /// when `None`.
+    pub cache_limit: Option<u64>,
     /// How long a lease request waits at the coordinator.
     pub lease_wait: Duration,
     /// Exit after this many jobs (tests); `None` runs until stopped.
@@ -66,8 +69,6 @@ pub enum RuntimeError {
     Tls(String, String),
     #[error("a worker slot ended abnormally: {0}")]
     SlotPanicked(String),
-    #[error("{0} answers gRPC but is no crossfold coordinator (Workers service unknown): is --coordinator the coordinator's gRPC address, not its metrics port or another service?")]
-    NotACoordinator(String),
 }
 
 impl From<tonic::Status> for RuntimeError {
@@ -157,6 +158,13 @@ impl JobBudget {
             left.fetch_add(1, Ordering::SeqCst);
         }
     }
+
+    /// Whether no job is left to take.
+    fn spent(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|left| left.load(Ordering::SeqCst) == 0)
+    }
 }
 
 /// The attempts this worker's slots are running, shared by its slots. Each
@@ -212,17 +220,24 @@ pub async fn run(cfg: WorkerConfig, stop: Arc<AtomicBool>) -> Result<(), Runtime
     // What the worker says of its device, asked once, off the async
     // threads (nvidia-smi can take seconds, or hang on a sick GPU).
     let device = cfg.device;
-    let described = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || devices(device)),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .unwrap_or_else(|| {
-        tracing::warn!("the device's description took too long: registering without it");
-        Vec::new()
+    // On a thread of its own, not the runtime's blocking pool: one that
+    // hangs must not keep the worker from exiting.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(devices(device));
     });
+    let described = match tokio::time::timeout(Duration::from_secs(20), rx).await {
+        Ok(Ok(d)) => d,
+        _ => {
+            tracing::warn!(
+                "the device's description took too long: registering with its name alone"
+            );
+            vec![v1::DeviceInfo {
+                name: format!("{device:?}").to_lowercase(),
+                ..Default::default()
+            }]
+        }
+    };
     let described = Arc::new(described);
     if cfg.slots <= 1 {
         return run_slot(cfg, stop, budget, running, described).await;
@@ -307,11 +322,6 @@ async fn run_slot(
                 tracing::error!(error = %e, "registration refused");
                 return Err(RuntimeError::Rpc(e));
             }
-            // Something that is not a crossfold coordinator answered.
-            Err(e) if e.code() == tonic::Code::Unimplemented => {
-                tracing::error!(error = %e, "registration refused");
-                return Err(RuntimeError::NotACoordinator(cfg.coordinator.clone()));
-            }
             // The name is held by a live process: a duplicate --name, or this
             // worker restarted before its old process was given up on. Wait.
             Err(e) if e.code() == tonic::Code::FailedPrecondition => {
@@ -327,7 +337,12 @@ async fn run_slot(
                 return Err(RuntimeError::Tls(cfg.coordinator.clone(), why));
             }
             Err(e) => {
-                let why = crossfold_proto::client::describe(&e);
+                let mut why = crossfold_proto::client::describe(&e);
+                // Something that knows no Workers service answered (another
+                // service, or a proxy while the coordinator is redeployed).
+                if e.code() == tonic::Code::Unimplemented {
+                    why.push_str(" (is --coordinator the coordinator's gRPC address?)");
+                }
                 tracing::warn!(error = %why, retry_in_ms = register_wait.as_millis() as u64, "register failed; reconnecting");
                 pause(register_wait, &stop).await;
                 register_wait = (register_wait * 2).min(Duration::from_secs(10));
@@ -375,18 +390,17 @@ async fn run_slot(
                 budget.give_back();
                 continue;
             };
-            let _running = running.start(&lease);
-            if run_lease(&cfg, &mut client, &registered.worker_id, lease, &stop).await {
-                failures += 1;
-            } else {
-                failures = 0;
-            }
+            let failed_here = {
+                let _running = running.start(&lease);
+                run_lease(&cfg, &mut client, &registered.worker_id, lease, &stop).await
+            };
+            failures = if failed_here { failures + 1 } else { 0 };
             // Several jobs in a row failed here: something about this
             // worker (a GPU in a bad state, a missing mount) may fail every
             // job it takes, and this idle worker would ask first for each
             // retry. It waits, longer each time, so that other workers take
-            // the retries.
-            if let Some(wait) = failing_pause(failures) {
+            // the retries (not when it has no job left to take: it ends).
+            if let Some(wait) = failing_pause(failures).filter(|_| !budget.spent()) {
                 tracing::warn!(failures, wait_seconds = wait.as_secs(), "jobs keep failing on this worker: waiting before leasing again, so that other workers take their retries");
                 pause(wait, &stop).await;
             }
@@ -411,6 +425,10 @@ enum Outcome {
     Failed {
         error: String,
         retryable: bool,
+        /// The failure was this worker's running of the job (training,
+        /// its disk, its decoding), not the spec's, the data set's or the
+        /// coordinator's: what tells a worker in a bad state.
+        here: bool,
     },
     /// The coordinator said stop (cancelled, or the lease is gone).
     Dropped,
@@ -470,6 +488,7 @@ async fn run_lease(
         r.unwrap_or(Outcome::Failed {
             error: "training thread panicked".into(),
             retryable: true,
+            here: true,
         })
     };
     let outcome = loop {
@@ -533,12 +552,13 @@ async fn run_lease(
         },
         started.elapsed().as_secs_f64(),
     );
-    // Only failures another attempt might not meet say something of this
-    // worker; a spec's or data set's own error says nothing of it.
+    // Only failures of this worker's own running of a job, which another
+    // attempt elsewhere might not meet, say something of it.
     let failed = matches!(
         outcome,
         Outcome::Failed {
             retryable: true,
+            here: true,
             ..
         }
     );
@@ -575,7 +595,9 @@ async fn report(
                             "result not accepted by the coordinator (another attempt holds the job, or the result was refused)");
                     }
                 }),
-                Outcome::Failed { error, retryable } => client
+                Outcome::Failed {
+                    error, retryable, ..
+                } => client
                     .fail(v1::FailRequest {
                         worker_id: worker_id.to_string(),
                         experiment_id: lease.experiment_id.clone(),
@@ -617,7 +639,7 @@ async fn report(
         match r {
             Ok(()) => return,
             Err(e) if worth_retrying(&e, attempt) => {
-                tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, retry_in_seconds = wait.as_secs(), "coordinator unreachable; retrying the report");
+                tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, retry_in_seconds = wait.as_secs(), "report not through; retrying");
                 tokio::select! {
                     // A stop during the wait ends it: one more try at once.
                     _ = pause(wait, stop), if stopped_at.is_none() => {}
@@ -638,26 +660,30 @@ async fn report(
 }
 
 /// Whether a report that failed with `e` on its `tries`-th try is tried
-/// again: while the coordinator cannot be reached, or the call was cut on
-/// the way (a proxy's stream reset), for as long as it takes; a conflict
-/// or an error of the coordinator's own a few times (a result is hours of
-/// training); a refusal (a bad request, no permission) never.
+/// again: while the coordinator cannot be reached, for as long as it takes
+/// (a restarted coordinator keeps the lease for its grace period); when the
+/// call was cut on the way (a proxy's stream reset) or the coordinator
+/// answered with an error of its own (a conflict, a full disk), for a few
+/// minutes (a result is hours of training, but a coordinator that fails on
+/// this very report must not hold the slot for ever); a refusal (a bad
+/// request, no permission) never.
 fn worth_retrying(e: &tonic::Status, tries: u64) -> bool {
     use tonic::Code;
-    let reset = e.code() == Code::Internal && e.message().contains("h2 protocol error");
     match e.code() {
-        Code::Unavailable | Code::Unknown | Code::Cancelled => true,
-        _ if reset => true,
-        Code::Aborted | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Internal => {
-            tries < REPORT_TRIES_ON_ERROR
-        }
+        Code::Unavailable | Code::Unknown => true,
+        Code::Cancelled
+        | Code::Aborted
+        | Code::ResourceExhausted
+        | Code::DeadlineExceeded
+        | Code::Internal => tries < REPORT_TRIES_ON_ERROR,
         _ => false,
     }
 }
 
-/// How many times a report is tried when the coordinator answers with an
-/// error of its own (not a refusal).
-const REPORT_TRIES_ON_ERROR: u64 = 8;
+/// How many times a report is tried when the call was cut or the
+/// coordinator answered with an error of its own (not a refusal): with
+/// the waits between (1 s doubling to 15 s), about four minutes.
+const REPORT_TRIES_ON_ERROR: u64 = 20;
 
 /// Resolves REPORT_AFTER_STOP after the stop was first seen (noting that
 /// time in `stopped_at`); never before the stop.
@@ -819,7 +845,11 @@ fn train_lease(
     readied: &AtomicU64,
 ) -> Outcome {
     let started = std::time::Instant::now();
-    let failed = |error: String, retryable: bool| Outcome::Failed { error, retryable };
+    let failed = |error: String, retryable: bool| Outcome::Failed {
+        error,
+        retryable,
+        here: false,
+    };
     if let Ok(fault) = std::env::var("CROSSFOLD_FAULT_FAIL_JOB") {
         // Fault injection for tests: this job always fails (retryably).
         if fault == lease.job_key {
@@ -836,7 +866,7 @@ fn train_lease(
         Err(e) => {
             let version = env!("CARGO_PKG_VERSION");
             let why = format!(
-                "{e} (this worker is crossfold {version}: is it older than the coordinator? upgrade it)"
+                "{e} (this worker is crossfold {version}; the coordinator read this spec: are the two of different versions?)"
             );
             return failed(why, true);
         }
@@ -866,6 +896,7 @@ fn train_lease(
         always_fetch: cfg.always_fetch,
         hashes: &cfg.hashes,
         done: readied,
+        cache_limit: cfg.cache_limit,
     };
     let (manifest, fingerprint) = match materialise(&from, lease, cancel) {
         Ok(x) => x,
@@ -873,10 +904,11 @@ fn train_lease(
         Err(e @ FetchError::Rpc { .. }) => return failed(e.to_string(), true),
         // This worker's disk (full, not writable): another worker may do.
         Err(e @ FetchError::Io { .. }) => {
-            return failed(
-                format!("{e} (this worker's --cache {})", cfg.cache_dir.display()),
-                true,
-            )
+            return Outcome::Failed {
+                error: format!("{e} (this worker's --cache {})", cfg.cache_dir.display()),
+                retryable: true,
+                here: true,
+            }
         }
         Err(e) => return failed(e.to_string(), false),
     };
@@ -922,6 +954,11 @@ fn train_lease(
         &mut on_progress,
     ) {
         Ok(r) => Outcome::Done(Box::new(r)),
+        // Not startable here now: given back, no attempt spent.
+        Err(JobError::Busy(why)) => {
+            tracing::info!(job = %lease.job_key, reason = %why, "giving the lease back");
+            Outcome::Release
+        }
         // --outputs keeps a copy: a full disk there costs the copy, not
         // the trained round, which is sent with a warning.
         Err(JobError::Outputs { mut result, source }) => {
@@ -931,7 +968,11 @@ fn train_lease(
             Outcome::Done(result)
         }
         Err(e) if e.is_cancelled() => Outcome::Dropped,
-        Err(e) => failed(e.to_string(), e.is_retryable()),
+        Err(e) => Outcome::Failed {
+            error: e.to_string(),
+            retryable: e.is_retryable(),
+            here: true,
+        },
     }
 }
 
@@ -964,14 +1005,17 @@ mod tests {
         use tonic::Status;
         for lost in [
             Status::unavailable("connection refused"),
-            Status::cancelled("stream reset"),
-            Status::internal("h2 protocol error: error reading a body from connection"),
+            Status::unknown("transport error"),
         ] {
             assert!(super::worth_retrying(&lost, 1_000), "{lost}");
         }
         for own in [
+            Status::cancelled("stream reset"),
+            Status::internal("h2 protocol error: error reading a body from connection"),
             Status::aborted("conflict"),
             Status::internal("store: disk I/O"),
+            Status::resource_exhausted("full"),
+            Status::deadline_exceeded("slow"),
         ] {
             assert!(super::worth_retrying(&own, 1), "{own}");
             assert!(

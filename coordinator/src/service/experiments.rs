@@ -555,17 +555,8 @@ fn results_document(
     let mut results = parse_results(&rows)?;
     drop(rows);
     let mut doc = match &e.summary_json {
-        Some(s) => {
-            // The predictions broken down as the stored summary was, when
-            // the manifest's columns are still those.
-            if let Some(c) = crate::columns::Columns::read(&e.manifest_path)
-                .filter(|c| !crate::columns::summary_differs(s, c))
-            {
-                c.apply(&mut results);
-            }
-            serde_json::from_str(s)
-                .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?
-        }
+        Some(s) => serde_json::from_str(s)
+            .map_err(|err| CoordinatorError::Internal(format!("stored summary: {err}")))?,
         None => super::summary_of(&mut results, e),
     };
     let Some(o) = doc.as_object_mut() else {
@@ -574,6 +565,11 @@ fn results_document(
             e.id
         )));
     };
+    // The predictions broken down as the summary was (a stored one keeps
+    // the values it used; none from summaries older than that).
+    if let Some(stored) = o.remove(crate::columns::STORED_KEY) {
+        crate::columns::apply_stored(&stored, &mut results);
+    }
     o.insert("experiment_id".into(), e.id.to_string().into());
     o.insert("name".into(), e.name.clone().into());
     o.insert("state".into(), experiment_state(e, jobs).into());

@@ -621,6 +621,10 @@ pub fn summary_of(results: &mut [JobResult], e: &ExperimentRecord) -> serde_json
             crate::columns::SUMMARY_KEY.into(),
             columns.map(|c| c.sha256).into(),
         );
+        o.insert(
+            crate::columns::STORED_KEY.into(),
+            crate::columns::as_stored(results),
+        );
     }
     summary
 }

@@ -111,7 +111,30 @@ pub enum Gray16 {
 /// saying how a 16-bit gray image was scaled (`None` for every other kind
 /// of image), so that a data set whose 16-bit images were read on both
 /// scales, or clipped, can be pointed out.
+///
+/// A decoding library that panics on a damaged file rather than refusing
+/// it costs that file ([`ImagingError::Undecodable`], named), not the
+/// process that reads it (a worker's job, the coordinator checking a data
+/// set).
 pub fn decode_bytes_scaled(
+    bytes: &[u8],
+    name: &Path,
+    gray16: Gray16Scale,
+) -> Result<(GrayImage, Option<Gray16>), ImagingError> {
+    std::panic::catch_unwind(|| decode_unguarded(bytes, name, gray16)).unwrap_or_else(|panic| {
+        let said = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(ImagingError::undecodable(
+            name,
+            format!("the decoder crashed on it: {said}"),
+        ))
+    })
+}
+
+fn decode_unguarded(
     bytes: &[u8],
     name: &Path,
     gray16: Gray16Scale,

@@ -23,13 +23,6 @@ pub enum DataError {
     Torch(#[from] tch::TchError),
     #[error("cancelled while decoding images")]
     Cancelled,
-    /// The decoder panicked on this file (a damaged or unusual image that a
-    /// decoding library did not refuse cleanly).
-    #[error("{}: the image decoder crashed on it (a damaged or unusual file?): {message}", path.display())]
-    DecoderCrashed {
-        path: std::path::PathBuf,
-        message: String,
-    },
 }
 
 /// Images of a job, `[N, 1, S, S]` uint8 on `device`, in the given order.
@@ -38,15 +31,6 @@ pub struct ImageSet {
     pub size: i64,
     /// How many came from the worker's cache rather than their files.
     pub from_cache: usize,
-}
-
-/// What a panic said, when it said it in words.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
 }
 
 /// Where a job's images come from besides their files.
@@ -119,13 +103,7 @@ pub fn load_images(
                                 from_cache += 1;
                             }
                             None => {
-                                let path = manifest.resolve(e);
-                                let pixels =
-                                    std::panic::catch_unwind(|| load_square(&path, reading))
-                                        .map_err(|panic| DataError::DecoderCrashed {
-                                            message: panic_text(panic.as_ref()),
-                                            path: path.clone(),
-                                        })??;
+                                let pixels = load_square(&manifest.resolve(e), reading)?;
                                 buf.extend_from_slice(&pixels);
                                 if let Some(c) = cache {
                                     c.cache.put(c.dataset, reading, &e.path, Arc::new(pixels));
