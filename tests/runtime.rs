@@ -354,7 +354,7 @@ fn stop_with_the_coordinator_gone(hang: bool) {
         // Backing off (1, 2, 4, 8 s...) before the stop comes: the stop
         // wakes it.
         wait_for("the worker's third try to report", LONG, || {
-            w.log_text().matches("retrying the report").count() >= 3
+            w.log_text().matches("report not through; retrying").count() >= 3
         });
     }
     let took = sigterm_and_time_the_exit(&mut w);
@@ -425,7 +425,7 @@ fn a_result_finished_while_the_coordinator_is_down_is_kept() {
     wait_for(
         "the worker to finish the job and try to report",
         LONG,
-        || w.log_text().contains("retrying the report"),
+        || w.log_text().contains("report not through; retrying"),
     );
     std::thread::sleep(Duration::from_secs(35));
     let (_coord2, _) = start_coordinator(dir.path(), &listen, &data, &grace);
@@ -467,7 +467,7 @@ fn a_late_result_from_a_cut_off_worker_is_refused() {
     // The slow worker wakes up, finishes its stale attempt and reports it: refused.
     wait_for("the slow worker's report", Duration::from_secs(120), || {
         let log = slow.log_text();
-        log.contains("accepted=false") || log.contains("no longer wants this attempt")
+        log.contains("result not accepted") || log.contains("no longer wants this attempt")
     });
     let doc = results(&url, &id);
     assert_eq!(count_results(&doc), 5, "counted once");
@@ -522,7 +522,7 @@ fn a_cut_off_worker_back_before_its_job_is_leased_again_keeps_its_attempt() {
     let doc = results(&url, &id);
     assert_eq!(count_results(&doc), 5);
     let log = w.log_text();
-    assert!(!log.contains("accepted=false"), "{log}");
+    assert!(!log.contains("result not accepted"), "{log}");
 }
 
 #[test]
