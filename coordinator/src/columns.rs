@@ -79,19 +79,17 @@ impl Columns {
 pub const SUMMARY_KEY: &str = "breakdown_columns_sha256";
 
 /// The key under which a stored summary keeps the site and subtype each
-/// image was broken down by (`{image: [site, subtype]}`, images with
-/// neither left out), so that the results document gives its predictions
-/// those same values without reading the manifest again.
+/// image was broken down by (`{image: [site, subtype]}`, "" for none), so
+/// that the results document gives its predictions those same values
+/// without reading the manifest again.
 pub const STORED_KEY: &str = "breakdown_columns";
 
-/// The site and subtype of every prediction in `results` that has either,
-/// as [`STORED_KEY`] keeps them.
+/// The site and subtype of every prediction's image in `results` (a
+/// cleared column is kept as ""), as [`STORED_KEY`] keeps them.
 pub fn as_stored(results: &[JobResult]) -> serde_json::Value {
     let mut by_image = serde_json::Map::new();
     for p in results.iter().flat_map(|r| &r.predictions) {
-        if !(p.site.is_empty() && p.subtype.is_empty()) {
-            by_image.insert(p.image.clone(), serde_json::json!([p.site, p.subtype]));
-        }
+        by_image.insert(p.image.clone(), serde_json::json!([p.site, p.subtype]));
     }
     serde_json::Value::Object(by_image)
 }
@@ -202,10 +200,12 @@ mod tests {
         let mut results = vec![result(1, &[("normal", 0.2), ("malignant", 0.9)])];
         results[0].predictions[0].site = "femur".into();
         let stored = as_stored(&results);
-        assert_eq!(stored.as_object().map(|o| o.len()), Some(1));
+        assert_eq!(stored.as_object().map(|o| o.len()), Some(2));
         let mut fresh = vec![result(1, &[("normal", 0.2), ("malignant", 0.9)])];
+        fresh[0].predictions[1].site = "as the worker was sent".into();
         apply_stored(&stored, &mut fresh);
         assert_eq!(fresh[0].predictions[0].site, "femur");
+        // A column cleared since: cleared here too.
         assert_eq!(fresh[0].predictions[1].site, "");
         assert!(!summary_differs(&summary, &before));
         assert!(summary_differs(&summary, &fixed));

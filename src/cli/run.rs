@@ -308,12 +308,10 @@ pub async fn run(a: RunArgs) -> Result<ExitCode> {
         .args(["--slots-per-gpu", &a.slots_per_gpu.to_string()])
         .stdout(log.try_clone()?)
         .stderr(log)
-        .kill_on_drop(true)
-        // Their own process group: a Ctrl-C at the terminal reaches `run`
-        // alone, which stops them (one SIGTERM each), rather than each
-        // worker twice (the terminal's SIGINT, then run's SIGTERM), which a
-        // worker takes for someone who will not wait.
-        .process_group(0);
+        // In `run`'s process group: a Ctrl-Z at the terminal pauses them
+        // with it. A Ctrl-C reaches them twice (the terminal's SIGINT, then
+        // run's SIGTERM), which a worker takes for one signal (2 s apart).
+        .kill_on_drop(true);
         for var in REMOTE_ONLY_ENV {
             cmd.env_remove(var);
         }

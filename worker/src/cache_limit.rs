@@ -24,7 +24,8 @@ pub fn mark_used(folder: &Path) {
 /// Remove data sets from `cache`, least recently used first, until what
 /// is left takes at most `limit` bytes; never `keep` (the one a job is
 /// about to fetch) nor one used within [`IN_USE_FOR`]. Returns the folders
-/// removed. Best effort: what cannot be read or removed is left.
+/// removed. Best effort: what cannot be read or removed is left, and the
+/// bound holds before a fetch (the set then fetched adds to it).
 pub fn enforce(cache: &Path, limit: u64, keep: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(cache) else {
         return Vec::new();
@@ -43,10 +44,13 @@ pub fn enforce(cache: &Path, limit: u64, keep: &Path) -> Vec<PathBuf> {
         if total <= limit {
             break;
         }
-        let recent = now
-            .duration_since(used)
-            .map_or(true, |age| age < IN_USE_FOR);
-        if recent || path == keep {
+        let recent = |used: SystemTime| {
+            now.duration_since(used)
+                .map_or(true, |age| age < IN_USE_FOR)
+        };
+        // Looked at again just before: another process may have taken it
+        // since the scan.
+        if recent(used) || path == keep || recent(last_used(&path)) {
             continue;
         }
         if std::fs::remove_dir_all(&path).is_ok() {

@@ -199,6 +199,9 @@ pub fn materialise(
     }
     let m = Manifest::load(&manifest_path).map_err(|e| FetchError::Dataset(e.to_string()))?;
     let fp = fingerprint(&m)?;
+    // Again once fetched and checked (which may take long): the job decodes
+    // its images from here next, within the hour `cache_limit` leaves it.
+    crate::cache_limit::mark_used(&dir);
     if fp.sha256 != lease.dataset_sha256 {
         return Err(FetchError::Fingerprint {
             got: fp.sha256,

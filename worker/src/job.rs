@@ -246,8 +246,10 @@ pub struct JobOptions<'a> {
 }
 
 /// How long a job waits for another job of this process, which holds
-/// other process-wide GPU settings, before it gives its lease back.
-pub const SETTINGS_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// other process-wide GPU settings, before it gives its lease back (for
+/// another worker; this slot then waits for those settings to be let go
+/// before it leases again). Well under any stall time-out.
+pub const SETTINGS_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Run one round. `on_progress` is called after every step and epoch;
 /// returning [`Control::Stop`] cancels the job within one step.

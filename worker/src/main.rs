@@ -39,9 +39,10 @@ struct Cli {
     /// Cache for data sets fetched from the coordinator.
     #[arg(long, default_value = ".crossfold-cache")]
     cache: PathBuf,
-    /// Keep the data sets fetched into --cache under this many GiB: before
-    /// a fetch, whole data sets are removed, the least recently used first
-    /// (never one used within the last hour). No limit without it.
+    /// Keep the data sets fetched into --cache under this many GiB, checked
+    /// before each fetch: whole data sets are removed, the least recently
+    /// used first (never one used within the last hour; the set fetched
+    /// then adds to the bound). No limit without it.
     #[arg(long, env = "CROSSFOLD_CACHE_MAX_GIB", value_name = "GIB")]
     cache_max_gib: Option<f64>,
     /// Exit after this many jobs.

@@ -545,6 +545,15 @@ struct GateState {
 
 static GLOBALS: GlobalsGate = GlobalsGate::new();
 
+/// Whether no job of this process holds process-wide GPU settings now.
+pub fn globals_free() -> bool {
+    GLOBALS
+        .state
+        .lock()
+        .map(|st| st.holders == 0)
+        .unwrap_or(true)
+}
+
 /// Why [`GlobalsGate::enter`] gave up.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GateError {

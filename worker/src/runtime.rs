@@ -390,11 +390,19 @@ async fn run_slot(
                 budget.give_back();
                 continue;
             };
-            let failed_here = {
+            let ended = {
                 let _running = running.start(&lease);
                 run_lease(&cfg, &mut client, &registered.worker_id, lease, &stop).await
             };
-            failures = if failed_here { failures + 1 } else { 0 };
+            failures = if ended.failed_here { failures + 1 } else { 0 };
+            // Given back because another slot's job holds other GPU
+            // settings: not leasing again (the same job would come back to
+            // this slot) until that job has let them go.
+            if ended.busy {
+                while !crate::precision::globals_free() && !stop.load(Ordering::SeqCst) {
+                    pause(Duration::from_secs(1), &stop).await;
+                }
+            }
             // Several jobs in a row failed here: something about this
             // worker (a GPU in a bad state, a missing mount) may fail every
             // job it takes, and this idle worker would ask first for each
@@ -442,7 +450,7 @@ async fn run_lease(
     worker_id: &str,
     lease: v1::Lease,
     stop: &Arc<AtomicBool>,
-) -> bool {
+) -> Ended {
     let job = lease.job_key.clone();
     tracing::info!(experiment = %lease.experiment_id, job = %job, attempt = lease.attempt, "lease received");
     let started = Instant::now();
@@ -562,8 +570,20 @@ async fn run_lease(
             ..
         }
     );
+    let busy = matches!(outcome, Outcome::Release) && !stop.load(Ordering::SeqCst);
     report(client, worker_id, &lease, outcome, stop).await;
-    failed
+    Ended {
+        failed_here: failed,
+        busy,
+    }
+}
+
+/// How a lease ended, as far as its slot's next lease is concerned.
+struct Ended {
+    /// Failed, by this worker's own running of it (see `Outcome::Failed`).
+    failed_here: bool,
+    /// Given back, not stopping: this worker could not start it now.
+    busy: bool,
 }
 
 /// Report the outcome, retrying while the coordinator is unreachable (a
@@ -582,6 +602,10 @@ async fn report(
     // still waiting for an answer then is given up too.
     let mut wait = Duration::from_secs(1);
     let mut stopped_at: Option<std::time::Instant> = None;
+    // Tries that failed with an error of the limited kind (see
+    // `worth_retrying`): those while the coordinator was unreachable do
+    // not count against them.
+    let mut limited = 0u64;
     for attempt in 1u64.. {
         let try_once = async {
             match &outcome {
@@ -638,7 +662,7 @@ async fn report(
         };
         match r {
             Ok(()) => return,
-            Err(e) if worth_retrying(&e, attempt) => {
+            Err(e) if worth_retrying(&e, &mut limited) => {
                 tracing::warn!(job = %lease.job_key, error = %e, try_number = attempt, retry_in_seconds = wait.as_secs(), "report not through; retrying");
                 tokio::select! {
                     // A stop during the wait ends it: one more try at once.
@@ -667,15 +691,22 @@ async fn report(
 /// minutes (a result is hours of training, but a coordinator that fails on
 /// this very report must not hold the slot for ever); a refusal (a bad
 /// request, no permission) never.
-fn worth_retrying(e: &tonic::Status, tries: u64) -> bool {
+///
+/// `limited` counts the tries that failed with an error of the limited
+/// kind; this one is added to it.
+fn worth_retrying(e: &tonic::Status, limited: &mut u64) -> bool {
     use tonic::Code;
     match e.code() {
-        Code::Unavailable | Code::Unknown => true,
-        Code::Cancelled
+        Code::Unavailable => true,
+        Code::Unknown
+        | Code::Cancelled
         | Code::Aborted
         | Code::ResourceExhausted
         | Code::DeadlineExceeded
-        | Code::Internal => tries < REPORT_TRIES_ON_ERROR,
+        | Code::Internal => {
+            *limited += 1;
+            *limited < REPORT_TRIES_ON_ERROR
+        }
         _ => false,
     }
 }
@@ -868,7 +899,12 @@ fn train_lease(
             let why = format!(
                 "{e} (this worker is crossfold {version}; the coordinator read this spec: are the two of different versions?)"
             );
-            return failed(why, true);
+            // This worker's own lack: it will fail every such job.
+            return Outcome::Failed {
+                error: why,
+                retryable: true,
+                here: true,
+            };
         }
     };
     // The spec's train.device: `cpu` trains on the CPU even on a GPU worker;
@@ -1003,13 +1039,18 @@ mod tests {
     #[test]
     fn a_report_is_tried_again_unless_the_coordinator_refused_it() {
         use tonic::Status;
-        for lost in [
-            Status::unavailable("connection refused"),
-            Status::unknown("transport error"),
-        ] {
-            assert!(super::worth_retrying(&lost, 1_000), "{lost}");
+        // Unreachable for as long as it takes, and not counted against the
+        // other kind: an outage first, then a reset, is still tried.
+        let mut limited = 0;
+        for _ in 0..1_000 {
+            assert!(super::worth_retrying(
+                &Status::unavailable("connection refused"),
+                &mut limited
+            ));
         }
+        assert_eq!(limited, 0);
         for own in [
+            Status::unknown("transport error"),
             Status::cancelled("stream reset"),
             Status::internal("h2 protocol error: error reading a body from connection"),
             Status::aborted("conflict"),
@@ -1017,18 +1058,17 @@ mod tests {
             Status::resource_exhausted("full"),
             Status::deadline_exceeded("slow"),
         ] {
-            assert!(super::worth_retrying(&own, 1), "{own}");
-            assert!(
-                !super::worth_retrying(&own, super::REPORT_TRIES_ON_ERROR),
-                "{own}"
-            );
+            let mut limited = 0;
+            assert!(super::worth_retrying(&own, &mut limited), "{own}");
+            let mut limited = super::REPORT_TRIES_ON_ERROR - 1;
+            assert!(!super::worth_retrying(&own, &mut limited), "{own}");
         }
         for refused in [
             Status::invalid_argument("bad result"),
             Status::permission_denied("no token"),
             Status::failed_precondition("x"),
         ] {
-            assert!(!super::worth_retrying(&refused, 1), "{refused}");
+            assert!(!super::worth_retrying(&refused, &mut 0), "{refused}");
         }
     }
 

@@ -565,10 +565,19 @@ fn results_document(
             e.id
         )));
     };
-    // The predictions broken down as the summary was (a stored one keeps
-    // the values it used; none from summaries older than that).
-    if let Some(stored) = o.remove(crate::columns::STORED_KEY) {
-        crate::columns::apply_stored(&stored, &mut results);
+    // The predictions broken down as the summary was: a stored one keeps
+    // the values it used; one stored before it kept them, as the manifest
+    // has them if those are still the summary's.
+    match o.remove(crate::columns::STORED_KEY) {
+        Some(stored) => crate::columns::apply_stored(&stored, &mut results),
+        None => {
+            if let Some(c) = e.summary_json.as_deref().and_then(|s| {
+                crate::columns::Columns::read(&e.manifest_path)
+                    .filter(|c| !crate::columns::summary_differs(s, c))
+            }) {
+                c.apply(&mut results);
+            }
+        }
     }
     o.insert("experiment_id".into(), e.id.to_string().into());
     o.insert("name".into(), e.name.clone().into());

@@ -138,13 +138,14 @@ pub trait Store: Send + Sync + 'static {
     /// One experiment.
     fn experiment(&self, id: ExperimentId) -> Result<ExperimentRecord, StoreError>;
 
-    /// [`Store::experiment`] without its split plan (`plan_json` empty,
-    /// the rest as stored): what the scheduler, the reaper and watchers
-    /// read several times a second, and the plan lists every image of
-    /// every round.
+    /// [`Store::experiment`] without its split plan and its summary
+    /// (`plan_json` empty, `summary_json` `Some("")` when there is one, the
+    /// rest as stored): what the scheduler, the reaper, watchers and List
+    /// read, several times a second; the plan lists every image of every
+    /// round, the summary every round's figures and every image's columns.
     fn experiment_head(&self, id: ExperimentId) -> Result<ExperimentRecord, StoreError>;
 
-    /// Every experiment without its split plan (as
+    /// Every experiment without its split plan and summary (as
     /// [`Store::experiment_head`]), in submission order (`seq`).
     fn experiment_heads(&self) -> Result<Vec<ExperimentRecord>, StoreError>;
 

@@ -216,6 +216,7 @@ fn a_head_is_the_experiment_without_its_plan(store: &dyn Store) {
     assert!(!full.plan_json.is_empty());
     let want = ExperimentRecord {
         plan_json: String::new(),
+        summary_json: Some(String::new()),
         ..full
     };
     assert_eq!(store.experiment_head(e.id).unwrap(), want);

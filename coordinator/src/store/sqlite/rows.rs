@@ -11,10 +11,11 @@ use rusqlite::Row;
 pub(super) const EXPERIMENT_COLUMNS: &str = "id, name, request_id, spec_sha256, dataset_sha256, \
      plan_sha256, spec_toml, plan_json, manifest_path, submitted_ms, seq, cancelled, summary_json";
 
-/// [`EXPERIMENT_COLUMNS`] with an empty split plan, read the same way.
+/// [`EXPERIMENT_COLUMNS`] with an empty split plan and an empty summary
+/// where there is one (see `Store::experiment_head`), read the same way.
 pub(super) const EXPERIMENT_HEAD_COLUMNS: &str = "id, name, request_id, spec_sha256, \
      dataset_sha256, plan_sha256, spec_toml, '' AS plan_json, manifest_path, submitted_ms, seq, \
-     cancelled, summary_json";
+     cancelled, CASE WHEN summary_json IS NULL THEN NULL ELSE '' END AS summary_json";
 
 /// The jobs columns that [`job`] reads, in order.
 pub(super) const JOB_COLUMNS: &str = "experiment, key, task, round, state, state_json, version";

@@ -54,7 +54,7 @@ fn everything_survives_reopening_the_file() {
     );
     assert_eq!(after, before);
     assert!(!after.0[0].cancelled && after.0[1].cancelled);
-    assert_eq!(after.0[0].summary_json.as_deref(), Some("{\"auc\":0.5}"));
+    assert_eq!(after.1.summary_json.as_deref(), Some("{\"auc\":0.5}"));
     assert_eq!(after.2[0].state.name(), "succeeded");
     assert_eq!(keys_of(&after.4), ["b"]);
     assert_eq!(store.job(off.id, "x").unwrap().state.name(), "cancelled");
