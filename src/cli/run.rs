@@ -46,6 +46,7 @@ const DEVICES_LIMIT: Duration = Duration::from_secs(120);
 /// libtorch's count, which honours `CUDA_VISIBLE_DEVICES` (nvidia-smi does
 /// not). A worker that cannot start at all (libtorch not found) is named
 /// here, before anything is submitted.
+///
 /// For a spec that trains on the CPU, the GPUs are hidden from it: only
 /// whether the worker starts is asked, and no GPU driver is woken.
 fn worker_cuda_devices(bin: &std::path::Path, device: Device) -> Result<usize> {

@@ -397,8 +397,10 @@ async fn run_slot(
             failures = if ended.failed_here { failures + 1 } else { 0 };
             // Given back because another slot's job holds other GPU
             // settings: not leasing again (the same job would come back to
-            // this slot) until that job has let them go.
+            // this slot) until that job has let them go. A job given back
+            // is no job done (`--max-jobs`).
             if ended.busy {
+                budget.give_back();
                 while !crate::precision::globals_free() && !stop.load(Ordering::SeqCst) {
                     pause(Duration::from_secs(1), &stop).await;
                 }
