@@ -7,6 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+/// Whether `s` is written as [`sha256_hex`] writes a SHA-256: 64 lowercase
+/// hex digits (a data set's id, which names folders: nothing else may).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Lower-case hex SHA-256 of a byte string.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -186,6 +194,20 @@ impl HashCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_sha256_hex_writes_is_a_sha256() {
+        assert!(is_sha256_hex(&sha256_hex(b"x")));
+        for not in [
+            "",
+            "../../x",
+            &"D".repeat(64),
+            &"d".repeat(63),
+            &"g".repeat(64),
+        ] {
+            assert!(!is_sha256_hex(not), "{not}");
+        }
+    }
 
     #[test]
     fn a_hashing_writer_gives_the_hash_of_what_it_wrote() {

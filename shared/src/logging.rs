@@ -75,6 +75,15 @@ pub fn exit_quietly_on_closed_stdout() {
     }
 }
 
+/// What a panic said (its payload, when it is text): `panic!("...")` and
+/// `expect` give a `&str` or a `String`.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+}
+
 /// For commands that also use the network (SIGPIPE stays ignored there, so
 /// a closed socket is an error, not a silent death): printing into a closed
 /// pipe makes `println!` panic; end quietly with SIGPIPE's usual exit
@@ -83,12 +92,7 @@ pub fn exit_quietly_on_closed_stdout() {
 pub fn quiet_on_closed_stdout_panic() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let text = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
+        let text = panic_text(info.payload()).unwrap_or("");
         if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
             std::process::exit(141);
         }

@@ -64,11 +64,9 @@ pub fn enforce(cache: &Path, limit: u64, keep: &Path) -> Vec<PathBuf> {
 /// Whether `p` is named as a data set's folder (64 lowercase hex digits):
 /// nothing else under `--cache` is touched.
 fn is_data_set(p: &Path) -> bool {
-    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-        n.len() == 64
-            && n.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(crossfold_shared::hash::is_sha256_hex)
 }
 
 /// When the folder was last used: its mark, else the folder's own time.

@@ -100,11 +100,7 @@ pub fn materialise(
         cache_limit,
     } = *from;
     let id = &lease.dataset_sha256;
-    if id.len() != 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !crossfold_shared::hash::is_sha256_hex(id) {
         return Err(FetchError::BadDatasetId(id.clone()));
     }
     let fingerprint = |m: &Manifest| {

@@ -289,10 +289,7 @@ fn catching<T, E>(
     aborted: impl FnOnce(String) -> E,
 ) -> Result<T, E> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
+        let message = crossfold_shared::logging::panic_text(payload.as_ref())
             .unwrap_or("unknown panic")
             .trim_start_matches("called `Result::unwrap()` on an `Err` value: ");
         Err(aborted(without_backtrace(message)))

@@ -122,11 +122,7 @@ pub fn decode_bytes_scaled(
     gray16: Gray16Scale,
 ) -> Result<(GrayImage, Option<Gray16>), ImagingError> {
     std::panic::catch_unwind(|| decode_unguarded(bytes, name, gray16)).unwrap_or_else(|panic| {
-        let said = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
+        let said = crate::logging::panic_text(panic.as_ref()).unwrap_or("no message");
         Err(ImagingError::undecodable(
             name,
             format!("the decoder crashed on it: {said}"),
